@@ -1,0 +1,77 @@
+# Build/run plumbing for the clinic referral portal.
+#   make run          create .venv, install system deps, migrate, seed demo data once, serve on :5000
+#   make test         run the test suite (extra pytest args: make test PYTEST_ARGS='-k voucher -x')
+#   make bench        run benchmarks (bench/__main__.py), if any
+#   make clean        remove .venv and caches (keeps instance/)
+# Everything is idempotent: a second run skips venv creation, pip and apt when nothing changed.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+FLASK       := $(VENV)/bin/flask --app wsgi
+GUNICORN    := $(VENV)/bin/gunicorn
+STAMP       := $(VENV)/.installed
+SYSTEM_PKGS := libharfbuzz-subset0 fonts-noto-cjk poppler-utils
+BIND        ?= 127.0.0.1:5000
+PYTEST_ARGS ?=
+
+.PHONY: help venv install system-deps run test bench clean
+
+help:
+	@echo "Targets: run, test [PYTEST_ARGS=...], bench, venv (alias: install), system-deps, clean"
+
+venv install: $(STAMP)
+	@:
+
+$(PY):
+	@echo ">> creating $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml is newer than the stamp (the stamp lives
+# inside .venv, so a fresh venv always gets an install).
+$(STAMP): pyproject.toml | $(PY)
+	@echo ">> installing project + test extras into $(VENV)"
+	@PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+# Installs missing Debian packages (WeasyPrint font subsetting, CJK fonts,
+# pdftotext/pdftoppm for tests). No apt-get at all when everything is present.
+system-deps:
+	@missing=(); \
+	if ! command -v dpkg >/dev/null 2>&1; then \
+		echo ">> dpkg not found; make sure these are installed: $(SYSTEM_PKGS)"; exit 0; \
+	fi; \
+	for p in $(SYSTEM_PKGS); do \
+		dpkg -s "$$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$$p"); \
+	done; \
+	[ $${#missing[@]} -eq 0 ] && exit 0; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	else \
+		echo ">> WARNING: missing Debian packages: $${missing[*]}"; \
+		echo ">> not root and no sudo; install them with: apt-get install --no-install-recommends $${missing[*]}"; \
+		echo ">> continuing anyway (PDF vouchers may render without CJK glyphs or fail)"; \
+		exit 0; \
+	fi; \
+	echo ">> installing Debian packages: $${missing[*]}"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
+
+run: venv system-deps
+	$(FLASK) db upgrade
+	$(FLASK) seed-demo --if-empty
+	@echo "Serving the demo clinic on http://$(BIND) — log in with the accounts printed above (or see instance/demo-logins.txt)"
+	@exec $(GUNICORN) -w 2 --max-requests 500 --max-requests-jitter 50 -b $(BIND) wsgi:app
+
+test: venv system-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: venv system-deps
+	@if [ -f bench/__main__.py ]; then $(PY) -m bench; else echo "no benchmarks yet"; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} + -o -type f -name '*.pyc' -exec rm -f {} +

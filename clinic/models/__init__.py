@@ -1,0 +1,24 @@
+"""Database models, one module per aggregate."""
+
+from clinic.models.audit import AuditEvent
+from clinic.models.campaign import Campaign, RewardKind
+from clinic.models.clinic import Clinic
+from clinic.models.idempotency import FormSubmission
+from clinic.models.patient import Patient
+from clinic.models.referral import Referral
+from clinic.models.staff import Role, Staff
+from clinic.models.voucher import Voucher, VoucherStatus
+
+__all__ = [
+    "AuditEvent",
+    "Campaign",
+    "Clinic",
+    "FormSubmission",
+    "Patient",
+    "Referral",
+    "RewardKind",
+    "Role",
+    "Staff",
+    "Voucher",
+    "VoucherStatus",
+]

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from clinic.extensions import db
+
+
+class Clinic(db.Model):
+    """The clinic this installation serves: one row, edited on the settings page."""
+
+    __tablename__ = "clinics"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    phone: Mapped[str] = mapped_column(String(40), default="")
+    address: Mapped[str] = mapped_column(String(300), default="")
+    logo_filename: Mapped[str | None] = mapped_column(String(80))
+    brand_colour: Mapped[str] = mapped_column(String(7), default="#0f766e")
+    currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    public_base_url: Mapped[str | None] = mapped_column(String(200))

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from clinic.extensions import db
+from clinic.models._time import utcnow
+
+
+class Patient(db.Model):
+    """A person known to the clinic. No diagnosis, department or treatment, ever."""
+
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(60), default="")
+    full_name: Mapped[str] = mapped_column(String(120))
+    # Digits only (a leading + kept); unique so that two desks cannot register one person twice.
+    phone: Mapped[str | None] = mapped_column(String(20), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    personal_code: Mapped[str] = mapped_column(String(8), unique=True)
+    # sha256 of the progress token: the token itself is shown once and never stored.
+    progress_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    progress_link_issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    referred_by_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enrolled_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+
+    referred_by: Mapped[Patient | None] = relationship(remote_side=[id])
+
+    @property
+    def public_name(self) -> str:
+        """The name the patient agreed to show; falls back to the full name for staff views."""
+        return self.display_name or self.full_name

@@ -1,0 +1,1 @@
+"""The domain: plain functions that never touch ``request`` or ``session``."""

@@ -1,0 +1,56 @@
+"""The audit log: every redemption attempt, voucher change, login and setting change."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from clinic.extensions import db
+from clinic.models import AuditEvent
+from clinic.services.transaction import Actor, atomic
+
+
+def record(action: str, actor: Actor, *, outcome: str = "ok", reason: str | None = None,
+           patient_id: int | None = None, voucher_id: int | None = None,
+           referral_id: int | None = None, **details) -> AuditEvent:
+    """Add an audit event to the current transaction, so it commits with the effect it records."""
+    event = AuditEvent(
+        action=action,
+        outcome=outcome,
+        reason=reason,
+        staff_id=actor.staff_id,
+        ip=actor.ip,
+        patient_id=patient_id,
+        voucher_id=voucher_id,
+        referral_id=referral_id,
+        details={key: value for key, value in details.items() if value is not None},
+    )
+    db.session.add(event)
+    return event
+
+
+def record_refusal(action: str, actor: Actor, reason: str, **kwargs) -> None:
+    """Record a refused attempt in a transaction of its own (the attempt itself changed nothing)."""
+    with atomic():
+        record(action, actor, outcome="refused", reason=reason, **kwargs)
+
+
+def search_events(*, action: str | None = None, outcome: str | None = None,
+                  staff_id: int | None = None, patient_id: int | None = None,
+                  limit: int = 200, before_id: int | None = None) -> list[AuditEvent]:
+    """Newest first, filtered; ``before_id`` pages back through older events."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    if outcome:
+        query = query.where(AuditEvent.outcome == outcome)
+    if staff_id:
+        query = query.where(AuditEvent.staff_id == staff_id)
+    if patient_id:
+        query = query.where(AuditEvent.patient_id == patient_id)
+    if before_id:
+        query = query.where(AuditEvent.id < before_id)
+    return list(db.session.scalars(query))
+
+
+def audit_actions() -> list[str]:
+    return list(db.session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)))

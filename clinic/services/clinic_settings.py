@@ -1,0 +1,129 @@
+"""The clinic's settings and its default campaign, as managers edit them."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy import select
+
+from clinic.extensions import db
+from clinic.models import Campaign, Clinic, RewardKind
+from clinic.services import audit
+from clinic.services.errors import Refused
+from clinic.services.money import format_money
+from clinic.services.transaction import Actor, atomic
+
+LOGO_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+MAX_LOGO_PIXELS = 4000
+CLINIC_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "timezone", "public_base_url")
+CAMPAIGN_FIELDS = (
+    "name",
+    "referrer_reward_kind",
+    "referrer_reward_amount",
+    "referrer_reward_label",
+    "friend_reward_kind",
+    "friend_reward_amount",
+    "friend_reward_label",
+    "voucher_valid_days",
+)
+
+
+def get_clinic() -> Clinic:
+    """The clinic row; a fresh database gets a placeholder so every page can render."""
+    clinic = db.session.get(Clinic, 1)
+    if clinic is None:
+        with atomic():
+            db.session.add(Clinic(id=1, name="Our clinic"))
+        clinic = db.session.get(Clinic, 1)
+    return clinic
+
+
+def default_campaign() -> Campaign | None:
+    return db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True)).limit(1))
+
+
+def update_clinic(values: dict, actor: Actor) -> Clinic:
+    """Save the settings form; the audit event lists what changed, old and new."""
+    with atomic():
+        clinic = get_clinic()
+        changes = _apply(clinic, values, CLINIC_FIELDS)
+        if changes:
+            audit.record("settings.changed", actor, changes=changes)
+    return clinic
+
+
+def update_default_campaign(values: dict, actor: Actor) -> Campaign:
+    with atomic():
+        campaign = default_campaign()
+        if campaign is None:
+            campaign = Campaign(is_default=True, name=values.get("name") or "Refer a friend")
+            db.session.add(campaign)
+            db.session.flush()
+        changes = _apply(campaign, values, CAMPAIGN_FIELDS)
+        if changes:
+            audit.record("campaign.changed", actor, campaign_id=campaign.id, changes=changes)
+    return campaign
+
+
+def _apply(row, values: dict, fields: tuple[str, ...]) -> dict:
+    changes = {}
+    for field in fields:
+        if field in values and getattr(row, field) != values[field]:
+            changes[field] = [getattr(row, field), values[field]]
+            setattr(row, field, values[field])
+    return changes
+
+
+@dataclass(frozen=True)
+class Reward:
+    kind: str
+    amount: int
+    label: str
+
+    def describe(self, currency: str, locale: str = "en") -> str:
+        if self.kind == RewardKind.MONEY.value:
+            return f"{format_money(self.amount, currency, locale)} off"
+        return self.label
+
+
+def referrer_reward(campaign: Campaign) -> Reward:
+    return Reward(campaign.referrer_reward_kind, campaign.referrer_reward_amount, campaign.referrer_reward_label)
+
+
+def friend_reward(campaign: Campaign) -> Reward:
+    return Reward(campaign.friend_reward_kind, campaign.friend_reward_amount, campaign.friend_reward_label)
+
+
+def save_logo(stream, upload_folder: str, actor: Actor) -> str:
+    """Check that the upload really is a PNG, JPEG or WebP image of sane size and store it.
+
+    The file is re-encoded from the decoded pixels, so nothing but image data is kept
+    (no scripts in SVG, no trailing payloads). SVG is refused: it can carry script.
+    """
+    try:
+        with Image.open(stream) as image:
+            image_format = image.format
+            if image_format not in LOGO_FORMATS:
+                raise Refused("bad_logo", "The logo must be a PNG, JPEG or WebP image.", field="logo")
+            if max(image.size) > MAX_LOGO_PIXELS:
+                raise Refused("bad_logo", f"The logo can be at most {MAX_LOGO_PIXELS} pixels on a side.",
+                              field="logo")
+            image.load()
+            extension = LOGO_FORMATS[image_format]
+            filename = f"logo-{secrets.token_hex(8)}.{extension}"
+            folder = Path(upload_folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            if image.mode not in ("RGB", "RGBA", "L", "LA"):
+                image = image.convert("RGBA")
+            image.save(folder / filename, format=image_format)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError):
+        raise Refused("bad_logo", "That file is not an image we can read (PNG, JPEG or WebP).",
+                      field="logo") from None
+    with atomic():
+        clinic = get_clinic()
+        audit.record("settings.changed", actor, changes={"logo_filename": [clinic.logo_filename, filename]})
+        clinic.logo_filename = filename
+    return filename

@@ -1,0 +1,102 @@
+"""A demo clinic for first runs and screenshots: staff, patients, referrals, vouchers."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import current_app
+
+from clinic.models import Role
+from clinic.services import clinic_settings, redemption, vouchers
+from clinic.services.patients import PatientDetails, enrol_patient
+from clinic.services.staff import create_staff
+from clinic.services.transaction import Actor
+from clinic.services.urls import invite_url, progress_url
+
+REFERRERS = [
+    ("王丽", "王丽", "13800138001"),
+    ("Chen Wei", "Chen Wei", "13800138002"),
+    ("李小明", "", "13800138003"),
+    ("Sarah Lim", "Sarah", "+6591234567"),
+    ("张伟", "张伟", "13800138005"),
+    ("Tan Mei Ling", "Mei Ling", "13800138006"),
+]
+FRIENDS = [
+    ("刘洋", "13900139001"), ("Lucy Wong", "13900139002"), ("赵敏", "13900139003"),
+    ("Daniel Koh", "13900139004"), ("孙悦", None), ("Peter Ng", "13900139006"),
+    ("周杰", "13900139007"), ("Grace Teo", "13900139008"), ("吴芳", "13900139009"),
+    ("Ahmad Rahman", "13900139010"), ("郑爽", "13900139011"), ("Olivia Chua", "13900139012"),
+    ("冯磊", "13900139013"), ("Henry Lau", "13900139014"),
+]
+
+
+@dataclass
+class DemoSummary:
+    password: str
+    invite_url: str
+    progress_url: str
+    counts: dict = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        return [
+            f"Demo clinic ready: {self.counts.get('patients', 0)} patients, "
+            f"{self.counts.get('referrals', 0)} referrals, {self.counts.get('vouchers', 0)} vouchers.",
+            f"  manager login: manager@example.com / {self.password}",
+            f"  desk login:    desk@example.com / {self.password}",
+            f"  a demo patient's invite page:   {self.invite_url}",
+            f"  the same patient's progress page: {self.progress_url}",
+        ]
+
+
+def seed_demo_clinic(password: str | None = None) -> DemoSummary:
+    """Fill an empty database through the same services the desk uses, so every row is audited."""
+    password = password or secrets.token_urlsafe(9)
+    manager = create_staff("manager@example.com", password, Role.MANAGER.value)
+    desk = create_staff("desk@example.com", password, Role.FRONT_DESK.value)
+    as_manager = Actor(staff_id=manager.id, ip="127.0.0.1")
+    as_desk = Actor(staff_id=desk.id, ip="127.0.0.1")
+    clinic_settings.update_clinic({
+        "name": "Harbour Family Dental 港湾口腔",
+        "phone": "+86 21 5555 0100",
+        "address": "88 Harbour Road, Shanghai",
+        "brand_colour": "#0f766e",
+        "currency": "CNY",
+        "timezone": "Asia/Shanghai",
+    }, as_manager)
+    clinic_settings.update_default_campaign({
+        "name": "Bring a friend",
+        "referrer_reward_kind": "money", "referrer_reward_amount": 20000, "referrer_reward_label": "",
+        "friend_reward_kind": "service", "friend_reward_amount": 0,
+        "friend_reward_label": "Free first consultation",
+        "voucher_valid_days": 180,
+    }, as_manager)
+
+    referrers = []
+    tokens = {}
+    for full_name, display_name, phone in REFERRERS:
+        patient, token = enrol_patient(PatientDetails(full_name=full_name, display_name=display_name, phone=phone),
+                                       as_desk)
+        referrers.append(patient)
+        tokens[patient.id] = token
+    results = []
+    for index, (full_name, phone) in enumerate(FRIENDS):
+        referrer = referrers[index % 4]  # four referrers brought friends, two not yet
+        results.append(redemption.redeem_code(referrer.personal_code, PatientDetails(full_name=full_name, phone=phone),
+                                              as_desk))
+    for result in results[:5]:
+        vouchers.spend_voucher(result.friend_voucher.code, as_desk)
+    vouchers.void_voucher(results[5].referrer_voucher.id, "Demo: issued in error", as_manager)
+
+    showcase = referrers[0]
+    summary = DemoSummary(
+        password=password,
+        invite_url=invite_url(showcase.personal_code),
+        progress_url=progress_url(tokens[showcase.id]),
+        counts={"patients": len(REFERRERS) + len(FRIENDS), "referrals": len(results), "vouchers": 2 * len(results)},
+    )
+    logins = Path(current_app.instance_path) / "demo-logins.txt"
+    logins.write_text("\n".join(summary.lines()) + "\n")
+    logins.chmod(0o600)
+    return summary

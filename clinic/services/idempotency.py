@@ -1,0 +1,48 @@
+"""Per-form idempotency keys: a resubmitted form replays its first result."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from clinic.extensions import db
+from clinic.models import FormSubmission
+from clinic.services.errors import Refused
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+def fingerprint(*parts) -> str:
+    """A hash of what the form asked for, to tell a replay from a reused key."""
+    return hashlib.sha256("\x1f".join("" if part is None else str(part) for part in parts).encode()).hexdigest()
+
+
+def check_key(key: str | None) -> str | None:
+    if key is None or key == "":
+        return None
+    if not KEY_PATTERN.match(key):
+        raise Refused("validation_error", "The form is damaged: reload the page and try again.", field="idempotency_key")
+    return key
+
+
+def previous_result(key: str | None, action: str, request_fingerprint: str) -> int | None:
+    """The result id of an earlier submission with this key, or None if there was none."""
+    if key is None:
+        return None
+    submission = db.session.get(FormSubmission, key)
+    if submission is None:
+        return None
+    if submission.action != action or submission.fingerprint != request_fingerprint:
+        raise Refused("key_reused", "This form was already submitted with different details. "
+                      "Reload the page to start again.", status=409)
+    return submission.result_id
+
+
+def remember(key: str | None, action: str, request_fingerprint: str) -> FormSubmission | None:
+    """Claim the key inside the current transaction; a concurrent twin fails on the primary key."""
+    if key is None:
+        return None
+    submission = FormSubmission(key=key, action=action, fingerprint=request_fingerprint)
+    db.session.add(submission)
+    db.session.flush()
+    return submission

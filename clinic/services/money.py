@@ -1,0 +1,45 @@
+"""Money as integers in minor units; conversion only at the edges (forms and display)."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from babel.numbers import format_currency, get_currency_precision
+
+MAX_MAJOR_UNITS = Decimal(1_000_000)
+
+
+def minor_digits(currency: str) -> int:
+    return get_currency_precision(currency)
+
+
+def format_money(amount_minor: int, currency: str, locale: str = "en") -> str:
+    """``10000, "CNY"`` -> ``CN¥100.00`` (en) / ``¥100.00`` (zh_CN)."""
+    value = Decimal(amount_minor).scaleb(-minor_digits(currency))
+    return format_currency(value, currency, locale=locale)
+
+
+def parse_money(text: str | None, currency: str) -> int:
+    """``"100.5"`` -> ``10050`` for CNY. Raises ValueError with a message for people."""
+    cleaned = (text or "").strip().replace(",", "")
+    if not cleaned:
+        raise ValueError("Enter an amount.")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        raise ValueError("Enter the amount as a number, for example 100 or 99.50.") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError("The amount cannot be negative.")
+    if value > MAX_MAJOR_UNITS:
+        raise ValueError(f"The amount cannot be more than {MAX_MAJOR_UNITS:,}.")
+    digits = minor_digits(currency)
+    minor = value.scaleb(digits)
+    if minor != minor.to_integral_value():
+        raise ValueError(f"{currency} amounts have at most {digits} decimal places.")
+    return int(minor)
+
+
+def major_units_text(amount_minor: int, currency: str) -> str:
+    """The amount as a form would show it: ``10050`` -> ``"100.50"``."""
+    digits = minor_digits(currency)
+    return f"{Decimal(amount_minor).scaleb(-digits):.{digits}f}"

@@ -1,0 +1,242 @@
+"""Enrolling patients, finding them, and their private progress links."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
+from clinic.extensions import db
+from clinic.models import AuditEvent, Patient, Referral, Voucher
+from clinic.models._time import utcnow
+from clinic.services import audit
+from clinic.services.codes import InvalidCode, generate_personal_code, normalize_code, parse_code, CodeKind
+from clinic.services.errors import Refused
+from clinic.services.transaction import Actor, atomic
+
+_PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
+MIN_PHONE_DIGITS = 6
+MAX_PHONE_DIGITS = 15  # E.164
+NAME_MAX = 120
+DISPLAY_NAME_MAX = 60
+EXTERNAL_ID_MAX = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
+def normalize_phone(raw: str | None) -> str | None:
+    """Digits only, with a leading ``+`` kept; ``None`` when left empty.
+
+    Raises ValueError with a message for people when it cannot be a phone number.
+    """
+    text = _PHONE_PUNCTUATION.sub("", (raw or "").strip())
+    if not text:
+        return None
+    plus = text.startswith("+")
+    digits = text[1:] if plus else text
+    if not digits.isascii() or not digits.isdigit():
+        raise ValueError("A phone number has only digits, spaces, dashes and an optional leading +.")
+    if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
+        raise ValueError(f"A phone number has {MIN_PHONE_DIGITS} to {MAX_PHONE_DIGITS} digits.")
+    return ("+" if plus else "") + digits
+
+
+def clean_text(raw: str | None, *, max_length: int, label: str, required: bool) -> str:
+    """Trim and fold white space; refuse control characters, over-long and missing text."""
+    text = " ".join((raw or "").split())
+    if _CONTROL.search(text):
+        raise ValueError(f"{label} contains characters that cannot be printed.")
+    if required and not text:
+        raise ValueError(f"Enter the {label.lower()}.")
+    if len(text) > max_length:
+        raise ValueError(f"{label} can be at most {max_length} characters.")
+    return text
+
+
+@dataclass(frozen=True)
+class PatientDetails:
+    """Validated details of a person to enrol (or of a friend at the desk)."""
+
+    full_name: str
+    display_name: str = ""
+    phone: str | None = None
+    external_id: str | None = None
+
+    @classmethod
+    def from_form(cls, *, full_name, display_name=None, phone=None, external_id=None) -> "PatientDetails":
+        """Validate every field; raise :class:`FieldErrors` listing each problem."""
+        errors: dict[str, str] = {}
+        values = {}
+        checks = {
+            "full_name": lambda: clean_text(full_name, max_length=NAME_MAX, label="Full name", required=True),
+            "display_name": lambda: clean_text(display_name, max_length=DISPLAY_NAME_MAX,
+                                               label="Display name", required=False),
+            "phone": lambda: normalize_phone(phone),
+            "external_id": lambda: clean_text(external_id, max_length=EXTERNAL_ID_MAX,
+                                              label="Record number", required=False) or None,
+        }
+        for field, check in checks.items():
+            try:
+                values[field] = check()
+            except ValueError as problem:
+                errors[field] = str(problem)
+        if errors:
+            raise FieldErrors(errors)
+        return cls(**values)
+
+
+class FieldErrors(Refused):
+    """Several fields are wrong at once; ``errors`` maps each field to its message."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("validation_error", "Please correct the marked fields.")
+        self.errors = errors
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_progress_token() -> tuple[str, str]:
+    """A fresh progress token (192 random bits) and the hash we store."""
+    token = secrets.token_urlsafe(24)
+    return token, hash_token(token)
+
+
+def unused_personal_code() -> str:
+    """A personal code nobody holds yet (collisions are rare: 32^7 possible bodies)."""
+    while True:
+        code = generate_personal_code()
+        if db.session.scalar(select(Patient.id).where(Patient.personal_code == code)) is None:
+            return code
+
+
+def find_existing(details: PatientDetails) -> Patient | None:
+    """The patient who already has this phone or record number, if any."""
+    conditions = []
+    if details.phone:
+        conditions.append(Patient.phone == details.phone)
+    if details.external_id:
+        conditions.append(Patient.external_id == details.external_id)
+    if not conditions:
+        return None
+    return db.session.scalar(select(Patient).where(or_(*conditions)).limit(1))
+
+
+def existing_patient_refusal(existing: Patient, details: PatientDetails) -> Refused:
+    field = "phone" if details.phone and existing.phone == details.phone else "external_id"
+    what = "phone number" if field == "phone" else "record number"
+    return Refused("existing_patient", f"A patient with this {what} is already registered.", field=field)
+
+
+def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient | None = None) -> tuple[Patient, str]:
+    """Create the patient row inside the caller's transaction; returns it with its progress token."""
+    token, token_hash = new_progress_token()
+    patient = Patient(
+        full_name=details.full_name,
+        display_name=details.display_name,
+        phone=details.phone,
+        external_id=details.external_id,
+        personal_code=unused_personal_code(),
+        progress_token_hash=token_hash,
+        referred_by=referred_by,
+        enrolled_by_id=actor.staff_id,
+    )
+    db.session.add(patient)
+    db.session.flush()
+    return patient, token
+
+
+def enrol_patient(details: PatientDetails, actor: Actor) -> tuple[Patient, str]:
+    """Enrol a patient with a personal code and a private progress link (token returned once)."""
+    try:
+        with atomic():
+            existing = find_existing(details)
+            if existing is not None:
+                raise existing_patient_refusal(existing, details)
+            patient, token = add_patient(details, actor)
+            audit.record("patient.enrolled", actor, patient_id=patient.id)
+    except IntegrityError:
+        # Another desk enrolled the same phone or record number a moment ago.
+        existing = find_existing(details)
+        if existing is None:
+            raise
+        raise existing_patient_refusal(existing, details) from None
+    return patient, token
+
+
+def rotate_progress_link(patient_id: int, actor: Actor) -> str:
+    """Issue a new progress token; the old link stops working at once."""
+    token, token_hash = new_progress_token()
+    with atomic():
+        patient = db.session.get(Patient, patient_id)
+        if patient is None:
+            raise Refused("not_found", "No such patient.", status=404)
+        patient.progress_token_hash = token_hash
+        patient.progress_link_issued_at = utcnow()
+        audit.record("patient.progress_link_rotated", actor, patient_id=patient.id)
+    return token
+
+
+def patient_by_progress_token(token: str) -> Patient | None:
+    if not token or len(token) > 128:
+        return None
+    return db.session.scalar(select(Patient).where(Patient.progress_token_hash == hash_token(token)))
+
+
+def patient_by_personal_code(code: str) -> Patient | None:
+    return db.session.scalar(select(Patient).where(Patient.personal_code == code))
+
+
+SEARCH_LIMIT = 50
+
+
+def search_patients(query: str | None) -> list[Patient]:
+    """Find patients by name, phone digits or personal code; newest first."""
+    text = " ".join((query or "").split())[:100]
+    statement = select(Patient).order_by(Patient.id.desc()).limit(SEARCH_LIMIT)
+    if not text:
+        return list(db.session.scalars(statement))
+    like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    conditions = [Patient.full_name.ilike(like, escape="\\"), Patient.display_name.ilike(like, escape="\\"),
+                  Patient.external_id == text]
+    digits = _PHONE_PUNCTUATION.sub("", text).lstrip("+")
+    if digits.isascii() and digits.isdigit() and len(digits) >= 3:
+        conditions.append(Patient.phone.contains(digits, autoescape=True))
+    try:
+        parsed = parse_code(text)
+        if parsed.kind is CodeKind.PERSONAL:
+            conditions.append(Patient.personal_code == parsed.code)
+    except InvalidCode:
+        code_like = normalize_code(text)
+        if 3 <= len(code_like) <= 8 and code_like.isalnum():
+            conditions.append(Patient.personal_code.startswith(code_like, autoescape=True))
+    return list(db.session.scalars(statement.where(or_(*conditions))))
+
+
+@dataclass
+class PatientTimeline:
+    patient: Patient
+    referred_by: Referral | None
+    referred: list[Referral]
+    vouchers: list[Voucher]
+    events: list[AuditEvent]
+
+
+def patient_timeline(patient_id: int) -> PatientTimeline | None:
+    patient = db.session.get(Patient, patient_id)
+    if patient is None:
+        return None
+    return PatientTimeline(
+        patient=patient,
+        referred_by=db.session.scalar(select(Referral).where(Referral.friend_id == patient.id)),
+        referred=list(db.session.scalars(
+            select(Referral).where(Referral.referrer_id == patient.id).order_by(Referral.id.desc()))),
+        vouchers=list(db.session.scalars(
+            select(Voucher).where(Voucher.patient_id == patient.id).order_by(Voucher.id.desc()))),
+        events=list(db.session.scalars(
+            select(AuditEvent).where(AuditEvent.patient_id == patient.id).order_by(AuditEvent.id.desc()).limit(100))),
+    )

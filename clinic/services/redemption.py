@@ -1,0 +1,184 @@
+"""Redeeming a referral code at the desk: the friend becomes a patient and both sides are paid.
+
+A redemption completes fully (friend, referral, both vouchers, audit) or changes nothing.
+Concurrency is left to the database: unique phone and record numbers on patients, a unique
+friend on referrals and a unique idempotency key per form decide which of several
+simultaneous attempts wins; the others are refused or replay the winner's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from clinic.extensions import db
+from clinic.models import Campaign, Patient, Referral, Voucher
+from clinic.models._time import utcnow
+from clinic.services import audit, idempotency
+from clinic.services.clinic_settings import default_campaign, friend_reward, get_clinic, referrer_reward
+from clinic.services.codes import CodeKind, InvalidCode, ParsedCode, parse_code
+from clinic.services.errors import Refused
+from clinic.services.patients import (
+    PatientDetails,
+    add_patient,
+    existing_patient_refusal,
+    find_existing,
+    patient_by_personal_code,
+)
+from clinic.services.transaction import Actor, atomic
+from clinic.services.vouchers import find_voucher, issue_voucher
+
+
+@dataclass
+class RedemptionResult:
+    referral: Referral
+    friend: Patient
+    vouchers: list[Voucher]
+    # The friend's progress token, shown once; None when this answer replays an earlier one.
+    friend_progress_token: str | None = None
+    replayed: bool = False
+
+    @property
+    def referrer_voucher(self) -> Voucher | None:
+        return next((v for v in self.vouchers if v.beneficiary == "referrer"), None)
+
+    @property
+    def friend_voucher(self) -> Voucher | None:
+        return next((v for v in self.vouchers if v.beneficiary == "friend"), None)
+
+
+@dataclass
+class ReferralOffer:
+    """What the desk shows for a valid referral code before the friend's details are taken."""
+
+    code: ParsedCode
+    referrer: Patient
+    campaign: Campaign
+
+    @property
+    def friend_gets(self) -> str:
+        return friend_reward(self.campaign).describe(get_clinic().currency)
+
+    @property
+    def referrer_gets(self) -> str:
+        return referrer_reward(self.campaign).describe(get_clinic().currency)
+
+
+def parse_referral_code(raw: str | None) -> ParsedCode:
+    try:
+        parsed = parse_code(raw)
+    except InvalidCode as problem:
+        raise problem.as_refusal() from None
+    if parsed.kind is CodeKind.BEARER:
+        if find_voucher(parsed.code) is not None:
+            raise Refused("not_a_referral_code", "This is a voucher code: spend it at checkout instead.",
+                          field="code")
+        raise Refused("unknown_code", "No card or voucher has this code.", field="code", status=404)
+    return parsed
+
+
+def referral_offer(raw: str | None) -> ReferralOffer:
+    """Check a referral code without using it: who referred, and what the campaign pays."""
+    parsed = parse_referral_code(raw)
+    referrer = patient_by_personal_code(parsed.code)
+    if referrer is None:
+        raise Refused("unknown_code", "No patient holds this code. Check it with the friend.",
+                      field="code", status=404)
+    return ReferralOffer(code=parsed, referrer=referrer, campaign=_campaign_in_force())
+
+
+def _campaign_in_force() -> Campaign:
+    campaign = default_campaign()
+    if campaign is None or campaign.has_ended(utcnow()):
+        raise Refused("campaign_ended", "The referral campaign has ended: no rewards can be issued.",
+                      field="code", status=409)
+    return campaign
+
+
+def _refuse_self_referral(referrer: Patient, details: PatientDetails) -> None:
+    same_phone = details.phone is not None and details.phone == referrer.phone
+    same_record = details.external_id is not None and details.external_id == referrer.external_id
+    if same_phone or same_record:
+        raise Refused("self_referral", "A patient cannot redeem their own code: this is the code's owner.",
+                      field="phone" if same_phone else "external_id")
+
+
+def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
+                idempotency_key: str | None = None) -> RedemptionResult:
+    """Register the friend, link them to the referrer and issue both vouchers, all or nothing.
+
+    Every attempt is audited, the refused ones with their reason.
+    """
+    offer = None
+    try:
+        key = idempotency.check_key(idempotency_key)
+        offer = referral_offer(raw_code)
+        request_fingerprint = idempotency.fingerprint(
+            "redeem", offer.code.code, details.full_name, details.phone, details.external_id)
+        try:
+            return _redeem(offer, details, actor, key, request_fingerprint)
+        except IntegrityError:
+            # Lost a race to a concurrent twin: replay its result, or say who already exists.
+            replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
+            if replayed is not None:
+                return _result_for(replayed)
+            existing = find_existing(details)
+            if existing is None:
+                raise
+            raise existing_patient_refusal(existing, details) from None
+    except Refused as refusal:
+        audit.record_refusal("redemption", actor, refusal.reason,
+                             code=offer.code.code if offer else None,
+                             referrer_id=offer.referrer.id if offer else None)
+        raise
+
+
+def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: str | None,
+            request_fingerprint: str) -> RedemptionResult:
+    with atomic():
+        replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
+        if replayed is not None:
+            return _result_for(replayed)
+        referrer = patient_by_personal_code(offer.code.code)
+        campaign = _campaign_in_force()
+        _refuse_self_referral(referrer, details)
+        existing = find_existing(details)
+        if existing is not None:
+            raise existing_patient_refusal(existing, details)
+        submission = idempotency.remember(key, "redeem", request_fingerprint)
+        friend, token = add_patient(details, actor, referred_by=referrer)
+        referral = Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
+                            code_used=offer.code.code, staff_id=actor.staff_id)
+        db.session.add(referral)
+        db.session.flush()
+        currency = get_clinic().currency
+        audit.record("redemption", actor, patient_id=friend.id, referral_id=referral.id,
+                     code=offer.code.code, referrer_id=referrer.id, campaign_id=campaign.id)
+        vouchers = [
+            issue_voucher(referrer, referrer_reward(campaign), beneficiary="referrer", referral=referral,
+                          currency=currency, valid_days=campaign.voucher_valid_days, actor=actor),
+            issue_voucher(friend, friend_reward(campaign), beneficiary="friend", referral=referral,
+                          currency=currency, valid_days=campaign.voucher_valid_days, actor=actor),
+        ]
+        if submission is not None:
+            submission.result_id = referral.id
+    return RedemptionResult(referral=referral, friend=friend, vouchers=vouchers, friend_progress_token=token)
+
+
+def _result_for(referral_id: int) -> RedemptionResult:
+    referral = db.session.get(Referral, referral_id)
+    return RedemptionResult(referral=referral, friend=referral.friend, vouchers=list(referral.vouchers),
+                            replayed=True)
+
+
+def redemption_result(referral_id: int) -> RedemptionResult | None:
+    """A past redemption, for the desk's result page (the friend's token is not recoverable)."""
+    if db.session.get(Referral, referral_id) is None:
+        return None
+    return _result_for(referral_id)
+
+
+def recent_redemptions(limit: int = 10) -> list[Referral]:
+    return list(db.session.scalars(select(Referral).order_by(Referral.id.desc()).limit(limit)))

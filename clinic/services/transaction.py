@@ -1,0 +1,65 @@
+"""One transaction per action, with the write lock taken up front on SQLite."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from clinic.extensions import db
+
+IMMEDIATE = "clinic_begin_immediate"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts and from where, passed from the view so services never read ``request``."""
+
+    staff_id: int | None = None
+    ip: str | None = None
+
+
+def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    """WAL, a busy timeout, foreign keys, and BEGIN IMMEDIATE for write transactions.
+
+    pysqlite's own transaction handling is switched off so that we emit BEGIN ourselves:
+    a write transaction begun as DEFERRED that later tries to write can fail at once with
+    "database is locked" (a lock upgrade ignores the busy timeout), whereas BEGIN IMMEDIATE
+    simply queues behind the current writer.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        mode = "IMMEDIATE" if connection.get_execution_options().get(IMMEDIATE) else "DEFERRED"
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def atomic():
+    """Run the block as one write transaction: commit everything, or roll back everything.
+
+    Any read-only transaction already open in this session (Flask-Login loading the user,
+    say) is ended first so that the write transaction starts fresh with its lock.
+    """
+    session = db.session()
+    if session.in_transaction():
+        session.rollback()
+    session.connection(execution_options={IMMEDIATE: True})
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

@@ -1,0 +1,148 @@
+"""Issuing, spending and voiding vouchers: each change happens once and is audited."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from clinic.extensions import db
+from clinic.models import Patient, Referral, Voucher, VoucherStatus
+from clinic.models._time import utcnow
+from clinic.services import audit, idempotency
+from clinic.services.clinic_settings import Reward
+from clinic.services.codes import CodeKind, InvalidCode, generate_bearer_code, parse_code
+from clinic.services.errors import Refused
+from clinic.services.transaction import Actor, atomic
+
+VOID_REASON_MIN = 3
+VOID_REASON_MAX = 200
+
+
+def unused_bearer_code() -> str:
+    while True:
+        code = generate_bearer_code()
+        if db.session.scalar(select(Voucher.id).where(Voucher.code == code)) is None:
+            return code
+
+
+def issue_voucher(patient: Patient, reward: Reward, *, beneficiary: str, currency: str, valid_days: int,
+                  actor: Actor, referral: Referral | None = None) -> Voucher:
+    """Add a voucher and its audit event to the current transaction."""
+    now = utcnow()
+    voucher = Voucher(
+        code=unused_bearer_code(),
+        patient_id=patient.id,
+        referral_id=referral.id if referral else None,
+        beneficiary=beneficiary,
+        kind=reward.kind,
+        amount=reward.amount,
+        label=reward.label,
+        currency=currency,
+        status=VoucherStatus.ACTIVE.value,
+        issued_at=now,
+        expires_at=now + timedelta(days=valid_days),
+    )
+    db.session.add(voucher)
+    db.session.flush()
+    audit.record("voucher.issued", actor, patient_id=patient.id, voucher_id=voucher.id,
+                 referral_id=voucher.referral_id, beneficiary=beneficiary, kind=reward.kind,
+                 amount=reward.amount, label=reward.label or None, currency=currency)
+    return voucher
+
+
+def find_voucher(code: str) -> Voucher | None:
+    return db.session.scalar(select(Voucher).where(Voucher.code == code))
+
+
+def explain_unusable(voucher: Voucher | None) -> Refused:
+    """Why a voucher cannot be spent or voided now, in words the desk can read out."""
+    if voucher is None:
+        return Refused("unknown_code", "No voucher has this code.", field="code", status=404)
+    status = voucher.status_at(utcnow())
+    if status is VoucherStatus.SPENT:
+        return Refused("already_spent", f"This voucher was already spent on {voucher.spent_at:%Y-%m-%d %H:%M} UTC.",
+                       field="code", status=409)
+    if status is VoucherStatus.VOID:
+        return Refused("voided", f"This voucher was voided: {voucher.void_reason}.", field="code", status=409)
+    return Refused("expired", f"This voucher expired on {voucher.expires_at:%Y-%m-%d}.", field="code", status=409)
+
+
+def parse_voucher_code(raw: str | None) -> str:
+    try:
+        parsed = parse_code(raw)
+    except InvalidCode as problem:
+        raise problem.as_refusal() from None
+    if parsed.kind is not CodeKind.BEARER:
+        raise Refused("not_a_voucher", "That is a personal referral code, not a voucher code.", field="code")
+    return parsed.code
+
+
+def spend_voucher(raw_code: str | None, actor: Actor, *, idempotency_key: str | None = None) -> tuple[Voucher, bool]:
+    """Mark an active, unexpired voucher spent exactly once, however many desks try at once.
+
+    The conditional UPDATE decides: only the transaction that still sees ``status='active'``
+    changes the row. Returns the voucher and whether this call was a replay of the same form.
+    """
+    code = None
+    try:
+        code = parse_voucher_code(raw_code)
+        key = idempotency.check_key(idempotency_key)
+        request_fingerprint = idempotency.fingerprint("spend", code)
+        try:
+            with atomic():
+                replayed = idempotency.previous_result(key, "spend", request_fingerprint)
+                if replayed is not None:
+                    return db.session.get(Voucher, replayed), True
+                now = utcnow()
+                changed = db.session.execute(
+                    update(Voucher)
+                    .where(Voucher.code == code, Voucher.status == VoucherStatus.ACTIVE.value,
+                           Voucher.expires_at > now)
+                    .values(status=VoucherStatus.SPENT.value, spent_at=now, spent_by_id=actor.staff_id)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                voucher = find_voucher(code)
+                if changed != 1:
+                    raise explain_unusable(voucher)
+                db.session.refresh(voucher)
+                submission = idempotency.remember(key, "spend", request_fingerprint)
+                if submission is not None:
+                    submission.result_id = voucher.id
+                audit.record("voucher.spent", actor, patient_id=voucher.patient_id, voucher_id=voucher.id,
+                             referral_id=voucher.referral_id, amount=voucher.amount, currency=voucher.currency)
+            return voucher, False
+        except IntegrityError:
+            replayed = idempotency.previous_result(key, "spend", request_fingerprint)
+            if replayed is None:
+                raise
+            return db.session.get(Voucher, replayed), True
+    except Refused as refusal:
+        voucher = find_voucher(code) if code else None
+        audit.record_refusal("voucher.spend", actor, refusal.reason, voucher_id=voucher.id if voucher else None,
+                             patient_id=voucher.patient_id if voucher else None)
+        raise
+
+
+def void_voucher(voucher_id: int, reason: str | None, actor: Actor) -> Voucher:
+    """A manager voids an active voucher with a reason; spent vouchers stay spent."""
+    reason = " ".join((reason or "").split())
+    if not VOID_REASON_MIN <= len(reason) <= VOID_REASON_MAX:
+        raise Refused("validation_error",
+                      f"Give a reason of {VOID_REASON_MIN} to {VOID_REASON_MAX} characters.", field="reason")
+    with atomic():
+        now = utcnow()
+        changed = db.session.execute(
+            update(Voucher)
+            .where(Voucher.id == voucher_id, Voucher.status == VoucherStatus.ACTIVE.value)
+            .values(status=VoucherStatus.VOID.value, voided_at=now, voided_by_id=actor.staff_id, void_reason=reason)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        voucher = db.session.get(Voucher, voucher_id)
+        if changed != 1:
+            raise explain_unusable(voucher)
+        db.session.refresh(voucher)
+        audit.record("voucher.voided", actor, patient_id=voucher.patient_id, voucher_id=voucher.id,
+                     referral_id=voucher.referral_id, reason_text=reason)
+    return voucher

@@ -1,0 +1,111 @@
+"""The front desk: one code field that redeems referral codes and spends vouchers."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, url_for
+from flask_login import login_required
+
+from clinic.models import Voucher
+from clinic.services import desk as desk_service
+from clinic.services import redemption as redemption_service
+from clinic.services import vouchers as voucher_service
+from clinic.services.errors import Refused
+from clinic.services.redemption import ReferralOffer
+from clinic.services.urls import invite_url, progress_url
+from clinic.web.forms import PatientDetailsForm
+from clinic.web.helpers import current_actor, form_value, is_htmx, render_fragment_or_page
+from clinic.web.fresh_links import fresh_progress_token, remember_fresh_progress_token
+
+bp = Blueprint("desk", __name__, url_prefix="/desk")
+
+
+@bp.before_request
+@login_required
+def _staff_only():
+    """Every desk page needs a logged-in member of staff."""
+
+
+def _panel(status: int = 200, **context):
+    """The panel under the code field: alone for htmx, inside the desk page otherwise."""
+    context.setdefault("recent", redemption_service.recent_redemptions())
+    return render_fragment_or_page("desk/_panel.html", "desk/index.html", status, **context)
+
+
+@bp.get("/")
+def index():
+    return render_template("desk/index.html", recent=redemption_service.recent_redemptions())
+
+
+@bp.post("/lookup")
+def lookup():
+    raw = form_value("code")
+    if not raw.strip():
+        return _panel(raw_code=raw)
+    try:
+        found = desk_service.identify_code(raw)
+    except Refused as refusal:
+        return _panel(refusal.status, refusal=refusal, raw_code=raw)
+    if isinstance(found, ReferralOffer):
+        return _panel(offer=found, form=PatientDetailsForm(formdata=None), raw_code=raw)
+    return _panel(voucher=found, raw_code=raw)
+
+
+@bp.post("/redeem")
+def redeem():
+    raw = form_value("code")
+    form = PatientDetailsForm()
+    try:
+        offer = redemption_service.referral_offer(raw)
+    except Refused as refusal:
+        return _panel(refusal.status, refusal=refusal, raw_code=raw)
+    if not form.validate():
+        return _panel(422, offer=offer, form=form, raw_code=raw)
+    try:
+        result = redemption_service.redeem_code(raw, form.details, current_actor(),
+                                                idempotency_key=form_value("idempotency_key"))
+    except Refused as refusal:
+        if refusal.field in form:
+            form.add_error(refusal.field, refusal.message)
+            return _panel(refusal.status, offer=offer, form=form, raw_code=raw)
+        return _panel(refusal.status, refusal=refusal, raw_code=raw)
+    if result.friend_progress_token:
+        remember_fresh_progress_token(result.friend.id, result.friend_progress_token)
+    if is_htmx():
+        return _result(result)
+    return redirect(url_for("desk.redemption", referral_id=result.referral.id), code=303)
+
+
+def _result(result, status: int = 200):
+    token = fresh_progress_token(result.friend.id)
+    return render_fragment_or_page(
+        "desk/_result.html", "desk/redemption.html", status, result=result,
+        friend_progress_url=progress_url(token) if token else None,
+        friend_invite_url=invite_url(result.friend.personal_code))
+
+
+@bp.get("/redemptions/<int:referral_id>")
+def redemption(referral_id: int):
+    result = redemption_service.redemption_result(referral_id)
+    if result is None:
+        abort(404)
+    return _result(result)
+
+
+@bp.post("/spend")
+def spend():
+    raw = form_value("code")
+    try:
+        voucher, replayed = voucher_service.spend_voucher(raw, current_actor(),
+                                                          idempotency_key=form_value("idempotency_key"))
+    except Refused as refusal:
+        voucher = _voucher_for(raw)
+        return _panel(refusal.status, refusal=refusal, voucher=voucher, raw_code=raw)
+    return _panel(voucher=voucher, spent_now=True, replayed=replayed, raw_code=raw)
+
+
+def _voucher_for(raw: str) -> Voucher | None:
+    try:
+        found = desk_service.identify_code(raw)
+    except Refused:
+        return None
+    return found if isinstance(found, Voucher) else None

@@ -1,0 +1,35 @@
+"""One handler for every error status: a page for people, JSON for the API; 500s roll back."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from clinic.extensions import db
+from clinic.web.helpers import is_htmx
+
+
+def render_error(status: int, message: str | None = None):
+    if request.path.startswith("/api/"):
+        return jsonify(error={"code": f"http_{status}", "message": message or ""}), status
+    template = "errors/_message.html" if is_htmx() else "errors/error.html"
+    return render_template(template, status=status, message=message), status
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def _csrf(error):
+        return render_error(400, "This form has expired or was not sent by this site. Reload the page and try again.")
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException):
+        if error.code == 413:
+            return render_error(413, "That upload is too large.")
+        return render_error(error.code or 500, error.description if error.code in (400, 403, 409, 422) else None)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        db.session.rollback()
+        app.logger.exception("Unhandled error on %s %s", request.method, request.path)
+        return render_error(500, InternalServerError.description)

@@ -1,0 +1,80 @@
+"""Patients: enrol, search, the patient page, and the welcome slip with the private link."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import login_required
+
+from clinic.services import patients as patient_service
+from clinic.services.errors import Refused
+from clinic.services.urls import invite_url, progress_url
+from clinic.web.forms import PatientDetailsForm, VoidVoucherForm
+from clinic.web.fresh_links import fresh_progress_token, remember_fresh_progress_token
+from clinic.web.helpers import current_actor, render_fragment_or_page
+
+bp = Blueprint("patients", __name__, url_prefix="/patients")
+
+
+@bp.before_request
+@login_required
+def _staff_only():
+    """Every patient page needs a logged-in member of staff."""
+
+
+@bp.get("/")
+def search():
+    query = (request.args.get("q") or "")[:100]
+    return render_fragment_or_page("patients/_rows.html", "patients/index.html",
+                                   patients=patient_service.search_patients(query), q=query)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+def enrol():
+    form = PatientDetailsForm()
+    if request.method == "POST":
+        if form.validate():
+            try:
+                patient, token = patient_service.enrol_patient(form.details, current_actor())
+            except Refused as refusal:
+                form.add_error(refusal.field, refusal.message)
+            else:
+                remember_fresh_progress_token(patient.id, token)
+                flash(f"{patient.full_name} is enrolled. Print the welcome slip for them now.")
+                return redirect(url_for("patients.welcome", patient_id=patient.id), code=303)
+        return render_template("patients/new.html", form=form), 422
+    return render_template("patients/new.html", form=form)
+
+
+def _timeline_or_404(patient_id: int):
+    timeline = patient_service.patient_timeline(patient_id)
+    if timeline is None:
+        abort(404)
+    return timeline
+
+
+@bp.get("/<int:patient_id>")
+def show(patient_id: int):
+    timeline = _timeline_or_404(patient_id)
+    return render_template("patients/show.html", t=timeline, void_form=VoidVoucherForm(formdata=None),
+                           invite_link=invite_url(timeline.patient.personal_code))
+
+
+@bp.post("/<int:patient_id>/progress-link")
+def rotate_progress_link(patient_id: int):
+    try:
+        token = patient_service.rotate_progress_link(patient_id, current_actor())
+    except Refused:
+        abort(404)
+    remember_fresh_progress_token(patient_id, token)
+    flash("A new private progress link was issued. The old link no longer works.")
+    return redirect(url_for("patients.welcome", patient_id=patient_id), code=303)
+
+
+@bp.get("/<int:patient_id>/welcome")
+def welcome(patient_id: int):
+    """The printable welcome slip: code, invite QR and, while it is fresh, the progress link QR."""
+    timeline = _timeline_or_404(patient_id)
+    token = fresh_progress_token(patient_id)
+    return render_template("patients/welcome.html", patient=timeline.patient,
+                           invite_link=invite_url(timeline.patient.personal_code),
+                           progress_link=progress_url(token) if token else None)

@@ -1,0 +1,100 @@
+"""Pages anyone may open: the invite page, the progress page, a voucher, health and brand CSS."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, abort, current_app, jsonify, render_template, send_from_directory
+from sqlalchemy import text
+
+from clinic.extensions import db
+from clinic.models._time import utcnow
+from clinic.services import progress as progress_service
+from clinic.services.clinic_settings import default_campaign, friend_reward, get_clinic
+from clinic.services.codes import CodeKind, InvalidCode, parse_code
+from clinic.services.patients import patient_by_personal_code
+from clinic.services.urls import invite_url
+from clinic.services.vouchers import find_voucher
+
+bp = Blueprint("public", __name__)
+
+BRAND_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+PRIVATE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
+
+
+def _parse(raw: str, kind: CodeKind) -> str | None:
+    try:
+        parsed = parse_code(raw)
+    except InvalidCode:
+        return None
+    return parsed.code if parsed.kind is kind else None
+
+
+@bp.get("/")
+def home():
+    return render_template("public/home.html")
+
+
+@bp.get("/r/<path:raw_code>")
+def invite(raw_code: str):
+    """The page a friend reaches from a poster or card QR (a stable, printed contract)."""
+    code = _parse(raw_code, CodeKind.PERSONAL)
+    referrer = patient_by_personal_code(code) if code else None
+    if referrer is None:
+        return render_template("public/invite_unknown.html"), 404
+    campaign = default_campaign()
+    offer = None
+    if campaign is not None and not campaign.has_ended(utcnow()):
+        offer = friend_reward(campaign).describe(get_clinic().currency)
+    return render_template("public/invite.html", referrer=referrer, code=code, offer=offer,
+                           campaign=campaign), 200, {"Cache-Control": "private, max-age=60"}
+
+
+@bp.get("/p/<token>")
+def progress(token: str):
+    """A patient's private progress page (a stable, printed contract)."""
+    page = progress_service.progress_page(token)
+    if page is None:
+        return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
+    return render_template("public/progress.html", page=page,
+                           invite_link=invite_url(page.patient.personal_code)), 200, PRIVATE_HEADERS
+
+
+@bp.get("/v/<path:raw_code>")
+def voucher(raw_code: str):
+    """Where a phone lands if someone scans a voucher QR: what it is worth, nothing personal."""
+    code = _parse(raw_code, CodeKind.BEARER)
+    found = find_voucher(code) if code else None
+    if found is None:
+        return render_template("public/voucher_unknown.html"), 404, PRIVATE_HEADERS
+    return render_template("public/voucher.html", voucher=found,
+                           status=found.status_at(utcnow())), 200, PRIVATE_HEADERS
+
+
+@bp.get("/healthz")
+def healthz():
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception:  # the database is down: say so instead of a 500 page
+        db.session.rollback()
+        return jsonify(status="error", database="unreachable"), 503
+    finally:
+        db.session.rollback()
+    return jsonify(status="ok")
+
+
+@bp.get("/brand.css")
+def brand_css():
+    """The clinic's brand colour as a CSS variable: a stylesheet, because the CSP forbids inline styles."""
+    colour = get_clinic().brand_colour
+    if not BRAND_COLOUR.match(colour or ""):
+        colour = "#0f766e"
+    css = f":root {{ --brand: {colour}; }}\n"
+    return Response(css, mimetype="text/css", headers={"Cache-Control": "public, max-age=300"})
+
+
+@bp.get("/uploads/<path:filename>")
+def upload(filename: str):
+    if filename != get_clinic().logo_filename:
+        abort(404)
+    return send_from_directory(current_app.config["UPLOAD_FOLDER"], filename, max_age=86400)

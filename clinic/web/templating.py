@@ -1,0 +1,85 @@
+"""Jinja filters, template globals and the security headers every answer carries."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Flask, g, request
+from flask_wtf.csrf import generate_csrf
+
+from clinic.models._time import utcnow
+from clinic.services.clinic_settings import get_clinic
+from clinic.services.codes import format_code
+from clinic.services.money import format_money
+from clinic.services.privacy import mask_name, mask_phone
+from clinic.services.qr import qr_svg
+from clinic.services.urls import invite_url, progress_url, voucher_url
+
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "font-src 'self'",
+    "connect-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+
+def _clinic():
+    if "clinic" not in g:
+        g.clinic = get_clinic()
+    return g.clinic
+
+
+def local_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored naive-UTC time in the clinic's time zone."""
+    if value is None:
+        return ""
+    try:
+        zone = ZoneInfo(_clinic().timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = timezone.utc
+    return value.replace(tzinfo=timezone.utc).astimezone(zone).strftime(fmt)
+
+
+def money(amount: int, currency: str | None = None) -> str:
+    return format_money(amount, currency or _clinic().currency)
+
+
+def describe_voucher(voucher) -> str:
+    if voucher.kind == "money":
+        return f"{format_money(voucher.amount, voucher.currency)} off"
+    return voucher.label
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.filters.update(
+        money=money,
+        local_time=local_time,
+        code=format_code,
+        mask_name=mask_name,
+        mask_phone=mask_phone,
+        voucher_value=describe_voucher,
+    )
+    app.jinja_env.globals.update(qr_svg=qr_svg, csrf_token=generate_csrf, new_form_key=lambda: secrets.token_urlsafe(24),
+                                  invite_url=invite_url, progress_url=progress_url, voucher_url=voucher_url)
+
+    @app.context_processor
+    def _inject():
+        return {"clinic": _clinic(), "now": utcnow()}
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.headers.get("HX-Request") and "Vary" not in response.headers:
+            response.headers["Vary"] = "HX-Request"
+        return response

@@ -1,0 +1,190 @@
+"""Fixtures and factories. Every test gets a fresh app and database.
+
+Tests run on SQLite (a real file in WAL mode) and, when TEST_DATABASE_URL is set, once more
+on PostgreSQL: the ``app`` fixture is parametrised over the available backends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+from itertools import count
+
+import pytest
+from sqlalchemy import func, select
+
+from clinic import create_app
+from clinic.extensions import db
+from clinic.models import AuditEvent, FormSubmission, Patient, Referral, Role, Voucher
+from clinic.services import clinic_settings
+from clinic.services.patients import PatientDetails, enrol_patient
+from clinic.services.staff import create_staff
+from clinic.services.transaction import Actor
+
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+PASSWORD = "correct horse battery"
+CAMPAIGN = {
+    "name": "Bring a friend",
+    "referrer_reward_kind": "money", "referrer_reward_amount": 20000, "referrer_reward_label": "",
+    "friend_reward_kind": "service", "friend_reward_amount": 0, "friend_reward_label": "1 bed-day waived",
+    "voucher_valid_days": 90,
+}
+
+
+def _database_url(backend: str, tmp_path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    url = os.environ["TEST_DATABASE_URL"]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def app(request, tmp_path):
+    app = create_app({
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": _database_url(request.param, tmp_path),
+        "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+        "PUBLIC_BASE_URL": "https://clinic.test",
+    })
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+        clinic_settings.update_clinic({"name": "Test Clinic", "currency": "CNY"}, Actor())
+        clinic_settings.update_default_campaign(CAMPAIGN, Actor())
+        yield app
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def backend(app) -> str:
+    return db.engine.dialect.name
+
+
+@pytest.fixture
+def make_staff(app):
+    numbers = count(1)
+
+    def make(role: str = Role.FRONT_DESK.value, email: str | None = None, password: str = PASSWORD):
+        return create_staff(email or f"staff{next(numbers)}@example.com", password, role)
+
+    return make
+
+
+@pytest.fixture
+def desk_user(make_staff):
+    return make_staff(Role.FRONT_DESK.value, "desk@example.com")
+
+
+@pytest.fixture
+def manager_user(make_staff):
+    return make_staff(Role.MANAGER.value, "manager@example.com")
+
+
+@pytest.fixture
+def actor(desk_user) -> Actor:
+    return Actor(staff_id=desk_user.id, ip="127.0.0.1")
+
+
+@pytest.fixture
+def make_patient(app):
+    """``make_patient(full_name=..., phone=...)`` -> (patient, progress token), through the service."""
+    numbers = count(1)
+
+    def make(full_name: str | None = None, phone: str | None = "auto", external_id: str | None = None,
+             display_name: str = ""):
+        number = next(numbers)
+        if phone == "auto":
+            phone = f"1380000{number:04d}"
+        details = PatientDetails(full_name=full_name or f"Patient {number}", display_name=display_name,
+                                 phone=phone, external_id=external_id)
+        return enrol_patient(details, Actor())
+
+    return make
+
+
+@pytest.fixture
+def referrer(make_patient):
+    patient, _token = make_patient(full_name="Wang Li", phone="13811112222", external_id="MRN-1")
+    return patient
+
+
+def friend(full_name: str = "Chen Jie", phone: str | None = "13933334444", external_id: str | None = None):
+    return PatientDetails(full_name=full_name, phone=phone, external_id=external_id)
+
+
+def counts() -> dict:
+    """Row counts of every table a redemption or spend could touch, to prove nothing changed."""
+    tables = {"patients": Patient, "referrals": Referral, "vouchers": Voucher,
+              "form_submissions": FormSubmission}
+    result = {name: db.session.scalar(select(func.count()).select_from(model)) for name, model in tables.items()}
+    result["audit_ok"] = db.session.scalar(select(func.count()).select_from(AuditEvent)
+                                           .where(AuditEvent.outcome == "ok"))
+    result["spent"] = db.session.scalar(select(func.count()).select_from(Voucher).where(Voucher.status != "active"))
+    db.session.rollback()
+    return result
+
+
+class Browser:
+    """The test client as a person's browser: it reads the CSRF token from the page like app.js does.
+
+    Each request runs in an empty ``contextvars`` context, so it gets its own application
+    context and database session, as it would in a server, instead of sharing the test's.
+    """
+
+    CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+    def __init__(self, client):
+        self.client = client
+
+    @staticmethod
+    def _isolated(call, *args, **kwargs):
+        return contextvars.Context().run(call, *args, **kwargs)
+
+    def csrf_token(self) -> str:
+        page = self._isolated(self.client.get, "/login", follow_redirects=True).get_data(as_text=True)
+        match = self.CSRF_META.search(page)
+        assert match, "no CSRF token on the page"
+        return match.group(1)
+
+    def get(self, url: str, htmx: bool = False, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if htmx:
+            headers["HX-Request"] = "true"
+        return self._isolated(self.client.get, url, headers=headers, **kwargs)
+
+    def post(self, url: str, data: dict | None = None, htmx: bool = False, csrf: bool = True, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if htmx:
+            headers["HX-Request"] = "true"
+        if csrf:
+            headers["X-CSRFToken"] = self.csrf_token()
+        return self._isolated(self.client.post, url, data=data or {}, headers=headers, **kwargs)
+
+    def login(self, email: str, password: str = PASSWORD):
+        response = self.post("/login", {"email": email, "password": password})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return response
+
+
+@pytest.fixture
+def browser(app):
+    return Browser(app.test_client())
+
+
+@pytest.fixture
+def desk(browser, desk_user):
+    browser.login(desk_user.email)
+    return browser
+
+
+@pytest.fixture
+def manager(app, manager_user):
+    browser = Browser(app.test_client())
+    browser.login(manager_user.email)
+    return browser
