@@ -15,6 +15,7 @@ from clinic.web.forms import CampaignForm, ClinicSettingsForm, VoidVoucherForm
 from clinic.web.helpers import current_actor, manager_required
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+AUDIT_PAGE = 100
 
 
 @bp.before_request
@@ -94,7 +95,10 @@ def audit():
     action = (request.args.get("action") or "")[:40] or None
     outcome = request.args.get("outcome") if request.args.get("outcome") in ("ok", "refused") else None
     filters = dict(action=action, outcome=outcome, staff_id=_int_arg("staff_id"), patient_id=_int_arg("patient_id"))
-    events = audit_service.search_events(**filters, before_id=_int_arg("before"), limit=100)
-    return render_template("admin/audit.html", events=events, filters=filters,
+    events = audit_service.search_events(**filters, before_id=_int_arg("before"), limit=AUDIT_PAGE)
+    older_url = None
+    if len(events) == AUDIT_PAGE:
+        older_url = url_for("admin.audit", before=events[-1].id, **{k: v for k, v in filters.items() if v})
+    return render_template("admin/audit.html", events=events, filters=filters, older_url=older_url,
                            actions=audit_service.audit_actions(),
                            staff=db.session.scalars(db.select(Staff).order_by(Staff.email)).all())

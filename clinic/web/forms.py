@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import EmailField, IntegerField, PasswordField, RadioField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from zoneinfo import available_timezones
 
@@ -12,7 +13,7 @@ from clinic.models import RewardKind
 from clinic.services.money import parse_money
 from clinic.services.patients import FieldErrors, PatientDetails
 
-REWARD_KINDS = [(RewardKind.MONEY.value, "Money off"), (RewardKind.SERVICE.value, "A named service")]
+REWARD_KINDS = [SelectChoice(RewardKind.MONEY.value, "Money off"), SelectChoice(RewardKind.SERVICE.value, "A named service")]
 CURRENCIES = ("CNY", "HKD", "TWD", "SGD", "MYR", "USD", "EUR", "GBP", "JPY", "KRW", "AUD", "CAD")
 
 
@@ -54,7 +55,7 @@ class ClinicSettingsForm(FlaskForm):
     address = TextAreaField("Address", validators=[Optional(), Length(max=300)])
     brand_colour = StringField("Brand colour", validators=[
         DataRequired("Pick a colour."), Regexp(r"^#[0-9a-fA-F]{6}$", message="A colour like #0f766e.")])
-    currency = RadioField("Currency", choices=[(c, c) for c in CURRENCIES])
+    currency = RadioField("Currency", choices=[SelectChoice(c) for c in CURRENCIES])
     timezone = StringField("Time zone", validators=[DataRequired("Enter a time zone."), Length(max=64)])
     public_base_url = StringField("Public address of this portal", validators=[
         Optional(), Length(max=200),
