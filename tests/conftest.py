@@ -12,6 +12,7 @@ import re
 from itertools import count
 
 import pytest
+from flask import has_app_context
 from sqlalchemy import func, select
 
 from clinic import create_app
@@ -144,7 +145,10 @@ class Browser:
 
     @staticmethod
     def _isolated(call, *args, **kwargs):
-        return contextvars.Context().run(call, *args, **kwargs)
+        response = contextvars.Context().run(call, *args, **kwargs)
+        if has_app_context():
+            db.session.rollback()  # the test's own session then sees what the request committed
+        return response
 
     def csrf_token(self) -> str:
         page = self._isolated(self.client.get, "/login", follow_redirects=True).get_data(as_text=True)

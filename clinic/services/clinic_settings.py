@@ -18,7 +18,8 @@ from clinic.services.transaction import Actor, atomic
 
 LOGO_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 MAX_LOGO_PIXELS = 4000
-CLINIC_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "timezone", "public_base_url")
+CLINIC_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "timezone", "public_base_url",
+                 "logo_filename")
 CAMPAIGN_FIELDS = (
     "name",
     "referrer_reward_kind",
@@ -97,8 +98,8 @@ def friend_reward(campaign: Campaign) -> Reward:
     return Reward(campaign.friend_reward_kind, campaign.friend_reward_amount, campaign.friend_reward_label)
 
 
-def save_logo(stream, upload_folder: str, actor: Actor) -> str:
-    """Check that the upload really is a PNG, JPEG or WebP image of sane size and store it.
+def save_logo(stream, upload_folder: str) -> str:
+    """Check that the upload really is a PNG, JPEG or WebP image of sane size, store it, return its name.
 
     The file is re-encoded from the decoded pixels, so nothing but image data is kept
     (no scripts in SVG, no trailing payloads). SVG is refused: it can carry script.
@@ -122,8 +123,4 @@ def save_logo(stream, upload_folder: str, actor: Actor) -> str:
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError):
         raise Refused("bad_logo", "That file is not an image we can read (PNG, JPEG or WebP).",
                       field="logo") from None
-    with atomic():
-        clinic = get_clinic()
-        audit.record("settings.changed", actor, changes={"logo_filename": [clinic.logo_filename, filename]})
-        clinic.logo_filename = filename
     return filename

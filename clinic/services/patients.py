@@ -129,7 +129,8 @@ def find_existing(details: PatientDetails) -> Patient | None:
 def existing_patient_refusal(existing: Patient, details: PatientDetails) -> Refused:
     field = "phone" if details.phone and existing.phone == details.phone else "external_id"
     what = "phone number" if field == "phone" else "record number"
-    return Refused("existing_patient", f"A patient with this {what} is already registered.", field=field)
+    return Refused("existing_patient", f"A patient with this {what} is already registered.", field=field,
+                   status=409)
 
 
 def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient | None = None) -> tuple[Patient, str]:
@@ -192,6 +193,7 @@ def patient_by_personal_code(code: str) -> Patient | None:
 
 
 SEARCH_LIMIT = 50
+TIMELINE_LIMIT = 100
 
 
 def search_patients(query: str | None) -> list[Patient]:
@@ -238,5 +240,7 @@ def patient_timeline(patient_id: int) -> PatientTimeline | None:
         vouchers=list(db.session.scalars(
             select(Voucher).where(Voucher.patient_id == patient.id).order_by(Voucher.id.desc()))),
         events=list(db.session.scalars(
-            select(AuditEvent).where(AuditEvent.patient_id == patient.id).order_by(AuditEvent.id.desc()).limit(100))),
+            select(AuditEvent).where(or_(AuditEvent.patient_id == patient.id, AuditEvent.referral_id.in_(
+                select(Referral.id).where(or_(Referral.referrer_id == patient.id, Referral.friend_id == patient.id)))))
+            .order_by(AuditEvent.id.desc()).limit(TIMELINE_LIMIT))),
     )

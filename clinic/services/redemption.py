@@ -167,17 +167,17 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     return RedemptionResult(referral=referral, friend=friend, vouchers=vouchers, friend_progress_token=token)
 
 
-def _result_for(referral_id: int) -> RedemptionResult:
+def _result_for(referral_id: int, replayed: bool = True) -> RedemptionResult:
     referral = db.session.get(Referral, referral_id)
     return RedemptionResult(referral=referral, friend=referral.friend, vouchers=list(referral.vouchers),
-                            replayed=True)
+                            replayed=replayed)
 
 
 def redemption_result(referral_id: int) -> RedemptionResult | None:
     """A past redemption, for the desk's result page (the friend's token is not recoverable)."""
     if db.session.get(Referral, referral_id) is None:
         return None
-    return _result_for(referral_id)
+    return _result_for(referral_id, replayed=False)
 
 
 def recent_redemptions(limit: int = 10) -> list[Referral]:

@@ -16,6 +16,7 @@ from clinic.web.helpers import current_actor, manager_required
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE = 100
+SETTINGS_FORM_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "timezone", "public_base_url")
 
 
 @bp.before_request
@@ -30,13 +31,14 @@ def settings():
     form = ClinicSettingsForm(obj=clinic)
     if request.method == "POST":
         if form.validate():
-            values = {field: " ".join((form[field].data or "").split()) for field in clinic_settings.CLINIC_FIELDS}
+            values = {field: " ".join((form[field].data or "").split()) for field in SETTINGS_FORM_FIELDS}
             values["public_base_url"] = values["public_base_url"].rstrip("/") or None
             values["address"] = (form.address.data or "").strip()
             upload = form.logo.data
             try:
                 if upload and upload.filename:
-                    clinic_settings.save_logo(upload.stream, current_app.config["UPLOAD_FOLDER"], current_actor())
+                    values["logo_filename"] = clinic_settings.save_logo(upload.stream,
+                                                                        current_app.config["UPLOAD_FOLDER"])
             except Refused as refusal:
                 form.logo.errors.append(refusal.message)
             else:

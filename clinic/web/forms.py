@@ -6,7 +6,7 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import EmailField, IntegerField, PasswordField, RadioField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from zoneinfo import available_timezones
 
 from clinic.models import RewardKind
@@ -101,7 +101,7 @@ class CampaignForm(FlaskForm):
     friend_reward_amount = StringField("Amount off")
     friend_reward_label = StringField("Service")
     voucher_valid_days = IntegerField("Vouchers valid for (days)", validators=[
-        DataRequired("Enter a number of days."), NumberRange(1, 3650, "Between 1 and 3650 days.")])
+        InputRequired("Enter a number of days."), NumberRange(1, 3650, "Between 1 and 3650 days.")])
 
     def campaign_values(self, currency: str) -> dict | None:
         """Validated values for the service, or None with errors on the fields."""

@@ -58,6 +58,11 @@ def describe_voucher(voucher) -> str:
     return voucher.label
 
 
+def voucher_status(voucher) -> str:
+    """active / spent / void, or expired for an active voucher past its date."""
+    return voucher.status_at(utcnow()).value
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(
         money=money,
@@ -66,6 +71,7 @@ def init_app(app: Flask) -> None:
         mask_name=mask_name,
         mask_phone=mask_phone,
         voucher_value=describe_voucher,
+        voucher_status=voucher_status,
     )
     app.jinja_env.globals.update(qr_svg=qr_svg, csrf_token=generate_csrf, new_form_key=lambda: secrets.token_urlsafe(24),
                                   invite_url=invite_url, progress_url=progress_url, voucher_url=voucher_url)

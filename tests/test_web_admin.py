@@ -1,0 +1,172 @@
+"""Manager pages: clinic settings with logo upload, the campaign, voiding, and the audit log."""
+
+import io
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from clinic.extensions import db
+from clinic.models import AuditEvent, Campaign, Clinic, Voucher
+from clinic.services import redemption
+from tests.conftest import counts, friend
+
+SETTINGS = {"name": "港湾口腔 Harbour Dental", "phone": "+86 21 5555 0100", "address": "88 Harbour Road",
+            "brand_colour": "#123456", "currency": "CNY", "timezone": "Asia/Shanghai",
+            "public_base_url": "https://refer.harbour.example"}
+CAMPAIGN_FORM = {"name": "Spring", "referrer_reward_kind": "money", "referrer_reward_amount": "150.50",
+                 "referrer_reward_label": "", "friend_reward_kind": "service", "friend_reward_amount": "",
+                 "friend_reward_label": "¥200 meal voucher", "voucher_valid_days": "60"}
+
+
+def image_bytes(fmt: str = "PNG", size=(64, 32)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def clinic_row() -> dict:
+    clinic = db.session.get(Clinic, 1)
+    values = {c.name: getattr(clinic, c.name) for c in Clinic.__table__.columns}
+    db.session.rollback()
+    return values
+
+
+def test_settings_are_saved_and_audited(manager):
+    response = manager.post("/admin/settings", SETTINGS)
+    assert response.status_code == 303
+    clinic = clinic_row()
+    assert clinic["name"] == "港湾口腔 Harbour Dental" and clinic["brand_colour"] == "#123456"
+    assert clinic["public_base_url"] == "https://refer.harbour.example"
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "settings.changed")
+                              .order_by(AuditEvent.id.desc()).limit(1))
+    assert event.details["changes"]["name"][1] == "港湾口腔 Harbour Dental"
+    assert manager.get("/brand.css").get_data(as_text=True).strip() == ":root { --brand: #123456; }"
+
+
+def test_qr_codes_and_links_use_the_configured_public_address(manager, referrer):
+    manager.post("/admin/settings", SETTINGS)
+    page = manager.get(f"/patients/{referrer.id}").get_data(as_text=True)
+    assert f"https://refer.harbour.example/r/{referrer.personal_code}" in page
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"name": ""}, "Enter the clinic"),
+    ({"name": "n" * 121}, "longer than 120"),
+    ({"brand_colour": "red; } body { display:none"}, "A colour like"),
+    ({"brand_colour": ""}, "Pick a colour"),
+    ({"currency": "BTC"}, "Not a valid choice"),
+    ({"timezone": "Mars/Olympus"}, "Unknown time zone"),
+    ({"public_base_url": "javascript:alert(1)"}, "A web address like"),
+    ({"public_base_url": "https://evil.example/\"><script>"}, "A web address like"),
+    ({"phone": "<script>alert(1)</script>"}, "Digits, spaces"),
+    ({"address": "a" * 301}, "longer than 300"),
+])
+def test_bad_settings_re_render_with_the_error_and_change_nothing(manager, changes, message):
+    before = clinic_row()
+    response = manager.post("/admin/settings", {**SETTINGS, **changes})
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert message in page
+    assert "<script>alert(1)</script>" not in page
+    assert clinic_row() == before
+
+
+def test_a_logo_upload_is_checked_and_re_encoded(manager):
+    data = {**SETTINGS, "logo": (io.BytesIO(image_bytes("PNG")), "logo.png")}
+    response = manager.post("/admin/settings", data, content_type="multipart/form-data")
+    assert response.status_code == 303
+    filename = clinic_row()["logo_filename"]
+    assert filename.endswith(".png")
+    served = manager.get(f"/uploads/{filename}")
+    assert served.status_code == 200 and served.data.startswith(b"\x89PNG")
+    assert manager.get("/uploads/../instance/secret_key").status_code == 404
+
+
+@pytest.mark.parametrize("payload, name", [
+    (b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", "logo.svg"),
+    (b"GIF89a not really", "logo.gif"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "broken.png"),
+    (b"", "empty.png"),
+    (b"#!/bin/sh\nrm -rf /", "logo.png"),
+])
+def test_bad_logo_uploads_are_refused_with_a_message(manager, payload, name):
+    before = clinic_row()
+    response = manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(payload), name)},
+                            content_type="multipart/form-data")
+    assert response.status_code == 422
+    assert "logo" in response.get_data(as_text=True).lower()
+    assert clinic_row() == before
+
+
+def test_oversized_images_and_uploads_are_refused(manager):
+    before = clinic_row()
+    huge = manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(image_bytes("PNG", (5000, 10))), "w.png")},
+                        content_type="multipart/form-data")
+    assert huge.status_code == 422 and "4000 pixels" in huge.get_data(as_text=True)
+    too_big = manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(b"0" * (2 * 1024 * 1024)), "big.png")},
+                           content_type="multipart/form-data")
+    assert too_big.status_code == 413
+    assert clinic_row() == before
+
+
+def test_the_campaign_form_sets_the_rewards_in_minor_units(manager):
+    response = manager.post("/admin/campaign", CAMPAIGN_FORM)
+    assert response.status_code == 303
+    campaign = db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True)))
+    assert (campaign.referrer_reward_kind, campaign.referrer_reward_amount) == ("money", 15050)
+    assert (campaign.friend_reward_kind, campaign.friend_reward_label) == ("service", "¥200 meal voucher")
+    assert campaign.voucher_valid_days == 60
+    page = manager.get("/admin/campaign").get_data(as_text=True)
+    assert 'value="150.50"' in page
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"name": ""}, "Name the campaign"),
+    ({"referrer_reward_amount": "abc"}, "as a number"),
+    ({"referrer_reward_amount": "-5"}, "cannot be negative"),
+    ({"referrer_reward_amount": "1.234"}, "at most 2 decimal places"),
+    ({"referrer_reward_amount": "1e9"}, "cannot be more than"),
+    ({"referrer_reward_amount": "NaN"}, "cannot be negative"),
+    ({"referrer_reward_amount": "0"}, "reward of nothing"),
+    ({"friend_reward_label": ""}, "Name the service"),
+    ({"friend_reward_label": "x" * 81}, "1 to 80 characters"),
+    ({"friend_reward_kind": "bitcoin"}, "Not a valid choice"),
+    ({"voucher_valid_days": "0"}, "Between 1 and 3650"),
+    ({"voucher_valid_days": "ten"}, "Not a valid integer"),
+    ({"voucher_valid_days": "99999999999999999999"}, "Between 1 and 3650"),
+])
+def test_bad_campaign_input_is_refused_and_changes_nothing(manager, changes, message):
+    before = db.session.scalar(select(Campaign)).updated_at
+    db.session.rollback()
+    response = manager.post("/admin/campaign", {**CAMPAIGN_FORM, **changes})
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    assert db.session.scalar(select(Campaign)).updated_at == before
+
+
+def test_a_manager_voids_a_voucher_with_a_reason(manager, referrer, actor):
+    voucher = redemption.redeem_code(referrer.personal_code, friend(), actor).referrer_voucher
+    assert manager.get(f"/admin/vouchers/{voucher.id}/void").status_code == 200
+    before = counts()
+    refused = manager.post(f"/admin/vouchers/{voucher.id}/void", {"reason": ""})
+    assert refused.status_code == 422 and "Say why" in refused.get_data(as_text=True)
+    assert counts() == before
+    done = manager.post(f"/admin/vouchers/{voucher.id}/void", {"reason": "Patient asked to cancel"})
+    assert done.status_code == 303
+    assert db.session.get(Voucher, voucher.id).void_reason == "Patient asked to cancel"
+    again = manager.post(f"/admin/vouchers/{voucher.id}/void", {"reason": "Twice"})
+    assert again.status_code == 422 and "voided" in again.get_data(as_text=True)
+    assert manager.post("/admin/vouchers/99999/void", {"reason": "nope"}).status_code == 404
+
+
+def test_the_audit_log_filters_by_action_and_outcome(manager, referrer, actor):
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    with pytest.raises(Exception):
+        redemption.redeem_code("2222-2222", friend(), actor)
+    page = manager.get("/admin/audit", query_string={"action": "redemption", "outcome": "refused"}).get_data(as_text=True)
+    assert "mistyped_code" in page and "voucher.issued</td>" not in page
+    everything = manager.get("/admin/audit").get_data(as_text=True)
+    assert "voucher.issued" in everything and "login" in everything
+    for bad in [{"staff_id": "abc"}, {"before": "-1"}, {"patient_id": "9" * 40}, {"action": "x" * 5000}]:
+        assert manager.get("/admin/audit", query_string=bad).status_code == 200

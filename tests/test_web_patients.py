@@ -1,0 +1,122 @@
+"""Enrolment, search, the patient page, the welcome slip and rotating the progress link."""
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from clinic.extensions import db
+from clinic.models import Patient
+from clinic.services import codes
+from tests.conftest import counts
+
+ENROL = {"full_name": "Li Na", "display_name": "Na", "phone": "+86 138-0013-8000", "external_id": "MRN-77"}
+
+
+def progress_link(page: str) -> str:
+    return re.search(r'href="https://clinic\.test(/p/[A-Za-z0-9_\-]+)"', page).group(1)
+
+
+def test_enrolment_creates_a_code_and_shows_the_progress_link_on_the_welcome_slip(desk):
+    response = desk.post("/patients/new", ENROL)
+    assert response.status_code == 303
+    slip = desk.get(response.headers["Location"]).get_data(as_text=True)
+    patient = db.session.scalar(select(Patient).where(Patient.full_name == "Li Na"))
+    assert patient.phone == "+8613800138000"
+    assert codes.has_valid_check(patient.personal_code)
+    assert f"{patient.personal_code[:4]}-{patient.personal_code[4:]}" in slip
+    assert slip.count("<svg") == 2  # invite QR and progress QR
+    link = progress_link(slip)
+    progress = desk.get(link)
+    assert progress.status_code == 200 and "Hello Na" in progress.get_data(as_text=True)
+
+
+def test_rotating_the_progress_link_stops_the_old_one_at_once(desk):
+    slip = desk.get(desk.post("/patients/new", ENROL).headers["Location"]).get_data(as_text=True)
+    old_link = progress_link(slip)
+    patient = db.session.scalar(select(Patient))
+    response = desk.post(f"/patients/{patient.id}/progress-link")
+    assert response.status_code == 303
+    new_link = progress_link(desk.get(response.headers["Location"]).get_data(as_text=True))
+    assert new_link != old_link
+    assert desk.get(new_link).status_code == 200
+    stale = desk.get(old_link)
+    assert stale.status_code == 404
+    assert desk.get("/p/never-issued-token-000000000000").get_data(as_text=True) == stale.get_data(as_text=True)
+
+
+def test_the_progress_token_is_stored_only_as_a_hash(desk):
+    slip = desk.get(desk.post("/patients/new", ENROL).headers["Location"]).get_data(as_text=True)
+    token = progress_link(slip).removeprefix("/p/")
+    patient = db.session.scalar(select(Patient))
+    assert token not in patient.progress_token_hash
+    assert len(token) >= 22  # at least 128 random bits in url-safe base64
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"full_name": ""}, "Enter the full name"),
+    ({"full_name": "   "}, "Enter the full name"),
+    ({"full_name": "x" * 10_000}, "at most 120"),
+    ({"phone": "12ab34"}, "only digits"),
+    ({"phone": "+" + "1" * 20}, "6 to 15 digits"),
+    ({"external_id": "e" * 65}, "at most 64"),
+    ({"display_name": "Bad\u202eName"}, "cannot be printed"),
+])
+def test_bad_enrolment_input_re_renders_with_the_error_and_keeps_values(desk, changes, message):
+    before = counts()
+    response = desk.post("/patients/new", {**ENROL, **changes})
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert message in page
+    assert 'value="MRN-77"' in page or "external_id" in changes
+    assert counts() == before
+
+
+def test_enrolling_the_same_phone_twice_is_refused(desk):
+    desk.post("/patients/new", ENROL)
+    before = counts()
+    response = desk.post("/patients/new", {**ENROL, "external_id": ""})
+    assert response.status_code == 422
+    assert "already registered" in response.get_data(as_text=True)
+    assert counts() == before
+
+
+@pytest.mark.parametrize("query_for", [
+    lambda p: "Li N", lambda p: "li na", lambda p: "0013", lambda p: "MRN-77",
+    lambda p: p.personal_code.lower(), lambda p: f"{p.personal_code[:4]}-{p.personal_code[4:]}",
+    lambda p: p.personal_code[:4],
+])
+def test_live_search_finds_by_name_phone_record_number_and_code(desk, make_patient, query_for):
+    make_patient(full_name="Somebody Else", phone="13999999999")
+    desk.post("/patients/new", ENROL)
+    patient = db.session.scalar(select(Patient).where(Patient.full_name == "Li Na"))
+    rows = desk.get("/patients/", query_string={"q": query_for(patient)}, htmx=True).get_data(as_text=True)
+    assert rows.lstrip().startswith('<div id="patient-rows">')
+    assert "Li Na" in rows and "Somebody Else" not in rows
+    assert "138****8000" in rows or "+86****8000" in rows or "+86" in rows
+
+
+@pytest.mark.parametrize("query", ["%", "_", "\\", "'", "<script>", "王", "🎉", "x" * 5000, "\x00"])
+def test_search_survives_any_query(desk, make_patient, query):
+    make_patient(full_name="Li Na")
+    response = desk.get("/patients/", query_string={"q": query}, htmx=True)
+    assert response.status_code == 200
+    assert "<script>" not in response.get_data(as_text=True).replace("&lt;script&gt;", "")
+
+
+def test_the_patient_page_shows_the_timeline(desk, referrer, actor):
+    from clinic.services import redemption
+    from tests.conftest import friend
+
+    result = redemption.redeem_code(referrer.personal_code, friend(), actor)
+    page = desk.get(f"/patients/{referrer.id}").get_data(as_text=True)
+    assert "Chen Jie" in page and "voucher.issued" in page and "redemption" in page
+    assert "138****2222" in page and "13811112222" not in page
+    friend_page = desk.get(f"/patients/{result.friend.id}").get_data(as_text=True)
+    assert "Wang Li" in friend_page
+
+
+def test_unknown_patient_pages_are_404(desk):
+    assert desk.get("/patients/999999").status_code == 404
+    assert desk.get("/patients/999999/welcome").status_code == 404
+    assert desk.post("/patients/999999/progress-link").status_code == 404
