@@ -40,4 +40,13 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     register_web(app)
     cli.register(app)
+    if not app.testing:
+        _warn_about_printing(app)
     return app
+
+
+def _warn_about_printing(app: Flask) -> None:
+    from clinic.services.printing import printing_problems
+
+    for problem in printing_problems():
+        app.logger.warning(problem)

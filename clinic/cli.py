@@ -26,6 +26,18 @@ def register(app: Flask) -> None:
             raise click.ClickException(refusal.message) from None
         click.echo(f"Created {staff.email} ({staff.role}).")
 
+    @app.cli.command("check-printing")
+    def check_printing() -> None:
+        """Say whether WeasyPrint found fast font subsetting and a Chinese font."""
+        from clinic.services.printing import printing_problems
+
+        problems = printing_problems()
+        for problem in problems:
+            click.echo(f"PROBLEM: {problem}")
+        if problems:
+            raise SystemExit(1)
+        click.echo("Printing is ready: WeasyPrint found libharfbuzz-subset and a Noto CJK font.")
+
     @app.cli.command("seed-demo")
     @click.option("--password", help="Password for the demo logins (a random one is printed if omitted).")
     @click.option("--if-empty", is_flag=True, help="Do nothing when the database already has staff (first run only).")

@@ -198,7 +198,7 @@ TIMELINE_LIMIT = 100
 
 def search_patients(query: str | None) -> list[Patient]:
     """Find patients by name, phone digits or personal code; newest first."""
-    text = " ".join((query or "").split())[:100]
+    text = " ".join(_CONTROL.sub("", query or "").split())[:100]
     statement = select(Patient).order_by(Patient.id.desc()).limit(SEARCH_LIMIT)
     if not text:
         return list(db.session.scalars(statement))

@@ -79,6 +79,7 @@ def _result(result, status: int = 200):
     token = fresh_progress_token(result.friend.id)
     return render_fragment_or_page(
         "desk/_result.html", "desk/redemption.html", status, result=result,
+        recent=redemption_service.recent_redemptions(),
         friend_progress_url=progress_url(token) if token else None,
         friend_invite_url=invite_url(result.friend.personal_code))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import EmailField, IntegerField, PasswordField, RadioField, StringField, TextAreaField
+from wtforms import EmailField, IntegerField, PasswordField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from zoneinfo import available_timezones
@@ -55,7 +55,7 @@ class ClinicSettingsForm(FlaskForm):
     address = TextAreaField("Address", validators=[Optional(), Length(max=300)])
     brand_colour = StringField("Brand colour", validators=[
         DataRequired("Pick a colour."), Regexp(r"^#[0-9a-fA-F]{6}$", message="A colour like #0f766e.")])
-    currency = RadioField("Currency", choices=[SelectChoice(c) for c in CURRENCIES])
+    currency = SelectField("Currency", choices=[SelectChoice(c) for c in CURRENCIES])
     timezone = StringField("Time zone", validators=[DataRequired("Enter a time zone."), Length(max=64)])
     public_base_url = StringField("Public address of this portal", validators=[
         Optional(), Length(max=200),

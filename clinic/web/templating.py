@@ -58,6 +58,38 @@ def describe_voucher(voucher) -> str:
     return voucher.label
 
 
+AUDIT_LABELS = {
+    "redemption": "Referral code redeemed",
+    "voucher.issued": "Voucher issued",
+    "voucher.spent": "Voucher spent",
+    "voucher.spend": "Voucher spend attempt",
+    "voucher.voided": "Voucher voided",
+    "patient.enrolled": "Enrolled",
+    "patient.progress_link_rotated": "New progress link issued",
+    "login": "Logged in",
+    "logout": "Logged out",
+    "settings.changed": "Settings changed",
+    "campaign.changed": "Campaign changed",
+    "staff.created": "Staff account created",
+}
+
+
+def audit_label(action: str) -> str:
+    return AUDIT_LABELS.get(action, action)
+
+
+def audit_details(event) -> str:
+    """The event's details for people: money in the clinic's currency, not raw minor units."""
+    details = dict(event.details or {})
+    currency = details.pop("currency", None)
+    parts = []
+    for key, value in details.items():
+        if key == "amount" and currency and details.get("kind", "money") == "money":
+            value = format_money(int(value), currency)
+        parts.append(f"{key.replace('_', ' ')}: {value}")
+    return "; ".join(parts)
+
+
 def voucher_status(voucher) -> str:
     """active / spent / void, or expired for an active voucher past its date."""
     return voucher.status_at(utcnow()).value
@@ -72,6 +104,8 @@ def init_app(app: Flask) -> None:
         mask_phone=mask_phone,
         voucher_value=describe_voucher,
         voucher_status=voucher_status,
+        audit_label=audit_label,
+        audit_details=audit_details,
     )
     app.jinja_env.globals.update(qr_svg=qr_svg, csrf_token=generate_csrf, new_form_key=lambda: secrets.token_urlsafe(24),
                                   invite_url=invite_url, progress_url=progress_url, voucher_url=voucher_url)

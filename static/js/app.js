@@ -8,12 +8,23 @@
     if (csrf) { event.detail.headers["X-CSRFToken"] = csrf.content; }
   });
 
+  // A scanner types the URL and Enter: the form's submit and the debounced input trigger would
+  // both look the code up, and the second answer would wipe a friend form already being filled.
+  var lastLookup = null;
+  document.body.addEventListener("htmx:confirm", function (event) {
+    var form = event.detail.elt && event.detail.elt.closest && event.detail.elt.closest("#code-form");
+    var code = document.getElementById("code");
+    if (!form || !code) { return; }
+    if (code.value === lastLookup) { event.preventDefault(); return; }
+    lastLookup = code.value;
+  });
+
   // After a redemption or a spend the code field is emptied and focused for the next patient.
   document.body.addEventListener("htmx:afterSettle", function (event) {
     var done = event.detail.elt && event.detail.elt.querySelector && event.detail.elt.querySelector("[data-next-patient]");
     if (!done && event.detail.elt && event.detail.elt.matches && event.detail.elt.matches("[data-next-patient]")) { done = event.detail.elt; }
     var code = document.getElementById("code");
-    if (done && code) { code.value = ""; code.focus(); return; }
+    if (done && code) { code.value = ""; lastLookup = ""; code.focus(); return; }
     var first = event.detail.elt && event.detail.elt.querySelector && event.detail.elt.querySelector("[data-focus-first]");
     if (first) { first.focus(); }
   });

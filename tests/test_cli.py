@@ -1,0 +1,56 @@
+"""Admin tasks as flask commands."""
+
+import re
+
+from sqlalchemy import func, select
+
+from clinic.extensions import db
+from clinic.models import AuditEvent, Patient, Referral, Staff, Voucher
+
+
+def test_create_user_prompts_for_the_password(app):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["create-user", "New@Example.com", "--role", "manager"],
+                           input="a long password\na long password\n")
+    assert result.exit_code == 0, result.output
+    assert "Created new@example.com (manager)" in result.output
+    staff = db.session.scalar(select(Staff).where(Staff.email == "new@example.com"))
+    assert staff.is_manager and staff.check_password("a long password")
+
+
+def test_create_user_refuses_bad_input(app):
+    runner = app.test_cli_runner()
+    short = runner.invoke(args=["create-user", "a@example.com"], input="short\nshort\n")
+    assert short.exit_code != 0 and "at least 10" in short.output
+    runner.invoke(args=["create-user", "b@example.com", "--password", "long enough pw"])
+    duplicate = runner.invoke(args=["create-user", "B@example.com", "--password", "long enough pw"])
+    assert duplicate.exit_code != 0 and "already has an account" in duplicate.output
+    bad_role = runner.invoke(args=["create-user", "c@example.com", "--role", "owner", "--password", "long enough pw"])
+    assert bad_role.exit_code != 0
+
+
+def test_seed_demo_creates_a_working_clinic_once(app, browser):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["seed-demo", "--password", "demo-password-1"])
+    assert result.exit_code == 0, result.output
+    assert "manager@example.com / demo-password-1" in result.output
+    assert db.session.scalar(select(func.count()).select_from(Patient)) == 20
+    assert db.session.scalar(select(func.count()).select_from(Referral)) == 14
+    assert db.session.scalar(select(func.count()).select_from(Voucher)) == 28
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)
+                             .where(AuditEvent.action == "voucher.spent")) == 5
+    invite = re.search(r"invite page:\s+https://clinic\.test(/r/\S+)", result.output).group(1)
+    progress = re.search(r"progress page:\s+https://clinic\.test(/p/\S+)", result.output).group(1)
+    assert browser.get(invite).status_code == 200
+    assert browser.get(progress).status_code == 200
+    browser.login("desk@example.com", "demo-password-1")
+
+    again = runner.invoke(args=["seed-demo", "--if-empty"])
+    assert again.exit_code == 0 and "not added" in again.output
+    assert db.session.scalar(select(func.count()).select_from(Patient)) == 20
+
+
+def test_check_printing_reports_ready(app):
+    result = app.test_cli_runner().invoke(args=["check-printing"])
+    assert result.exit_code == 0, result.output
+    assert "Printing is ready" in result.output

@@ -1,0 +1,123 @@
+"""Pages anyone can open: invite, progress, voucher, health; privacy and caching headers."""
+
+import re
+
+import pytest
+
+from clinic.services import codes, redemption, vouchers
+from clinic.services.patients import rotate_progress_link
+from clinic.services.transaction import Actor
+from tests.conftest import friend
+
+
+@pytest.fixture
+def invited(make_patient):
+    patient, token = make_patient(full_name="王小明", display_name="王小明", phone="13811112222")
+    return patient, token
+
+
+def test_the_invite_page_shows_the_offer_the_masked_referrer_and_the_code(browser, invited):
+    patient, _ = invited
+    response = browser.get(f"/r/{patient.personal_code}")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "王**" in page and "王小明" not in page
+    assert "1 bed-day waived" in page
+    assert f"{patient.personal_code[:4]}-{patient.personal_code[4:]}" in page
+    assert "Show this code at the front desk" in page
+    assert "13811112222" not in page
+
+
+@pytest.mark.parametrize("form", [str.lower, lambda c: f"{c[:4]}-{c[4:]}", lambda c: c.replace("1", "I")])
+def test_the_invite_page_accepts_typed_variants_of_the_code(browser, invited, form):
+    patient, _ = invited
+    assert browser.get(f"/r/{form(patient.personal_code)}").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/r/ZZZZZZZZ", "/r/2222-2222", "/r/" + codes.generate_personal_code(),
+                                  "/r/<script>", "/r/" + "A" * 3000, "/r/王小明", "/r/a/b/c"])
+def test_unknown_invite_codes_get_a_friendly_404(browser, path):
+    response = browser.get(path)
+    assert response.status_code == 404
+    assert "could not find this code" in response.get_data(as_text=True)
+
+
+def test_the_progress_page_is_private_and_shows_friends_and_rewards(app, browser, invited, actor):
+    patient, token = invited
+    result = redemption.redeem_code(patient.personal_code, friend(full_name="Lucy Wong"), actor)
+    vouchers.spend_voucher(result.friend_voucher.code, actor)
+    response = browser.get(f"/p/{token}")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    page = response.get_data(as_text=True)
+    assert "Lucy W." in page and "Lucy Wong" not in page
+    assert f"https://clinic.test/r/{patient.personal_code}" in page
+    assert "data-share-url" in page and "js/app.js" in page
+    voucher = result.referrer_voucher
+    assert f"{voucher.code[:4]}-{voucher.code[4:8]}-{voucher.code[8:]}" in page
+    assert page.count("<svg") == 1  # a QR for the one active voucher
+    assert "CN¥200.00 off" in page
+
+
+def test_rotated_and_unknown_progress_tokens_get_the_same_404(browser, invited):
+    patient, token = invited
+    rotate_progress_link(patient.id, Actor())
+    stale = browser.get(f"/p/{token}")
+    unknown = browser.get("/p/" + "x" * 32)
+    assert stale.status_code == unknown.status_code == 404
+    assert stale.get_data() == unknown.get_data()
+    assert stale.headers["Cache-Control"] == "no-store"
+    assert browser.get("/p/" + "y" * 500).status_code == 404
+
+
+def test_a_scanned_voucher_qr_shows_its_value_but_nobody_s_name(browser, referrer, actor):
+    voucher = redemption.redeem_code(referrer.personal_code, friend(), actor).friend_voucher
+    page = browser.get(f"/v/{voucher.code}").get_data(as_text=True)
+    assert "1 bed-day waived" in page and "Chen" not in page and "Wang" not in page
+    assert browser.get("/v/2222-2222-2222").status_code == 404
+
+
+def test_every_page_carries_a_strict_content_security_policy(browser, invited):
+    patient, token = invited
+    for path in ["/login", f"/r/{patient.personal_code}", f"/p/{token}", "/r/unknown", "/"]:
+        response = browser.get(path)
+        policy = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "unsafe" not in policy and "frame-ancestors 'none'" in policy
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        page = response.get_data(as_text=True)
+        assert not re.search(r"<script(?![^>]*\ssrc=)[^>]*>", page), f"inline script on {path}"
+        assert " style=" not in page and "<style" not in page, f"inline style on {path}"
+        assert " hx-on" not in page
+
+
+def test_htmx_is_configured_for_a_strict_csp(desk):
+    page = desk.get("/desk/").get_data(as_text=True)
+    config = re.search(r"<meta name=\"htmx-config\" content='([^']+)'", page).group(1)
+    assert '"allowEval":false' in config and '"includeIndicatorStyles":false' in config
+    assert '"historyCacheSize":0' in config
+    assert "vendor/htmx-2.0.11.min.js" in page
+
+
+def test_healthz(browser):
+    response = browser.get("/healthz")
+    assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+
+
+def test_healthz_says_503_when_the_database_is_gone(app, browser, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from clinic.extensions import db
+
+    def broken(*_args, **_kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(db.session, "execute", broken)
+    response = browser.get("/healthz")
+    assert response.status_code == 503 and response.get_json()["status"] == "error"
+
+
+def test_unknown_pages_and_methods_are_friendly(browser):
+    assert browser.get("/no/such/page").status_code == 404
+    assert browser.client.put("/login").status_code == 405
+    assert browser.client.delete("/desk/lookup").status_code == 405
