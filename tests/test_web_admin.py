@@ -61,6 +61,7 @@ def test_qr_codes_and_links_use_the_configured_public_address(manager, referrer)
     ({"public_base_url": "https://evil.example/\"><script>"}, "A web address like"),
     ({"phone": "<script>alert(1)</script>"}, "Digits, spaces"),
     ({"address": "a" * 301}, "longer than 300"),
+    ({"name": "Clinic\u202eevil"}, "cannot be printed"),
 ])
 def test_bad_settings_re_render_with_the_error_and_change_nothing(manager, changes, message):
     before = clinic_row()
@@ -131,6 +132,8 @@ def test_the_campaign_form_sets_the_rewards_in_minor_units(manager):
     ({"referrer_reward_amount": "0"}, "reward of nothing"),
     ({"friend_reward_label": ""}, "Name the service"),
     ({"friend_reward_label": "x" * 81}, "1 to 80 characters"),
+    ({"friend_reward_label": "free\x00meal"}, "cannot be printed"),
+    ({"name": "Spring\x07"}, "cannot be printed"),
     ({"friend_reward_kind": "bitcoin"}, "Not a valid choice"),
     ({"voucher_valid_days": "0"}, "Between 1 and 3650"),
     ({"voucher_valid_days": "ten"}, "Not a valid integer"),

@@ -16,6 +16,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.codes import InvalidCode, generate_personal_code, normalize_code, parse_code, CodeKind
 from clinic.services.errors import Refused
+from clinic.services.text import CONTROL_CHARACTERS, clean_text
 from clinic.services.transaction import Actor, atomic
 
 _PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
@@ -24,7 +25,6 @@ MAX_PHONE_DIGITS = 15  # E.164
 NAME_MAX = 120
 DISPLAY_NAME_MAX = 60
 EXTERNAL_ID_MAX = 64
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 
 
 def normalize_phone(raw: str | None) -> str | None:
@@ -42,18 +42,6 @@ def normalize_phone(raw: str | None) -> str | None:
     if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
         raise ValueError(f"A phone number has {MIN_PHONE_DIGITS} to {MAX_PHONE_DIGITS} digits.")
     return ("+" if plus else "") + digits
-
-
-def clean_text(raw: str | None, *, max_length: int, label: str, required: bool) -> str:
-    """Trim and fold white space; refuse control characters, over-long and missing text."""
-    text = " ".join((raw or "").split())
-    if _CONTROL.search(text):
-        raise ValueError(f"{label} contains characters that cannot be printed.")
-    if required and not text:
-        raise ValueError(f"Enter the {label.lower()}.")
-    if len(text) > max_length:
-        raise ValueError(f"{label} can be at most {max_length} characters.")
-    return text
 
 
 @dataclass(frozen=True)
@@ -198,7 +186,7 @@ TIMELINE_LIMIT = 100
 
 def search_patients(query: str | None) -> list[Patient]:
     """Find patients by name, phone digits or personal code; newest first."""
-    text = " ".join(_CONTROL.sub("", query or "").split())[:100]
+    text = " ".join(CONTROL_CHARACTERS.sub("", query or "").split())[:100]
     statement = select(Patient).order_by(Patient.id.desc()).limit(SEARCH_LIMIT)
     if not text:
         return list(db.session.scalars(statement))

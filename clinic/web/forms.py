@@ -12,6 +12,13 @@ from zoneinfo import available_timezones
 from clinic.models import RewardKind
 from clinic.services.money import parse_money
 from clinic.services.patients import FieldErrors, PatientDetails
+from clinic.services.text import CONTROL_CHARACTERS
+
+def printable(form, field):
+    """Refuse control, zero-width and direction-override characters in free text."""
+    if field.data and CONTROL_CHARACTERS.search(field.data.replace("\r\n", " ").replace("\n", " ")):
+        raise ValidationError("This contains characters that cannot be printed.")
+
 
 REWARD_KINDS = [SelectChoice(RewardKind.MONEY.value, "Money off"), SelectChoice(RewardKind.SERVICE.value, "A named service")]
 CURRENCIES = ("CNY", "HKD", "TWD", "SGD", "MYR", "USD", "EUR", "GBP", "JPY", "KRW", "AUD", "CAD")
@@ -49,10 +56,10 @@ class PatientDetailsForm(FlaskForm):
 
 
 class ClinicSettingsForm(FlaskForm):
-    name = StringField("Clinic name", validators=[DataRequired("Enter the clinic's name."), Length(max=120)])
+    name = StringField("Clinic name", validators=[DataRequired("Enter the clinic's name."), Length(max=120), printable])
     phone = StringField("Phone", validators=[Optional(), Length(max=40),
                                              Regexp(r"^[0-9+()\- ]*$", message="Digits, spaces, +, - and brackets only.")])
-    address = TextAreaField("Address", validators=[Optional(), Length(max=300)])
+    address = TextAreaField("Address", validators=[Optional(), Length(max=300), printable])
     brand_colour = StringField("Brand colour", validators=[
         DataRequired("Pick a colour."), Regexp(r"^#[0-9a-fA-F]{6}$", message="A colour like #0f766e.")])
     currency = SelectField("Currency", choices=[SelectChoice(c) for c in CURRENCIES])
@@ -88,12 +95,15 @@ def parse_reward(form, prefix: str, currency: str) -> dict | None:
         if not label or len(label) > 80:
             field.errors.append("Name the service in 1 to 80 characters.")
             return None
+        if CONTROL_CHARACTERS.search(label):
+            field.errors.append("This contains characters that cannot be printed.")
+            return None
         values[f"{prefix}_reward_label"] = label
     return values
 
 
 class CampaignForm(FlaskForm):
-    name = StringField("Campaign name", validators=[DataRequired("Name the campaign."), Length(max=120)])
+    name = StringField("Campaign name", validators=[DataRequired("Name the campaign."), Length(max=120), printable])
     referrer_reward_kind = RadioField("The patient who refers gets", choices=REWARD_KINDS)
     referrer_reward_amount = StringField("Amount off")
     referrer_reward_label = StringField("Service")
