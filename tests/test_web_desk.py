@@ -146,3 +146,10 @@ def test_nonsense_at_the_spend_endpoint_is_a_clear_4xx(desk):
         response = desk.post("/desk/spend", {"code": code}, htmx=True)
         assert 400 <= response.status_code < 500
         assert 'class="alert alert-bad"' in response.get_data(as_text=True)
+
+
+def test_a_refused_code_at_the_confirm_step_is_audited(desk, referrer):
+    response = desk.post("/desk/redeem", {**FRIEND_FORM, "code": wrong_check(referrer.personal_code)}, htmx=True)
+    assert response.status_code == 422
+    last = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+    assert (last.action, last.outcome, last.reason) == ("redemption", "refused", "mistyped_code")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
@@ -76,6 +78,15 @@ def _apply(row, values: dict, fields: tuple[str, ...]) -> dict:
             changes[field] = [getattr(row, field), values[field]]
             setattr(row, field, values[field])
     return changes
+
+
+def to_clinic_time(value: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored naive-UTC time as the clinic's staff read it, in the clinic's time zone."""
+    try:
+        zone = ZoneInfo(get_clinic().timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = timezone.utc
+    return value.replace(tzinfo=timezone.utc).astimezone(zone).strftime(fmt)
 
 
 @dataclass(frozen=True)

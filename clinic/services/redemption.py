@@ -129,10 +129,15 @@ def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
                 raise
             raise existing_patient_refusal(existing, details) from None
     except Refused as refusal:
-        audit.record_refusal("redemption", actor, refusal.reason,
-                             code=offer.code.code if offer else None,
-                             referrer_id=offer.referrer.id if offer else None)
+        record_refused_redemption(refusal, actor, offer)
         raise
+
+
+def record_refused_redemption(refusal: Refused, actor: Actor, offer: ReferralOffer | None = None) -> None:
+    """Audit a refused redemption attempt with its reason (the attempt itself changed nothing)."""
+    audit.record_refusal("redemption", actor, refusal.reason,
+                         code=offer.code.code if offer else None,
+                         referrer_id=offer.referrer.id if offer else None)
 
 
 def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: str | None,

@@ -11,7 +11,7 @@ from clinic.extensions import db
 from clinic.models import Patient, Referral, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 from clinic.services import audit, idempotency
-from clinic.services.clinic_settings import Reward
+from clinic.services.clinic_settings import Reward, to_clinic_time
 from clinic.services.codes import CodeKind, InvalidCode, generate_bearer_code, parse_code
 from clinic.services.errors import Refused
 from clinic.services.text import clean_text
@@ -63,11 +63,12 @@ def explain_unusable(voucher: Voucher | None) -> Refused:
         return Refused("unknown_code", "No voucher has this code.", field="code", status=404)
     status = voucher.status_at(utcnow())
     if status is VoucherStatus.SPENT:
-        return Refused("already_spent", f"This voucher was already spent on {voucher.spent_at:%Y-%m-%d %H:%M} UTC.",
+        return Refused("already_spent", f"This voucher was already spent on {to_clinic_time(voucher.spent_at)}.",
                        field="code", status=409)
     if status is VoucherStatus.VOID:
         return Refused("voided", f"This voucher was voided: {voucher.void_reason}.", field="code", status=409)
-    return Refused("expired", f"This voucher expired on {voucher.expires_at:%Y-%m-%d}.", field="code", status=409)
+    return Refused("expired", f"This voucher expired on {to_clinic_time(voucher.expires_at, '%Y-%m-%d')}.",
+                   field="code", status=409)
 
 
 def parse_voucher_code(raw: str | None) -> str:

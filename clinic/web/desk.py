@@ -57,6 +57,7 @@ def redeem():
     try:
         offer = redemption_service.referral_offer(raw)
     except Refused as refusal:
+        redemption_service.record_refused_redemption(refusal, current_actor())
         return _panel(refusal.status, refusal=refusal, raw_code=raw)
     if not form.validate():
         return _panel(422, offer=offer, form=form, raw_code=raw)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime
 
 from flask import Flask, g, request
 from flask_wtf.csrf import generate_csrf
 
 from clinic.models._time import utcnow
-from clinic.services.clinic_settings import get_clinic
+from clinic.services.clinic_settings import get_clinic, to_clinic_time
 from clinic.services.codes import format_code
 from clinic.services.money import format_money
 from clinic.services.privacy import mask_name, mask_phone
@@ -38,14 +37,7 @@ def _clinic():
 
 
 def local_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """A stored naive-UTC time in the clinic's time zone."""
-    if value is None:
-        return ""
-    try:
-        zone = ZoneInfo(_clinic().timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = timezone.utc
-    return value.replace(tzinfo=timezone.utc).astimezone(zone).strftime(fmt)
+    return "" if value is None else to_clinic_time(value, fmt)
 
 
 def money(amount: int, currency: str | None = None) -> str:
