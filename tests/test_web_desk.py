@@ -59,6 +59,8 @@ def test_redeeming_through_htmx_shows_both_vouchers_ready_to_print(desk, referre
     for voucher in issued:
         assert f"{voucher.code[:4]}-{voucher.code[4:8]}-{voucher.code[8:]}" in panel
     assert panel.count('<svg') >= 4  # a QR for each voucher, the friend's invite and progress links
+    for svg in re.findall(r"<svg[^>]*>", panel):
+        assert "viewBox" in svg and " width=" not in svg, "a fixed-size QR is cropped when CSS shrinks it"
     assert "data-print" in panel and "data-next-patient" in panel
     assert 'class="card printable"' in panel
 

@@ -76,8 +76,13 @@ def audit_details(event) -> str:
     currency = details.pop("currency", None)
     parts = []
     for key, value in details.items():
-        if key == "amount" and currency and details.get("kind", "money") == "money":
-            value = format_money(int(value), currency)
+        if key == "amount":
+            if not value:
+                continue  # a service voucher has no amount
+            if currency:
+                value = format_money(int(value), currency)
+        elif key == "changes" and isinstance(value, dict):
+            value = ", ".join(f"{field.replace('_', ' ')} {old!r} → {new!r}" for field, (old, new) in value.items())
         parts.append(f"{key.replace('_', ' ')}: {value}")
     return "; ".join(parts)
 

@@ -26,7 +26,9 @@
     var code = document.getElementById("code");
     if (done && code) { code.value = ""; lastLookup = ""; code.focus(); return; }
     var first = event.detail.elt && event.detail.elt.querySelector && event.detail.elt.querySelector("[data-focus-first]");
-    if (first) { first.focus(); }
+    if (first) { first.focus(); return; }
+    // Still in the code field after a look-up: select it, so that the next scan replaces it.
+    if (code && document.activeElement === code) { code.select(); }
   });
 
   document.addEventListener("click", function (event) {
