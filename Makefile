@@ -34,7 +34,7 @@ $(PY):
 # inside .venv, so a fresh venv always gets an install).
 $(STAMP): pyproject.toml | $(PY)
 	@echo ">> installing project + test extras into $(VENV)"
-	@PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	@touch $@
 
 # Installs missing Debian packages (WeasyPrint font subsetting, CJK fonts,

@@ -2,6 +2,7 @@
 
 from clinic.models.audit import AuditEvent
 from clinic.models.campaign import Campaign, RewardKind
+from clinic.models.card import BatchStatus, Card, CardBatch, CardStatus, IssuedCode
 from clinic.models.clinic import Clinic
 from clinic.models.idempotency import FormSubmission
 from clinic.models.patient import Patient
@@ -11,6 +12,11 @@ from clinic.models.voucher import Voucher, VoucherStatus
 
 __all__ = [
     "AuditEvent",
+    "BatchStatus",
+    "Card",
+    "CardBatch",
+    "CardStatus",
+    "IssuedCode",
     "Campaign",
     "Clinic",
     "FormSubmission",

@@ -34,6 +34,13 @@ class Campaign(db.Model):
     friend_reward_kind: Mapped[str] = mapped_column(String(16), default=RewardKind.MONEY.value)
     friend_reward_amount: Mapped[int] = mapped_column(default=0)
     friend_reward_label: Mapped[str] = mapped_column(String(80), default="")
+    # Rewards for a friend who brings a scratch card (the gift-pack offer); None: as for personal codes.
+    card_referrer_reward_kind: Mapped[str | None] = mapped_column(String(16))
+    card_referrer_reward_amount: Mapped[int | None]
+    card_referrer_reward_label: Mapped[str | None] = mapped_column(String(80))
+    card_friend_reward_kind: Mapped[str | None] = mapped_column(String(16))
+    card_friend_reward_amount: Mapped[int | None]
+    card_friend_reward_label: Mapped[str | None] = mapped_column(String(80))
     voucher_valid_days: Mapped[int] = mapped_column(default=90)
     ends_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

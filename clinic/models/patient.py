@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.extensions import db
@@ -24,6 +24,8 @@ class Patient(db.Model):
     # sha256 of the progress token: the token itself is shown once and never stored.
     progress_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     progress_link_issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The patient agreed to have their display name printed on posters and shown to friends.
+    name_on_posters: Mapped[bool] = mapped_column(default=False, server_default=false())
     referred_by_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
     enrolled_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))

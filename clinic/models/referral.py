@@ -20,6 +20,8 @@ class Referral(db.Model):
     friend_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), unique=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
     code_used: Mapped[str] = mapped_column(String(12))
+    # Set when the friend came with a scratch card rather than the referrer's personal code.
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
@@ -27,4 +29,5 @@ class Referral(db.Model):
     referrer = relationship("Patient", foreign_keys=[referrer_id])
     friend = relationship("Patient", foreign_keys=[friend_id])
     campaign = relationship("Campaign")
+    card = relationship("Card")
     vouchers = relationship("Voucher", back_populates="referral", order_by="Voucher.id")

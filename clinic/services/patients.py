@@ -52,9 +52,11 @@ class PatientDetails:
     display_name: str = ""
     phone: str | None = None
     external_id: str | None = None
+    name_on_posters: bool = False
 
     @classmethod
-    def from_form(cls, *, full_name, display_name=None, phone=None, external_id=None) -> "PatientDetails":
+    def from_form(cls, *, full_name, display_name=None, phone=None, external_id=None,
+                  name_on_posters=False) -> "PatientDetails":
         """Validate every field; raise :class:`FieldErrors` listing each problem."""
         errors: dict[str, str] = {}
         values = {}
@@ -73,7 +75,7 @@ class PatientDetails:
                 errors[field] = str(problem)
         if errors:
             raise FieldErrors(errors)
-        return cls(**values)
+        return cls(**values, name_on_posters=bool(name_on_posters) and bool(values["display_name"]))
 
 
 class FieldErrors(Refused):
@@ -129,6 +131,7 @@ def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient |
         display_name=details.display_name,
         phone=details.phone,
         external_id=details.external_id,
+        name_on_posters=details.name_on_posters,
         personal_code=unused_personal_code(),
         progress_token_hash=token_hash,
         referred_by=referred_by,
@@ -168,6 +171,21 @@ def rotate_progress_link(patient_id: int, actor: Actor) -> str:
         patient.progress_link_issued_at = utcnow()
         audit.record("patient.progress_link_rotated", actor, patient_id=patient.id)
     return token
+
+
+def set_poster_consent(patient_id: int, consent: bool, actor: Actor) -> Patient:
+    """Record whether the patient agreed to have their display name printed on posters."""
+    with atomic():
+        patient = db.session.get(Patient, patient_id)
+        if patient is None:
+            raise Refused("not_found", "No such patient.", status=404)
+        if consent and not patient.display_name:
+            raise Refused("validation_error", "Add a display name first: it is the name a poster would show.",
+                          field="name_on_posters")
+        if patient.name_on_posters != consent:
+            patient.name_on_posters = consent
+            audit.record("patient.poster_consent", actor, patient_id=patient.id, consent=consent)
+    return patient
 
 
 def patient_by_progress_token(token: str) -> Patient | None:

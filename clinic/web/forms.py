@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import EmailField, IntegerField, PasswordField, RadioField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, EmailField, IntegerField, PasswordField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from zoneinfo import available_timezones
@@ -36,6 +36,7 @@ class PatientDetailsForm(FlaskForm):
     display_name = StringField("Name on posters (optional)")
     phone = StringField("Phone (optional)")
     external_id = StringField("Clinic record number (optional)")
+    name_on_posters = BooleanField("The patient agrees to have this name printed on their posters")
     details: PatientDetails | None = None
 
     def validate(self, extra_validators=None) -> bool:
@@ -43,7 +44,8 @@ class PatientDetailsForm(FlaskForm):
         try:
             self.details = PatientDetails.from_form(
                 full_name=self.full_name.data, display_name=self.display_name.data,
-                phone=self.phone.data, external_id=self.external_id.data)
+                phone=self.phone.data, external_id=self.external_id.data,
+                name_on_posters=self.name_on_posters.data)
         except FieldErrors as problems:
             for field, message in problems.errors.items():
                 self[field].errors.append(message)

@@ -70,6 +70,20 @@ def rotate_progress_link(patient_id: int):
     return redirect(url_for("patients.welcome", patient_id=patient_id), code=303)
 
 
+@bp.post("/<int:patient_id>/poster-consent")
+def poster_consent(patient_id: int):
+    consent = request.form.get("name_on_posters") == "yes"
+    try:
+        patient_service.set_poster_consent(patient_id, consent, current_actor())
+    except Refused as refusal:
+        if refusal.status == 404:
+            abort(404)
+        flash(refusal.message)
+        return redirect(url_for("patients.show", patient_id=patient_id), code=303)
+    flash("Their name will be printed on posters." if consent else "Posters will not show their name.")
+    return redirect(url_for("patients.show", patient_id=patient_id), code=303)
+
+
 @bp.get("/<int:patient_id>/welcome")
 def welcome(patient_id: int):
     """The printable welcome slip: code, invite QR and, while it is fresh, the progress link QR."""

@@ -1,0 +1,60 @@
+"""HTML to PDF with WeasyPrint, fetching nothing from the network.
+
+Templates link their CSS and the clinic's logo with ordinary paths (``/static/…``,
+``/uploads/…``), resolved against an internal base URL. The fetcher serves only the app's own
+static files and the current logo, and refuses everything else (other hosts, ``file:``,
+paths that climb out of the folders), as Indico does.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from flask import current_app, render_template
+from weasyprint import HTML
+from weasyprint.urls import URLFetcher, URLFetcherResponse
+
+INTERNAL_BASE_URL = "https://clinic.internal/"
+INTERNAL_HOST = urlsplit(INTERNAL_BASE_URL).netloc
+
+
+class AppFilesFetcher(URLFetcher):
+    """Serve ``/static/…`` from the static folder and ``/uploads/<logo>``; refuse anything else."""
+
+    def __init__(self, static_folder: str, upload_folder: str, allowed_uploads: set[str]):
+        super().__init__(allowed_protocols={"https"}, allow_redirects=False)
+        self.roots = {"static": Path(static_folder).resolve(), "uploads": Path(upload_folder).resolve()}
+        self.allowed_uploads = allowed_uploads
+
+    def fetch(self, url, headers=None):
+        parts = urlsplit(url)
+        if parts.scheme != "https" or parts.netloc != INTERNAL_HOST:
+            raise ValueError(f"refused to fetch {url!r}: PDFs use only the app's own files")
+        folder, _, relative = unquote(parts.path).lstrip("/").partition("/")
+        root = self.roots.get(folder)
+        if root is None or (folder == "uploads" and relative not in self.allowed_uploads):
+            raise ValueError(f"refused to fetch {url!r}")
+        path = (root / relative).resolve()
+        if root not in path.parents or not path.is_file():
+            raise ValueError(f"refused to fetch {url!r}")
+        mime_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return URLFetcherResponse(url, body=path.read_bytes(), headers={"Content-Type": mime_type})
+
+
+def app_fetcher() -> AppFilesFetcher:
+    from clinic.services.clinic_settings import get_clinic
+
+    logo = get_clinic().logo_filename
+    return AppFilesFetcher(current_app.static_folder, current_app.config["UPLOAD_FOLDER"],
+                           {logo} if logo else set())
+
+
+def html_to_pdf(html: str) -> bytes:
+    return HTML(string=html, base_url=INTERNAL_BASE_URL, url_fetcher=app_fetcher()).write_pdf()
+
+
+def render_pdf(template: str, **context) -> bytes:
+    """Render ``templates/pdf/<template>`` to PDF bytes."""
+    return html_to_pdf(render_template(template, **context))
