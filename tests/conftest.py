@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from clinic import create_app
 from clinic.extensions import db
 from clinic.models import AuditEvent, FormSubmission, Patient, Referral, Role, Voucher
-from clinic.services import clinic_settings
+from clinic.services import clinic_settings, jobs
 from clinic.services.patients import PatientDetails, enrol_patient
 from clinic.services.staff import create_staff
 from clinic.services.transaction import Actor
@@ -49,6 +49,7 @@ def app(request, tmp_path):
         "SECRET_KEY": "test-secret",
         "SQLALCHEMY_DATABASE_URI": _database_url(request.param, tmp_path),
         "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+        "BATCH_FOLDER": str(tmp_path / "batches"),
         "PUBLIC_BASE_URL": "https://clinic.test",
     })
     with app.app_context():
@@ -57,6 +58,7 @@ def app(request, tmp_path):
         clinic_settings.update_clinic({"name": "Test Clinic", "currency": "CNY"}, Actor())
         clinic_settings.update_default_campaign(CAMPAIGN, Actor())
         yield app
+        jobs.wait_for_all()  # no background job may outlive its test's database
         db.session.remove()
         db.drop_all()
         db.engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +31,12 @@ CAMPAIGN_FIELDS = (
     "friend_reward_kind",
     "friend_reward_amount",
     "friend_reward_label",
+    "card_referrer_reward_kind",
+    "card_referrer_reward_amount",
+    "card_referrer_reward_label",
+    "card_friend_reward_kind",
+    "card_friend_reward_amount",
+    "card_friend_reward_label",
     "voucher_valid_days",
 )
 
@@ -107,6 +114,31 @@ def referrer_reward(campaign: Campaign) -> Reward:
 
 def friend_reward(campaign: Campaign) -> Reward:
     return Reward(campaign.friend_reward_kind, campaign.friend_reward_amount, campaign.friend_reward_label)
+
+
+def card_referrer_reward(campaign: Campaign) -> Reward:
+    """What the patient who hands out a scratch card gets; as for personal codes unless the campaign says."""
+    if campaign.card_referrer_reward_kind:
+        return Reward(campaign.card_referrer_reward_kind, campaign.card_referrer_reward_amount or 0,
+                      campaign.card_referrer_reward_label or "")
+    return referrer_reward(campaign)
+
+
+def card_friend_reward(campaign: Campaign) -> Reward:
+    if campaign.card_friend_reward_kind:
+        return Reward(campaign.card_friend_reward_kind, campaign.card_friend_reward_amount or 0,
+                      campaign.card_friend_reward_label or "")
+    return friend_reward(campaign)
+
+
+BRAND_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+DEFAULT_BRAND_COLOUR = "#0f766e"
+
+
+def brand_colour() -> str:
+    """The clinic's colour, checked again here because it is written into CSS."""
+    colour = get_clinic().brand_colour or ""
+    return colour if BRAND_COLOUR.match(colour) else DEFAULT_BRAND_COLOUR
 
 
 def save_logo(stream, upload_folder: str) -> str:

@@ -250,3 +250,10 @@ def patient_timeline(patient_id: int) -> PatientTimeline | None:
                 select(Referral.id).where(or_(Referral.referrer_id == patient.id, Referral.friend_id == patient.id)))))
             .order_by(AuditEvent.id.desc()).limit(TIMELINE_LIMIT))),
     )
+
+
+def patients_enrolled_between(start: datetime, end: datetime, limit: int) -> list[Patient]:
+    """Patients enrolled from ``start`` up to, not including, ``end`` (naive UTC), newest first."""
+    return list(db.session.scalars(
+        select(Patient).where(Patient.enrolled_at >= start, Patient.enrolled_at < end)
+        .order_by(Patient.enrolled_at.desc(), Patient.id.desc()).limit(limit)))

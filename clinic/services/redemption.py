@@ -10,14 +10,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
-from clinic.models import Campaign, Patient, Referral, Voucher
+from clinic.models import Campaign, Card, CardStatus, Patient, Referral, Voucher
 from clinic.models._time import utcnow
 from clinic.services import audit, idempotency
-from clinic.services.clinic_settings import default_campaign, friend_reward, get_clinic, referrer_reward
+from clinic.services.cards import explain_card, find_card_by_code
+from clinic.services.clinic_settings import (
+    Reward,
+    card_friend_reward,
+    card_referrer_reward,
+    default_campaign,
+    friend_reward,
+    get_clinic,
+    referrer_reward,
+)
 from clinic.services.codes import CodeKind, InvalidCode, ParsedCode, parse_code
 from clinic.services.errors import Refused
 from clinic.services.patients import (
@@ -51,42 +60,96 @@ class RedemptionResult:
 
 @dataclass
 class ReferralOffer:
-    """What the desk shows for a valid referral code before the friend's details are taken."""
+    """What the desk shows for a valid referral code before the friend's details are taken.
+
+    The code is either the referrer's personal code or an activated scratch card (``card``).
+    """
 
     code: ParsedCode
     referrer: Patient
     campaign: Campaign
+    card: Card | None = None
+
+    @property
+    def referrer_reward(self) -> Reward:
+        return card_referrer_reward(self.campaign) if self.card else referrer_reward(self.campaign)
+
+    @property
+    def friend_reward(self) -> Reward:
+        return card_friend_reward(self.campaign) if self.card else friend_reward(self.campaign)
 
     @property
     def friend_gets(self) -> str:
-        return friend_reward(self.campaign).describe(get_clinic().currency)
+        return self.friend_reward.describe(get_clinic().currency)
 
     @property
     def referrer_gets(self) -> str:
-        return referrer_reward(self.campaign).describe(get_clinic().currency)
+        return self.referrer_reward.describe(get_clinic().currency)
 
 
-def parse_referral_code(raw: str | None) -> ParsedCode:
+def referral_offer(raw: str | None) -> ReferralOffer:
+    """Check a referral code (personal code or scratch card) without using it.
+
+    Says who referred and what the campaign pays, or raises :class:`Refused` with the reason:
+    unknown, mistyped, a voucher code, a card never activated, already redeemed or void.
+    """
     try:
         parsed = parse_code(raw)
     except InvalidCode as problem:
         raise problem.as_refusal() from None
-    if parsed.kind is CodeKind.BEARER:
-        if find_voucher(parsed.code) is not None:
-            raise Refused("not_a_referral_code", "This is a voucher code: spend it at checkout instead.",
-                          field="code")
-        raise Refused("unknown_code", "No card or voucher has this code.", field="code", status=404)
-    return parsed
+    if parsed.kind is CodeKind.PERSONAL:
+        referrer = patient_by_personal_code(parsed.code)
+        if referrer is None:
+            raise Refused("unknown_code", "No patient holds this code. Check it with the friend.",
+                          field="code", status=404)
+        return ReferralOffer(code=parsed, referrer=referrer, campaign=_campaign_in_force())
+    card = find_card_by_code(parsed.code)
+    if card is not None:
+        if card.status != CardStatus.ACTIVATED.value:
+            raise explain_card(card)
+        return ReferralOffer(code=parsed, referrer=card.patient, campaign=_campaign_in_force(), card=card)
+    if find_voucher(parsed.code) is not None:
+        raise Refused("not_a_referral_code", "This is a voucher code: spend it at checkout instead.",
+                      field="code")
+    raise Refused("unknown_code", "No card or voucher has this code.", field="code", status=404)
 
 
-def referral_offer(raw: str | None) -> ReferralOffer:
-    """Check a referral code without using it: who referred, and what the campaign pays."""
-    parsed = parse_referral_code(raw)
-    referrer = patient_by_personal_code(parsed.code)
+@dataclass
+class Invitation:
+    """What the invite page at /r/<CODE> shows a friend."""
+
+    code: str
+    referrer: Patient
+    offer: str | None  # None when no campaign is running: the friend is still welcome
+    card: Card | None = None
+
+
+def invitation(raw: str | None) -> Invitation | None:
+    """The invitation behind a personal code or an activated card; None for anything else.
+
+    A card that is printed but not activated, or void, looks exactly like an unknown code,
+    so that a stolen stack reveals nothing. A redeemed card raises ``already_redeemed``.
+    """
+    try:
+        parsed = parse_code(raw)
+    except InvalidCode:
+        return None
+    card = None
+    if parsed.kind is CodeKind.PERSONAL:
+        referrer = patient_by_personal_code(parsed.code)
+    else:
+        card = find_card_by_code(parsed.code)
+        if card is not None and card.status == CardStatus.REDEEMED.value:
+            raise explain_card(card)
+        referrer = card.patient if card is not None and card.status == CardStatus.ACTIVATED.value else None
     if referrer is None:
-        raise Refused("unknown_code", "No patient holds this code. Check it with the friend.",
-                      field="code", status=404)
-    return ReferralOffer(code=parsed, referrer=referrer, campaign=_campaign_in_force())
+        return None
+    campaign = default_campaign()
+    offer = None
+    if campaign is not None and not campaign.has_ended(utcnow()):
+        reward = card_friend_reward(campaign) if card else friend_reward(campaign)
+        offer = reward.describe(get_clinic().currency)
+    return Invitation(code=parsed.code, referrer=referrer, offer=offer, card=card)
 
 
 def _campaign_in_force() -> Campaign:
@@ -146,7 +209,9 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
         replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
         if replayed is not None:
             return _result_for(replayed)
-        referrer = patient_by_personal_code(offer.code.code)
+        if offer.card is not None:
+            _use_card(offer.card.id)
+        referrer = db.session.get(Patient, offer.referrer.id)
         campaign = _campaign_in_force()
         _refuse_self_referral(referrer, details)
         existing = find_existing(details)
@@ -155,21 +220,35 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
         submission = idempotency.remember(key, "redeem", request_fingerprint)
         friend, token = add_patient(details, actor, referred_by=referrer)
         referral = Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
-                            code_used=offer.code.code, staff_id=actor.staff_id)
+                            code_used=offer.code.code, staff_id=actor.staff_id,
+                            card_id=offer.card.id if offer.card else None)
         db.session.add(referral)
         db.session.flush()
         currency = get_clinic().currency
         audit.record("redemption", actor, patient_id=friend.id, referral_id=referral.id,
-                     code=offer.code.code, referrer_id=referrer.id, campaign_id=campaign.id)
+                     code=offer.code.code, referrer_id=referrer.id, campaign_id=campaign.id,
+                     card=offer.card.serial if offer.card else None)
+        offer.campaign = campaign
         vouchers = [
-            issue_voucher(referrer, referrer_reward(campaign), beneficiary="referrer", referral=referral,
+            issue_voucher(referrer, offer.referrer_reward, beneficiary="referrer", referral=referral,
                           currency=currency, valid_days=campaign.voucher_valid_days, actor=actor),
-            issue_voucher(friend, friend_reward(campaign), beneficiary="friend", referral=referral,
+            issue_voucher(friend, offer.friend_reward, beneficiary="friend", referral=referral,
                           currency=currency, valid_days=campaign.voucher_valid_days, actor=actor),
         ]
         if submission is not None:
             submission.result_id = referral.id
     return RedemptionResult(referral=referral, friend=friend, vouchers=vouchers, friend_progress_token=token)
+
+
+def _use_card(card_id: int) -> None:
+    """Mark an activated card redeemed; exactly one of many simultaneous attempts succeeds."""
+    used = db.session.execute(
+        update(Card).where(Card.id == card_id, Card.status == CardStatus.ACTIVATED.value)
+        .values(status=CardStatus.REDEEMED.value, redeemed_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount
+    if used != 1:
+        # Read the row again: the copy in this session predates the winner's commit.
+        raise explain_card(db.session.get(Card, card_id, populate_existing=True))
 
 
 def _result_for(referral_id: int, replayed: bool = True) -> RedemptionResult:

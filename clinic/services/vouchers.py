@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
-from clinic.models import Patient, Referral, Voucher, VoucherStatus
+from clinic.models import IssuedCode, Patient, Referral, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 from clinic.services import audit, idempotency
 from clinic.services.clinic_settings import Reward, to_clinic_time
@@ -22,9 +22,11 @@ VOID_REASON_MAX = 200
 
 
 def unused_bearer_code() -> str:
+    """A bearer code no card or voucher has had; claimed in the current transaction."""
     while True:
         code = generate_bearer_code()
-        if db.session.scalar(select(Voucher.id).where(Voucher.code == code)) is None:
+        if db.session.get(IssuedCode, code) is None:
+            db.session.add(IssuedCode(code=code, kind="voucher"))
             return code
 
 
@@ -54,7 +56,8 @@ def issue_voucher(patient: Patient, reward: Reward, *, beneficiary: str, currenc
 
 
 def find_voucher(code: str) -> Voucher | None:
-    return db.session.scalar(select(Voucher).where(Voucher.code == code))
+    """Read fresh from the database (after a refused conditional UPDATE, an older copy could mislead)."""
+    return db.session.scalar(select(Voucher).where(Voucher.code == code).execution_options(populate_existing=True))
 
 
 def explain_unusable(voucher: Voucher | None) -> Refused:

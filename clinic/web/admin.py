@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from clinic.extensions import db
 from clinic.models import Staff, Voucher
 from clinic.services import audit as audit_service
 from clinic.services import clinic_settings
+from clinic.services import posters as poster_service
 from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
 from clinic.services.money import major_units_text
 from clinic.web.forms import CampaignForm, ClinicSettingsForm, VoidVoucherForm
 from clinic.web.helpers import current_actor, manager_required
+from clinic.web.posters import file_response
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE = 100
@@ -63,8 +67,12 @@ def campaign():
         return redirect(url_for("admin.campaign"), code=303)
     form = CampaignForm(obj=current)
     if current is not None:
-        form.referrer_reward_amount.data = major_units_text(current.referrer_reward_amount, clinic.currency)
-        form.friend_reward_amount.data = major_units_text(current.friend_reward_amount, clinic.currency)
+        for prefix in ("referrer", "friend", "card_referrer", "card_friend"):
+            amount = getattr(current, f"{prefix}_reward_amount")
+            form[f"{prefix}_reward_amount"].data = major_units_text(amount, clinic.currency) if amount else ""
+        form.card_rewards_differ.data = bool(current.card_referrer_reward_kind)
+        for prefix in ("card_referrer", "card_friend"):
+            form[f"{prefix}_reward_kind"].data = getattr(current, f"{prefix}_reward_kind") or "service"
     return render_template("admin/campaign.html", form=form)
 
 
@@ -104,3 +112,39 @@ def audit():
     return render_template("admin/audit.html", events=events, filters=filters, older_url=older_url,
                            actions=audit_service.audit_actions(),
                            staff=db.session.scalars(db.select(Staff).order_by(Staff.email)).all())
+
+
+def _posters_page(values: dict, error: str | None = None, status: int = 200):
+    return render_template("admin/posters.html", values=values, error=error, designs=poster_service.DESIGNS,
+                           sizes=poster_service.SIZES, limit=poster_service.MAX_POSTERS), status
+
+
+@bp.get("/posters")
+def posters():
+    """Posters for a selection of patients, for example everyone enrolled today."""
+    today = poster_service.clinic_today().isoformat()
+    return _posters_page({"from": today, "to": today, "design": poster_service.DESIGNS[0],
+                          "size": poster_service.SIZES[0]})
+
+
+def _day(text: str, label: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise Refused("bad_date", f"The {label} date is not a date: pick one from the calendar.", status=400) from None
+
+
+@bp.get("/posters.pdf")
+def posters_pdf():
+    """One PDF, a page per patient enrolled in the chosen days (clinic time), newest first."""
+    values = {name: (request.args.get(name) or "").strip()[:20] for name in ("from", "to", "design", "size")}
+    today = poster_service.clinic_today().isoformat()
+    try:
+        first = _day(values["from"] or today, "start")
+        last = _day(values["to"] or today, "end")
+        design, size = poster_service.poster_options(values["design"], values["size"])
+        patients = poster_service.enrolled_between(first, last)
+    except Refused as refusal:
+        return _posters_page(values, refusal.message, refusal.status)
+    return file_response(poster_service.posters_pdf(patients, design, size), "application/pdf",
+                         f"posters-{first}-to-{last}-{design}-{size}.pdf")

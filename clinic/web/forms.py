@@ -112,18 +112,33 @@ class CampaignForm(FlaskForm):
     friend_reward_kind = RadioField("The friend gets", choices=REWARD_KINDS)
     friend_reward_amount = StringField("Amount off")
     friend_reward_label = StringField("Service")
+    card_rewards_differ = BooleanField("Gift-pack scratch cards pay different rewards")
+    card_referrer_reward_kind = RadioField("With a card, the patient who gave it gets", choices=REWARD_KINDS,
+                                           default=RewardKind.SERVICE.value)
+    card_referrer_reward_amount = StringField("Amount off")
+    card_referrer_reward_label = StringField("Service")
+    card_friend_reward_kind = RadioField("With a card, the friend gets", choices=REWARD_KINDS,
+                                         default=RewardKind.SERVICE.value)
+    card_friend_reward_amount = StringField("Amount off")
+    card_friend_reward_label = StringField("Service")
     voucher_valid_days = IntegerField("Vouchers valid for (days)", validators=[
         InputRequired("Enter a number of days."), NumberRange(1, 3650, "Between 1 and 3650 days.")])
 
     def campaign_values(self, currency: str) -> dict | None:
         """Validated values for the service, or None with errors on the fields."""
         valid = self.validate()
-        referrer = parse_reward(self, "referrer", currency)
-        friend = parse_reward(self, "friend", currency)
-        if not valid or referrer is None or friend is None:
+        rewards = [parse_reward(self, "referrer", currency), parse_reward(self, "friend", currency)]
+        if self.card_rewards_differ.data:
+            rewards += [parse_reward(self, "card_referrer", currency), parse_reward(self, "card_friend", currency)]
+        else:
+            rewards.append({f"card_{side}_reward_{part}": None for side in ("referrer", "friend")
+                            for part in ("kind", "amount", "label")})
+        if not valid or None in rewards:
             return None
-        return {"name": " ".join(self.name.data.split()), "voucher_valid_days": self.voucher_valid_days.data,
-                **referrer, **friend}
+        values = {"name": " ".join(self.name.data.split()), "voucher_valid_days": self.voucher_valid_days.data}
+        for reward in rewards:
+            values.update(reward)
+        return values
 
 
 class VoidVoucherForm(FlaskForm):

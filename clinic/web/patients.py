@@ -5,12 +5,17 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
+from clinic.extensions import db
+from clinic.models import Patient
+from clinic.services import cards as card_service
 from clinic.services import patients as patient_service
+from clinic.services import posters as poster_service
 from clinic.services.errors import Refused
 from clinic.services.urls import invite_url, progress_url
 from clinic.web.forms import PatientDetailsForm, VoidVoucherForm
 from clinic.web.fresh_links import fresh_progress_token, remember_fresh_progress_token
 from clinic.web.helpers import current_actor, render_fragment_or_page
+from clinic.web.posters import FORMATS, poster_response
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
 
@@ -56,6 +61,8 @@ def _timeline_or_404(patient_id: int):
 def show(patient_id: int):
     timeline = _timeline_or_404(patient_id)
     return render_template("patients/show.html", t=timeline, void_form=VoidVoucherForm(formdata=None),
+                           cards=card_service.patient_cards(patient_id), card_designs=card_service.DESIGNS,
+                           poster_designs=poster_service.DESIGNS, poster_sizes=poster_service.SIZES,
                            invite_link=invite_url(timeline.patient.personal_code))
 
 
@@ -82,6 +89,15 @@ def poster_consent(patient_id: int):
         return redirect(url_for("patients.show", patient_id=patient_id), code=303)
     flash("Their name will be printed on posters." if consent else "Posters will not show their name.")
     return redirect(url_for("patients.show", patient_id=patient_id), code=303)
+
+
+@bp.get(f"/<int:patient_id>/poster.<{FORMATS}:kind>")
+def poster(patient_id: int, kind: str):
+    """The patient's referral poster: PDF (``?design=&size=``) or the phone image (``?design=``)."""
+    patient = db.session.get(Patient, patient_id)
+    if patient is None:
+        abort(404)
+    return poster_response(patient, kind)
 
 
 @bp.get("/<int:patient_id>/welcome")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template, send_from_directory
 from sqlalchemy import text
@@ -10,15 +9,17 @@ from sqlalchemy import text
 from clinic.extensions import db
 from clinic.models._time import utcnow
 from clinic.services import progress as progress_service
-from clinic.services.clinic_settings import default_campaign, friend_reward, get_clinic
+from clinic.services.patients import patient_by_progress_token
+from clinic.services import redemption as redemption_service
+from clinic.services.errors import Refused
+from clinic.services.clinic_settings import brand_colour, get_clinic
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
-from clinic.services.patients import patient_by_personal_code
 from clinic.services.urls import invite_url
 from clinic.services.vouchers import find_voucher
+from clinic.web.posters import FORMATS, poster_response
 
 bp = Blueprint("public", __name__)
 
-BRAND_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 PRIVATE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
 
 
@@ -38,16 +39,14 @@ def home():
 @bp.get("/r/<path:raw_code>")
 def invite(raw_code: str):
     """The page a friend reaches from a poster or card QR (a stable, printed contract)."""
-    code = _parse(raw_code, CodeKind.PERSONAL)
-    referrer = patient_by_personal_code(code) if code else None
-    if referrer is None:
+    try:
+        found = redemption_service.invitation(raw_code)
+    except Refused as refusal:
+        return render_template("public/invite_unknown.html", message=refusal.message), 410
+    if found is None:
         return render_template("public/invite_unknown.html"), 404
-    campaign = default_campaign()
-    offer = None
-    if campaign is not None and not campaign.has_ended(utcnow()):
-        offer = friend_reward(campaign).describe(get_clinic().currency)
-    return render_template("public/invite.html", referrer=referrer, code=code, offer=offer,
-                           campaign=campaign), 200, {"Cache-Control": "private, max-age=60"}
+    return render_template("public/invite.html", referrer=found.referrer, code=found.code, offer=found.offer,
+                           card=found.card), 200, {"Cache-Control": "private, max-age=60"}
 
 
 @bp.get("/p/<token>")
@@ -56,8 +55,17 @@ def progress(token: str):
     page = progress_service.progress_page(token)
     if page is None:
         return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
-    return render_template("public/progress.html", page=page,
+    return render_template("public/progress.html", page=page, token=token,
                            invite_link=invite_url(page.patient.personal_code)), 200, PRIVATE_HEADERS
+
+
+@bp.get(f"/p/<token>/poster.<{FORMATS}:kind>")
+def progress_poster(token: str, kind: str):
+    """The patient's own poster, PDF or phone image (stable, printed contracts); private like the page."""
+    patient = patient_by_progress_token(token)
+    if patient is None:
+        return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
+    return poster_response(patient, kind, PRIVATE_HEADERS)
 
 
 @bp.get("/v/<path:raw_code>")
@@ -86,9 +94,7 @@ def healthz():
 @bp.get("/brand.css")
 def brand_css():
     """The clinic's brand colour as a CSS variable: a stylesheet, because the CSP forbids inline styles."""
-    colour = get_clinic().brand_colour
-    if not BRAND_COLOUR.match(colour or ""):
-        colour = "#0f766e"
+    colour = brand_colour()
     css = f":root {{ --brand: {colour}; }}\n"
     return Response(css, mimetype="text/css", headers={"Cache-Control": "public, max-age=300"})
 

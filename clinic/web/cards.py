@@ -1,0 +1,160 @@
+"""Scratch cards: batches (managers), activation at discharge and personal cards (all staff)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
+from flask_login import login_required
+
+from clinic.extensions import db
+from clinic.models import CardBatch
+from clinic.services import cards as card_service
+from clinic.services import jobs
+from clinic.services.errors import Refused
+from clinic.web.helpers import current_actor, form_value, manager_required, render_fragment_or_page
+
+bp = Blueprint("cards", __name__, url_prefix="/cards")
+
+
+def _batch_or_404(batch_id: int) -> CardBatch:
+    batch = db.session.get(CardBatch, batch_id)
+    if batch is None:
+        abort(404)
+    return batch
+
+
+def _batches_page(status: int = 200, errors: dict | None = None, values: dict | None = None):
+    return render_template("cards/index.html", batches=card_service.list_batches(), designs=card_service.DESIGNS,
+                           errors=errors or {}, values=values or {"size": "100", "design": "classic"},
+                           status_of=card_service.effective_status), status
+
+
+@bp.get("/")
+@manager_required
+def index():
+    return _batches_page()
+
+
+@bp.post("/batches")
+@manager_required
+def create_batch():
+    values = {"size": form_value("size", 20).strip(), "design": form_value("design", 20),
+              "bleed": request.form.get("bleed") == "yes"}
+    size = int(values["size"]) if values["size"].isdigit() else None
+    if size is None:
+        return _batches_page(422, {"size": "Enter the number of cards, from 1 to 10,000."}, values)
+    try:
+        batch = card_service.create_batch(size, values["design"], values["bleed"], current_actor())
+    except Refused as refusal:
+        return _batches_page(refusal.status, {refusal.field or "size": refusal.message}, values)
+    jobs.submit(card_service.run_batch, batch.id)
+    return redirect(url_for("cards.batch", batch_id=batch.id), code=303)
+
+
+@bp.get("/batches/<int:batch_id>")
+@manager_required
+def batch(batch_id: int):
+    batch = _batch_or_404(batch_id)
+    return render_fragment_or_page("cards/_batch_status.html", "cards/batch.html", batch=batch,
+                                   batch_status=card_service.effective_status(batch),
+                                   counts=card_service.card_counts(batch.id))
+
+
+@bp.post("/batches/<int:batch_id>/retry")
+@manager_required
+def retry(batch_id: int):
+    try:
+        card_service.retry_batch(batch_id, current_actor())
+    except Refused as refusal:
+        if refusal.status == 404:
+            abort(404)
+        flash(refusal.message)
+    else:
+        jobs.submit(card_service.run_batch, batch_id)
+    return redirect(url_for("cards.batch", batch_id=batch_id), code=303)
+
+
+@bp.get("/batches/<int:batch_id>/cards.pdf")
+@manager_required
+def batch_pdf(batch_id: int):
+    path = card_service.batch_pdf_path(_batch_or_404(batch_id))
+    if path is None:
+        abort(404)
+    return send_file(path, mimetype="application/pdf", download_name=f"cards-B{batch_id:03d}.pdf")
+
+
+@bp.get("/batches/<int:batch_id>/serials.csv")
+@manager_required
+def serials_csv(batch_id: int):
+    _batch_or_404(batch_id)
+    return Response(card_service.serials_csv(batch_id), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="serials-B{batch_id:03d}.csv"'})
+
+
+@bp.post("/batches/<int:batch_id>/void")
+@manager_required
+def void_batch(batch_id: int):
+    try:
+        count = card_service.void_batch(batch_id, form_value("reason", 1000), current_actor())
+    except Refused as refusal:
+        if refusal.status == 404:
+            abort(404)
+        batch = _batch_or_404(batch_id)
+        return render_template("cards/batch.html", batch=batch, batch_status=card_service.effective_status(batch),
+                               counts=card_service.card_counts(batch.id), void_error=refusal.message), 422
+    flash(f"{count} cards of this batch are void.")
+    return redirect(url_for("cards.batch", batch_id=batch_id), code=303)
+
+
+@bp.route("/void", methods=["GET", "POST"])
+@manager_required
+def void_card():
+    values = {"serial": form_value("serial", 40), "reason": form_value("reason", 1000)}
+    if request.method == "POST":
+        try:
+            card = card_service.void_card(values["serial"], values["reason"], current_actor())
+        except Refused as refusal:
+            return render_template("cards/void.html", values=values,
+                                   errors={refusal.field or "serial": refusal.message}), refusal.status
+        flash(f"Card {card.serial} is void: it can no longer be redeemed.")
+        return redirect(url_for("cards.void_card"), code=303)
+    return render_template("cards/void.html", values=values, errors={})
+
+
+@bp.post("/activate/<int:patient_id>")
+@login_required
+def activate(patient_id: int):
+    """At discharge: scan or type the card's serial on the patient's page."""
+    try:
+        card = card_service.activate_card(form_value("serial", 40), patient_id, current_actor())
+    except Refused as refusal:
+        if refusal.status == 404 and refusal.reason == "not_found":
+            abort(404)
+        flash(refusal.message, "error")
+    else:
+        flash(f"Card {card.serial} is now this patient's gift card: a friend can redeem it once.")
+    return redirect(url_for("patients.show", patient_id=patient_id, _anchor="cards"), code=303)
+
+
+@bp.post("/personal/<int:patient_id>")
+@login_required
+def print_personal(patient_id: int):
+    """A single card for this patient, already activated, ready to print."""
+    try:
+        batch = card_service.print_personal_card(patient_id, form_value("design", 20) or "classic",
+                                                 current_actor())
+    except Refused as refusal:
+        if refusal.status == 404:
+            abort(404)
+        flash(refusal.message, "error")
+        return redirect(url_for("patients.show", patient_id=patient_id), code=303)
+    return redirect(url_for("cards.personal_pdf", batch_id=batch.id), code=303)
+
+
+@bp.get("/personal/<int:batch_id>/card.pdf")
+@login_required
+def personal_pdf(batch_id: int):
+    batch = _batch_or_404(batch_id)
+    path = card_service.batch_pdf_path(batch) if batch.personal else None
+    if path is None:
+        abort(404)
+    return send_file(path, mimetype="application/pdf", download_name=f"card-B{batch_id:03d}.pdf")

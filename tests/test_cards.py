@@ -1,0 +1,322 @@
+"""Scratch-card batches, the card lifecycle and card redemptions, checked on real PDFs."""
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pikepdf
+import pytest
+from sqlalchemy import func, select
+
+from clinic.extensions import db
+from clinic.models import AuditEvent, Card, CardBatch, IssuedCode, Referral, Voucher
+from clinic.models._time import utcnow
+from clinic.services import card_sheet, cards, clinic_settings, jobs, redemption, vouchers
+from clinic.services.errors import Refused
+from clinic.services.transaction import Actor, atomic
+from tests.conftest import CAMPAIGN, counts, friend
+from tests.printcheck import decode_pages, embedded_fonts, pdf_text
+from tests.test_redemption import run_at_once
+
+GIFT_PACK = {**CAMPAIGN,
+             "card_referrer_reward_kind": "service", "card_referrer_reward_amount": 0,
+             "card_referrer_reward_label": "¥200 meal voucher",
+             "card_friend_reward_kind": "service", "card_friend_reward_amount": 0,
+             "card_friend_reward_label": "1 bed-day waived (gift pack)"}
+
+
+@pytest.fixture
+def chinese_clinic(app):
+    clinic_settings.update_clinic({"name": "港湾口腔 Harbour Dental", "phone": "+86 21 5555 0100"}, Actor())
+    clinic_settings.update_default_campaign(GIFT_PACK, Actor())
+
+
+def generate(size: int, actor: Actor, design: str = "classic", bleed: bool = False) -> CardBatch:
+    batch = cards.create_batch(size, design, bleed, actor)
+    assert cards.run_batch(batch.id)
+    return db.session.get(CardBatch, batch.id)
+
+
+@pytest.fixture
+def activated(app, chinese_clinic, actor, referrer):
+    batch = generate(3, actor)
+    card = db.session.scalars(select(Card).where(Card.batch_id == batch.id).order_by(Card.id)).first()
+    return cards.activate_card(card.serial.lower(), referrer.id, actor)
+
+
+def test_a_100_card_batch_prints_10_pages_of_distinct_cards_whose_qr_codes_scan(chinese_clinic, actor, tmp_path):
+    batch = generate(100, actor, bleed=True)
+    path = cards.batch_pdf_path(batch)
+    assert batch.status == "done" and path is not None
+    with pikepdf.open(path) as pdf:
+        assert len(pdf.pages) == 10
+    stored = db.session.execute(select(Card.serial, Card.code).where(Card.batch_id == batch.id)).all()
+    assert len({serial for serial, _ in stored}) == len({code for _, code in stored}) == 100
+    assert all(status == "printed" for status in db.session.scalars(select(Card.status)))
+
+    text = pdf_text(path)
+    printed_serials = set(re.findall(r"B\d{3}-\d{4}", text))
+    printed_codes = {code.replace("-", "") for code in re.findall(r"[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}", text)}
+    assert printed_serials == {serial for serial, _ in stored}
+    assert printed_codes == {code for _, code in stored}
+    assert "港湾口腔 Harbour Dental" in text and "1 bed-day waived (gift pack)" in text
+    assert any("NotoSansCJK" in name.replace("-", "") and embedded for name, embedded in embedded_fonts(path))
+
+    pages = decode_pages(path, tmp_path)
+    assert [len(page) for page in pages] == [10] * 10
+    decoded = [url for page in pages for url in page]
+    assert sorted(decoded) == sorted(f"https://clinic.test/r/{code}" for _, code in stored)
+
+
+@pytest.mark.parametrize("design", cards.DESIGNS)
+def test_every_design_renders_and_scans(chinese_clinic, actor, tmp_path, design):
+    batch = generate(2, actor, design=design)
+    pages = decode_pages(cards.batch_pdf_path(batch), tmp_path)
+    codes = set(db.session.scalars(select(Card.code).where(Card.batch_id == batch.id)))
+    assert set(pages[0]) == {f"https://clinic.test/r/{code}" for code in codes}
+
+
+def test_card_codes_never_repeat_a_voucher_code(chinese_clinic, actor, referrer, monkeypatch):
+    taken = redemption.redeem_code(referrer.personal_code, friend(), actor).friend_voucher.code
+    fresh = iter([taken, "0" * 11])
+    real = cards.generate_bearer_code
+
+    def first_a_taken_code():
+        value = next(fresh, None)
+        if value == "0" * 11:
+            return real()
+        return value or real()
+
+    monkeypatch.setattr(cards, "generate_bearer_code", first_a_taken_code)
+    batch = generate(1, actor)
+    code = db.session.scalar(select(Card.code).where(Card.batch_id == batch.id))
+    assert code != taken
+    kinds = dict(db.session.execute(select(IssuedCode.kind, func.count()).group_by(IssuedCode.kind)).all())
+    assert kinds == {"voucher": 2, "card": 1}
+
+
+def test_a_failing_job_leaves_no_half_batch_and_can_be_retried(chinese_clinic, actor, monkeypatch, app):
+    real_write = cards.write_card_sheets
+
+    def write_half_then_fail(design, printed, out, **kwargs):
+        for index, _ in enumerate(printed):
+            if index == 15:
+                out.write(b"%PDF- half")
+                raise OSError("disk full")
+
+    monkeypatch.setattr(cards, "write_card_sheets", write_half_then_fail)
+    batch = cards.create_batch(30, "classic", False, actor)
+    assert cards.run_batch(batch.id) is False
+    failed = db.session.get(CardBatch, batch.id)
+    assert failed.status == "failed" and "disk full" in failed.error
+    assert db.session.scalar(select(func.count()).select_from(Card)) == 0
+    assert db.session.scalar(select(func.count()).select_from(IssuedCode).where(IssuedCode.kind == "card")) == 0
+    assert list(Path(app.config["BATCH_FOLDER"]).iterdir()) == []
+
+    monkeypatch.setattr(cards, "write_card_sheets", real_write)
+    cards.retry_batch(batch.id, actor)
+    assert cards.run_batch(batch.id)
+    done = db.session.get(CardBatch, batch.id)
+    assert (done.status, done.attempts) == ("done", 2)
+    assert db.session.scalar(select(func.count()).select_from(Card)) == 30
+
+
+def test_a_killed_job_is_seen_as_failed_and_retried(chinese_clinic, actor):
+    batch = cards.create_batch(12, "bold", False, actor)
+    with atomic():  # the process running it died half way: it had claimed the batch, then nothing
+        killed = db.session.get(CardBatch, batch.id)
+        killed.status, killed.progress, killed.attempts = "running", 6, 1
+        killed.heartbeat_at = utcnow() - cards.STALE_AFTER - timedelta(seconds=1)
+    assert cards.effective_status(db.session.get(CardBatch, batch.id)) == "failed"
+    assert db.session.scalar(select(func.count()).select_from(Card)) == 0
+    cards.retry_batch(batch.id, actor)
+    assert cards.run_batch(batch.id)
+    assert db.session.scalar(select(func.count()).select_from(Card)) == 12
+
+
+def test_a_running_job_cannot_be_retried_or_claimed_twice(chinese_clinic, actor):
+    batch = cards.create_batch(5, "classic", False, actor)
+    with atomic():
+        running = db.session.get(CardBatch, batch.id)
+        running.status, running.heartbeat_at = "running", utcnow()
+    with pytest.raises(Refused) as refused:
+        cards.retry_batch(batch.id, actor)
+    assert refused.value.reason == "not_failed"
+    assert cards.run_batch(batch.id) is False
+
+
+def test_activation_rules(chinese_clinic, actor, referrer, make_patient):
+    batch = generate(2, actor)
+    first, second = db.session.scalars(select(Card).where(Card.batch_id == batch.id).order_by(Card.id)).all()
+    card = cards.activate_card(f"  {first.serial.lower()} ", referrer.id, actor)
+    assert (card.status, card.patient_id) == ("activated", referrer.id)
+    other, _ = make_patient(full_name="Someone")
+    for raw, reason in [(first.serial, "already_activated"), ("B999-9999", "unknown_card"),
+                        ("not a serial", "bad_serial"), ("", "bad_serial")]:
+        with pytest.raises(Refused) as refused:
+            cards.activate_card(raw, other.id, actor)
+        assert refused.value.reason == reason
+    assert db.session.get(Card, first.id).patient_id == referrer.id
+    assert db.session.get(Card, second.id).status == "printed"
+
+
+def test_a_card_pays_the_gift_pack_rewards_once(activated, actor, referrer):
+    result = redemption.redeem_code(activated.code, friend(), actor)
+    by_side = {v.beneficiary: v for v in result.vouchers}
+    assert by_side["referrer"].patient_id == referrer.id and by_side["referrer"].label == "¥200 meal voucher"
+    assert by_side["friend"].label == "1 bed-day waived (gift pack)"
+    assert result.referral.card_id == activated.id
+    assert db.session.get(Card, activated.id).status == "redeemed"
+    before = counts()
+    with pytest.raises(Refused) as refused:
+        redemption.redeem_code(activated.code, friend(full_name="Second", phone="13900000002"), actor)
+    assert refused.value.reason == "already_redeemed" and "already redeemed" in refused.value.message
+    assert counts() == before
+
+
+def test_cards_not_activated_or_void_are_refused_with_their_own_message(chinese_clinic, actor, referrer):
+    batch = generate(2, actor)
+    printed, lost = db.session.scalars(select(Card).where(Card.batch_id == batch.id).order_by(Card.id)).all()
+    cards.activate_card(lost.serial, referrer.id, actor)
+    cards.void_card(lost.serial, "Lost on the ward", Actor(staff_id=actor.staff_id))
+    before = counts()
+    messages = {}
+    for card, reason in [(printed, "card_not_activated"), (lost, "card_void")]:
+        with pytest.raises(Refused) as refused:
+            redemption.redeem_code(card.code, friend(), actor)
+        assert refused.value.reason == reason
+        messages[reason] = refused.value.message
+    assert "never given to a patient" in messages["card_not_activated"]
+    assert "Lost on the ward" in messages["card_void"]
+    assert counts() == before
+
+
+def test_fifty_desks_redeeming_one_card_at_once_pay_exactly_once(app, activated, actor):
+    code = activated.code
+    before = counts()
+    outcomes = run_at_once(app, 50, lambda index: redemption.redeem_code(
+        code, friend(full_name=f"Friend {index}", phone=f"1390000{index:04d}"), actor).referral.id)
+    assert [o for o in outcomes if o[0] == "error"] == []
+    assert sum(1 for o in outcomes if o[0] == "ok") == 1
+    assert {o[1] for o in outcomes if o[0] == "refused"} == {"already_redeemed"}
+    after = counts()
+    assert (after["patients"], after["referrals"], after["vouchers"]) == (
+        before["patients"] + 1, before["referrals"] + 1, before["vouchers"] + 2)
+    assert db.session.scalar(select(func.count()).select_from(Referral).where(Referral.card_id == activated.id)) == 1
+
+
+def test_voiding_a_batch_spares_redeemed_cards(chinese_clinic, actor, referrer, manager_user):
+    batch = generate(4, actor)
+    used, *_ = db.session.scalars(select(Card).where(Card.batch_id == batch.id).order_by(Card.id)).all()
+    cards.activate_card(used.serial, referrer.id, actor)
+    redemption.redeem_code(used.code, friend(), actor)
+    count = cards.void_batch(batch.id, "Box lost in transit", Actor(staff_id=manager_user.id))
+    assert count == 3
+    statuses = sorted(db.session.scalars(select(Card.status).where(Card.batch_id == batch.id)))
+    assert statuses == ["redeemed", "void", "void", "void"]
+    with pytest.raises(Refused):
+        cards.void_batch(batch.id, "", Actor(staff_id=manager_user.id))
+
+
+def test_the_serials_csv_has_serials_but_never_codes(chinese_clinic, actor):
+    batch = generate(3, actor)
+    text = cards.serials_csv(batch.id)
+    assert text.startswith("\ufeffserial,status")
+    for serial, code in db.session.execute(select(Card.serial, Card.code)):
+        assert serial in text and code not in text
+
+
+def test_creating_batches_through_the_web_runs_in_the_background(manager, chinese_clinic, tmp_path):
+    response = manager.post("/cards/batches", {"size": "25", "design": "minimal", "bleed": "yes"})
+    assert response.status_code == 303
+    page = manager.get(response.headers["Location"]).get_data(as_text=True)
+    assert 'id="batch-status"' in page
+    jobs.wait_for_all()
+    status = manager.get(response.headers["Location"], htmx=True).get_data(as_text=True)
+    assert status.lstrip().startswith('<section id="batch-status"') and "hx-trigger" not in status
+    assert "25 cards are ready" in status
+    batch = db.session.scalar(select(CardBatch))
+    pdf = manager.get(f"/cards/batches/{batch.id}/cards.pdf")
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf" and pdf.data.startswith(b"%PDF")
+    assert manager.get(f"/cards/batches/{batch.id}/serials.csv").status_code == 200
+    assert db.session.scalar(select(AuditEvent).where(AuditEvent.action == "card_batch.generated")) is not None
+
+
+def test_a_running_batch_page_polls_itself(manager, chinese_clinic, manager_user):
+    batch = cards.create_batch(10, "classic", False, Actor(staff_id=manager_user.id))
+    fragment = manager.get(f"/cards/batches/{batch.id}", htmx=True).get_data(as_text=True)
+    assert 'hx-trigger="every 700ms"' in fragment and "<progress" in fragment
+
+
+@pytest.mark.parametrize("form, message", [
+    ({"size": "0", "design": "classic"}, "1 to 10,000"),
+    ({"size": "10001", "design": "classic"}, "1 to 10,000"),
+    ({"size": "abc", "design": "classic"}, "number of cards"),
+    ({"size": "", "design": "classic"}, "number of cards"),
+    ({"size": "-5", "design": "classic"}, "number of cards"),
+    ({"size": "10", "design": "<script>"}, "Pick one of the card designs"),
+])
+def test_bad_batch_requests_are_refused(manager, chinese_clinic, form, message):
+    response = manager.post("/cards/batches", form)
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    assert db.session.scalar(select(func.count()).select_from(CardBatch)) == 0
+
+
+def test_desk_staff_cannot_manage_batches(desk, chinese_clinic):
+    assert desk.get("/cards/").status_code == 403
+    assert desk.post("/cards/batches", {"size": "5", "design": "classic"}).status_code == 403
+
+
+def test_a_nurse_activates_a_card_from_the_patient_page(desk, chinese_clinic, actor, referrer):
+    batch = generate(1, actor)
+    serial = db.session.scalar(select(Card.serial).where(Card.batch_id == batch.id))
+    response = desk.post(f"/cards/activate/{referrer.id}", {"serial": serial})
+    assert response.status_code == 303
+    page = desk.get(f"/patients/{referrer.id}").get_data(as_text=True)
+    assert serial in page and "activated" in page
+    again = desk.post(f"/cards/activate/{referrer.id}", {"serial": serial}, follow_redirects=True)
+    assert "already activated" in again.get_data(as_text=True)
+    assert desk.post("/cards/activate/99999", {"serial": serial}).status_code == 404
+
+
+def test_a_personal_discharge_card_prints_at_once_already_activated(desk, chinese_clinic, referrer, tmp_path):
+    response = desk.post(f"/cards/personal/{referrer.id}", {"design": "bold"})
+    assert response.status_code == 303
+    pdf = desk.get(response.headers["Location"])
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
+    card = db.session.scalar(select(Card))
+    assert (card.status, card.patient_id) == ("activated", referrer.id)
+    path = tmp_path / "personal.pdf"
+    path.write_bytes(pdf.data)
+    assert decode_pages(path, tmp_path) == [[f"https://clinic.test/r/{card.code}"]]
+    lookup = desk.post("/desk/lookup", {"code": f"https://clinic.test/r/{card.code}"}, htmx=True)
+    assert "Wang L." in lookup.get_data(as_text=True) and "gift pack" in lookup.get_data(as_text=True)
+
+
+def test_the_invite_page_for_cards(browser, activated, actor, chinese_clinic):
+    page = browser.get(f"/r/{activated.code}")
+    assert page.status_code == 200 and "Wang L." in page.get_data(as_text=True)
+    assert "1 bed-day waived (gift pack)" in page.get_data(as_text=True)
+    printed = generate(1, actor)
+    never_activated = db.session.scalar(select(Card.code).where(Card.batch_id == printed.id))
+    assert browser.get(f"/r/{never_activated}").status_code == 404
+    redemption.redeem_code(activated.code, friend(), actor)
+    used = browser.get(f"/r/{activated.code}")
+    assert used.status_code == 410 and "already been used" in used.get_data(as_text=True)
+
+
+def test_a_voucher_is_not_a_card_and_a_card_is_not_a_voucher(activated, actor):
+    with pytest.raises(Refused) as refused:
+        vouchers.spend_voucher(activated.code, actor)
+    assert refused.value.reason == "unknown_code"
+    assert db.session.scalar(select(func.count()).select_from(Voucher)) == 0
+
+
+def test_sheet_layout_fits_a4_with_and_without_bleed():
+    for bleed in (False, True):
+        layout = card_sheet.SheetLayout(bleed=bleed)
+        for x, y in layout.card_origins():
+            assert layout.margin + card_sheet.CROP_MARK_OFFSET <= x - layout.margin
+            assert x + card_sheet.CARD_WIDTH + layout.margin <= card_sheet.PAGE_WIDTH
+            assert 0 < y - layout.margin and y + card_sheet.CARD_HEIGHT + layout.margin < card_sheet.PAGE_HEIGHT
