@@ -5,7 +5,7 @@ import re
 from sqlalchemy import func, select
 
 from clinic.extensions import db
-from clinic.models import AuditEvent, Patient, Referral, Staff, Voucher
+from clinic.models import AuditEvent, Card, Patient, Referral, Staff, Voucher
 
 
 def test_create_user_prompts_for_the_password(app):
@@ -34,9 +34,11 @@ def test_seed_demo_creates_a_working_clinic_once(app, browser):
     result = runner.invoke(args=["seed-demo", "--password", "demo-password-1"])
     assert result.exit_code == 0, result.output
     assert "manager@example.com / demo-password-1" in result.output
-    assert db.session.scalar(select(func.count()).select_from(Patient)) == 20
-    assert db.session.scalar(select(func.count()).select_from(Referral)) == 14
-    assert db.session.scalar(select(func.count()).select_from(Voucher)) == 28
+    assert db.session.scalar(select(func.count()).select_from(Patient)) == 21
+    assert db.session.scalar(select(func.count()).select_from(Referral)) == 15
+    assert db.session.scalar(select(func.count()).select_from(Voucher)) == 30
+    assert db.session.scalar(select(func.count()).select_from(Card)) == 20
+    assert db.session.scalar(select(func.count()).select_from(Referral).where(Referral.card_id.is_not(None))) == 1
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)
                              .where(AuditEvent.action == "voucher.spent")) == 5
     invite = re.search(r"invite page:\s+https://clinic\.test(/r/\S+)", result.output).group(1)
@@ -47,7 +49,7 @@ def test_seed_demo_creates_a_working_clinic_once(app, browser):
 
     again = runner.invoke(args=["seed-demo", "--if-empty"])
     assert again.exit_code == 0 and "not added" in again.output
-    assert db.session.scalar(select(func.count()).select_from(Patient)) == 20
+    assert db.session.scalar(select(func.count()).select_from(Patient)) == 21
 
 
 def test_check_printing_reports_ready(app):

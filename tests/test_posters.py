@@ -191,7 +191,8 @@ def test_the_patient_downloads_their_own_posters_privately(browser, make_patient
     pdf = browser.get(f"/p/{token}/poster.pdf", query_string={"design": "bold", "size": "A5"})
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
     assert pdf.headers["Cache-Control"] == "no-store" and pdf.headers["Referrer-Policy"] == "no-referrer"
-    assert pdf.headers["Content-Disposition"] == f'inline; filename="poster-{format_code(patient.personal_code)}-bold-A5.pdf"'
+    filename = f"poster-{format_code(patient.personal_code)}-bold-A5.pdf"
+    assert pdf.headers["Content-Disposition"] == f'inline; filename="{filename}"'
     assert pdf.data.startswith(b"%PDF") and page_count(pdf.data) == 1
     png = browser.get(f"/p/{token}/poster.png")
     assert png.status_code == 200 and png.mimetype == "image/png"
@@ -251,7 +252,8 @@ def test_a_manager_prints_everyone_enrolled_in_a_range_newest_first(manager, mak
     assert f'value="{today}"' in page.get_data(as_text=True)
     assert 'href="/admin/posters"' in page.get_data(as_text=True)
     codes = [make_patient()[0].personal_code for _ in range(3)]
-    response = manager.get("/admin/posters.pdf", query_string={"from": today, "to": today, "design": "bold", "size": "A5"})
+    response = manager.get("/admin/posters.pdf",
+                           query_string={"from": today, "to": today, "design": "bold", "size": "A5"})
     assert response.status_code == 200 and response.mimetype == "application/pdf"
     assert page_count(response.data) == 3
     text = pdf_text_of(response.data)

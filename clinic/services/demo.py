@@ -9,7 +9,7 @@ from pathlib import Path
 from flask import current_app
 
 from clinic.models import Role
-from clinic.services import clinic_settings, redemption, vouchers
+from clinic.services import cards, clinic_settings, redemption, vouchers
 from clinic.services.patients import PatientDetails, enrol_patient
 from clinic.services.staff import create_staff
 from clinic.services.transaction import Actor
@@ -23,6 +23,7 @@ REFERRERS = [
     ("张伟", "张伟", "13800138005"),
     ("Tan Mei Ling", "Mei Ling", "13800138006"),
 ]
+DEMO_CARDS = 20
 FRIENDS = [
     ("刘洋", "13900139001"), ("Lucy Wong", "13900139002"), ("赵敏", "13900139003"),
     ("Daniel Koh", "13900139004"), ("孙悦", None), ("Peter Ng", "13900139006"),
@@ -42,7 +43,8 @@ class DemoSummary:
     def lines(self) -> list[str]:
         return [
             f"Demo clinic ready: {self.counts.get('patients', 0)} patients, "
-            f"{self.counts.get('referrals', 0)} referrals, {self.counts.get('vouchers', 0)} vouchers.",
+            f"{self.counts.get('referrals', 0)} referrals, {self.counts.get('vouchers', 0)} vouchers, "
+            f"{self.counts.get('cards', 0)} scratch cards.",
             f"  manager login: manager@example.com / {self.password}",
             f"  desk login:    desk@example.com / {self.password}",
             f"  a demo patient's invite page:   {self.invite_url}",
@@ -70,6 +72,10 @@ def seed_demo_clinic(password: str | None = None) -> DemoSummary:
         "referrer_reward_kind": "money", "referrer_reward_amount": 20000, "referrer_reward_label": "",
         "friend_reward_kind": "service", "friend_reward_amount": 0,
         "friend_reward_label": "Free first consultation",
+        "card_referrer_reward_kind": "service", "card_referrer_reward_amount": 0,
+        "card_referrer_reward_label": "¥200 meal voucher",
+        "card_friend_reward_kind": "service", "card_friend_reward_amount": 0,
+        "card_friend_reward_label": "1 bed-day waived",
         "voucher_valid_days": 180,
     }, as_manager)
 
@@ -89,12 +95,20 @@ def seed_demo_clinic(password: str | None = None) -> DemoSummary:
         vouchers.spend_voucher(result.friend_voucher.code, as_desk)
     vouchers.void_voucher(results[5].referrer_voucher.id, "Demo: issued in error", as_manager)
 
+    batch = cards.create_batch(DEMO_CARDS, "classic", False, as_manager)
+    cards.run_batch(batch.id)
+    serials = [f"{batch.label}-{number:04d}" for number in (1, 2)]
+    given = [cards.activate_card(serial, referrer.id, as_desk) for serial, referrer in zip(serials, referrers[4:6])]
+    results.append(redemption.redeem_code(given[0].code, PatientDetails(full_name="钱多多", phone="13900139099"),
+                                          as_desk))
+
     showcase = referrers[0]
     summary = DemoSummary(
         password=password,
         invite_url=invite_url(showcase.personal_code),
         progress_url=progress_url(tokens[showcase.id]),
-        counts={"patients": len(REFERRERS) + len(FRIENDS), "referrals": len(results), "vouchers": 2 * len(results)},
+        counts={"patients": len(REFERRERS) + len(results), "referrals": len(results), "vouchers": 2 * len(results),
+                "cards": DEMO_CARDS},
     )
     logins = Path(current_app.instance_path) / "demo-logins.txt"
     logins.write_text("\n".join(summary.lines()) + "\n")

@@ -189,7 +189,7 @@ def enrolled_between(first_day: date, last_day: date) -> list[Patient]:
         raise Refused("bad_range", "The end date is before the start date.", field="to", status=400)
     zone = clinic_zone()
     start, end = _utc_start_of(first_day, zone), _utc_start_of(last_day + timedelta(days=1), zone)
-    patients = patients_enrolled_between(start, end, limit=MAX_POSTERS)
+    patients = patients_enrolled_between(start, end, limit=MAX_POSTERS + 1)
     if not patients:
         raise Refused("no_patients", "Nobody was enrolled in these dates: there are no posters to print.")
     if len(patients) > MAX_POSTERS:

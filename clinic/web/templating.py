@@ -63,6 +63,15 @@ AUDIT_LABELS = {
     "settings.changed": "Settings changed",
     "campaign.changed": "Campaign changed",
     "staff.created": "Staff account created",
+    "patient.poster_consent": "Poster name consent changed",
+    "card.activated": "Scratch card activated",
+    "card.activate": "Scratch card activation attempt",
+    "card.voided": "Scratch card voided",
+    "card_batch.created": "Card batch queued",
+    "card_batch.generated": "Card batch printed",
+    "card_batch.failed": "Card batch failed",
+    "card_batch.retried": "Card batch retried",
+    "card_batch.voided": "Card batch voided",
 }
 
 
