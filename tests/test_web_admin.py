@@ -1,6 +1,7 @@
 """Manager pages: clinic settings with logo upload, the campaign, voiding, and the audit log."""
 
 import io
+import re
 
 import pytest
 from PIL import Image
@@ -120,6 +121,21 @@ def test_the_campaign_form_sets_the_rewards_in_minor_units(manager):
     assert campaign.voucher_valid_days == 60
     page = manager.get("/admin/campaign").get_data(as_text=True)
     assert 'value="150.50"' in page
+
+
+def test_the_campaign_can_pay_different_rewards_for_scratch_cards(manager):
+    form = {**CAMPAIGN_FORM, "card_rewards_differ": "y", "card_referrer_reward_kind": "service",
+            "card_referrer_reward_label": "¥200 meal voucher", "card_friend_reward_kind": "money",
+            "card_friend_reward_amount": "50"}
+    assert manager.post("/admin/campaign", form).status_code == 303
+    campaign = db.session.scalar(select(Campaign))
+    assert (campaign.card_referrer_reward_label, campaign.card_friend_reward_amount) == ("¥200 meal voucher", 5000)
+    page = manager.get("/admin/campaign").get_data(as_text=True)
+    assert re.search(r'name="card_rewards_differ"[^>]*checked|checked[^>]*name="card_rewards_differ"', page)
+    assert manager.post("/admin/campaign", CAMPAIGN_FORM).status_code == 303
+    assert db.session.scalar(select(Campaign)).card_referrer_reward_kind is None
+    refused = manager.post("/admin/campaign", {**form, "card_friend_reward_amount": "lots"})
+    assert refused.status_code == 422 and "as a number" in refused.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("changes, message", [
