@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from datetime import datetime
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select
