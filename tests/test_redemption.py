@@ -9,7 +9,7 @@ from sqlalchemy import select
 from clinic.extensions import db
 from clinic.models import AuditEvent, Campaign, Patient, Referral, Voucher
 from clinic.models._time import utcnow
-from clinic.services import codes, redemption, vouchers
+from clinic.services import codes, redemption, rewards, vouchers
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import counts, friend
@@ -97,14 +97,14 @@ def test_campaign_ended_refuses(referrer, actor):
 
 
 def test_a_fault_after_the_first_write_leaves_nothing_behind(referrer, actor, monkeypatch):
-    real_issue = redemption.issue_voucher
+    real_issue = rewards.issue_voucher
     calls = []
 
     def issue_then_fail(*args, **kwargs):
         calls.append(real_issue(*args, **kwargs))  # the referrer's voucher is written...
         raise RuntimeError("disk unplugged")  # ...then the process fails
 
-    monkeypatch.setattr(redemption, "issue_voucher", issue_then_fail)
+    monkeypatch.setattr(rewards, "issue_voucher", issue_then_fail)
     before = counts()
     with pytest.raises(RuntimeError):
         redemption.redeem_code(referrer.personal_code, friend(), actor)
@@ -112,7 +112,7 @@ def test_a_fault_after_the_first_write_leaves_nothing_behind(referrer, actor, mo
     assert counts() == before
     assert db.session.scalar(select(Patient).where(Patient.phone == "13933334444")) is None
 
-    monkeypatch.setattr(redemption, "issue_voucher", real_issue)
+    monkeypatch.setattr(rewards, "issue_voucher", real_issue)
     result = redemption.redeem_code(referrer.personal_code, friend(), actor)
     assert len(result.vouchers) == 2
 

@@ -1,18 +1,37 @@
 """Database models, one module per aggregate."""
 
 from clinic.models.audit import AuditEvent
+from clinic.models.branch import Branch
 from clinic.models.campaign import Campaign, RewardKind
 from clinic.models.card import BatchStatus, Card, CardBatch, CardStatus, IssuedCode
 from clinic.models.clinic import Clinic
 from clinic.models.idempotency import FormSubmission
 from clinic.models.patient import Patient
-from clinic.models.referral import Referral
+from clinic.models.referral import Referral, ReferralStatus
+from clinic.models.reward import (
+    CampaignMonthCount,
+    ReferrerYearTotal,
+    ReviewRequest,
+    Reward,
+    RewardStatus,
+    Stage,
+    Tier,
+)
 from clinic.models.staff import Role, Staff
 from clinic.models.voucher import Voucher, VoucherStatus
 
 __all__ = [
     "AuditEvent",
     "BatchStatus",
+    "Branch",
+    "CampaignMonthCount",
+    "ReferrerYearTotal",
+    "ReferralStatus",
+    "ReviewRequest",
+    "Reward",
+    "RewardStatus",
+    "Stage",
+    "Tier",
     "Card",
     "CardBatch",
     "CardStatus",

@@ -20,6 +20,7 @@ class AuditEvent(db.Model):
     outcome: Mapped[str] = mapped_column(String(16), default="ok")  # ok | refused
     reason: Mapped[str | None] = mapped_column(String(40))
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"), index=True)
+    branch_id: Mapped[int | None] = mapped_column(ForeignKey("branches.id"), index=True)
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     voucher_id: Mapped[int | None] = mapped_column(ForeignKey("vouchers.id"))
     referral_id: Mapped[int | None] = mapped_column(ForeignKey("referrals.id"))

@@ -42,9 +42,28 @@ class Campaign(db.Model):
     card_friend_reward_amount: Mapped[int | None]
     card_friend_reward_label: Mapped[str | None] = mapped_column(String(80))
     voucher_valid_days: Mapped[int] = mapped_column(default=90)
+    starts_at: Mapped[datetime | None]
     ends_at: Mapped[datetime | None]
+    covers: Mapped[str] = mapped_column(String(16), default="both", server_default="both")  # personal | cards | both
+    referrer_reward_stage: Mapped[str] = mapped_column(String(16), default="redemption", server_default="redemption")
+    friend_reward_stage: Mapped[str] = mapped_column(String(16), default="redemption", server_default="redemption")
+    # Caps per referrer and calendar year: rewarded referrals, and total value of money rewards.
+    cap_referrals_per_year: Mapped[int | None]
+    cap_value_per_year: Mapped[int | None]
+    # An optional monthly quota of friends ("3 expert appointments a month for referred friends").
+    friend_monthly_quota: Mapped[int | None]
+    quota_label: Mapped[str] = mapped_column(String(80), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     def has_ended(self, now: datetime) -> bool:
         return self.ends_at is not None and self.ends_at <= now
+
+    def is_running(self, now: datetime) -> bool:
+        return (self.starts_at is None or self.starts_at <= now) and not self.has_ended(now)
+
+    def covers_cards(self) -> bool:
+        return self.covers in ("cards", "both")
+
+    def covers_personal_codes(self) -> bool:
+        return self.covers in ("personal", "both")

@@ -26,6 +26,9 @@ class Patient(db.Model):
     progress_link_issued_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The patient agreed to have their display name printed on posters and shown to friends.
     name_on_posters: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The patient agreed to appear (masked) on the public leaderboard.
+    leaderboard_opt_in: Mapped[bool] = mapped_column(default=False, server_default=false())
+    branch_id: Mapped[int | None] = mapped_column(ForeignKey("branches.id"))  # where they were enrolled
     referred_by_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
     enrolled_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))

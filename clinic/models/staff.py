@@ -4,7 +4,8 @@ from datetime import datetime
 from enum import Enum
 
 from flask_login import UserMixin
-from sqlalchemy import String
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import relationship
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -27,7 +28,10 @@ class Staff(UserMixin, db.Model):
     enabled: Mapped[bool] = mapped_column(default=True)
     # Part of the login session id: bumping it ends every session of this user at once.
     session_version: Mapped[int] = mapped_column(default=1)
+    branch_id: Mapped[int | None] = mapped_column(ForeignKey("branches.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    branch = relationship("Branch")
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)

@@ -40,6 +40,7 @@ class Voucher(db.Model):
     expires_at: Mapped[datetime]
     spent_at: Mapped[datetime | None]
     spent_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    spent_branch_id: Mapped[int | None] = mapped_column(ForeignKey("branches.id"))
     voided_at: Mapped[datetime | None]
     voided_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     void_reason: Mapped[str | None] = mapped_column(String(200))

@@ -18,6 +18,7 @@ def record(action: str, actor: Actor, *, outcome: str = "ok", reason: str | None
         outcome=outcome,
         reason=reason,
         staff_id=actor.staff_id,
+        branch_id=actor.branch_id,
         ip=actor.ip,
         patient_id=patient_id,
         voucher_id=voucher_id,
@@ -35,7 +36,7 @@ def record_refusal(action: str, actor: Actor, reason: str, **kwargs) -> None:
 
 
 def search_events(*, action: str | None = None, outcome: str | None = None,
-                  staff_id: int | None = None, patient_id: int | None = None,
+                  staff_id: int | None = None, patient_id: int | None = None, branch_id: int | None = None,
                   limit: int = 200, before_id: int | None = None) -> list[AuditEvent]:
     """Newest first, filtered; ``before_id`` pages back through older events."""
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
@@ -47,6 +48,8 @@ def search_events(*, action: str | None = None, outcome: str | None = None,
         query = query.where(AuditEvent.staff_id == staff_id)
     if patient_id:
         query = query.where(AuditEvent.patient_id == patient_id)
+    if branch_id:
+        query = query.where(AuditEvent.branch_id == branch_id)
     if before_id:
         query = query.where(AuditEvent.id < before_id)
     return list(db.session.scalars(query))

@@ -28,13 +28,13 @@ from clinic.services.clinic_settings import (
     brand_colour,
     card_friend_reward,
     card_referrer_reward,
-    default_campaign,
     get_clinic,
     to_clinic_time,
 )
 from clinic.services.codes import format_code, generate_bearer_code
 from clinic.services.errors import Refused
 from clinic.services.pdf import render_pdf
+from clinic.services.rewards import campaign_in_force
 from clinic.services.text import clean_text
 from clinic.services.transaction import Actor, atomic
 from clinic.services.urls import invite_url
@@ -66,9 +66,10 @@ def create_batch(size: int, design: str, bleed: bool, actor: Actor) -> CardBatch
         raise Refused("validation_error", f"A batch has 1 to {MAX_BATCH_SIZE:,} cards.", field="size")
     if design not in DESIGNS:
         raise Refused("validation_error", "Pick one of the card designs.", field="design")
-    campaign = default_campaign()
+    campaign = campaign_in_force(for_cards=True)
     if campaign is None:
-        raise Refused("no_campaign", "Set up the referral campaign first: the cards print its offer.")
+        raise Refused("no_campaign", "No running campaign covers scratch cards: set one up first, "
+                      "the cards print its offer.")
     with atomic():
         batch = CardBatch(size=size, design=design, bleed=bleed, campaign_id=campaign.id,
                           created_by_id=actor.staff_id)
@@ -130,7 +131,7 @@ def _unused_codes(count: int) -> list[str]:
 
 def card_design_pdf(batch: CardBatch) -> bytes:
     """The batch's card design as a one-page PDF, rendered once by WeasyPrint."""
-    campaign = batch.campaign or default_campaign()
+    campaign = batch.campaign or campaign_in_force(for_cards=True)
     currency = get_clinic().currency
     margin = BLEED if batch.bleed else 0
     return render_pdf("pdf/card.html", design=batch.design, bleed=margin, brand_colour=brand_colour(),

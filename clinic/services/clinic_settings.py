@@ -97,10 +97,13 @@ def to_clinic_time(value: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 
 @dataclass(frozen=True)
-class Reward:
+class RewardTerms:
+    """One side's reward as a campaign defines it: money off or a named service, and when it is paid."""
+
     kind: str
     amount: int
     label: str
+    stage: str = "redemption"
 
     def describe(self, currency: str, locale: str = "en") -> str:
         if self.kind == RewardKind.MONEY.value:
@@ -108,26 +111,28 @@ class Reward:
         return self.label
 
 
-def referrer_reward(campaign: Campaign) -> Reward:
-    return Reward(campaign.referrer_reward_kind, campaign.referrer_reward_amount, campaign.referrer_reward_label)
+def referrer_reward(campaign: Campaign) -> RewardTerms:
+    return RewardTerms(campaign.referrer_reward_kind, campaign.referrer_reward_amount, campaign.referrer_reward_label,
+                       campaign.referrer_reward_stage)
 
 
-def friend_reward(campaign: Campaign) -> Reward:
-    return Reward(campaign.friend_reward_kind, campaign.friend_reward_amount, campaign.friend_reward_label)
+def friend_reward(campaign: Campaign) -> RewardTerms:
+    return RewardTerms(campaign.friend_reward_kind, campaign.friend_reward_amount, campaign.friend_reward_label,
+                       campaign.friend_reward_stage)
 
 
-def card_referrer_reward(campaign: Campaign) -> Reward:
+def card_referrer_reward(campaign: Campaign) -> RewardTerms:
     """What the patient who hands out a scratch card gets; as for personal codes unless the campaign says."""
     if campaign.card_referrer_reward_kind:
-        return Reward(campaign.card_referrer_reward_kind, campaign.card_referrer_reward_amount or 0,
-                      campaign.card_referrer_reward_label or "")
+        return RewardTerms(campaign.card_referrer_reward_kind, campaign.card_referrer_reward_amount or 0,
+                           campaign.card_referrer_reward_label or "", campaign.referrer_reward_stage)
     return referrer_reward(campaign)
 
 
-def card_friend_reward(campaign: Campaign) -> Reward:
+def card_friend_reward(campaign: Campaign) -> RewardTerms:
     if campaign.card_friend_reward_kind:
-        return Reward(campaign.card_friend_reward_kind, campaign.card_friend_reward_amount or 0,
-                      campaign.card_friend_reward_label or "")
+        return RewardTerms(campaign.card_friend_reward_kind, campaign.card_friend_reward_amount or 0,
+                           campaign.card_friend_reward_label or "", campaign.friend_reward_stage)
     return friend_reward(campaign)
 
 

@@ -137,6 +137,7 @@ def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient |
         progress_token_hash=token_hash,
         referred_by=referred_by,
         enrolled_by_id=actor.staff_id,
+        branch_id=actor.branch_id,
     )
     db.session.add(patient)
     db.session.flush()

@@ -19,8 +19,8 @@ from markupsafe import Markup
 from PIL import Image
 
 from clinic.models import Clinic, Patient
-from clinic.models._time import utcnow
-from clinic.services.clinic_settings import brand_colour, default_campaign, friend_reward, get_clinic
+from clinic.services.clinic_settings import brand_colour, friend_reward, get_clinic
+from clinic.services.rewards import campaign_in_force
 from clinic.services.codes import format_code
 from clinic.services.errors import Refused
 from clinic.services.patients import patients_enrolled_between
@@ -107,8 +107,8 @@ def poster_face(patient: Patient) -> PosterFace:
 
 def current_offer(clinic: Clinic) -> str | None:
     """What a friend gets under the campaign in force, or None when no campaign is running."""
-    campaign = default_campaign()
-    if campaign is None or campaign.has_ended(utcnow()):
+    campaign = campaign_in_force(for_cards=False)
+    if campaign is None:
         return None
     return friend_reward(campaign).describe(clinic.currency) or None
 

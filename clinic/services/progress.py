@@ -10,7 +10,8 @@ from sqlalchemy.orm import selectinload
 from clinic.extensions import db
 from clinic.models import Patient, Referral, Voucher, VoucherStatus
 from clinic.models._time import utcnow
-from clinic.services.clinic_settings import default_campaign, friend_reward, get_clinic, referrer_reward
+from clinic.services.clinic_settings import friend_reward, get_clinic, referrer_reward
+from clinic.services.rewards import campaign_in_force
 from clinic.services.patients import patient_by_progress_token
 
 
@@ -39,9 +40,9 @@ def progress_page(token: str) -> ProgressPage | None:
         .options(selectinload(Referral.friend)).order_by(Referral.id.desc())))
     vouchers = list(db.session.scalars(
         select(Voucher).where(Voucher.patient_id == patient.id).order_by(Voucher.id.desc())))
-    campaign = default_campaign()
+    campaign = campaign_in_force(for_cards=False, now=now)
     currency = get_clinic().currency
-    running = campaign is not None and not campaign.has_ended(now)
+    running = campaign is not None
     return ProgressPage(
         patient=patient,
         referrals=referrals,

@@ -14,15 +14,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
-from clinic.models import Campaign, Card, CardStatus, Patient, Referral, Voucher
+from clinic.models import Campaign, Card, CardStatus, Patient, Referral, Reward, Stage, Voucher
 from clinic.models._time import utcnow
 from clinic.services import audit, idempotency
 from clinic.services.cards import explain_card, find_card_by_code
 from clinic.services.clinic_settings import (
-    Reward,
+    RewardTerms,
     card_friend_reward,
     card_referrer_reward,
-    default_campaign,
     friend_reward,
     get_clinic,
     referrer_reward,
@@ -37,7 +36,8 @@ from clinic.services.patients import (
     patient_by_personal_code,
 )
 from clinic.services.transaction import Actor, atomic
-from clinic.services.vouchers import find_voucher, issue_voucher
+from clinic.services.rewards import campaign_in_force, pay_due_rewards, promise_rewards, take_quota_place, vouchers_of
+from clinic.services.vouchers import find_voucher
 
 
 @dataclass
@@ -48,6 +48,13 @@ class RedemptionResult:
     # The friend's progress token, shown once; None when this answer replays an earlier one.
     friend_progress_token: str | None = None
     replayed: bool = False
+
+    @property
+    def rewards(self) -> list[Reward]:
+        return list(self.referral.rewards)
+
+    def reward_for(self, beneficiary: str) -> Reward | None:
+        return next((r for r in self.rewards if r.beneficiary == beneficiary), None)
 
     @property
     def referrer_voucher(self) -> Voucher | None:
@@ -71,11 +78,11 @@ class ReferralOffer:
     card: Card | None = None
 
     @property
-    def referrer_reward(self) -> Reward:
+    def referrer_reward(self) -> RewardTerms:
         return card_referrer_reward(self.campaign) if self.card else referrer_reward(self.campaign)
 
     @property
-    def friend_reward(self) -> Reward:
+    def friend_reward(self) -> RewardTerms:
         return card_friend_reward(self.campaign) if self.card else friend_reward(self.campaign)
 
     @property
@@ -102,12 +109,12 @@ def referral_offer(raw: str | None) -> ReferralOffer:
         if referrer is None:
             raise Refused("unknown_code", "No patient holds this code. Check it with the friend.",
                           field="code", status=404)
-        return ReferralOffer(code=parsed, referrer=referrer, campaign=_campaign_in_force())
+        return ReferralOffer(code=parsed, referrer=referrer, campaign=_campaign_in_force(for_cards=False))
     card = find_card_by_code(parsed.code)
     if card is not None:
         if card.status != CardStatus.ACTIVATED.value:
             raise explain_card(card)
-        return ReferralOffer(code=parsed, referrer=card.patient, campaign=_campaign_in_force(), card=card)
+        return ReferralOffer(code=parsed, referrer=card.patient, campaign=_campaign_in_force(for_cards=True), card=card)
     if find_voucher(parsed.code) is not None:
         raise Refused("not_a_referral_code", "This is a voucher code: spend it at checkout instead.",
                       field="code")
@@ -144,17 +151,17 @@ def invitation(raw: str | None) -> Invitation | None:
         referrer = card.patient if card is not None and card.status == CardStatus.ACTIVATED.value else None
     if referrer is None:
         return None
-    campaign = default_campaign()
+    campaign = campaign_in_force(for_cards=card is not None)
     offer = None
-    if campaign is not None and not campaign.has_ended(utcnow()):
+    if campaign is not None:
         reward = card_friend_reward(campaign) if card else friend_reward(campaign)
         offer = reward.describe(get_clinic().currency)
     return Invitation(code=parsed.code, referrer=referrer, offer=offer, card=card)
 
 
-def _campaign_in_force() -> Campaign:
-    campaign = default_campaign()
-    if campaign is None or campaign.has_ended(utcnow()):
+def _campaign_in_force(for_cards: bool) -> Campaign:
+    campaign = campaign_in_force(for_cards)
+    if campaign is None:
         raise Refused("campaign_ended", "The referral campaign has ended: no rewards can be issued.",
                       field="code", status=409)
     return campaign
@@ -212,29 +219,26 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
         if offer.card is not None:
             _use_card(offer.card.id)
         referrer = db.session.get(Patient, offer.referrer.id)
-        campaign = _campaign_in_force()
+        campaign = _campaign_in_force(for_cards=offer.card is not None)
         _refuse_self_referral(referrer, details)
         existing = find_existing(details)
         if existing is not None:
             raise existing_patient_refusal(existing, details)
+        take_quota_place(campaign, utcnow())
         submission = idempotency.remember(key, "redeem", request_fingerprint)
         friend, token = add_patient(details, actor, referred_by=referrer)
         referral = Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
-                            code_used=offer.code.code, staff_id=actor.staff_id,
+                            code_used=offer.code.code, staff_id=actor.staff_id, branch_id=actor.branch_id,
                             card_id=offer.card.id if offer.card else None)
         db.session.add(referral)
         db.session.flush()
-        currency = get_clinic().currency
         audit.record("redemption", actor, patient_id=friend.id, referral_id=referral.id,
                      code=offer.code.code, referrer_id=referrer.id, campaign_id=campaign.id,
                      card=offer.card.serial if offer.card else None)
         offer.campaign = campaign
-        vouchers = [
-            issue_voucher(referrer, offer.referrer_reward, beneficiary="referrer", referral=referral,
-                          currency=currency, valid_days=campaign.voucher_valid_days, actor=actor),
-            issue_voucher(friend, offer.friend_reward, beneficiary="friend", referral=referral,
-                          currency=currency, valid_days=campaign.voucher_valid_days, actor=actor),
-        ]
+        promise_rewards(referral, offer.referrer_reward, offer.friend_reward, campaign, actor)
+        pay_due_rewards(referral, Stage.REDEMPTION.value, actor)
+        vouchers = vouchers_of(referral.id)
         if submission is not None:
             submission.result_id = referral.id
     return RedemptionResult(referral=referral, friend=friend, vouchers=vouchers, friend_progress_token=token)

@@ -19,6 +19,7 @@ class Actor:
 
     staff_id: int | None = None
     ip: str | None = None
+    branch_id: int | None = None
 
 
 def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -11,7 +11,7 @@ from clinic.extensions import db
 from clinic.models import IssuedCode, Patient, Referral, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 from clinic.services import audit, idempotency
-from clinic.services.clinic_settings import Reward, to_clinic_time
+from clinic.services.clinic_settings import RewardTerms, to_clinic_time
 from clinic.services.codes import CodeKind, InvalidCode, generate_bearer_code, parse_code
 from clinic.services.errors import Refused
 from clinic.services.text import clean_text
@@ -30,7 +30,7 @@ def unused_bearer_code() -> str:
             return code
 
 
-def issue_voucher(patient: Patient, reward: Reward, *, beneficiary: str, currency: str, valid_days: int,
+def issue_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, currency: str, valid_days: int,
                   actor: Actor, referral: Referral | None = None) -> Voucher:
     """Add a voucher and its audit event to the current transaction."""
     now = utcnow()
@@ -105,7 +105,8 @@ def spend_voucher(raw_code: str | None, actor: Actor, *, idempotency_key: str | 
                     update(Voucher)
                     .where(Voucher.code == code, Voucher.status == VoucherStatus.ACTIVE.value,
                            Voucher.expires_at > now)
-                    .values(status=VoucherStatus.SPENT.value, spent_at=now, spent_by_id=actor.staff_id)
+                    .values(status=VoucherStatus.SPENT.value, spent_at=now, spent_by_id=actor.staff_id,
+                            spent_branch_id=actor.branch_id)
                     .execution_options(synchronize_session=False)
                 ).rowcount
                 voucher = find_voucher(code)

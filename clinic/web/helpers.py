@@ -21,8 +21,10 @@ def render_fragment_or_page(fragment: str, page: str, status: int = 200, **conte
 
 
 def current_actor() -> Actor:
-    staff_id = current_user.id if current_user.is_authenticated else None
-    return Actor(staff_id=staff_id, ip=request.remote_addr)
+    """Who is acting, from where, and for which branch: every service records it."""
+    if not current_user.is_authenticated:
+        return Actor(ip=request.remote_addr)
+    return Actor(staff_id=current_user.id, ip=request.remote_addr, branch_id=current_user.branch_id)
 
 
 def manager_required(view):

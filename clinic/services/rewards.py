@@ -1,0 +1,176 @@
+"""Reward rules: which campaign applies, what each side is owed, when it is paid, caps and quotas.
+
+At redemption each side's reward is written down (a ``Reward`` row) with the campaign's terms of
+that moment, so editing a campaign later changes nothing already promised. A reward is paid —
+a voucher issued — when the referral reaches its stage: at redemption, at the friend's first
+visit, or at their first payment. Caps and quotas are decided by the database: a conditional
+UPDATE on one counter row per referrer and year (per campaign and month for quotas), so that of
+many simultaneous redemptions exactly as many pass as there are places left.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from clinic.extensions import db
+from clinic.models import (
+    Campaign,
+    CampaignMonthCount,
+    Referral,
+    ReferrerYearTotal,
+    ReviewRequest,
+    Reward,
+    RewardKind,
+    RewardStatus,
+    Stage,
+    Voucher,
+)
+from clinic.models._time import utcnow
+from clinic.services import audit
+from clinic.services.clinic_settings import RewardTerms, get_clinic
+from clinic.services.errors import Refused
+from clinic.services.transaction import Actor
+from clinic.services.vouchers import issue_voucher
+
+STAGES = tuple(stage.value for stage in Stage)
+STAGE_ORDER = {Stage.REDEMPTION.value: 0, Stage.VISIT.value: 1, Stage.PAYMENT.value: 2}
+
+
+def clinic_local(moment: datetime) -> datetime:
+    """A stored naive-UTC moment as the clinic's local wall time (caps run per local calendar year)."""
+    try:
+        zone = ZoneInfo(get_clinic().timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = timezone.utc
+    return moment.replace(tzinfo=timezone.utc).astimezone(zone)
+
+
+def campaign_in_force(for_cards: bool, now: datetime | None = None) -> Campaign | None:
+    """The newest running campaign that covers this kind of code, or None."""
+    now = now or utcnow()
+    covers = ("cards", "both") if for_cards else ("personal", "both")
+    candidates = db.session.scalars(select(Campaign).where(Campaign.covers.in_(covers))
+                                    .order_by(Campaign.id.desc()))
+    return next((campaign for campaign in candidates if campaign.is_running(now)), None)
+
+
+def _insert_ignoring_duplicates(model, values: dict):
+    """INSERT … ON CONFLICT DO NOTHING, so that the counter row exists before it is locked."""
+    dialect = db.session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    db.session.execute(module.insert(model).values(**values).on_conflict_do_nothing())
+
+
+def take_quota_place(campaign: Campaign, now: datetime) -> None:
+    """Use one of this month's places for referred friends, or refuse when none is left."""
+    if not campaign.friend_monthly_quota:
+        return
+    month = clinic_local(now).strftime("%Y-%m")
+    _insert_ignoring_duplicates(CampaignMonthCount, {"campaign_id": campaign.id, "month": month, "used": 0})
+    taken = db.session.execute(
+        update(CampaignMonthCount)
+        .where(CampaignMonthCount.campaign_id == campaign.id, CampaignMonthCount.month == month,
+               CampaignMonthCount.used < campaign.friend_monthly_quota)
+        .values(used=CampaignMonthCount.used + 1).execution_options(synchronize_session=False)).rowcount
+    if taken != 1:
+        what = campaign.quota_label or "places for referred friends"
+        raise Refused("quota_full", f"This month's {campaign.friend_monthly_quota} {what} are all taken. "
+                      "Please invite the friend to come next month.", field="code", status=409)
+
+
+def quota_left(campaign: Campaign | None, now: datetime | None = None) -> int | None:
+    """Places left this month, for the invite page ("only 3 left"); None when there is no quota."""
+    if campaign is None or not campaign.friend_monthly_quota:
+        return None
+    month = clinic_local(now or utcnow()).strftime("%Y-%m")
+    used = db.session.scalar(select(CampaignMonthCount.used).where(
+        CampaignMonthCount.campaign_id == campaign.id, CampaignMonthCount.month == month)) or 0
+    return max(0, campaign.friend_monthly_quota - used)
+
+
+def _take_cap_slot(referrer_id: int, value: int, campaign: Campaign, now: datetime, *, force: bool) -> bool:
+    """Count one rewarded referral (and its value) against the referrer's yearly caps, if they allow it."""
+    year = clinic_local(now).year
+    _insert_ignoring_duplicates(ReferrerYearTotal, {"referrer_id": referrer_id, "year": year,
+                                                   "rewarded_count": 0, "rewarded_value": 0})
+    statement = update(ReferrerYearTotal).where(ReferrerYearTotal.referrer_id == referrer_id,
+                                                ReferrerYearTotal.year == year)
+    if not force:
+        if campaign.cap_referrals_per_year is not None:
+            statement = statement.where(ReferrerYearTotal.rewarded_count < campaign.cap_referrals_per_year)
+        if campaign.cap_value_per_year is not None:
+            statement = statement.where(ReferrerYearTotal.rewarded_value + value <= campaign.cap_value_per_year)
+    return db.session.execute(
+        statement.values(rewarded_count=ReferrerYearTotal.rewarded_count + 1,
+                         rewarded_value=ReferrerYearTotal.rewarded_value + value)
+        .execution_options(synchronize_session=False)).rowcount == 1
+
+
+def _release_cap_slot(reward: Reward) -> None:
+    """A reversed referral's voided referrer voucher frees its place under the cap."""
+    year = clinic_local(reward.voucher.issued_at if reward.voucher else utcnow()).year
+    value = reward.amount if reward.kind == RewardKind.MONEY.value else 0
+    db.session.execute(
+        update(ReferrerYearTotal).where(ReferrerYearTotal.referrer_id == reward.patient_id,
+                                        ReferrerYearTotal.year == year)
+        .values(rewarded_count=ReferrerYearTotal.rewarded_count - 1,
+                rewarded_value=ReferrerYearTotal.rewarded_value - value)
+        .execution_options(synchronize_session=False))
+
+
+def promise_rewards(referral: Referral, referrer_terms: RewardTerms, friend_terms: RewardTerms, campaign: Campaign,
+                    actor: Actor) -> list[Reward]:
+    """Write down what each side is owed (inside the redemption's transaction)."""
+    currency = get_clinic().currency
+    rewards = []
+    for beneficiary, patient_id, terms in (("referrer", referral.referrer_id, referrer_terms),
+                                           ("friend", referral.friend_id, friend_terms)):
+        reward = Reward(referral_id=referral.id, patient_id=patient_id, beneficiary=beneficiary, kind=terms.kind,
+                        amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
+                        valid_days=campaign.voucher_valid_days)
+        db.session.add(reward)
+        rewards.append(reward)
+    db.session.flush()
+    return rewards
+
+
+def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetime | None = None) -> list[Reward]:
+    """Pay every pending reward of this referral whose stage is now reached (inside the caller's transaction)."""
+    now = now or utcnow()
+    campaign = db.session.get(Campaign, referral.campaign_id)
+    due = db.session.scalars(select(Reward).where(Reward.referral_id == referral.id,
+                                                  Reward.status == RewardStatus.PENDING.value)
+                             .order_by(Reward.id)).all()
+    paid = []
+    for reward in due:
+        if STAGE_ORDER[reward.stage] <= STAGE_ORDER[reached]:
+            _pay(reward, campaign, referral, actor, now, force=False)
+            paid.append(reward)
+    return paid
+
+
+def _pay(reward: Reward, campaign: Campaign, referral: Referral, actor: Actor, now: datetime, *, force: bool) -> None:
+    if reward.beneficiary == "referrer":
+        value = reward.amount if reward.kind == RewardKind.MONEY.value else 0
+        if not _take_cap_slot(reward.patient_id, value, campaign, now, force=force):
+            reward.status = RewardStatus.REVIEW.value
+            db.session.add(ReviewRequest(kind="over_cap", reward_id=reward.id, referrer_id=reward.patient_id,
+                                         created_by_id=actor.staff_id, branch_id=actor.branch_id,
+                                         details={"referral_id": referral.id}))
+            audit.record("reward.held_for_review", actor, patient_id=reward.patient_id, referral_id=referral.id,
+                         reason_text="yearly cap reached")
+            return
+    voucher = issue_voucher(reward.patient, RewardTerms(reward.kind, reward.amount, reward.label),
+                            beneficiary=reward.beneficiary, currency=reward.currency, valid_days=reward.valid_days,
+                            actor=actor, referral=referral)
+    reward.status = RewardStatus.ISSUED.value
+    reward.voucher_id = voucher.id
+    reward.overridden = force
+
+
+def vouchers_of(referral_id: int) -> list[Voucher]:
+    return list(db.session.scalars(select(Voucher).where(Voucher.referral_id == referral_id).order_by(Voucher.id)))
