@@ -1,0 +1,261 @@
+"""A referred friend's milestones (visited, paid), reversing a referral, and the manager's review queue.
+
+Each milestone is recorded once (a conditional UPDATE on the empty column) and pays, in the
+same transaction, every reward whose stage it reaches. A payment implies a visit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+
+from clinic.extensions import db
+from clinic.models import (
+    Patient,
+    Referral,
+    ReferralStatus,
+    ReviewRequest,
+    Reward,
+    RewardStatus,
+    Stage,
+    Voucher,
+    VoucherStatus,
+)
+from clinic.models._time import utcnow
+from clinic.services import audit
+from clinic.services.errors import Refused
+from clinic.services.rewards import _pay, _release_cap_slot, pay_due_rewards
+from clinic.services.text import clean_text
+from clinic.services.transaction import Actor, atomic
+
+REASON_MIN, REASON_MAX = 3, 200
+
+
+def _reason(raw: str | None) -> str:
+    try:
+        reason = clean_text(raw, max_length=REASON_MAX, label="Reason", required=True)
+    except ValueError as problem:
+        raise Refused("validation_error", str(problem), field="reason") from None
+    if len(reason) < REASON_MIN:
+        raise Refused("validation_error", f"Give a reason of {REASON_MIN} to {REASON_MAX} characters.",
+                      field="reason")
+    return reason
+
+
+def _referral_of_friend(patient_id: int) -> Referral:
+    referral = db.session.scalar(select(Referral).where(Referral.friend_id == patient_id)
+                                 .execution_options(populate_existing=True))
+    if referral is None:
+        if db.session.get(Patient, patient_id) is None:
+            raise Refused("not_found", "No such patient.", status=404)
+        raise Refused("not_referred", "This patient was not referred by anyone: there is no reward to pay.",
+                      status=409)
+    if referral.status == ReferralStatus.REVERSED.value:
+        raise Refused("reversed", "This referral was reversed: milestones no longer pay rewards.", status=409)
+    return referral
+
+
+@dataclass
+class MilestoneResult:
+    referral: Referral
+    recorded: bool  # False when the milestone had already been recorded (nothing changed)
+    paid: list[Reward] = field(default_factory=list)
+
+
+def record_visit(patient_id: int, actor: Actor) -> MilestoneResult:
+    """The referred friend came for their first visit: pay the rewards due at a visit."""
+    with atomic():
+        referral = _referral_of_friend(patient_id)
+        now = utcnow()
+        recorded = db.session.execute(
+            update(Referral).where(Referral.id == referral.id, Referral.visited_at.is_(None))
+            .values(visited_at=now, visited_by_id=actor.staff_id)
+            .execution_options(synchronize_session=False)).rowcount == 1
+        if not recorded:
+            return MilestoneResult(referral, recorded=False)
+        db.session.refresh(referral)
+        paid = pay_due_rewards(referral, Stage.VISIT.value, actor, now)
+        audit.record("referral.visited", actor, patient_id=patient_id, referral_id=referral.id,
+                     rewards_paid=len([r for r in paid if r.status == RewardStatus.ISSUED.value]))
+    return MilestoneResult(referral, recorded=True, paid=paid)
+
+
+def record_payment(patient_id: int, amount: int | None, actor: Actor) -> MilestoneResult:
+    """The friend made their first payment (amount optional): pay what is due at a visit and a payment."""
+    if amount is not None and (not isinstance(amount, int) or amount < 0):
+        raise Refused("validation_error", "The amount cannot be negative.", field="amount")
+    with atomic():
+        referral = _referral_of_friend(patient_id)
+        now = utcnow()
+        recorded = db.session.execute(
+            update(Referral).where(Referral.id == referral.id, Referral.paid_at.is_(None))
+            .values(paid_at=now, paid_by_id=actor.staff_id, paid_amount=amount)
+            .execution_options(synchronize_session=False)).rowcount == 1
+        if not recorded:
+            return MilestoneResult(referral, recorded=False)
+        db.session.execute(
+            update(Referral).where(Referral.id == referral.id, Referral.visited_at.is_(None))
+            .values(visited_at=now, visited_by_id=actor.staff_id).execution_options(synchronize_session=False))
+        db.session.refresh(referral)
+        paid = pay_due_rewards(referral, Stage.PAYMENT.value, actor, now)
+        audit.record("referral.paid", actor, patient_id=patient_id, referral_id=referral.id, amount=amount,
+                     rewards_paid=len([r for r in paid if r.status == RewardStatus.ISSUED.value]))
+        _note_tiers_reached(referral, actor, now)
+    return MilestoneResult(referral, recorded=True, paid=paid)
+
+
+def _note_tiers_reached(referral: Referral, actor: Actor, now) -> None:
+    """Audit ``tier.reached`` when this payment lifts the referrer into a new tier."""
+    try:
+        from clinic.services import tiers
+    except ImportError:  # tiers are optional in a stripped-down deployment
+        return
+    reached = getattr(tiers, "tiers_reached_by", None)
+    if reached is None:
+        return
+    paid_now = tiers.paid_referrals(referral.referrer_id, now, 12)
+    for tier in reached(referral.referrer_id, paid_now - 1, paid_now):
+        audit.record("tier.reached", actor, patient_id=referral.referrer_id, tier=tier.name)
+
+
+@dataclass
+class ReversalReport:
+    referral: Referral
+    voided: list[Voucher]
+    already_spent: list[Voucher]
+    cancelled: list[Reward]
+
+
+def reverse_referral(referral_id: int, reason: str | None, actor: Actor) -> ReversalReport:
+    """Cancel a referral (cancelled visit, refund): unspent vouchers from it are voided, spent ones listed."""
+    reason = _reason(reason)
+    with atomic():
+        now = utcnow()
+        changed = db.session.execute(
+            update(Referral).where(Referral.id == referral_id, Referral.status == ReferralStatus.ACTIVE.value)
+            .values(status=ReferralStatus.REVERSED.value, reversed_at=now, reversed_by_id=actor.staff_id,
+                    reversal_reason=reason).execution_options(synchronize_session=False)).rowcount
+        referral = db.session.get(Referral, referral_id, populate_existing=True)
+        if referral is None:
+            raise Refused("not_found", "No such referral.", status=404)
+        if changed != 1:
+            raise Refused("already_reversed", "This referral was already reversed.", status=409)
+        voided, spent, cancelled = [], [], []
+        for reward in db.session.scalars(select(Reward).where(Reward.referral_id == referral_id)):
+            if reward.status in (RewardStatus.PENDING.value, RewardStatus.REVIEW.value):
+                reward.status = RewardStatus.CANCELLED.value
+                cancelled.append(reward)
+                continue
+            if reward.status != RewardStatus.ISSUED.value:
+                continue
+            voucher = reward.voucher
+            void = db.session.execute(
+                update(Voucher).where(Voucher.id == voucher.id, Voucher.status == VoucherStatus.ACTIVE.value)
+                .values(status=VoucherStatus.VOID.value, voided_at=now, voided_by_id=actor.staff_id,
+                        void_reason=f"Referral reversed: {reason}"[:200])
+                .execution_options(synchronize_session=False)).rowcount
+            db.session.refresh(voucher)
+            if void:
+                voided.append(voucher)
+                audit.record("voucher.voided", actor, patient_id=voucher.patient_id, voucher_id=voucher.id,
+                             referral_id=referral_id, reason_text=f"Referral reversed: {reason}")
+                if reward.beneficiary == "referrer":
+                    _release_cap_slot(reward)
+            elif voucher.status == VoucherStatus.SPENT.value:
+                spent.append(voucher)
+        db.session.execute(
+            update(ReviewRequest).where(ReviewRequest.reward_id.in_([r.id for r in cancelled] or [-1]),
+                                        ReviewRequest.status == "pending")
+            .values(status="rejected", decided_at=now, decided_by_id=actor.staff_id,
+                    decision_reason="Referral reversed").execution_options(synchronize_session=False))
+        audit.record("referral.reversed", actor, patient_id=referral.friend_id, referral_id=referral_id,
+                     reason_text=reason, voided=len(voided), already_spent=len(spent), cancelled=len(cancelled))
+    return ReversalReport(referral, voided, spent, cancelled)
+
+
+def pending_reviews() -> list[ReviewRequest]:
+    return list(db.session.scalars(select(ReviewRequest).where(ReviewRequest.status == "pending")
+                                   .order_by(ReviewRequest.id)))
+
+
+def send_existing_patient_for_review(raw_code: str | None, existing_patient_id: int, actor: Actor) -> ReviewRequest:
+    """The desk thinks the friend is already a patient but the friend disagrees: a manager decides."""
+    from clinic.services.redemption import referral_offer
+
+    offer = referral_offer(raw_code)
+    with atomic():
+        existing = db.session.get(Patient, existing_patient_id)
+        if existing is None:
+            raise Refused("not_found", "No such patient.", status=404)
+        if db.session.scalar(select(Referral.id).where(Referral.friend_id == existing.id)) is not None:
+            raise Refused("already_referred", "This patient was already referred: a friend is welcomed once.",
+                          status=409)
+        if existing.id == offer.referrer.id:
+            raise Refused("self_referral", "A patient cannot redeem their own code.", status=422)
+        request = ReviewRequest(kind="existing_patient", code=offer.code.code, patient_id=existing.id,
+                                referrer_id=offer.referrer.id, created_by_id=actor.staff_id, branch_id=actor.branch_id,
+                                details={"card": offer.card.serial if offer.card else None})
+        db.session.add(request)
+        db.session.flush()
+        audit.record("review.requested", actor, patient_id=existing.id, referrer_id=offer.referrer.id,
+                     kind="existing_patient")
+    return request
+
+
+def decide_review(review_id: int, approve: bool, reason: str | None, actor: Actor) -> ReviewRequest:
+    """Approve (pay the reward despite the cap, or link the existing patient as the friend) or reject."""
+    reason = _reason(reason)
+    with atomic():
+        now = utcnow()
+        claimed = db.session.execute(
+            update(ReviewRequest).where(ReviewRequest.id == review_id, ReviewRequest.status == "pending")
+            .values(status="approved" if approve else "rejected", decided_at=now, decided_by_id=actor.staff_id,
+                    decision_reason=reason).execution_options(synchronize_session=False)).rowcount
+        review = db.session.get(ReviewRequest, review_id, populate_existing=True)
+        if review is None:
+            raise Refused("not_found", "No such request.", status=404)
+        if claimed != 1:
+            raise Refused("already_decided", f"This request was already {review.status}.", status=409)
+        if review.kind == "over_cap":
+            reward = review.reward
+            if approve:
+                if reward.status != RewardStatus.REVIEW.value:
+                    raise Refused("not_pending", "This reward is no longer waiting for approval.", status=409)
+                _pay(reward, reward.referral.campaign, reward.referral, actor, now, force=True)
+            elif reward.status == RewardStatus.REVIEW.value:
+                reward.status = RewardStatus.REJECTED.value
+                reward.decided_at, reward.decided_by_id, reward.decision_reason = now, actor.staff_id, reason
+        elif approve:
+            _link_existing_patient(review, actor, now)
+        audit.record("review.approved" if approve else "review.rejected", actor, patient_id=review.patient_id
+                     or (review.reward.patient_id if review.reward else None), kind=review.kind, reason_text=reason)
+    return review
+
+
+def _link_existing_patient(review: ReviewRequest, actor: Actor, now) -> Referral:
+    """Approved: the existing patient becomes the referrer's friend, with the campaign's rewards."""
+    from clinic.services.redemption import referral_offer
+    from clinic.services.rewards import promise_rewards, take_quota_place
+
+    offer = referral_offer(review.code)
+    if offer.card is not None:
+        from clinic.services.redemption import _use_card
+
+        _use_card(offer.card.id)
+    if db.session.scalar(select(Referral.id).where(Referral.friend_id == review.patient_id)) is not None:
+        raise Refused("already_referred", "This patient was referred in the meantime.", status=409)
+    take_quota_place(offer.campaign, now)
+    referral = Referral(referrer_id=offer.referrer.id, friend_id=review.patient_id, campaign_id=offer.campaign.id,
+                        code_used=offer.code.code, staff_id=review.created_by_id, branch_id=review.branch_id,
+                        card_id=offer.card.id if offer.card else None)
+    db.session.add(referral)
+    db.session.flush()
+    friend = db.session.get(Patient, review.patient_id)
+    if friend.referred_by_id is None:
+        friend.referred_by_id = offer.referrer.id
+    audit.record("redemption", actor, patient_id=review.patient_id, referral_id=referral.id, code=offer.code.code,
+                 referrer_id=offer.referrer.id, campaign_id=offer.campaign.id, approved_review=review.id)
+    promise_rewards(referral, offer.referrer_reward, offer.friend_reward, offer.campaign, actor)
+    pay_due_rewards(referral, Stage.REDEMPTION.value, actor, now)
+    return referral

@@ -1,0 +1,246 @@
+"""Reward rules at the service level: stages, caps, quotas, reversal, campaign choice and the review queue."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from clinic.extensions import db
+from clinic.models import (
+    Campaign,
+    Patient,
+    Referral,
+    ReferrerYearTotal,
+    ReviewRequest,
+    Reward,
+    Voucher,
+)
+from clinic.models._time import utcnow
+from clinic.services import clinic_settings, milestones, redemption, rewards, vouchers
+from clinic.services.errors import Refused
+from clinic.services.transaction import Actor, atomic
+from tests.conftest import friend
+from tests.test_redemption import run_at_once
+
+numbers = iter(range(10_000, 99_999))
+
+
+def new_friend(name: str = "Friend"):
+    number = next(numbers)
+    return friend(full_name=f"{name} {number}", phone=f"1390{number:07d}")
+
+
+def set_campaign(**changes) -> Campaign:
+    with atomic():
+        campaign = db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True)))
+        for key, value in changes.items():
+            setattr(campaign, key, value)
+    return campaign
+
+
+def redeem(referrer, actor, name="Friend"):
+    return redemption.redeem_code(referrer.personal_code, new_friend(name), actor)
+
+
+def reward_status(result, side: str) -> str:
+    return db.session.scalar(select(Reward.status).where(Reward.referral_id == result.referral.id,
+                                                         Reward.beneficiary == side))
+
+
+def referrer_vouchers(referrer) -> int:
+    return db.session.scalar(select(func.count()).select_from(Voucher).where(
+        Voucher.patient_id == referrer.id, Voucher.beneficiary == "referrer"))
+
+
+def test_rewards_due_at_redemption_are_paid_at_once(referrer, actor):
+    result = redeem(referrer, actor)
+    assert {reward_status(result, side) for side in ("referrer", "friend")} == {"issued"}
+    assert len(result.vouchers) == 2
+
+
+def test_a_reward_due_at_the_first_visit_waits_for_it(referrer, actor):
+    set_campaign(friend_reward_stage="visit")
+    result = redeem(referrer, actor)
+    assert (reward_status(result, "referrer"), reward_status(result, "friend")) == ("issued", "pending")
+    assert result.friend_voucher is None
+    visit = milestones.record_visit(result.friend.id, actor)
+    assert visit.recorded and [r.beneficiary for r in visit.paid] == ["friend"]
+    assert reward_status(result, "friend") == "issued"
+    again = milestones.record_visit(result.friend.id, actor)
+    assert not again.recorded and again.paid == []
+    assert db.session.scalar(select(func.count()).select_from(Voucher)) == 2
+
+
+def test_a_payment_pays_visit_and_payment_rewards_and_counts_as_a_visit(referrer, actor):
+    set_campaign(referrer_reward_stage="payment", friend_reward_stage="visit")
+    result = redeem(referrer, actor)
+    assert db.session.scalar(select(func.count()).select_from(Voucher)) == 0
+    paid = milestones.record_payment(result.friend.id, 123400, actor)
+    assert sorted(r.beneficiary for r in paid.paid) == ["friend", "referrer"]
+    referral = db.session.get(Referral, result.referral.id)
+    assert referral.visited_at is not None and referral.paid_amount == 123400
+    assert milestones.record_payment(result.friend.id, None, actor).recorded is False
+
+
+def test_milestones_refuse_patients_who_were_not_referred(referrer, actor):
+    with pytest.raises(Refused) as refused:
+        milestones.record_visit(referrer.id, actor)
+    assert refused.value.reason == "not_referred"
+    with pytest.raises(Refused) as refused:
+        milestones.record_payment(999_999, None, actor)
+    assert refused.value.status == 404
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_the_yearly_referral_cap_holds_exactly_at_the_cap_and_one_over(referrer, actor, cap):
+    set_campaign(cap_referrals_per_year=cap)
+    results = [redeem(referrer, actor) for _ in range(cap + 1)]
+    assert [reward_status(r, "referrer") for r in results] == ["issued"] * cap + ["review"]
+    assert all(reward_status(r, "friend") == "issued" for r in results), "the cap is the referrer's, not the friend's"
+    assert referrer_vouchers(referrer) == cap
+    review = db.session.scalar(select(ReviewRequest))
+    assert (review.kind, review.referrer_id, review.status) == ("over_cap", referrer.id, "pending")
+
+
+def test_the_yearly_value_cap_counts_money_rewards(referrer, actor):
+    set_campaign(cap_value_per_year=50_000)  # each referrer reward is CN¥200.00 = 20,000
+    results = [redeem(referrer, actor) for _ in range(3)]
+    assert [reward_status(r, "referrer") for r in results] == ["issued", "issued", "review"]
+    total = db.session.scalar(select(ReferrerYearTotal))
+    assert (total.rewarded_count, total.rewarded_value) == (2, 40_000)
+
+
+def test_a_manager_may_approve_or_reject_a_reward_over_the_cap(referrer, actor, manager_user):
+    set_campaign(cap_referrals_per_year=1)
+    redeem(referrer, actor)
+    second, third = redeem(referrer, actor), redeem(referrer, actor)
+    as_manager = Actor(staff_id=manager_user.id)
+    first_review, second_review = db.session.scalars(select(ReviewRequest).order_by(ReviewRequest.id)).all()
+    milestones.decide_review(first_review.id, True, "Loyal patient, approved by the owner", as_manager)
+    milestones.decide_review(second_review.id, False, "Over the limit", as_manager)
+    assert reward_status(second, "referrer") == "issued"
+    assert db.session.scalar(select(Reward.overridden).where(Reward.referral_id == second.referral.id,
+                                                             Reward.beneficiary == "referrer"))
+    assert reward_status(third, "referrer") == "rejected"
+    with pytest.raises(Refused) as refused:
+        milestones.decide_review(first_review.id, False, "changed my mind", as_manager)
+    assert refused.value.reason == "already_decided"
+    with pytest.raises(Refused):
+        milestones.decide_review(second_review.id, True, "", as_manager)
+
+
+def test_twenty_desks_at_once_against_the_last_slot_under_the_cap_reward_exactly_one(app, referrer, actor):
+    set_campaign(cap_referrals_per_year=3)
+    redeem(referrer, actor)
+    redeem(referrer, actor)  # one slot left
+    code = referrer.personal_code
+    outcomes = run_at_once(app, 20, lambda index: redemption.redeem_code(
+        code, friend(full_name=f"Rush {index}", phone=f"1370000{index:04d}"), actor).referral.id)
+    assert [o for o in outcomes if o[0] != "ok"] == []
+    assert referrer_vouchers(referrer) == 3
+    statuses = db.session.scalars(select(Reward.status).where(Reward.beneficiary == "referrer")).all()
+    assert statuses.count("issued") == 3 and statuses.count("review") == 19
+    assert db.session.scalar(select(ReferrerYearTotal.rewarded_count)) == 3
+
+
+def test_the_monthly_quota_refuses_the_next_friend_and_resets_next_month(referrer, actor, monkeypatch):
+    set_campaign(friend_monthly_quota=2, quota_label="expert appointments")
+    campaign = db.session.scalar(select(Campaign))
+    assert rewards.quota_left(campaign) == 2
+    redeem(referrer, actor)
+    redeem(referrer, actor)
+    assert rewards.quota_left(db.session.scalar(select(Campaign))) == 0
+    with pytest.raises(Refused) as refused:
+        redeem(referrer, actor)
+    assert refused.value.reason == "quota_full" and "expert appointments" in refused.value.message
+    next_month = utcnow() + timedelta(days=32)
+    monkeypatch.setattr(redemption, "utcnow", lambda: next_month)
+    assert redeem(referrer, actor).referral is not None
+
+
+def test_the_quota_month_follows_the_clinic_time_zone(app):
+    clinic_settings.update_clinic({"timezone": "Asia/Shanghai"}, Actor())
+    from datetime import datetime
+
+    # 16:30 UTC on 31 January is already 1 February in Shanghai.
+    assert rewards.clinic_local(datetime(2026, 1, 31, 16, 30)).strftime("%Y-%m") == "2026-02"
+    assert rewards.clinic_local(datetime(2026, 1, 31, 15, 30)).strftime("%Y-%m") == "2026-01"
+
+
+def test_reversal_voids_unspent_vouchers_lists_spent_ones_and_frees_the_cap(referrer, actor, manager_user):
+    set_campaign(cap_referrals_per_year=1, friend_reward_stage="payment")
+    first = redeem(referrer, actor)
+    vouchers.spend_voucher(first.referrer_voucher.code, actor)
+    second = redeem(referrer, actor)  # over the cap: in review
+    as_manager = Actor(staff_id=manager_user.id)
+    report = milestones.reverse_referral(first.referral.id, "Refunded", as_manager)
+    assert [v.id for v in report.already_spent] == [first.referrer_voucher.id]
+    assert report.voided == [] and [r.beneficiary for r in report.cancelled] == ["friend"]
+    with pytest.raises(Refused) as refused:
+        milestones.reverse_referral(first.referral.id, "again", as_manager)
+    assert refused.value.reason == "already_reversed"
+    with pytest.raises(Refused) as refused:
+        milestones.record_payment(first.friend.id, None, actor)
+    assert refused.value.reason == "reversed"
+
+    report = milestones.reverse_referral(second.referral.id, "Cancelled visit", as_manager)
+    assert report.voided == [] and {r.beneficiary for r in report.cancelled} == {"referrer", "friend"}
+    assert db.session.scalar(select(ReviewRequest.status)) == "rejected"
+
+
+def test_reversing_frees_the_referrers_slot_when_its_voucher_is_voided(referrer, actor, manager_user):
+    set_campaign(cap_referrals_per_year=1)
+    first = redeem(referrer, actor)
+    report = milestones.reverse_referral(first.referral.id, "Duplicate registration", Actor(staff_id=manager_user.id))
+    assert sorted(v.beneficiary for v in report.voided) == ["friend", "referrer"]
+    assert all(db.session.get(Voucher, v.id).status == "void" for v in report.voided)
+    assert reward_status(redeem(referrer, actor), "referrer") == "issued"
+
+
+def test_campaign_edits_never_change_promised_or_issued_rewards(referrer, actor):
+    set_campaign(friend_reward_stage="visit")
+    result = redeem(referrer, actor)
+    set_campaign(referrer_reward_amount=1, friend_reward_label="Something else", friend_reward_stage="redemption")
+    milestones.record_visit(result.friend.id, actor)
+    friend_voucher = db.session.scalar(select(Voucher).where(Voucher.beneficiary == "friend"))
+    assert friend_voucher.label == "1 bed-day waived"
+    assert db.session.scalar(select(Voucher.amount).where(Voucher.beneficiary == "referrer")) == 20000
+
+
+def test_the_newest_running_campaign_covering_the_code_applies(referrer, actor):
+    now = utcnow()
+    with atomic():
+        db.session.add(Campaign(name="Cards only", covers="cards", referrer_reward_kind="money",
+                                referrer_reward_amount=1, friend_reward_kind="money", friend_reward_amount=1,
+                                voucher_valid_days=30))
+        db.session.add(Campaign(name="Spring (scheduled)", covers="both", starts_at=now + timedelta(days=10),
+                                referrer_reward_kind="money", referrer_reward_amount=2, friend_reward_kind="money",
+                                friend_reward_amount=2, voucher_valid_days=30))
+    assert rewards.campaign_in_force(for_cards=False).name == "Bring a friend"
+    assert rewards.campaign_in_force(for_cards=True).name == "Cards only"
+    result = redeem(referrer, actor)
+    assert db.session.get(Referral, result.referral.id).campaign.name == "Bring a friend"
+    assert rewards.campaign_in_force(for_cards=False, now=now + timedelta(days=11)).name == "Spring (scheduled)"
+
+
+def test_no_running_campaign_means_no_redemption(referrer, actor):
+    set_campaign(starts_at=utcnow() + timedelta(days=1))
+    with pytest.raises(Refused) as refused:
+        redeem(referrer, actor)
+    assert refused.value.reason == "campaign_ended"
+
+
+def test_an_existing_patient_can_be_sent_for_review_and_approved(referrer, actor, make_patient, manager_user):
+    existing, _ = make_patient(full_name="Already Here", phone="13955556666")
+    with pytest.raises(Refused) as refused:
+        redemption.redeem_code(referrer.personal_code, friend(full_name="Already Here", phone="13955556666"), actor)
+    assert refused.value.reason == "existing_patient"
+    request = milestones.send_existing_patient_for_review(referrer.personal_code, existing.id, actor)
+    milestones.decide_review(request.id, True, "First visit in years, owner agrees", Actor(staff_id=manager_user.id))
+    referral = db.session.scalar(select(Referral).where(Referral.friend_id == existing.id))
+    assert referral.referrer_id == referrer.id
+    assert db.session.scalar(select(func.count()).select_from(Voucher).where(Voucher.referral_id == referral.id)) == 2
+    assert db.session.get(Patient, existing.id).referred_by_id == referrer.id
+    with pytest.raises(Refused) as refused:
+        milestones.send_existing_patient_for_review(referrer.personal_code, existing.id, actor)
+    assert refused.value.reason == "already_referred"
