@@ -9,10 +9,12 @@ from pathlib import Path
 from flask import current_app
 
 from clinic.models import Role
-from clinic.services import cards, clinic_settings, redemption, vouchers
+from clinic.extensions import db
+from clinic.models import Branch, Staff, Tier
+from clinic.services import cards, clinic_settings, milestones, redemption, vouchers
 from clinic.services.patients import PatientDetails, enrol_patient
 from clinic.services.staff import create_staff
-from clinic.services.transaction import Actor
+from clinic.services.transaction import Actor, atomic
 from clinic.services.urls import invite_url, progress_url
 
 REFERRERS = [
@@ -57,8 +59,19 @@ def seed_demo_clinic(password: str | None = None) -> DemoSummary:
     password = password or secrets.token_urlsafe(9)
     manager = create_staff("manager@example.com", password, Role.MANAGER.value)
     desk = create_staff("desk@example.com", password, Role.FRONT_DESK.value)
-    as_manager = Actor(staff_id=manager.id, ip="127.0.0.1")
-    as_desk = Actor(staff_id=desk.id, ip="127.0.0.1")
+    with atomic():
+        main = Branch(name="Harbour Road", address="88 Harbour Road, Shanghai")
+        riverside = Branch(name="Riverside", address="12 River Street, Shanghai")
+        db.session.add_all([main, riverside])
+        db.session.flush()
+        db.session.get(Staff, manager.id).branch_id = main.id
+        db.session.get(Staff, desk.id).branch_id = main.id
+        db.session.add(Tier(name="VIP", min_paid_referrals=3, window_months=12,
+                            privileges="Priority booking · free annual check-up · 10% off hygiene visits"))
+        db.session.add(Tier(name="Gold", min_paid_referrals=8, window_months=12,
+                            privileges="All VIP privileges · a named hygienist · referrer-of-the-year dinner"))
+    as_manager = Actor(staff_id=manager.id, ip="127.0.0.1", branch_id=main.id)
+    as_desk = Actor(staff_id=desk.id, ip="127.0.0.1", branch_id=main.id)
     clinic_settings.update_clinic({
         "name": "Harbour Family Dental 港湾口腔",
         "phone": "+86 21 5555 0100",
@@ -101,6 +114,12 @@ def seed_demo_clinic(password: str | None = None) -> DemoSummary:
     given = [cards.activate_card(serial, referrer.id, as_desk) for serial, referrer in zip(serials, referrers[4:6])]
     results.append(redemption.redeem_code(given[0].code, PatientDetails(full_name="钱多多", phone="13900139099"),
                                           as_desk))
+
+    # Milestones: most friends of the first referrer came and paid, which makes them a VIP.
+    for result in results[:12]:
+        milestones.record_visit(result.friend.id, as_desk)
+    for index in (0, 4, 8, 12, 1, 5):  # the first referrer's four friends and two of the second's
+        milestones.record_payment(results[index].friend.id, 68_000, as_desk)
 
     showcase = referrers[0]
     summary = DemoSummary(
