@@ -204,35 +204,37 @@ def bench_encoders(count: int) -> None:
               f"{figures['modules']}x{figures['modules']} modules  {figures['seconds'] / fastest:5.1f}x the fastest")
 
 
-def bench_posters() -> None:
-    print("Posters (bench/posters.py, measure_posters()):")
-    if not (ROOT / "bench" / "posters.py").is_file():
-        print("  NOTE: bench/posters.py is not there yet: no poster figures")
-        return
+def measure_in_child(module: str, function: str) -> dict | None:
+    """Run ``bench.<module>.<function>()`` in a fresh process and return its figures (or None, with a note)."""
+    label = f"{function}()"
+    if not (ROOT / "bench" / f"{module}.py").is_file():
+        print(f"  NOTE: bench/{module}.py is not there: no figures")
+        return None
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         result_path = Path(handle.name)
     script = ("import json, sys\n"
-              "from bench.posters import measure_posters\n"
-              "json.dump(measure_posters(), open(sys.argv[1], 'w'), default=str)\n")
+              f"from bench.{module} import {function}\n"
+              f"json.dump({function}(), open(sys.argv[1], 'w'), default=str)\n")
     try:
         completed = subprocess.run([sys.executable, "-c", script, str(result_path)], cwd=ROOT, capture_output=True,
-                                   text=True, timeout=120)
+                                   text=True, timeout=180)
         if completed.returncode != 0:
             last = (completed.stderr.strip().splitlines() or ["no error output"])[-1]
-            print(f"  NOTE: measure_posters() failed: {last}")
-            return
+            print(f"  NOTE: {label} failed: {last}")
+            return None
         figures = json.loads(result_path.read_text(encoding="utf-8"))
     except subprocess.TimeoutExpired:
-        print("  NOTE: measure_posters() took more than 120 s: skipped")
-        return
+        print(f"  NOTE: {label} took more than 180 s: skipped")
+        return None
     except (OSError, ValueError) as error:
-        print(f"  NOTE: measure_posters() gave no readable result: {error}")
-        return
+        print(f"  NOTE: {label} gave no readable result: {error}")
+        return None
     finally:
         result_path.unlink(missing_ok=True)
     if not isinstance(figures, dict):
         print(f"  {figures}")
-        return
+        return None
+
     def shown(value) -> str:
         if isinstance(value, float):
             return f"{value:.3f}"
@@ -242,6 +244,37 @@ def bench_posters() -> None:
 
     for key, value in figures.items():
         print(f"  {key:28} {shown(value)}")
+    return figures
+
+
+def bench_posters() -> None:
+    print("Posters (bench/posters.py, measure_posters()):")
+    measure_in_child("posters", "measure_posters")
+
+
+def bench_import() -> bool:
+    """The CSV import of issue 4: 2,000 rows, some bad, must preview in under 5 s."""
+    print("Patient CSV import (bench/importer.py, measure_import()):")
+    figures = measure_in_child("importer", "measure_import")
+    if figures is None:
+        return False
+    preview = _first_number(figures, "preview")
+    passed = preview is not None and preview < 5
+    print(f"  [{'PASS' if passed else 'FAIL'}] 2,000 rows preview in under 5 s: "
+          f"{'?' if preview is None else f'{preview:.2f} s'}")
+    return passed
+
+
+def _first_number(figures, word: str):
+    """The first number under a key containing ``word`` (the figures may be nested)."""
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            found = _first_number(value, word)
+            if found is not None:
+                return found
+        elif word in key and isinstance(value, (int, float)):
+            return float(value)
+    return None
 
 
 def main() -> int:
@@ -277,8 +310,10 @@ def main() -> int:
     print()
     bench_posters()
     print()
+    all_passed = bench_import() and all_passed
+    print()
     if all_passed:
-        print(f"All card targets PASS. ({time.perf_counter() - started:.0f} s)")
+        print(f"All targets PASS. ({time.perf_counter() - started:.0f} s)")
     else:
         print("!" * 72)
         print("!!  SOME TARGETS OR CHECKS FAILED — see FAIL above")

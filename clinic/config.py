@@ -38,6 +38,8 @@ def load_config(instance_path: Path) -> dict:
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
         "UPLOAD_FOLDER": str(instance_path / "uploads"),
         "BATCH_FOLDER": os.environ.get("BATCH_FOLDER") or str(instance_path / "batches"),
+        # CSV imports between preview and confirm; shared by every worker, like BATCH_FOLDER.
+        "IMPORT_FOLDER": os.environ.get("IMPORT_FOLDER") or str(instance_path / "imports"),
         "MAX_CONTENT_LENGTH": MAX_LOGO_BYTES + 64 * 1024,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

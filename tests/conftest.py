@@ -17,7 +17,19 @@ from sqlalchemy import func, select
 
 from clinic import create_app
 from clinic.extensions import db
-from clinic.models import AuditEvent, FormSubmission, Patient, Referral, Role, Voucher
+from clinic.models import (
+    AuditEvent,
+    Branch,
+    Campaign,
+    FormSubmission,
+    Patient,
+    Referral,
+    ReviewRequest,
+    Reward,
+    Role,
+    Tier,
+    Voucher,
+)
 from clinic.services import clinic_settings, jobs
 from clinic.services.patients import PatientDetails, enrol_patient
 from clinic.services.staff import create_staff
@@ -50,6 +62,7 @@ def app(request, tmp_path):
         "SQLALCHEMY_DATABASE_URI": _database_url(request.param, tmp_path),
         "UPLOAD_FOLDER": str(tmp_path / "uploads"),
         "BATCH_FOLDER": str(tmp_path / "batches"),
+        "IMPORT_FOLDER": str(tmp_path / "imports"),
         "PUBLIC_BASE_URL": "https://clinic.test",
     })
     with app.app_context():
@@ -122,13 +135,21 @@ def friend(full_name: str = "Chen Jie", phone: str | None = "13933334444", exter
 
 
 def counts() -> dict:
-    """Row counts of every table a redemption or spend could touch, to prove nothing changed."""
+    """Row counts and states of everything an action could change, to prove that nothing did."""
     tables = {"patients": Patient, "referrals": Referral, "vouchers": Voucher,
-              "form_submissions": FormSubmission}
+              "form_submissions": FormSubmission, "rewards": Reward, "branches": Branch, "tiers": Tier,
+              "campaigns": Campaign, "reviews": ReviewRequest}
     result = {name: db.session.scalar(select(func.count()).select_from(model)) for name, model in tables.items()}
     result["audit_ok"] = db.session.scalar(select(func.count()).select_from(AuditEvent)
                                            .where(AuditEvent.outcome == "ok"))
     result["spent"] = db.session.scalar(select(func.count()).select_from(Voucher).where(Voucher.status != "active"))
+    result["reviews_decided"] = db.session.scalar(select(func.count()).select_from(ReviewRequest)
+                                                  .where(ReviewRequest.status != "pending"))
+    result["referrals_reversed"] = db.session.scalar(select(func.count()).select_from(Referral)
+                                                     .where(Referral.status != "active"))
+    result["referrals_visited"] = db.session.scalar(select(func.count()).select_from(Referral)
+                                                    .where(Referral.visited_at.is_not(None)))
+    result["campaign_edits"] = db.session.scalar(select(func.max(Campaign.updated_at)))
     db.session.rollback()
     return result
 

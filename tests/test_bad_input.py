@@ -1,9 +1,11 @@
 """Nonsense sent to every POST route answers 2xx/3xx/4xx with a page, never a 500, and changes nothing."""
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from clinic.extensions import db
+from clinic.models import Branch, Campaign, ReviewRequest, Tier
+from clinic.services.transaction import atomic
 from tests.conftest import counts
 
 NASTY_VALUES = [
@@ -24,16 +26,24 @@ FIELDS = ["code", "full_name", "display_name", "phone", "external_id", "idempote
           "brand_colour", "currency", "timezone", "public_base_url", "address", "referrer_reward_kind",
           "referrer_reward_amount", "referrer_reward_label", "friend_reward_kind", "friend_reward_amount",
           "friend_reward_label", "voucher_valid_days", "email", "password", "size", "design", "bleed", "serial",
-          "name_on_posters", "card_rewards_differ", "card_referrer_reward_kind", "card_friend_reward_label"]
+          "name_on_posters", "card_rewards_differ", "card_referrer_reward_kind", "card_friend_reward_label",
+          "amount", "token", "expected", "decision", "approve", "starts_on", "ends_on", "covers", "cap_referrals_per_year",
+          "cap_value_per_year", "friend_monthly_quota", "quota_label", "min_paid_referrals", "window_months",
+          "privileges", "staff_id", "branch_id", "consent", "referrer_reward_stage", "friend_reward_stage"]
 
 
 # Routes that take no input at all: there is no nonsense to send them.
-INPUTLESS = ("auth.logout", "patients.rotate_progress_link")
+INPUTLESS = ("auth.logout", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",
+             "referrals.visit")
 # Routes for which some of the nonsense is valid input; they run last and must only answer without a 5xx.
 LENIENT = {
     "admin.void_voucher": "any 3 to 200 printable characters are a reason, 'NaN' included",
     "cards.void_batch": "the same for a batch",
     "cards.print_personal": "the design is optional: an empty one prints the default card",
+    "reports.create_branch": "any printable name is a branch name",
+    "reports.edit_branch": "the same when renaming",
+    "reviews.decide": "any 3 to 200 printable characters are a decision's reason",
+    "referrals.reverse": "the same for a reversal's reason",
 }
 
 
@@ -55,11 +65,22 @@ def test_every_post_route_survives_nonsense(app, manager, referrer, actor, value
     from clinic.services import cards, redemption
     from tests.conftest import friend
 
-    voucher = redemption.redeem_code(referrer.personal_code, friend(), actor).friend_voucher
+    result = redemption.redeem_code(referrer.personal_code, friend(), actor)
     batch = cards.create_batch(1, "classic", False, actor)
+    with atomic():
+        branch = Branch(name="Riverside")
+        tier = Tier(name="VIP", min_paid_referrals=3)
+        db.session.add_all([branch, tier])
+        db.session.flush()
+        review = ReviewRequest(kind="existing_patient", code=referrer.personal_code, patient_id=referrer.id,
+                               referrer_id=referrer.id)
+        db.session.add(review)
+    ids = {"patient_id": referrer.id, "voucher_id": result.friend_voucher.id, "batch_id": batch.id,
+           "branch_id": branch.id, "tier_id": tier.id, "review_id": review.id, "referral_id": result.referral.id,
+           "campaign_id": db.session.scalar(select(Campaign.id))}
     before = counts()
     checked_unchanged = False
-    for endpoint, url in post_urls(app, {"patient_id": referrer.id, "voucher_id": voucher.id, "batch_id": batch.id}):
+    for endpoint, url in post_urls(app, ids):
         if endpoint in LENIENT and not checked_unchanged:
             assert counts() == before
             checked_unchanged = True

@@ -244,3 +244,24 @@ def test_an_existing_patient_can_be_sent_for_review_and_approved(referrer, actor
     with pytest.raises(Refused) as refused:
         milestones.send_existing_patient_for_review(referrer.personal_code, existing.id, actor)
     assert refused.value.reason == "already_referred"
+
+
+def test_a_payment_that_lifts_the_referrer_into_a_tier_is_audited(referrer, actor):
+    from clinic.models import AuditEvent, Tier
+
+    with atomic():
+        db.session.add(Tier(name="VIP", min_paid_referrals=2, window_months=12, privileges="Priority booking"))
+    first, second = redeem(referrer, actor), redeem(referrer, actor)
+    milestones.record_payment(first.friend.id, None, actor)
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "tier.reached")) == 0
+    milestones.record_payment(second.friend.id, None, actor)
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "tier.reached"))
+    assert (event.patient_id, event.details["tier"]) == (referrer.id, "VIP")
+
+
+def test_sending_the_same_existing_patient_twice_makes_one_request(referrer, actor, make_patient):
+    existing, _ = make_patient(full_name="Already Here", phone="13955556666")
+    first = milestones.send_existing_patient_for_review(referrer.personal_code, existing.id, actor)
+    second = milestones.send_existing_patient_for_review(referrer.personal_code, existing.id, actor)
+    assert first.id == second.id
+    assert db.session.scalar(select(func.count()).select_from(ReviewRequest)) == 1

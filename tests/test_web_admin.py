@@ -119,7 +119,7 @@ def test_the_campaign_form_sets_the_rewards_in_minor_units(manager):
     assert (campaign.referrer_reward_kind, campaign.referrer_reward_amount) == ("money", 15050)
     assert (campaign.friend_reward_kind, campaign.friend_reward_label) == ("service", "¥200 meal voucher")
     assert campaign.voucher_valid_days == 60
-    page = manager.get("/admin/campaign").get_data(as_text=True)
+    page = manager.get("/admin/campaign", follow_redirects=True).get_data(as_text=True)
     assert 'value="150.50"' in page
 
 
@@ -130,7 +130,7 @@ def test_the_campaign_can_pay_different_rewards_for_scratch_cards(manager):
     assert manager.post("/admin/campaign", form).status_code == 303
     campaign = db.session.scalar(select(Campaign))
     assert (campaign.card_referrer_reward_label, campaign.card_friend_reward_amount) == ("¥200 meal voucher", 5000)
-    page = manager.get("/admin/campaign").get_data(as_text=True)
+    page = manager.get("/admin/campaign", follow_redirects=True).get_data(as_text=True)
     assert re.search(r'name="card_rewards_differ"[^>]*checked|checked[^>]*name="card_rewards_differ"', page)
     assert manager.post("/admin/campaign", CAMPAIGN_FORM).status_code == 303
     assert db.session.scalar(select(Campaign)).card_referrer_reward_kind is None

@@ -10,7 +10,7 @@ from clinic.models import AuditEvent, Staff
 from clinic.services.transaction import atomic
 from tests.conftest import PASSWORD, Browser
 
-MANAGER_PAGES = ["/admin/settings", "/admin/campaign", "/admin/audit"]
+MANAGER_PAGES = ["/admin/settings", "/admin/campaigns", "/admin/campaigns/new", "/admin/reviews", "/admin/audit"]
 STAFF_PAGES = ["/desk/", "/patients/", "/patients/new"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -39,6 +39,22 @@ CAMPAIGN_FIELDS = (
     "card_friend_reward_label",
     "voucher_valid_days",
 )
+# What a manager sets on the campaigns pages besides the rewards (see create_campaign).
+CAMPAIGN_RULE_FIELDS = CAMPAIGN_FIELDS + (
+    "starts_at",
+    "ends_at",
+    "covers",
+    "referrer_reward_stage",
+    "friend_reward_stage",
+    "cap_referrals_per_year",
+    "cap_value_per_year",
+    "friend_monthly_quota",
+    "quota_label",
+)
+COVERS = ("personal", "cards", "both")
+CAMPAIGN_STAGES = ("redemption", "visit", "payment")
+MAX_CAP_REFERRALS = 100_000
+MAX_MONTHLY_QUOTA = 10_000
 
 
 def get_clinic() -> Clinic:
@@ -78,22 +94,109 @@ def update_default_campaign(values: dict, actor: Actor) -> Campaign:
     return campaign
 
 
+def list_campaigns() -> list[Campaign]:
+    """Every campaign, newest first (the newest running one is in force, see rewards.campaign_in_force)."""
+    return list(db.session.scalars(select(Campaign).order_by(Campaign.id.desc())))
+
+
+def create_campaign(values: dict, actor: Actor) -> Campaign:
+    """A new campaign from the manager's form; checked as a whole, audited with its terms."""
+    _check_campaign_rules(values)
+    with atomic():
+        campaign = Campaign(name=values["name"])
+        db.session.add(campaign)
+        _apply(campaign, values, CAMPAIGN_RULE_FIELDS)
+        db.session.flush()
+        audit.record("campaign.created", actor, campaign_id=campaign.id,
+                     terms={field: _audit_value(values[field]) for field in CAMPAIGN_RULE_FIELDS if field in values})
+    return campaign
+
+
+def update_campaign(campaign_id: int, values: dict, actor: Actor) -> Campaign:
+    """Change a campaign's terms for redemptions from now on.
+
+    Rewards already promised keep the terms of their redemption (each ``Reward`` row holds them),
+    so no voucher, issued or pending, changes value here.
+    """
+    with atomic():
+        campaign = db.session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise Refused("not_found", "No such campaign.", status=404)
+        _check_campaign_rules({field: getattr(campaign, field) for field in CAMPAIGN_RULE_FIELDS} | values)
+        changes = _apply(campaign, values, CAMPAIGN_RULE_FIELDS)
+        if changes:
+            audit.record("campaign.changed", actor, campaign_id=campaign.id, changes=changes)
+    return campaign
+
+
+def _check_campaign_rules(values: dict) -> None:
+    """Refuse terms that cannot work, naming the field: the form checks types, this checks the rules."""
+    if not " ".join((values.get("name") or "").split()):
+        raise Refused("validation_error", "Name the campaign.", field="name")
+    if values.get("covers", "both") not in COVERS:
+        raise Refused("validation_error", "Choose personal codes, cards or both.", field="covers")
+    for side in ("referrer", "friend"):
+        if values.get(f"{side}_reward_stage", "redemption") not in CAMPAIGN_STAGES:
+            raise Refused("validation_error", "Choose when the reward is paid.", field=f"{side}_reward_stage")
+    starts, ends = values.get("starts_at"), values.get("ends_at")
+    if starts is not None and ends is not None and ends <= starts:
+        raise Refused("validation_error", "The campaign must end after it starts.", field="ends_at")
+    cap = values.get("cap_referrals_per_year")
+    if cap is not None and not 1 <= cap <= MAX_CAP_REFERRALS:
+        raise Refused("validation_error", f"Between 1 and {MAX_CAP_REFERRALS:,} referrals, or blank for no cap.",
+                      field="cap_referrals_per_year")
+    value_cap = values.get("cap_value_per_year")
+    if value_cap is not None and value_cap < 1:
+        raise Refused("validation_error", "Enter an amount above zero, or leave blank for no cap.",
+                      field="cap_value_per_year")
+    quota = values.get("friend_monthly_quota")
+    if quota is not None and not 1 <= quota <= MAX_MONTHLY_QUOTA:
+        raise Refused("validation_error", f"Between 1 and {MAX_MONTHLY_QUOTA:,} friends a month, or blank for no quota.",
+                      field="friend_monthly_quota")
+    if len(values.get("quota_label") or "") > 80:
+        raise Refused("validation_error", "At most 80 characters.", field="quota_label")
+
+
+def _audit_value(value):
+    """Audit details are JSON: times as ISO text."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
 def _apply(row, values: dict, fields: tuple[str, ...]) -> dict:
     changes = {}
     for field in fields:
         if field in values and getattr(row, field) != values[field]:
-            changes[field] = [getattr(row, field), values[field]]
+            changes[field] = [_audit_value(getattr(row, field)), _audit_value(values[field])]
             setattr(row, field, values[field])
     return changes
 
 
+def clinic_zone():
+    try:
+        return ZoneInfo(get_clinic().timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
 def to_clinic_time(value: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A stored naive-UTC time as the clinic's staff read it, in the clinic's time zone."""
-    try:
-        zone = ZoneInfo(get_clinic().timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = timezone.utc
-    return value.replace(tzinfo=timezone.utc).astimezone(zone).strftime(fmt)
+    return value.replace(tzinfo=timezone.utc).astimezone(clinic_zone()).strftime(fmt)
+
+
+def start_of_clinic_day(day: date) -> datetime:
+    """Midnight at the start of ``day`` in the clinic's time zone, as stored naive UTC."""
+    local = datetime(day.year, day.month, day.day, tzinfo=clinic_zone())
+    return local.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def clinic_day_of(moment: datetime) -> date:
+    """The clinic's calendar day of a stored naive-UTC moment."""
+    return moment.replace(tzinfo=timezone.utc).astimezone(clinic_zone()).date()
+
+
+def last_day_before(moment: datetime) -> date:
+    """The last whole clinic day before an exclusive end stored at a local midnight."""
+    return clinic_day_of(moment) - timedelta(days=1)
 
 
 @dataclass(frozen=True)

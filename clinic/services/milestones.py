@@ -23,7 +23,7 @@ from clinic.models import (
     VoucherStatus,
 )
 from clinic.models._time import utcnow
-from clinic.services import audit
+from clinic.services import audit, tiers
 from clinic.services.errors import Refused
 from clinic.services.rewards import _pay, _release_cap_slot, pay_due_rewards
 from clinic.services.text import clean_text
@@ -88,6 +88,7 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor) -> Milesto
     with atomic():
         referral = _referral_of_friend(patient_id)
         now = utcnow()
+        paid_before = tiers.paid_counts(referral.referrer_id, now)
         recorded = db.session.execute(
             update(Referral).where(Referral.id == referral.id, Referral.paid_at.is_(None))
             .values(paid_at=now, paid_by_id=actor.staff_id, paid_amount=amount)
@@ -101,22 +102,10 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor) -> Milesto
         paid = pay_due_rewards(referral, Stage.PAYMENT.value, actor, now)
         audit.record("referral.paid", actor, patient_id=patient_id, referral_id=referral.id, amount=amount,
                      rewards_paid=len([r for r in paid if r.status == RewardStatus.ISSUED.value]))
-        _note_tiers_reached(referral, actor, now)
+        for tier in tiers.tiers_reached_by(referral.referrer_id, paid_before, now=now):
+            audit.record("tier.reached", actor, patient_id=referral.referrer_id, referral_id=referral.id,
+                         tier=tier.name)
     return MilestoneResult(referral, recorded=True, paid=paid)
-
-
-def _note_tiers_reached(referral: Referral, actor: Actor, now) -> None:
-    """Audit ``tier.reached`` when this payment lifts the referrer into a new tier."""
-    try:
-        from clinic.services import tiers
-    except ImportError:  # tiers are optional in a stripped-down deployment
-        return
-    reached = getattr(tiers, "tiers_reached_by", None)
-    if reached is None:
-        return
-    paid_now = tiers.paid_referrals(referral.referrer_id, now, 12)
-    for tier in reached(referral.referrer_id, paid_now - 1, paid_now):
-        audit.record("tier.reached", actor, patient_id=referral.referrer_id, tier=tier.name)
 
 
 @dataclass
@@ -193,6 +182,11 @@ def send_existing_patient_for_review(raw_code: str | None, existing_patient_id: 
                           status=409)
         if existing.id == offer.referrer.id:
             raise Refused("self_referral", "A patient cannot redeem their own code.", status=422)
+        pending = db.session.scalar(select(ReviewRequest).where(
+            ReviewRequest.kind == "existing_patient", ReviewRequest.patient_id == existing.id,
+            ReviewRequest.referrer_id == offer.referrer.id, ReviewRequest.status == "pending"))
+        if pending is not None:
+            return pending  # sent twice (a double click): one request is enough
         request = ReviewRequest(kind="existing_patient", code=offer.code.code, patient_id=existing.id,
                                 referrer_id=offer.referrer.id, created_by_id=actor.staff_id, branch_id=actor.branch_id,
                                 details={"card": offer.card.serial if offer.card else None})

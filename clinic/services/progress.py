@@ -3,16 +3,65 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from clinic.extensions import db
-from clinic.models import Patient, Referral, Voucher, VoucherStatus
+from clinic.models import Patient, Referral, ReferralStatus, Reward, RewardStatus, Stage, Voucher, VoucherStatus
 from clinic.models._time import utcnow
-from clinic.services.clinic_settings import friend_reward, get_clinic, referrer_reward
+from clinic.services.clinic_settings import RewardTerms, friend_reward, get_clinic, referrer_reward
+from clinic.services.privacy import mask_name
 from clinic.services.rewards import campaign_in_force
 from clinic.services.patients import patient_by_progress_token
+from clinic.services.tiers import TierStatus, tier_status
+
+# How the referrer's reward for one friend stands, in the patient's words.
+REWARD_STATES = {
+    RewardStatus.ISSUED.value: "issued",
+    RewardStatus.PENDING.value: "pending",
+    RewardStatus.REVIEW.value: "awaiting approval",
+    RewardStatus.REJECTED.value: "not given",
+    RewardStatus.CANCELLED.value: "cancelled",
+}
+
+
+def reward_state(reward: Reward) -> str:
+    """``issued``, ``pending at visit``, ``pending at payment``, ``awaiting approval``, ``not given`` or ``cancelled``."""
+    if reward.status == RewardStatus.PENDING.value and reward.stage in (Stage.VISIT.value, Stage.PAYMENT.value):
+        return f"pending at {reward.stage}"
+    return REWARD_STATES.get(reward.status, reward.status)
+
+
+@dataclass(frozen=True)
+class EarnedReward:
+    what: str  # "¥200.00 off", "1 bed-day waived"
+    state: str
+
+
+@dataclass(frozen=True)
+class FriendProgress:
+    """One referred friend as the referrer sees them: a masked name, the milestones, what it earned."""
+
+    name: str
+    registered_at: datetime
+    visited: bool
+    paid: bool
+    reversed: bool
+    rewards: list[EarnedReward]
+
+
+def friend_progress(referral: Referral) -> FriendProgress:
+    return FriendProgress(
+        name=mask_name(referral.friend.public_name),
+        registered_at=referral.created_at,
+        visited=referral.visited_at is not None or referral.paid_at is not None,
+        paid=referral.paid_at is not None,
+        reversed=referral.status == ReferralStatus.REVERSED.value,
+        rewards=[EarnedReward(RewardTerms(r.kind, r.amount, r.label).describe(r.currency), reward_state(r))
+                 for r in referral.rewards if r.beneficiary == "referrer"],
+    )
 
 
 @dataclass
@@ -23,10 +72,19 @@ class ProgressPage:
     active_vouchers: list[Voucher]
     offer_for_friends: str | None
     reward_per_friend: str | None
+    tier: TierStatus
+    friends: list[FriendProgress]
 
     @property
     def friends_count(self) -> int:
         return len(self.referrals)
+
+    @property
+    def funnel(self) -> dict[str, int]:
+        """Friends registered, visited and paid (reversed referrals left out)."""
+        counted = [friend for friend in self.friends if not friend.reversed]
+        return {"registered": len(counted), "visited": sum(f.visited for f in counted),
+                "paid": sum(f.paid for f in counted)}
 
 
 def progress_page(token: str) -> ProgressPage | None:
@@ -37,7 +95,7 @@ def progress_page(token: str) -> ProgressPage | None:
     now = utcnow()
     referrals = list(db.session.scalars(
         select(Referral).where(Referral.referrer_id == patient.id)
-        .options(selectinload(Referral.friend)).order_by(Referral.id.desc())))
+        .options(selectinload(Referral.friend), selectinload(Referral.rewards)).order_by(Referral.id.desc())))
     vouchers = list(db.session.scalars(
         select(Voucher).where(Voucher.patient_id == patient.id).order_by(Voucher.id.desc())))
     campaign = campaign_in_force(for_cards=False, now=now)
@@ -50,4 +108,6 @@ def progress_page(token: str) -> ProgressPage | None:
         active_vouchers=[v for v in vouchers if v.status_at(now) is VoucherStatus.ACTIVE],
         offer_for_friends=friend_reward(campaign).describe(currency) if running else None,
         reward_per_friend=referrer_reward(campaign).describe(currency) if running else None,
+        tier=tier_status(patient.id, now),
+        friends=[friend_progress(referral) for referral in referrals],
     )

@@ -19,3 +19,15 @@ def clean_text(raw: str | None, *, max_length: int, label: str, required: bool) 
     if len(text) > max_length:
         raise ValueError(f"{label} can be at most {max_length} characters.")
     return text
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: str) -> str:
+    """``value`` for a CSV cell that a spreadsheet shows as text and never runs as a formula.
+
+    A name such as ``=HYPERLINK(...)`` is stored as typed; only on its way into a spreadsheet
+    does it get a leading apostrophe, which Excel and LibreOffice read as "this is text".
+    """
+    return "'" + value if value.startswith(_FORMULA_START) else value

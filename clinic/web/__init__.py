@@ -6,10 +6,24 @@ from flask import Flask
 
 
 def register_web(app: Flask) -> None:
-    from clinic.web import admin, auth, cards, desk, errors, patients, public, templating
+    from clinic.web import (
+        admin,
+        auth,
+        cards,
+        desk,
+        errors,
+        honours,
+        imports,
+        patients,
+        public,
+        referrals,
+        reports,
+        reviews,
+        templating,
+    )
 
     templating.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
-    for blueprint in (auth.bp, desk.bp, patients.bp, cards.bp, admin.bp, public.bp):
-        app.register_blueprint(blueprint)
+    for module in (auth, desk, patients, referrals, cards, admin, reviews, honours, reports, imports, public):
+        app.register_blueprint(module.bp)

@@ -1,4 +1,4 @@
-"""Manager pages: clinic settings, the default campaign, voiding vouchers, the audit log."""
+"""Manager pages: clinic settings, campaigns, voiding vouchers, the audit log."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from datetime import date
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from clinic.extensions import db
-from clinic.models import Staff, Voucher
+from clinic.models import Campaign, Staff, Voucher
+from clinic.models._time import utcnow
 from clinic.services import audit as audit_service
 from clinic.services import clinic_settings
 from clinic.services import posters as poster_service
 from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
-from clinic.services.money import major_units_text
+from clinic.services.rewards import campaign_in_force
 from clinic.web.forms import CampaignForm, ClinicSettingsForm, VoidVoucherForm
 from clinic.web.helpers import current_actor, manager_required
 from clinic.web.posters import file_response
@@ -55,25 +56,59 @@ def settings():
 
 @bp.route("/campaign", methods=["GET", "POST"])
 def campaign():
-    clinic = clinic_settings.get_clinic()
+    """The former single campaign page: now editing the default campaign (old bookmarks and open forms)."""
     current = clinic_settings.default_campaign()
+    if current is None:
+        return redirect(url_for("admin.campaigns"))
     if request.method == "POST":
-        form = CampaignForm()
-        values = form.campaign_values(clinic.currency)
-        if values is None:
-            return render_template("admin/campaign.html", form=form), 422
-        clinic_settings.update_default_campaign(values, current_actor())
-        flash("Campaign saved. Vouchers already issued keep their value.")
-        return redirect(url_for("admin.campaign"), code=303)
-    form = CampaignForm(obj=current)
-    if current is not None:
-        for prefix in ("referrer", "friend", "card_referrer", "card_friend"):
-            amount = getattr(current, f"{prefix}_reward_amount")
-            form[f"{prefix}_reward_amount"].data = major_units_text(amount, clinic.currency) if amount else ""
-        form.card_rewards_differ.data = bool(current.card_referrer_reward_kind)
-        for prefix in ("card_referrer", "card_friend"):
-            form[f"{prefix}_reward_kind"].data = getattr(current, f"{prefix}_reward_kind") or "service"
-    return render_template("admin/campaign.html", form=form)
+        return edit_campaign(current.id)
+    return redirect(url_for("admin.edit_campaign", campaign_id=current.id))
+
+
+@bp.get("/campaigns")
+def campaigns():
+    now = utcnow()
+    return render_template("admin/campaigns.html", campaigns=clinic_settings.list_campaigns(), now=now,
+                           for_personal=campaign_in_force(for_cards=False, now=now),
+                           for_cards=campaign_in_force(for_cards=True, now=now))
+
+
+@bp.route("/campaigns/new", methods=["GET", "POST"])
+def new_campaign():
+    form = CampaignForm()
+    if request.method == "POST":
+        return _save_campaign(form, None)
+    return render_template("admin/campaign.html", form=form, campaign=None)
+
+
+@bp.route("/campaigns/<int:campaign_id>", methods=["GET", "POST"])
+def edit_campaign(campaign_id: int):
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None:
+        abort(404)
+    if request.method == "POST":
+        return _save_campaign(CampaignForm(), campaign)
+    form = CampaignForm(obj=campaign)
+    form.fill_from(campaign, clinic_settings.get_clinic().currency)
+    return render_template("admin/campaign.html", form=form, campaign=campaign)
+
+
+def _save_campaign(form: CampaignForm, campaign: Campaign | None):
+    """Create or update from the posted form; on any problem the same form comes back with 422."""
+    values = form.campaign_values(clinic_settings.get_clinic().currency)
+    if values is not None:
+        try:
+            if campaign is None:
+                saved = clinic_settings.create_campaign(values, current_actor())
+            else:
+                saved = clinic_settings.update_campaign(campaign.id, values, current_actor())
+        except Refused as refusal:
+            form.add_error(refusal.field, refusal.message)
+        else:
+            flash(f"Campaign “{saved.name}” saved. Rewards already promised and vouchers already issued keep "
+                  "their terms.")
+            return redirect(url_for("admin.campaigns"), code=303)
+    return render_template("admin/campaign.html", form=form, campaign=campaign), 422
 
 
 @bp.route("/vouchers/<int:voucher_id>/void", methods=["GET", "POST"])

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import login_required
+from sqlalchemy import select
 
-from clinic.models import Voucher
+from clinic.extensions import db
+from clinic.models import Referral, Voucher
 from clinic.services import desk as desk_service
+from clinic.services import milestones
 from clinic.services import redemption as redemption_service
 from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
+from clinic.services.patients import find_existing
 from clinic.services.redemption import ReferralOffer
 from clinic.services.urls import invite_url, progress_url
 from clinic.web.forms import PatientDetailsForm
 from clinic.web.helpers import current_actor, form_value, is_htmx, render_fragment_or_page
 from clinic.web.fresh_links import fresh_progress_token, remember_fresh_progress_token
+from clinic.web.referrals import milestone_message
 
 bp = Blueprint("desk", __name__, url_prefix="/desk")
 
@@ -67,7 +72,8 @@ def redeem():
     except Refused as refusal:
         if refusal.field in form:
             form.add_error(refusal.field, refusal.message)
-            return _panel(refusal.status, offer=offer, form=form, raw_code=raw)
+            return _panel(refusal.status, offer=offer, form=form, raw_code=raw,
+                          existing_patient=refusal.reason == "existing_patient")
         return _panel(refusal.status, refusal=refusal, raw_code=raw)
     if result.friend_progress_token:
         remember_fresh_progress_token(result.friend.id, result.friend_progress_token)
@@ -91,6 +97,57 @@ def redemption(referral_id: int):
     if result is None:
         abort(404)
     return _result(result)
+
+
+@bp.post("/review")
+def send_for_review():
+    """The desk found the friend already registered but they say they are new: a manager decides.
+
+    The existing patient is looked up again here from the submitted phone or record number,
+    never taken from the form, so the request names only someone the rules really matched.
+    """
+    raw = form_value("code")
+    form = PatientDetailsForm()
+    try:
+        offer = redemption_service.referral_offer(raw)
+    except Refused as refusal:
+        return _panel(refusal.status, refusal=refusal, raw_code=raw)
+    if not form.validate():
+        return _panel(422, offer=offer, form=form, raw_code=raw)
+    existing = find_existing(form.details)
+    if existing is None:
+        form.add_error("phone", "No patient has this phone or record number: confirm to register the friend.")
+        return _panel(409, offer=offer, form=form, raw_code=raw)
+    try:
+        review = milestones.send_existing_patient_for_review(raw, existing.id, current_actor())
+    except Refused as refusal:
+        return _panel(refusal.status, refusal=refusal, raw_code=raw)
+    if not is_htmx():
+        flash(SENT_FOR_REVIEW)
+        return redirect(url_for("desk.index"), code=303)
+    return _panel(sent_for_review=review, raw_code="")
+
+
+SENT_FOR_REVIEW = "Sent for manager approval. No voucher is issued until a manager approves."
+
+
+@bp.post("/recent/<int:patient_id>/visit")
+def mark_visit(patient_id: int):
+    """"Mark visit" in a recent-redemptions row: the friend came; the row comes back with what was paid."""
+    try:
+        result = milestones.record_visit(patient_id, current_actor())
+    except Refused as refusal:
+        if not is_htmx():
+            return _panel(refusal.status, refusal=refusal)
+        referral = db.session.scalar(select(Referral).where(Referral.friend_id == patient_id))
+        if referral is None:
+            abort(refusal.status)
+        return render_template("desk/_recent_row.html", r=referral, row_message=refusal.message), refusal.status
+    message = milestone_message(result, "visit")
+    if not is_htmx():
+        flash(message)
+        return redirect(url_for("desk.index"), code=303)
+    return render_template("desk/_recent_row.html", r=result.referral, row_message=message)
 
 
 @bp.post("/spend")

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import BooleanField, EmailField, IntegerField, PasswordField, RadioField, SelectField, StringField, TextAreaField
+from datetime import date, timedelta
+
+from wtforms import (BooleanField, DateField, EmailField, IntegerField, PasswordField, RadioField, SelectField,
+                     StringField, TextAreaField)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from zoneinfo import available_timezones
 
 from clinic.models import RewardKind
-from clinic.services.money import parse_money
+from clinic.services.clinic_settings import clinic_day_of, last_day_before, start_of_clinic_day
+from clinic.services.money import major_units_text, parse_money
 from clinic.services.patients import FieldErrors, PatientDetails
+from clinic.services.tiers import TierRules
 from clinic.services.text import CONTROL_CHARACTERS
 
 def printable(form, field):
@@ -104,12 +109,31 @@ def parse_reward(form, prefix: str, currency: str) -> dict | None:
     return values
 
 
+COVERS = [SelectChoice("both", "Personal codes and scratch cards"), SelectChoice("personal", "Personal codes only"),
+          SelectChoice("cards", "Scratch cards only")]
+STAGES = [SelectChoice("redemption", "When the code is redeemed"), SelectChoice("visit", "At the friend's first visit"),
+          SelectChoice("payment", "At the friend's first payment")]
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+
+
+def plausible_day(form, field):
+    if field.data and not FIRST_YEAR <= field.data.year <= LAST_YEAR:
+        raise ValidationError(f"Pick a day between {FIRST_YEAR} and {LAST_YEAR}.")
+
+
 class CampaignForm(FlaskForm):
+    """A campaign's terms. Days are the clinic's calendar days; the last day is included."""
+
     name = StringField("Campaign name", validators=[DataRequired("Name the campaign."), Length(max=120), printable])
-    referrer_reward_kind = RadioField("The patient who refers gets", choices=REWARD_KINDS)
+    starts_at = DateField("First day (optional)", validators=[Optional(), plausible_day])
+    ends_at = DateField("Last day, included (optional)", validators=[Optional(), plausible_day])
+    covers = RadioField("Codes it covers", choices=COVERS, default="both")
+    referrer_reward_kind = RadioField("The patient who refers gets", choices=REWARD_KINDS, default=RewardKind.MONEY.value)
+    referrer_reward_stage = RadioField("Paid", choices=STAGES, default="redemption")
     referrer_reward_amount = StringField("Amount off")
     referrer_reward_label = StringField("Service")
-    friend_reward_kind = RadioField("The friend gets", choices=REWARD_KINDS)
+    friend_reward_kind = RadioField("The friend gets", choices=REWARD_KINDS, default=RewardKind.MONEY.value)
+    friend_reward_stage = RadioField("Paid", choices=STAGES, default="redemption")
     friend_reward_amount = StringField("Amount off")
     friend_reward_label = StringField("Service")
     card_rewards_differ = BooleanField("Gift-pack scratch cards pay different rewards")
@@ -123,9 +147,31 @@ class CampaignForm(FlaskForm):
     card_friend_reward_label = StringField("Service")
     voucher_valid_days = IntegerField("Vouchers valid for (days)", validators=[
         InputRequired("Enter a number of days."), NumberRange(1, 3650, "Between 1 and 3650 days.")])
+    cap_referrals_per_year = IntegerField("Rewarded friends per referrer per calendar year (optional)",
+                                          validators=[Optional()])
+    cap_value_per_year = StringField("Money rewards per referrer per calendar year, in total (optional)")
+    friend_monthly_quota = IntegerField("Referred friends welcomed per month (optional)", validators=[Optional()])
+    quota_label = StringField("What the places are (optional)", validators=[Optional(), Length(max=80), printable])
+
+    def fill_from(self, campaign, currency: str) -> None:
+        """Show a stored campaign as a manager typed it: money in major units, the clinic's days."""
+        for prefix in ("referrer", "friend", "card_referrer", "card_friend"):
+            amount = getattr(campaign, f"{prefix}_reward_amount")
+            self[f"{prefix}_reward_amount"].data = major_units_text(amount, currency) if amount else ""
+        self.card_rewards_differ.data = bool(campaign.card_referrer_reward_kind)
+        for prefix in ("card_referrer", "card_friend"):
+            self[f"{prefix}_reward_kind"].data = getattr(campaign, f"{prefix}_reward_kind") or RewardKind.SERVICE.value
+        self.starts_at.data = clinic_day_of(campaign.starts_at) if campaign.starts_at else None
+        self.ends_at.data = last_day_before(campaign.ends_at) if campaign.ends_at else None
+        cap = campaign.cap_value_per_year
+        self.cap_value_per_year.data = major_units_text(cap, currency) if cap is not None else ""
 
     def campaign_values(self, currency: str) -> dict | None:
-        """Validated values for the service, or None with errors on the fields."""
+        """Validated values for the service, or None with errors on the fields.
+
+        Days become the clinic's local midnights in naive UTC; the end is stored exclusive,
+        at the midnight after the last day, so the last day runs to its end.
+        """
         valid = self.validate()
         rewards = [parse_reward(self, "referrer", currency), parse_reward(self, "friend", currency)]
         if self.card_rewards_differ.data:
@@ -133,13 +179,84 @@ class CampaignForm(FlaskForm):
         else:
             rewards.append({f"card_{side}_reward_{part}": None for side in ("referrer", "friend")
                             for part in ("kind", "amount", "label")})
-        if not valid or None in rewards:
+        value_cap = self._value_cap(currency)
+        if not valid or None in rewards or value_cap is False:
             return None
-        values = {"name": " ".join(self.name.data.split()), "voucher_valid_days": self.voucher_valid_days.data}
+        values = {"name": " ".join(self.name.data.split()), "voucher_valid_days": self.voucher_valid_days.data,
+                  "starts_at": _day_start(self.starts_at.data),
+                  "ends_at": _day_start(self.ends_at.data + timedelta(days=1)) if self.ends_at.data else None,
+                  "covers": self.covers.data, "referrer_reward_stage": self.referrer_reward_stage.data,
+                  "friend_reward_stage": self.friend_reward_stage.data,
+                  "cap_referrals_per_year": self.cap_referrals_per_year.data, "cap_value_per_year": value_cap,
+                  "friend_monthly_quota": self.friend_monthly_quota.data,
+                  "quota_label": " ".join((self.quota_label.data or "").split())}
         for reward in rewards:
             values.update(reward)
         return values
 
+    def _value_cap(self, currency: str) -> int | None | bool:
+        """The yearly value cap in minor units, None for no cap, False after an error on the field."""
+        if not (self.cap_value_per_year.data or "").strip():
+            return None
+        try:
+            return parse_money(self.cap_value_per_year.data, currency)
+        except ValueError as problem:
+            self.cap_value_per_year.errors.append(str(problem))
+            return False
+
+    def add_error(self, field: str | None, message: str) -> None:
+        (self[field] if field in self else self.name).errors.append(message)
+
+
+def _day_start(day: date | None):
+    return start_of_clinic_day(day) if day else None
+
 
 class VoidVoucherForm(FlaskForm):
     reason = StringField("Reason", validators=[DataRequired("Say why the voucher is voided."), Length(3, 200)])
+
+
+class PaymentForm(FlaskForm):
+    """The friend's first payment; the amount is optional."""
+
+    amount = StringField("Amount paid (optional)")
+
+    def amount_minor(self, currency: str) -> int | None | bool:
+        """The amount in minor units, None when left blank, False after an error on the field."""
+        if not (self.amount.data or "").strip():
+            return None
+        try:
+            return parse_money(self.amount.data, currency)
+        except ValueError as problem:
+            self.amount.errors = [str(problem)]
+            return False
+
+
+class ReasonForm(FlaskForm):
+    """A manager's reason (reversing a referral, deciding a review); the service checks it."""
+
+    reason = StringField("Reason")
+
+
+class TierForm(FlaskForm):
+    """A tier's fields as typed; :class:`clinic.services.tiers.TierRules` validates them."""
+
+    name = StringField("Tier name")
+    min_paid_referrals = StringField("Paid friends needed")
+    window_months = StringField("Counted over the last (months)", default="12")
+    privileges = TextAreaField("Privileges (one per line)")
+    rules = None
+
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        try:
+            self.rules = TierRules.from_form(name=self.name.data, min_paid_referrals=self.min_paid_referrals.data,
+                                             window_months=self.window_months.data, privileges=self.privileges.data)
+        except FieldErrors as problems:
+            self.add_errors(problems)
+            return False
+        return valid
+
+    def add_errors(self, problems: FieldErrors) -> None:
+        for field, message in problems.errors.items():
+            self[field].errors.append(message)

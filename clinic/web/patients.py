@@ -12,7 +12,7 @@ from clinic.services import patients as patient_service
 from clinic.services import posters as poster_service
 from clinic.services.errors import Refused
 from clinic.services.urls import invite_url, progress_url
-from clinic.web.forms import PatientDetailsForm, VoidVoucherForm
+from clinic.web.forms import PatientDetailsForm, PaymentForm, ReasonForm, VoidVoucherForm
 from clinic.web.fresh_links import fresh_progress_token, remember_fresh_progress_token
 from clinic.web.helpers import current_actor, render_fragment_or_page
 from clinic.web.posters import FORMATS, poster_response
@@ -59,11 +59,18 @@ def _timeline_or_404(patient_id: int):
 
 @bp.get("/<int:patient_id>")
 def show(patient_id: int):
+    return render_patient_page(patient_id)
+
+
+def render_patient_page(patient_id: int, status: int = 200, **forms):
+    """The patient page; a failed form posted from it (a payment, a reversal) comes back in ``forms``."""
     timeline = _timeline_or_404(patient_id)
+    forms.setdefault("payment_form", PaymentForm(formdata=None))
+    forms.setdefault("reverse_form", ReasonForm(formdata=None))
     return render_template("patients/show.html", t=timeline, void_form=VoidVoucherForm(formdata=None),
                            cards=card_service.patient_cards(patient_id), card_designs=card_service.DESIGNS,
                            poster_designs=poster_service.DESIGNS, poster_sizes=poster_service.SIZES,
-                           invite_link=invite_url(timeline.patient.personal_code))
+                           invite_link=invite_url(timeline.patient.personal_code), **forms), status
 
 
 @bp.post("/<int:patient_id>/progress-link")

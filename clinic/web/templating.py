@@ -9,7 +9,8 @@ from flask import Flask, g, request
 from flask_wtf.csrf import generate_csrf
 
 from clinic.models._time import utcnow
-from clinic.services.clinic_settings import get_clinic, to_clinic_time
+from clinic.services.clinic_settings import (clinic_day_of, friend_reward, get_clinic, last_day_before,
+                                             referrer_reward, to_clinic_time)
 from clinic.services.codes import format_code
 from clinic.services.money import format_money
 from clinic.services.privacy import mask_name, mask_phone
@@ -57,6 +58,8 @@ AUDIT_LABELS = {
     "voucher.spend": "Voucher spend attempt",
     "voucher.voided": "Voucher voided",
     "patient.enrolled": "Enrolled",
+    "patients.imported": "Patients imported (CSV)",
+    "export.progress_links": "Progress links of an import exported (CSV)",
     "patient.progress_link_rotated": "New progress link issued",
     "login": "Logged in",
     "logout": "Logged out",
@@ -72,6 +75,25 @@ AUDIT_LABELS = {
     "card_batch.failed": "Card batch failed",
     "card_batch.retried": "Card batch retried",
     "card_batch.voided": "Card batch voided",
+    "branch.created": "Branch added",
+    "branch.changed": "Branch changed",
+    "staff.branch_assigned": "Staff moved to a branch",
+    "export.referrals": "Referrals exported (CSV)",
+    "export.vouchers": "Vouchers exported (CSV)",
+    "export.patients": "Patients exported (CSV)",
+    "campaign.created": "Campaign created",
+    "referral.visited": "First visit recorded",
+    "referral.paid": "First payment recorded",
+    "referral.reversed": "Referral reversed",
+    "reward.held_for_review": "Reward held for manager approval",
+    "review.requested": "Sent for manager approval",
+    "review.approved": "Manager approved",
+    "review.rejected": "Manager rejected",
+    "tier.created": "Tier added",
+    "tier.changed": "Tier changed",
+    "tier.deleted": "Tier deleted",
+    "tier.reached": "Tier reached",
+    "patient.leaderboard_consent": "Leaderboard consent changed",
 }
 
 
@@ -96,6 +118,25 @@ def audit_details(event) -> str:
     return "; ".join(parts)
 
 
+STAGE_LABELS = {"redemption": "when the code is redeemed", "visit": "at the friend's first visit",
+                "payment": "at the friend's first payment"}
+
+
+def stage_label(stage: str) -> str:
+    return STAGE_LABELS.get(stage, stage)
+
+
+def campaign_reward(campaign, side: str) -> str:
+    """One side's reward under a campaign and when it is paid: "CN¥200.00 off, at the friend's first visit"."""
+    terms = referrer_reward(campaign) if side == "referrer" else friend_reward(campaign)
+    return f"{terms.describe(_clinic().currency)}, {stage_label(terms.stage)}"
+
+
+def last_clinic_day(end: datetime | None) -> str:
+    """A campaign's exclusive end (a local midnight) as the last day it runs."""
+    return "" if end is None else last_day_before(end).isoformat()
+
+
 def voucher_status(voucher) -> str:
     """active / spent / void, or expired for an active voucher past its date."""
     return voucher.status_at(utcnow()).value
@@ -112,6 +153,10 @@ def init_app(app: Flask) -> None:
         voucher_status=voucher_status,
         audit_label=audit_label,
         audit_details=audit_details,
+        stage_label=stage_label,
+        campaign_reward=campaign_reward,
+        clinic_day=lambda value: "" if value is None else clinic_day_of(value).isoformat(),
+        last_clinic_day=last_clinic_day,
     )
     app.jinja_env.globals.update(qr_svg=qr_svg, csrf_token=generate_csrf, new_form_key=lambda: secrets.token_urlsafe(24),
                                   invite_url=invite_url, progress_url=progress_url, voucher_url=voucher_url)

@@ -1,0 +1,411 @@
+"""Loyalty tiers and honours: VIP tiers by paid referrals, referrer of the period, the public leaderboard.
+
+A tier (for example "VIP: 5 paid friends in 12 months") is earned by *paid* referrals — friends who
+came and paid — that are still active (a reversed referral earns nothing). Each tier counts over its
+own rolling window of calendar months ending now. Honours rank referrers by the friends who paid
+within a period; the public leaderboard shows only patients who agreed, with masked names and counts.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, time, timedelta, timezone
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from clinic.extensions import db
+from clinic.models import Patient, Referral, ReferralStatus, Tier
+from clinic.models._time import utcnow
+from clinic.services import audit
+from clinic.services.clinic_settings import brand_colour, get_clinic
+from clinic.services.errors import Refused
+from clinic.services.patients import FieldErrors
+from clinic.services.pdf import render_pdf
+from clinic.services.posters import Brand, clinic_today, clinic_zone
+from clinic.services.privacy import mask_name
+from clinic.services.rewards import clinic_local
+from clinic.services.text import CONTROL_CHARACTERS, clean_text
+from clinic.services.transaction import Actor, atomic
+
+NAME_MAX = 40
+THRESHOLD_MIN, THRESHOLD_MAX = 1, 1000
+WINDOW_MIN, WINDOW_MAX = 1, 60
+PRIVILEGES_MAX = 1000
+DEFAULT_WINDOW_MONTHS = 12
+LEADERBOARD_SIZE = 20
+
+
+@dataclass(frozen=True)
+class TierRules:
+    """A tier as a manager defines it, validated."""
+
+    name: str
+    min_paid_referrals: int
+    window_months: int = DEFAULT_WINDOW_MONTHS
+    privileges: str = ""
+
+    @classmethod
+    def from_form(cls, *, name, min_paid_referrals, window_months=DEFAULT_WINDOW_MONTHS,
+                  privileges="") -> "TierRules":
+        """Validate every field (numbers may come as form text); raise :class:`FieldErrors` listing each problem."""
+        errors: dict[str, str] = {}
+        values = {}
+        checks = {
+            "name": lambda: clean_text(name, max_length=NAME_MAX, label="Tier name", required=True),
+            "min_paid_referrals": lambda: _whole_number(min_paid_referrals, THRESHOLD_MIN, THRESHOLD_MAX,
+                                                        "paid friends"),
+            "window_months": lambda: _whole_number(window_months, WINDOW_MIN, WINDOW_MAX, "months"),
+            "privileges": lambda: _multiline_text(privileges, PRIVILEGES_MAX, "Privileges"),
+        }
+        for field, check in checks.items():
+            try:
+                values[field] = check()
+            except ValueError as problem:
+                errors[field] = str(problem)
+        if errors:
+            raise FieldErrors(errors)
+        return cls(**values)
+
+
+def _whole_number(raw, low: int, high: int, unit: str) -> int:
+    text = str(raw if raw is not None else "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or not low <= int(text) <= high:
+        raise ValueError(f"Enter a whole number of {unit} from {low} to {high}.")
+    return int(text)
+
+
+def _multiline_text(raw: str | None, max_length: int, label: str) -> str:
+    """Like :func:`clean_text`, but keeping line breaks: privileges are often a list, one per line."""
+    lines = [" ".join(line.split()) for line in (raw or "").replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    text = "\n".join(lines).strip("\n")
+    if CONTROL_CHARACTERS.search(text.replace("\n", " ")):
+        raise ValueError(f"{label} contains characters that cannot be printed.")
+    if len(text) > max_length:
+        raise ValueError(f"{label} can be at most {max_length} characters.")
+    return text
+
+
+def list_tiers() -> list[Tier]:
+    """Every tier, lowest threshold first."""
+    return list(db.session.scalars(select(Tier).order_by(Tier.min_paid_referrals, Tier.id)))
+
+
+def get_tier(tier_id: int) -> Tier:
+    tier = db.session.get(Tier, tier_id)
+    if tier is None:
+        raise Refused("not_found", "No such tier.", status=404)
+    return tier
+
+
+def _refuse_clashes(rules: TierRules, tier_id: int | None) -> None:
+    """Names are unique (ignoring case) and so are thresholds, so that "the highest tier reached" is one tier."""
+    others = [tier for tier in db.session.scalars(select(Tier)) if tier.id != tier_id]
+    errors = {}
+    if any(tier.name.casefold() == rules.name.casefold() for tier in others):
+        errors["name"] = f"There is already a tier called “{rules.name}”."
+    if any(tier.min_paid_referrals == rules.min_paid_referrals for tier in others):
+        errors["min_paid_referrals"] = f"Another tier already starts at {rules.min_paid_referrals} paid friends."
+    if errors:
+        raise FieldErrors(errors)
+
+
+def _save(write) -> Tier:
+    """Run ``write`` in one transaction; a twin saved by another manager a moment ago still gets a message."""
+    try:
+        with atomic():
+            return write()
+    except IntegrityError:
+        raise FieldErrors({"name": "There is already a tier with this name."}) from None
+
+
+def _checked(rules: TierRules) -> TierRules:
+    """The rules validated again, however they were built: the service never trusts its caller's checks."""
+    return TierRules.from_form(**asdict(rules))
+
+
+def create_tier(rules: TierRules, actor: Actor) -> Tier:
+    rules = _checked(rules)
+
+    def write() -> Tier:
+        _refuse_clashes(rules, None)
+        tier = Tier(name=rules.name, min_paid_referrals=rules.min_paid_referrals,
+                    window_months=rules.window_months, privileges=rules.privileges)
+        db.session.add(tier)
+        db.session.flush()
+        audit.record("tier.created", actor, tier_id=tier.id, name=tier.name, min_paid_referrals=tier.min_paid_referrals,
+                     window_months=tier.window_months)
+        return tier
+
+    return _save(write)
+
+
+def update_tier(tier_id: int, rules: TierRules, actor: Actor) -> Tier:
+    """Change a tier; the audit event lists what changed, old and new."""
+    rules = _checked(rules)
+
+    def write() -> Tier:
+        tier = get_tier(tier_id)
+        _refuse_clashes(rules, tier.id)
+        changes = {}
+        for field in ("name", "min_paid_referrals", "window_months", "privileges"):
+            new = getattr(rules, field)
+            if getattr(tier, field) != new:
+                changes[field] = [getattr(tier, field), new]
+                setattr(tier, field, new)
+        if changes:
+            audit.record("tier.changed", actor, tier_id=tier.id, changes=changes)
+        return tier
+
+    return _save(write)
+
+
+def delete_tier(tier_id: int, actor: Actor) -> None:
+    with atomic():
+        tier = get_tier(tier_id)
+        audit.record("tier.deleted", actor, tier_id=tier.id, name=tier.name, min_paid_referrals=tier.min_paid_referrals)
+        db.session.delete(tier)
+
+
+def months_before(moment: datetime, months: int) -> datetime:
+    """The same wall-clock time ``months`` calendar months earlier.
+
+    The day is kept when the earlier month has it, else clamped to that month's last day:
+    31 March minus one month is 28 (or 29) February, 15 May minus 12 months is 15 May a year before.
+    """
+    index = moment.year * 12 + (moment.month - 1) - months
+    year, month = divmod(index, 12)
+    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
+    return moment.replace(year=year, month=month + 1, day=day)
+
+
+def window_start(now: datetime, window_months: int) -> datetime:
+    """Where a window of the last ``window_months`` calendar months ending at ``now`` begins (naive UTC).
+
+    Counted on the clinic's calendar: the clinic-local wall time of ``now`` moved back by whole
+    months (see :func:`months_before`), then converted back to stored time (naive UTC).
+    """
+    local = months_before(clinic_local(now), window_months)
+    return local.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def paid_referrals(patient_id: int, now: datetime | None, window_months: int) -> int:
+    """How many friends this patient referred who paid in the last ``window_months`` months, up to ``now``.
+
+    Only active referrals count (a reversed one earned nothing). The window is
+    [:func:`window_start`, ``now``]: a payment exactly at its start counts, one a second earlier does not.
+    """
+    now = now or utcnow()
+    return db.session.scalar(
+        select(func.count()).select_from(Referral)
+        .where(Referral.referrer_id == patient_id, Referral.status == ReferralStatus.ACTIVE.value,
+               Referral.paid_at >= window_start(now, window_months), Referral.paid_at <= now)) or 0
+
+
+def paid_counts(patient_id: int, now: datetime | None = None) -> dict[int, int]:
+    """The patient's paid referrals for each tier window in use, ``{window_months: count}``."""
+    now = now or utcnow()
+    windows = set(db.session.scalars(select(Tier.window_months).distinct()))
+    return {months: paid_referrals(patient_id, now, months) for months in sorted(windows)}
+
+
+@dataclass(frozen=True)
+class TierStatus:
+    """Where a referrer stands: their tier (or None), the next one and how many more paid friends it takes.
+
+    ``paid`` counts over the window of the tier the patient is working towards (the next tier, or the
+    current one at the top), so that ``paid + more_to_next`` is the next tier's threshold.
+    """
+
+    current: Tier | None
+    next: Tier | None
+    paid: int
+    more_to_next: int | None
+
+    @property
+    def next_message(self) -> str | None:
+        """"2 more friends to VIP", or None at the top (or when there are no tiers)."""
+        if self.next is None:
+            return None
+        friends = "friend" if self.more_to_next == 1 else "friends"
+        return f"{self.more_to_next} more {friends} to {self.next.name}"
+
+
+def tier_status(patient_id: int, now: datetime | None = None) -> TierStatus:
+    """The highest tier whose threshold the patient meets in that tier's window, and the next one up."""
+    now = now or utcnow()
+    tiers = list_tiers()
+    counts = {months: paid_referrals(patient_id, now, months) for months in {t.window_months for t in tiers}}
+    reached = [tier for tier in tiers if counts[tier.window_months] >= tier.min_paid_referrals]
+    current = reached[-1] if reached else None
+    above = [tier for tier in tiers if current is None or tier.min_paid_referrals > current.min_paid_referrals]
+    upcoming = above[0] if above else None
+    shown = upcoming or current
+    paid = counts[shown.window_months] if shown else paid_referrals(patient_id, now, DEFAULT_WINDOW_MONTHS)
+    more = upcoming.min_paid_referrals - paid if upcoming else None
+    return TierStatus(current=current, next=upcoming, paid=paid, more_to_next=more)
+
+
+def tiers_reached_by(referrer_id: int, before_paid: int | Mapping[int, int],
+                     after_paid: int | Mapping[int, int] | None = None, now: datetime | None = None) -> list[Tier]:
+    """The tiers a referrer has just crossed into, lowest first: for a ``tier.reached`` audit event.
+
+    ``before_paid`` and ``after_paid`` are the referrer's paid referrals before and after a change:
+    either one number for every tier, or :func:`paid_counts` (per tier window) — exact when tiers use
+    different windows. Without ``after_paid`` it is counted now, inside the caller's transaction::
+
+        before = tiers.paid_counts(referrer_id, now)
+        ...  # record the payment and flush
+        for tier in tiers.tiers_reached_by(referrer_id, before, now=now): ...
+    """
+
+    def count(counts: int | Mapping[int, int], tier: Tier) -> int:
+        return counts if isinstance(counts, int) else counts.get(tier.window_months, 0)
+
+    if after_paid is None:
+        after_paid = paid_counts(referrer_id, now)
+    return [tier for tier in list_tiers()
+            if count(before_paid, tier) < tier.min_paid_referrals <= count(after_paid, tier)]
+
+
+def day_start_utc(day: date) -> datetime:
+    """Midnight at the start of ``day`` on the clinic's calendar, as times are stored (naive UTC)."""
+    return datetime.combine(day, time.min, tzinfo=clinic_zone()).astimezone(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Period:
+    """A span of whole clinic days, ``first`` to ``last`` inclusive, with its label."""
+
+    first: date
+    last: date
+
+    @classmethod
+    def year(cls, year: int) -> "Period":
+        return cls(date(year, 1, 1), date(year, 12, 31))
+
+    @property
+    def is_calendar_year(self) -> bool:
+        return (self.first.month, self.first.day, self.last.month, self.last.day) == (1, 1, 12, 31) \
+            and self.first.year == self.last.year
+
+    @property
+    def bounds(self) -> tuple[datetime, datetime]:
+        """[start, end) in stored time."""
+        return day_start_utc(self.first), day_start_utc(self.last + timedelta(days=1))
+
+    @property
+    def label(self) -> str:
+        return str(self.first.year) if self.is_calendar_year else f"{self.first.isoformat()} – {self.last.isoformat()}"
+
+
+def this_year() -> Period:
+    return Period.year(clinic_today().year)
+
+
+@dataclass(frozen=True)
+class RankedReferrer:
+    rank: int
+    patient: Patient
+    paid: int  # friends who paid in the period
+    registered: int  # friends registered in the period
+    reached_at: datetime  # when the last of those friends paid: of two equals, the first to get there ranks higher
+
+
+def top_referrers(start: datetime, end: datetime, branch_id: int | None = None, limit: int | None = 10, *,
+                  opted_in_only: bool = False) -> list[RankedReferrer]:
+    """Referrers ranked by friends who paid in [start, end) (naive UTC), best first.
+
+    Ties go to more friends registered in the period, then to whoever reached their count first,
+    then to the longer-standing patient. Only active referrals count; a branch filter keeps the
+    referrals registered at that branch. Referrers without a paid friend in the period are not ranked.
+    """
+    branch = [Referral.branch_id == branch_id] if branch_id is not None else []
+    paid = (select(Referral.referrer_id, func.count().label("paid"), func.max(Referral.paid_at).label("reached_at"))
+            .where(Referral.status == ReferralStatus.ACTIVE.value, Referral.paid_at >= start, Referral.paid_at < end,
+                   *branch)
+            .group_by(Referral.referrer_id).subquery())
+    registered = (select(Referral.referrer_id, func.count().label("registered"))
+                  .where(Referral.status == ReferralStatus.ACTIVE.value, Referral.created_at >= start,
+                         Referral.created_at < end, *branch)
+                  .group_by(Referral.referrer_id).subquery())
+    registered_count = func.coalesce(registered.c.registered, 0)
+    query = (select(Patient, paid.c.paid, registered_count, paid.c.reached_at)
+             .join(paid, paid.c.referrer_id == Patient.id)
+             .outerjoin(registered, registered.c.referrer_id == Patient.id)
+             .order_by(paid.c.paid.desc(), registered_count.desc(), paid.c.reached_at, Patient.id)
+             .limit(limit))
+    if opted_in_only:
+        query = query.where(Patient.leaderboard_opt_in.is_(True))
+    return [RankedReferrer(rank=rank, patient=patient, paid=paid_count, registered=registered_count,
+                           reached_at=reached_at)
+            for rank, (patient, paid_count, registered_count, reached_at) in enumerate(db.session.execute(query), 1)]
+
+
+def referrer_of_period(start: datetime, end: datetime, branch_id: int | None = None) -> RankedReferrer | None:
+    """The winner of the period (see :func:`top_referrers` for the order), or None when nobody's friend paid."""
+    ranking = top_referrers(start, end, branch_id, limit=1)
+    return ranking[0] if ranking else None
+
+
+@dataclass(frozen=True)
+class LeaderboardEntry:
+    """One public line: a rank, a masked name and a count. No code, phone or id."""
+
+    rank: int
+    name: str
+    paid: int
+
+
+def public_leaderboard(period: Period | None = None, limit: int = LEADERBOARD_SIZE) -> list[LeaderboardEntry]:
+    """The top referrers who agreed to appear, for the public page: masked names and counts only."""
+    start, end = (period or this_year()).bounds
+    return [LeaderboardEntry(rank=entry.rank, name=mask_name(entry.patient.public_name), paid=entry.paid)
+            for entry in top_referrers(start, end, limit=limit, opted_in_only=True)]
+
+
+def set_leaderboard_consent(patient_id: int, consent: bool, actor: Actor) -> Patient:
+    """Record whether the patient agreed to appear, with a masked name, on the public leaderboard."""
+    with atomic():
+        patient = db.session.get(Patient, patient_id)
+        if patient is None:
+            raise Refused("not_found", "No such patient.", status=404)
+        if patient.leaderboard_opt_in != consent:
+            patient.leaderboard_opt_in = consent
+            audit.record("patient.leaderboard_consent", actor, patient_id=patient.id, consent=consent)
+    return patient
+
+
+def certificate_pdf(patient: Patient, title: str, period_label: str, friends: int, *, title_zh: str = "") -> bytes:
+    """An A4 landscape certificate handed to the patient: the clinic, their name, the honour and their friends.
+
+    It carries the display name, or the full name when there is none: the patient receives it themself.
+    """
+    return render_pdf("pdf/certificate.html", clinic=get_clinic(), brand=Brand.from_colour(brand_colour()),
+                      name=patient.public_name, title=title, title_zh=title_zh, period_label=period_label,
+                      friends=friends, issued_on=clinic_today())
+
+
+def honour_titles(period: Period, rank: int) -> tuple[str, str]:
+    """The honour in English and in the clinic's Chinese words: 年度最佳推荐人 for the winner of a year."""
+    year = period.first.year if period.is_calendar_year else None
+    if rank == 1:
+        return (f"Referrer of the year {year}", f"{year}年度最佳推荐人") if year else ("Referrer of the period",
+                                                                               "最佳推荐人")
+    return (f"Top referrer {year}", f"{year}年度优秀推荐人") if year else ("Top referrer", "优秀推荐人")
+
+
+def honour_certificate(patient_id: int, period: Period, branch_id: int | None = None,
+                       branch_name: str | None = None) -> bytes:
+    """The certificate for a patient ranked in the period (at a branch, or overall); refused for anyone else."""
+    start, end = period.bounds
+    ranked = next((entry for entry in top_referrers(start, end, branch_id, limit=None)
+                   if entry.patient.id == patient_id), None)
+    if ranked is None:
+        raise Refused("not_ranked", "No friend of this patient paid in the period: there is nothing to certify.",
+                      status=404)
+    title, title_zh = honour_titles(period, ranked.rank)
+    label = f"{period.label} · {branch_name}" if branch_name else period.label
+    return certificate_pdf(ranked.patient, title, label, ranked.paid, title_zh=title_zh)

@@ -1,0 +1,181 @@
+"""Manager pages for the programme's results: the dashboard, CSV exports, and the clinic's branches."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+
+from clinic.extensions import db
+from clinic.models import Branch
+from clinic.services import branches as branch_service
+from clinic.services import exports as export_service
+from clinic.services import reports as report_service
+from clinic.services.clinic_settings import clinic_zone, get_clinic
+from clinic.services.errors import Refused
+from clinic.services.posters import clinic_today
+from clinic.web import charts
+from clinic.web.errors import render_error
+from clinic.web.helpers import current_actor, form_value, manager_required
+
+bp = Blueprint("reports", __name__, url_prefix="/admin")
+MAX_DAYS = 3661  # ten years and their leap days
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2999  # beyond these, time-zone arithmetic overflows or means nothing
+
+
+@bp.before_request
+@manager_required
+def _managers_only():
+    """Reports hold every patient's name and phone: managers only, desk staff get 403."""
+
+
+def _this_month() -> tuple[date, date]:
+    today = clinic_today()
+    first = today.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return first, following - timedelta(days=1)
+
+
+def _day(text: str, which: str) -> date:
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise Refused("bad_date", f"The {which} date is not a date: pick one from the calendar (YYYY-MM-DD).",
+                      field=which, status=400) from None
+    if not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
+        raise Refused("bad_date", f"The {which} date must be between {EARLIEST_YEAR} and {LATEST_YEAR}.",
+                      field=which, status=400)
+    return day
+
+
+def _is_id(text: str) -> bool:
+    """Plain ASCII digits that fit a database integer (``"²".isdigit()`` is true, but ``int("²")`` fails)."""
+    return text.isascii() and text.isdigit() and len(text) < 12
+
+
+def _filter_values() -> dict[str, str]:
+    return {name: (request.args.get(name) or "").strip()[:20] for name in ("from", "to", "branch")}
+
+
+def _scope(values: dict[str, str]) -> report_service.Scope:
+    """The period and branch asked for in the query string; this month and all branches by default."""
+    first, last = _this_month()
+    if values["from"]:
+        first = _day(values["from"], "from")
+    if values["to"]:
+        last = _day(values["to"], "to")
+    if last < first:
+        raise Refused("bad_range", "The end date is before the start date.", field="to", status=400)
+    if (last - first).days >= MAX_DAYS:
+        raise Refused("bad_range", "Choose a period of at most ten years.", field="to", status=400)
+    branch_id = None
+    if values["branch"]:
+        if not _is_id(values["branch"]) or db.session.get(Branch, int(values["branch"])) is None:
+            raise Refused("unknown_branch", "There is no such branch: pick one from the list.", field="branch",
+                          status=400)
+        branch_id = int(values["branch"])
+    return report_service.Scope.for_days(first, last, clinic_zone(), branch_id)
+
+
+@bp.get("/dashboard")
+def dashboard():
+    values = _filter_values()
+    context = {"values": values, "branches": branch_service.list_branches()}
+    try:
+        scope = _scope(values)
+    except Refused as refusal:
+        return render_template("reports/dashboard.html", error=refusal.message, error_field=refusal.field,
+                               **context), refusal.status
+    values.update({"from": scope.first_day.isoformat(), "to": scope.last_day.isoformat()})
+    figures = report_service.dashboard(scope)
+    return render_template("reports/dashboard.html", figures=figures, chart=charts.referrals_chart(figures.series),
+                           funnel_rows=charts.funnel_chart(figures.funnel),
+                           card_split=charts.share_split(figures.funnel.paid_with_card, figures.funnel.paid),
+                           branch=db.session.get(Branch, scope.branch_id) if scope.branch_id else None,
+                           export_args={k: v for k, v in values.items() if v}, **context)
+
+
+EXPORTS = {"referrals", "vouchers", "patients"}
+
+
+@bp.get("/exports/<kind>.csv")
+def export(kind: str):
+    """A CSV of referrals, vouchers or patients for the dashboard's period and branch (audited)."""
+    if kind not in EXPORTS:
+        abort(404)
+    try:
+        scope = _scope(_filter_values())
+    except Refused as refusal:
+        return render_error(refusal.status, refusal.message)
+    actor = current_actor()
+    if kind == "referrals":
+        result = export_service.export_referrals(scope, get_clinic().currency, actor)
+    elif kind == "vouchers":
+        result = export_service.export_vouchers(scope, actor)
+    else:
+        result = export_service.export_patients(scope, actor)
+    return Response(result.text.encode("utf-8"), mimetype="text/csv", headers={
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="{result.filename(scope)}"',
+        "Cache-Control": "no-store",
+    })
+
+
+def _branches_page(error: Refused | None = None, values: dict | None = None):
+    return render_template("reports/branches.html", branches=branch_service.list_branches(),
+                           staff=branch_service.staff_with_branches(), error=error,
+                           values=values or {}), error.status if error else 200
+
+
+@bp.get("/branches")
+def branches():
+    return _branches_page()
+
+
+@bp.post("/branches")
+def create_branch():
+    values = {"name": form_value("name", 400), "address": form_value("address", 1000)}
+    try:
+        branch = branch_service.create_branch(values["name"], values["address"], current_actor())
+    except Refused as refusal:
+        return _branches_page(refusal, values)
+    flash(f"Branch {branch.name} added.")
+    return redirect(url_for("reports.branches"), code=303)
+
+
+@bp.route("/branches/<int:branch_id>", methods=["GET", "POST"])
+def edit_branch(branch_id: int):
+    branch = db.session.get(Branch, branch_id)
+    if branch is None:
+        abort(404)
+    if request.method == "GET":
+        return render_template("reports/branch_edit.html", branch=branch, error=None,
+                               values={"name": branch.name, "address": branch.address})
+    values = {"name": form_value("name", 400), "address": form_value("address", 1000)}
+    try:
+        branch = branch_service.update_branch(branch_id, values["name"], values["address"], current_actor())
+    except Refused as refusal:
+        return render_template("reports/branch_edit.html", branch=branch, error=refusal,
+                               values=values), refusal.status
+    flash(f"Branch {branch.name} saved.")
+    return redirect(url_for("reports.branches"), code=303)
+
+
+@bp.post("/branches/staff")
+def assign_staff():
+    """The staff list's form: one select per person, named ``branch-<staff id>``; empty means no branch."""
+    assignments = {}
+    for name, value in request.form.items():
+        staff_id = name.removeprefix("branch-")
+        if name.startswith("branch-") and _is_id(staff_id):
+            value = value.strip()
+            if value and not _is_id(value):
+                return _branches_page(Refused("unknown_branch", "Pick one of the listed branches.",
+                                              field=name))
+            assignments[int(staff_id)] = int(value) if value else None
+    try:
+        changed = branch_service.assign_branches(assignments, current_actor())
+    except Refused as refusal:
+        return _branches_page(refusal)
+    flash(f"{changed} staff member{'s' if changed != 1 else ''} moved." if changed else "Nothing changed.")
+    return redirect(url_for("reports.branches"), code=303)
