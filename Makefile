@@ -17,6 +17,8 @@ STAMP       := $(VENV)/.installed
 SYSTEM_PKGS := libharfbuzz-subset0 fonts-noto-cjk poppler-utils
 BIND        ?= 127.0.0.1:5000
 PYTEST_ARGS ?=
+# Tests run in parallel, one process per core (each with its own PostgreSQL database).
+TEST_WORKERS ?= auto
 
 .PHONY: help venv install system-deps run test bench clean
 
@@ -67,7 +69,7 @@ run: venv system-deps
 	@exec $(GUNICORN) -w 2 --max-requests 500 --max-requests-jitter 50 -b $(BIND) wsgi:app
 
 test: venv system-deps
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: venv system-deps
 	@if [ -f bench/__main__.py ]; then $(PY) -m bench; else echo "no benchmarks yet"; fi

@@ -7,13 +7,15 @@ on PostgreSQL: the ``app`` fixture is parametrised over the available backends.
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import re
 from itertools import count
 
 import pytest
 from flask import has_app_context
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
 
 from clinic import create_app
 from clinic.extensions import db
@@ -48,10 +50,28 @@ CAMPAIGN = {
 def _database_url(backend: str, tmp_path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'test.db'}"
-    url = os.environ["TEST_DATABASE_URL"]
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return url
+    return _worker_postgresql_url()
+
+
+@functools.cache
+def _worker_postgresql_url() -> str:
+    """TEST_DATABASE_URL, or under pytest-xdist a database of this worker's own next to it.
+
+    Each test drops and creates every table, so two workers must never share a database.
+    """
+    url = make_url(os.environ["TEST_DATABASE_URL"]).set(drivername="postgresql+psycopg")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url.render_as_string(hide_password=False)
+    own = url.set(database=f"{url.database}_{worker}")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                    {"name": own.database}).scalar()
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{own.database}"'))
+    engine.dispose()
+    return own.render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=BACKENDS)
