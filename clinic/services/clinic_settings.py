@@ -213,6 +213,11 @@ class RewardTerms:
             return f"{format_money(self.amount, currency, locale)} off"
         return self.label
 
+    def describe_with_stage(self, currency: str, locale: str = "en") -> str:
+        """As :meth:`describe`, saying when it is given if that is not at once: "… at your first visit"."""
+        when = {"visit": " at the first visit", "payment": " at the first payment"}.get(self.stage, "")
+        return self.describe(currency, locale) + when
+
 
 def referrer_reward(campaign: Campaign) -> RewardTerms:
     return RewardTerms(campaign.referrer_reward_kind, campaign.referrer_reward_amount, campaign.referrer_reward_label,

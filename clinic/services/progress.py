@@ -106,8 +106,8 @@ def progress_page(token: str) -> ProgressPage | None:
         referrals=referrals,
         vouchers=vouchers,
         active_vouchers=[v for v in vouchers if v.status_at(now) is VoucherStatus.ACTIVE],
-        offer_for_friends=friend_reward(campaign).describe(currency) if running else None,
-        reward_per_friend=referrer_reward(campaign).describe(currency) if running else None,
+        offer_for_friends=friend_reward(campaign).describe_with_stage(currency) if running else None,
+        reward_per_friend=referrer_reward(campaign).describe_with_stage(currency) if running else None,
         tier=tier_status(patient.id, now),
         friends=[friend_progress(referral) for referral in referrals],
     )

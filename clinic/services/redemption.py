@@ -87,11 +87,11 @@ class ReferralOffer:
 
     @property
     def friend_gets(self) -> str:
-        return self.friend_reward.describe(get_clinic().currency)
+        return self.friend_reward.describe_with_stage(get_clinic().currency)
 
     @property
     def referrer_gets(self) -> str:
-        return self.referrer_reward.describe(get_clinic().currency)
+        return self.referrer_reward.describe_with_stage(get_clinic().currency)
 
 
 def referral_offer(raw: str | None) -> ReferralOffer:
@@ -155,7 +155,7 @@ def invitation(raw: str | None) -> Invitation | None:
     offer = None
     if campaign is not None:
         reward = card_friend_reward(campaign) if card else friend_reward(campaign)
-        offer = reward.describe(get_clinic().currency)
+        offer = reward.describe_with_stage(get_clinic().currency)
     return Invitation(code=parsed.code, referrer=referrer, offer=offer, card=card)
 
 

@@ -25,7 +25,9 @@
     if (!done && event.detail.elt && event.detail.elt.matches && event.detail.elt.matches("[data-next-patient]")) { done = event.detail.elt; }
     var code = document.getElementById("code");
     if (done && code) { code.value = ""; lastLookup = ""; code.focus(); return; }
-    var first = event.detail.elt && event.detail.elt.querySelector && event.detail.elt.querySelector("[data-focus-first]");
+    // A form that came back with errors: put the cursor in the first field to correct.
+    var first = event.detail.elt && event.detail.elt.querySelector &&
+      (event.detail.elt.querySelector("input[aria-invalid=true]") || event.detail.elt.querySelector("[data-focus-first]"));
     if (first) { first.focus(); return; }
     // Still in the code field after a look-up: select it, so that the next scan replaces it.
     if (code && document.activeElement === code) { code.select(); }
