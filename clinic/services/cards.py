@@ -35,7 +35,7 @@ from clinic.services.codes import format_code, generate_bearer_code
 from clinic.services.errors import Refused
 from clinic.services.pdf import render_pdf
 from clinic.services.rewards import campaign_in_force
-from clinic.services.text import clean_text
+from clinic.services.text import clean_reason
 from clinic.services.transaction import Actor, atomic
 from clinic.services.urls import invite_url
 
@@ -279,23 +279,13 @@ def _card_by_serial(serial: str) -> Card | None:
     return db.session.scalar(select(Card).where(Card.serial == serial).execution_options(populate_existing=True))
 
 
-def _void_reason(reason: str | None) -> str:
-    try:
-        text = clean_text(reason, max_length=200, label="Reason", required=True)
-    except ValueError as problem:
-        raise Refused("validation_error", str(problem), field="reason") from None
-    if len(text) < 3:
-        raise Refused("validation_error", "Give a reason of 3 to 200 characters.", field="reason")
-    return text
-
-
 VOIDABLE = (CardStatus.PRINTED.value, CardStatus.ACTIVATED.value)
 
 
 def void_card(raw_serial: str | None, reason: str | None, actor: Actor) -> Card:
     """A lost or stolen card: it can never be redeemed."""
     serial = normalize_serial(raw_serial)
-    reason = _void_reason(reason)
+    reason = clean_reason(reason)
     with atomic():
         changed = db.session.execute(
             update(Card).where(Card.serial == serial, Card.status.in_(VOIDABLE))
@@ -310,7 +300,7 @@ def void_card(raw_serial: str | None, reason: str | None, actor: Actor) -> Card:
 
 def void_batch(batch_id: int, reason: str | None, actor: Actor) -> int:
     """Void every card of a batch that is not redeemed yet; returns how many."""
-    reason = _void_reason(reason)
+    reason = clean_reason(reason)
     with atomic():
         batch = db.session.get(CardBatch, batch_id)
         if batch is None:

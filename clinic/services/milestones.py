@@ -26,22 +26,8 @@ from clinic.models._time import utcnow
 from clinic.services import audit, tiers
 from clinic.services.errors import Refused
 from clinic.services.rewards import _pay, _release_cap_slot, pay_due_rewards
-from clinic.services.text import clean_text
+from clinic.services.text import clean_reason
 from clinic.services.transaction import Actor, atomic
-
-REASON_MIN, REASON_MAX = 3, 200
-
-
-def _reason(raw: str | None) -> str:
-    try:
-        reason = clean_text(raw, max_length=REASON_MAX, label="Reason", required=True)
-    except ValueError as problem:
-        raise Refused("validation_error", str(problem), field="reason") from None
-    if len(reason) < REASON_MIN:
-        raise Refused("validation_error", f"Give a reason of {REASON_MIN} to {REASON_MAX} characters.",
-                      field="reason")
-    return reason
-
 
 def _referral_of_friend(patient_id: int) -> Referral:
     referral = db.session.scalar(select(Referral).where(Referral.friend_id == patient_id)
@@ -118,7 +104,7 @@ class ReversalReport:
 
 def reverse_referral(referral_id: int, reason: str | None, actor: Actor) -> ReversalReport:
     """Cancel a referral (cancelled visit, refund): unspent vouchers from it are voided, spent ones listed."""
-    reason = _reason(reason)
+    reason = clean_reason(reason)
     with atomic():
         now = utcnow()
         changed = db.session.execute(
@@ -199,7 +185,7 @@ def send_existing_patient_for_review(raw_code: str | None, existing_patient_id: 
 
 def decide_review(review_id: int, approve: bool, reason: str | None, actor: Actor) -> ReviewRequest:
     """Approve (pay the reward despite the cap, or link the existing patient as the friend) or reject."""
-    reason = _reason(reason)
+    reason = clean_reason(reason)
     with atomic():
         now = utcnow()
         claimed = db.session.execute(

@@ -31,3 +31,23 @@ def spreadsheet_cell(value: str) -> str:
     does it get a leading apostrophe, which Excel and LibreOffice read as "this is text".
     """
     return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+REASON_MIN, REASON_MAX = 3, 200
+
+
+def clean_reason(raw: str | None) -> str:
+    """The reason a manager gives for a void, reversal or decision: 3 to 200 printable characters.
+
+    Raises :class:`~clinic.services.errors.Refused` on the ``reason`` field.
+    """
+    from clinic.services.errors import Refused
+
+    try:
+        reason = clean_text(raw, max_length=REASON_MAX, label="Reason", required=True)
+    except ValueError as problem:
+        raise Refused("validation_error", str(problem), field="reason") from None
+    if len(reason) < REASON_MIN:
+        raise Refused("validation_error", f"Give a reason of {REASON_MIN} to {REASON_MAX} characters.",
+                      field="reason")
+    return reason

@@ -14,11 +14,9 @@ from clinic.services import audit, idempotency
 from clinic.services.clinic_settings import RewardTerms, to_clinic_time
 from clinic.services.codes import CodeKind, InvalidCode, generate_bearer_code, parse_code
 from clinic.services.errors import Refused
-from clinic.services.text import clean_text
+from clinic.services.text import clean_reason
 from clinic.services.transaction import Actor, atomic
 
-VOID_REASON_MIN = 3
-VOID_REASON_MAX = 200
 
 
 def unused_bearer_code() -> str:
@@ -133,13 +131,7 @@ def spend_voucher(raw_code: str | None, actor: Actor, *, idempotency_key: str | 
 
 def void_voucher(voucher_id: int, reason: str | None, actor: Actor) -> Voucher:
     """A manager voids an active voucher with a reason; spent vouchers stay spent."""
-    try:
-        reason = clean_text(reason, max_length=VOID_REASON_MAX, label="Reason", required=True)
-    except ValueError as problem:
-        raise Refused("validation_error", str(problem), field="reason") from None
-    if len(reason) < VOID_REASON_MIN:
-        raise Refused("validation_error", f"Give a reason of {VOID_REASON_MIN} to {VOID_REASON_MAX} characters.",
-                      field="reason")
+    reason = clean_reason(reason)
     with atomic():
         now = utcnow()
         changed = db.session.execute(
