@@ -21,3 +21,44 @@ def test_upgrade_matches_the_models_and_downgrade_removes_everything(app):
     assert "vouchers" in inspect(db.engine).get_table_names()
     with db.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE alembic_version")
+
+
+def test_the_reward_rules_migration_back_fills_rewards_and_cap_totals(app):
+    """Referrals redeemed before reward rules existed keep a record of what was paid, and count against caps."""
+    from sqlalchemy import text
+
+    db.drop_all()
+    upgrade(revision="643560960bb2")
+    with db.engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO campaigns (id, name, is_default, referrer_reward_kind, referrer_reward_amount, "
+            "referrer_reward_label, friend_reward_kind, friend_reward_amount, friend_reward_label, voucher_valid_days, "
+            "created_at, updated_at) VALUES (1, 'Old', :yes, 'money', 20000, '', 'service', 0, 'Gift', 90, "
+            ":now, :now)"), {"yes": True, "now": "2025-06-01 10:00:00"})
+        for number in (1, 2):
+            connection.execute(text(
+                "INSERT INTO patients (id, display_name, full_name, personal_code, progress_token_hash, "
+                "progress_link_issued_at, enrolled_at, name_on_posters) VALUES (:id, '', :name, :code, :hash, :now, "
+                ":now, :no)"), {"id": number, "name": f"P{number}", "code": f"CODE000{number}", "hash": str(number) * 64,
+                                "now": "2025-06-01 10:00:00", "no": False})
+        connection.execute(text(
+            "INSERT INTO referrals (id, referrer_id, friend_id, campaign_id, code_used, status, created_at) "
+            "VALUES (1, 1, 2, 1, 'CODE0001', 'active', '2025-06-02 10:00:00')"))
+        for voucher_id, patient, side, kind, amount in ((1, 1, "referrer", "money", 20000), (2, 2, "friend", "service", 0)):
+            connection.execute(text(
+                "INSERT INTO vouchers (id, code, patient_id, referral_id, beneficiary, kind, amount, label, currency, "
+                "status, issued_at, expires_at) VALUES (:id, :code, :patient, 1, :side, :kind, :amount, '', 'CNY', "
+                "'active', '2025-06-02 10:00:00', '2025-09-02 10:00:00')"),
+                {"id": voucher_id, "code": f"VOUCHER0000{voucher_id}", "patient": patient, "side": side, "kind": kind,
+                 "amount": amount})
+    upgrade()
+    with db.engine.connect() as connection:
+        rewards = connection.execute(text(
+            "SELECT beneficiary, status, voucher_id, amount FROM rewards ORDER BY voucher_id")).all()
+        totals = connection.execute(text(
+            "SELECT referrer_id, year, rewarded_count, rewarded_value FROM referrer_year_totals")).all()
+    assert [tuple(row) for row in rewards] == [("referrer", "issued", 1, 20000), ("friend", "issued", 2, 0)]
+    assert [tuple(row) for row in totals] == [(1, 2025, 1, 20000)]
+    downgrade(revision="base")
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")
