@@ -59,8 +59,6 @@ class PatientDetails:
     def from_form(cls, *, full_name, display_name=None, phone=None, external_id=None,
                   name_on_posters=False) -> "PatientDetails":
         """Validate every field; raise :class:`FieldErrors` listing each problem."""
-        errors: dict[str, str] = {}
-        values = {}
         checks = {
             "full_name": lambda: clean_text(full_name, max_length=NAME_MAX, label="Full name", required=True),
             "display_name": lambda: clean_text(display_name, max_length=DISPLAY_NAME_MAX,
@@ -69,14 +67,25 @@ class PatientDetails:
             "external_id": lambda: clean_text(external_id, max_length=EXTERNAL_ID_MAX,
                                               label="Record number", required=False) or None,
         }
-        for field, check in checks.items():
-            try:
-                values[field] = check()
-            except ValueError as problem:
-                errors[field] = str(problem)
-        if errors:
-            raise FieldErrors(errors)
+        values = check_fields(checks)
         return cls(**values, name_on_posters=bool(name_on_posters) and bool(values["display_name"]))
+
+
+def check_fields(checks: dict) -> dict:
+    """Run every field's check (a callable returning the clean value or raising ValueError).
+
+    Returns the clean values, or raises :class:`FieldErrors` naming every field that failed, so a
+    form shows all its problems at once.
+    """
+    values, errors = {}, {}
+    for field, check in checks.items():
+        try:
+            values[field] = check()
+        except ValueError as problem:
+            errors[field] = str(problem)
+    if errors:
+        raise FieldErrors(errors)
+    return values
 
 
 class FieldErrors(Refused):

@@ -22,7 +22,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.clinic_settings import brand_colour, get_clinic
 from clinic.services.errors import Refused
-from clinic.services.patients import FieldErrors
+from clinic.services.patients import FieldErrors, check_fields
 from clinic.services.pdf import render_pdf
 from clinic.services.posters import Brand, clinic_today, clinic_zone
 from clinic.services.privacy import mask_name
@@ -51,8 +51,6 @@ class TierRules:
     def from_form(cls, *, name, min_paid_referrals, window_months=DEFAULT_WINDOW_MONTHS,
                   privileges="") -> "TierRules":
         """Validate every field (numbers may come as form text); raise :class:`FieldErrors` listing each problem."""
-        errors: dict[str, str] = {}
-        values = {}
         checks = {
             "name": lambda: clean_text(name, max_length=NAME_MAX, label="Tier name", required=True),
             "min_paid_referrals": lambda: _whole_number(min_paid_referrals, THRESHOLD_MIN, THRESHOLD_MAX,
@@ -60,14 +58,7 @@ class TierRules:
             "window_months": lambda: _whole_number(window_months, WINDOW_MIN, WINDOW_MAX, "months"),
             "privileges": lambda: _multiline_text(privileges, PRIVILEGES_MAX, "Privileges"),
         }
-        for field, check in checks.items():
-            try:
-                values[field] = check()
-            except ValueError as problem:
-                errors[field] = str(problem)
-        if errors:
-            raise FieldErrors(errors)
-        return cls(**values)
+        return cls(**check_fields(checks))
 
 
 def _whole_number(raw, low: int, high: int, unit: str) -> int:
