@@ -248,7 +248,7 @@ def enrolled_at(patient_id: int, when: datetime) -> None:
 def test_a_manager_prints_everyone_enrolled_in_a_range_newest_first(manager, make_patient):
     page = manager.get("/admin/posters")
     assert page.status_code == 200
-    today = posters.clinic_today().isoformat()
+    today = clinic_settings.clinic_today().isoformat()
     assert f'value="{today}"' in page.get_data(as_text=True)
     assert 'href="/admin/posters"' in page.get_data(as_text=True)
     codes = [make_patient()[0].personal_code for _ in range(3)]
@@ -277,7 +277,7 @@ def test_more_than_200_posters_are_refused_with_a_message(manager):
         {"full_name": f"P{n}", "personal_code": code, "progress_token_hash": hash_token(code),
          "enrolled_at": utcnow()} for n, code in enumerate({generate_personal_code() for _ in range(201)})])
     db.session.commit()
-    today = posters.clinic_today().isoformat()
+    today = clinic_settings.clinic_today().isoformat()
     response = manager.get("/admin/posters.pdf", query_string={"from": today, "to": today})
     assert response.status_code == 422
     page = response.get_data(as_text=True)

@@ -172,15 +172,25 @@ def _apply(row, values: dict, fields: tuple[str, ...]) -> dict:
 
 
 def clinic_zone():
+    """The clinic's time zone (UTC if the setting is unusable): calendars, caps and reports follow it."""
     try:
         return ZoneInfo(get_clinic().timezone)
     except (ZoneInfoNotFoundError, ValueError):
         return timezone.utc
 
 
+def clinic_local(moment: datetime) -> datetime:
+    """A stored naive-UTC moment as the clinic's local wall time."""
+    return moment.replace(tzinfo=timezone.utc).astimezone(clinic_zone())
+
+
+def clinic_today() -> date:
+    return datetime.now(clinic_zone()).date()
+
+
 def to_clinic_time(value: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A stored naive-UTC time as the clinic's staff read it, in the clinic's time zone."""
-    return value.replace(tzinfo=timezone.utc).astimezone(clinic_zone()).strftime(fmt)
+    return clinic_local(value).strftime(fmt)
 
 
 def start_of_clinic_day(day: date) -> datetime:
@@ -191,7 +201,7 @@ def start_of_clinic_day(day: date) -> datetime:
 
 def clinic_day_of(moment: datetime) -> date:
     """The clinic's calendar day of a stored naive-UTC moment."""
-    return moment.replace(tzinfo=timezone.utc).astimezone(clinic_zone()).date()
+    return clinic_local(moment).date()
 
 
 def last_day_before(moment: datetime) -> date:

@@ -11,15 +11,19 @@ from __future__ import annotations
 import io
 import threading
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import date, timedelta
 
 import pypdfium2
 from markupsafe import Markup
 from PIL import Image
 
 from clinic.models import Clinic, Patient
-from clinic.services.clinic_settings import brand_colour, friend_reward, get_clinic
+from clinic.services.clinic_settings import (
+    brand_colour,
+    friend_reward,
+    get_clinic,
+    start_of_clinic_day,
+)
 from clinic.services.rewards import campaign_in_force
 from clinic.services.codes import format_code
 from clinic.services.errors import Refused
@@ -164,22 +168,6 @@ def poster_png(patient: Patient, design: str = "classic") -> bytes:
     return buffer.getvalue()
 
 
-def clinic_zone() -> ZoneInfo | timezone:
-    try:
-        return ZoneInfo(get_clinic().timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return timezone.utc
-
-
-def clinic_today() -> date:
-    return datetime.now(clinic_zone()).date()
-
-
-def _utc_start_of(day: date, zone) -> datetime:
-    """Midnight at the start of ``day`` in the clinic's zone, as stored times are kept: naive UTC."""
-    return datetime.combine(day, time.min, tzinfo=zone).astimezone(timezone.utc).replace(tzinfo=None)
-
-
 def enrolled_between(first_day: date, last_day: date) -> list[Patient]:
     """Patients enrolled from ``first_day`` to ``last_day`` inclusive (clinic days), newest first.
 
@@ -187,8 +175,7 @@ def enrolled_between(first_day: date, last_day: date) -> list[Patient]:
     """
     if last_day < first_day:
         raise Refused("bad_range", "The end date is before the start date.", field="to", status=400)
-    zone = clinic_zone()
-    start, end = _utc_start_of(first_day, zone), _utc_start_of(last_day + timedelta(days=1), zone)
+    start, end = start_of_clinic_day(first_day), start_of_clinic_day(last_day + timedelta(days=1))
     patients = patients_enrolled_between(start, end, limit=MAX_POSTERS + 1)
     if not patients:
         raise Refused("no_patients", "Nobody was enrolled in these dates: there are no posters to print.")

@@ -10,8 +10,7 @@ many simultaneous redemptions exactly as many pass as there are places left.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,22 +30,13 @@ from clinic.models import (
 )
 from clinic.models._time import utcnow
 from clinic.services import audit
-from clinic.services.clinic_settings import RewardTerms, get_clinic
+from clinic.services.clinic_settings import RewardTerms, clinic_local, get_clinic
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor
 from clinic.services.vouchers import issue_voucher
 
 STAGES = tuple(stage.value for stage in Stage)
 STAGE_ORDER = {Stage.REDEMPTION.value: 0, Stage.VISIT.value: 1, Stage.PAYMENT.value: 2}
-
-
-def clinic_local(moment: datetime) -> datetime:
-    """A stored naive-UTC moment as the clinic's local wall time (caps run per local calendar year)."""
-    try:
-        zone = ZoneInfo(get_clinic().timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = timezone.utc
-    return moment.replace(tzinfo=timezone.utc).astimezone(zone)
 
 
 def campaign_in_force(for_cards: bool, now: datetime | None = None) -> Campaign | None:

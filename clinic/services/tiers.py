@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -20,13 +20,18 @@ from clinic.extensions import db
 from clinic.models import Patient, Referral, ReferralStatus, Tier
 from clinic.models._time import utcnow
 from clinic.services import audit
-from clinic.services.clinic_settings import brand_colour, get_clinic
+from clinic.services.clinic_settings import (
+    brand_colour,
+    clinic_local,
+    clinic_today,
+    get_clinic,
+    start_of_clinic_day,
+)
 from clinic.services.errors import Refused
 from clinic.services.patients import FieldErrors, check_fields
 from clinic.services.pdf import render_pdf
-from clinic.services.posters import Brand, clinic_today, clinic_zone
+from clinic.services.posters import Brand
 from clinic.services.privacy import mask_name
-from clinic.services.rewards import clinic_local
 from clinic.services.text import CONTROL_CHARACTERS, clean_text
 from clinic.services.transaction import Actor, atomic
 
@@ -261,11 +266,6 @@ def tiers_reached_by(referrer_id: int, before_paid: int | Mapping[int, int],
             if count(before_paid, tier) < tier.min_paid_referrals <= count(after_paid, tier)]
 
 
-def day_start_utc(day: date) -> datetime:
-    """Midnight at the start of ``day`` on the clinic's calendar, as times are stored (naive UTC)."""
-    return datetime.combine(day, time.min, tzinfo=clinic_zone()).astimezone(timezone.utc).replace(tzinfo=None)
-
-
 @dataclass(frozen=True)
 class Period:
     """A span of whole clinic days, ``first`` to ``last`` inclusive, with its label."""
@@ -285,7 +285,7 @@ class Period:
     @property
     def bounds(self) -> tuple[datetime, datetime]:
         """[start, end) in stored time."""
-        return day_start_utc(self.first), day_start_utc(self.last + timedelta(days=1))
+        return start_of_clinic_day(self.first), start_of_clinic_day(self.last + timedelta(days=1))
 
     @property
     def label(self) -> str:

@@ -157,7 +157,7 @@ def _posters_page(values: dict, error: str | None = None, status: int = 200):
 @bp.get("/posters")
 def posters():
     """Posters for a selection of patients, for example everyone enrolled today."""
-    today = poster_service.clinic_today().isoformat()
+    today = clinic_settings.clinic_today().isoformat()
     return _posters_page({"from": today, "to": today, "design": poster_service.DESIGNS[0],
                           "size": poster_service.SIZES[0]})
 
@@ -173,7 +173,7 @@ def _day(text: str, label: str) -> date:
 def posters_pdf():
     """One PDF, a page per patient enrolled in the chosen days (clinic time), newest first."""
     values = {name: (request.args.get(name) or "").strip()[:20] for name in ("from", "to", "design", "size")}
-    today = poster_service.clinic_today().isoformat()
+    today = clinic_settings.clinic_today().isoformat()
     try:
         first = _day(values["from"] or today, "start")
         last = _day(values["to"] or today, "end")

@@ -11,9 +11,8 @@ from clinic.models import Branch
 from clinic.services import branches as branch_service
 from clinic.services import exports as export_service
 from clinic.services import reports as report_service
-from clinic.services.clinic_settings import clinic_zone, get_clinic
+from clinic.services.clinic_settings import clinic_today, clinic_zone, get_clinic
 from clinic.services.errors import Refused
-from clinic.services.posters import clinic_today
 from clinic.web import charts
 from clinic.web.errors import render_error
 from clinic.web.helpers import current_actor, form_value, manager_required
