@@ -25,7 +25,8 @@ from clinic.models import (
 from clinic.models._time import utcnow
 from clinic.services import audit, tiers
 from clinic.services.errors import Refused
-from clinic.services.rewards import _pay, _release_cap_slot, pay_due_rewards
+from clinic.services.redemption import referral_offer, use_card
+from clinic.services.rewards import pay_due_rewards, pay_reward, promise_rewards, release_cap_slot, take_quota_place
 from clinic.services.text import clean_reason
 from clinic.services.transaction import Actor, atomic
 
@@ -136,7 +137,7 @@ def reverse_referral(referral_id: int, reason: str | None, actor: Actor) -> Reve
                 audit.record("voucher.voided", actor, patient_id=voucher.patient_id, voucher_id=voucher.id,
                              referral_id=referral_id, reason_text=f"Referral reversed: {reason}")
                 if reward.beneficiary == "referrer":
-                    _release_cap_slot(reward)
+                    release_cap_slot(reward)
             elif voucher.status == VoucherStatus.SPENT.value:
                 spent.append(voucher)
         db.session.execute(
@@ -156,8 +157,6 @@ def pending_reviews() -> list[ReviewRequest]:
 
 def send_existing_patient_for_review(raw_code: str | None, existing_patient_id: int, actor: Actor) -> ReviewRequest:
     """The desk thinks the friend is already a patient but the friend disagrees: a manager decides."""
-    from clinic.services.redemption import referral_offer
-
     offer = referral_offer(raw_code)
     with atomic():
         existing = db.session.get(Patient, existing_patient_id)
@@ -202,7 +201,7 @@ def decide_review(review_id: int, approve: bool, reason: str | None, actor: Acto
             if approve:
                 if reward.status != RewardStatus.REVIEW.value:
                     raise Refused("not_pending", "This reward is no longer waiting for approval.", status=409)
-                _pay(reward, reward.referral.campaign, reward.referral, actor, now, force=True)
+                pay_reward(reward, reward.referral.campaign, reward.referral, actor, now, force=True)
             elif reward.status == RewardStatus.REVIEW.value:
                 reward.status = RewardStatus.REJECTED.value
                 reward.decided_at, reward.decided_by_id, reward.decision_reason = now, actor.staff_id, reason
@@ -215,14 +214,9 @@ def decide_review(review_id: int, approve: bool, reason: str | None, actor: Acto
 
 def _link_existing_patient(review: ReviewRequest, actor: Actor, now) -> Referral:
     """Approved: the existing patient becomes the referrer's friend, with the campaign's rewards."""
-    from clinic.services.redemption import referral_offer
-    from clinic.services.rewards import promise_rewards, take_quota_place
-
     offer = referral_offer(review.code)
     if offer.card is not None:
-        from clinic.services.redemption import _use_card
-
-        _use_card(offer.card.id)
+        use_card(offer.card.id)
     if db.session.scalar(select(Referral.id).where(Referral.friend_id == review.patient_id)) is not None:
         raise Refused("already_referred", "This patient was referred in the meantime.", status=409)
     take_quota_place(offer.campaign, now)

@@ -217,7 +217,7 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
         if replayed is not None:
             return _result_for(replayed)
         if offer.card is not None:
-            _use_card(offer.card.id)
+            use_card(offer.card.id)
         referrer = db.session.get(Patient, offer.referrer.id)
         campaign = _campaign_in_force(for_cards=offer.card is not None)
         _refuse_self_referral(referrer, details)
@@ -244,7 +244,7 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     return RedemptionResult(referral=referral, friend=friend, vouchers=vouchers, friend_progress_token=token)
 
 
-def _use_card(card_id: int) -> None:
+def use_card(card_id: int) -> None:
     """Mark an activated card redeemed; exactly one of many simultaneous attempts succeeds."""
     used = db.session.execute(
         update(Card).where(Card.id == card_id, Card.status == CardStatus.ACTIVATED.value)

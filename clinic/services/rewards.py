@@ -100,7 +100,7 @@ def _take_cap_slot(referrer_id: int, value: int, campaign: Campaign, now: dateti
         .execution_options(synchronize_session=False)).rowcount == 1
 
 
-def _release_cap_slot(reward: Reward) -> None:
+def release_cap_slot(reward: Reward) -> None:
     """A reversed referral's voided referrer voucher frees its place under the cap."""
     year = clinic_local(reward.voucher.issued_at if reward.voucher else utcnow()).year
     value = reward.amount if reward.kind == RewardKind.MONEY.value else 0
@@ -138,12 +138,14 @@ def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetim
     paid = []
     for reward in due:
         if STAGE_ORDER[reward.stage] <= STAGE_ORDER[reached]:
-            _pay(reward, campaign, referral, actor, now, force=False)
+            pay_reward(reward, campaign, referral, actor, now, force=False)
             paid.append(reward)
     return paid
 
 
-def _pay(reward: Reward, campaign: Campaign, referral: Referral, actor: Actor, now: datetime, *, force: bool) -> None:
+def pay_reward(reward: Reward, campaign: Campaign, referral: Referral, actor: Actor, now: datetime, *,
+               force: bool) -> None:
+    """Issue the voucher; a referrer's reward over a cap goes to review unless ``force`` (manager approval)."""
     if reward.beneficiary == "referrer":
         value = reward.amount if reward.kind == RewardKind.MONEY.value else 0
         if not _take_cap_slot(reward.patient_id, value, campaign, now, force=force):
