@@ -120,11 +120,12 @@ def _unused_codes(count: int) -> list[str]:
     """``count`` fresh bearer codes, none already issued to a card or a voucher."""
     codes: set[str] = set()
     while len(codes) < count:
-        fresh = {generate_bearer_code() for _ in range(count - len(codes))}
-        for start in range(0, len(fresh), 500):
-            chunk = list(fresh)[start:start + 500]
-            fresh -= set(db.session.scalars(select(IssuedCode.code).where(IssuedCode.code.in_(chunk))))
-        codes |= fresh
+        candidates = list({generate_bearer_code() for _ in range(count - len(codes))} - codes)
+        taken = set()
+        for start in range(0, len(candidates), 500):  # checked against the registry in chunks of 500
+            chunk = candidates[start:start + 500]
+            taken |= set(db.session.scalars(select(IssuedCode.code).where(IssuedCode.code.in_(chunk))))
+        codes |= set(candidates) - taken
     db.session.rollback()
     return list(codes)
 
