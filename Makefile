@@ -66,7 +66,7 @@ run: venv system-deps
 	$(FLASK) db upgrade
 	$(FLASK) seed-demo --if-empty
 	@echo "Serving the demo clinic on http://$(BIND) — log in with the accounts printed above (or see instance/demo-logins.txt)"
-	@exec $(GUNICORN) -w 2 --max-requests 500 --max-requests-jitter 50 -b $(BIND) wsgi:app
+	@BIND=$(BIND) WEB_CONCURRENCY=$${WEB_CONCURRENCY:-2} exec $(GUNICORN) -c gunicorn.conf.py wsgi:app
 
 test: venv system-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)

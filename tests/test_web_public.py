@@ -125,3 +125,14 @@ def test_unknown_pages_and_methods_are_friendly(browser):
     assert browser.get("/no/such/page").status_code == 404
     assert browser.client.put("/login").status_code == 405
     assert browser.client.delete("/desk/lookup").status_code == 405
+
+
+def test_livez_answers_without_touching_the_database(browser, monkeypatch):
+    from clinic.extensions import db
+
+    def no_database(*args, **kwargs):
+        raise AssertionError("livez must not query the database")
+
+    monkeypatch.setattr(db.session, "execute", no_database)
+    response = browser.get("/livez")
+    assert response.status_code == 200 and response.text == "ok\n"

@@ -82,6 +82,12 @@ def voucher(raw_code: str):
                            status=found.status_at(utcnow())), 200, PRIVATE_HEADERS
 
 
+@bp.get("/livez")
+def livez():
+    """The process answers (no database): a liveness probe, and the benchmark's hello-world ceiling."""
+    return Response("ok\n", mimetype="text/plain", headers={"Cache-Control": "no-store"})
+
+
 @bp.get("/healthz")
 def healthz():
     try:
