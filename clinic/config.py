@@ -48,4 +48,30 @@ def load_config(instance_path: Path) -> dict:
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,  # a desk PC stays logged in all day; the token lives with the session
         "SQLITE_BUSY_TIMEOUT_MS": int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "15000")),
+        "REDIS_URL": os.environ.get("REDIS_URL") or None,
+        # How many reverse proxies in front of the app add X-Forwarded-For/-Proto (0: none, the
+        # client connects directly). Too high lets a client pick its own address; too low makes
+        # every client look like the proxy, so all of them share one rate limit.
+        "TRUSTED_PROXY_HOPS": int(os.environ.get("TRUSTED_PROXY_HOPS", "0")),
+        **rate_limit_settings(),
+    }
+
+
+def rate_limit_settings() -> dict:
+    """Flask-Limiter's settings: shared storage in Redis when there is one, else per process."""
+    redis_url = os.environ.get("REDIS_URL")
+    return {
+        "RATELIMIT_ENABLED": os.environ.get("RATELIMIT_ENABLED", "1") != "0",
+        "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", "clinic-limits"),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        # Redis down must not stop the desk: fall back to per-process limits and log it.
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_STRATEGY": "sliding-window-counter",  # two counters per key, smooth at window edges
+        # Per client address and, for staff, per account. See clinic/web/limits.py for what each covers.
+        "RATELIMIT_LOGIN": os.environ.get("RATELIMIT_LOGIN", "10/minute;50/hour"),
+        "RATELIMIT_CODE_ATTEMPTS": os.environ.get("RATELIMIT_CODE_ATTEMPTS", "120/minute;2000/hour"),
+        "RATELIMIT_WRONG_CODES": os.environ.get("RATELIMIT_WRONG_CODES", "20/minute;200/hour"),
+        "RATELIMIT_PUBLIC_PAGES": os.environ.get("RATELIMIT_PUBLIC_PAGES", "60/minute;600/hour"),
     }

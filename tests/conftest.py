@@ -78,6 +78,7 @@ def _worker_postgresql_url() -> str:
 def app(request, tmp_path):
     app = create_app({
         "TESTING": True,
+        "RATELIMIT_ENABLED": False,  # tests/test_limits.py turns it on where limits are the subject
         "SECRET_KEY": "test-secret",
         "SQLALCHEMY_DATABASE_URI": _database_url(request.param, tmp_path),
         "UPLOAD_FOLDER": str(tmp_path / "uploads"),

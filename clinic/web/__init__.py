@@ -14,6 +14,7 @@ def register_web(app: Flask) -> None:
         errors,
         honours,
         imports,
+        limits,
         patients,
         public,
         referrals,
@@ -27,3 +28,4 @@ def register_web(app: Flask) -> None:
     auth.init_app(app)
     for module in (auth, desk, patients, referrals, cards, admin, reviews, honours, reports, imports, public):
         app.register_blueprint(module.bp)
+    limits.init_app(app)  # after the blueprints: it wraps their views

@@ -8,6 +8,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from clinic.extensions import db
 from clinic.web.helpers import is_htmx
+from clinic.web.limits import TOO_MANY_TRIES
 
 
 def render_error(status: int, message: str | None = None):
@@ -26,6 +27,8 @@ def init_app(app: Flask) -> None:
     def _http(error: HTTPException):
         if error.code == 413:
             return render_error(413, "That upload is too large.")
+        if error.code == 429:
+            return render_error(429, TOO_MANY_TRIES)
         return render_error(error.code or 500, error.description if error.code in (400, 403, 409, 422) else None)
 
     @app.errorhandler(Exception)

@@ -1,0 +1,108 @@
+"""Rate limits on everything a script could use to guess: codes, logins and the public pages.
+
+Codes are bearer secrets: a personal code, a scratch-card code or a voucher code is all it takes
+to claim a reward. Each is long enough that guessing is hopeless *if* guesses are slow, so every
+place a code can be typed is limited per client address and, for staff, per account as well
+(a stolen desk login cannot be turned into a code scanner either). Wrong codes (unknown or
+mistyped) count against a much smaller allowance than codes in general, because a desk mistypes
+a code now and then while a script gets almost every guess wrong.
+
+All limits live in this one table so that they can be read, tested and tuned in one place; the
+numbers come from config (``RATELIMIT_*``, see clinic/config.py). Storage is Redis when
+``REDIS_URL`` is set, so that every worker and every host shares the same counters.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from flask import Flask, current_app, request
+from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from flask_limiter import Limiter
+
+# Unknown (404) and mistyped (422) codes: what a guesser mostly gets. "Already used" (409/410)
+# means the code was real, so it is not a guess.
+WRONG_CODE_STATUSES = frozenset({404, 422})
+
+TOO_MANY_TRIES = "Too many tries in a short time. Please wait a minute, then try again."
+
+
+def client_address() -> str:
+    """The client's address; behind a reverse proxy ProxyFix has already put the real one here."""
+    return request.remote_addr or "unknown"
+
+
+def staff_account() -> str:
+    """The logged-in staff member, so that one account is limited wherever it logs in from."""
+    if current_user.is_authenticated:
+        return f"staff:{current_user.id}"
+    return f"anonymous:{client_address()}"
+
+
+def _setting(name: str) -> Callable[[], str]:
+    return lambda: current_app.config[name]
+
+
+def _is_wrong_code(response) -> bool:
+    return response.status_code in WRONG_CODE_STATUSES
+
+
+def _login_failed(response) -> bool:
+    return response.status_code == 422
+
+
+def _code_entry(limiter: Limiter, view):
+    """Desk pages where a code is typed or scanned: per client and per staff account."""
+    for key_func, who in ((client_address, "client"), (staff_account, "staff")):
+        view = limiter.shared_limit(_setting("RATELIMIT_CODE_ATTEMPTS"), scope=f"code-attempts-{who}",
+                                    key_func=key_func, methods=["POST"], error_message=TOO_MANY_TRIES)(view)
+        view = limiter.shared_limit(_setting("RATELIMIT_WRONG_CODES"), scope=f"wrong-codes-{who}",
+                                    key_func=key_func, methods=["POST"], deduct_when=_is_wrong_code,
+                                    error_message=TOO_MANY_TRIES)(view)
+    return view
+
+
+def _public_page(limiter: Limiter, view):
+    """Pages anyone can open with a code or token in the URL: per client; unknown ones count extra."""
+    view = limiter.shared_limit(_setting("RATELIMIT_PUBLIC_PAGES"), scope="public-pages", key_func=client_address,
+                                error_message=TOO_MANY_TRIES)(view)
+    return limiter.shared_limit(_setting("RATELIMIT_WRONG_CODES"), scope="wrong-codes-client",
+                                key_func=client_address, deduct_when=_is_wrong_code,
+                                error_message=TOO_MANY_TRIES)(view)
+
+
+def _login(limiter: Limiter, view):
+    """Failed log-ins per client address (a successful one costs nothing)."""
+    return limiter.limit(_setting("RATELIMIT_LOGIN"), key_func=client_address, methods=["POST"],
+                         deduct_when=_login_failed, error_message=TOO_MANY_TRIES)(view)
+
+
+# endpoint -> how it is limited. tests/test_limits.py checks every endpoint here exists and that
+# every view reading a code is listed.
+LIMITED_ENDPOINTS: dict[str, Callable] = {
+    "auth.login": _login,
+    "desk.lookup": _code_entry,
+    "desk.redeem": _code_entry,
+    "desk.spend": _code_entry,
+    "desk.send_for_review": _code_entry,
+    "cards.activate": _code_entry,
+    "public.invite": _public_page,
+    "public.progress": _public_page,
+    "public.progress_poster": _public_page,
+    "public.voucher": _public_page,
+}
+
+
+def init_app(app: Flask) -> Limiter:
+    """One limiter per app (its limits are registered by view name, so apps must not share one)."""
+    hops = app.config["TRUSTED_PROXY_HOPS"]
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+    limiter = Limiter(key_func=client_address)
+    for endpoint, limit in LIMITED_ENDPOINTS.items():
+        # Flask-Limiter checks a decorated limit in the wrapper it returns: the view must be replaced.
+        app.view_functions[endpoint] = limit(limiter, app.view_functions[endpoint])
+    limiter.init_app(app)
+    return limiter
