@@ -25,6 +25,12 @@ def _secret_key(instance_path: Path) -> str:
     return key_file.read_text().strip()
 
 
+def _served_over_https(override: str) -> bool:
+    if os.environ.get(override) in ("0", "1"):
+        return os.environ[override] == "1"
+    return os.environ.get("PUBLIC_BASE_URL", "").lower().startswith("https://")
+
+
 def load_config(instance_path: Path) -> dict:
     instance_path.mkdir(parents=True, exist_ok=True)
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{instance_path / 'clinic.db'}"
@@ -43,12 +49,16 @@ def load_config(instance_path: Path) -> dict:
         "MAX_CONTENT_LENGTH": MAX_LOGO_BYTES + 64 * 1024,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_SECURE": os.environ.get("SESSION_COOKIE_SECURE", "0") == "1",
+        # Secure cookies whenever the portal is served over HTTPS (SESSION_COOKIE_SECURE=0/1 overrides).
+        "SESSION_COOKIE_SECURE": _served_over_https("SESSION_COOKIE_SECURE"),
         "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SECURE": _served_over_https("SESSION_COOKIE_SECURE"),
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,  # a desk PC stays logged in all day; the token lives with the session
         "SQLITE_BUSY_TIMEOUT_MS": int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "15000")),
         "REDIS_URL": os.environ.get("REDIS_URL") or None,
+        # A staff login lasts this long at most (logging out, or a manager, ends it sooner).
+        "STAFF_SESSION_HOURS": int(os.environ.get("STAFF_SESSION_HOURS", "24")),
         # How many reverse proxies in front of the app add X-Forwarded-For/-Proto (0: none, the
         # client connects directly). Too high lets a client pick its own address; too low makes
         # every client look like the proxy, so all of them share one rate limit.

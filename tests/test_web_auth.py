@@ -1,12 +1,13 @@
 """Logging in and out, who may see which page, and CSRF on every POST."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
 from clinic.extensions import db
-from clinic.models import AuditEvent, Staff
+from clinic.models import AuditEvent, Staff, StaffSession
 from clinic.services.transaction import atomic
 from tests.conftest import PASSWORD, Browser
 
@@ -49,11 +50,39 @@ def test_a_disabled_account_cannot_log_in_and_its_sessions_end(app, browser, des
     assert browser.post("/login", {"email": desk_user.email, "password": PASSWORD}).status_code == 422
 
 
-def test_bumping_the_session_version_ends_existing_sessions(browser, desk_user):
+def test_logging_out_ends_the_session_on_the_server_not_just_the_cookie(app, browser, desk_user):
+    browser.login(desk_user.email)
+    stolen = app.test_client()
+    stolen.set_cookie("session", browser.client.get_cookie("session").value)  # a copy of the cookie
+    assert Browser(stolen).get("/desk/").status_code == 200
+    browser.post("/logout")
+    assert Browser(stolen).get("/desk/").status_code == 302
+    assert db.session.scalar(select(StaffSession.ended_reason)) == "logout"
+
+
+def test_logging_out_on_one_desk_leaves_the_others_logged_in(app, desk_user):
+    first, second = Browser(app.test_client()), Browser(app.test_client())
+    first.login(desk_user.email)
+    second.login(desk_user.email)
+    first.post("/logout")
+    assert first.get("/desk/").status_code == 302
+    assert second.get("/desk/").status_code == 200
+
+
+def test_a_session_older_than_its_lifetime_stops_working(app, browser, desk_user):
     browser.login(desk_user.email)
     with atomic():
-        db.session.get(Staff, desk_user.id).session_version += 1
+        session_row = db.session.scalar(select(StaffSession))
+        session_row.created_at -= timedelta(hours=app.config["STAFF_SESSION_HOURS"], minutes=1)
     assert browser.get("/desk/").status_code == 302
+
+
+def test_the_database_keeps_only_a_hash_of_the_session_token(app, browser, desk_user):
+    browser.login(desk_user.email)
+    with browser.client.session_transaction() as cookie_session:
+        token = cookie_session["_user_id"]
+    stored = db.session.scalar(select(StaffSession.token_hash))
+    assert token and token not in stored and str(desk_user.id) != token
 
 
 def test_next_only_redirects_within_the_site(browser, desk_user):
@@ -114,3 +143,61 @@ def test_csrf_tokens_do_not_work_across_sessions(app, manager, desk_user):
     stolen = manager.csrf_token()
     response = other.client.post("/desk/lookup", data={"code": "x"}, headers={"X-CSRFToken": stolen})
     assert response.status_code == 400
+
+
+def test_disabling_an_account_logs_it_out_at_once_on_every_device(app, manager, manager_user, desk_user):
+    desks = [Browser(app.test_client()) for _ in range(2)]
+    for desk in desks:
+        desk.login(desk_user.email)
+        assert desk.get("/desk/").status_code == 200
+    page = manager.get("/admin/staff").get_data(as_text=True)
+    assert "desk@example.com" in page and "2 devices" in page
+
+    response = manager.post(f"/admin/staff/{desk_user.id}/disable")
+    assert response.status_code == 303
+    assert [desk.get("/desk/").status_code for desk in desks] == [302, 302]
+    assert desks[0].post("/login", {"email": desk_user.email, "password": PASSWORD}).status_code == 422
+    assert db.session.scalars(select(StaffSession.ended_reason)
+                              .where(StaffSession.staff_id == desk_user.id)).all() == ["disabled", "disabled"]
+    event = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "staff.disabled")).one()
+    assert event.staff_id == manager_user.id and event.details["staff_member"] == desk_user.id
+
+    assert manager.post(f"/admin/staff/{desk_user.id}/enable").status_code == 303
+    desks[0].login(desk_user.email)
+    assert desks[0].get("/desk/").status_code == 200
+
+
+def test_a_manager_can_log_someone_out_everywhere_without_disabling_them(app, manager, desk_user):
+    desk = Browser(app.test_client())
+    desk.login(desk_user.email)
+    assert manager.post(f"/admin/staff/{desk_user.id}/sessions/end").status_code == 303
+    assert desk.get("/desk/").status_code == 302
+    desk.login(desk_user.email)
+    assert desk.get("/desk/").status_code == 200
+
+
+def test_a_manager_cannot_lock_the_clinic_out(manager, manager_user):
+    response = manager.post(f"/admin/staff/{manager_user.id}/disable")
+    assert response.status_code == 409 and "your own account" in response.get_data(as_text=True)
+    assert manager.get("/admin/staff").status_code == 200
+
+
+def test_the_last_enabled_manager_cannot_be_disabled(app, manager_user, make_staff):
+    from clinic.services import staff as staff_service
+    from clinic.services.errors import Refused
+    from clinic.services.transaction import Actor
+
+    other = make_staff("manager")
+    staff_service.set_enabled(other.id, False, Actor(staff_id=manager_user.id))
+    with pytest.raises(Refused) as refused:
+        staff_service.set_enabled(manager_user.id, False, Actor(staff_id=other.id))
+    assert refused.value.reason == "last_manager"
+
+
+def test_disabling_an_unknown_account_is_a_404(manager):
+    assert manager.post("/admin/staff/999999/disable").status_code == 404
+
+
+def test_the_desk_cannot_manage_staff(desk, desk_user, manager_user):
+    assert desk.get("/admin/staff").status_code == 403
+    assert desk.post(f"/admin/staff/{manager_user.id}/disable").status_code == 403

@@ -17,7 +17,7 @@ from clinic.models.reward import (
     Stage,
     Tier,
 )
-from clinic.models.staff import Role, Staff
+from clinic.models.staff import Role, Staff, StaffSession
 from clinic.models.voucher import Voucher, VoucherStatus
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "RewardKind",
     "Role",
     "Staff",
+    "StaffSession",
     "Voucher",
     "VoucherStatus",
 ]

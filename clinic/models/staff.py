@@ -26,8 +26,6 @@ class Staff(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(16), default=Role.FRONT_DESK.value)
     enabled: Mapped[bool] = mapped_column(default=True)
-    # Part of the login session id: bumping it ends every session of this user at once.
-    session_version: Mapped[int] = mapped_column(default=1)
     branch_id: Mapped[int | None] = mapped_column(ForeignKey("branches.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -47,5 +45,33 @@ class Staff(UserMixin, db.Model):
     def is_manager(self) -> bool:
         return self.role == Role.MANAGER.value
 
-    def get_id(self) -> str:
-        return f"{self.id}:{self.session_version}"
+    # The raw token of the login session being started or served (never stored: see StaffSession).
+    session_token = None  # not a column: set by the session loader and at log in
+
+    def get_id(self) -> str | None:
+        """What Flask-Login keeps in the signed cookie: the session's token, not the staff id."""
+        return self.session_token
+
+
+class StaffSession(db.Model):
+    """One login on one device, ended by logging out, by disabling the account or by a manager.
+
+    The cookie carries a random token; only its hash is stored here, so a copy of the database
+    does not let anyone in. Because every request looks the session up, ending it here ends it
+    at once, even for a copy of the cookie that outlived the logout.
+    """
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    # logout / disabled / ended_by_manager / idle
+    ended_reason: Mapped[str | None] = mapped_column(String(24))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+
+    staff = relationship("Staff")

@@ -1,11 +1,17 @@
-"""Staff accounts: creation from the command line, log in, and the session loader."""
+"""Staff accounts: creation, log in and out, server-side sessions, disabling an account."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import hashlib
+import secrets
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import func, select, update
 
 from clinic.extensions import db
-from clinic.models import Role, Staff
+from clinic.models import Role, Staff, StaffSession
+from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
@@ -37,29 +43,127 @@ def create_staff(email: str, password: str, role: str, actor: Actor | None = Non
     return staff
 
 
-def authenticate(email: str | None, password: str | None, actor: Actor) -> Staff | None:
-    """The enabled staff member with these credentials, or None. Both outcomes are audited."""
+def authenticate(email: str | None, password: str | None, actor: Actor, user_agent: str = "") -> Staff | None:
+    """The enabled staff member with these credentials, logged in on a new session, or None.
+
+    Both outcomes are audited. The returned staff member carries the new session's token
+    (``session_token``) for Flask-Login to put in the cookie.
+    """
     email = normalize_email(email)
     staff = db.session.scalar(select(Staff).where(Staff.email == email))
     if staff is None or not staff.enabled or not staff.check_password(password or ""):
         audit.record_refusal("login", actor, "bad_credentials", email=email[:254])
         return None
+    token = secrets.token_urlsafe(32)
     with atomic():
-        audit.record("login", Actor(staff_id=staff.id, ip=actor.ip))
-    return db.session.get(Staff, staff.id)
+        db.session.add(StaffSession(token_hash=_token_hash(token), staff_id=staff.id, ip=actor.ip,
+                                    user_agent=(user_agent or "")[:200]))
+        audit.record("login", Actor(staff_id=staff.id, ip=actor.ip, branch_id=staff.branch_id))
+    staff = db.session.get(Staff, staff.id)
+    staff.session_token = token
+    return staff
 
 
-def record_logout(actor: Actor) -> None:
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def load_session_user(token: str) -> Staff | None:
+    """Flask-Login's loader: the staff member whose session this token opened, if it is still open.
+
+    Read-only on purpose (it runs on every request, sometimes inside another action's
+    transaction): an ended, expired or disabled session simply stops loading.
+    """
+    if not token or len(token) > 64:
+        return None
+    row = db.session.execute(
+        select(StaffSession.created_at, Staff).join(Staff, Staff.id == StaffSession.staff_id)
+        .where(StaffSession.token_hash == _token_hash(token), StaffSession.ended_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    created_at, staff = row
+    if not staff.enabled or utcnow() - created_at > session_lifetime():
+        return None
+    staff.session_token = token
+    return staff
+
+
+def session_lifetime() -> timedelta:
+    """How long a login lasts: a working day and more, so a desk logs in once a day."""
+    return timedelta(hours=current_app.config["STAFF_SESSION_HOURS"])
+
+
+def log_out(staff: Staff, actor: Actor) -> None:
+    """End this session (only this one: colleagues on other desks stay logged in)."""
     with atomic():
+        _end_sessions(StaffSession.token_hash == _token_hash(staff.session_token or ""), "logout")
         audit.record("logout", actor)
 
 
-def load_session_user(session_id: str) -> Staff | None:
-    """Flask-Login's loader: the id carries a version, so bumping it ends old sessions."""
-    staff_id, _, version = (session_id or "").partition(":")
-    if not staff_id.isdigit() or not version.isdigit():
-        return None
-    staff = db.session.get(Staff, int(staff_id))
-    if staff is None or not staff.enabled or staff.session_version != int(version):
-        return None
+def _end_sessions(which, reason: str) -> int:
+    result = db.session.execute(update(StaffSession).where(which, StaffSession.ended_at.is_(None))
+                                .values(ended_at=utcnow(), ended_reason=reason))
+    return result.rowcount
+
+
+def open_sessions(staff_id: int) -> list[StaffSession]:
+    """The sessions of one person that would still let them in, newest first."""
+    since = utcnow() - session_lifetime()
+    return list(db.session.scalars(select(StaffSession).where(
+        StaffSession.staff_id == staff_id, StaffSession.ended_at.is_(None), StaffSession.created_at > since)
+        .order_by(StaffSession.created_at.desc())))
+
+
+def staff_list() -> list[tuple[Staff, int]]:
+    """Every account with its number of open sessions, for the manager's staff page."""
+    since = utcnow() - session_lifetime()
+    open_count = (select(func.count()).select_from(StaffSession)
+                  .where(StaffSession.staff_id == Staff.id, StaffSession.ended_at.is_(None),
+                         StaffSession.created_at > since).scalar_subquery())
+    return [(staff, count) for staff, count in db.session.execute(
+        select(Staff, open_count).order_by(Staff.enabled.desc(), Staff.email))]
+
+
+def end_sessions(staff_id: int, actor: Actor) -> int:
+    """A manager logs someone out everywhere (a lost phone, a shared password). Returns how many."""
+    with atomic():
+        staff = _staff_or_refuse(staff_id)
+        ended = _end_sessions(StaffSession.staff_id == staff.id, "ended_by_manager")
+        audit.record("staff.sessions_ended", actor, email=staff.email, staff_member=staff.id, sessions=ended)
+    return ended
+
+
+def set_enabled(staff_id: int, enabled: bool, actor: Actor) -> Staff:
+    """Disable (and log out everywhere, at once) or re-enable an account."""
+    with atomic():
+        staff = _staff_or_refuse(staff_id)
+        if staff.enabled == enabled:
+            return staff
+        if not enabled:
+            if staff.id == actor.staff_id:
+                raise Refused("own_account", "You cannot disable your own account.", status=409)
+            if staff.role == Role.MANAGER.value and _enabled_managers() <= 1:
+                raise Refused("last_manager", "This is the only enabled manager: enable or create another first.",
+                              status=409)
+            _end_sessions(StaffSession.staff_id == staff.id, "disabled")
+        staff.enabled = enabled
+        audit.record("staff.enabled" if enabled else "staff.disabled", actor, email=staff.email,
+                     staff_member=staff.id)
     return staff
+
+
+def _staff_or_refuse(staff_id: int) -> Staff:
+    staff = db.session.get(Staff, staff_id)
+    if staff is None:
+        raise Refused("unknown_staff", "There is no such staff account.", status=404)
+    return staff
+
+
+def _enabled_managers() -> int:
+    return db.session.scalar(select(func.count()).select_from(Staff)
+                             .where(Staff.role == Role.MANAGER.value, Staff.enabled.is_(True)))
+
+
+def staff_by_email(email: str) -> Staff | None:
+    return db.session.scalar(select(Staff).where(Staff.email == normalize_email(email)))

@@ -7,6 +7,7 @@ from flask import Flask
 
 def register_web(app: Flask) -> None:
     from clinic.web import (
+        access,
         admin,
         auth,
         cards,
@@ -24,6 +25,7 @@ def register_web(app: Flask) -> None:
     )
 
     templating.init_app(app)
+    access.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
     for module in (auth, desk, patients, referrals, cards, admin, reviews, honours, reports, imports, public):

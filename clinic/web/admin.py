@@ -12,11 +12,12 @@ from clinic.models._time import utcnow
 from clinic.services import audit as audit_service
 from clinic.services import clinic_settings
 from clinic.services import posters as poster_service
+from clinic.services import staff as staff_service
 from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
 from clinic.services.rewards import campaign_in_force
 from clinic.web.forms import CampaignForm, ClinicSettingsForm, VoidVoucherForm
-from clinic.web.helpers import current_actor, manager_required
+from clinic.web.helpers import current_actor, form_value, manager_required
 from clinic.web.posters import file_response
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -120,7 +121,8 @@ def void_voucher(voucher_id: int):
     if request.method == "POST":
         if form.validate():
             try:
-                voucher_service.void_voucher(voucher_id, form.reason.data, current_actor())
+                voucher_service.void_voucher(voucher_id, form.reason.data, current_actor(),
+                                             idempotency_key=form_value("idempotency_key"))
             except Refused as refusal:
                 form.reason.errors.append(refusal.message)
             else:
@@ -128,6 +130,41 @@ def void_voucher(voucher_id: int):
                 return redirect(url_for("patients.show", patient_id=voucher.patient_id), code=303)
         return render_template("admin/void_voucher.html", form=form, voucher=voucher), 422
     return render_template("admin/void_voucher.html", form=form, voucher=voucher)
+
+
+@bp.get("/staff")
+def staff():
+    """Who has an account, whether it is enabled, and on how many devices it is logged in."""
+    return render_template("admin/staff.html", accounts=staff_service.staff_list())
+
+
+def _staff_action(action, staff_id: int, done: str):
+    try:
+        action()
+    except Refused as refusal:
+        return render_template("admin/staff.html", accounts=staff_service.staff_list(), refusal=refusal,
+                               refused_id=staff_id), refusal.status
+    flash(done)
+    return redirect(url_for("admin.staff"), code=303)
+
+
+@bp.post("/staff/<int:staff_id>/disable")
+def disable_staff(staff_id: int):
+    return _staff_action(lambda: staff_service.set_enabled(staff_id, False, current_actor()), staff_id,
+                         "The account is disabled and logged out everywhere.")
+
+
+@bp.post("/staff/<int:staff_id>/enable")
+def enable_staff(staff_id: int):
+    return _staff_action(lambda: staff_service.set_enabled(staff_id, True, current_actor()), staff_id,
+                         "The account is enabled: they can log in again.")
+
+
+@bp.post("/staff/<int:staff_id>/sessions/end")
+def end_staff_sessions(staff_id: int):
+    """Log someone out on every device (a lost phone, a password seen by others)."""
+    return _staff_action(lambda: staff_service.end_sessions(staff_id, current_actor()), staff_id,
+                         "Logged out on every device.")
 
 
 def _int_arg(name: str) -> int | None:

@@ -34,7 +34,8 @@ def login():
         return redirect(url_for("desk.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        staff = staff_service.authenticate(form.email.data, form.password.data, current_actor())
+        staff = staff_service.authenticate(form.email.data, form.password.data, current_actor(),
+                                           request.user_agent.string)
         if staff is not None:
             session.clear()
             login_user(staff)
@@ -47,7 +48,7 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    staff_service.record_logout(current_actor())
+    staff_service.log_out(current_user, current_actor())
     logout_user()
     session.clear()
     flash("You are logged out.")

@@ -105,4 +105,5 @@ def init_app(app: Flask) -> Limiter:
         # Flask-Limiter checks a decorated limit in the wrapper it returns: the view must be replaced.
         app.view_functions[endpoint] = limit(limiter, app.view_functions[endpoint])
     limiter.init_app(app)
+    app.extensions["clinic_limiter"] = limiter  # the limits hold it only weakly
     return limiter

@@ -31,6 +31,9 @@ CONTENT_SECURITY_POLICY = "; ".join([
 ])
 
 
+HSTS = "max-age=31536000"  # a year; no includeSubDomains: other hosts of the clinic are not ours to decide
+
+
 def _clinic():
     if "clinic" not in g:
         g.clinic = get_clinic()
@@ -66,6 +69,9 @@ AUDIT_LABELS = {
     "settings.changed": "Settings changed",
     "campaign.changed": "Campaign changed",
     "staff.created": "Staff account created",
+    "staff.disabled": "Staff account disabled (logged out everywhere)",
+    "staff.enabled": "Staff account enabled",
+    "staff.sessions_ended": "Staff logged out on every device",
     "patient.poster_consent": "Poster name consent changed",
     "card.activated": "Scratch card activated",
     "card.activate": "Scratch card activation attempt",
@@ -171,6 +177,12 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.is_secure:  # over HTTPS (directly or, with TRUSTED_PROXY_HOPS, behind a proxy)
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        if request.endpoint != "static":
+            # Pages name patients: a shared desk PC or phone must not show them again from its cache
+            # (the back button after logging out). Pages that may be cached say so themselves.
+            response.headers.setdefault("Cache-Control", "no-store")
         if request.headers.get("HX-Request") and "Vary" not in response.headers:
             response.headers["Vary"] = "HX-Request"
         return response

@@ -1,0 +1,127 @@
+"""Who may open which page: one table for every route, enforced before any view runs.
+
+The views keep their own ``login_required`` / ``manager_required`` decorators; this table is
+the second lock and the one place to read the whole picture. A route that is not in the table
+is refused to everyone (fail closed), and tests/test_access.py walks every route as an anonymous
+visitor, a front-desk user and a manager, so that adding a route without deciding who may use
+it fails the build.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from flask import Flask, abort, current_app, request
+from flask_login import current_user
+
+from clinic.extensions import login_manager
+
+
+class Access(str, Enum):
+    ANYONE = "anonymous"   # patients, friends, health checks: no login
+    STAFF = "front_desk"   # any logged-in staff member
+    MANAGER = "manager"    # managers only (front desk gets 403)
+
+
+ACCESS: dict[str, Access] = {
+    # Public: printed and shared links, the health checks, styles.
+    "public.home": Access.ANYONE,
+    "public.invite": Access.ANYONE,
+    "public.progress": Access.ANYONE,
+    "public.progress_poster": Access.ANYONE,
+    "public.voucher": Access.ANYONE,
+    "public.healthz": Access.ANYONE,
+    "public.livez": Access.ANYONE,
+    "public.brand_css": Access.ANYONE,
+    "public.upload": Access.ANYONE,
+    "honours.leaderboard": Access.ANYONE,
+    "static": Access.ANYONE,
+    "auth.login": Access.ANYONE,
+    # The front desk.
+    "auth.logout": Access.STAFF,
+    "desk.index": Access.STAFF,
+    "desk.lookup": Access.STAFF,
+    "desk.redeem": Access.STAFF,
+    "desk.redemption": Access.STAFF,
+    "desk.send_for_review": Access.STAFF,
+    "desk.spend": Access.STAFF,
+    "desk.mark_visit": Access.STAFF,
+    "patients.search": Access.STAFF,
+    "patients.enrol": Access.STAFF,
+    "patients.show": Access.STAFF,
+    "patients.welcome": Access.STAFF,
+    "patients.poster": Access.STAFF,
+    "patients.poster_consent": Access.STAFF,
+    "patients.rotate_progress_link": Access.STAFF,
+    "honours.leaderboard_consent": Access.STAFF,
+    "referrals.visit": Access.STAFF,
+    "referrals.payment": Access.STAFF,
+    "cards.activate": Access.STAFF,
+    "cards.print_personal": Access.STAFF,
+    "cards.personal_pdf": Access.STAFF,
+    # Managers.
+    "admin.settings": Access.MANAGER,
+    "admin.campaign": Access.MANAGER,
+    "admin.campaigns": Access.MANAGER,
+    "admin.new_campaign": Access.MANAGER,
+    "admin.edit_campaign": Access.MANAGER,
+    "admin.void_voucher": Access.MANAGER,
+    "admin.audit": Access.MANAGER,
+    "admin.posters": Access.MANAGER,
+    "admin.posters_pdf": Access.MANAGER,
+    "admin.staff": Access.MANAGER,
+    "admin.disable_staff": Access.MANAGER,
+    "admin.enable_staff": Access.MANAGER,
+    "admin.end_staff_sessions": Access.MANAGER,
+    "cards.index": Access.MANAGER,
+    "cards.create_batch": Access.MANAGER,
+    "cards.batch": Access.MANAGER,
+    "cards.batch_pdf": Access.MANAGER,
+    "cards.serials_csv": Access.MANAGER,
+    "cards.retry": Access.MANAGER,
+    "cards.void_batch": Access.MANAGER,
+    "cards.void_card": Access.MANAGER,
+    "referrals.reversal": Access.MANAGER,
+    "referrals.reverse": Access.MANAGER,
+    "honours.tiers": Access.MANAGER,
+    "honours.edit_tier": Access.MANAGER,
+    "honours.delete_tier": Access.MANAGER,
+    "honours.honours": Access.MANAGER,
+    "honours.certificate": Access.MANAGER,
+    "imports.upload": Access.MANAGER,
+    "imports.template": Access.MANAGER,
+    "imports.preview": Access.MANAGER,
+    "imports.confirm": Access.MANAGER,
+    "imports.result": Access.MANAGER,
+    "imports.posters": Access.MANAGER,
+    "imports.links": Access.MANAGER,
+    "reports.dashboard": Access.MANAGER,
+    "reports.export": Access.MANAGER,
+    "reports.branches": Access.MANAGER,
+    "reports.create_branch": Access.MANAGER,
+    "reports.edit_branch": Access.MANAGER,
+    "reports.assign_staff": Access.MANAGER,
+    "reviews.index": Access.MANAGER,
+    "reviews.decide": Access.MANAGER,
+}
+
+
+def _check_access():
+    if request.endpoint is None:
+        return None  # no route matched: the 404/405 handler answers
+    needed = ACCESS.get(request.endpoint)
+    if needed is None:
+        current_app.logger.error("Route %s is missing from the access table: refused", request.endpoint)
+        abort(403)
+    if needed is Access.ANYONE:
+        return None
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    if needed is Access.MANAGER and not current_user.is_manager:
+        abort(403)
+    return None
+
+
+def init_app(app: Flask) -> None:
+    # Runs before every blueprint's own before_request hooks (app-level hooks come first).
+    app.before_request(_check_access)
