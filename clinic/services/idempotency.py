@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Callable, TypeVar
+
+from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
 from clinic.models import FormSubmission
 from clinic.services.errors import Refused
+from clinic.services.transaction import atomic
+
+T = TypeVar("T")
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
@@ -46,3 +52,31 @@ def remember(key: str | None, action: str, request_fingerprint: str) -> FormSubm
     db.session.add(submission)
     db.session.flush()
     return submission
+
+
+def run_once(action: str, key: str | None, parts: tuple, perform: Callable[[], T], result_id: Callable[[T], int],
+             replay: Callable[[int], T]) -> tuple[T, bool]:
+    """Run ``perform`` in one transaction, once per idempotency key; returns (result, replayed).
+
+    The key is claimed *before* the work, in the same transaction: a concurrent twin with the same
+    key waits on the key's row and then replays the first answer, instead of racing the work
+    itself. The same key with different ``parts`` is refused (key_reused); no key, no replay.
+    A refused action claims nothing, so resending it asks again.
+    """
+    key = check_key(key)
+    request_fingerprint = fingerprint(action, *parts)
+    try:
+        with atomic():
+            previous = previous_result(key, action, request_fingerprint)
+            if previous is not None:
+                return replay(previous), True
+            submission = remember(key, action, request_fingerprint)
+            result = perform()
+            if submission is not None:
+                submission.result_id = result_id(result)
+        return result, False
+    except IntegrityError:
+        previous = previous_result(key, action, request_fingerprint)
+        if previous is None:
+            raise
+        return replay(previous), True

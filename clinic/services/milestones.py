@@ -23,7 +23,7 @@ from clinic.models import (
     VoucherStatus,
 )
 from clinic.models._time import utcnow
-from clinic.services import audit, tiers
+from clinic.services import audit, idempotency, tiers
 from clinic.services.errors import Refused
 from clinic.services.redemption import referral_offer, use_card
 from clinic.services.rewards import pay_due_rewards, pay_reward, promise_rewards, release_cap_slot, take_quota_place
@@ -50,9 +50,31 @@ class MilestoneResult:
     paid: list[Reward] = field(default_factory=list)
 
 
-def record_visit(patient_id: int, actor: Actor) -> MilestoneResult:
+def _replayed_milestone(milestone: str):
+    """The first answer again, for a resent form: the referral and the rewards its milestone paid.
+
+    A visit pays the visit-stage rewards; a payment pays the payment-stage ones, and the visit-stage
+    ones too when it was also the first visit (both were then stamped with the same time).
+    """
+
+    def replay(referral_id: int) -> MilestoneResult:
+        referral = db.session.get(Referral, referral_id, populate_existing=True)
+        stages = [Stage.VISIT.value] if milestone == "visit" else [Stage.PAYMENT.value]
+        if milestone == "payment" and referral.visited_at == referral.paid_at:
+            stages.append(Stage.VISIT.value)
+        paid = db.session.scalars(select(Reward).where(Reward.referral_id == referral_id, Reward.stage.in_(stages),
+                                                       Reward.status.in_([RewardStatus.ISSUED.value,
+                                                                          RewardStatus.REVIEW.value]))
+                                  .order_by(Reward.id)).all()
+        return MilestoneResult(referral, recorded=True, paid=list(paid))
+
+    return replay
+
+
+def record_visit(patient_id: int, actor: Actor, *, idempotency_key: str | None = None) -> MilestoneResult:
     """The referred friend came for their first visit: pay the rewards due at a visit."""
-    with atomic():
+
+    def visit() -> MilestoneResult:
         referral = _referral_of_friend(patient_id)
         now = utcnow()
         recorded = db.session.execute(
@@ -65,14 +87,20 @@ def record_visit(patient_id: int, actor: Actor) -> MilestoneResult:
         paid = pay_due_rewards(referral, Stage.VISIT.value, actor, now)
         audit.record("referral.visited", actor, patient_id=patient_id, referral_id=referral.id,
                      rewards_paid=len([r for r in paid if r.status == RewardStatus.ISSUED.value]))
-    return MilestoneResult(referral, recorded=True, paid=paid)
+        return MilestoneResult(referral, recorded=True, paid=paid)
+
+    result, _replayed = idempotency.run_once("visit", idempotency_key, (patient_id,), visit,
+                                             lambda done: done.referral.id, _replayed_milestone("visit"))
+    return result
 
 
-def record_payment(patient_id: int, amount: int | None, actor: Actor) -> MilestoneResult:
+def record_payment(patient_id: int, amount: int | None, actor: Actor, *,
+                   idempotency_key: str | None = None) -> MilestoneResult:
     """The friend made their first payment (amount optional): pay what is due at a visit and a payment."""
     if amount is not None and (not isinstance(amount, int) or amount < 0):
         raise Refused("validation_error", "The amount cannot be negative.", field="amount")
-    with atomic():
+
+    def payment() -> MilestoneResult:
         referral = _referral_of_friend(patient_id)
         now = utcnow()
         paid_before = tiers.paid_counts(referral.referrer_id, now)
@@ -92,7 +120,12 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor) -> Milesto
         for tier in tiers.tiers_reached_by(referral.referrer_id, paid_before, now=now):
             audit.record("tier.reached", actor, patient_id=referral.referrer_id, referral_id=referral.id,
                          tier=tier.name)
-    return MilestoneResult(referral, recorded=True, paid=paid)
+        return MilestoneResult(referral, recorded=True, paid=paid)
+
+    result, _replayed = idempotency.run_once(
+        "payment", idempotency_key, (patient_id, amount), payment, lambda done: done.referral.id,
+        _replayed_milestone("payment"))
+    return result
 
 
 @dataclass
@@ -103,10 +136,12 @@ class ReversalReport:
     cancelled: list[Reward]
 
 
-def reverse_referral(referral_id: int, reason: str | None, actor: Actor) -> ReversalReport:
+def reverse_referral(referral_id: int, reason: str | None, actor: Actor, *,
+                     idempotency_key: str | None = None) -> ReversalReport:
     """Cancel a referral (cancelled visit, refund): unspent vouchers from it are voided, spent ones listed."""
     reason = clean_reason(reason)
-    with atomic():
+
+    def reverse() -> ReversalReport:
         now = utcnow()
         changed = db.session.execute(
             update(Referral).where(Referral.id == referral_id, Referral.status == ReferralStatus.ACTIVE.value)
@@ -147,7 +182,31 @@ def reverse_referral(referral_id: int, reason: str | None, actor: Actor) -> Reve
                     decision_reason="Referral reversed").execution_options(synchronize_session=False))
         audit.record("referral.reversed", actor, patient_id=referral.friend_id, referral_id=referral_id,
                      reason_text=reason, voided=len(voided), already_spent=len(spent), cancelled=len(cancelled))
-    return ReversalReport(referral, voided, spent, cancelled)
+        return ReversalReport(referral, voided, spent, cancelled)
+
+    report, _replayed = idempotency.run_once("reverse", idempotency_key, (referral_id, reason), reverse,
+                                             lambda done: done.referral.id, reversal_report)
+    return report
+
+
+def reversal_report(referral_id: int) -> ReversalReport | None:
+    """What a past reversal did, read back: vouchers it voided, vouchers already spent, rewards cancelled.
+
+    The reversal voided its vouchers at the very moment it stamped on the referral, so that
+    moment tells them apart from vouchers voided earlier by hand. None unless the referral was reversed.
+    """
+    referral = db.session.get(Referral, referral_id)
+    if referral is None or referral.status != ReferralStatus.REVERSED.value:
+        return None
+    vouchers = db.session.scalars(select(Voucher).where(Voucher.referral_id == referral_id).order_by(Voucher.id)).all()
+    return ReversalReport(
+        referral=referral,
+        voided=[v for v in vouchers if v.status == VoucherStatus.VOID.value and v.voided_at == referral.reversed_at],
+        already_spent=[v for v in vouchers if v.status == VoucherStatus.SPENT.value],
+        cancelled=list(db.session.scalars(select(Reward).where(Reward.referral_id == referral_id,
+                                                               Reward.status == RewardStatus.CANCELLED.value)
+                                          .order_by(Reward.id))),
+    )
 
 
 def pending_reviews() -> list[ReviewRequest]:
@@ -182,10 +241,12 @@ def send_existing_patient_for_review(raw_code: str | None, existing_patient_id: 
     return request
 
 
-def decide_review(review_id: int, approve: bool, reason: str | None, actor: Actor) -> ReviewRequest:
+def decide_review(review_id: int, approve: bool, reason: str | None, actor: Actor, *,
+                  idempotency_key: str | None = None) -> ReviewRequest:
     """Approve (pay the reward despite the cap, or link the existing patient as the friend) or reject."""
     reason = clean_reason(reason)
-    with atomic():
+
+    def decide() -> ReviewRequest:
         now = utcnow()
         claimed = db.session.execute(
             update(ReviewRequest).where(ReviewRequest.id == review_id, ReviewRequest.status == "pending")
@@ -209,6 +270,11 @@ def decide_review(review_id: int, approve: bool, reason: str | None, actor: Acto
             _link_existing_patient(review, actor, now)
         audit.record("review.approved" if approve else "review.rejected", actor, patient_id=review.patient_id
                      or (review.reward.patient_id if review.reward else None), kind=review.kind, reason_text=reason)
+        return review
+
+    review, _replayed = idempotency.run_once("decide", idempotency_key, (review_id, approve, reason), decide,
+                                             lambda decided: decided.id,
+                                             lambda found: db.session.get(ReviewRequest, found))
     return review
 
 

@@ -9,29 +9,8 @@ from sqlalchemy import func, select
 
 from clinic.extensions import db
 from clinic.models import Referral, ReferralStatus, ReviewRequest, Reward, RewardStatus, Voucher, VoucherStatus
-from clinic.services.milestones import ReversalReport
 
 DECIDED_SHOWN = 50
-
-
-def reversal_report(referral_id: int) -> ReversalReport | None:
-    """What a past reversal did, read back: vouchers it voided, vouchers already spent, rewards cancelled.
-
-    The reversal voided its vouchers at the very moment it stamped on the referral, so that
-    moment tells them apart from vouchers voided earlier by hand. None unless the referral was reversed.
-    """
-    referral = db.session.get(Referral, referral_id)
-    if referral is None or referral.status != ReferralStatus.REVERSED.value:
-        return None
-    vouchers = db.session.scalars(select(Voucher).where(Voucher.referral_id == referral_id).order_by(Voucher.id)).all()
-    return ReversalReport(
-        referral=referral,
-        voided=[v for v in vouchers if v.status == VoucherStatus.VOID.value and v.voided_at == referral.reversed_at],
-        already_spent=[v for v in vouchers if v.status == VoucherStatus.SPENT.value],
-        cancelled=list(db.session.scalars(select(Reward).where(Reward.referral_id == referral_id,
-                                                               Reward.status == RewardStatus.CANCELLED.value)
-                                          .order_by(Reward.id))),
-    )
 
 
 def pending_review_count() -> int:

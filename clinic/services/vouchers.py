@@ -129,10 +129,14 @@ def spend_voucher(raw_code: str | None, actor: Actor, *, idempotency_key: str | 
         raise
 
 
-def void_voucher(voucher_id: int, reason: str | None, actor: Actor) -> Voucher:
-    """A manager voids an active voucher with a reason; spent vouchers stay spent."""
+def void_voucher(voucher_id: int, reason: str | None, actor: Actor, *, idempotency_key: str | None = None) -> Voucher:
+    """A manager voids an active voucher with a reason; spent vouchers stay spent.
+
+    A resent form (same idempotency key) answers as the first time instead of "already void".
+    """
     reason = clean_reason(reason)
-    with atomic():
+
+    def void() -> Voucher:
         now = utcnow()
         changed = db.session.execute(
             update(Voucher)
@@ -146,4 +150,8 @@ def void_voucher(voucher_id: int, reason: str | None, actor: Actor) -> Voucher:
         db.session.refresh(voucher)
         audit.record("voucher.voided", actor, patient_id=voucher.patient_id, voucher_id=voucher.id,
                      referral_id=voucher.referral_id, reason_text=reason)
+        return voucher
+
+    voucher, _replayed = idempotency.run_once("void", idempotency_key, (voucher_id, reason), void,
+                                              lambda voided: voided.id, lambda found: db.session.get(Voucher, found))
     return voucher

@@ -135,7 +135,7 @@ SENT_FOR_REVIEW = "Sent for manager approval. No voucher is issued until a manag
 def mark_visit(patient_id: int):
     """"Mark visit" in a recent-redemptions row: the friend came; the row comes back with what was paid."""
     try:
-        result = milestones.record_visit(patient_id, current_actor())
+        result = milestones.record_visit(patient_id, current_actor(), idempotency_key=form_value("idempotency_key"))
     except Refused as refusal:
         if not is_htmx():
             return _panel(refusal.status, refusal=refusal)

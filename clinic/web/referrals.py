@@ -13,9 +13,8 @@ from clinic.services.clinic_settings import get_clinic, to_clinic_time
 from clinic.services.errors import Refused
 from clinic.services.milestones import MilestoneResult
 from clinic.services.privacy import mask_name
-from clinic.services.referral_reports import reversal_report
 from clinic.web.forms import PaymentForm, ReasonForm
-from clinic.web.helpers import current_actor, manager_required
+from clinic.web.helpers import current_actor, form_value, manager_required
 from clinic.web.patients import render_patient_page
 from clinic.web.templating import describe_voucher
 
@@ -56,7 +55,7 @@ def _refused(patient_id: int, refusal: Refused, **forms):
 @bp.post("/patients/<int:patient_id>/visit")
 def visit(patient_id: int):
     try:
-        result = milestones.record_visit(patient_id, current_actor())
+        result = milestones.record_visit(patient_id, current_actor(), idempotency_key=form_value("idempotency_key"))
     except Refused as refusal:
         return _refused(patient_id, refusal)
     flash(milestone_message(result, "visit"))
@@ -70,7 +69,8 @@ def payment(patient_id: int):
     if amount is False:
         return render_patient_page(patient_id, 422, payment_form=form)
     try:
-        result = milestones.record_payment(patient_id, amount, current_actor())
+        result = milestones.record_payment(patient_id, amount, current_actor(),
+                                           idempotency_key=form_value("idempotency_key"))
     except Refused as refusal:
         if refusal.field == "amount":
             form.amount.errors = [refusal.message]
@@ -89,7 +89,8 @@ def reverse(referral_id: int):
     form = ReasonForm()
     form.validate()
     try:
-        milestones.reverse_referral(referral_id, form.reason.data, current_actor())
+        milestones.reverse_referral(referral_id, form.reason.data, current_actor(),
+                                    idempotency_key=form_value("idempotency_key"))
     except Refused as refusal:
         if refusal.field != "reason":
             return _refused(friend_id, refusal, reverse_form=form)
@@ -103,7 +104,7 @@ def reverse(referral_id: int):
 @manager_required
 def reversal(referral_id: int):
     """The reversal report: vouchers voided, and spent vouchers that need following up by hand."""
-    report = reversal_report(referral_id)
+    report = milestones.reversal_report(referral_id)
     if report is None:
         abort(404)
     return render_template("referrals/reversal.html", report=report)

@@ -13,7 +13,7 @@ from clinic.services.errors import Refused
 from clinic.services.privacy import mask_name
 from clinic.services.referral_reports import decided_reviews, pending_review_count
 from clinic.web.forms import ReasonForm
-from clinic.web.helpers import current_actor, manager_required
+from clinic.web.helpers import current_actor, form_value, manager_required
 from clinic.web.templating import describe_voucher
 
 bp = Blueprint("reviews", __name__, url_prefix="/admin/reviews")
@@ -57,7 +57,8 @@ def decide(review_id: int):
     if decision not in ("approve", "reject"):
         return _queue(422, {"id": review_id, "reason": form.reason.data, "message": "Choose approve or reject."})
     try:
-        review = milestones.decide_review(review_id, decision == "approve", form.reason.data, current_actor())
+        review = milestones.decide_review(review_id, decision == "approve", form.reason.data, current_actor(),
+                                          idempotency_key=form_value("idempotency_key"))
     except Refused as refusal:
         if refusal.status == 404:
             abort(404)
