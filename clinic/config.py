@@ -57,6 +57,9 @@ def load_config(instance_path: Path) -> dict:
         "WTF_CSRF_TIME_LIMIT": None,  # a desk PC stays logged in all day; the token lives with the session
         "SQLITE_BUSY_TIMEOUT_MS": int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "15000")),
         "REDIS_URL": os.environ.get("REDIS_URL") or None,
+        # With REDIS_URL, background jobs (card batches) go to this RQ queue for `flask worker`.
+        "JOB_QUEUE": os.environ.get("JOB_QUEUE", "clinic-jobs"),
+        "JOB_TIMEOUT_SECONDS": int(os.environ.get("JOB_TIMEOUT_SECONDS", "1800")),
         # A staff login lasts this long at most (logging out, or a manager, ends it sooner).
         "STAFF_SESSION_HOURS": int(os.environ.get("STAFF_SESSION_HOURS", "24")),
         # How many reverse proxies in front of the app add X-Forwarded-For/-Proto (0: none, the
