@@ -62,3 +62,21 @@ def test_the_reward_rules_migration_back_fills_rewards_and_cap_totals(app):
     downgrade(revision="base")
     with db.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE alembic_version")
+
+
+def test_each_migration_steps_down_and_up_again_on_its_own(app):
+    """Every revision, one at a time: upgrade to it, downgrade one step, upgrade again."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(app.extensions["migrate"].migrate.get_config())
+    revisions = [revision.revision for revision in reversed(list(script.walk_revisions()))]
+    assert len(revisions) >= 5
+    db.drop_all()
+    for revision in revisions:
+        upgrade(revision=revision)
+        downgrade(revision="-1")
+        upgrade(revision=revision)
+    assert "staff_sessions" in inspect(db.engine).get_table_names()
+    downgrade(revision="base")
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")

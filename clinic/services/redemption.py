@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from clinic.extensions import db
 from clinic.models import Campaign, Card, CardStatus, Patient, Referral, Reward, Stage, Voucher
@@ -216,6 +217,9 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
         replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
         if replayed is not None:
             return _result_for(replayed)
+        # Claim the key before the work: on PostgreSQL a twin of this form would otherwise see this
+        # redemption's friend and refuse ("existing patient") instead of waiting here to replay it.
+        submission = idempotency.remember(key, "redeem", request_fingerprint)
         if offer.card is not None:
             use_card(offer.card.id)
         referrer = db.session.get(Patient, offer.referrer.id)
@@ -225,7 +229,6 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
         if existing is not None:
             raise existing_patient_refusal(existing, details)
         take_quota_place(campaign, utcnow())
-        submission = idempotency.remember(key, "redeem", request_fingerprint)
         friend, token = add_patient(details, actor, referred_by=referrer)
         referral = Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
                             code_used=offer.code.code, staff_id=actor.staff_id, branch_id=actor.branch_id,
@@ -269,4 +272,6 @@ def redemption_result(referral_id: int) -> RedemptionResult | None:
 
 
 def recent_redemptions(limit: int = 10) -> list[Referral]:
-    return list(db.session.scalars(select(Referral).order_by(Referral.id.desc()).limit(limit)))
+    """The latest redemptions with both patients, whose names the desk's list shows, in the same query."""
+    return list(db.session.scalars(select(Referral).options(joinedload(Referral.friend), joinedload(Referral.referrer))
+                                   .order_by(Referral.id.desc()).limit(limit)))

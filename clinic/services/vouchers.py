@@ -98,6 +98,8 @@ def spend_voucher(raw_code: str | None, actor: Actor, *, idempotency_key: str | 
                 replayed = idempotency.previous_result(key, "spend", request_fingerprint)
                 if replayed is not None:
                     return db.session.get(Voucher, replayed), True
+                # Claim the key first: a twin waits on it and replays, instead of seeing "already spent".
+                submission = idempotency.remember(key, "spend", request_fingerprint)
                 now = utcnow()
                 changed = db.session.execute(
                     update(Voucher)
@@ -111,7 +113,6 @@ def spend_voucher(raw_code: str | None, actor: Actor, *, idempotency_key: str | 
                 if changed != 1:
                     raise explain_unusable(voucher)
                 db.session.refresh(voucher)
-                submission = idempotency.remember(key, "spend", request_fingerprint)
                 if submission is not None:
                     submission.result_id = voucher.id
                 audit.record("voucher.spent", actor, patient_id=voucher.patient_id, voucher_id=voucher.id,
