@@ -1,7 +1,9 @@
 """The manager's dashboard, CSV exports and branches, checked against a hand-computed programme.
 
 The fixture builds eight referrals through the desk's own services (redemption, card activation,
-milestones, spends, a reversal), then moves their timestamps to fixed moments in March–May 2026.
+milestones, spends, a reversal) on a clock stopped at fixed moments in March–May 2026 (the audit
+log is append-only, so its events must be written at the right time), then moves the other rows'
+timestamps to the moments in the table.
 The clinic is in Asia/Shanghai (UTC+8): "April" is [2026-03-31 16:00, 2026-04-30 16:00) UTC.
 
     referral  referrer  friend registered (UTC)  branch  card  visited  paid          notes
@@ -20,15 +22,18 @@ from __future__ import annotations
 import csv
 import io
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from unittest.mock import patch
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Branch, Card, CardBatch, IssuedCode, Patient, Referral, Staff, Voucher
+from clinic.models import _time
 from clinic.models._time import utcnow
 from clinic.services import branches, cards, milestones, redemption, reports, vouchers
 from clinic.services.codes import generate_bearer_code
@@ -40,6 +45,7 @@ from tests.conftest import PASSWORD
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 APRIL = {"from": "2026-04-01", "to": "2026-04-30"}
 IN_APRIL = datetime(2026, 4, 12, 4, 0)
+REDEEMED_AT = {6: datetime(2026, 3, 20, 3, 0), 8: datetime(2026, 4, 30, 16, 0)}  # the rest IN_APRIL
 FAR_FUTURE = timedelta(days=3650)
 CREATED = {1: "2026-04-02 02:00", 2: "2026-03-31 17:00", 3: "2026-04-10 03:00", 4: "2026-04-15 03:00",
            5: "2026-04-20 03:00", 6: "2026-03-20 03:00", 7: "2026-04-30 15:59", 8: "2026-04-30 16:00"}
@@ -54,6 +60,19 @@ class Programme:
     desk_south: int
     referrers: dict[str, int]
     referrals: dict[int, int]  # fixture number -> referral id
+
+
+@contextmanager
+def clock_at(moment: datetime):
+    """Run the block as if it were ``moment`` (naive UTC) for every ``utcnow()`` in the app."""
+
+    class Stopped(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return moment.replace(tzinfo=timezone.utc).astimezone(tz) if tz else moment
+
+    with patch.object(_time, "datetime", Stopped):
+        yield
 
 
 def april(branch_id: int | None = None) -> reports.Scope:
@@ -76,52 +95,56 @@ def _card_for(patient_id: int, actor: Actor) -> str:
 
 @pytest.fixture
 def programme(app, make_staff, manager_user) -> Programme:
-    north = branches.create_branch("North 北院", "1 North Road", Actor()).id
-    south = branches.create_branch("South", "", Actor()).id
-    desk_north = make_staff(email="north@example.com").id
-    desk_south = make_staff(email="south@example.com").id
-    branches.assign_branches({desk_north: north, desk_south: south}, Actor())
-    as_north = Actor(staff_id=desk_north, branch_id=north)
-    as_south = Actor(staff_id=desk_south, branch_id=south)
-    north_on_south_shift = Actor(staff_id=desk_north, branch_id=south)
-    manager = Actor(staff_id=manager_user.id)
+    with clock_at(IN_APRIL):
+        north = branches.create_branch("North 北院", "1 North Road", Actor()).id
+        south = branches.create_branch("South", "", Actor()).id
+        desk_north = make_staff(email="north@example.com").id
+        desk_south = make_staff(email="south@example.com").id
+        branches.assign_branches({desk_north: north, desk_south: south}, Actor())
+        as_north = Actor(staff_id=desk_north, branch_id=north)
+        as_south = Actor(staff_id=desk_south, branch_id=south)
+        north_on_south_shift = Actor(staff_id=desk_north, branch_id=south)
+        manager = Actor(staff_id=manager_user.id)
 
-    wang = enrol_patient(PatientDetails(full_name="王丽", phone="13800000001"), as_north)[0]
-    bob = enrol_patient(PatientDetails(full_name="Bob Tan", phone="+6591234567"), as_north)[0]
-    carl = enrol_patient(PatientDetails(full_name="Carl Lim", phone="13800000003"), as_south)[0]
-    card_code = _card_for(wang.id, as_south)
+        wang = enrol_patient(PatientDetails(full_name="王丽", phone="13800000001"), as_north)[0]
+        bob = enrol_patient(PatientDetails(full_name="Bob Tan", phone="+6591234567"), as_north)[0]
+        carl = enrol_patient(PatientDetails(full_name="Carl Lim", phone="13800000003"), as_south)[0]
+        card_code = _card_for(wang.id, as_south)
 
-    codes = {1: wang.personal_code, 2: wang.personal_code, 3: card_code, 4: bob.personal_code,
-             5: bob.personal_code, 6: bob.personal_code, 7: carl.personal_code, 8: carl.personal_code}
-    names = {1: "Friend One", 2: FORMULA_NAME, 3: "李四", 4: "Friend Four", 5: "Friend Five", 6: "Friend Six",
-             7: "Friend Seven", 8: "Friend Eight"}
-    actors = {1: as_north, 2: as_north, 3: as_south, 4: north_on_south_shift, 5: as_north, 6: as_north,
-              7: as_south, 8: as_south}
-    results = {n: redemption.redeem_code(codes[n], PatientDetails(full_name=names[n], phone=f"1390000000{n}"),
-                                         actors[n]) for n in codes}
-    with pytest.raises(Refused):
-        redemption.redeem_code("not a code", PatientDetails(full_name="Nobody"), as_south)
-    friend = {n: result.friend.id for n, result in results.items()}
-    voucher = {(n, side): getattr(result, f"{side}_voucher").id for n, result in results.items()
-               for side in ("referrer", "friend")}
-    codes_of = {key: db.session.get(Voucher, voucher_id).code for key, voucher_id in voucher.items()}
+        codes = {1: wang.personal_code, 2: wang.personal_code, 3: card_code, 4: bob.personal_code,
+                 5: bob.personal_code, 6: bob.personal_code, 7: carl.personal_code, 8: carl.personal_code}
+        names = {1: "Friend One", 2: FORMULA_NAME, 3: "李四", 4: "Friend Four", 5: "Friend Five", 6: "Friend Six",
+                 7: "Friend Seven", 8: "Friend Eight"}
+        actors = {1: as_north, 2: as_north, 3: as_south, 4: north_on_south_shift, 5: as_north, 6: as_north,
+                  7: as_south, 8: as_south}
+        results = {}
+        for n in codes:
+            with clock_at(REDEEMED_AT.get(n, IN_APRIL)):
+                details = PatientDetails(full_name=names[n], phone=f"1390000000{n}")
+                results[n] = redemption.redeem_code(codes[n], details, actors[n])
+        with pytest.raises(Refused):
+            redemption.redeem_code("not a code", PatientDetails(full_name="Nobody"), as_south)
+        friend = {n: result.friend.id for n, result in results.items()}
+        voucher = {(n, side): getattr(result, f"{side}_voucher").id for n, result in results.items()
+                   for side in ("referrer", "friend")}
+        codes_of = {key: db.session.get(Voucher, voucher_id).code for key, voucher_id in voucher.items()}
 
-    milestones.record_visit(friend[1], as_north)
-    milestones.record_payment(friend[1], 50000, as_north)
-    milestones.record_visit(friend[2], as_north)
-    milestones.record_visit(friend[3], as_south)
-    milestones.record_payment(friend[3], None, as_south)
-    milestones.record_visit(friend[5], as_north)
-    milestones.record_payment(friend[5], 30000, as_north)
-    milestones.record_payment(friend[6], 70000, as_north)  # a payment implies the visit
-    vouchers.spend_voucher(codes_of[1, "friend"], as_north)
-    vouchers.spend_voucher(codes_of[6, "referrer"], as_north)
-    vouchers.spend_voucher(codes_of[2, "referrer"], as_south)
-    milestones.reverse_referral(results[5].referral.id, "Refunded: treatment cancelled", manager)
+        milestones.record_visit(friend[1], as_north)
+        milestones.record_payment(friend[1], 50000, as_north)
+        milestones.record_visit(friend[2], as_north)
+        milestones.record_visit(friend[3], as_south)
+        milestones.record_payment(friend[3], None, as_south)
+        milestones.record_visit(friend[5], as_north)
+        milestones.record_payment(friend[5], 30000, as_north)
+        milestones.record_payment(friend[6], 70000, as_north)  # a payment implies the visit
+        vouchers.spend_voucher(codes_of[1, "friend"], as_north)
+        vouchers.spend_voucher(codes_of[6, "referrer"], as_north)
+        with clock_at(datetime(2026, 5, 2, 5, 0)):
+            vouchers.spend_voucher(codes_of[2, "referrer"], as_south)
+        milestones.reverse_referral(results[5].referral.id, "Refunded: treatment cancelled", manager)
 
     referral_ids = {n: result.referral.id for n, result in results.items()}
     with atomic():
-        db.session.execute(update(AuditEvent).values(at=IN_APRIL))
         for patient_id in (wang.id, bob.id, carl.id):
             db.session.get(Patient, patient_id).enrolled_at = datetime(2026, 3, 1, 2, 0)
         for n, text in CREATED.items():
@@ -151,15 +174,6 @@ def programme(app, make_staff, manager_user) -> Programme:
         set_voucher(4, "friend", expires_at=datetime(2026, 4, 20))
         set_voucher(6, "friend", expires_at=datetime(2026, 4, 9))
 
-        def move_events(when, *conditions):
-            db.session.execute(update(AuditEvent).where(*conditions).values(at=when))
-
-        move_events(datetime(2026, 3, 20, 3, 0), AuditEvent.action == "redemption",
-                    AuditEvent.referral_id == referral_ids[6])
-        move_events(datetime(2026, 4, 30, 16, 0), AuditEvent.action == "redemption",
-                    AuditEvent.referral_id == referral_ids[8])
-        move_events(datetime(2026, 5, 2, 5, 0), AuditEvent.action == "voucher.spent",
-                    AuditEvent.voucher_id == voucher[2, "referrer"])
     return Programme(north, south, desk_north, desk_south, {"wang": wang.id, "bob": bob.id, "carl": carl.id},
                      referral_ids)
 

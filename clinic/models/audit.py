@@ -1,16 +1,54 @@
+"""The audit log, append-only in the database itself.
+
+Triggers refuse every UPDATE and DELETE on ``audit_events`` (and TRUNCATE on PostgreSQL), so a
+bug, a hand-typed SQL statement or a compromised view cannot rewrite history; only INSERT works.
+``APPEND_ONLY_SQL`` below is the live definition: ``db.create_all()`` installs it through the
+``after_create`` listeners at the end of this module (the tests build their schema that way).
+The migration that added the triggers (``7c1e2a9d4b10``) carries its own frozen copy of the same
+SQL, because a released migration must not change when this module does. Changing the triggers
+therefore means a new migration *and* an edit here.
+
+On SQLite, a migration that rebuilds ``audit_events`` in batch mode (copy, drop, rename) drops the
+triggers with the old table: such a migration must create them again.
+"""
+
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import DDL, JSON, ForeignKey, String, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.extensions import db
 from clinic.models._time import utcnow
 
+APPEND_ONLY_MESSAGE = "audit log is append-only"
+
+APPEND_ONLY_SQL = {
+    "sqlite": [
+        f"""CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END""",
+        f"""CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END""",
+    ],
+    "postgresql": [
+        f"""CREATE OR REPLACE FUNCTION audit_events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '{APPEND_ONLY_MESSAGE}';
+END
+$$""",
+        """CREATE TRIGGER audit_events_no_update_or_delete BEFORE UPDATE OR DELETE ON audit_events
+FOR EACH ROW EXECUTE FUNCTION audit_events_refuse_change()""",
+        """CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
+FOR EACH STATEMENT EXECUTE FUNCTION audit_events_refuse_change()""",
+    ],
+}
+# Dropping the table drops its triggers; the PostgreSQL function outlives it unless dropped too.
+AFTER_DROP_SQL = {"postgresql": ["DROP FUNCTION IF EXISTS audit_events_refuse_change()"]}
+
 
 class AuditEvent(db.Model):
-    """Append-only record of who did what, when and from where. Rows are never updated."""
+    """Record of who did what, when and from where. Rows are only ever inserted (see the module docstring)."""
 
     __tablename__ = "audit_events"
 
@@ -29,3 +67,13 @@ class AuditEvent(db.Model):
 
     staff = relationship("Staff")
     patient = relationship("Patient")
+
+
+def _attach(table, when: str, statements_by_dialect: dict[str, list[str]]) -> None:
+    for dialect, statements in statements_by_dialect.items():
+        for statement in statements:
+            event.listen(table, when, DDL(statement).execute_if(dialect=dialect))
+
+
+_attach(AuditEvent.__table__, "after_create", APPEND_ONLY_SQL)
+_attach(AuditEvent.__table__, "after_drop", AFTER_DROP_SQL)
