@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from flask import Flask
 from sqlalchemy import func, select
@@ -76,3 +78,82 @@ def register(app: Flask) -> None:
             raise click.ClickException(refusal.message) from None
         for line in summary.lines():
             click.echo(line)
+
+    @app.cli.command("backup")
+    @click.argument("dest", type=click.Path(path_type=Path))
+    @click.option("--force", is_flag=True, help="Replace DEST if it already exists.")
+    def backup(dest: Path, force: bool) -> None:
+        """Copy the SQLite database to DEST, safely while the app runs (PostgreSQL: says how to use pg_dump)."""
+        from clinic.services.backup import backup_database
+
+        try:
+            summary = backup_database(dest, overwrite=force)
+        except Refused as refusal:
+            raise click.ClickException(refusal.message) from None
+        click.echo(f"Backed up to {summary.describe()}.")
+        click.echo("The copy passed its integrity check.")
+
+    @app.cli.command("restore")
+    @click.argument("src", type=click.Path(path_type=Path))
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    def restore(src: Path, yes: bool) -> None:
+        """Replace the SQLite database with the backup SRC, keeping a safety copy of the current one."""
+        from clinic.services.backup import restore_database
+
+        def confirm(backup, live) -> bool:
+            click.echo(f"Backup:  {backup.describe()}")
+            click.echo(f"Current: {live.describe()}")
+            return yes or click.confirm("Replace the current database with the backup? Stop the app first: "
+                                        "anything entered meanwhile would be lost")
+
+        try:
+            result = restore_database(src, confirm)
+        except Refused as refusal:
+            raise click.ClickException(refusal.message) from None
+        if result is None:
+            raise click.ClickException("Nothing was restored.")
+        if result.safety_copy_problems:
+            click.echo(f"The current database was already damaged ({'; '.join(result.safety_copy_problems[:3])}); "
+                       "the safety copy keeps it as it was.")
+        click.echo(f"Kept a safety copy of the current database: {result.safety_copy.describe()}.")
+        click.echo(f"Restored {src} into {result.restored.describe()}.")
+        if result.needs_upgrade:
+            click.echo(f"The backup's schema is older than this version of the app ({result.head}): "
+                       "run `flask --app wsgi db upgrade` before starting the app.")
+
+    @app.cli.command("disable-user")
+    @click.argument("email")
+    def disable_user(email: str) -> None:
+        """Disable a staff account and end its sessions on every device at once."""
+        _set_enabled(email, False)
+
+    @app.cli.command("enable-user")
+    @click.argument("email")
+    def enable_user(email: str) -> None:
+        """Let a disabled staff account log in again."""
+        _set_enabled(email, True)
+
+    @app.cli.command("worker")
+    @click.option("--burst", is_flag=True, help="Stop when the queue is empty (for cron or tests).")
+    def worker(burst: bool) -> None:
+        """Run queued background jobs (card batches); needs REDIS_URL. Without Redis jobs run in the web process."""
+        from clinic.services.jobs import run_worker
+
+        if not app.config.get("REDIS_URL"):
+            raise click.ClickException("REDIS_URL is not set: without Redis, jobs run inside the web process "
+                                       "and no worker is needed.")
+        click.echo(f"Working on queue {app.config['JOB_QUEUE']} at {app.config['REDIS_URL']}.")
+        run_worker(app, burst=burst)
+
+
+def _set_enabled(email: str, enabled: bool) -> None:
+    from clinic.services.staff import set_enabled, staff_by_email
+
+    staff = staff_by_email(email)
+    if staff is None:
+        raise click.ClickException(f"No staff account has the email {email}.")
+    try:
+        set_enabled(staff.id, enabled, Actor())
+    except Refused as refusal:
+        raise click.ClickException(refusal.message) from None
+    click.echo(f"{staff.email} is {'enabled' if enabled else 'disabled and logged out everywhere'}.")

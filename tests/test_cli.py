@@ -56,3 +56,21 @@ def test_check_printing_reports_ready(app):
     result = app.test_cli_runner().invoke(args=["check-printing"])
     assert result.exit_code == 0, result.output
     assert "Printing is ready" in result.output
+
+
+def test_disable_user_ends_every_session_and_enable_user_lets_them_back(app, browser, desk_user):
+    browser.login(desk_user.email)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["disable-user", "DESK@example.com"])
+    assert result.exit_code == 0 and "disabled and logged out everywhere" in result.output
+    assert browser.get("/desk/").status_code == 302
+    assert runner.invoke(args=["enable-user", "desk@example.com"]).exit_code == 0
+    browser.login(desk_user.email)
+    assert browser.get("/desk/").status_code == 200
+    unknown = runner.invoke(args=["disable-user", "nobody@example.com"])
+    assert unknown.exit_code != 0 and "No staff account" in unknown.output
+
+
+def test_the_worker_needs_redis(app):
+    result = app.test_cli_runner().invoke(args=["worker", "--burst"])
+    assert result.exit_code != 0 and "REDIS_URL is not set" in result.output
