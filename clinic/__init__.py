@@ -37,7 +37,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from clinic import cli, models  # noqa: F401  (models register their tables)
     from clinic.web import register_web
+    from clinic.web.helpers import BoundedIntConverter
 
+    app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
     register_web(app)
     cli.register(app)
     if not app.testing:

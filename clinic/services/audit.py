@@ -52,6 +52,8 @@ def search_events(*, action: str | None = None, outcome: str | None = None,
                   staff_id: int | None = None, patient_id: int | None = None, branch_id: int | None = None,
                   limit: int = 200, before_id: int | None = None) -> list[AuditEvent]:
     """Newest first, filtered; ``before_id`` pages back through older events."""
+    if action and "\x00" in action:
+        return []  # no action has a NUL, and PostgreSQL refuses to compare text holding one
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if action:
         query = query.where(AuditEvent.action == action)

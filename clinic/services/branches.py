@@ -92,11 +92,13 @@ def assign_branches(assignments: dict[int, int | None], actor: Actor) -> int:
     """
     with atomic():
         known_branches = set(db.session.scalars(select(Branch.id)))
+        # Compared here, not in SQL: an id from a form may be beyond what an id column holds.
+        known_staff = set(db.session.scalars(select(Staff.id)))
         changed = 0
         for staff_id, branch_id in sorted(assignments.items()):
-            staff = db.session.get(Staff, staff_id)
-            if staff is None:
+            if staff_id not in known_staff:
                 raise Refused("not_found", "One of these staff accounts no longer exists. Reload the page.")
+            staff = db.session.get(Staff, staff_id)
             if branch_id is not None and branch_id not in known_branches:
                 raise Refused("unknown_branch", f"Pick one of the listed branches for {staff.email}.",
                               field=f"branch-{staff_id}")

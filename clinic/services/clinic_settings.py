@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import secrets
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from clinic.extensions import db
 from clinic.models import Campaign, Clinic, RewardKind
 from clinic.services import audit
 from clinic.services.errors import Refused
+from clinic.services.images import bytes_after_image
 from clinic.services.money import format_money
 from clinic.services.transaction import Actor, atomic
 
@@ -58,12 +60,18 @@ MAX_MONTHLY_QUOTA = 10_000
 
 
 def get_clinic() -> Clinic:
-    """The clinic row; a fresh database gets a placeholder so every page can render."""
+    """The clinic row; a fresh database gets a placeholder so every page can render.
+
+    The session holds on to it: its identity map alone keeps rows only while something else
+    does, so a page asking for the currency, the time zone and the base URL read the row each
+    time. Like any row it is still read again after a commit or a rollback.
+    """
     clinic = db.session.get(Clinic, 1)
     if clinic is None:
         with atomic():
             db.session.add(Clinic(id=1, name="Our clinic"))
         clinic = db.session.get(Clinic, 1)
+    db.session.info["clinic"] = clinic
     return clinic
 
 
@@ -199,6 +207,15 @@ def start_of_clinic_day(day: date) -> datetime:
     return local.astimezone(timezone.utc).replace(tzinfo=None)
 
 
+EARLIEST_DAY, LATEST_DAY = date(1900, 1, 1), date(2999, 12, 31)
+
+
+def refuse_implausible_day(day: date) -> None:
+    """Refuse a day outside 1900-2999: beyond them, time-zone arithmetic overflows or means nothing."""
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise Refused("bad_date", f"Pick days between {EARLIEST_DAY.year} and {LATEST_DAY.year}.", status=400)
+
+
 def clinic_day_of(moment: datetime) -> date:
     """The clinic's calendar day of a stored naive-UTC moment."""
     return clinic_local(moment).date()
@@ -267,18 +284,23 @@ def brand_colour() -> str:
 def save_logo(stream, upload_folder: str) -> str:
     """Check that the upload really is a PNG, JPEG or WebP image of sane size, store it, return its name.
 
-    The file is re-encoded from the decoded pixels, so nothing but image data is kept
-    (no scripts in SVG, no trailing payloads). SVG is refused: it can carry script.
+    The file is re-encoded from the decoded pixels, so nothing but image data is kept. SVG is
+    refused (it can carry script), and so is a file with more after the image (a polyglot).
     """
+    data = stream.read()
+    too_many_pixels = Refused("bad_logo", f"The logo can be at most {MAX_LOGO_PIXELS} pixels on a side.",
+                              field="logo")
     try:
-        with Image.open(stream) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image_format = image.format
             if image_format not in LOGO_FORMATS:
                 raise Refused("bad_logo", "The logo must be a PNG, JPEG or WebP image.", field="logo")
             if max(image.size) > MAX_LOGO_PIXELS:
-                raise Refused("bad_logo", f"The logo can be at most {MAX_LOGO_PIXELS} pixels on a side.",
-                              field="logo")
+                raise too_many_pixels
             image.load()
+            if bytes_after_image(data, image_format):
+                raise Refused("bad_logo", "The logo file has something after the image: save it again as a "
+                              "plain PNG, JPEG or WebP.", field="logo")
             extension = LOGO_FORMATS[image_format]
             filename = f"logo-{secrets.token_hex(8)}.{extension}"
             folder = Path(upload_folder)
@@ -286,7 +308,9 @@ def save_logo(stream, upload_folder: str) -> str:
             if image.mode not in ("RGB", "RGBA", "L", "LA"):
                 image = image.convert("RGBA")
             image.save(folder / filename, format=image_format)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError):
+    except Image.DecompressionBombError:  # Pillow refuses to open it at all: far more than MAX_LOGO_PIXELS
+        raise too_many_pixels from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise Refused("bad_logo", "That file is not an image we can read (PNG, JPEG or WebP).",
                       field="logo") from None
     return filename

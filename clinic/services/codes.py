@@ -15,13 +15,13 @@ import re
 import secrets
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urlsplit
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _VALUE = {symbol: value for value, symbol in enumerate(ALPHABET)}
 # Crockford's reading rules: letters people confuse with digits read as the digit.
 _READ_AS = str.maketrans({"I": "1", "L": "1", "O": "0"})
 _SEPARATORS = re.compile(r"[\s\-_.]+")
+_AFTER_HOST = re.compile(r"[^/?#]*(?P<path>.*)", re.S)  # what follows the host in "host/path?query#fragment"
 
 PERSONAL_CODE_LENGTH = 8
 BEARER_CODE_LENGTH = 12  # card and voucher codes: 11 random symbols = 55 bits
@@ -127,11 +127,14 @@ def extract_code_text(raw: str) -> str:
     """The code part of what was typed or scanned.
 
     A USB scanner reading a poster or card QR types the whole URL
-    (``https://clinic.example/r/ABCD-EFGH``); the code is its last path segment.
+    (``https://clinic.example/r/ABCD-EFGH``); the code is its last path segment. The URL is
+    split by hand, not by ``urlsplit``, which raises on a malformed host such as ``https://[x]/``.
     """
     text = (raw or "").strip()
     if "/" in text:
-        path = urlsplit(text).path if "://" in text else text.split("?", 1)[0].split("#", 1)[0]
+        if "://" in text:
+            text = _AFTER_HOST.match(text.split("://", 1)[1])["path"]
+        path = text.split("?", 1)[0].split("#", 1)[0]
         segments = [segment for segment in path.split("/") if segment]
         text = segments[-1] if segments else ""
     return text

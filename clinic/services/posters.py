@@ -22,6 +22,7 @@ from clinic.services.clinic_settings import (
     brand_colour,
     friend_reward,
     get_clinic,
+    refuse_implausible_day,
     start_of_clinic_day,
 )
 from clinic.services.rewards import campaign_in_force
@@ -171,8 +172,11 @@ def poster_png(patient: Patient, design: str = "classic") -> bytes:
 def enrolled_between(first_day: date, last_day: date) -> list[Patient]:
     """Patients enrolled from ``first_day`` to ``last_day`` inclusive (clinic days), newest first.
 
-    Refused when the range is backwards, holds nobody, or holds more than :data:`MAX_POSTERS`.
+    Refused when a day is outside 1900-2999, the range is backwards, holds nobody, or holds more than
+    :data:`MAX_POSTERS`.
     """
+    refuse_implausible_day(first_day)
+    refuse_implausible_day(last_day)
     if last_day < first_day:
         raise Refused("bad_range", "The end date is before the start date.", field="to", status=400)
     start, end = start_of_clinic_day(first_day), start_of_clinic_day(last_day + timedelta(days=1))

@@ -50,7 +50,8 @@ def authenticate(email: str | None, password: str | None, actor: Actor, user_age
     (``session_token``) for Flask-Login to put in the cookie.
     """
     email = normalize_email(email)
-    staff = db.session.scalar(select(Staff).where(Staff.email == email))
+    # No address has a NUL, and PostgreSQL refuses to compare text holding one.
+    staff = db.session.scalar(select(Staff).where(Staff.email == email)) if "\x00" not in email else None
     if staff is None or not staff.enabled or not staff.check_password(password or ""):
         audit.record_refusal("login", actor, "bad_credentials", email=email[:254])
         return None

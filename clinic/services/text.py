@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import re
 
-# Control characters, zero-width characters and bidirectional overrides: they print as
-# nothing (or reorder what follows), so a name holding them can deceive the next reader.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+# Every control and format character (Unicode categories Cc and Cf: NUL, escapes, zero-width
+# characters, bidi marks and overrides, invisible operators, tags) and the line and paragraph
+# separators: they print as nothing (or reorder what follows), so a name holding them can deceive
+# the next reader. tests/test_bad_input_properties.py checks this list against Python's Unicode data.
+CONTROL_CHARACTERS = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    r"\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]")
 
 
 def clean_text(raw: str | None, *, max_length: int, label: str, required: bool) -> str:

@@ -25,6 +25,7 @@ from clinic.services.clinic_settings import (
     clinic_local,
     clinic_today,
     get_clinic,
+    refuse_implausible_day,
     start_of_clinic_day,
 )
 from clinic.services.errors import Refused
@@ -268,10 +269,14 @@ def tiers_reached_by(referrer_id: int, before_paid: int | Mapping[int, int],
 
 @dataclass(frozen=True)
 class Period:
-    """A span of whole clinic days, ``first`` to ``last`` inclusive, with its label."""
+    """A span of whole clinic days, ``first`` to ``last`` inclusive, with its label; days from 1900 to 2999."""
 
     first: date
     last: date
+
+    def __post_init__(self):
+        refuse_implausible_day(self.first)
+        refuse_implausible_day(self.last)
 
     @classmethod
     def year(cls, year: int) -> "Period":

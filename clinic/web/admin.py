@@ -17,7 +17,7 @@ from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
 from clinic.services.rewards import campaign_in_force
 from clinic.web.forms import CampaignForm, ClinicSettingsForm, VoidVoucherForm
-from clinic.web.helpers import current_actor, form_value, manager_required
+from clinic.web.helpers import current_actor, form_value, manager_required, parse_id
 from clinic.web.posters import file_response
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -169,7 +169,7 @@ def end_staff_sessions(staff_id: int):
 
 def _int_arg(name: str) -> int | None:
     value = request.args.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 12 else None
+    return parse_id(value)
 
 
 @bp.get("/audit")

@@ -10,7 +10,7 @@ from clinic.models import CardBatch
 from clinic.services import cards as card_service
 from clinic.services import jobs
 from clinic.services.errors import Refused
-from clinic.web.helpers import current_actor, form_value, manager_required, render_fragment_or_page
+from clinic.web.helpers import current_actor, form_value, manager_required, render_fragment_or_page, parse_id
 
 bp = Blueprint("cards", __name__, url_prefix="/cards")
 
@@ -39,7 +39,7 @@ def index():
 def create_batch():
     values = {"size": form_value("size", 20).strip(), "design": form_value("design", 20),
               "bleed": request.form.get("bleed") == "yes"}
-    size = int(values["size"]) if values["size"].isdigit() else None
+    size = parse_id(values["size"])
     if size is None:
         return _batches_page(422, {"size": "Enter the number of cards, from 1 to 10,000."}, values)
     try:

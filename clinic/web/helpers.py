@@ -6,6 +6,7 @@ from functools import wraps
 
 from flask import abort, render_template, request
 from flask_login import current_user, login_required
+from werkzeug.routing import IntegerConverter
 
 from clinic.services.transaction import Actor
 
@@ -38,6 +39,29 @@ def manager_required(view):
         return view(*args, **kwargs)
 
     return wrapped
+
+
+# The largest id a database integer column holds (PostgreSQL INTEGER); bigger "ids" exist nowhere.
+MAX_ID = 2**31 - 1
+
+
+def parse_id(text: str | None) -> int | None:
+    """A row id from a query string or form: plain ASCII digits within range, else None.
+
+    ``"²".isdigit()`` is true but ``int("²")`` fails, and PostgreSQL refuses to compare an
+    INTEGER column with 2**31: both used to be 500s.
+    """
+    if not text or not (text.isascii() and text.isdigit()) or len(text) > 10:
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
+
+
+class BoundedIntConverter(IntegerConverter):
+    """``<int:...>`` in every route, capped at :data:`MAX_ID`: a larger id is a 404, not a database error."""
+
+    def __init__(self, url_map, fixed_digits=0, min=None, max=MAX_ID, signed=False):
+        super().__init__(url_map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 
 def form_value(name: str, max_length: int = 4096) -> str:

@@ -14,7 +14,7 @@ from clinic.services import tiers as tier_service
 from clinic.services.errors import Refused
 from clinic.services.patients import FieldErrors
 from clinic.web.forms import TierForm
-from clinic.web.helpers import current_actor, manager_required
+from clinic.web.helpers import current_actor, manager_required, parse_id
 from clinic.web.posters import file_response
 
 bp = Blueprint("honours", __name__)
@@ -103,7 +103,8 @@ def _period_and_branch() -> tuple[tier_service.Period, Branch | None]:
         period = tier_service.this_year()
     branch = None
     if args["branch"]:
-        branch = db.session.get(Branch, int(args["branch"])) if args["branch"].isdigit() else None
+        branch_id = parse_id(args["branch"])
+        branch = db.session.get(Branch, branch_id) if branch_id is not None else None
         if branch is None:
             raise Refused("bad_branch", "There is no such branch.", status=400)
     return period, branch
@@ -138,7 +139,7 @@ def honours():
 def certificate():
     """The certificate PDF for ``?patient_id=`` ranked in the period of the honours page."""
     patient_id = request.args.get("patient_id", "")
-    if not (patient_id.isdigit() and len(patient_id) < 12):
+    if parse_id(patient_id) is None:
         abort(404)
     try:
         period, branch = _period_and_branch()

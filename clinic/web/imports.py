@@ -16,7 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from clinic.services import importer
 from clinic.services.errors import Refused
 from clinic.web.errors import render_error
-from clinic.web.helpers import current_actor, form_value, manager_required
+from clinic.web.helpers import current_actor, form_value, manager_required, parse_id
 from clinic.web.posters import NO_STORE, file_response
 
 bp = Blueprint("imports", __name__, url_prefix="/admin/import")
@@ -138,7 +138,7 @@ def posters(token: str):
     part = request.args.get("part", "1")
     try:
         _batch_or_error(token)
-        pdf = importer.batch_posters_pdf(_folder(), token, int(part) if part.isdigit() and len(part) < 6 else 0)
+        pdf = importer.batch_posters_pdf(_folder(), token, min(parse_id(part) or 0, 99999))
     except Refused as refusal:
         return render_error(refusal.status, refusal.message)
     return file_response(pdf, "application/pdf", f"posters-import-{date.today()}-part-{part}.pdf")

@@ -15,7 +15,7 @@ from clinic.services.clinic_settings import clinic_today, clinic_zone, get_clini
 from clinic.services.errors import Refused
 from clinic.web import charts
 from clinic.web.errors import render_error
-from clinic.web.helpers import current_actor, form_value, manager_required
+from clinic.web.helpers import current_actor, form_value, manager_required, parse_id
 
 bp = Blueprint("reports", __name__, url_prefix="/admin")
 MAX_DAYS = 3661  # ten years and their leap days
@@ -49,7 +49,7 @@ def _day(text: str, which: str) -> date:
 
 def _is_id(text: str) -> bool:
     """Plain ASCII digits that fit a database integer (``"²".isdigit()`` is true, but ``int("²")`` fails)."""
-    return text.isascii() and text.isdigit() and len(text) < 12
+    return parse_id(text) is not None
 
 
 def _filter_values() -> dict[str, str]:
