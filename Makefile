@@ -15,6 +15,8 @@ FLASK       := $(VENV)/bin/flask --app wsgi
 GUNICORN    := $(VENV)/bin/gunicorn
 STAMP       := $(VENV)/.installed
 SYSTEM_PKGS := libharfbuzz-subset0 fonts-noto-cjk poppler-utils
+# wrk: the HTTP benchmark's load generator; `make bench` has system-deps install it too.
+BENCH_PKGS  := wrk
 BIND        ?= 127.0.0.1:5000
 PYTEST_ARGS ?=
 # Tests run in parallel, one process per core (each with its own PostgreSQL database).
@@ -40,7 +42,7 @@ $(STAMP): pyproject.toml | $(PY)
 	@touch $@
 
 # Installs missing Debian packages (WeasyPrint font subsetting, CJK fonts,
-# pdftotext/pdftoppm for tests). No apt-get at all when everything is present.
+# pdftotext/pdftoppm for tests; wrk under `make bench`). No apt-get at all when everything is present.
 system-deps:
 	@missing=(); \
 	if ! command -v dpkg >/dev/null 2>&1; then \
@@ -55,7 +57,7 @@ system-deps:
 	else \
 		echo ">> WARNING: missing Debian packages: $${missing[*]}"; \
 		echo ">> not root and no sudo; install them with: apt-get install --no-install-recommends $${missing[*]}"; \
-		echo ">> continuing anyway (PDF vouchers may render without CJK glyphs or fail)"; \
+		echo ">> continuing anyway (PDF vouchers may render without CJK glyphs or fail; no HTTP benchmark without wrk)"; \
 		exit 0; \
 	fi; \
 	echo ">> installing Debian packages: $${missing[*]}"; \
@@ -71,6 +73,7 @@ run: venv system-deps
 test: venv system-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
+bench: SYSTEM_PKGS += $(BENCH_PKGS)
 bench: venv system-deps
 	@if [ -f bench/__main__.py ]; then $(PY) -m bench; else echo "no benchmarks yet"; fi
 

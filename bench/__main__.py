@@ -1,6 +1,9 @@
-"""``make bench``: scratch-card batches (ours vs a plain reportlab baseline), QR encoders, posters.
+"""``make bench``: card sheets (ours vs reportlab), QR encoders, posters, CSV import, the app under HTTP load.
 
-    .venv/bin/python -m bench [--sizes 1000,10000] [--repeats 3] [--encoder-urls 2000]
+    .venv/bin/python -m bench [SECTION ...] [--sizes 1000,10000] [--repeats 3] [--encoder-urls 2000]
+                              [--http-seconds 8]
+
+SECTION is any of cards, encoders, posters, import, http; without one, everything runs.
 
 Every measurement runs in a fresh child process, so its peak memory (VmHWM, read by the child
 itself) is its own. Runs are interleaved (ours, baseline, ours, …) so that noise on this shared
@@ -277,20 +280,11 @@ def _first_number(figures, word: str):
     return None
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000", help="batch sizes, comma-separated")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--encoder-urls", type=int, default=2000)
-    options = parser.parse_args()
-    sizes = [int(size) for size in options.sizes.split(",")]
-
-    started = time.perf_counter()
-    print(f"bench — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} — {machine()}")
-    print(f"Scratch-card sheets: {options.repeats} runs of each, each in a fresh process; "
+def bench_card_sheets(sizes: list[int], repeats: int) -> bool:
+    print(f"Scratch-card sheets: {repeats} runs of each, each in a fresh process; "
           "ours = WeasyPrint design once + streamed sheets")
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
-        runs, problems = bench_cards(sizes, options.repeats, Path(folder))
+        runs, problems = bench_cards(sizes, repeats, Path(folder))
     print()
     medians = print_cards_table(sizes, runs)
     print("  medians of the runs. seconds: the rendering itself (for ours the WeasyPrint design, cold, plus all"
@@ -304,14 +298,60 @@ def main() -> int:
     else:
         print("  OK: every PDF has N/10 pages and all 10 QR codes on page 1 decode to the expected URLs")
     print()
-    all_passed = print_targets(sizes, medians) and not problems
-    print()
-    bench_encoders(options.encoder_urls)
-    print()
-    bench_posters()
-    print()
-    all_passed = bench_import() and all_passed
-    print()
+    return print_targets(sizes, medians) and not problems
+
+
+def bench_http(seconds: float) -> bool:
+    """The app under gunicorn and wrk (bench/http_load.py), in a child process that prints as it goes."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        result_path = Path(handle.name)
+    try:
+        subprocess.run([sys.executable, "-m", "bench.http_load", "--duration", str(seconds), "--result",
+                        str(result_path)], cwd=ROOT, timeout=900)
+        return json.loads(result_path.read_text(encoding="utf-8") or "{}").get("passed", False)
+    except (subprocess.TimeoutExpired, ValueError) as error:
+        print(f"  NOTE: the HTTP benchmark gave no result: {error}")
+        return False
+    finally:
+        result_path.unlink(missing_ok=True)
+
+
+SECTIONS = ("cards", "encoders", "posters", "import", "http")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("sections", nargs="*", metavar="SECTION",
+                        help=f"what to run, any of: {', '.join(SECTIONS)} (default: everything)")
+    parser.add_argument("--sizes", default="1000,10000", help="batch sizes, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--encoder-urls", type=int, default=2000)
+    parser.add_argument("--http-seconds", type=float, default=8, help="seconds measured per HTTP endpoint")
+    options = parser.parse_args()
+    unknown = set(options.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")
+    chosen = options.sections or SECTIONS
+    sizes = [int(size) for size in options.sizes.split(",")]
+
+    started = time.perf_counter()
+    print(f"bench — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} — {machine()}")
+    all_passed = True
+    if "cards" in chosen:
+        all_passed = bench_card_sheets(sizes, options.repeats) and all_passed
+        print()
+    if "encoders" in chosen:
+        bench_encoders(options.encoder_urls)
+        print()
+    if "posters" in chosen:
+        bench_posters()
+        print()
+    if "import" in chosen:
+        all_passed = bench_import() and all_passed
+        print()
+    if "http" in chosen:
+        all_passed = bench_http(options.http_seconds) and all_passed
+        print()
     if all_passed:
         print(f"All targets PASS. ({time.perf_counter() - started:.0f} s)")
     else:

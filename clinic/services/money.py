@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from babel.numbers import format_currency, get_currency_precision
 
@@ -13,8 +14,12 @@ def minor_digits(currency: str) -> int:
     return get_currency_precision(currency)
 
 
+@lru_cache(maxsize=4096)
 def format_money(amount_minor: int, currency: str, locale: str = "en") -> str:
-    """``10000, "CNY"`` -> ``CN¥100.00`` (en) / ``¥100.00`` (zh_CN)."""
+    """``10000, "CNY"`` -> ``CN¥100.00`` (en) / ``¥100.00`` (zh_CN).
+
+    Remembered: Babel takes about 0.1 ms per amount, and a clinic's pages show the same few amounts.
+    """
     value = Decimal(amount_minor).scaleb(-minor_digits(currency))
     return format_currency(value, currency, locale=locale)
 

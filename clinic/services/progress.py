@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import selectinload
 
 from clinic.extensions import db
@@ -87,17 +87,21 @@ class ProgressPage:
                 "paid": sum(f.paid for f in counted)}
 
 
+# Built once: building a statement costs SQLAlchemy nearly as much as running it, on a page
+# patients open often.
+_REFERRALS_OF = (select(Referral).where(Referral.referrer_id == bindparam("patient_id"))
+                 .options(selectinload(Referral.friend), selectinload(Referral.rewards)).order_by(Referral.id.desc()))
+_VOUCHERS_OF = select(Voucher).where(Voucher.patient_id == bindparam("patient_id")).order_by(Voucher.id.desc())
+
+
 def progress_page(token: str) -> ProgressPage | None:
     """The page for a progress token, or None for an unknown or rotated token (same 404)."""
     patient = patient_by_progress_token(token)
     if patient is None:
         return None
     now = utcnow()
-    referrals = list(db.session.scalars(
-        select(Referral).where(Referral.referrer_id == patient.id)
-        .options(selectinload(Referral.friend), selectinload(Referral.rewards)).order_by(Referral.id.desc())))
-    vouchers = list(db.session.scalars(
-        select(Voucher).where(Voucher.patient_id == patient.id).order_by(Voucher.id.desc())))
+    referrals = list(db.session.scalars(_REFERRALS_OF, {"patient_id": patient.id}))
+    vouchers = list(db.session.scalars(_VOUCHERS_OF, {"patient_id": patient.id}))
     campaign = campaign_in_force(for_cards=False, now=now)
     currency = get_clinic().currency
     running = campaign is not None

@@ -39,12 +39,18 @@ STAGES = tuple(stage.value for stage in Stage)
 STAGE_ORDER = {Stage.REDEMPTION.value: 0, Stage.VISIT.value: 1, Stage.PAYMENT.value: 2}
 
 
+# Campaigns covering cards (True) or personal codes (False), newest first. Built once: every invite
+# and progress page asks, and building a statement costs SQLAlchemy nearly as much as running it.
+_CAMPAIGNS_COVERING = {
+    True: select(Campaign).where(Campaign.covers.in_(("cards", "both"))).order_by(Campaign.id.desc()),
+    False: select(Campaign).where(Campaign.covers.in_(("personal", "both"))).order_by(Campaign.id.desc()),
+}
+
+
 def campaign_in_force(for_cards: bool, now: datetime | None = None) -> Campaign | None:
     """The newest running campaign that covers this kind of code, or None."""
     now = now or utcnow()
-    covers = ("cards", "both") if for_cards else ("personal", "both")
-    candidates = db.session.scalars(select(Campaign).where(Campaign.covers.in_(covers))
-                                    .order_by(Campaign.id.desc()))
+    candidates = db.session.scalars(_CAMPAIGNS_COVERING[bool(for_cards)])
     return next((campaign for campaign in candidates if campaign.is_running(now)), None)
 
 
