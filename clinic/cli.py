@@ -133,6 +133,20 @@ def register(app: Flask) -> None:
         """Let a disabled staff account log in again."""
         _set_enabled(email, True)
 
+    @app.cli.command("create-api-token")
+    @click.argument("name")
+    def create_api_token(name: str) -> None:
+        """Create a token for the integration API (/api/v1); the token is printed once, as the last line."""
+        from clinic.services.api_tokens import create_token
+
+        try:
+            token, raw = create_token(name, Actor())
+        except Refused as refusal:
+            raise click.ClickException(refusal.message) from None
+        click.echo(f"Created API token {token.name!r} ({token.prefix}…). It is shown only now; "
+                   "send it as 'Authorization: Bearer <token>':")
+        click.echo(raw)
+
     @app.cli.command("worker")
     @click.option("--burst", is_flag=True, help="Stop when the queue is empty (for cron or tests).")
     def worker(burst: bool) -> None:
@@ -144,6 +158,33 @@ def register(app: Flask) -> None:
                                        "and no worker is needed.")
         click.echo(f"Working on queue {app.config['JOB_QUEUE']} at {app.config['REDIS_URL']}.")
         run_worker(app, burst=burst)
+
+    @app.cli.command("deliver-webhooks")
+    @click.option("--once", is_flag=True, help="Send what is due now, then stop (for cron or tests).")
+    def deliver_webhooks(once: bool) -> None:
+        """Send pending webhook deliveries and retry failed ones with backoff, until stopped."""
+        import time
+
+        from sqlalchemy.exc import OperationalError
+
+        from clinic.services.webhook_sender import deliver_due
+
+        if not once:
+            click.echo(f"Sending webhooks every {app.config['WEBHOOK_POLL_SECONDS']:g} s (Ctrl+C stops).")
+        while True:
+            try:
+                report = deliver_due()
+            except OperationalError as problem:  # the database restarting, say: try again next round
+                db.session.rollback()
+                click.echo(f"Database unavailable, trying again: {problem.orig}", err=True)
+            else:
+                if report.attempts or once:
+                    click.echo(report.describe())
+                for problem in report.problems:
+                    click.echo(f"  {problem}")
+            if once:
+                return
+            time.sleep(app.config["WEBHOOK_POLL_SECONDS"])
 
 
 def _set_enabled(email: str, enabled: bool) -> None:

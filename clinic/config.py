@@ -60,6 +60,16 @@ def load_config(instance_path: Path) -> dict:
         # With REDIS_URL, background jobs (card batches) go to this RQ queue for `flask worker`.
         "JOB_QUEUE": os.environ.get("JOB_QUEUE", "clinic-jobs"),
         "JOB_TIMEOUT_SECONDS": int(os.environ.get("JOB_TIMEOUT_SECONDS", "1800")),
+        # Webhooks (README "Webhooks"). Receivers on loopback or private addresses are refused unless
+        # WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 (an on-premise HIS); link-local ones (cloud metadata) always.
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": os.environ.get("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "0") == "1",
+        # Send right after the commit that queued an event (a job); `flask deliver-webhooks` retries.
+        "WEBHOOK_SEND_AFTER_COMMIT": os.environ.get("WEBHOOK_SEND_AFTER_COMMIT", "1") != "0",
+        "WEBHOOK_TIMEOUT_SECONDS": float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5")),
+        "WEBHOOK_MAX_ATTEMPTS": int(os.environ.get("WEBHOOK_MAX_ATTEMPTS", "8")),
+        "WEBHOOK_RETRY_BASE_SECONDS": int(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "30")),
+        "WEBHOOK_RETRY_MAX_SECONDS": int(os.environ.get("WEBHOOK_RETRY_MAX_SECONDS", "3600")),
+        "WEBHOOK_POLL_SECONDS": float(os.environ.get("WEBHOOK_POLL_SECONDS", "5")),
         # A staff login lasts this long at most (logging out, or a manager, ends it sooner).
         "STAFF_SESSION_HOURS": int(os.environ.get("STAFF_SESSION_HOURS", "24")),
         # How many reverse proxies in front of the app add X-Forwarded-For/-Proto (0: none, the
@@ -87,4 +97,7 @@ def rate_limit_settings() -> dict:
         "RATELIMIT_CODE_ATTEMPTS": os.environ.get("RATELIMIT_CODE_ATTEMPTS", "120/minute;2000/hour"),
         "RATELIMIT_WRONG_CODES": os.environ.get("RATELIMIT_WRONG_CODES", "20/minute;200/hour"),
         "RATELIMIT_PUBLIC_PAGES": os.environ.get("RATELIMIT_PUBLIC_PAGES", "60/minute;600/hour"),
+        # The integration API, per token: every request, and the unknown or mistyped codes among them.
+        "RATELIMIT_API": os.environ.get("RATELIMIT_API", "600/minute"),
+        "RATELIMIT_API_WRONG_CODES": os.environ.get("RATELIMIT_API_WRONG_CODES", "60/minute;600/hour"),
     }

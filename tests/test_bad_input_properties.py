@@ -518,15 +518,31 @@ ROUTES: dict[str, Route] = {
     "imports.preview": Route({"file": csv_uploads},
                              {"file": Upload(b"name,phone\nLi Lei,13700000001\n", "patients.csv", "text/csv")}),
     "imports.confirm": Route({"token": text, "expected": text}, lambda w: w.new_import()),
+    "webhooks.index": Route({"url": st.one_of(urls, text), "description": text,
+                             "events": choices(["voucher.issued", "referral.redeemed", "notification.requested"])},
+                            {"url": "https://93.184.215.14/hooks", "description": "HIS", "events": "voucher.issued"}),
+    "webhooks.notifications_page": Route({"reward_earned-en": text, "friend_visited-zh_CN": text,
+                                          "tier_reached-en": text},
+                                         {"reward_earned-en": "Hi {name}: {reward}", "friend_visited-zh_CN": "",
+                                          "tier_reached-en": "{name}: {tier}"}),
+    "patients.notification_preferences": Route({"preferred_channel": choices(["none", "sms", "wechat"]),
+                                                "preferred_language": choices(["zh_CN", "en"]),
+                                                "notification_consent": choices(["y", ""])},
+                                               {"preferred_channel": "sms", "preferred_language": "en",
+                                                "notification_consent": "y"}),
+    "api_tokens.create": Route({"name": text}, {"name": "Hospital HIS"}),
 }
 # POST routes that read nothing but their URL: there is no field to send nonsense in.
 INPUTLESS = {"auth.logout", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",
              "referrals.visit", "cards.retry", "admin.disable_staff", "admin.enable_staff",
-             "admin.end_staff_sessions"}
+             "admin.end_staff_sessions", "webhooks.enable", "webhooks.disable", "webhooks.delete",
+             "webhooks.resend", "api_tokens.revoke"}
 
 
 def post_endpoints(app) -> set[str]:
-    return {rule.endpoint for rule in app.url_map.iter_rules() if "POST" in rule.methods}
+    """Form routes; the JSON API is fuzzed from its OpenAPI document in tests/test_api_schema.py."""
+    return {rule.endpoint for rule in app.url_map.iter_rules() if "POST" in rule.methods
+            and not rule.endpoint.startswith("api.")}
 
 
 def test_every_post_route_has_a_strategy(app):

@@ -1,5 +1,6 @@
 """Database models, one module per aggregate."""
 
+from clinic.models.api_token import ApiToken
 from clinic.models.audit import AuditEvent
 from clinic.models.branch import Branch
 from clinic.models.campaign import Campaign, RewardKind
@@ -19,8 +20,10 @@ from clinic.models.reward import (
 )
 from clinic.models.staff import Role, Staff, StaffSession
 from clinic.models.voucher import Voucher, VoucherStatus
+from clinic.models.webhook import DeliveryStatus, NotificationTemplate, OutboxEvent, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
+    "ApiToken",
     "AuditEvent",
     "BatchStatus",
     "Branch",
@@ -47,4 +50,9 @@ __all__ = [
     "StaffSession",
     "Voucher",
     "VoucherStatus",
+    "DeliveryStatus",
+    "NotificationTemplate",
+    "OutboxEvent",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -8,6 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from clinic.extensions import db
 from clinic.models._time import utcnow
 
+NOTIFICATION_CHANNELS = ("none", "sms", "wechat")
+NOTIFICATION_LANGUAGES = ("zh_CN", "en")
+
 
 class Patient(db.Model):
     """A person known to the clinic. No diagnosis, department or treatment, ever."""
@@ -28,6 +31,11 @@ class Patient(db.Model):
     name_on_posters: Mapped[bool] = mapped_column(default=False, server_default=false())
     # The patient agreed to appear (masked) on the public leaderboard.
     leaderboard_opt_in: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Messages ("you earned a reward") go out only with consent, by the channel the patient chose.
+    preferred_channel: Mapped[str] = mapped_column(String(8), default="none", server_default="none")
+    preferred_language: Mapped[str] = mapped_column(String(8), default="zh_CN", server_default="zh_CN")
+    notification_consent: Mapped[bool] = mapped_column(default=False, server_default=false())
+    notification_consent_at: Mapped[datetime | None]  # when the consent in force was given
     branch_id: Mapped[int | None] = mapped_column(ForeignKey("branches.id"))  # where they were enrolled
     referred_by_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)

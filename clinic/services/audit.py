@@ -23,7 +23,7 @@ def record(action: str, actor: Actor, *, outcome: str = "ok", reason: str | None
         patient_id=patient_id,
         voucher_id=voucher_id,
         referral_id=referral_id,
-        details={key: value for key, value in details.items() if value is not None},
+        details={key: value for key, value in {**details, "api_token": actor.api_token}.items() if value is not None},
     )
     db.session.add(event)
     return event

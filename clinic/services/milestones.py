@@ -23,7 +23,7 @@ from clinic.models import (
     VoucherStatus,
 )
 from clinic.models._time import utcnow
-from clinic.services import audit, idempotency, tiers
+from clinic.services import audit, events, idempotency, tiers
 from clinic.services.errors import Refused
 from clinic.services.redemption import referral_offer, use_card
 from clinic.services.rewards import pay_due_rewards, pay_reward, promise_rewards, release_cap_slot, take_quota_place
@@ -84,6 +84,7 @@ def record_visit(patient_id: int, actor: Actor, *, idempotency_key: str | None =
         if not recorded:
             return MilestoneResult(referral, recorded=False)
         db.session.refresh(referral)
+        events.milestone_reached(referral, "visited")
         paid = pay_due_rewards(referral, Stage.VISIT.value, actor, now)
         audit.record("referral.visited", actor, patient_id=patient_id, referral_id=referral.id,
                      rewards_paid=len([r for r in paid if r.status == RewardStatus.ISSUED.value]))
@@ -110,16 +111,21 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor, *,
             .execution_options(synchronize_session=False)).rowcount == 1
         if not recorded:
             return MilestoneResult(referral, recorded=False)
-        db.session.execute(
+        visited_now = db.session.execute(
             update(Referral).where(Referral.id == referral.id, Referral.visited_at.is_(None))
-            .values(visited_at=now, visited_by_id=actor.staff_id).execution_options(synchronize_session=False))
+            .values(visited_at=now, visited_by_id=actor.staff_id).execution_options(synchronize_session=False)
+        ).rowcount == 1
         db.session.refresh(referral)
+        if visited_now:
+            events.milestone_reached(referral, "visited")
+        events.milestone_reached(referral, "paid")
         paid = pay_due_rewards(referral, Stage.PAYMENT.value, actor, now)
         audit.record("referral.paid", actor, patient_id=patient_id, referral_id=referral.id, amount=amount,
                      rewards_paid=len([r for r in paid if r.status == RewardStatus.ISSUED.value]))
         for tier in tiers.tiers_reached_by(referral.referrer_id, paid_before, now=now):
             audit.record("tier.reached", actor, patient_id=referral.referrer_id, referral_id=referral.id,
                          tier=tier.name)
+            events.tier_reached(referral.referrer_id, tier, referral, now)
         return MilestoneResult(referral, recorded=True, paid=paid)
 
     result, _replayed = idempotency.run_once(
@@ -296,6 +302,7 @@ def _link_existing_patient(review: ReviewRequest, actor: Actor, now) -> Referral
         friend.referred_by_id = offer.referrer.id
     audit.record("redemption", actor, patient_id=review.patient_id, referral_id=referral.id, code=offer.code.code,
                  referrer_id=offer.referrer.id, campaign_id=offer.campaign.id, approved_review=review.id)
+    events.referral_redeemed(referral)
     promise_rewards(referral, offer.referrer_reward, offer.friend_reward, offer.campaign, actor)
     pay_due_rewards(referral, Stage.REDEMPTION.value, actor, now)
     return referral

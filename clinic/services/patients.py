@@ -8,11 +8,12 @@ import secrets
 from datetime import datetime
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Patient, Referral, Voucher
+from clinic.models.patient import NOTIFICATION_CHANNELS, NOTIFICATION_LANGUAGES
 from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.codes import InvalidCode, generate_personal_code, normalize_code, parse_code, CodeKind
@@ -45,6 +46,32 @@ def normalize_phone(raw: str | None) -> str | None:
     return ("+" if plus else "") + digits
 
 
+def check_channel(raw: str | None) -> str:
+    """How the patient wants to be told: ``none`` (the default), ``sms`` or ``wechat``."""
+    channel = (raw or "none").strip()
+    if channel not in NOTIFICATION_CHANNELS:
+        raise ValueError("Pick SMS, WeChat or no messages.")
+    return channel
+
+
+def check_language(raw: str | None) -> str:
+    language = (raw or NOTIFICATION_LANGUAGES[0]).strip()
+    if language not in NOTIFICATION_LANGUAGES:
+        raise ValueError("Pick the language of the patient's messages.")
+    return language
+
+
+def consent_problem(consent: bool, channel: str, phone: str | None) -> str | None:
+    """Why a notification consent cannot be recorded like this, or None (no consent is always fine)."""
+    if not consent:
+        return None
+    if channel == "none":
+        return "Pick how the patient wants to be told (SMS or WeChat) to record their consent."
+    if not phone:
+        return "Messages go to the patient's phone: add their phone number to record their consent."
+    return None
+
+
 @dataclass(frozen=True)
 class PatientDetails:
     """Validated details of a person to enrol (or of a friend at the desk)."""
@@ -54,10 +81,15 @@ class PatientDetails:
     phone: str | None = None
     external_id: str | None = None
     name_on_posters: bool = False
+    # Messages about rewards: only with the patient's consent, by the channel they chose.
+    preferred_channel: str = "none"
+    preferred_language: str = NOTIFICATION_LANGUAGES[0]
+    notification_consent: bool = False
 
     @classmethod
     def from_form(cls, *, full_name, display_name=None, phone=None, external_id=None,
-                  name_on_posters=False) -> "PatientDetails":
+                  name_on_posters=False, preferred_channel=None, preferred_language=None,
+                  notification_consent=False) -> "PatientDetails":
         """Validate every field; raise :class:`FieldErrors` listing each problem."""
         checks = {
             "full_name": lambda: clean_text(full_name, max_length=NAME_MAX, label="Full name", required=True),
@@ -66,9 +98,15 @@ class PatientDetails:
             "phone": lambda: normalize_phone(phone),
             "external_id": lambda: clean_text(external_id, max_length=EXTERNAL_ID_MAX,
                                               label="Record number", required=False) or None,
+            "preferred_channel": lambda: check_channel(preferred_channel),
+            "preferred_language": lambda: check_language(preferred_language),
         }
         values = check_fields(checks)
-        return cls(**values, name_on_posters=bool(name_on_posters) and bool(values["display_name"]))
+        problem = consent_problem(bool(notification_consent), values["preferred_channel"], values["phone"])
+        if problem:
+            raise FieldErrors({"notification_consent": problem})
+        return cls(**values, name_on_posters=bool(name_on_posters) and bool(values["display_name"]),
+                   notification_consent=bool(notification_consent))
 
 
 def check_fields(checks: dict) -> dict:
@@ -142,6 +180,10 @@ def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient |
         phone=details.phone,
         external_id=details.external_id,
         name_on_posters=details.name_on_posters,
+        preferred_channel=details.preferred_channel,
+        preferred_language=details.preferred_language,
+        notification_consent=details.notification_consent,
+        notification_consent_at=utcnow() if details.notification_consent else None,
         personal_code=unused_personal_code(),
         progress_token_hash=token_hash,
         referred_by=referred_by,
@@ -161,7 +203,8 @@ def enrol_patient(details: PatientDetails, actor: Actor) -> tuple[Patient, str]:
             if existing is not None:
                 raise existing_patient_refusal(existing, details)
             patient, token = add_patient(details, actor)
-            audit.record("patient.enrolled", actor, patient_id=patient.id)
+            audit.record("patient.enrolled", actor, patient_id=patient.id,
+                         notification_consent=details.preferred_channel if details.notification_consent else None)
     except IntegrityError:
         # Another desk enrolled the same phone or record number a moment ago.
         existing = find_existing(details)
@@ -199,14 +242,20 @@ def set_poster_consent(patient_id: int, consent: bool, actor: Actor) -> Patient:
     return patient
 
 
+# Built once: the public pages look a patient up on every request, and building a statement
+# costs SQLAlchemy nearly as much as running it.
+_BY_PROGRESS_TOKEN_HASH = select(Patient).where(Patient.progress_token_hash == bindparam("token_hash"))
+_BY_PERSONAL_CODE = select(Patient).where(Patient.personal_code == bindparam("code"))
+
+
 def patient_by_progress_token(token: str) -> Patient | None:
     if not token or len(token) > 128:
         return None
-    return db.session.scalar(select(Patient).where(Patient.progress_token_hash == hash_token(token)))
+    return db.session.scalar(_BY_PROGRESS_TOKEN_HASH, {"token_hash": hash_token(token)})
 
 
 def patient_by_personal_code(code: str) -> Patient | None:
-    return db.session.scalar(select(Patient).where(Patient.personal_code == code))
+    return db.session.scalar(_BY_PERSONAL_CODE, {"code": code})
 
 
 SEARCH_LIMIT = 50

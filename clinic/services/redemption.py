@@ -17,7 +17,7 @@ from sqlalchemy.orm import joinedload
 from clinic.extensions import db
 from clinic.models import Campaign, Card, CardStatus, Patient, Referral, Reward, Stage, Voucher
 from clinic.models._time import utcnow
-from clinic.services import audit, idempotency
+from clinic.services import audit, events, idempotency
 from clinic.services.cards import explain_card, find_card_by_code
 from clinic.services.clinic_settings import (
     RewardTerms,
@@ -180,16 +180,18 @@ def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
                 idempotency_key: str | None = None) -> RedemptionResult:
     """Register the friend, link them to the referrer and issue both vouchers, all or nothing.
 
-    Every attempt is audited, the refused ones with their reason.
+    Every attempt is audited, the refused ones with their reason. The code is looked up once, inside
+    the write transaction, so the referrer and the campaign are read under the lock the redemption holds.
     """
     offer = None
     try:
         key = idempotency.check_key(idempotency_key)
-        offer = referral_offer(raw_code)
-        request_fingerprint = idempotency.fingerprint(
-            "redeem", offer.code.code, details.full_name, details.phone, details.external_id)
         try:
-            return _redeem(offer, details, actor, key, request_fingerprint)
+            with atomic():
+                offer = referral_offer(raw_code)
+                request_fingerprint = idempotency.fingerprint(
+                    "redeem", offer.code.code, details.full_name, details.phone, details.external_id)
+                return _redeem(offer, details, actor, key, request_fingerprint)
         except IntegrityError:
             # Lost a race to a concurrent twin: replay its result, or say who already exists.
             replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
@@ -213,37 +215,36 @@ def record_refused_redemption(refusal: Refused, actor: Actor, offer: ReferralOff
 
 def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: str | None,
             request_fingerprint: str) -> RedemptionResult:
-    with atomic():
-        replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
-        if replayed is not None:
-            return _result_for(replayed)
-        # Claim the key before the work: on PostgreSQL a twin of this form would otherwise see this
-        # redemption's friend and refuse ("existing patient") instead of waiting here to replay it.
-        submission = idempotency.remember(key, "redeem", request_fingerprint)
-        if offer.card is not None:
-            use_card(offer.card.id)
-        referrer = db.session.get(Patient, offer.referrer.id)
-        campaign = _campaign_in_force(for_cards=offer.card is not None)
-        _refuse_self_referral(referrer, details)
-        existing = find_existing(details)
-        if existing is not None:
-            raise existing_patient_refusal(existing, details)
-        take_quota_place(campaign, utcnow())
-        friend, token = add_patient(details, actor, referred_by=referrer)
-        referral = Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
-                            code_used=offer.code.code, staff_id=actor.staff_id, branch_id=actor.branch_id,
-                            card_id=offer.card.id if offer.card else None)
-        db.session.add(referral)
-        db.session.flush()
-        audit.record("redemption", actor, patient_id=friend.id, referral_id=referral.id,
-                     code=offer.code.code, referrer_id=referrer.id, campaign_id=campaign.id,
-                     card=offer.card.serial if offer.card else None)
-        offer.campaign = campaign
-        promise_rewards(referral, offer.referrer_reward, offer.friend_reward, campaign, actor)
-        pay_due_rewards(referral, Stage.REDEMPTION.value, actor)
-        vouchers = vouchers_of(referral.id)
-        if submission is not None:
-            submission.result_id = referral.id
+    """The redemption itself, inside the caller's write transaction (which commits it)."""
+    replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
+    if replayed is not None:
+        return _result_for(replayed)
+    # Claim the key before the work: on PostgreSQL a twin of this form would otherwise see this
+    # redemption's friend and refuse ("existing patient") instead of waiting here to replay it.
+    submission = idempotency.remember(key, "redeem", request_fingerprint)
+    if offer.card is not None:
+        use_card(offer.card.id)
+    referrer, campaign = offer.referrer, offer.campaign
+    _refuse_self_referral(referrer, details)
+    existing = find_existing(details)
+    if existing is not None:
+        raise existing_patient_refusal(existing, details)
+    take_quota_place(campaign, utcnow())
+    friend, token = add_patient(details, actor, referred_by=referrer)
+    referral = Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
+                        code_used=offer.code.code, staff_id=actor.staff_id, branch_id=actor.branch_id,
+                        card_id=offer.card.id if offer.card else None)
+    db.session.add(referral)
+    db.session.flush()
+    audit.record("redemption", actor, patient_id=friend.id, referral_id=referral.id,
+                 code=offer.code.code, referrer_id=referrer.id, campaign_id=campaign.id,
+                 card=offer.card.serial if offer.card else None)
+    events.referral_redeemed(referral)
+    promise_rewards(referral, offer.referrer_reward, offer.friend_reward, campaign, actor)
+    pay_due_rewards(referral, Stage.REDEMPTION.value, actor)
+    vouchers = vouchers_of(referral.id)
+    if submission is not None:
+        submission.result_id = referral.id
     return RedemptionResult(referral=referral, friend=friend, vouchers=vouchers, friend_progress_token=token)
 
 

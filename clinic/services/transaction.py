@@ -20,6 +20,7 @@ class Actor:
     staff_id: int | None = None
     ip: str | None = None
     branch_id: int | None = None
+    api_token: str | None = None  # the name of the integration API token the request came with
 
 
 def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from clinic.extensions import db
 from clinic.models import IssuedCode, Patient, Referral, Voucher, VoucherStatus
 from clinic.models._time import utcnow
-from clinic.services import audit, idempotency
+from clinic.services import audit, events, idempotency
 from clinic.services.clinic_settings import RewardTerms, to_clinic_time
 from clinic.services.codes import CodeKind, InvalidCode, generate_bearer_code, parse_code
 from clinic.services.errors import Refused
@@ -50,6 +50,7 @@ def issue_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, cu
     audit.record("voucher.issued", actor, patient_id=patient.id, voucher_id=voucher.id,
                  referral_id=voucher.referral_id, beneficiary=beneficiary, kind=reward.kind,
                  amount=reward.amount, label=reward.label or None, currency=currency)
+    events.voucher_issued(voucher, patient)
     return voucher
 
 
@@ -117,6 +118,7 @@ def spend_voucher(raw_code: str | None, actor: Actor, *, idempotency_key: str | 
                     submission.result_id = voucher.id
                 audit.record("voucher.spent", actor, patient_id=voucher.patient_id, voucher_id=voucher.id,
                              referral_id=voucher.referral_id, amount=voucher.amount, currency=voucher.currency)
+                events.voucher_spent(voucher)
             return voucher, False
         except IntegrityError:
             replayed = idempotency.previous_result(key, "spend", request_fingerprint)

@@ -6,9 +6,11 @@ from flask import Flask
 
 
 def register_web(app: Flask) -> None:
+    from clinic import api
     from clinic.web import (
         access,
         admin,
+        api_tokens,
         auth,
         cards,
         desk,
@@ -22,12 +24,15 @@ def register_web(app: Flask) -> None:
         reports,
         reviews,
         templating,
+        webhooks,
     )
 
     templating.init_app(app)
     access.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
-    for module in (auth, desk, patients, referrals, cards, admin, reviews, honours, reports, imports, public):
+    for module in (auth, desk, patients, referrals, cards, admin, reviews, honours, reports, imports, public,
+                   api_tokens, webhooks):
         app.register_blueprint(module.bp)
+    api.register(app)
     limits.init_app(app)  # after the blueprints: it wraps their views

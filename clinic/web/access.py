@@ -21,6 +21,7 @@ class Access(str, Enum):
     ANYONE = "anonymous"   # patients, friends, health checks: no login
     STAFF = "front_desk"   # any logged-in staff member
     MANAGER = "manager"    # managers only (front desk gets 403)
+    API_TOKEN = "api_token"  # the integration API: a bearer token, checked by clinic/api (never the session)
 
 
 ACCESS: dict[str, Access] = {
@@ -53,6 +54,7 @@ ACCESS: dict[str, Access] = {
     "patients.poster": Access.STAFF,
     "patients.poster_consent": Access.STAFF,
     "patients.rotate_progress_link": Access.STAFF,
+    "patients.notification_preferences": Access.STAFF,
     "honours.leaderboard_consent": Access.STAFF,
     "referrals.visit": Access.STAFF,
     "referrals.payment": Access.STAFF,
@@ -103,6 +105,34 @@ ACCESS: dict[str, Access] = {
     "reports.assign_staff": Access.MANAGER,
     "reviews.index": Access.MANAGER,
     "reviews.decide": Access.MANAGER,
+    "webhooks.index": Access.MANAGER,
+    "webhooks.show": Access.MANAGER,
+    "webhooks.enable": Access.MANAGER,
+    "webhooks.disable": Access.MANAGER,
+    "webhooks.delete": Access.MANAGER,
+    "webhooks.resend": Access.MANAGER,
+    "webhooks.notifications_page": Access.MANAGER,
+    "api_tokens.index": Access.MANAGER,
+    "api_tokens.create": Access.MANAGER,
+    "api_tokens.revoke": Access.MANAGER,
+    # The integration API: its description is open, everything else needs a token.
+    "api.openapi": Access.ANYONE,
+    "api.docs": Access.ANYONE,
+    "api.create_patient": Access.API_TOKEN,
+    "api.find_patients": Access.API_TOKEN,
+    "api.get_patient": Access.API_TOKEN,
+    "api.rotate_progress_link": Access.API_TOKEN,
+    "api.record_visit": Access.API_TOKEN,
+    "api.record_payment": Access.API_TOKEN,
+    "api.validate_code": Access.API_TOKEN,
+    "api.redeem": Access.API_TOKEN,
+    "api.get_voucher": Access.API_TOKEN,
+    "api.spend_voucher": Access.API_TOKEN,
+    "api.void_voucher": Access.API_TOKEN,
+    "api.activate_card": Access.API_TOKEN,
+    "api.create_batch": Access.API_TOKEN,
+    "api.get_batch": Access.API_TOKEN,
+    "api.batch_pdf": Access.API_TOKEN,
 }
 
 
@@ -113,8 +143,8 @@ def _check_access():
     if needed is None:
         current_app.logger.error("Route %s is missing from the access table: refused", request.endpoint)
         abort(403)
-    if needed is Access.ANYONE:
-        return None
+    if needed in (Access.ANYONE, Access.API_TOKEN):
+        return None  # API_TOKEN: the API's own before_request checks the bearer token
     if not current_user.is_authenticated:
         return login_manager.unauthorized()
     if needed is Access.MANAGER and not current_user.is_manager:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -13,7 +13,9 @@ from clinic.web.limits import TOO_MANY_TRIES
 
 def render_error(status: int, message: str | None = None):
     if request.path.startswith("/api/"):
-        return jsonify(error={"code": f"http_{status}", "message": message or ""}), status
+        from clinic.api.errors import api_error
+
+        return api_error(status, message=message)
     template = "errors/_message.html" if is_htmx() else "errors/error.html"
     return render_template(template, status=status, message=message), status
 

@@ -7,7 +7,7 @@ from flask_wtf.file import FileField
 from datetime import date, timedelta
 
 from wtforms import (BooleanField, DateField, EmailField, IntegerField, PasswordField, RadioField, SelectField,
-                     StringField, TextAreaField)
+                     SelectMultipleField, StringField, TextAreaField)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from zoneinfo import available_timezones
@@ -17,6 +17,7 @@ from clinic.services.clinic_settings import clinic_day_of, last_day_before, star
 from clinic.services.money import major_units_text, parse_money
 from clinic.services.patients import FieldErrors, PatientDetails
 from clinic.services.tiers import TierRules
+from clinic.services.webhooks import EVENT_TYPES, EndpointRules
 from clinic.services.text import CONTROL_CHARACTERS
 
 def printable(form, field):
@@ -34,6 +35,10 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired("Enter your password."), Length(max=200)])
 
 
+CHANNELS = [SelectChoice("none", "No messages"), SelectChoice("sms", "SMS"), SelectChoice("wechat", "WeChat")]
+LANGUAGES = [SelectChoice("zh_CN", "简体中文"), SelectChoice("en", "English")]
+
+
 class PatientDetailsForm(FlaskForm):
     """A person's details: enrolment, and the friend's details at the desk."""
 
@@ -42,6 +47,10 @@ class PatientDetailsForm(FlaskForm):
     phone = StringField("Phone (optional)")
     external_id = StringField("Clinic record number (optional)")
     name_on_posters = BooleanField("The patient agrees to have this name printed on their posters")
+    # Optional: the desk's redemption form leaves them out (no channel, no consent).
+    preferred_channel = SelectField("Messages about rewards", choices=CHANNELS, validate_choice=False)
+    preferred_language = SelectField("Language of the messages", choices=LANGUAGES, validate_choice=False)
+    notification_consent = BooleanField("The patient agrees to receive these messages")
     details: PatientDetails | None = None
 
     def validate(self, extra_validators=None) -> bool:
@@ -50,7 +59,9 @@ class PatientDetailsForm(FlaskForm):
             self.details = PatientDetails.from_form(
                 full_name=self.full_name.data, display_name=self.display_name.data,
                 phone=self.phone.data, external_id=self.external_id.data,
-                name_on_posters=self.name_on_posters.data)
+                name_on_posters=self.name_on_posters.data, preferred_channel=self.preferred_channel.data,
+                preferred_language=self.preferred_language.data,
+                notification_consent=self.notification_consent.data)
         except FieldErrors as problems:
             for field, message in problems.errors.items():
                 self[field].errors.append(message)
@@ -260,3 +271,34 @@ class TierForm(FlaskForm):
     def add_errors(self, problems: FieldErrors) -> None:
         for field, message in problems.errors.items():
             self[field].errors.append(message)
+
+
+class NotificationPreferencesForm(FlaskForm):
+    """How a patient wants to hear about rewards, and whether they agreed; the service checks the values."""
+
+    preferred_channel = SelectField("Messages about rewards", choices=CHANNELS, validate_choice=False,
+                                    validators=[InputRequired("Pick how the patient wants to be told.")])
+    preferred_language = SelectField("Language of the messages", choices=LANGUAGES, validate_choice=False,
+                                     validators=[InputRequired("Pick the language of the messages.")])
+    notification_consent = BooleanField("The patient agrees to receive these messages")
+
+
+class WebhookEndpointForm(FlaskForm):
+    """A receiver to add; :class:`clinic.services.webhooks.EndpointRules` checks the address and the events."""
+
+    url = StringField("Receiver URL")
+    description = StringField("Description (optional)")
+    events = SelectMultipleField("Events to send", validate_choice=False,
+                                 choices=[SelectChoice(name, label) for name, label in EVENT_TYPES.items()])
+    rules: EndpointRules | None = None
+
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        try:
+            self.rules = EndpointRules.from_form(url=self.url.data, events=self.events.data,
+                                                 description=self.description.data)
+        except FieldErrors as problems:
+            for field, message in problems.errors.items():
+                self[field].errors.append(message)
+            return False
+        return valid

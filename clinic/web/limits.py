@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -39,6 +39,12 @@ def staff_account() -> str:
     if current_user.is_authenticated:
         return f"staff:{current_user.id}"
     return f"anonymous:{client_address()}"
+
+
+def api_token() -> str:
+    """The integration API token a request came with (set by clinic/api before the view runs)."""
+    holder = g.get("api_token")
+    return f"api-token:{holder.id}" if holder is not None else f"anonymous:{client_address()}"
 
 
 def _setting(name: str) -> Callable[[], str]:
@@ -79,6 +85,28 @@ def _login(limiter: Limiter, view):
                          deduct_when=_login_failed, error_message=TOO_MANY_TRIES)(view)
 
 
+def _api_request(limiter: Limiter, view):
+    """Every integration API request, per token (an HIS behind one address may hold several tokens)."""
+    return limiter.limit(_setting("RATELIMIT_API"), key_func=api_token, scope="api",
+                         error_message=TOO_MANY_TRIES)(view)
+
+
+# What a guesser gets from the API; a bad phone number (also a 422) is not a guess.
+API_WRONG_CODES = frozenset({"unknown_code", "mistyped_code", "not_a_code", "wrong_length"})
+
+
+def _is_wrong_code_for_api(response) -> bool:
+    return _is_wrong_code(response) and (response.get_json(silent=True) or {}).get("error", {}).get("code") \
+        in API_WRONG_CODES
+
+
+def _api_code_entry(limiter: Limiter, view):
+    """API requests that read a code: also the wrong codes among them, per token."""
+    view = limiter.shared_limit(_setting("RATELIMIT_API_WRONG_CODES"), scope="api-wrong-codes", key_func=api_token,
+                                deduct_when=_is_wrong_code_for_api, error_message=TOO_MANY_TRIES)(view)
+    return _api_request(limiter, view)
+
+
 # endpoint -> how it is limited. tests/test_limits.py checks every endpoint here exists and that
 # every view reading a code is listed.
 LIMITED_ENDPOINTS: dict[str, Callable] = {
@@ -92,6 +120,21 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
     "public.progress": _public_page,
     "public.progress_poster": _public_page,
     "public.voucher": _public_page,
+    "api.create_patient": _api_request,
+    "api.find_patients": _api_request,
+    "api.get_patient": _api_request,
+    "api.rotate_progress_link": _api_request,
+    "api.record_visit": _api_request,
+    "api.record_payment": _api_request,
+    "api.validate_code": _api_code_entry,
+    "api.redeem": _api_code_entry,
+    "api.get_voucher": _api_code_entry,
+    "api.spend_voucher": _api_code_entry,
+    "api.void_voucher": _api_code_entry,
+    "api.activate_card": _api_code_entry,
+    "api.create_batch": _api_request,
+    "api.get_batch": _api_request,
+    "api.batch_pdf": _api_request,
 }
 
 

@@ -8,11 +8,14 @@ from flask_login import login_required
 from clinic.extensions import db
 from clinic.models import Patient
 from clinic.services import cards as card_service
+from clinic.services import notifications as notification_service
 from clinic.services import patients as patient_service
 from clinic.services import posters as poster_service
 from clinic.services.errors import Refused
+from clinic.services.patients import FieldErrors
 from clinic.services.urls import invite_url, progress_url
-from clinic.web.forms import PatientDetailsForm, PaymentForm, ReasonForm, VoidVoucherForm
+from clinic.web.forms import (NotificationPreferencesForm, PatientDetailsForm, PaymentForm, ReasonForm,
+                              VoidVoucherForm)
 from clinic.web.fresh_links import fresh_progress_token, remember_fresh_progress_token
 from clinic.web.helpers import current_actor, render_fragment_or_page
 from clinic.web.posters import FORMATS, poster_response
@@ -67,6 +70,7 @@ def render_patient_page(patient_id: int, status: int = 200, **forms):
     timeline = _timeline_or_404(patient_id)
     forms.setdefault("payment_form", PaymentForm(formdata=None))
     forms.setdefault("reverse_form", ReasonForm(formdata=None))
+    forms.setdefault("notification_form", NotificationPreferencesForm(formdata=None, obj=timeline.patient))
     return render_template("patients/show.html", t=timeline, void_form=VoidVoucherForm(formdata=None),
                            cards=card_service.patient_cards(patient_id), card_designs=card_service.DESIGNS,
                            poster_designs=poster_service.DESIGNS, poster_sizes=poster_service.SIZES,
@@ -96,6 +100,27 @@ def poster_consent(patient_id: int):
         return redirect(url_for("patients.show", patient_id=patient_id), code=303)
     flash("Their name will be printed on posters." if consent else "Posters will not show their name.")
     return redirect(url_for("patients.show", patient_id=patient_id), code=303)
+
+
+@bp.post("/<int:patient_id>/notifications")
+def notification_preferences(patient_id: int):
+    """Record how the patient wants to hear about rewards (SMS / WeChat / not at all) and whether they agreed."""
+    form = NotificationPreferencesForm()
+    if form.validate():
+        try:
+            patient = notification_service.set_preferences(
+                patient_id, form.preferred_channel.data, form.preferred_language.data, form.notification_consent.data,
+                current_actor())
+        except FieldErrors as problems:
+            for field, message in problems.errors.items():
+                form[field].errors.append(message)
+        except Refused:
+            abort(404)
+        else:
+            flash("They will get messages about their rewards." if patient.notification_consent
+                  else "They will get no messages.")
+            return redirect(url_for("patients.show", patient_id=patient_id, _anchor="messages"), code=303)
+    return render_patient_page(patient_id, 422, notification_form=form)
 
 
 @bp.get(f"/<int:patient_id>/poster.<{FORMATS}:kind>")

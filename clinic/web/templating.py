@@ -100,6 +100,15 @@ AUDIT_LABELS = {
     "tier.deleted": "Tier deleted",
     "tier.reached": "Tier reached",
     "patient.leaderboard_consent": "Leaderboard consent changed",
+    "api_token.created": "API token created",
+    "api_token.revoked": "API token revoked",
+    "patient.notification_consent": "Message consent or channel changed",
+    "notifications.templates_changed": "Notification messages changed",
+    "webhook.created": "Webhook endpoint added",
+    "webhook.enabled": "Webhook endpoint enabled",
+    "webhook.disabled": "Webhook endpoint disabled",
+    "webhook.deleted": "Webhook endpoint deleted",
+    "webhook.resent": "Webhook delivery resent",
 }
 
 

@@ -1,0 +1,58 @@
+"""The integration API (/api/v1): JSON for the clinic's own HIS/EMR, with bearer tokens.
+
+Thin views over the same services as the web pages. Authentication is the token alone: the staff
+session cookie is never read here, so a page open in a browser cannot be made to call the API,
+and CSRF protection (which guards cookie-authenticated forms) does not apply.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, g, request
+
+from clinic.api.errors import api_error, refusal_response
+from clinic.extensions import csrf
+from clinic.services import api_tokens
+from clinic.services.errors import Refused
+from clinic.services.transaction import Actor
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)
+
+# Open without a token: the description of the API itself.
+PUBLIC_ENDPOINTS = frozenset({"api.openapi", "api.docs"})
+
+
+def bearer_token() -> str | None:
+    scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+@bp.before_request
+def _authenticate():
+    """Every API request but the spec carries a valid, unrevoked token; else 401."""
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    token = bearer_token()
+    holder = api_tokens.authenticate(token)
+    if holder is None:
+        challenge = 'Bearer realm="clinic-api"' + (', error="invalid_token"' if token else "")
+        return api_error(401, headers={"WWW-Authenticate": challenge})
+    g.api_token = holder
+    return None
+
+
+def api_actor() -> Actor:
+    """Who acts: the manager who created the token (none for a CLI token), from the client's address."""
+    holder = g.api_token
+    return Actor(staff_id=holder.created_by_id, ip=request.remote_addr, api_token=holder.name)
+
+
+@bp.errorhandler(Refused)
+def _refused(refusal: Refused):
+    return refusal_response(refusal)
+
+
+def register(app: Flask) -> None:
+    from clinic.api import views  # noqa: F401  (its routes join the blueprint)
+
+    app.register_blueprint(bp)

@@ -1,0 +1,90 @@
+"""Bearer tokens for the integration API: created by a manager, shown once, stored as a hash, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+
+from clinic.extensions import db
+from clinic.models import ApiToken
+from clinic.models._time import utcnow
+from clinic.services import audit
+from clinic.services.errors import Refused
+from clinic.services.text import clean_text
+from clinic.services.transaction import Actor, atomic
+
+TOKEN_PREFIX = "clk_"  # says what the secret is when it turns up in a log or a config file
+NAME_MAX = 80
+MAX_TOKEN_LENGTH = 200
+PREFIX_SHOWN = 12  # "clk_" and the first 8 random characters: enough to tell tokens apart
+LAST_USED_EVERY = timedelta(minutes=1)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenHolder:
+    """Who an authenticated API request acts for: plain values, safe to keep for the whole request."""
+
+    id: int
+    name: str
+    created_by_id: int | None
+
+
+def create_token(name: str | None, actor: Actor) -> tuple[ApiToken, str]:
+    """A new token (256 random bits) named for what uses it; returns it with the raw token, shown once."""
+    try:
+        name = clean_text(name, max_length=NAME_MAX, label="Name", required=True)
+    except ValueError as problem:
+        raise Refused("validation_error", str(problem), field="name") from None
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with atomic():
+        token = ApiToken(name=name, token_hash=hash_token(raw), prefix=raw[:PREFIX_SHOWN],
+                         created_by_id=actor.staff_id)
+        db.session.add(token)
+        db.session.flush()
+        audit.record("api_token.created", actor, token=name, prefix=token.prefix)
+    return token, raw
+
+
+def revoke_token(token_id: int, actor: Actor) -> ApiToken:
+    """The token stops working at once; revoking it again changes nothing."""
+    with atomic():
+        token = db.session.get(ApiToken, token_id)
+        if token is None:
+            raise Refused("not_found", "No such API token.", status=404)
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+            audit.record("api_token.revoked", actor, token=token.name, prefix=token.prefix)
+    return token
+
+
+def list_tokens() -> list[ApiToken]:
+    """Active tokens first, newest first."""
+    return list(db.session.scalars(select(ApiToken).order_by(ApiToken.revoked_at.is_not(None), ApiToken.id.desc())))
+
+
+def authenticate(raw: str | None) -> TokenHolder | None:
+    """The holder of an active token, or None. Notes the use, at most once a minute per token."""
+    if not raw or len(raw) > MAX_TOKEN_LENGTH or not raw.startswith(TOKEN_PREFIX):
+        return None
+    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(raw),
+                                                     ApiToken.revoked_at.is_(None)))
+    if token is None:
+        return None
+    holder = TokenHolder(id=token.id, name=token.name, created_by_id=token.created_by_id)
+    now = utcnow()
+    if token.last_used_at is None or token.last_used_at <= now - LAST_USED_EVERY:
+        with atomic():
+            # Conditional: of several requests in the same minute, one writes.
+            db.session.execute(update(ApiToken).where(
+                ApiToken.id == holder.id,
+                or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_EVERY))
+                .values(last_used_at=now).execution_options(synchronize_session=False))
+    return holder

@@ -1,0 +1,201 @@
+"""Messages for patients ("you earned a reward", "your friend visited", "you reached VIP"), sent by webhook.
+
+The portal sends no SMS itself: it emits a ``notification.requested`` event carrying the channel,
+the language, the phone number and the finished text, and the clinic's SMS or WeChat gateway
+(subscribed as a webhook endpoint) sends it. No message without consent: a patient who has not
+agreed, has no channel or no phone gets no event at all.
+
+The wording lives here as built-in texts per language; a manager may replace any of them on the
+Notifications page (a row in ``notification_templates``; emptying the field restores the built-in
+text). Placeholders are ``{name}``-style words, filled by plain substitution — never ``str.format``,
+whose ``{name.attribute}`` lookups would let a template reach into Python objects.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from clinic.extensions import db
+from clinic.models import NotificationTemplate, Patient, Referral, Tier, Voucher
+from clinic.models._time import utcnow
+from clinic.models.patient import NOTIFICATION_LANGUAGES
+from clinic.services import audit, webhooks
+from clinic.services.clinic_settings import get_clinic, to_clinic_time
+from clinic.services.errors import Refused
+from clinic.services.money import format_money
+from clinic.services.patients import FieldErrors, check_channel, check_fields, check_language, consent_problem
+from clinic.services.privacy import mask_name
+from clinic.services.text import clean_text
+from clinic.services.transaction import Actor, atomic
+
+EVENT = "notification.requested"
+MESSAGE_CHANNELS = ("sms", "wechat")
+TEMPLATE_MAX = 500
+LANGUAGE_NAMES = {"zh_CN": "简体中文", "en": "English"}
+
+# kind -> (what it is for, the placeholders it may use)
+KINDS = {
+    "reward_earned": ("A voucher was issued to the patient", ("name", "clinic", "reward", "expires")),
+    "friend_visited": ("A friend the patient referred came for their first visit", ("name", "clinic", "friend")),
+    "tier_reached": ("The patient reached a tier (VIP)", ("name", "clinic", "tier")),
+}
+DEFAULT_TEXTS = {
+    ("reward_earned", "zh_CN"): "{name}，您在{clinic}获得一份奖励：{reward}，有效期至{expires}。到院时请在前台出示。",
+    ("reward_earned", "en"): "{name}, you have a new reward from {clinic}: {reward}, valid until {expires}. "
+                             "Show it at the front desk.",
+    ("friend_visited", "zh_CN"): "{name}，您推荐的朋友{friend}已到{clinic}就诊，感谢您的推荐！",
+    ("friend_visited", "en"): "{name}, your friend {friend} has visited {clinic}. Thank you for recommending us!",
+    ("tier_reached", "zh_CN"): "{name}，恭喜您成为{clinic}的{tier}会员，感谢您一直以来的推荐！",
+    ("tier_reached", "en"): "{name}, congratulations: you are now a {tier} member of {clinic}. "
+                            "Thank you for recommending us!",
+}
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def field_name(kind: str, language: str) -> str:
+    """The form field of one template on the Notifications page."""
+    return f"{kind}-{language}"
+
+
+def render(text: str, values: dict[str, str]) -> str:
+    return PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), text)
+
+
+def template_text(kind: str, language: str) -> str:
+    """The manager's wording if there is one, else the built-in text."""
+    override = db.session.scalar(select(NotificationTemplate.text).where(NotificationTemplate.kind == kind,
+                                                                         NotificationTemplate.language == language))
+    return override or DEFAULT_TEXTS[kind, language]
+
+
+def templates() -> list[dict]:
+    """Every template for the Notifications page: its field, current text, built-in text and placeholders."""
+    overrides = {(row.kind, row.language): row.text for row in db.session.scalars(select(NotificationTemplate))}
+    return [{"kind": kind, "language": language, "field": field_name(kind, language), "purpose": purpose,
+             "placeholders": placeholders, "default": DEFAULT_TEXTS[kind, language],
+             "text": overrides.get((kind, language), DEFAULT_TEXTS[kind, language]),
+             "overridden": (kind, language) in overrides}
+            for kind, (purpose, placeholders) in KINDS.items() for language in NOTIFICATION_LANGUAGES]
+
+
+def _checked_template(kind: str, raw: str) -> str:
+    text = clean_text(raw, max_length=TEMPLATE_MAX, label="The message", required=False)
+    allowed = KINDS[kind][1]
+    unknown = [name for name in PLACEHOLDER.findall(text) if name not in allowed]
+    if unknown:
+        raise ValueError(f"Unknown placeholder {{{unknown[0]}}}: use " + ", ".join(f"{{{n}}}" for n in allowed) + ".")
+    return text
+
+
+def save_templates(submitted: dict[str, str], actor: Actor) -> list[str]:
+    """Save the manager's wording; an empty field (or the built-in text) restores the built-in text.
+
+    ``submitted`` maps field names to text; fields not submitted stay as they are. Every field is
+    checked first, so a refusal (:class:`FieldErrors`) changes nothing. Returns the fields changed.
+    """
+    wanted = {(kind, language): submitted[field_name(kind, language)]
+              for kind in KINDS for language in NOTIFICATION_LANGUAGES if field_name(kind, language) in submitted}
+    clean = check_fields({field_name(kind, language): (lambda k=kind, raw=raw: _checked_template(k, raw))
+                          for (kind, language), raw in wanted.items()})
+    changed = []
+    try:
+        with atomic():
+            rows = {(row.kind, row.language): row for row in db.session.scalars(select(NotificationTemplate))}
+            for (kind, language) in wanted:
+                text = clean[field_name(kind, language)]
+                row = rows.get((kind, language))
+                if not text or text == DEFAULT_TEXTS[kind, language]:
+                    if row is not None:
+                        db.session.execute(delete(NotificationTemplate).where(NotificationTemplate.id == row.id))
+                        changed.append(field_name(kind, language))
+                elif row is None:
+                    db.session.add(NotificationTemplate(kind=kind, language=language, text=text,
+                                                        updated_by_id=actor.staff_id))
+                    changed.append(field_name(kind, language))
+                elif row.text != text:
+                    row.text, row.updated_by_id = text, actor.staff_id
+                    changed.append(field_name(kind, language))
+            if changed:
+                audit.record("notifications.templates_changed", actor, templates=changed)
+    except IntegrityError:  # another manager added the same message a moment ago
+        raise Refused("conflict", "Another manager saved these messages at the same moment: check them and save "
+                      "again.", status=409) from None
+    return changed
+
+
+def set_preferences(patient_id: int, channel: str | None, language: str | None, consent: bool,
+                    actor: Actor) -> Patient:
+    """Record how the patient wants to be told and whether they agreed; the consent's moment is kept."""
+    values = check_fields({"preferred_channel": lambda: check_channel(channel),
+                           "preferred_language": lambda: check_language(language)})
+    with atomic():
+        patient = db.session.get(Patient, patient_id)
+        if patient is None:
+            raise Refused("not_found", "No such patient.", status=404)
+        problem = consent_problem(consent, values["preferred_channel"], patient.phone)
+        if problem:
+            raise FieldErrors({"notification_consent": problem})
+        before = (patient.preferred_channel, patient.preferred_language, patient.notification_consent)
+        patient.preferred_channel = values["preferred_channel"]
+        patient.preferred_language = values["preferred_language"]
+        if consent and not patient.notification_consent:
+            patient.notification_consent_at = utcnow()
+        elif not consent:
+            patient.notification_consent_at = None
+        patient.notification_consent = consent
+        if before != (patient.preferred_channel, patient.preferred_language, consent):
+            audit.record("patient.notification_consent", actor, patient_id=patient.id, consent=consent,
+                         channel=patient.preferred_channel, language=patient.preferred_language)
+    return patient
+
+
+def may_message(patient: Patient) -> bool:
+    """Consent given, a channel chosen and a phone to send to: the only case a message is emitted."""
+    return bool(patient.notification_consent and patient.preferred_channel in MESSAGE_CHANNELS and patient.phone)
+
+
+def _request(patient: Patient, kind: str, values: dict[str, str], about: dict):
+    """Emit ``notification.requested`` for a patient who agreed, in the current transaction; else nothing."""
+    if not may_message(patient) or not webhooks.subscribed(EVENT):
+        return None
+    language = patient.preferred_language if patient.preferred_language in NOTIFICATION_LANGUAGES \
+        else NOTIFICATION_LANGUAGES[0]
+    localised = {key: value(language) if callable(value) else value for key, value in values.items()}
+    text = render(template_text(kind, language),
+                  {"name": patient.public_name, "clinic": get_clinic().name, **localised})
+    return webhooks.emit(EVENT, {
+        "template": kind,
+        "channel": patient.preferred_channel,
+        "language": language,
+        "to": {"patient_id": patient.id, "external_id": patient.external_id, "phone": patient.phone,
+               "name": patient.public_name},
+        "text": text,
+        "about": about,
+    })
+
+
+def describe_reward(voucher: Voucher, language: str) -> str:
+    if voucher.kind != "money":
+        return voucher.label
+    amount = format_money(voucher.amount, voucher.currency, language)
+    return f"{amount}代金券" if language == "zh_CN" else f"{amount} off"
+
+
+def reward_earned(voucher: Voucher, patient: Patient):
+    return _request(patient, "reward_earned",
+                    {"reward": lambda language: describe_reward(voucher, language),
+                     "expires": to_clinic_time(voucher.expires_at, "%Y-%m-%d")},
+                    {"event": "voucher.issued", "voucher_id": voucher.id})
+
+
+def friend_visited(referral: Referral):
+    return _request(referral.referrer, "friend_visited", {"friend": mask_name(referral.friend.public_name)},
+                    {"event": "referral.milestone", "referral_id": referral.id, "milestone": "visited"})
+
+
+def tier_reached(patient: Patient, tier: Tier):
+    return _request(patient, "tier_reached", {"tier": tier.name},
+                    {"event": "tier.reached", "tier_id": tier.id})

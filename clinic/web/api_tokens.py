@@ -1,0 +1,47 @@
+"""Managers' page for integration API tokens: create one (shown once), see when each was last used, revoke."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+
+from clinic.services import api_tokens as token_service
+from clinic.services.errors import Refused
+from clinic.web.helpers import current_actor, form_value, manager_required
+
+bp = Blueprint("api_tokens", __name__, url_prefix="/admin/api-tokens")
+
+
+@bp.before_request
+@manager_required
+def _managers_only():
+    """Tokens reach every patient's details: managers only."""
+
+
+def _page(status: int = 200, **context):
+    return render_template("admin/api_tokens.html", tokens=token_service.list_tokens(), **context), status
+
+
+@bp.get("/")
+def index():
+    return _page()
+
+
+@bp.post("/")
+def create():
+    """The raw token is in this answer only (never redirected to, never stored): copy it now."""
+    name = form_value("name", 200)
+    try:
+        token, raw = token_service.create_token(name, current_actor())
+    except Refused as refusal:
+        return _page(refusal.status, name=name, error=refusal.message)
+    return _page(201, new_token=token, raw_token=raw)
+
+
+@bp.post("/<int:token_id>/revoke")
+def revoke(token_id: int):
+    try:
+        token = token_service.revoke_token(token_id, current_actor())
+    except Refused:
+        abort(404)
+    flash(f"The token “{token.name}” is revoked: requests with it are refused from now on.")
+    return redirect(url_for("api_tokens.index"), code=303)

@@ -1,0 +1,703 @@
+"""Webhooks and notifications: a real receiver on 127.0.0.1 gets each event once, signed; retries, crashes, SSRF.
+
+The receiver is an ``http.server`` on a thread. It checks every request's signature the way the
+README tells receivers to, and "processes" a delivery once however often it arrives (it drops
+repeats by ``X-Clinic-Delivery``), like a real receiver must. Time is moved forward by passing
+``now`` to the sender instead of sleeping through the backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from clinic import create_app
+from clinic.extensions import db
+from clinic.models import (AuditEvent, NotificationTemplate, OutboxEvent, Patient, Tier, WebhookDelivery,
+                           WebhookEndpoint)
+from clinic.models._time import utcnow
+from clinic.services import jobs, milestones, notifications, redemption, vouchers, webhook_sender, webhooks
+from clinic.services.errors import Refused
+from clinic.services.transaction import Actor, atomic
+from tests.conftest import counts, friend
+
+BUSINESS_EVENTS = ["referral.redeemed", "voucher.issued", "voucher.spent", "referral.milestone", "tier.reached"]
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Receiver:
+    """An HTTP receiver on 127.0.0.1 answering with the statuses it is given (then 200), recording everything."""
+
+    def __init__(self, secret: str | None = None, tls: ssl.SSLContext | None = None):
+        self.secret = secret
+        self.requests: list[dict] = []
+        self.answers: list[int] = []
+        self.redirect_to: str | None = None
+        self.processed: dict[str, dict] = {}  # delivery id -> event, once each, as a receiver dedupes
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver._lock:
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    receiver.requests.append({"headers": dict(self.headers), "body": body, "status": status,
+                                              "path": self.path})
+                    if 200 <= status < 300 and receiver.secret and receiver.verify(self.headers, body):
+                        receiver.processed.setdefault(self.headers["X-Clinic-Delivery"], json.loads(body))
+                self.send_response(status)
+                if receiver.redirect_to:
+                    self.send_header("Location", receiver.redirect_to)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/clinic?source=test"
+
+    def verify(self, headers, body: bytes) -> bool:
+        """What the README tells a receiver to do."""
+        timestamp = headers["X-Clinic-Timestamp"]
+        expected = hmac.new(self.secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(headers["X-Clinic-Signature"], f"sha256={expected}")
+
+    def events(self) -> list[dict]:
+        return [json.loads(request["body"]) for request in self.requests]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hooks(app):
+    """The app as a clinic with its HIS on the local network; delivery only when a test asks for it."""
+    app.config.update(WEBHOOK_ALLOW_PRIVATE_NETWORKS=True, WEBHOOK_SEND_AFTER_COMMIT=False)
+    return app
+
+
+@pytest.fixture
+def receiver(hooks):
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+def register(receiver: Receiver, events=BUSINESS_EVENTS, manager_id: int | None = None) -> WebhookEndpoint:
+    endpoint = webhooks.register_endpoint(webhooks.EndpointRules.from_form(url=receiver.url, events=events,
+                                                                           description="HIS"),
+                                          Actor(staff_id=manager_id))
+    receiver.secret = endpoint.secret
+    return endpoint
+
+
+def outbox_count(event_type: str | None = None) -> int:
+    query = select(func.count()).select_from(OutboxEvent)
+    if event_type:
+        query = query.where(OutboxEvent.event_type == event_type)
+    result = db.session.scalar(query)
+    db.session.rollback()
+    return result
+
+
+def deliveries() -> list[WebhookDelivery]:
+    db.session.rollback()
+    return list(db.session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)))
+
+
+def test_each_event_reaches_the_receiver_once_with_a_valid_signature(hooks, receiver, referrer, actor):
+    register(receiver)
+    with atomic():
+        db.session.add(Tier(name="VIP", min_paid_referrals=1))
+    result = redemption.redeem_code(referrer.personal_code, friend(), actor)
+    vouchers.spend_voucher(result.friend_voucher.code, actor)
+    milestones.record_visit(result.friend.id, actor)
+    milestones.record_payment(result.friend.id, 88_000, actor)
+
+    report = webhook_sender.deliver_due()
+    assert report.delivered == 7 and not report.problems
+    assert webhook_sender.deliver_due().attempts == 0  # nothing twice
+
+    events = receiver.events()
+    assert [event["type"] for event in events] == [
+        "referral.redeemed", "voucher.issued", "voucher.issued", "voucher.spent", "referral.milestone",
+        "referral.milestone", "tier.reached"]
+    assert len({request["headers"]["X-Clinic-Delivery"] for request in receiver.requests}) == len(events)
+    assert len({event["id"] for event in events}) == len(events)
+    for request, event in zip(receiver.requests, events):
+        assert receiver.verify(request["headers"], request["body"])
+        assert request["headers"]["X-Clinic-Event"] == event["type"]
+        assert request["headers"]["Content-Type"].startswith("application/json")
+        assert request["path"] == "/hooks/clinic?source=test"
+    assert len(receiver.processed) == len(events)
+
+    by_type = {}
+    for event in events:
+        by_type.setdefault(event["type"], []).append(event["data"])
+    redeemed = by_type["referral.redeemed"][0]
+    assert redeemed["referral_id"] == result.referral.id and redeemed["via"] == "personal_code"
+    assert redeemed["referrer"] == {"id": referrer.id, "external_id": "MRN-1"}
+    assert redeemed["friend"]["id"] == result.friend.id and redeemed["redeemed_at"].endswith("Z")
+    issued = {data["beneficiary"]: data for data in by_type["voucher.issued"]}
+    assert issued["referrer"]["amount"] == 20000 and issued["referrer"]["currency"] == "CNY"
+    assert issued["referrer"]["code"] == result.referrer_voucher.code and issued["referrer"]["kind"] == "money"
+    assert issued["friend"]["label"] == "1 bed-day waived"
+    spent = by_type["voucher.spent"][0]
+    assert spent["code"] == result.friend_voucher.code and spent["spent_at"].endswith("Z")
+    milestone_data = {data["milestone"]: data for data in by_type["referral.milestone"]}
+    assert set(milestone_data) == {"visited", "paid"}
+    assert milestone_data["paid"]["paid_amount"] == 88_000 and milestone_data["paid"]["currency"] == "CNY"
+    tier = by_type["tier.reached"][0]
+    assert tier["patient"]["id"] == referrer.id and tier["tier"]["name"] == "VIP"
+
+    everything = b"".join(request["body"] for request in receiver.requests).decode()
+    for personal in ("Wang Li", "Chen Jie", "13811112222", "13933334444"):
+        assert personal not in everything, personal  # no names or phones outside notifications
+    assert all(d.status == "delivered" and d.attempts == 1 and d.last_status_code == 200 for d in deliveries())
+
+
+def test_events_arrive_in_the_order_they_happened(hooks, receiver, referrer, actor):
+    register(receiver, ["referral.redeemed", "voucher.issued", "voucher.spent"])
+    result = redemption.redeem_code(referrer.personal_code, friend(), actor)
+    vouchers.spend_voucher(result.referrer_voucher.code, actor)
+    webhook_sender.deliver_due()
+    assert [event["type"] for event in receiver.events()] == [
+        "referral.redeemed", "voucher.issued", "voucher.issued", "voucher.spent"]
+
+
+def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try(hooks, receiver, referrer, actor):
+    register(receiver, ["referral.redeemed"])
+    receiver.answers = [500, 503]
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    start = utcnow()
+
+    assert webhook_sender.deliver_due(start).retrying == 1
+    [delivery] = deliveries()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("pending", 1, 500)
+    assert delivery.next_attempt_at == start + timedelta(seconds=30)
+    assert webhook_sender.deliver_due(start + timedelta(seconds=29)).attempts == 0  # backing off
+
+    second = start + timedelta(seconds=30)
+    assert webhook_sender.deliver_due(second).retrying == 1
+    [delivery] = deliveries()
+    assert (delivery.attempts, delivery.last_status_code) == (2, 503)
+    assert delivery.next_attempt_at == second + timedelta(seconds=60)  # twice the pause
+    assert webhook_sender.deliver_due(second + timedelta(seconds=59)).attempts == 0
+
+    third = second + timedelta(seconds=60)
+    assert webhook_sender.deliver_due(third).delivered == 1
+    [delivery] = deliveries()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 3, 200)
+    assert delivery.delivered_at == third
+    assert [request["status"] for request in receiver.requests] == [500, 503, 200]
+    assert len({request["headers"]["X-Clinic-Delivery"] for request in receiver.requests}) == 1
+    assert len({request["body"] for request in receiver.requests}) == 1  # the same event each time
+    assert all(receiver.verify(request["headers"], request["body"]) for request in receiver.requests)
+    assert len(receiver.processed) == 1
+    assert webhook_sender.deliver_due(third + timedelta(days=1)).attempts == 0
+
+
+def test_after_the_last_attempt_a_delivery_fails_and_a_manager_can_resend_it(hooks, receiver, referrer, actor,
+                                                                              manager):
+    hooks.config["WEBHOOK_MAX_ATTEMPTS"] = 2
+    endpoint = register(receiver, ["referral.redeemed"])
+    receiver.answers = [500, 500]
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    start = utcnow()
+    webhook_sender.deliver_due(start)
+    assert webhook_sender.deliver_due(start + timedelta(minutes=1)).failed == 1
+    [delivery] = deliveries()
+    assert (delivery.status, delivery.attempts) == ("failed", 2)
+    assert webhook_sender.deliver_due(start + timedelta(days=30)).attempts == 0  # given up
+
+    page = manager.get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
+    assert "failed" in page and "HTTP 500" in page and f"/admin/webhooks/deliveries/{delivery.id}/resend" in page
+    assert manager.post(f"/admin/webhooks/deliveries/{delivery.id}/resend").status_code == 303
+    refused = manager.post(f"/admin/webhooks/deliveries/{delivery.id}/resend")  # already waiting
+    assert refused.status_code == 409 and "already waiting" in refused.get_data(as_text=True)
+    assert manager.post("/admin/webhooks/deliveries/999999/resend").status_code == 404
+
+    assert webhook_sender.deliver_due().delivered == 1
+    [delivery] = deliveries()
+    assert (delivery.status, delivery.attempts) == ("delivered", 3)
+    assert [request["status"] for request in receiver.requests] == [500, 500, 200]
+    resent = select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "webhook.resent")
+    assert db.session.scalar(resent) == 1
+
+    # A delivered one can be resent too (the receiver lost it): same delivery id, so a receiver may drop it.
+    assert manager.post(f"/admin/webhooks/deliveries/{delivery.id}/resend").status_code == 303
+    webhook_sender.deliver_due()
+    assert len(receiver.requests) == 4 and len(receiver.processed) == 1
+
+
+CRASHING_DESK = """
+import os, sys
+from clinic import create_app
+from clinic.services import redemption
+from clinic.services.patients import PatientDetails
+from clinic.services.transaction import Actor
+
+app = create_app({"TESTING": True, "SECRET_KEY": "x", "SQLALCHEMY_DATABASE_URI": sys.argv[1],
+                  "WEBHOOK_SEND_AFTER_COMMIT": False})
+with app.app_context():
+    redemption.redeem_code(sys.argv[2], PatientDetails(full_name="Zhou Bo", phone="13955556666"), Actor())
+    print("committed", flush=True)
+    os._exit(9)  # the process dies with the event committed and nothing sent
+"""
+
+
+def restarted_app(app):
+    return create_app({"TESTING": True, "SECRET_KEY": "test-secret", "RATELIMIT_ENABLED": False,
+                       "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+                       "WEBHOOK_ALLOW_PRIVATE_NETWORKS": True, "WEBHOOK_SEND_AFTER_COMMIT": False})
+
+
+def test_a_crash_between_the_event_and_its_delivery_loses_nothing(hooks, receiver, referrer):
+    register(receiver, ["referral.redeemed", "voucher.issued"])
+    db.session.rollback()
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_DESK, hooks.config["SQLALCHEMY_DATABASE_URI"],
+                              referrer.personal_code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert crashed.returncode == 9 and "committed" in crashed.stdout, crashed.stderr
+    assert receiver.requests == []
+    assert [d.status for d in deliveries()] == ["pending"] * 3
+
+    restarted = restarted_app(hooks)
+    try:
+        with restarted.app_context():
+            output = restarted.test_cli_runner().invoke(args=["deliver-webhooks", "--once"]).output
+            assert "Delivered 3, will retry 0, gave up on 0." in output
+            assert webhook_sender.deliver_due().attempts == 0
+            db.session.remove()
+    finally:
+        with restarted.app_context():
+            db.engine.dispose()
+    assert sorted(event["type"] for event in receiver.events()) == ["referral.redeemed", "voucher.issued",
+                                                                    "voucher.issued"]
+    assert len(receiver.processed) == 3
+    assert all(receiver.verify(request["headers"], request["body"]) for request in receiver.requests)
+
+
+def test_a_sender_that_dies_while_sending_is_replaced_when_its_lease_runs_out(hooks, receiver, referrer, actor):
+    register(receiver, ["referral.redeemed"])
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    now = utcnow()
+    claim = webhook_sender.claim_next(now)  # ...and the sender holding it dies before posting
+    assert claim is not None
+    assert webhook_sender.deliver_due(now).attempts == 0  # another sender leaves the claimed delivery alone
+    later = now + webhook_sender.CLAIM_LEASE
+    assert webhook_sender.deliver_due(later).delivered == 1
+    # The dead sender's outcome, had it come back late, changes nothing any more.
+    webhook_sender.record(claim, webhook_sender.Outcome(False, 500, "HTTP 500"), later, max_attempts=8,
+                          base_seconds=30, max_seconds=3600)
+    [delivery] = deliveries()
+    assert (delivery.status, delivery.attempts) == ("delivered", 2)
+    assert len(receiver.requests) == 1
+
+
+def test_several_senders_at_once_never_send_the_same_delivery_twice(hooks, receiver, referrer, actor):
+    register(receiver, ["voucher.issued"])
+    for number in range(6):
+        redemption.redeem_code(referrer.personal_code, friend(f"Friend {number}", f"1390000{number:04d}"), actor)
+    db.session.rollback()
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def sender():
+        with hooks.app_context():
+            try:
+                barrier.wait()
+                webhook_sender.deliver_due()
+            except Exception as problem:  # noqa: BLE001 - reported below
+                errors.append(problem)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    ids = [request["headers"]["X-Clinic-Delivery"] for request in receiver.requests]
+    assert len(ids) == 12 and len(set(ids)) == 12
+    assert all(d.status == "delivered" and d.attempts == 1 for d in deliveries())
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8080/hooks",
+    "http://127.1/hooks",
+    "http://10.1.2.3/hooks",
+    "http://192.168.1.20/his",
+    "http://172.16.0.1/",
+    "http://100.64.0.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]/hooks",
+    "http://[::ffff:127.0.0.1]/hooks",
+    "http://[fd00::1]/hooks",
+    "http://0.0.0.0/",
+    "http://224.0.0.1/",
+    "http://localhost:5000/hooks",
+    "file:///etc/passwd",
+    "ftp://93.184.215.14/",
+    "gopher://93.184.215.14/",
+    "javascript:alert(1)",
+    "http://user:secret@93.184.215.14/hooks",
+    "http:///nohost",
+    "http://93.184.215.14:99999/",
+    "http://host.invalid/hooks",
+    "https://93.184.215.14/a b",
+    "",
+])
+def test_unsafe_receiver_addresses_are_refused(app, url):
+    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    with pytest.raises(Refused) as refused:
+        webhook_sender.check_url(url, allow_private=False)
+    assert refused.value.field == "url" and refused.value.message
+
+
+def test_public_addresses_are_accepted_and_private_ones_only_when_allowed(app):
+    target = webhook_sender.check_url("https://93.184.215.14/hooks?x=1", allow_private=False)
+    assert (target.scheme, target.port, target.path, target.address) == ("https", 443, "/hooks?x=1", "93.184.215.14")
+    assert webhook_sender.check_url("http://10.0.0.7:8080/his", allow_private=True).address == "10.0.0.7"
+    assert webhook_sender.check_url("http://localhost:8080/his", allow_private=True).address in ("127.0.0.1", "::1")
+    with pytest.raises(Refused, match="link-local"):  # the cloud metadata service, even on-premise
+        webhook_sender.check_url("http://169.254.169.254/", allow_private=True)
+    with pytest.raises(Refused, match="WEBHOOK_ALLOW_PRIVATE_NETWORKS"):
+        webhook_sender.check_url("http://10.0.0.7/", allow_private=False)
+
+
+def test_the_address_is_checked_again_when_sending(hooks, receiver, referrer, actor, monkeypatch):
+    """Registered while allowed (or while the name resolved elsewhere), refused at send time: nothing leaves."""
+    register(receiver, ["referral.redeemed"])
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    hooks.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    assert webhook_sender.deliver_due().retrying == 1
+    [delivery] = deliveries()
+    assert "loopback" in delivery.last_error and delivery.last_status_code is None
+    assert receiver.requests == []
+
+
+def test_a_host_name_that_turns_into_a_private_address_is_not_followed(hooks, receiver, referrer, actor,
+                                                                      monkeypatch):
+    hooks.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    answers = {"hooks.example.test": "93.184.215.14"}
+    fake_dns(monkeypatch, answers)
+    port = receiver.server.server_address[1]
+    endpoint = webhooks.register_endpoint(webhooks.EndpointRules.from_form(
+        url=f"http://hooks.example.test:{port}/hooks", events=["referral.redeemed"]), actor)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    answers["hooks.example.test"] = "127.0.0.1"  # DNS rebinding: now it points at this computer
+    assert webhook_sender.deliver_due().retrying == 1
+    assert receiver.requests == [] and "loopback" in deliveries()[0].last_error
+
+    # On-premise, the same name may point inside: the request goes to the address that was checked.
+    hooks.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = True
+    receiver.secret = endpoint.secret
+    assert webhook_sender.deliver_due(utcnow() + timedelta(minutes=1)).delivered == 1
+    assert receiver.requests[0]["headers"]["Host"] == f"hooks.example.test:{port}"
+
+
+def fake_dns(monkeypatch, answers: dict[str, str]) -> None:
+    """Host names resolve as ``answers`` say (the dict may change during the test); others as usual."""
+    real = webhook_sender.socket.getaddrinfo
+
+    def resolve(host, port, *args, **kwargs):
+        if host in answers:
+            return [(2, 1, 6, "", (answers[host], port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(webhook_sender.socket, "getaddrinfo", resolve)
+
+
+@pytest.fixture
+def certificates(tmp_path):
+    """A test certificate authority and a certificate it signed for hooks.clinic.test."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (tmp_path / "san.cnf").write_text("subjectAltName=DNS:hooks.clinic.test\n")
+    for command in (["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Test CA"],
+                    ["req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=hooks.clinic.test"],
+                    ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                     "-out", "server.pem", "-days", "2", "-extfile", "san.cnf"]):
+        subprocess.run(["openssl", *command], cwd=tmp_path, check=True, capture_output=True)
+    return tmp_path
+
+
+def test_https_receivers_get_the_event_with_their_certificate_checked(hooks, referrer, actor, monkeypatch,
+                                                                      certificates):
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(certificates / "server.pem", certificates / "server.key")
+    receiver = Receiver(tls=server_tls)
+    try:
+        fake_dns(monkeypatch, {"hooks.clinic.test": "127.0.0.1"})
+        port = receiver.server.server_address[1]
+        endpoint = webhooks.register_endpoint(webhooks.EndpointRules.from_form(
+            url=f"https://hooks.clinic.test:{port}/hooks", events=["referral.redeemed"]), actor)
+        receiver.secret = endpoint.secret
+        redemption.redeem_code(referrer.personal_code, friend(), actor)
+
+        assert webhook_sender.deliver_due().retrying == 1  # a certificate no trusted authority signed
+        assert "certificate" in deliveries()[0].last_error and receiver.requests == []
+
+        trusting = ssl.create_default_context(cafile=str(certificates / "ca.pem"))
+        monkeypatch.setattr(webhook_sender, "tls_context", lambda: trusting)
+        assert webhook_sender.deliver_due(utcnow() + timedelta(minutes=1)).delivered == 1
+        assert len(receiver.processed) == 1
+        assert receiver.requests[0]["headers"]["Host"] == f"hooks.clinic.test:{port}"
+    finally:
+        receiver.close()
+
+
+def test_redirects_are_not_followed(hooks, receiver, referrer, actor):
+    register(receiver, ["referral.redeemed"])
+    receiver.answers = [302]
+    receiver.redirect_to = "http://169.254.169.254/latest/meta-data/"
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().retrying == 1
+    [delivery] = deliveries()
+    assert delivery.last_status_code == 302 and "redirect" in delivery.last_error
+    assert len(receiver.requests) == 1
+
+
+def test_an_unreachable_receiver_is_a_failed_attempt(hooks, referrer, actor):
+    closed = Receiver()
+    register(closed, ["referral.redeemed"])
+    closed.close()
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().retrying == 1
+    [delivery] = deliveries()
+    assert delivery.last_status_code is None and delivery.last_error
+
+
+def test_nothing_is_written_when_the_business_transaction_rolls_back(hooks, receiver, referrer, actor, monkeypatch):
+    register(receiver)
+    result = redemption.redeem_code(referrer.personal_code, friend(), actor)
+    written = outbox_count()
+
+    with pytest.raises(Refused):  # the friend is the referrer
+        redemption.redeem_code(referrer.personal_code, friend("Wang Li", "13811112222"), actor)
+    vouchers.spend_voucher(result.friend_voucher.code, actor)
+    with pytest.raises(Refused):  # already spent
+        vouchers.spend_voucher(result.friend_voucher.code, actor)
+    assert outbox_count() == written + 1  # the one spend that happened
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the disk is full")
+
+    # referral.redeemed is emitted before the vouchers: a failure after it takes the event down too.
+    monkeypatch.setattr(redemption, "pay_due_rewards", broken)
+    with pytest.raises(RuntimeError):
+        redemption.redeem_code(referrer.personal_code, friend("Liu Yang", "13900009999"), actor)
+    assert outbox_count() == written + 1
+    assert len(deliveries()) == (written + 1)
+    webhook_sender.deliver_due()
+    assert "Liu" not in "".join(request["body"].decode() for request in receiver.requests)
+
+
+def test_nobody_subscribed_nothing_written_and_disabled_endpoints_get_nothing(hooks, receiver, referrer, actor,
+                                                                             manager):
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert outbox_count() == 0
+    endpoint = register(receiver, ["voucher.spent"])
+    redemption.redeem_code(referrer.personal_code, friend("Li Lei", "13900001234"), actor)
+    assert outbox_count() == 0  # voucher.spent only
+
+    result = redemption.redeem_code(referrer.personal_code, friend("Han Mei", "13900004321"), actor)
+    vouchers.spend_voucher(result.referrer_voucher.code, actor)  # queued for the endpoint...
+    assert manager.post(f"/admin/webhooks/{endpoint.id}/disable").status_code == 303
+    vouchers.spend_voucher(result.friend_voucher.code, actor)  # ...not this one: disabled
+    assert outbox_count("voucher.spent") == 1
+    assert webhook_sender.deliver_due().attempts == 0  # what waits for a disabled endpoint stays waiting
+    assert manager.post(f"/admin/webhooks/{endpoint.id}/enable").status_code == 303
+    assert webhook_sender.deliver_due().delivered == 1
+
+    endpoint_id = endpoint.id
+    assert manager.post(f"/admin/webhooks/{endpoint_id}/delete").status_code == 303
+    assert deliveries() == [] and db.session.get(WebhookEndpoint, endpoint_id) is None
+    actions = set(db.session.scalars(select(AuditEvent.action).where(AuditEvent.action.like("webhook.%"))))
+    assert actions == {"webhook.created", "webhook.disabled", "webhook.enabled", "webhook.deleted"}
+
+
+def test_after_commit_a_background_job_sends_at_once(hooks, receiver, referrer, actor):
+    hooks.config["WEBHOOK_SEND_AFTER_COMMIT"] = True
+    register(receiver, ["referral.redeemed"])
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    jobs.wait_for_all()
+    assert len(receiver.processed) == 1
+    assert deliveries()[0].status == "delivered"
+
+
+def consenting(patient_id: int, channel: str = "sms", language: str = "zh_CN", consent: bool = True) -> Patient:
+    return notifications.set_preferences(patient_id, channel, language, consent, Actor())
+
+
+def test_notifications_go_only_to_patients_who_agreed(hooks, receiver, referrer, make_patient, actor):
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    with atomic():
+        db.session.add(Tier(name="VIP", min_paid_referrals=1))
+    result = redemption.redeem_code(referrer.personal_code, friend(), actor)  # the friend has not agreed
+    milestones.record_payment(result.friend.id, None, actor)  # a visit too: "your friend visited"
+    webhook_sender.deliver_due()
+
+    messages = {event["data"]["template"]: event["data"] for event in receiver.events()}
+    assert set(messages) == {"reward_earned", "friend_visited", "tier_reached"}
+    for message in messages.values():
+        assert message["channel"] == "sms" and message["language"] == "zh_CN"
+        assert message["to"] == {"patient_id": referrer.id, "external_id": "MRN-1", "phone": "13811112222",
+                                 "name": "Wang Li"}
+    assert messages["reward_earned"]["text"].startswith("Wang Li，您在Test Clinic获得一份奖励：¥200.00代金券")
+    assert "Chen J." in messages["friend_visited"]["text"] and "Chen Jie" not in messages["friend_visited"]["text"]
+    assert "VIP会员" in messages["tier_reached"]["text"]
+    assert messages["reward_earned"]["about"]["voucher_id"] == result.referrer_voucher.id
+
+    # Without consent (or after it is withdrawn), nothing at all is emitted.
+    other, _token = make_patient(full_name="Zhao Min", phone="13822223333")
+    consenting(other.id, channel="sms", consent=False)
+    consenting(referrer.id, consent=False)
+    before = outbox_count("notification.requested")
+    redemption.redeem_code(other.personal_code, friend("Sun Li", "13900002222"), actor)
+    redemption.redeem_code(referrer.personal_code, friend("Qian Bo", "13900003333"), actor)
+    assert outbox_count("notification.requested") == before == 3
+
+
+def test_the_managers_wording_and_the_patients_language_are_used(hooks, receiver, referrer, actor, manager):
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id, channel="wechat", language="en")
+    response = manager.post("/admin/notifications", {
+        "reward_earned-en": "Hi {name}! {reward} at {clinic}, until {expires}.", "reward_earned-zh_CN": ""})
+    assert response.status_code == 303
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    webhook_sender.deliver_due()
+    [message] = [event["data"] for event in receiver.events()]
+    assert message["channel"] == "wechat" and message["language"] == "en"
+    assert message["text"].startswith("Hi Wang Li! CN¥200.00 off at Test Clinic, until 20")
+
+    before = counts()
+    refused = manager.post("/admin/notifications", {"reward_earned-en": "Hi {name.__class__} {phone}",
+                                                    "tier_reached-en": "Fine {tier}"})
+    assert refused.status_code == 422 and "Unknown placeholder" in refused.get_data(as_text=True)
+    assert db.session.scalars(select(NotificationTemplate.text)).all() == [
+        "Hi {name}! {reward} at {clinic}, until {expires}."]
+    assert counts() == before
+    assert manager.post("/admin/notifications", {"reward_earned-en": ""}).status_code == 303  # built-in again
+    assert db.session.scalar(select(func.count()).select_from(NotificationTemplate)) == 0
+
+
+def test_no_message_without_a_gateway_subscribed(hooks, receiver, referrer, actor):
+    register(receiver, ["voucher.issued"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert outbox_count("notification.requested") == 0
+
+
+def test_staff_record_consent_at_enrolment_and_on_the_patient_page(desk):
+    response = desk.post("/patients/new", {"full_name": "Li Na", "phone": "13800138000", "preferred_channel": "sms",
+                                           "preferred_language": "en", "notification_consent": "y"})
+    assert response.status_code == 303
+    patient = db.session.scalar(select(Patient).where(Patient.full_name == "Li Na"))
+    assert (patient.preferred_channel, patient.preferred_language, patient.notification_consent) == ("sms", "en", True)
+    assert patient.notification_consent_at is not None
+
+    no_phone = desk.post("/patients/new", {"full_name": "Wu Fan", "preferred_channel": "sms",
+                                           "notification_consent": "y"})
+    assert no_phone.status_code == 422 and "phone number" in no_phone.get_data(as_text=True)
+    no_channel = desk.post("/patients/new", {"full_name": "Wu Fan", "phone": "13800138001",
+                                             "notification_consent": "y"})
+    assert no_channel.status_code == 422 and "SMS or WeChat" in no_channel.get_data(as_text=True)
+
+    page = desk.get(f"/patients/{patient.id}").get_data(as_text=True)
+    assert "Agreed on" in page and "138****8000" in page
+    withdrawn = desk.post(f"/patients/{patient.id}/notifications", {"preferred_channel": "sms",
+                                                                    "preferred_language": "en"})
+    assert withdrawn.status_code == 303
+    db.session.refresh(patient)
+    assert patient.notification_consent is False and patient.notification_consent_at is None
+    bad = desk.post(f"/patients/{patient.id}/notifications", {"preferred_channel": "telegram",
+                                                              "preferred_language": "en", "notification_consent": "y"})
+    assert bad.status_code == 422 and "Pick SMS, WeChat" in bad.get_data(as_text=True)
+    assert desk.post(f"/patients/{patient.id}/notifications", {}).status_code == 422
+    assert desk.post("/patients/999999/notifications", {"preferred_channel": "none",
+                                                        "preferred_language": "en"}).status_code == 404
+    actions = db.session.scalars(select(AuditEvent.action).where(AuditEvent.patient_id == patient.id)).all()
+    assert "patient.notification_consent" in actions
+
+
+def test_the_desk_redemption_form_still_works_without_the_message_fields(desk, referrer):
+    response = desk.post("/desk/redeem", {"code": referrer.personal_code, "full_name": "Chen Jie",
+                                          "phone": "13933334444"})
+    assert response.status_code == 303, response.get_data(as_text=True)
+    friend_row = db.session.scalar(select(Patient).where(Patient.full_name == "Chen Jie"))
+    assert (friend_row.preferred_channel, friend_row.notification_consent) == ("none", False)
+
+
+def test_a_manager_adds_an_endpoint_and_sees_its_secret(hooks, manager, receiver):
+    response = manager.post("/admin/webhooks", {"url": receiver.url, "description": "HIS",
+                                                "events": ["voucher.issued", "tier.reached"]})
+    assert response.status_code == 303
+    endpoint = db.session.scalar(select(WebhookEndpoint))
+    assert endpoint.events == ["voucher.issued", "tier.reached"] and len(endpoint.secret) == 64
+    page = manager.get(response.headers["Location"]).get_data(as_text=True)
+    assert endpoint.secret in page and "X-Clinic-Signature" in page
+
+    hooks.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    before = counts()
+    refused = manager.post("/admin/webhooks", {"url": receiver.url, "events": ["voucher.issued"]})
+    assert refused.status_code == 422 and "loopback" in refused.get_data(as_text=True)
+    no_events = manager.post("/admin/webhooks", {"url": "https://93.184.215.14/hooks"})
+    assert no_events.status_code == 422 and "at least one event" in no_events.get_data(as_text=True)
+    assert 'value="https://93.184.215.14/hooks"' in no_events.get_data(as_text=True)
+    assert counts() == before
+    assert db.session.scalar(select(func.count()).select_from(WebhookEndpoint)) == 1
+
+
+def test_front_desk_staff_cannot_open_the_webhook_pages(desk):
+    for url in ("/admin/webhooks", "/admin/notifications"):
+        assert desk.get(url).status_code == 403
+    adding = desk.post("/admin/webhooks", {"url": "https://93.184.215.14/", "events": ["voucher.issued"]})
+    assert adding.status_code == 403
+
+
+def test_the_readme_verification_example_accepts_a_real_delivery(hooks, receiver, referrer, actor):
+    """The snippet in README "Webhooks" is run as written against a delivery the receiver got."""
+    endpoint = register(receiver, ["referral.redeemed"])
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    webhook_sender.deliver_due()
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    snippet = readme.split("<!-- verify-webhook -->", 2)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 - our own documentation
+    request = receiver.requests[0]
+    headers = request["headers"]
+    assert namespace["verify"](endpoint.secret, headers["X-Clinic-Timestamp"], headers["X-Clinic-Signature"],
+                               request["body"])
+    assert not namespace["verify"](endpoint.secret, headers["X-Clinic-Timestamp"], headers["X-Clinic-Signature"],
+                                   request["body"] + b" ")
+    assert not namespace["verify"]("wrong secret", headers["X-Clinic-Timestamp"], headers["X-Clinic-Signature"],
+                                   request["body"])
