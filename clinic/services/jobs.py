@@ -34,10 +34,10 @@ def _pool() -> ThreadPoolExecutor:
         return _executor
 
 
-def _run(app: Flask, work: Callable, args: tuple) -> None:
+def _run(app: Flask, work: Callable, args: tuple):
     with app.app_context():
         try:
-            work(*args)
+            return work(*args)
         finally:
             db.session.remove()
 
@@ -66,16 +66,8 @@ def job_queue(app: Flask):
 
 def run_queued_job(work: Callable, *args):
     """What the RQ worker runs: the job inside an application context (the worker's own app)."""
-    if has_app_context():
-        try:
-            return work(*args)
-        finally:
-            db.session.remove()
-    with _worker_app().app_context():
-        try:
-            return work(*args)
-        finally:
-            db.session.remove()
+    app = current_app._get_current_object() if has_app_context() else _worker_app()
+    return _run(app, work, args)
 
 
 @cache

@@ -130,6 +130,7 @@ class Invitation:
     referrer: Patient
     offer: str | None  # None when no campaign is running: the friend is still welcome
     card: Card | None = None
+    campaign: Campaign | None = None  # the campaign in force for this kind of code, found once
 
 
 def invitation(raw: str | None) -> Invitation | None:
@@ -157,7 +158,7 @@ def invitation(raw: str | None) -> Invitation | None:
     if campaign is not None:
         reward = card_friend_reward(campaign) if card else friend_reward(campaign)
         offer = reward.describe_with_stage(get_clinic().currency)
-    return Invitation(code=parsed.code, referrer=referrer, offer=offer, card=card)
+    return Invitation(code=parsed.code, referrer=referrer, offer=offer, card=card, campaign=campaign)
 
 
 def _campaign_in_force(for_cards: bool) -> Campaign:

@@ -108,14 +108,6 @@ def _end_sessions(which, reason: str) -> int:
     return result.rowcount
 
 
-def open_sessions(staff_id: int) -> list[StaffSession]:
-    """The sessions of one person that would still let them in, newest first."""
-    since = utcnow() - session_lifetime()
-    return list(db.session.scalars(select(StaffSession).where(
-        StaffSession.staff_id == staff_id, StaffSession.ended_at.is_(None), StaffSession.created_at > since)
-        .order_by(StaffSession.created_at.desc())))
-
-
 def staff_list() -> list[tuple[Staff, int]]:
     """Every account with its number of open sessions, for the manager's staff page."""
     since = utcnow() - session_lifetime()

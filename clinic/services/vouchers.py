@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
 from clinic.models import IssuedCode, Patient, Referral, Voucher, VoucherStatus
@@ -15,7 +14,7 @@ from clinic.services.clinic_settings import RewardTerms, to_clinic_time
 from clinic.services.codes import CodeKind, InvalidCode, generate_bearer_code, parse_code
 from clinic.services.errors import Refused
 from clinic.services.text import clean_reason
-from clinic.services.transaction import Actor, atomic
+from clinic.services.transaction import Actor
 
 
 
@@ -90,41 +89,29 @@ def spend_voucher(raw_code: str | None, actor: Actor, *, idempotency_key: str | 
     changes the row. Returns the voucher and whether this call was a replay of the same form.
     """
     code = None
+
+    def spend() -> Voucher:
+        now = utcnow()
+        changed = db.session.execute(
+            update(Voucher)
+            .where(Voucher.code == code, Voucher.status == VoucherStatus.ACTIVE.value, Voucher.expires_at > now)
+            .values(status=VoucherStatus.SPENT.value, spent_at=now, spent_by_id=actor.staff_id,
+                    spent_branch_id=actor.branch_id)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        voucher = find_voucher(code)
+        if changed != 1:
+            raise explain_unusable(voucher)
+        db.session.refresh(voucher)
+        audit.record("voucher.spent", actor, patient_id=voucher.patient_id, voucher_id=voucher.id,
+                     referral_id=voucher.referral_id, amount=voucher.amount, currency=voucher.currency)
+        events.voucher_spent(voucher)
+        return voucher
+
     try:
         code = parse_voucher_code(raw_code)
-        key = idempotency.check_key(idempotency_key)
-        request_fingerprint = idempotency.fingerprint("spend", code)
-        try:
-            with atomic():
-                replayed = idempotency.previous_result(key, "spend", request_fingerprint)
-                if replayed is not None:
-                    return db.session.get(Voucher, replayed), True
-                # Claim the key first: a twin waits on it and replays, instead of seeing "already spent".
-                submission = idempotency.remember(key, "spend", request_fingerprint)
-                now = utcnow()
-                changed = db.session.execute(
-                    update(Voucher)
-                    .where(Voucher.code == code, Voucher.status == VoucherStatus.ACTIVE.value,
-                           Voucher.expires_at > now)
-                    .values(status=VoucherStatus.SPENT.value, spent_at=now, spent_by_id=actor.staff_id,
-                            spent_branch_id=actor.branch_id)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
-                voucher = find_voucher(code)
-                if changed != 1:
-                    raise explain_unusable(voucher)
-                db.session.refresh(voucher)
-                if submission is not None:
-                    submission.result_id = voucher.id
-                audit.record("voucher.spent", actor, patient_id=voucher.patient_id, voucher_id=voucher.id,
-                             referral_id=voucher.referral_id, amount=voucher.amount, currency=voucher.currency)
-                events.voucher_spent(voucher)
-            return voucher, False
-        except IntegrityError:
-            replayed = idempotency.previous_result(key, "spend", request_fingerprint)
-            if replayed is None:
-                raise
-            return db.session.get(Voucher, replayed), True
+        return idempotency.run_once("spend", idempotency_key, (code,), spend, lambda spent: spent.id,
+                                    lambda found: db.session.get(Voucher, found))
     except Refused as refusal:
         voucher = find_voucher(code) if code else None
         audit.record_refusal("voucher.spend", actor, refusal.reason, voucher_id=voucher.id if voucher else None,

@@ -14,7 +14,7 @@ from clinic.services import redemption as redemption_service
 from clinic.services.errors import Refused
 from clinic.services.clinic_settings import brand_colour, get_clinic
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
-from clinic.services.rewards import campaign_in_force, quota_left
+from clinic.services.rewards import quota_left
 from clinic.services.urls import invite_url
 from clinic.services.vouchers import find_voucher
 from clinic.web.posters import FORMATS, poster_response
@@ -46,7 +46,7 @@ def invite(raw_code: str):
         return render_template("public/invite_unknown.html", message=refusal.message), 410
     if found is None:
         return render_template("public/invite_unknown.html"), 404
-    campaign = campaign_in_force(for_cards=found.card is not None) if found.offer else None
+    campaign = found.campaign if found.offer else None
     return render_template("public/invite.html", referrer=found.referrer, code=found.code, offer=found.offer,
                            card=found.card, campaign=campaign,
                            places_left=quota_left(campaign)), 200, {"Cache-Control": "private, max-age=60"}
