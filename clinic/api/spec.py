@@ -22,6 +22,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "validation_error": (422, "A field or query parameter is missing, of the wrong type, out of range or unknown; "
                               "`field` names it (`new_patient.phone`, `Idempotency-Key`, …)."),
     "not_found": (404, "No patient or batch has this id, or no such path."),
+    "method_not_allowed": (405, "The path exists but does not take this HTTP method (the Allow header lists those it takes)."),
     "key_reused": (409, "This Idempotency-Key was already used for a different request."),
     "empty_code": (422, "No code was given."),
     "not_a_code": (422, "Codes use only letters and digits."),

@@ -11,13 +11,17 @@ from clinic.web.helpers import is_htmx
 from clinic.web.limits import TOO_MANY_TRIES
 
 
-def render_error(status: int, message: str | None = None):
+# Headers of an HTTP error that mean something to the client (405 lists the methods a path takes).
+KEPT_ERROR_HEADERS = ("Allow", "Retry-After")
+
+
+def render_error(status: int, message: str | None = None, headers: dict | None = None):
     if request.path.startswith("/api/"):
         from clinic.api.errors import api_error
 
-        return api_error(status, message=message)
+        return api_error(status, message=message, headers=headers)
     template = "errors/_message.html" if is_htmx() else "errors/error.html"
-    return render_template(template, status=status, message=message), status
+    return render_template(template, status=status, message=message), status, headers or {}
 
 
 def init_app(app: Flask) -> None:
@@ -31,7 +35,9 @@ def init_app(app: Flask) -> None:
             return render_error(413, "That upload is too large.")
         if error.code == 429:
             return render_error(429, TOO_MANY_TRIES)
-        return render_error(error.code or 500, error.description if error.code in (400, 403, 409, 422) else None)
+        headers = {name: value for name, value in error.get_headers() if name in KEPT_ERROR_HEADERS}
+        return render_error(error.code or 500, error.description if error.code in (400, 403, 409, 422) else None,
+                            headers)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
