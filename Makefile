@@ -2,6 +2,7 @@
 #   make run          create .venv, install system deps, migrate, seed demo data once, serve on :5000
 #   make test         run the test suite (extra pytest args: make test PYTEST_ARGS='-k voucher -x')
 #   make bench        run benchmarks (bench/__main__.py), if any
+#   make translations extract marked strings, update translations/zh_Hans_CN/…/messages.po, compile; list what is untranslated
 #   make clean        remove .venv and caches (keeps instance/)
 # Everything is idempotent: a second run skips venv creation, pip and apt when nothing changed.
 
@@ -17,12 +18,15 @@ STAMP       := $(VENV)/.installed
 SYSTEM_PKGS := libharfbuzz-subset0 fonts-noto-cjk poppler-utils
 # wrk: the HTTP benchmark's load generator; `make bench` has system-deps install it too.
 BENCH_PKGS  := wrk
+# chromium: the real-browser journeys of `make test` (Playwright drives Debian's Chromium; none can be downloaded here).
+TEST_PKGS   := chromium
+CATALOGUE   := translations/zh_Hans_CN/LC_MESSAGES/messages
 BIND        ?= 127.0.0.1:5000
 PYTEST_ARGS ?=
 # Tests run in parallel, one process per core (each with its own PostgreSQL database).
 TEST_WORKERS ?= auto
 
-.PHONY: help venv install system-deps run test bench clean
+.PHONY: help venv install system-deps run test bench clean translations
 
 help:
 	@echo "Targets: run, test [PYTEST_ARGS=...], bench, venv (alias: install), system-deps, clean"
@@ -64,13 +68,23 @@ system-deps:
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
-run: venv system-deps
+# The compiled catalogue the app loads, from the committed .po (quick; no extraction).
+$(CATALOGUE).mo: $(CATALOGUE).po $(STAMP)
+	@$(PY) -m clinic.catalog compile
+
+# After marking new strings: extract them, update the .po (then translate what `check` lists), compile.
+translations: venv
+	$(PY) -m clinic.catalog build
+	@$(PY) -m clinic.catalog check || true
+
+run: venv system-deps $(CATALOGUE).mo
 	$(FLASK) db upgrade
 	$(FLASK) seed-demo --if-empty
 	@echo "Serving the demo clinic on http://$(BIND) — log in with the accounts printed above (or see instance/demo-logins.txt)"
 	@BIND=$(BIND) WEB_CONCURRENCY=$${WEB_CONCURRENCY:-2} exec $(GUNICORN) -c gunicorn.conf.py wsgi:app
 
-test: venv system-deps
+test: SYSTEM_PKGS += $(TEST_PKGS)
+test: venv system-deps $(CATALOGUE).mo
 	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: SYSTEM_PKGS += $(BENCH_PKGS)

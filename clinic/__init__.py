@@ -6,6 +6,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from clinic import i18n
 from clinic.config import load_config
 from clinic.extensions import csrf, db, login_manager, migrate
 
@@ -28,6 +29,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
     csrf.init_app(app)
     login_manager.init_app(app)
+    i18n.init_app(app)
 
     with app.app_context():
         if db.engine.dialect.name == "sqlite":

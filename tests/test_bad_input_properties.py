@@ -531,6 +531,8 @@ ROUTES: dict[str, Route] = {
                                                {"preferred_channel": "sms", "preferred_language": "en",
                                                 "notification_consent": "y"}),
     "api_tokens.create": Route({"name": text}, {"name": "Hospital HIS"}),
+    "auth.language": Route({"language": st.one_of(text, choices(["en", "zh_CN", "zh-cn", "fr"])),
+                            "next": st.one_of(urls, text)}, {"language": "zh_CN", "next": "/desk"}),
 }
 # POST routes that read nothing but their URL: there is no field to send nonsense in.
 INPUTLESS = {"auth.logout", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",

@@ -19,4 +19,6 @@ class Clinic(db.Model):
     brand_colour: Mapped[str] = mapped_column(String(7), default="#0f766e")
     currency: Mapped[str] = mapped_column(String(3), default="CNY")
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    # The clinic's default language (clinic.i18n.LANGUAGES): patient pages, printed PDFs, staff who chose none.
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     public_base_url: Mapped[str | None] = mapped_column(String(200))

@@ -28,6 +28,8 @@ class Staff(UserMixin, db.Model):
     enabled: Mapped[bool] = mapped_column(default=True)
     branch_id: Mapped[int | None] = mapped_column(ForeignKey("branches.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The language this person reads the portal in (clinic.i18n.LANGUAGES); None: the clinic's default.
+    language: Mapped[str | None] = mapped_column(String(8))
 
     branch = relationship("Branch")
 

@@ -7,6 +7,7 @@ import secrets
 from datetime import timedelta
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 
 from clinic.extensions import db
@@ -100,6 +101,18 @@ def log_out(staff: Staff, actor: Actor) -> None:
     with atomic():
         _end_sessions(StaffSession.token_hash == _token_hash(staff.session_token or ""), "logout")
         audit.record("logout", actor)
+
+
+def set_language(staff_id: int, language: str | None) -> Staff:
+    """A staff member's own language for the portal (None: follow the clinic's default)."""
+    from clinic.i18n import LANGUAGES
+
+    if language is not None and language not in LANGUAGES:
+        raise Refused("validation_error", _("Choose one of the languages offered."), field="language")
+    with atomic():
+        staff = _staff_or_refuse(staff_id)
+        staff.language = language
+    return staff
 
 
 def _end_sessions(which, reason: str) -> int:

@@ -40,6 +40,7 @@ ACCESS: dict[str, Access] = {
     "auth.login": Access.ANYONE,
     # The front desk.
     "auth.logout": Access.STAFF,
+    "auth.language": Access.STAFF,
     "desk.index": Access.STAFF,
     "desk.lookup": Access.STAFF,
     "desk.redeem": Access.STAFF,

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 from clinic.extensions import login_manager
 from clinic.services import staff as staff_service
+from clinic.services.errors import Refused
+from clinic.web.errors import render_error
 from clinic.web.forms import LoginForm
 from clinic.web.helpers import current_actor
 
@@ -43,6 +45,17 @@ def login():
         form.password.errors.append("Wrong email or password.")
     status = 422 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form), status
+
+
+@bp.post("/account/language")
+@login_required
+def language():
+    """The language switch in the top bar: this staff member reads the portal in the chosen language."""
+    try:
+        staff_service.set_language(current_user.id, request.form.get("language") or None)
+    except Refused as refusal:
+        return render_error(refusal.status, refusal.message)
+    return redirect(_safe_next(request.form.get("next")))
 
 
 @bp.route("/logout", methods=["POST"])

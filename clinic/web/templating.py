@@ -8,9 +8,10 @@ from datetime import datetime
 from flask import Flask, g, request
 from flask_wtf.csrf import generate_csrf
 
+from clinic.i18n import current_language, format_day, format_moment
 from clinic.models._time import utcnow
-from clinic.services.clinic_settings import (clinic_day_of, friend_reward, get_clinic, last_day_before,
-                                             referrer_reward, to_clinic_time)
+from clinic.services.clinic_settings import (clinic_day_of, clinic_local, friend_reward, get_clinic,
+                                             last_day_before, referrer_reward, to_clinic_time)
 from clinic.services.codes import format_code
 from clinic.services.money import format_money
 from clinic.services.privacy import mask_name, mask_phone
@@ -40,12 +41,20 @@ def _clinic():
     return g.clinic
 
 
-def local_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return "" if value is None else to_clinic_time(value, fmt)
+def local_time(value: datetime | None, fmt: str | None = None) -> str:
+    """A stored time in the clinic's zone, in the reader's language; ``fmt`` forces a fixed strftime format."""
+    if value is None:
+        return ""
+    return format_moment(clinic_local(value)) if fmt is None else to_clinic_time(value, fmt)
+
+
+def local_date(value: datetime | None) -> str:
+    """The clinic's calendar day of a stored time, in the reader's language."""
+    return "" if value is None else format_day(clinic_day_of(value))
 
 
 def money(amount: int, currency: str | None = None) -> str:
-    return format_money(amount, currency or _clinic().currency)
+    return format_money(amount, currency or _clinic().currency, current_language())
 
 
 def describe_voucher(voucher) -> str:
@@ -149,7 +158,7 @@ def campaign_reward(campaign, side: str) -> str:
 
 def last_clinic_day(end: datetime | None) -> str:
     """A campaign's exclusive end (a local midnight) as the last day it runs."""
-    return "" if end is None else last_day_before(end).isoformat()
+    return "" if end is None else format_day(last_day_before(end))
 
 
 def voucher_status(voucher) -> str:
@@ -170,7 +179,8 @@ def init_app(app: Flask) -> None:
         audit_details=audit_details,
         stage_label=stage_label,
         campaign_reward=campaign_reward,
-        clinic_day=lambda value: "" if value is None else clinic_day_of(value).isoformat(),
+        clinic_day=local_date,
+        local_date=local_date,
         last_clinic_day=last_clinic_day,
     )
     app.jinja_env.globals.update(qr_svg=qr_svg, csrf_token=generate_csrf, new_form_key=lambda: secrets.token_urlsafe(24),
