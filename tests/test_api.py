@@ -18,6 +18,7 @@ from clinic.extensions import db
 from clinic.models import ApiToken, AuditEvent, Campaign, Card, CardBatch, Voucher
 from clinic.models._time import utcnow
 from clinic.services import api_tokens, cards, codes, jobs, redemption
+from clinic.services import staff as staff_service
 from clinic.services.transaction import Actor, atomic
 from tests import api_error_coverage
 from tests.conftest import counts, friend
@@ -123,6 +124,20 @@ def test_a_token_is_stored_only_as_a_hash_and_a_revoked_one_stops_working_at_onc
     assert api.get("/api/v1/patients?phone=13800000000").status_code == 200
     api_tokens.revoke_token(stored.id, Actor(staff_id=manager_user.id))
     assert error_of(api.get("/api/v1/patients?phone=13800000000")) == (401, "unauthorized", None)
+
+
+def test_a_token_stops_working_while_its_creator_is_disabled_and_works_again_when_enabled(app, api, manager_user,
+                                                                                         make_staff):
+    other_manager = make_staff("manager", "second-manager@example.com")
+    staff_service.set_enabled(manager_user.id, False, Actor(staff_id=other_manager.id))
+    assert error_of(api.get("/api/v1/patients?phone=13800000000")) == (401, "unauthorized", None)
+    staff_service.set_enabled(manager_user.id, True, Actor(staff_id=other_manager.id))
+    assert api.get("/api/v1/patients?phone=13800000000").status_code == 200
+
+
+def test_a_token_made_with_the_cli_has_no_creator_and_keeps_working(app):
+    raw = api_tokens.create_token("Lab system", Actor())[1]
+    assert Api(app, raw).get("/api/v1/patients?phone=13800000000").status_code == 200
 
 
 def test_last_use_is_noted_at_most_once_a_minute(api, monkeypatch):
