@@ -186,6 +186,19 @@ def register(app: Flask) -> None:
                 return
             time.sleep(app.config["WEBHOOK_POLL_SECONDS"])
 
+    @app.cli.command("prune-webhooks")
+    @click.option("--days", type=click.IntRange(min=1), default=90, show_default=True,
+                  help="Keep this many days of webhook history.")
+    def prune_webhooks(days: int) -> None:
+        """Delete finished webhook deliveries (and their events) older than DAYS; pending ones stay."""
+        from datetime import timedelta
+
+        from clinic.services.webhook_pruning import prune_webhook_history
+
+        report = prune_webhook_history(timedelta(days=days), Actor())
+        click.echo(f"Deleted {report.deliveries} finished deliveries and {report.events} events older than "
+                   f"{days} days.")
+
 
 def _set_enabled(email: str, enabled: bool) -> None:
     from clinic.services.staff import set_enabled, staff_by_email

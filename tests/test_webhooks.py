@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from clinic import create_app
 from clinic.extensions import db
@@ -701,3 +701,35 @@ def test_the_readme_verification_example_accepts_a_real_delivery(hooks, receiver
                                    request["body"] + b" ")
     assert not namespace["verify"]("wrong secret", headers["X-Clinic-Timestamp"], headers["X-Clinic-Signature"],
                                    request["body"])
+
+
+def test_old_finished_deliveries_and_their_events_are_pruned_and_pending_ones_stay(hooks, receiver, referrer, actor,
+                                                                                    make_patient):
+    register(receiver, ["referral.redeemed"])
+    hooks.config["WEBHOOK_MAX_ATTEMPTS"] = 1
+    receiver.answers = [200, 500]
+    for number in range(3):
+        redemption.redeem_code(make_patient()[0].personal_code, friend(f"Friend {number}", f"1393333444{number}"),
+                               actor)
+    webhook_sender.deliver_due()  # one delivered, one failed for good, one left pending below
+    with atomic():
+        states = [delivery.status for delivery in db.session.scalars(select(WebhookDelivery)
+                                                                     .order_by(WebhookDelivery.id))]
+        db.session.execute(update(WebhookDelivery).where(WebhookDelivery.id == select(func.max(WebhookDelivery.id))
+                                                         .scalar_subquery()).values(status="pending"))
+        old = utcnow() - timedelta(days=91)
+        db.session.execute(update(WebhookDelivery).values(created_at=old))
+        db.session.execute(update(OutboxEvent).values(created_at=old))
+    assert sorted(states[:2]) == ["delivered", "failed"]
+
+    result = hooks.test_cli_runner().invoke(args=["prune-webhooks", "--days", "90"])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 2 finished deliveries and 2 events" in result.output
+    assert [delivery.status for delivery in deliveries()] == ["pending"]
+    assert outbox_count() == 1
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)
+                             .where(AuditEvent.action == "webhooks.pruned")) == 1
+
+    again = hooks.test_cli_runner().invoke(args=["prune-webhooks", "--days", "90"])
+    assert "Deleted 0 finished deliveries and 0 events" in again.output
+    assert hooks.test_cli_runner().invoke(args=["prune-webhooks", "--days", "0"]).exit_code != 0
