@@ -253,7 +253,8 @@ def bench_backend(backend: str, database_url: str, workdir: Path, seconds: float
         log = workdir / "gunicorn.log"
         with gunicorn(env, workers=WORKERS, log=log) as base_url:
             code, token = patients[0]
-            check_page(base_url, f"/p/{token}", "Your personal code")
+            # The patient's own code, as the page shows it: whatever the wording or language around it.
+            check_page(base_url, f"/p/{token}", f"{code[:4]}-{code[4:]}")
             check_page(base_url, f"/r/{code}", "recommends")
             ceiling = measure_page(result, "GET /livez (ceiling)", base_url, ["/livez"] * THREADS, seconds, warmup,
                                    workdir)

@@ -85,7 +85,7 @@ def rate_limit_settings() -> dict:
     redis_url = os.environ.get("REDIS_URL")
     return {
         "RATELIMIT_ENABLED": os.environ.get("RATELIMIT_ENABLED", "1") != "0",
-        "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        "RATELIMIT_STORAGE_URI": redis_url or "clinic-memory://",  # clinic/web/limits.py: no timer thread
         "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", "clinic-limits"),
         "RATELIMIT_HEADERS_ENABLED": True,
         # Redis down must not stop the desk: fall back to per-process limits and log it.

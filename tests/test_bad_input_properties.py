@@ -332,7 +332,7 @@ def assert_unchanged(before: dict, after: dict, audited: str | None = None) -> N
 
 
 ALERT = re.compile(r'<(?P<tag>[a-z][a-z0-9]*)\b[^>]*\brole="alert"[^>]*>(?P<text>.*?)</(?P=tag)>', re.S)
-ERROR_PAGE = re.compile(r'<div class="card">\s*<h1>[^<]*</h1>(?P<text>.*?)<p><a href=[^>]*>Back to the start', re.S)
+ERROR_PAGE = re.compile(r'<div class="card">\s*<h1>[^<]*</h1>(?P<text>.*?)<p><a href="/[^"]*">[^<]*</a></p>\s*</div>', re.S)
 FLASHED_REFUSAL = '<div class="alert alert-bad" role="status">'
 TAG = re.compile(r"<[^>]+>")
 
@@ -456,9 +456,10 @@ CAMPAIGN = {"name": "Spring", "starts_at": "", "ends_at": "", "covers": "both", 
             "friend_reward_label": "¥200 meal voucher", "voucher_valid_days": "60", "cap_referrals_per_year": "",
             "cap_value_per_year": "", "friend_monthly_quota": "", "quota_label": ""}
 SETTINGS_FIELDS = {"name": text, "phone": phones, "address": text, "brand_colour": colours,
-                   "currency": choices(CURRENCIES), "timezone": time_zones, "public_base_url": st.one_of(urls, text)}
+                   "currency": choices(CURRENCIES), "language": choices(["en", "zh_CN"]), "timezone": time_zones,
+                   "public_base_url": st.one_of(urls, text)}
 SETTINGS = {"name": "港湾口腔 Harbour Dental", "phone": "+86 21 5555 0100", "address": "88 Harbour Road",
-            "brand_colour": "#123456", "currency": "CNY", "timezone": "Asia/Shanghai",
+            "brand_colour": "#123456", "currency": "CNY", "language": "en", "timezone": "Asia/Shanghai",
             "public_base_url": "https://refer.harbour.example"}
 TIER_FIELDS = {"name": text, "min_paid_referrals": numbers, "window_months": numbers, "privileges": text}
 BRANCH_FIELDS = {"name": text, "address": text}

@@ -110,9 +110,11 @@ def test_the_preview_of_2000_rows_marks_every_problem_with_a_fixed_number_of_que
     with counted_statements() as few_rows_statements:
         importer.preview_import(encode(sample_file(20)[0]))
 
-    queries = [statement for statement in statements if not statement.startswith("BEGIN")]
+    # The clinic row is read once per context to pick the language of the messages (clinic.i18n).
+    queries = [statement for statement in statements
+               if not statement.startswith("BEGIN") and not statement.startswith("SELECT clinics.")]
     assert len(queries) == 2, "one query for all the phones, one for all the record numbers"
-    assert len(few_rows_statements) <= len(statements) <= 3
+    assert len(few_rows_statements) <= len(statements) <= 4
     assert preview.encoding == "UTF-8" and preview.delimiter == ","
     assert preview.counts == {"rows": 2000, "ok": len(expected["good"]), "problems": len(expected["problems"]),
                               "invalid": 60, "duplicate": 40, "existing": 2, "extra_values": 0, "empty": 4}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from collections import Counter
 
 import pytest
@@ -10,7 +12,7 @@ import redis
 
 from clinic import create_app
 from clinic.services.codes import generate_personal_code
-from clinic.web.limits import LIMITED_ENDPOINTS
+from clinic.web.limits import LIMITED_ENDPOINTS, SweptMemoryStorage
 from tests.conftest import PASSWORD, Browser
 
 GUESSER = "203.0.113.7"
@@ -173,3 +175,23 @@ def test_when_redis_goes_away_the_desk_keeps_working(app, desk_user, referrer):
     desk = browser_from(GUESSER, limited)
     desk.login(desk_user.email)
     assert desk.post("/desk/lookup", {"code": referrer.personal_code}, htmx=True).status_code == 200
+
+
+def test_without_redis_counters_live_in_the_process_and_no_timer_thread_is_started(app, make_patient):
+    """The default per-process storage counts and refuses like limits' own, and sweeps expired counters inline."""
+    limited = limited_app(app, RATELIMIT_STORAGE_URI="clinic-memory://", RATELIMIT_STRATEGY="sliding-window-counter",
+                          RATELIMIT_PUBLIC_PAGES="5/minute")
+    storage = limited.extensions["clinic_limiter"].storage
+    assert isinstance(storage, SweptMemoryStorage)
+    phone = browser_from(GUESSER, limited)
+    threads = threading.active_count()
+    statuses = [phone.get(f"/p/{secrets.token_urlsafe(24)}").status_code for _ in range(8)]
+    assert statuses == [404] * 5 + [429] * 3
+    assert threading.active_count() <= threads  # limits' MemoryStorage would have started a timer here
+    assert browser_from(NEIGHBOUR, limited).get(f"/p/{secrets.token_urlsafe(24)}").status_code == 404
+
+    storage.incr("soon-gone", expiry=0.01)
+    time.sleep(0.02)
+    storage.next_sweep = 0  # due now: the next counting request sweeps
+    storage.incr("another", expiry=60)
+    assert "soon-gone" not in storage.storage and "another" in storage.storage

@@ -228,7 +228,7 @@ def test_marking_the_first_payment_records_the_amount_and_pays_what_is_due(desk,
     page = flashed(desk, desk.post(f"/patients/{result.friend.id}/payment", {"amount": "1,234.50"}))
     assert "First payment recorded. Paid:" in page
     assert "1 bed-day waived to Chen J." in page and "CN¥200.00 off to Wang L." in page
-    referral = db.session.get(Referral, result.referral.id)
+    referral = db.session.get(Referral, result.referral.id, populate_existing=True)  # the desk changed it
     assert referral.paid_amount == 123450 and referral.visited_at is not None
     assert "CN¥1,234.50" in page
     assert "already recorded" in flashed(desk, desk.post(f"/patients/{result.friend.id}/payment", {"amount": ""}))

@@ -8,6 +8,7 @@ clinic/api/spec.py documents every code with its status.
 from __future__ import annotations
 
 from flask import jsonify
+from flask_babel import lazy_gettext as _l
 
 from clinic.services.errors import Refused
 from clinic.services.patients import FieldErrors
@@ -28,15 +29,15 @@ HTTP_ERROR_CODES = {
 }
 
 HTTP_ERROR_MESSAGES = {
-    400: "The request could not be read.",
-    401: "Send a valid API token: Authorization: Bearer <token>.",
-    403: "This token may not do that.",
-    404: "Nothing here: check the path and the id or code in it.",
-    405: "This path does not take that method.",
-    413: "The body is too large.",
-    415: "Send the body as JSON, with Content-Type: application/json.",
-    429: "Too many requests with this token in a short time. Wait and try again (see Retry-After).",
-    500: "Something went wrong on our side. The request changed nothing; try again.",
+    400: _l("The request could not be read."),
+    401: _l("Send a valid API token: Authorization: Bearer <token>."),
+    403: _l("This token may not do that."),
+    404: _l("Nothing here: check the path and the id or code in it."),
+    405: _l("This path does not take that method."),
+    413: _l("The body is too large."),
+    415: _l("Send the body as JSON, with Content-Type: application/json."),
+    429: _l("Too many requests with this token in a short time. Wait and try again (see Retry-After)."),
+    500: _l("Something went wrong on our side. The request changed nothing; try again."),
 }
 
 
@@ -44,14 +45,15 @@ def api_error(status: int, code: str | None = None, message: str | None = None, 
               headers: dict | None = None):
     """A JSON error response; the code and message default to the ones for the status."""
     body = {"error": {"code": code or HTTP_ERROR_CODES.get(status, f"http_{status}"),
-                      "message": message or HTTP_ERROR_MESSAGES.get(status, ""),
+                      "message": str(message or HTTP_ERROR_MESSAGES.get(status, "")),
                       "field": field}}
     return jsonify(body), status, headers or {}
 
 
 # Where a service's message speaks of a form, the API says it in its own terms.
 API_MESSAGES = {
-    "key_reused": "This Idempotency-Key was already used for a different request: use a new key for a new request.",
+    "key_reused": _l("This Idempotency-Key was already used for a different request: use a new key for a new "
+                     "request."),
 }
 
 # The services name form fields; the API names some of them differently.

@@ -11,6 +11,7 @@ import json
 import re
 
 from flask import g, request
+from flask_babel import gettext as _
 
 from clinic.services.errors import Refused
 from clinic.services.patients import PatientDetails
@@ -29,8 +30,17 @@ def unknown_name(names, what: str, allowed=frozenset(), prefix: str = "") -> Non
     unknown = sorted(set(names) - set(allowed))
     if unknown:
         name = unknown[0][:NAME_SHOWN]
-        takes = f": this request takes {', '.join(sorted(allowed))}" if allowed else ""
-        raise invalid(f"Unknown {what} {name!r}{takes}.", prefix + name)
+        if what == "field" and allowed:
+            message = _("Unknown field %(name)s: this request takes %(allowed)s.", name=repr(name),
+                        allowed=", ".join(sorted(allowed)))
+        elif what == "field":
+            message = _("Unknown field %(name)s.", name=repr(name))
+        elif allowed:
+            message = _("Unknown query parameter %(name)s: this request takes %(allowed)s.", name=repr(name),
+                        allowed=", ".join(sorted(allowed)))
+        else:
+            message = _("Unknown query parameter %(name)s.", name=repr(name))
+        raise invalid(message, prefix + name)
 
 
 def json_body(required: bool = True) -> dict:
@@ -39,14 +49,14 @@ def json_body(required: bool = True) -> dict:
     if not required and not data:
         return {}
     if not request.is_json:
-        raise Refused("unsupported_media_type", "Send the body as JSON, with Content-Type: application/json.",
+        raise Refused("unsupported_media_type", _("Send the body as JSON, with Content-Type: application/json."),
                       status=415)
     try:
         body = json.loads(data)
     except (ValueError, RecursionError):  # also a body that is not UTF-8, or nested beyond reason
-        raise Refused("malformed_json", "The body is not valid JSON.", status=400) from None
+        raise Refused("malformed_json", _("The body is not valid JSON."), status=400) from None
     if not isinstance(body, dict):
-        raise invalid("The body must be a JSON object.")
+        raise invalid(_("The body must be a JSON object."))
     return body
 
 
@@ -58,10 +68,10 @@ def text_field(body: dict, name: str, prefix: str = "", required: bool = False) 
     value = body.get(name)
     if value is None:
         if required:
-            raise invalid(f"{name} is required.", prefix + name)
+            raise invalid(_("%(name)s is required.", name=name), prefix + name)
         return None
     if not isinstance(value, str):
-        raise invalid(f"{name} must be a string.", prefix + name)
+        raise invalid(_("%(name)s must be a string.", name=name), prefix + name)
     return value
 
 
@@ -70,17 +80,18 @@ def integer_field(body: dict, name: str, *, required: bool = False, minimum: int
     value = body.get(name)
     if value is None:
         if required:
-            raise invalid(f"{name} is required.", name)
+            raise invalid(_("%(name)s is required.", name=name), name)
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
-        raise invalid(f"{name} must be a whole number from {minimum} to {maximum}.", name)
+        raise invalid(_("%(name)s must be a whole number from %(minimum)s to %(maximum)s.", name=name, minimum=minimum,
+                        maximum=maximum), name)
     return value
 
 
 def boolean_field(body: dict, name: str, prefix: str = "") -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
-        raise invalid(f"{name} must be true or false.", prefix + name)
+        raise invalid(_("%(name)s must be true or false.", name=name), prefix + name)
     return value
 
 
@@ -94,7 +105,7 @@ def idempotency_key() -> str | None:
     if key is None:
         return None
     if not IDEMPOTENCY_KEY.match(key):
-        raise invalid("Idempotency-Key has 8 to 128 characters: letters, digits, '.', '_', ':' or '-'.",
+        raise invalid(_("Idempotency-Key has 8 to 128 characters: letters, digits, '.', '_', ':' or '-'."),
                       "Idempotency-Key")
     holder = g.api_token.id
     return f"api{holder}-" + hashlib.sha256(f"{holder}\x1f{key}".encode()).hexdigest()[:48]

@@ -4,6 +4,7 @@ clinic/api/__init__.py; the rules themselves live in clinic/services only."""
 from __future__ import annotations
 
 from flask import jsonify, render_template, request, send_file, url_for
+from flask_babel import gettext as _
 from sqlalchemy import select
 
 from clinic.api import PUBLIC_ENDPOINTS, api_actor, bp, payloads
@@ -49,7 +50,7 @@ def _refuse_unknown_query_parameters():
 def patient_or_404(patient_id: int) -> Patient:
     found = db.session.get(Patient, patient_id) if patient_id <= MAX_ID else None
     if found is None:
-        raise Refused("not_found", "No patient has this id.", status=404)
+        raise Refused("not_found", _("No patient has this id."), status=404)
     return found
 
 
@@ -77,7 +78,7 @@ def find_patients():
     """By the clinic's record number or by phone: a list of at most one patient."""
     external_id, phone = request.args.get("external_id"), request.args.get("phone")
     if (external_id is None) == (phone is None):
-        raise invalid("Give exactly one of external_id or phone.", "external_id")
+        raise invalid(_("Give exactly one of external_id or phone."), "external_id")
     try:
         if external_id is not None:
             wanted = Patient.external_id == clean_text(external_id, max_length=patient_service.EXTERNAL_ID_MAX,
@@ -228,7 +229,7 @@ def create_batch():
 def _batch_or_404(batch_id: int) -> CardBatch:
     found = db.session.get(CardBatch, batch_id) if batch_id <= MAX_ID else None
     if found is None:
-        raise Refused("not_found", "No card batch has this id.", status=404)
+        raise Refused("not_found", _("No card batch has this id."), status=404)
     return found
 
 
@@ -241,9 +242,9 @@ def get_batch(batch_id: int):
 def batch_pdf(batch_id: int):
     batch = _batch_or_404(batch_id)
     if card_service.effective_status(batch) != "done":
-        raise Refused("not_ready", f"Batch {batch.label} is not printed yet: poll it until its status is done.",
-                      status=409)
+        raise Refused("not_ready", _("Batch %(batch)s is not printed yet: poll it until its status is done.",
+                                      batch=batch.label), status=409)
     path = card_service.batch_pdf_path(batch)
     if path is None:
-        return api_error(404, "not_found", "The batch's PDF is no longer stored.")
+        return api_error(404, "not_found", _("The batch's PDF is no longer stored."))
     return send_file(path, mimetype="application/pdf", download_name=f"cards-{batch.label}.pdf")

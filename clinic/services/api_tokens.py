@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from flask_babel import gettext as _
+from flask_babel import pgettext
 from sqlalchemy import or_, select, update
 
 from clinic.extensions import db
@@ -40,7 +42,7 @@ class TokenHolder:
 def create_token(name: str | None, actor: Actor) -> tuple[ApiToken, str]:
     """A new token (256 random bits) named for what uses it; returns it with the raw token, shown once."""
     try:
-        name = clean_text(name, max_length=NAME_MAX, label="Name", required=True)
+        name = clean_text(name, max_length=NAME_MAX, label=pgettext("API token", "Name"), required=True)
     except ValueError as problem:
         raise Refused("validation_error", str(problem), field="name") from None
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -58,7 +60,7 @@ def revoke_token(token_id: int, actor: Actor) -> ApiToken:
     with atomic():
         token = db.session.get(ApiToken, token_id)
         if token is None:
-            raise Refused("not_found", "No such API token.", status=404)
+            raise Refused("not_found", _("No such API token."), status=404)
         if token.revoked_at is None:
             token.revoked_at = utcnow()
             audit.record("api_token.revoked", actor, token=token.name, prefix=token.prefix)

@@ -6,6 +6,7 @@ filtered by branch; moving someone to another branch changes only what they do f
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -36,11 +37,11 @@ def staff_with_branches() -> list[Staff]:
 
 def _clean(name: str | None, address: str | None) -> tuple[str, str]:
     try:
-        name = clean_text(name, max_length=NAME_MAX, label="Branch name", required=True)
+        name = clean_text(name, max_length=NAME_MAX, label=_("Branch name"), required=True)
     except ValueError as problem:
         raise Refused("validation_error", str(problem), field="name") from None
     try:
-        address = clean_text(address, max_length=ADDRESS_MAX, label="Address", required=False)
+        address = clean_text(address, max_length=ADDRESS_MAX, label=_("Address"), required=False)
     except ValueError as problem:
         raise Refused("validation_error", str(problem), field="address") from None
     return name, address
@@ -49,7 +50,7 @@ def _clean(name: str | None, address: str | None) -> tuple[str, str]:
 def _refuse_taken_name(name: str, branch_id: int | None = None) -> None:
     other = branch_by_name(name)
     if other is not None and other.id != branch_id:
-        raise Refused("exists", f"There is already a branch called {other.name}.", field="name")
+        raise Refused("exists", _("There is already a branch called %(name)s.", name=other.name), field="name")
 
 
 def create_branch(name: str | None, address: str | None, actor: Actor) -> Branch:
@@ -62,7 +63,7 @@ def create_branch(name: str | None, address: str | None, actor: Actor) -> Branch
             db.session.flush()
             audit.record("branch.created", actor, branch=branch.id, name=name)
     except IntegrityError:  # another manager created the same name a moment ago
-        raise Refused("exists", f"There is already a branch called {name}.", field="name") from None
+        raise Refused("exists", _("There is already a branch called %(name)s.", name=name), field="name") from None
     return branch
 
 
@@ -73,7 +74,7 @@ def update_branch(branch_id: int, name: str | None, address: str | None, actor: 
         with atomic():
             branch = db.session.get(Branch, branch_id)
             if branch is None:
-                raise Refused("not_found", "No such branch.", status=404)
+                raise Refused("not_found", _("No such branch."), status=404)
             _refuse_taken_name(name, branch.id)
             changes = {field: [getattr(branch, field), value] for field, value in (("name", name), ("address", address))
                        if getattr(branch, field) != value}
@@ -81,7 +82,7 @@ def update_branch(branch_id: int, name: str | None, address: str | None, actor: 
                 branch.name, branch.address = name, address
                 audit.record("branch.changed", actor, branch=branch.id, changes=changes)
     except IntegrityError:
-        raise Refused("exists", f"There is already a branch called {name}.", field="name") from None
+        raise Refused("exists", _("There is already a branch called %(name)s.", name=name), field="name") from None
     return branch
 
 
@@ -97,10 +98,10 @@ def assign_branches(assignments: dict[int, int | None], actor: Actor) -> int:
         changed = 0
         for staff_id, branch_id in sorted(assignments.items()):
             if staff_id not in known_staff:
-                raise Refused("not_found", "One of these staff accounts no longer exists. Reload the page.")
+                raise Refused("not_found", _("One of these staff accounts no longer exists. Reload the page."))
             staff = db.session.get(Staff, staff_id)
             if branch_id is not None and branch_id not in known_branches:
-                raise Refused("unknown_branch", f"Pick one of the listed branches for {staff.email}.",
+                raise Refused("unknown_branch", _("Pick one of the listed branches for %(email)s.", email=staff.email),
                               field=f"branch-{staff_id}")
             if staff.branch_id != branch_id:
                 audit.record("staff.branch_assigned", actor, staff_member=staff.id, email=staff.email,

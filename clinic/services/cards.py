@@ -17,9 +17,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import func, insert, select, update
 
 from clinic.extensions import db
+from clinic.i18n import format_moment
 from clinic.models import BatchStatus, Card, CardBatch, CardStatus, IssuedCode, Patient
 from clinic.models._time import utcnow
 from clinic.services import audit
@@ -28,6 +30,7 @@ from clinic.services.clinic_settings import (
     brand_colour,
     card_friend_reward,
     card_referrer_reward,
+    clinic_local,
     get_clinic,
     to_clinic_time,
 )
@@ -63,13 +66,13 @@ def effective_status(batch: CardBatch) -> str:
 def create_batch(size: int, design: str, bleed: bool, actor: Actor) -> CardBatch:
     """Queue a new batch; the caller starts the job (see :func:`start_batch`)."""
     if not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
-        raise Refused("validation_error", f"A batch has 1 to {MAX_BATCH_SIZE:,} cards.", field="size")
+        raise Refused("validation_error", _("A batch has 1 to %(max)s cards.", max=f"{MAX_BATCH_SIZE:,}"), field="size")
     if design not in DESIGNS:
-        raise Refused("validation_error", "Pick one of the card designs.", field="design")
+        raise Refused("validation_error", _("Pick one of the card designs."), field="design")
     campaign = campaign_in_force(for_cards=True)
     if campaign is None:
-        raise Refused("no_campaign", "No running campaign covers scratch cards: set one up first, "
-                      "the cards print its offer.")
+        raise Refused("no_campaign", _("No running campaign covers scratch cards: set one up first, "
+                                        "the cards print its offer."))
     with atomic():
         batch = CardBatch(size=size, design=design, bleed=bleed, campaign_id=campaign.id,
                           created_by_id=actor.staff_id)
@@ -84,9 +87,9 @@ def retry_batch(batch_id: int, actor: Actor) -> CardBatch:
     with atomic():
         batch = db.session.get(CardBatch, batch_id)
         if batch is None:
-            raise Refused("not_found", "No such batch.", status=404)
+            raise Refused("not_found", _("No such batch."), status=404)
         if effective_status(batch) != BatchStatus.FAILED.value:
-            raise Refused("not_failed", "Only a failed batch can be retried.", status=409)
+            raise Refused("not_failed", _("Only a failed batch can be retried."), status=409)
         batch.status = BatchStatus.QUEUED.value
         batch.progress = 0
         batch.error = None
@@ -233,7 +236,7 @@ def serials_csv(batch_id: int) -> str:
 def normalize_serial(raw: str | None) -> str:
     serial = re.sub(r"\s+", "", (raw or "")).upper()[:20]
     if not SERIAL_PATTERN.match(serial):
-        raise Refused("bad_serial", "A serial looks like B007-0042: the batch, a dash, the card number.",
+        raise Refused("bad_serial", _("A serial looks like B007-0042: the batch, a dash, the card number."),
                       field="serial")
     return serial
 
@@ -241,17 +244,19 @@ def normalize_serial(raw: str | None) -> str:
 def explain_card(card: Card | None) -> Refused:
     """Why a card cannot be activated, redeemed or voided now."""
     if card is None:
-        return Refused("unknown_card", "No card has this serial or code.", field="serial", status=404)
+        return Refused("unknown_card", _("No card has this serial or code."), field="serial", status=404)
     if card.status == CardStatus.PRINTED.value:
-        return Refused("card_not_activated", "This card was never given to a patient: it cannot be redeemed. "
-                       "Activate it at discharge first.", field="code", status=409)
+        return Refused("card_not_activated", _("This card was never given to a patient: it cannot be redeemed. "
+                                               "Activate it at discharge first."), field="code", status=409)
     if card.status == CardStatus.ACTIVATED.value:
-        return Refused("already_activated", f"Card {card.serial} is already activated.", field="serial", status=409)
+        return Refused("already_activated", _("Card %(serial)s is already activated.", serial=card.serial),
+                       field="serial", status=409)
     if card.status == CardStatus.REDEEMED.value:
-        when = to_clinic_time(card.redeemed_at) if card.redeemed_at else "earlier"
-        return Refused("already_redeemed", f"Card {card.serial} was already redeemed ({when}).", field="code",
-                       status=409)
-    return Refused("card_void", f"Card {card.serial} is void: {card.void_reason}.", field="code", status=409)
+        when = format_moment(clinic_local(card.redeemed_at)) if card.redeemed_at else _("earlier")
+        return Refused("already_redeemed", _("Card %(serial)s was already redeemed (%(when)s).", serial=card.serial,
+                                             when=when), field="code", status=409)
+    return Refused("card_void", _("Card %(serial)s is void: %(reason)s.", serial=card.serial, reason=card.void_reason),
+                   field="code", status=409)
 
 
 def activate_card(raw_serial: str | None, patient_id: int, actor: Actor) -> Card:
@@ -260,7 +265,7 @@ def activate_card(raw_serial: str | None, patient_id: int, actor: Actor) -> Card
     try:
         with atomic():
             if db.session.get(Patient, patient_id) is None:
-                raise Refused("not_found", "No such patient.", status=404)
+                raise Refused("not_found", _("No such patient."), status=404)
             changed = db.session.execute(
                 update(Card).where(Card.serial == serial, Card.status == CardStatus.PRINTED.value)
                 .values(status=CardStatus.ACTIVATED.value, patient_id=patient_id, activated_at=utcnow(),
@@ -305,7 +310,7 @@ def void_batch(batch_id: int, reason: str | None, actor: Actor) -> int:
     with atomic():
         batch = db.session.get(CardBatch, batch_id)
         if batch is None:
-            raise Refused("not_found", "No such batch.", status=404)
+            raise Refused("not_found", _("No such batch."), status=404)
         now = utcnow()
         count = db.session.execute(
             update(Card).where(Card.batch_id == batch_id, Card.status.in_(VOIDABLE))
@@ -321,14 +326,14 @@ def print_personal_card(patient_id: int, design: str, actor: Actor) -> CardBatch
     """One card for one patient, already activated, rendered at once (it takes a fraction of a second)."""
     patient = db.session.get(Patient, patient_id)
     if patient is None:
-        raise Refused("not_found", "No such patient.", status=404)
+        raise Refused("not_found", _("No such patient."), status=404)
     if design not in DESIGNS:
-        raise Refused("validation_error", "Pick one of the card designs.", field="design")
+        raise Refused("validation_error", _("Pick one of the card designs."), field="design")
     batch = create_batch(1, design, False, actor)
     with atomic():
         db.session.get(CardBatch, batch.id).personal = True
     if not run_batch(batch.id, activate_for=db.session.get(Patient, patient_id), actor=actor):
-        raise Refused("print_failed", "The card could not be printed; please try again.", status=503)
+        raise Refused("print_failed", _("The card could not be printed; please try again."), status=503)
     return db.session.get(CardBatch, batch.id)
 
 

@@ -10,10 +10,12 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from flask_babel import gettext as _
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 
 from clinic.extensions import db
+from clinic.i18n import LANGUAGES, current_language
 from clinic.models import Campaign, Clinic, RewardKind
 from clinic.services import audit
 from clinic.services.errors import Refused
@@ -23,7 +25,7 @@ from clinic.services.transaction import Actor, atomic
 
 LOGO_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 MAX_LOGO_PIXELS = 4000
-CLINIC_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "timezone", "public_base_url",
+CLINIC_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "language", "timezone", "public_base_url",
                  "logo_filename")
 CAMPAIGN_FIELDS = (
     "name",
@@ -81,6 +83,8 @@ def default_campaign() -> Campaign | None:
 
 def update_clinic(values: dict, actor: Actor) -> Clinic:
     """Save the settings form; the audit event lists what changed, old and new."""
+    if "language" in values and values["language"] not in LANGUAGES:
+        raise Refused("bad_language", _("Choose one of the languages offered."), field="language")
     with atomic():
         clinic = get_clinic()
         changes = _apply(clinic, values, CLINIC_FIELDS)
@@ -129,7 +133,7 @@ def update_campaign(campaign_id: int, values: dict, actor: Actor) -> Campaign:
     with atomic():
         campaign = db.session.get(Campaign, campaign_id)
         if campaign is None:
-            raise Refused("not_found", "No such campaign.", status=404)
+            raise Refused("not_found", _("No such campaign."), status=404)
         _check_campaign_rules({field: getattr(campaign, field) for field in CAMPAIGN_RULE_FIELDS} | values)
         changes = _apply(campaign, values, CAMPAIGN_RULE_FIELDS)
         if changes:
@@ -140,29 +144,31 @@ def update_campaign(campaign_id: int, values: dict, actor: Actor) -> Campaign:
 def _check_campaign_rules(values: dict) -> None:
     """Refuse terms that cannot work, naming the field: the form checks types, this checks the rules."""
     if not " ".join((values.get("name") or "").split()):
-        raise Refused("validation_error", "Name the campaign.", field="name")
+        raise Refused("validation_error", _("Name the campaign."), field="name")
     if values.get("covers", "both") not in COVERS:
-        raise Refused("validation_error", "Choose personal codes, cards or both.", field="covers")
+        raise Refused("validation_error", _("Choose personal codes, cards or both."), field="covers")
     for side in ("referrer", "friend"):
         if values.get(f"{side}_reward_stage", "redemption") not in CAMPAIGN_STAGES:
-            raise Refused("validation_error", "Choose when the reward is paid.", field=f"{side}_reward_stage")
+            raise Refused("validation_error", _("Choose when the reward is paid."), field=f"{side}_reward_stage")
     starts, ends = values.get("starts_at"), values.get("ends_at")
     if starts is not None and ends is not None and ends <= starts:
-        raise Refused("validation_error", "The campaign must end after it starts.", field="ends_at")
+        raise Refused("validation_error", _("The campaign must end after it starts."), field="ends_at")
     cap = values.get("cap_referrals_per_year")
     if cap is not None and not 1 <= cap <= MAX_CAP_REFERRALS:
-        raise Refused("validation_error", f"Between 1 and {MAX_CAP_REFERRALS:,} referrals, or blank for no cap.",
+        raise Refused("validation_error", _("Between 1 and %(max)s referrals, or blank for no cap.",
+                                              max=f"{MAX_CAP_REFERRALS:,}"),
                       field="cap_referrals_per_year")
     value_cap = values.get("cap_value_per_year")
     if value_cap is not None and value_cap < 1:
-        raise Refused("validation_error", "Enter an amount above zero, or leave blank for no cap.",
+        raise Refused("validation_error", _("Enter an amount above zero, or leave blank for no cap."),
                       field="cap_value_per_year")
     quota = values.get("friend_monthly_quota")
     if quota is not None and not 1 <= quota <= MAX_MONTHLY_QUOTA:
-        raise Refused("validation_error", f"Between 1 and {MAX_MONTHLY_QUOTA:,} friends a month, or blank for no quota.",
+        raise Refused("validation_error", _("Between 1 and %(max)s friends a month, or blank for no quota.",
+                                              max=f"{MAX_MONTHLY_QUOTA:,}"),
                       field="friend_monthly_quota")
     if len(values.get("quota_label") or "") > 80:
-        raise Refused("validation_error", "At most 80 characters.", field="quota_label")
+        raise Refused("validation_error", _("At most %(count)s characters.", count=80), field="quota_label")
 
 
 def _audit_value(value):
@@ -213,7 +219,8 @@ EARLIEST_DAY, LATEST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 def refuse_implausible_day(day: date) -> None:
     """Refuse a day outside 1900-2999: beyond them, time-zone arithmetic overflows or means nothing."""
     if not EARLIEST_DAY <= day <= LATEST_DAY:
-        raise Refused("bad_date", f"Pick days between {EARLIEST_DAY.year} and {LATEST_DAY.year}.", status=400)
+        raise Refused("bad_date", _("Pick days between %(first)s and %(last)s.", first=EARLIEST_DAY.year,
+                                      last=LATEST_DAY.year), status=400)
 
 
 def clinic_day_of(moment: datetime) -> date:
@@ -235,15 +242,20 @@ class RewardTerms:
     label: str
     stage: str = "redemption"
 
-    def describe(self, currency: str, locale: str = "en") -> str:
+    def describe(self, currency: str, locale: str | None = None) -> str:
+        """"CN¥200.00 off" or the service's name, in ``locale`` (default: the language being rendered)."""
         if self.kind == RewardKind.MONEY.value:
-            return f"{format_money(self.amount, currency, locale)} off"
+            return _("%(amount)s off", amount=format_money(self.amount, currency, locale or current_language()))
         return self.label
 
-    def describe_with_stage(self, currency: str, locale: str = "en") -> str:
-        """As :meth:`describe`, saying when it is given if that is not at once: "… at your first visit"."""
-        when = {"visit": " at the first visit", "payment": " at the first payment"}.get(self.stage, "")
-        return self.describe(currency, locale) + when
+    def describe_with_stage(self, currency: str, locale: str | None = None) -> str:
+        """As :meth:`describe`, saying when it is given if that is not at once: "… at the first visit"."""
+        reward = self.describe(currency, locale)
+        if self.stage == "visit":
+            return _("%(reward)s at the first visit", reward=reward)
+        if self.stage == "payment":
+            return _("%(reward)s at the first payment", reward=reward)
+        return reward
 
 
 def referrer_reward(campaign: Campaign) -> RewardTerms:
@@ -288,19 +300,20 @@ def save_logo(stream, upload_folder: str) -> str:
     refused (it can carry script), and so is a file with more after the image (a polyglot).
     """
     data = stream.read()
-    too_many_pixels = Refused("bad_logo", f"The logo can be at most {MAX_LOGO_PIXELS} pixels on a side.",
+    too_many_pixels = Refused("bad_logo", _("The logo can be at most %(pixels)s pixels on a side.",
+                                             pixels=MAX_LOGO_PIXELS),
                               field="logo")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format = image.format
             if image_format not in LOGO_FORMATS:
-                raise Refused("bad_logo", "The logo must be a PNG, JPEG or WebP image.", field="logo")
+                raise Refused("bad_logo", _("The logo must be a PNG, JPEG or WebP image."), field="logo")
             if max(image.size) > MAX_LOGO_PIXELS:
                 raise too_many_pixels
             image.load()
             if bytes_after_image(data, image_format):
-                raise Refused("bad_logo", "The logo file has something after the image: save it again as a "
-                              "plain PNG, JPEG or WebP.", field="logo")
+                raise Refused("bad_logo", _("The logo file has something after the image: save it again as a "
+                                            "plain PNG, JPEG or WebP."), field="logo")
             extension = LOGO_FORMATS[image_format]
             filename = f"logo-{secrets.token_hex(8)}.{extension}"
             folder = Path(upload_folder)
@@ -311,6 +324,6 @@ def save_logo(stream, upload_folder: str) -> str:
     except Image.DecompressionBombError:  # Pillow refuses to open it at all: far more than MAX_LOGO_PIXELS
         raise too_many_pixels from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise Refused("bad_logo", "That file is not an image we can read (PNG, JPEG or WebP).",
+        raise Refused("bad_logo", _("That file is not an image we can read (PNG, JPEG or WebP)."),
                       field="logo") from None
     return filename

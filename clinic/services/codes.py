@@ -16,6 +16,8 @@ import secrets
 from dataclasses import dataclass
 from enum import Enum
 
+from flask_babel import lazy_gettext as _l
+
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _VALUE = {symbol: value for value, symbol in enumerate(ALPHABET)}
 # Crockford's reading rules: letters people confuse with digits read as the digit.
@@ -84,13 +86,20 @@ class CodeProblem(str, Enum):
     MISTYPED = "mistyped_code"
 
 
-PROBLEM_MESSAGES = {
-    CodeProblem.EMPTY: "Type or scan a code.",
-    CodeProblem.BAD_CHARACTERS: "That is not a code: codes use only letters and digits.",
-    CodeProblem.WRONG_LENGTH: "That code has the wrong number of characters: "
-    "personal codes have 8, card and voucher codes 12.",
-    CodeProblem.MISTYPED: "This code looks mistyped: please check each character.",
-}
+class _TranslatedMessages(dict):
+    """Messages marked at import time, read in the language of the page being answered."""
+
+    def __getitem__(self, key) -> str:
+        return str(super().__getitem__(key))
+
+
+PROBLEM_MESSAGES = _TranslatedMessages({
+    CodeProblem.EMPTY: _l("Type or scan a code."),
+    CodeProblem.BAD_CHARACTERS: _l("That is not a code: codes use only letters and digits."),
+    CodeProblem.WRONG_LENGTH: _l("That code has the wrong number of characters: "
+                                 "personal codes have 8, card and voucher codes 12."),
+    CodeProblem.MISTYPED: _l("This code looks mistyped: please check each character."),
+})
 
 
 class InvalidCode(ValueError):

@@ -6,12 +6,14 @@ import hashlib
 import re
 from typing import Callable, TypeVar
 
+from flask_babel import gettext as _
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
 from clinic.models import FormSubmission
 from clinic.services.errors import Refused
-from clinic.services.transaction import atomic
+from clinic.services.transaction import atomic, insert_ignoring_duplicates
 
 T = TypeVar("T")
 
@@ -27,7 +29,8 @@ def check_key(key: str | None) -> str | None:
     if key is None or key == "":
         return None
     if not KEY_PATTERN.match(key):
-        raise Refused("validation_error", "The form is damaged: reload the page and try again.", field="idempotency_key")
+        raise Refused("validation_error", _("The form is damaged: reload the page and try again."),
+                      field="idempotency_key")
     return key
 
 
@@ -39,8 +42,8 @@ def previous_result(key: str | None, action: str, request_fingerprint: str) -> i
     if submission is None:
         return None
     if submission.action != action or submission.fingerprint != request_fingerprint:
-        raise Refused("key_reused", "This form was already submitted with different details. "
-                      "Reload the page to start again.", status=409)
+        raise Refused("key_reused", _("This form was already submitted with different details. "
+                                       "Reload the page to start again."), status=409)
     return submission.result_id
 
 
@@ -52,6 +55,26 @@ def remember(key: str | None, action: str, request_fingerprint: str) -> FormSubm
     db.session.add(submission)
     db.session.flush()
     return submission
+
+
+def claim(key: str | None, action: str, request_fingerprint: str) -> bool:
+    """Claim the key inside the current transaction in one statement; False when a submission holds it already.
+
+    A concurrent twin with the same key waits for the first transaction (the primary key decides)
+    and then gets False, so it can replay :func:`previous_result` instead of recovering from an error.
+    No key: nothing to claim (True).
+    """
+    if key is None:
+        return True
+    return insert_ignoring_duplicates(FormSubmission, {"key": key, "action": action,
+                                                       "fingerprint": request_fingerprint})
+
+
+def record_result(key: str | None, result_id: int) -> None:
+    """Write the result a claimed key replays (in the transaction that claimed it)."""
+    if key is not None:
+        db.session.execute(update(FormSubmission).where(FormSubmission.key == key).values(result_id=result_id)
+                           .execution_options(synchronize_session=False))
 
 
 def run_once(action: str, key: str | None, parts: tuple, perform: Callable[[], T], result_id: Callable[[T], int],

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -42,10 +44,11 @@ from clinic.services.urls import invite_url, progress_url
 MAX_BYTES = 2 * 1024 * 1024
 MAX_ROWS = 5000
 TEMPLATE_HEADER = ("name", "phone", "external_id")
-DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
-TOO_LARGE = (f"The file is larger than {MAX_BYTES // (1024 * 1024)} MB: split it into smaller files "
-             f"(at most {MAX_ROWS:,} patients each).")
-COLUMN_LABELS = {"full_name": "name", "phone": "phone number", "external_id": "record number"}
+DELIMITERS = {",": _l("comma"), ";": _l("semicolon"), "\t": _l("tab")}
+TOO_LARGE = _l("The file is larger than %(megabytes)s MB: split it into smaller files "
+               "(at most %(rows)s patients each).",
+               megabytes=MAX_BYTES // (1024 * 1024), rows=f"{MAX_ROWS:,}")
+COLUMN_LABELS = {"full_name": _l("name"), "phone": _l("phone number"), "external_id": _l("record number")}
 
 # Header cells are compared lower-cased, without spaces, underscores, dashes, dots, # or slashes.
 HEADER_ALIASES = {
@@ -143,7 +146,7 @@ def read_patient_csv(data: bytes) -> ImportPreview:
     """Decode, find the header and check each row against the enrolment rules and the rest of the file."""
     text, encoding = _decode(data)
     if not text.strip():
-        raise _file_refusal("empty_file", "The file is empty.")
+        raise _file_refusal("empty_file", _("The file is empty."))
     delimiter, header = _choose_delimiter(text)
     positions = _header_positions(header)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -161,14 +164,16 @@ def read_patient_csv(data: bytes) -> ImportPreview:
                 empty_rows += 1
                 continue
             if len(rows) == MAX_ROWS:
-                raise _file_refusal("too_many_rows", f"The file has more than {MAX_ROWS:,} patients: "
-                                    "split it into smaller files and import them one by one.", status=413)
+                raise _file_refusal("too_many_rows", _("The file has more than %(rows)s patients: split it into "
+                                                      "smaller files and import them one by one.",
+                                                      rows=f"{MAX_ROWS:,}"), status=413)
             rows.append(_check_row(start, cells, positions, len(header), delimiter))
     except csv.Error as error:
-        raise _file_refusal("not_csv", f"Line {line} of the file cannot be read as CSV ({error}). "
-                            "Save the sheet again as CSV and upload that file.") from None
+        raise _file_refusal("not_csv", _("Line %(line)s of the file cannot be read as CSV (%(error)s). "
+                                          "Save the sheet again as CSV and upload that file.", line=line,
+                                          error=error)) from None
     if not rows:
-        raise _file_refusal("no_rows", "The file has a header row but no patients below it.")
+        raise _file_refusal("no_rows", _("The file has a header row but no patients below it."))
     _mark_duplicates(rows)
     return ImportPreview(encoding=encoding, delimiter=delimiter,
                          columns={name: header[index].strip() for name, index in positions.items()},
@@ -180,34 +185,37 @@ def read_patient_csv(data: bytes) -> ImportPreview:
 def _decode(data: bytes) -> tuple[str, str]:
     """The text of the file and the name of its encoding, or a refusal a manager can act on."""
     if len(data) > MAX_BYTES:
-        raise _file_refusal("too_large", TOO_LARGE, status=413)
+        raise _file_refusal("too_large", str(TOO_LARGE), status=413)
     if not data:
-        raise _file_refusal("empty_file", "The file is empty.")
+        raise _file_refusal("empty_file", _("The file is empty."))
     if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
-        raise _file_refusal("spreadsheet", "This is an Excel workbook, not a CSV file. In Excel choose "
-                            "File › Save As › “CSV UTF-8 (Comma delimited)” and upload that file.", status=415)
+        raise _file_refusal("spreadsheet", _("This is an Excel workbook, not a CSV file. In Excel choose "
+                                              "File › Save As › “CSV UTF-8 (Comma delimited)” and upload that "
+                                              "file."), status=415)
     if data.startswith(codecs.BOM_UTF8):
         return _decode_as(data[len(codecs.BOM_UTF8):], "utf-8", "UTF-8 with BOM"), "UTF-8 with BOM"
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode Text"
         return _decode_as(data, "utf-16", "UTF-16"), "UTF-16"
     if b"\x00" in data:
-        raise _file_refusal("binary", "This is not a CSV file: it holds binary data. "
-                            "Save the sheet as CSV and upload that file.", status=415)
+        raise _file_refusal("binary", _("This is not a CSV file: it holds binary data. "
+                                         "Save the sheet as CSV and upload that file."), status=415)
     for codec, name in (("utf-8", "UTF-8"), ("gb18030", "GB18030 (Chinese Excel)")):
         try:
             return data.decode(codec), name
         except UnicodeDecodeError:
             continue
-    raise _file_refusal("bad_encoding", "The file's characters cannot be read: it is neither UTF-8 nor "
-                        "GB18030/GBK. In Excel choose “CSV UTF-8 (Comma delimited)” when saving.", status=415)
+    raise _file_refusal("bad_encoding", _("The file's characters cannot be read: it is neither UTF-8 nor "
+                                           "GB18030/GBK. In Excel choose “CSV UTF-8 (Comma delimited)” when "
+                                           "saving."), status=415)
 
 
 def _decode_as(data: bytes, codec: str, name: str) -> str:
     try:
         return data.decode(codec)
     except UnicodeDecodeError:
-        raise _file_refusal("bad_encoding", f"The file says it is {name} but is not: save it again as "
-                            "“CSV UTF-8 (Comma delimited)”.", status=415) from None
+        raise _file_refusal("bad_encoding", _("The file says it is %(encoding)s but is not: save it again as "
+                                               "“CSV UTF-8 (Comma delimited)”.", encoding=name),
+                            status=415) from None
 
 
 def _first_row(text: str, delimiter: str) -> list[str]:
@@ -240,13 +248,13 @@ def _header_positions(header: list[str]) -> dict[str, int]:
         if name is None:
             continue
         if name in positions:
-            raise _file_refusal("ambiguous_header", f"Two columns could be the {COLUMN_LABELS[name]}: "
-                                f"“{header[positions[name]].strip()}” and “{cell.strip()}”. "
-                                "Delete or rename one of them.")
+            raise _file_refusal("ambiguous_header", _(
+                "Two columns could be the %(column)s: “%(first)s” and “%(second)s”. Delete or rename one of them.",
+                column=COLUMN_LABELS[name], first=header[positions[name]].strip(), second=cell.strip()))
         positions[name] = index
     if "full_name" not in positions or len(positions) < 2:
-        raise _file_refusal("no_header", "The first row must name the columns: name, and phone or external_id "
-                            "(or 姓名, 手机, 病历号). Download the template to see how.")
+        raise _file_refusal("no_header", _("The first row must name the columns: name, and phone or external_id "
+                                            "(or 姓名, 手机, 病历号). Download the template to see how."))
     return positions
 
 
@@ -255,8 +263,9 @@ def _check_row(line: int, cells: list[str], positions: dict[str, int], columns: 
     values = {name: cells[index] if index < len(cells) else "" for name, index in positions.items()}
     problems = []
     if any(cell.strip() for cell in cells[columns:]):
-        problems.append(Problem("extra_values", None, f"This row has more values than the header has columns: "
-                                f"is there a {DELIMITERS[delimiter]} in a name without quotes around it?"))
+        problems.append(Problem("extra_values", None, _(
+            "This row has more values than the header has columns: is there a %(delimiter)s in a name without "
+            "quotes around it?", delimiter=DELIMITERS[delimiter])))
     try:
         details = PatientDetails.from_form(full_name=values["full_name"], phone=values.get("phone"),
                                            external_id=values.get("external_id"))
@@ -278,7 +287,8 @@ def _mark_duplicates(rows: list[PreviewRow]) -> None:
                 continue
             seen = first_line.setdefault((name, value), row.line)
             if seen != row.line:
-                row.problems.append(Problem("duplicate", name, f"Same {COLUMN_LABELS[name]} as line {seen}."))
+                row.problems.append(Problem("duplicate", name, _("Same %(column)s as line %(line)s.",
+                                                                   column=COLUMN_LABELS[name], line=seen)))
 
 
 def mark_existing_patients(preview: ImportPreview) -> None:
@@ -290,8 +300,8 @@ def mark_existing_patients(preview: ImportPreview) -> None:
         taken = set(db.session.scalars(select(column).where(column.in_(values))))
         for row in preview.rows:
             if row.details is not None and getattr(row.details, name) in taken:
-                row.problems.append(Problem("existing", name,
-                                            f"Already a patient: this {COLUMN_LABELS[name]} is registered."))
+                row.problems.append(Problem("existing", name, _("Already a patient: this %(column)s is registered.",
+                                                                column=COLUMN_LABELS[name])))
 
 
 @dataclass(frozen=True)
@@ -320,12 +330,12 @@ def import_patients(data: bytes, actor: Actor, *, expected: str | None = None) -
     with atomic():
         mark_existing_patients(preview)
         if expected is not None and preview.fingerprint != expected:
-            raise Refused("preview_changed", "Nothing was imported: the rows that can be imported changed since "
-                          "the preview (a patient in the file was registered meanwhile). Check the new preview "
-                          "and confirm again.", status=409)
+            raise Refused("preview_changed", _("Nothing was imported: the rows that can be imported changed since "
+                                                "the preview (a patient in the file was registered meanwhile). "
+                                                "Check the new preview and confirm again."), status=409)
         good = preview.good_rows
         if not good:
-            raise Refused("nothing_to_import", "Nothing was imported: no row of the file can be imported.")
+            raise Refused("nothing_to_import", _("Nothing was imported: no row of the file can be imported."))
         codes = _unused_personal_codes(len(good))
         tokens = [new_progress_token() for _ in good]
         try:
@@ -338,8 +348,9 @@ def import_patients(data: bytes, actor: Actor, *, expected: str | None = None) -
                 "enrolled_by_id": actor.staff_id, "branch_id": actor.branch_id,
             } for row, code, (_token, token_hash) in zip(good, codes, tokens)]).all())
         except IntegrityError:
-            raise Refused("import_conflict", "Nothing was imported: a patient in the file was registered at the "
-                          "desk during the import. Check the new preview and confirm again.", status=409) from None
+            raise Refused("import_conflict", _("Nothing was imported: a patient in the file was registered at the "
+                                                "desk during the import. Check the new preview and confirm again."),
+                          status=409) from None
         ids = [id_by_code[code] for code in codes]
         audit.record_for_each_patient("patient.enrolled", actor, ids, source="import")
         audit.record("patients.imported", actor, count=len(ids), skipped=len(preview.rows) - len(ids),
@@ -376,7 +387,7 @@ def template_csv() -> str:
 def _file(folder: str, token: str, kind: str) -> Path:
     """The path for ``token``; anything but 32 lower-case hex digits is unknown, so no path can be smuggled in."""
     if not isinstance(token, str) or not UPLOAD_TOKEN.match(token):
-        raise Refused("unknown_import", "This import is unknown or has expired: upload the file again.", status=404)
+        raise Refused("unknown_import", _("This import is unknown or has expired: upload the file again."), status=404)
     return Path(folder) / f"{token}{_SUFFIXES[kind]}"
 
 
@@ -415,8 +426,8 @@ def read_upload(folder: str, token: str) -> bytes:
     try:
         return _file(folder, token, "upload").read_bytes()
     except FileNotFoundError:
-        raise Refused("unknown_import", "This file was already imported, or its preview has expired: "
-                      "upload it again.", status=404) from None
+        raise Refused("unknown_import", _("This file was already imported, or its preview has expired: "
+                                           "upload it again."), status=404) from None
 
 
 def import_upload(folder: str, token: str, actor: Actor, *, expected: str | None) -> ImportResult:
@@ -429,8 +440,8 @@ def import_upload(folder: str, token: str, actor: Actor, *, expected: str | None
     try:
         os.rename(upload, claimed)
     except FileNotFoundError:
-        raise Refused("unknown_import", "This file was already imported, or its preview has expired: "
-                      "upload it again.", status=404) from None
+        raise Refused("unknown_import", _("This file was already imported, or its preview has expired: "
+                                           "upload it again."), status=404) from None
     try:
         result = import_patients(claimed.read_bytes(), actor, expected=expected)
     except BaseException:
@@ -465,8 +476,8 @@ def import_batch(folder: str, token: str) -> ImportBatch:
     try:
         saved = json.loads(_file(folder, token, "batch").read_text())
     except FileNotFoundError:
-        raise Refused("unknown_import", "This import is unknown or too old: find its patients on the Patients "
-                      "page.", status=404) from None
+        raise Refused("unknown_import", _("This import is unknown or too old: find its patients on the Patients "
+                                           "page."), status=404) from None
     links = _file(folder, token, "links")
     return ImportBatch(token=token, patient_ids=saved["patient_ids"], skipped=saved["skipped"],
                        links_available=links.exists() and links.stat().st_mtime >= time.time() - LINKS_KEEP_SECONDS)
@@ -476,7 +487,7 @@ def batch_posters_pdf(folder: str, token: str, part: int) -> bytes:
     """Posters (A4, classic) for one part of an import's patients, in file order."""
     ids = import_batch(folder, token).patient_ids[(part - 1) * MAX_POSTERS:part * MAX_POSTERS] if part >= 1 else []
     if not ids:
-        raise Refused("not_found", "There is no such part of this import.", status=404)
+        raise Refused("not_found", _("There is no such part of this import."), status=404)
     patients = {patient.id: patient for patient in db.session.scalars(select(Patient).where(Patient.id.in_(ids)))}
     return posters_pdf([patients[patient_id] for patient_id in ids if patient_id in patients], "classic", "A4")
 
@@ -491,13 +502,14 @@ def take_progress_links_csv(folder: str, token: str, actor: Actor) -> str:
     try:
         os.rename(links, taken)  # one download wins, even when two arrive at once
     except FileNotFoundError:
-        raise Refused("links_gone", "The progress links of this import were already downloaded or have expired "
-                      "(they are kept 15 minutes). Issue a new link from a patient's page if needed.",
-                      status=410) from None
+        raise Refused("links_gone", _("The progress links of this import were already downloaded or have expired "
+                                       "(they are kept 15 minutes). Issue a new link from a patient's page if "
+                                       "needed."), status=410) from None
     try:
         if taken.stat().st_mtime < time.time() - LINKS_KEEP_SECONDS:
-            raise Refused("links_gone", "The progress links of this import have expired (they are kept "
-                          "15 minutes). Issue a new link from a patient's page if needed.", status=410)
+            raise Refused("links_gone", _("The progress links of this import have expired (they are kept "
+                                           "15 minutes). Issue a new link from a patient's page if needed."),
+                          status=410)
         rows = json.loads(taken.read_text())
     finally:
         taken.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flask_babel import gettext as _
 from sqlalchemy import select, update
 
 from clinic.extensions import db
@@ -35,11 +36,11 @@ def _referral_of_friend(patient_id: int) -> Referral:
                                  .execution_options(populate_existing=True))
     if referral is None:
         if db.session.get(Patient, patient_id) is None:
-            raise Refused("not_found", "No such patient.", status=404)
-        raise Refused("not_referred", "This patient was not referred by anyone: there is no reward to pay.",
+            raise Refused("not_found", _("No such patient."), status=404)
+        raise Refused("not_referred", _("This patient was not referred by anyone: there is no reward to pay."),
                       status=409)
     if referral.status == ReferralStatus.REVERSED.value:
-        raise Refused("reversed", "This referral was reversed: milestones no longer pay rewards.", status=409)
+        raise Refused("reversed", _("This referral was reversed: milestones no longer pay rewards."), status=409)
     return referral
 
 
@@ -99,7 +100,7 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor, *,
                    idempotency_key: str | None = None) -> MilestoneResult:
     """The friend made their first payment (amount optional): pay what is due at a visit and a payment."""
     if amount is not None and (not isinstance(amount, int) or amount < 0):
-        raise Refused("validation_error", "The amount cannot be negative.", field="amount")
+        raise Refused("validation_error", _("The amount cannot be negative."), field="amount")
 
     def payment() -> MilestoneResult:
         referral = _referral_of_friend(patient_id)
@@ -155,9 +156,9 @@ def reverse_referral(referral_id: int, reason: str | None, actor: Actor, *,
                     reversal_reason=reason).execution_options(synchronize_session=False)).rowcount
         referral = db.session.get(Referral, referral_id, populate_existing=True)
         if referral is None:
-            raise Refused("not_found", "No such referral.", status=404)
+            raise Refused("not_found", _("No such referral."), status=404)
         if changed != 1:
-            raise Refused("already_reversed", "This referral was already reversed.", status=409)
+            raise Refused("already_reversed", _("This referral was already reversed."), status=409)
         voided, spent, cancelled = [], [], []
         for reward in db.session.scalars(select(Reward).where(Reward.referral_id == referral_id)):
             if reward.status in (RewardStatus.PENDING.value, RewardStatus.REVIEW.value):
@@ -226,12 +227,12 @@ def send_existing_patient_for_review(raw_code: str | None, existing_patient_id: 
     with atomic():
         existing = db.session.get(Patient, existing_patient_id)
         if existing is None:
-            raise Refused("not_found", "No such patient.", status=404)
+            raise Refused("not_found", _("No such patient."), status=404)
         if db.session.scalar(select(Referral.id).where(Referral.friend_id == existing.id)) is not None:
-            raise Refused("already_referred", "This patient was already referred: a friend is welcomed once.",
+            raise Refused("already_referred", _("This patient was already referred: a friend is welcomed once."),
                           status=409)
         if existing.id == offer.referrer.id:
-            raise Refused("self_referral", "A patient cannot redeem their own code.", status=422)
+            raise Refused("self_referral", _("A patient cannot redeem their own code."), status=422)
         pending = db.session.scalar(select(ReviewRequest).where(
             ReviewRequest.kind == "existing_patient", ReviewRequest.patient_id == existing.id,
             ReviewRequest.referrer_id == offer.referrer.id, ReviewRequest.status == "pending"))
@@ -260,14 +261,15 @@ def decide_review(review_id: int, approve: bool, reason: str | None, actor: Acto
                     decision_reason=reason).execution_options(synchronize_session=False)).rowcount
         review = db.session.get(ReviewRequest, review_id, populate_existing=True)
         if review is None:
-            raise Refused("not_found", "No such request.", status=404)
+            raise Refused("not_found", _("No such request."), status=404)
         if claimed != 1:
-            raise Refused("already_decided", f"This request was already {review.status}.", status=409)
+            raise Refused("already_decided", _("This request was already approved.") if review.status == "approved"
+                          else _("This request was already rejected."), status=409)
         if review.kind == "over_cap":
             reward = review.reward
             if approve:
                 if reward.status != RewardStatus.REVIEW.value:
-                    raise Refused("not_pending", "This reward is no longer waiting for approval.", status=409)
+                    raise Refused("not_pending", _("This reward is no longer waiting for approval."), status=409)
                 pay_reward(reward, reward.referral.campaign, reward.referral, actor, now, force=True)
             elif reward.status == RewardStatus.REVIEW.value:
                 reward.status = RewardStatus.REJECTED.value
@@ -290,7 +292,7 @@ def _link_existing_patient(review: ReviewRequest, actor: Actor, now) -> Referral
     if offer.card is not None:
         use_card(offer.card.id)
     if db.session.scalar(select(Referral.id).where(Referral.friend_id == review.patient_id)) is not None:
-        raise Refused("already_referred", "This patient was referred in the meantime.", status=409)
+        raise Refused("already_referred", _("This patient was referred in the meantime."), status=409)
     take_quota_place(offer.campaign, now)
     referral = Referral(referrer_id=offer.referrer.id, friend_id=review.patient_id, campaign_id=offer.campaign.id,
                         code_used=offer.code.code, staff_id=review.created_by_id, branch_id=review.branch_id,

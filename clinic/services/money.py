@@ -6,6 +6,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from babel.numbers import format_currency, get_currency_precision
+from flask_babel import gettext as _
 
 MAX_MAJOR_UNITS = Decimal(1_000_000)
 
@@ -28,19 +29,20 @@ def parse_money(text: str | None, currency: str) -> int:
     """``"100.5"`` -> ``10050`` for CNY. Raises ValueError with a message for people."""
     cleaned = (text or "").strip().replace(",", "")
     if not cleaned:
-        raise ValueError("Enter an amount.")
+        raise ValueError(_("Enter an amount."))
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
-        raise ValueError("Enter the amount as a number, for example 100 or 99.50.") from None
+        raise ValueError(_("Enter the amount as a number, for example 100 or 99.50.")) from None
     if not value.is_finite() or value < 0:
-        raise ValueError("The amount cannot be negative.")
+        raise ValueError(_("The amount cannot be negative."))
     if value > MAX_MAJOR_UNITS:
-        raise ValueError(f"The amount cannot be more than {MAX_MAJOR_UNITS:,}.")
+        raise ValueError(_("The amount cannot be more than %(limit)s.", limit=f"{MAX_MAJOR_UNITS:,}"))
     digits = minor_digits(currency)
     minor = value.scaleb(digits)
     if minor != minor.to_integral_value():
-        raise ValueError(f"{currency} amounts have at most {digits} decimal places.")
+        raise ValueError(_("%(currency)s amounts have at most %(digits)s decimal places.", currency=currency,
+                           digits=digits))
     return int(minor)
 
 

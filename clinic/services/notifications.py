@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import re
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
+from clinic.i18n import format_day
 from clinic.models import NotificationTemplate, Patient, Referral, Tier, Voucher
 from clinic.models._time import utcnow
 from clinic.models.patient import NOTIFICATION_LANGUAGES
 from clinic.services import audit, webhooks
-from clinic.services.clinic_settings import get_clinic, to_clinic_time
+from clinic.services.clinic_settings import clinic_day_of, get_clinic
 from clinic.services.errors import Refused
 from clinic.services.money import format_money
 from clinic.services.patients import FieldErrors, check_channel, check_fields, check_language, consent_problem
@@ -38,9 +41,9 @@ LANGUAGE_NAMES = {"zh_CN": "简体中文", "en": "English"}
 
 # kind -> (what it is for, the placeholders it may use)
 KINDS = {
-    "reward_earned": ("A voucher was issued to the patient", ("name", "clinic", "reward", "expires")),
-    "friend_visited": ("A friend the patient referred came for their first visit", ("name", "clinic", "friend")),
-    "tier_reached": ("The patient reached a tier (VIP)", ("name", "clinic", "tier")),
+    "reward_earned": (_l("A voucher was issued to the patient"), ("name", "clinic", "reward", "expires")),
+    "friend_visited": (_l("A friend the patient referred came for their first visit"), ("name", "clinic", "friend")),
+    "tier_reached": (_l("The patient reached a tier (VIP)"), ("name", "clinic", "tier")),
 }
 DEFAULT_TEXTS = {
     ("reward_earned", "zh_CN"): "{name}，您在{clinic}获得一份奖励：{reward}，有效期至{expires}。到院时请在前台出示。",
@@ -82,11 +85,12 @@ def templates() -> list[dict]:
 
 
 def _checked_template(kind: str, raw: str) -> str:
-    text = clean_text(raw, max_length=TEMPLATE_MAX, label="The message", required=False)
+    text = clean_text(raw, max_length=TEMPLATE_MAX, label=_("The message"), required=False)
     allowed = KINDS[kind][1]
     unknown = [name for name in PLACEHOLDER.findall(text) if name not in allowed]
     if unknown:
-        raise ValueError(f"Unknown placeholder {{{unknown[0]}}}: use " + ", ".join(f"{{{n}}}" for n in allowed) + ".")
+        raise ValueError(_("Unknown placeholder %(placeholder)s: use %(allowed)s.", placeholder=f"{{{unknown[0]}}}",
+                           allowed=", ".join(f"{{{n}}}" for n in allowed)))
     return text
 
 
@@ -121,8 +125,8 @@ def save_templates(submitted: dict[str, str], actor: Actor) -> list[str]:
             if changed:
                 audit.record("notifications.templates_changed", actor, templates=changed)
     except IntegrityError:  # another manager added the same message a moment ago
-        raise Refused("conflict", "Another manager saved these messages at the same moment: check them and save "
-                      "again.", status=409) from None
+        raise Refused("conflict", _("Another manager saved these messages at the same moment: check them and "
+                                     "save again."), status=409) from None
     return changed
 
 
@@ -134,7 +138,7 @@ def set_preferences(patient_id: int, channel: str | None, language: str | None, 
     with atomic():
         patient = db.session.get(Patient, patient_id)
         if patient is None:
-            raise Refused("not_found", "No such patient.", status=404)
+            raise Refused("not_found", _("No such patient."), status=404)
         problem = consent_problem(consent, values["preferred_channel"], patient.phone)
         if problem:
             raise FieldErrors({"notification_consent": problem})
@@ -187,7 +191,7 @@ def describe_reward(voucher: Voucher, language: str) -> str:
 def reward_earned(voucher: Voucher, patient: Patient):
     return _request(patient, "reward_earned",
                     {"reward": lambda language: describe_reward(voucher, language),
-                     "expires": to_clinic_time(voucher.expires_at, "%Y-%m-%d")},
+                     "expires": lambda language: format_day(clinic_day_of(voucher.expires_at), language)},
                     {"event": "voucher.issued", "voucher_id": voucher.id})
 
 

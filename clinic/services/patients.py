@@ -8,6 +8,7 @@ import secrets
 from datetime import datetime
 from dataclasses import dataclass
 
+from flask_babel import gettext as _
 from sqlalchemy import bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -40,9 +41,9 @@ def normalize_phone(raw: str | None) -> str | None:
     plus = text.startswith("+")
     digits = text[1:] if plus else text
     if not digits.isascii() or not digits.isdigit():
-        raise ValueError("A phone number has only digits, spaces, dashes and an optional leading +.")
+        raise ValueError(_("A phone number has only digits, spaces, dashes and an optional leading +."))
     if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
-        raise ValueError(f"A phone number has {MIN_PHONE_DIGITS} to {MAX_PHONE_DIGITS} digits.")
+        raise ValueError(_("A phone number has %(min)s to %(max)s digits.", min=MIN_PHONE_DIGITS, max=MAX_PHONE_DIGITS))
     return ("+" if plus else "") + digits
 
 
@@ -50,14 +51,14 @@ def check_channel(raw: str | None) -> str:
     """How the patient wants to be told: ``none`` (the default), ``sms`` or ``wechat``."""
     channel = (raw or "none").strip()
     if channel not in NOTIFICATION_CHANNELS:
-        raise ValueError("Pick SMS, WeChat or no messages.")
+        raise ValueError(_("Pick SMS, WeChat or no messages."))
     return channel
 
 
 def check_language(raw: str | None) -> str:
     language = (raw or NOTIFICATION_LANGUAGES[0]).strip()
     if language not in NOTIFICATION_LANGUAGES:
-        raise ValueError("Pick the language of the patient's messages.")
+        raise ValueError(_("Pick the language of the patient's messages."))
     return language
 
 
@@ -66,9 +67,9 @@ def consent_problem(consent: bool, channel: str, phone: str | None) -> str | Non
     if not consent:
         return None
     if channel == "none":
-        return "Pick how the patient wants to be told (SMS or WeChat) to record their consent."
+        return _("Pick how the patient wants to be told (SMS or WeChat) to record their consent.")
     if not phone:
-        return "Messages go to the patient's phone: add their phone number to record their consent."
+        return _("Messages go to the patient's phone: add their phone number to record their consent.")
     return None
 
 
@@ -92,12 +93,12 @@ class PatientDetails:
                   notification_consent=False) -> "PatientDetails":
         """Validate every field; raise :class:`FieldErrors` listing each problem."""
         checks = {
-            "full_name": lambda: clean_text(full_name, max_length=NAME_MAX, label="Full name", required=True),
+            "full_name": lambda: clean_text(full_name, max_length=NAME_MAX, label=_("Full name"), required=True),
             "display_name": lambda: clean_text(display_name, max_length=DISPLAY_NAME_MAX,
-                                               label="Display name", required=False),
+                                               label=_("Display name"), required=False),
             "phone": lambda: normalize_phone(phone),
             "external_id": lambda: clean_text(external_id, max_length=EXTERNAL_ID_MAX,
-                                              label="Record number", required=False) or None,
+                                              label=_("Record number"), required=False) or None,
             "preferred_channel": lambda: check_channel(preferred_channel),
             "preferred_language": lambda: check_language(preferred_language),
         }
@@ -130,7 +131,7 @@ class FieldErrors(Refused):
     """Several fields are wrong at once; ``errors`` maps each field to its message."""
 
     def __init__(self, errors: dict[str, str]):
-        super().__init__("validation_error", "Please correct the marked fields.")
+        super().__init__("validation_error", _("Please correct the marked fields."))
         self.errors = errors
 
 
@@ -166,9 +167,9 @@ def find_existing(details: PatientDetails) -> Patient | None:
 
 def existing_patient_refusal(existing: Patient, details: PatientDetails) -> Refused:
     field = "phone" if details.phone and existing.phone == details.phone else "external_id"
-    what = "phone number" if field == "phone" else "record number"
-    return Refused("existing_patient", f"A patient with this {what} is already registered.", field=field,
-                   status=409)
+    message = _("A patient with this phone number is already registered.") if field == "phone" \
+        else _("A patient with this record number is already registered.")
+    return Refused("existing_patient", message, field=field, status=409)
 
 
 def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient | None = None) -> tuple[Patient, str]:
@@ -220,7 +221,7 @@ def rotate_progress_link(patient_id: int, actor: Actor) -> str:
     with atomic():
         patient = db.session.get(Patient, patient_id)
         if patient is None:
-            raise Refused("not_found", "No such patient.", status=404)
+            raise Refused("not_found", _("No such patient."), status=404)
         patient.progress_token_hash = token_hash
         patient.progress_link_issued_at = utcnow()
         audit.record("patient.progress_link_rotated", actor, patient_id=patient.id)
@@ -232,9 +233,9 @@ def set_poster_consent(patient_id: int, consent: bool, actor: Actor) -> Patient:
     with atomic():
         patient = db.session.get(Patient, patient_id)
         if patient is None:
-            raise Refused("not_found", "No such patient.", status=404)
+            raise Refused("not_found", _("No such patient."), status=404)
         if consent and not patient.display_name:
-            raise Refused("validation_error", "Add a display name first: it is the name a poster would show.",
+            raise Refused("validation_error", _("Add a display name first: it is the name a poster would show."),
                           field="name_on_posters")
         if patient.name_on_posters != consent:
             patient.name_on_posters = consent

@@ -4,6 +4,10 @@ Templates link their CSS and the clinic's logo with ordinary paths (``/static/â€
 ``/uploads/â€¦``), resolved against an internal base URL. The fetcher serves only the app's own
 static files and the current logo, and refuses everything else (other hosts, ``file:``,
 paths that climb out of the folders), as Indico does.
+
+Paper is printed in the clinic's language (``Clinic.language``), whoever asks for it: a poster or a
+card is read by the clinic's patients and their friends, not by the member of staff who prints it,
+and a background job has no reader at all.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from flask import current_app, render_template
+from flask_babel import force_locale
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
@@ -55,6 +60,19 @@ def html_to_pdf(html: str) -> bytes:
     return HTML(string=html, base_url=INTERNAL_BASE_URL, url_fetcher=app_fetcher()).write_pdf()
 
 
+def in_print_language():
+    """A context in which gettext, money and dates speak the clinic's language, as printed paper does.
+
+    Callers that prepare text for a PDF (an offer, a reward) before :func:`render_pdf` wrap that in it too.
+    """
+    from clinic.i18n import clinic_language
+
+    return force_locale(clinic_language())
+
+
 def render_pdf(template: str, **context) -> bytes:
-    """Render ``templates/pdf/<template>`` to PDF bytes."""
-    return html_to_pdf(render_template(template, **context))
+    """Render ``templates/pdf/<template>`` to PDF bytes, in the clinic's language."""
+    from clinic.i18n import format_day
+
+    with in_print_language():
+        return html_to_pdf(render_template(template, format_day=format_day, **context))

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import pypdfium2
+from flask_babel import gettext as _
 from markupsafe import Markup
 from PIL import Image
 
+from clinic.i18n import current_language
 from clinic.models import Clinic, Patient
+from clinic.services import colours
 from clinic.services.clinic_settings import (
     brand_colour,
     friend_reward,
@@ -29,7 +32,7 @@ from clinic.services.rewards import campaign_in_force
 from clinic.services.codes import format_code
 from clinic.services.errors import Refused
 from clinic.services.patients import patients_enrolled_between
-from clinic.services.pdf import render_pdf
+from clinic.services.pdf import in_print_language, render_pdf
 from clinic.services.qr import qr_svg
 from clinic.services.urls import invite_url
 
@@ -50,9 +53,11 @@ def poster_options(design: str | None, size: str | None = None) -> tuple[str, st
     design = (design or DESIGNS[0]).strip().lower()
     size = (size or SIZES[0]).strip().upper()
     if design not in DESIGNS:
-        raise Refused("bad_design", f"Unknown poster design: choose one of {', '.join(DESIGNS)}.", status=400)
+        raise Refused("bad_design", _("Unknown poster design: choose one of %(designs)s.", designs=", ".join(DESIGNS)),
+                      status=400)
     if size not in SIZES:
-        raise Refused("bad_size", f"Unknown poster size: choose one of {', '.join(SIZES)}.", status=400)
+        raise Refused("bad_size", _("Unknown poster size: choose one of %(sizes)s.", sizes=", ".join(SIZES)),
+                      status=400)
     return design, size
 
 
@@ -61,35 +66,24 @@ class Brand:
     """The clinic's colour and the colours that stay readable with it, whatever colour a clinic picks."""
 
     colour: str
-    ink: str  # text on the brand colour: white, or near-black on a light brand colour
+    ink: str  # text on the brand colour on paper (large type): white, or near-black on a light brand colour
     text: str  # the brand colour for text on white, darkened until it reads (a yellow brand prints as ochre)
     tint: str  # a pale wash of the brand colour for backgrounds
+    screen_ink: str  # text on the brand colour on a screen, where type is small: at least 4.5:1
 
     @classmethod
     def from_colour(cls, colour: str) -> "Brand":
         """``colour`` is a checked ``#rrggbb`` (:func:`clinic_settings.brand_colour`)."""
-        rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
-        ink = "#ffffff" if _contrast_with_white(rgb) >= 3.0 else "#111827"
-        text = rgb
-        while _contrast_with_white(text) < 4.5:
-            text = tuple(round(c * 0.9) for c in text)
+        rgb = colours.parse_hex(colour)
         tint = tuple(round(c + (255 - c) * 0.88) for c in rgb)
-        return cls(colour=colour.lower(), ink=ink, text=_hex(text), tint=_hex(tint))
-
-
-def _hex(rgb: tuple[int, ...]) -> str:
-    return "#" + "".join(f"{c:02x}" for c in rgb)
+        return cls(colour=colour.lower(), ink=colours.to_hex(colours.ink_on(rgb, colours.AA_LARGE_TEXT)),
+                   text=colours.to_hex(colours.readable_on(rgb)), tint=colours.to_hex(tint),
+                   screen_ink=colours.to_hex(colours.ink_on(rgb)))
 
 
 def _contrast_with_white(rgb: tuple[int, ...]) -> float:
     """WCAG contrast ratio of a colour against white."""
-
-    def linear(channel: int) -> float:
-        c = channel / 255
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-    luminance = 0.2126 * linear(rgb[0]) + 0.7152 * linear(rgb[1]) + 0.0722 * linear(rgb[2])
-    return 1.05 / (luminance + 0.05)
+    return colours.contrast_ratio(rgb, colours.WHITE)
 
 
 @dataclass(frozen=True)
@@ -107,20 +101,21 @@ def poster_face(patient: Patient) -> PosterFace:
     url = invite_url(patient.personal_code)
     inviter = patient.display_name.strip() if patient.name_on_posters and patient.display_name else None
     return PosterFace(inviter=inviter or None, code=format_code(patient.personal_code), url=url,
-                      short_url=url.split("://", 1)[-1], qr=qr_svg(url, title="QR code"))
+                      short_url=url.split("://", 1)[-1], qr=qr_svg(url, title=_("QR code")))
 
 
 def current_offer(clinic: Clinic) -> str | None:
-    """What a friend gets under the campaign in force, or None when no campaign is running."""
+    """What a friend gets under the campaign in force, in the language being rendered; None without a campaign."""
     campaign = campaign_in_force(for_cards=False)
     if campaign is None:
         return None
-    return friend_reward(campaign).describe(clinic.currency) or None
+    return friend_reward(campaign).describe(clinic.currency, current_language()) or None
 
 
 def _render(patients: list[Patient], design: str, size: str) -> bytes:
     clinic = get_clinic()
-    offer = current_offer(clinic)
+    with in_print_language():
+        offer = current_offer(clinic)
     return render_pdf(TEMPLATE, design=design, size=size, clinic=clinic, brand=Brand.from_colour(brand_colour()),
                       offer=offer, long_name=len(clinic.name) > _LONG_NAME,
                       long_offer=offer is not None and len(offer) > _LONG_NAME,
@@ -141,9 +136,9 @@ def posters_pdf(patients: list[Patient], design: str = "classic", size: str = "A
     page then parses the stylesheet and embeds its own font subset).
     """
     if not patients:
-        raise Refused("no_patients", "There are no posters to print.")
+        raise Refused("no_patients", _("There are no posters to print."))
     if len(patients) > MAX_POSTERS:
-        raise Refused("too_many_posters", f"At most {MAX_POSTERS} posters can be printed at once.")
+        raise Refused("too_many_posters", _("At most %(count)d posters can be printed at once.", count=MAX_POSTERS))
     design, size = poster_options(design, size)
     return _render(list(patients), design, size)
 
@@ -178,12 +173,13 @@ def enrolled_between(first_day: date, last_day: date) -> list[Patient]:
     refuse_implausible_day(first_day)
     refuse_implausible_day(last_day)
     if last_day < first_day:
-        raise Refused("bad_range", "The end date is before the start date.", field="to", status=400)
+        raise Refused("bad_range", _("The end date is before the start date."), field="to", status=400)
     start, end = start_of_clinic_day(first_day), start_of_clinic_day(last_day + timedelta(days=1))
     patients = patients_enrolled_between(start, end, limit=MAX_POSTERS + 1)
     if not patients:
-        raise Refused("no_patients", "Nobody was enrolled in these dates: there are no posters to print.")
+        raise Refused("no_patients", _("Nobody was enrolled in these dates: there are no posters to print."))
     if len(patients) > MAX_POSTERS:
-        raise Refused("too_many_posters", f"More than {MAX_POSTERS} patients were enrolled in these dates. "
-                      f"Choose a shorter range: at most {MAX_POSTERS} posters can be printed at once.")
+        raise Refused("too_many_posters", _("More than %(count)d patients were enrolled in these dates. Choose a "
+                                            "shorter range: at most %(count)d posters can be printed at once.",
+                                            count=MAX_POSTERS))
     return patients

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask_babel import pgettext
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import selectinload
 
 from clinic.extensions import db
+from clinic.i18n import current_language
 from clinic.models import Patient, Referral, ReferralStatus, Reward, RewardStatus, Stage, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 from clinic.services.clinic_settings import RewardTerms, friend_reward, get_clinic, referrer_reward
@@ -17,21 +19,24 @@ from clinic.services.rewards import campaign_in_force
 from clinic.services.patients import patient_by_progress_token
 from clinic.services.tiers import TierStatus, tier_status
 
-# How the referrer's reward for one friend stands, in the patient's words.
-REWARD_STATES = {
-    RewardStatus.ISSUED.value: "issued",
-    RewardStatus.PENDING.value: "pending",
-    RewardStatus.REVIEW.value: "awaiting approval",
-    RewardStatus.REJECTED.value: "not given",
-    RewardStatus.CANCELLED.value: "cancelled",
-}
-
 
 def reward_state(reward: Reward) -> str:
-    """``issued``, ``pending at visit``, ``pending at payment``, ``awaiting approval``, ``not given`` or ``cancelled``."""
-    if reward.status == RewardStatus.PENDING.value and reward.stage in (Stage.VISIT.value, Stage.PAYMENT.value):
-        return f"pending at {reward.stage}"
-    return REWARD_STATES.get(reward.status, reward.status)
+    """How the referrer's reward for one friend stands, in the patient's words and language.
+
+    ``issued``, ``pending at visit``, ``pending at payment``, ``awaiting approval``, ``not given`` or ``cancelled``.
+    """
+    if reward.status == RewardStatus.PENDING.value and reward.stage == Stage.VISIT.value:
+        return pgettext("reward", "pending at visit")
+    if reward.status == RewardStatus.PENDING.value and reward.stage == Stage.PAYMENT.value:
+        return pgettext("reward", "pending at payment")
+    states = {
+        RewardStatus.ISSUED.value: pgettext("reward", "issued"),
+        RewardStatus.PENDING.value: pgettext("reward", "pending"),
+        RewardStatus.REVIEW.value: pgettext("reward", "awaiting approval"),
+        RewardStatus.REJECTED.value: pgettext("reward", "not given"),
+        RewardStatus.CANCELLED.value: pgettext("reward", "cancelled"),
+    }
+    return states.get(reward.status, reward.status)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,8 @@ def friend_progress(referral: Referral) -> FriendProgress:
         visited=referral.visited_at is not None or referral.paid_at is not None,
         paid=referral.paid_at is not None,
         reversed=referral.status == ReferralStatus.REVERSED.value,
-        rewards=[EarnedReward(RewardTerms(r.kind, r.amount, r.label).describe(r.currency), reward_state(r))
+        rewards=[EarnedReward(RewardTerms(r.kind, r.amount, r.label).describe(r.currency, current_language()),
+                              reward_state(r))
                  for r in referral.rewards if r.beneficiary == "referrer"],
     )
 
@@ -103,15 +109,15 @@ def progress_page(token: str) -> ProgressPage | None:
     referrals = list(db.session.scalars(_REFERRALS_OF, {"patient_id": patient.id}))
     vouchers = list(db.session.scalars(_VOUCHERS_OF, {"patient_id": patient.id}))
     campaign = campaign_in_force(for_cards=False, now=now)
-    currency = get_clinic().currency
+    currency, language = get_clinic().currency, current_language()
     running = campaign is not None
     return ProgressPage(
         patient=patient,
         referrals=referrals,
         vouchers=vouchers,
         active_vouchers=[v for v in vouchers if v.status_at(now) is VoucherStatus.ACTIVE],
-        offer_for_friends=friend_reward(campaign).describe_with_stage(currency) if running else None,
-        reward_per_friend=referrer_reward(campaign).describe_with_stage(currency) if running else None,
-        tier=tier_status(patient.id, now),
+        offer_for_friends=friend_reward(campaign).describe_with_stage(currency, language) if running else None,
+        reward_per_friend=referrer_reward(campaign).describe_with_stage(currency, language) if running else None,
+        tier=tier_status(patient.id, now, referrals),
         friends=[friend_progress(referral) for referral in referrals],
     )

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask_babel import gettext as _
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
 from clinic.models import Campaign, Card, CardStatus, Patient, Referral, Reward, Stage, Voucher
@@ -37,7 +39,7 @@ from clinic.services.patients import (
     patient_by_personal_code,
 )
 from clinic.services.transaction import Actor, atomic
-from clinic.services.rewards import campaign_in_force, pay_due_rewards, promise_rewards, take_quota_place, vouchers_of
+from clinic.services.rewards import campaign_in_force, pay_due_rewards, promise_rewards, take_quota_place
 from clinic.services.vouchers import find_voucher
 
 
@@ -108,7 +110,7 @@ def referral_offer(raw: str | None) -> ReferralOffer:
     if parsed.kind is CodeKind.PERSONAL:
         referrer = patient_by_personal_code(parsed.code)
         if referrer is None:
-            raise Refused("unknown_code", "No patient holds this code. Check it with the friend.",
+            raise Refused("unknown_code", _("No patient holds this code. Check it with the friend."),
                           field="code", status=404)
         return ReferralOffer(code=parsed, referrer=referrer, campaign=_campaign_in_force(for_cards=False))
     card = find_card_by_code(parsed.code)
@@ -117,9 +119,9 @@ def referral_offer(raw: str | None) -> ReferralOffer:
             raise explain_card(card)
         return ReferralOffer(code=parsed, referrer=card.patient, campaign=_campaign_in_force(for_cards=True), card=card)
     if find_voucher(parsed.code) is not None:
-        raise Refused("not_a_referral_code", "This is a voucher code: spend it at checkout instead.",
+        raise Refused("not_a_referral_code", _("This is a voucher code: spend it at checkout instead."),
                       field="code")
-    raise Refused("unknown_code", "No card or voucher has this code.", field="code", status=404)
+    raise Refused("unknown_code", _("No card or voucher has this code."), field="code", status=404)
 
 
 @dataclass
@@ -164,7 +166,7 @@ def invitation(raw: str | None) -> Invitation | None:
 def _campaign_in_force(for_cards: bool) -> Campaign:
     campaign = campaign_in_force(for_cards)
     if campaign is None:
-        raise Refused("campaign_ended", "The referral campaign has ended: no rewards can be issued.",
+        raise Refused("campaign_ended", _("The referral campaign has ended: no rewards can be issued."),
                       field="code", status=409)
     return campaign
 
@@ -173,7 +175,7 @@ def _refuse_self_referral(referrer: Patient, details: PatientDetails) -> None:
     same_phone = details.phone is not None and details.phone == referrer.phone
     same_record = details.external_id is not None and details.external_id == referrer.external_id
     if same_phone or same_record:
-        raise Refused("self_referral", "A patient cannot redeem their own code: this is the code's owner.",
+        raise Refused("self_referral", _("A patient cannot redeem their own code: this is the code's owner."),
                       field="phone" if same_phone else "external_id")
 
 
@@ -188,7 +190,7 @@ def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
     try:
         key = idempotency.check_key(idempotency_key)
         try:
-            with atomic():
+            with atomic(keep_loaded=True):  # the receipt is built from the rows just written
                 offer = referral_offer(raw_code)
                 request_fingerprint = idempotency.fingerprint(
                     "redeem", offer.code.code, details.full_name, details.phone, details.external_id)
@@ -217,14 +219,13 @@ def record_refused_redemption(refusal: Refused, actor: Actor, offer: ReferralOff
 def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: str | None,
             request_fingerprint: str) -> RedemptionResult:
     """The redemption itself, inside the caller's write transaction (which commits it)."""
-    replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
-    if replayed is not None:
-        return _result_for(replayed)
     # Claim the key before the work: on PostgreSQL a twin of this form would otherwise see this
     # redemption's friend and refuse ("existing patient") instead of waiting here to replay it.
-    submission = idempotency.remember(key, "redeem", request_fingerprint)
+    if not idempotency.claim(key, "redeem", request_fingerprint):
+        return _result_for(idempotency.previous_result(key, "redeem", request_fingerprint))
     if offer.card is not None:
         use_card(offer.card.id)
+        db.session.expire(offer.card)  # its status changed underneath the loaded copy
     referrer, campaign = offer.referrer, offer.campaign
     _refuse_self_referral(referrer, details)
     existing = find_existing(details)
@@ -241,11 +242,13 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
                  code=offer.code.code, referrer_id=referrer.id, campaign_id=campaign.id,
                  card=offer.card.serial if offer.card else None)
     events.referral_redeemed(referral)
-    promise_rewards(referral, offer.referrer_reward, offer.friend_reward, campaign, actor)
-    pay_due_rewards(referral, Stage.REDEMPTION.value, actor)
-    vouchers = vouchers_of(referral.id)
-    if submission is not None:
-        submission.result_id = referral.id
+    rewards = promise_rewards(referral, offer.referrer_reward, offer.friend_reward, campaign, actor)
+    paid = pay_due_rewards(referral, Stage.REDEMPTION.value, actor, rewards=rewards)
+    # A new referral has exactly these rewards and vouchers: the receipt needs not read them back.
+    vouchers = sorted((reward.voucher for reward in paid if reward.voucher is not None), key=lambda voucher: voucher.id)
+    set_committed_value(referral, "rewards", sorted(rewards, key=lambda reward: reward.id))
+    set_committed_value(referral, "vouchers", vouchers)
+    idempotency.record_result(key, referral.id)
     return RedemptionResult(referral=referral, friend=friend, vouchers=vouchers, friend_progress_token=token)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.sql import Select
 
 from clinic.extensions import db
+from clinic.i18n import format_day
 from clinic.models import AuditEvent, Patient, Referral, ReferralStatus, RewardKind, Staff, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 
@@ -221,8 +222,8 @@ class Bucket:
     @property
     def label(self) -> str:
         if self.first_day == self.last_day:
-            return self.first_day.isoformat()
-        return f"{self.first_day.isoformat()} – {self.last_day.isoformat()}"
+            return format_day(self.first_day)
+        return f"{format_day(self.first_day)} – {format_day(self.last_day)}"
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from flask_babel import gettext as _
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from clinic.extensions import db
 from clinic.models import (
@@ -32,7 +32,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.clinic_settings import RewardTerms, clinic_local, get_clinic
 from clinic.services.errors import Refused
-from clinic.services.transaction import Actor
+from clinic.services.transaction import Actor, insert_ignoring_duplicates
 from clinic.services.vouchers import issue_voucher
 
 STAGES = tuple(stage.value for stage in Stage)
@@ -54,28 +54,26 @@ def campaign_in_force(for_cards: bool, now: datetime | None = None) -> Campaign 
     return next((campaign for campaign in candidates if campaign.is_running(now)), None)
 
 
-def _insert_ignoring_duplicates(model, values: dict):
-    """INSERT … ON CONFLICT DO NOTHING, so that the counter row exists before it is locked."""
-    dialect = db.session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    db.session.execute(module.insert(model).values(**values).on_conflict_do_nothing())
-
-
 def take_quota_place(campaign: Campaign, now: datetime) -> None:
     """Use one of this month's places for referred friends, or refuse when none is left."""
     if not campaign.friend_monthly_quota:
         return
     month = clinic_local(now).strftime("%Y-%m")
-    _insert_ignoring_duplicates(CampaignMonthCount, {"campaign_id": campaign.id, "month": month, "used": 0})
+    # The counter row exists before the conditional UPDATE locks it.
+    insert_ignoring_duplicates(CampaignMonthCount, {"campaign_id": campaign.id, "month": month, "used": 0})
     taken = db.session.execute(
         update(CampaignMonthCount)
         .where(CampaignMonthCount.campaign_id == campaign.id, CampaignMonthCount.month == month,
                CampaignMonthCount.used < campaign.friend_monthly_quota)
         .values(used=CampaignMonthCount.used + 1).execution_options(synchronize_session=False)).rowcount
     if taken != 1:
-        what = campaign.quota_label or "places for referred friends"
-        raise Refused("quota_full", f"This month's {campaign.friend_monthly_quota} {what} are all taken. "
-                      "Please invite the friend to come next month.", field="code", status=409)
+        if campaign.quota_label:
+            message = _("This month's %(count)s %(places)s are all taken. Please invite the friend to come next "
+                        "month.", count=campaign.friend_monthly_quota, places=campaign.quota_label)
+        else:
+            message = _("This month's %(count)s places for referred friends are all taken. Please invite the "
+                        "friend to come next month.", count=campaign.friend_monthly_quota)
+        raise Refused("quota_full", message, field="code", status=409)
 
 
 def quota_left(campaign: Campaign | None, now: datetime | None = None) -> int | None:
@@ -91,8 +89,8 @@ def quota_left(campaign: Campaign | None, now: datetime | None = None) -> int | 
 def _take_cap_slot(referrer_id: int, value: int, campaign: Campaign, now: datetime, *, force: bool) -> bool:
     """Count one rewarded referral (and its value) against the referrer's yearly caps, if they allow it."""
     year = clinic_local(now).year
-    _insert_ignoring_duplicates(ReferrerYearTotal, {"referrer_id": referrer_id, "year": year,
-                                                   "rewarded_count": 0, "rewarded_value": 0})
+    insert_ignoring_duplicates(ReferrerYearTotal, {"referrer_id": referrer_id, "year": year,
+                                                  "rewarded_count": 0, "rewarded_value": 0})
     statement = update(ReferrerYearTotal).where(ReferrerYearTotal.referrer_id == referrer_id,
                                                 ReferrerYearTotal.year == year)
     if not force:
@@ -134,13 +132,21 @@ def promise_rewards(referral: Referral, referrer_terms: RewardTerms, friend_term
     return rewards
 
 
-def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetime | None = None) -> list[Reward]:
-    """Pay every pending reward of this referral whose stage is now reached (inside the caller's transaction)."""
+def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetime | None = None, *,
+                    rewards: list[Reward] | None = None) -> list[Reward]:
+    """Pay every pending reward of this referral whose stage is now reached (inside the caller's transaction).
+
+    ``rewards``: all of the referral's rewards, when the caller holds them (a redemption has just promised them).
+    """
     now = now or utcnow()
     campaign = db.session.get(Campaign, referral.campaign_id)
-    due = db.session.scalars(select(Reward).where(Reward.referral_id == referral.id,
-                                                  Reward.status == RewardStatus.PENDING.value)
-                             .order_by(Reward.id)).all()
+    if rewards is None:
+        due = db.session.scalars(select(Reward).where(Reward.referral_id == referral.id,
+                                                      Reward.status == RewardStatus.PENDING.value)
+                                 .order_by(Reward.id)).all()
+    else:
+        due = sorted((reward for reward in rewards if reward.status == RewardStatus.PENDING.value),
+                     key=lambda reward: reward.id)
     paid = []
     for reward in due:
         if STAGE_ORDER[reward.stage] <= STAGE_ORDER[reached]:
@@ -166,6 +172,7 @@ def pay_reward(reward: Reward, campaign: Campaign, referral: Referral, actor: Ac
                             beneficiary=reward.beneficiary, currency=reward.currency, valid_days=reward.valid_days,
                             actor=actor, referral=referral)
     reward.status = RewardStatus.ISSUED.value
+    reward.voucher = voucher  # also keeps it in the session for the caller's answer (the identity map is weak)
     reward.voucher_id = voucher.id
     reward.overridden = force
 

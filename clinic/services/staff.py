@@ -27,15 +27,17 @@ def normalize_email(email: str | None) -> str:
 def create_staff(email: str, password: str, role: str, actor: Actor | None = None) -> Staff:
     email = normalize_email(email)
     if "@" not in email or len(email) > 254 or any(c.isspace() for c in email):
-        raise Refused("validation_error", "Give a valid email address.", field="email")
+        raise Refused("validation_error", _("Give a valid email address."), field="email")
     if role not in {r.value for r in Role}:
-        raise Refused("validation_error", f"Role must be one of: {', '.join(r.value for r in Role)}.", field="role")
+        raise Refused("validation_error", _("Role must be one of: %(roles)s.", roles=", ".join(r.value for r in Role)),
+                      field="role")
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise Refused("validation_error", f"The password needs at least {MIN_PASSWORD_LENGTH} characters.",
+        raise Refused("validation_error", _("The password needs at least %(count)s characters.",
+                                              count=MIN_PASSWORD_LENGTH),
                       field="password")
     with atomic():
         if db.session.scalar(select(Staff.id).where(func.lower(Staff.email) == email)) is not None:
-            raise Refused("exists", f"{email} already has an account.", field="email", status=409)
+            raise Refused("exists", _("%(email)s already has an account.", email=email), field="email", status=409)
         staff = Staff(email=email, role=role)
         staff.set_password(password)
         db.session.add(staff)
@@ -148,9 +150,9 @@ def set_enabled(staff_id: int, enabled: bool, actor: Actor) -> Staff:
             return staff
         if not enabled:
             if staff.id == actor.staff_id:
-                raise Refused("own_account", "You cannot disable your own account.", status=409)
+                raise Refused("own_account", _("You cannot disable your own account."), status=409)
             if staff.role == Role.MANAGER.value and _enabled_managers() <= 1:
-                raise Refused("last_manager", "This is the only enabled manager: enable or create another first.",
+                raise Refused("last_manager", _("This is the only enabled manager: enable or create another first."),
                               status=409)
             _end_sessions(StaffSession.staff_id == staff.id, "disabled")
         staff.enabled = enabled
@@ -162,7 +164,7 @@ def set_enabled(staff_id: int, enabled: bool, actor: Actor) -> Staff:
 def _staff_or_refuse(staff_id: int) -> Staff:
     staff = db.session.get(Staff, staff_id)
     if staff is None:
-        raise Refused("unknown_staff", "There is no such staff account.", status=404)
+        raise Refused("unknown_staff", _("There is no such staff account."), status=404)
     return staff
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from flask_babel import gettext as _
+
 # Every control and format character (Unicode categories Cc and Cf: NUL, escapes, zero-width
 # characters, bidi marks and overrides, invisible operators, tags) and the line and paragraph
 # separators: they print as nothing (or reorder what follows), so a name holding them can deceive
@@ -18,11 +20,11 @@ def clean_text(raw: str | None, *, max_length: int, label: str, required: bool) 
     """Trim and fold white space; refuse control characters, over-long and missing text."""
     text = " ".join((raw or "").split())
     if CONTROL_CHARACTERS.search(text):
-        raise ValueError(f"{label} contains characters that cannot be printed.")
+        raise ValueError(_("%(label)s contains characters that cannot be printed.", label=label))
     if required and not text:
-        raise ValueError(f"Enter the {label.lower()}.")
+        raise ValueError(_("Enter the %(label)s.", label=label.lower()))
     if len(text) > max_length:
-        raise ValueError(f"{label} can be at most {max_length} characters.")
+        raise ValueError(_("%(label)s can be at most %(count)s characters.", label=label, count=max_length))
     return text
 
 
@@ -49,10 +51,10 @@ def clean_reason(raw: str | None) -> str:
     from clinic.services.errors import Refused
 
     try:
-        reason = clean_text(raw, max_length=REASON_MAX, label="Reason", required=True)
+        reason = clean_text(raw, max_length=REASON_MAX, label=_("Reason"), required=True)
     except ValueError as problem:
         raise Refused("validation_error", str(problem), field="reason") from None
     if len(reason) < REASON_MIN:
-        raise Refused("validation_error", f"Give a reason of {REASON_MIN} to {REASON_MAX} characters.",
-                      field="reason")
+        raise Refused("validation_error", _("Give a reason of %(min)s to %(max)s characters.", min=REASON_MIN,
+                                            max=REASON_MAX), field="reason")
     return reason

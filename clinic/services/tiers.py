@@ -9,14 +9,16 @@ within a period; the public leaderboard shows only patients who agreed, with mas
 from __future__ import annotations
 
 import calendar
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 
+from flask_babel import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
+from clinic.i18n import format_day
 from clinic.models import Patient, Referral, ReferralStatus, Tier
 from clinic.models._time import utcnow
 from clinic.services import audit
@@ -58,19 +60,23 @@ class TierRules:
                   privileges="") -> "TierRules":
         """Validate every field (numbers may come as form text); raise :class:`FieldErrors` listing each problem."""
         checks = {
-            "name": lambda: clean_text(name, max_length=NAME_MAX, label="Tier name", required=True),
-            "min_paid_referrals": lambda: _whole_number(min_paid_referrals, THRESHOLD_MIN, THRESHOLD_MAX,
-                                                        "paid friends"),
-            "window_months": lambda: _whole_number(window_months, WINDOW_MIN, WINDOW_MAX, "months"),
-            "privileges": lambda: _multiline_text(privileges, PRIVILEGES_MAX, "Privileges"),
+            "name": lambda: clean_text(name, max_length=NAME_MAX, label=_("Tier name"), required=True),
+            "min_paid_referrals": lambda: _whole_number(
+                min_paid_referrals, THRESHOLD_MIN, THRESHOLD_MAX,
+                _("Enter a whole number of paid friends from %(low)s to %(high)s.", low=THRESHOLD_MIN,
+                  high=THRESHOLD_MAX)),
+            "window_months": lambda: _whole_number(
+                window_months, WINDOW_MIN, WINDOW_MAX,
+                _("Enter a whole number of months from %(low)s to %(high)s.", low=WINDOW_MIN, high=WINDOW_MAX)),
+            "privileges": lambda: _multiline_text(privileges, PRIVILEGES_MAX, _("Privileges")),
         }
         return cls(**check_fields(checks))
 
 
-def _whole_number(raw, low: int, high: int, unit: str) -> int:
+def _whole_number(raw, low: int, high: int, refusal: str) -> int:
     text = str(raw if raw is not None else "").strip()
     if not (text.isascii() and text.isdigit() and len(text) <= 6) or not low <= int(text) <= high:
-        raise ValueError(f"Enter a whole number of {unit} from {low} to {high}.")
+        raise ValueError(refusal)
     return int(text)
 
 
@@ -79,21 +85,24 @@ def _multiline_text(raw: str | None, max_length: int, label: str) -> str:
     lines = [" ".join(line.split()) for line in (raw or "").replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     text = "\n".join(lines).strip("\n")
     if CONTROL_CHARACTERS.search(text.replace("\n", " ")):
-        raise ValueError(f"{label} contains characters that cannot be printed.")
+        raise ValueError(_("%(label)s contains characters that cannot be printed.", label=label))
     if len(text) > max_length:
-        raise ValueError(f"{label} can be at most {max_length} characters.")
+        raise ValueError(_("%(label)s can be at most %(count)s characters.", label=label, count=max_length))
     return text
+
+
+_TIERS = select(Tier).order_by(Tier.min_paid_referrals, Tier.id)  # built once: every progress page asks
 
 
 def list_tiers() -> list[Tier]:
     """Every tier, lowest threshold first."""
-    return list(db.session.scalars(select(Tier).order_by(Tier.min_paid_referrals, Tier.id)))
+    return list(db.session.scalars(_TIERS))
 
 
 def get_tier(tier_id: int) -> Tier:
     tier = db.session.get(Tier, tier_id)
     if tier is None:
-        raise Refused("not_found", "No such tier.", status=404)
+        raise Refused("not_found", _("No such tier."), status=404)
     return tier
 
 
@@ -102,9 +111,10 @@ def _refuse_clashes(rules: TierRules, tier_id: int | None) -> None:
     others = [tier for tier in db.session.scalars(select(Tier)) if tier.id != tier_id]
     errors = {}
     if any(tier.name.casefold() == rules.name.casefold() for tier in others):
-        errors["name"] = f"There is already a tier called “{rules.name}”."
+        errors["name"] = _("There is already a tier called “%(name)s”.", name=rules.name)
     if any(tier.min_paid_referrals == rules.min_paid_referrals for tier in others):
-        errors["min_paid_referrals"] = f"Another tier already starts at {rules.min_paid_referrals} paid friends."
+        errors["min_paid_referrals"] = _("Another tier already starts at %(count)s paid friends.",
+                                         count=rules.min_paid_referrals)
     if errors:
         raise FieldErrors(errors)
 
@@ -115,7 +125,7 @@ def _save(write) -> Tier:
         with atomic():
             return write()
     except IntegrityError:
-        raise FieldErrors({"name": "There is already a tier with this name."}) from None
+        raise FieldErrors({"name": _("There is already a tier with this name.")}) from None
 
 
 def _checked(rules: TierRules) -> TierRules:
@@ -230,17 +240,36 @@ class TierStatus:
         return f"{self.more_to_next} more {friends} to {self.next.name}"
 
 
-def tier_status(patient_id: int, now: datetime | None = None) -> TierStatus:
-    """The highest tier whose threshold the patient meets in that tier's window, and the next one up."""
+def paid_among(referrals: Iterable[Referral], patient_id: int, now: datetime, window_months: int) -> int:
+    """:func:`paid_referrals` counted over referrals already loaded, with the same rules and window."""
+    start = window_start(now, window_months)
+    return sum(1 for referral in referrals
+               if referral.referrer_id == patient_id and referral.status == ReferralStatus.ACTIVE.value
+               and referral.paid_at is not None and start <= referral.paid_at <= now)
+
+
+def tier_status(patient_id: int, now: datetime | None = None,
+                referrals: Sequence[Referral] | None = None) -> TierStatus:
+    """The highest tier whose threshold the patient meets in that tier's window, and the next one up.
+
+    ``referrals``: every referral the patient made, when the caller has loaded them already (the
+    progress page); the paid ones are then counted from them instead of asking the database again.
+    """
     now = now or utcnow()
     tiers = list_tiers()
-    counts = {months: paid_referrals(patient_id, now, months) for months in {t.window_months for t in tiers}}
+
+    def count_paid(months: int) -> int:
+        if referrals is None:
+            return paid_referrals(patient_id, now, months)
+        return paid_among(referrals, patient_id, now, months)
+
+    counts = {months: count_paid(months) for months in {t.window_months for t in tiers}}
     reached = [tier for tier in tiers if counts[tier.window_months] >= tier.min_paid_referrals]
     current = reached[-1] if reached else None
     above = [tier for tier in tiers if current is None or tier.min_paid_referrals > current.min_paid_referrals]
     upcoming = above[0] if above else None
     shown = upcoming or current
-    paid = counts[shown.window_months] if shown else paid_referrals(patient_id, now, DEFAULT_WINDOW_MONTHS)
+    paid = counts[shown.window_months] if shown else count_paid(DEFAULT_WINDOW_MONTHS)
     more = upcoming.min_paid_referrals - paid if upcoming else None
     return TierStatus(current=current, next=upcoming, paid=paid, more_to_next=more)
 
@@ -294,7 +323,7 @@ class Period:
 
     @property
     def label(self) -> str:
-        return str(self.first.year) if self.is_calendar_year else f"{self.first.isoformat()} – {self.last.isoformat()}"
+        return str(self.first.year) if self.is_calendar_year else f"{format_day(self.first)} – {format_day(self.last)}"
 
 
 def this_year() -> Period:
@@ -367,7 +396,7 @@ def set_leaderboard_consent(patient_id: int, consent: bool, actor: Actor) -> Pat
     with atomic():
         patient = db.session.get(Patient, patient_id)
         if patient is None:
-            raise Refused("not_found", "No such patient.", status=404)
+            raise Refused("not_found", _("No such patient."), status=404)
         if patient.leaderboard_opt_in != consent:
             patient.leaderboard_opt_in = consent
             audit.record("patient.leaderboard_consent", actor, patient_id=patient.id, consent=consent)
@@ -400,7 +429,7 @@ def honour_certificate(patient_id: int, period: Period, branch_id: int | None = 
     ranked = next((entry for entry in top_referrers(start, end, branch_id, limit=None)
                    if entry.patient.id == patient_id), None)
     if ranked is None:
-        raise Refused("not_ranked", "No friend of this patient paid in the period: there is nothing to certify.",
+        raise Refused("not_ranked", _("No friend of this patient paid in the period: there is nothing to certify."),
                       status=404)
     title, title_zh = honour_titles(period, ranked.rank)
     label = f"{period.label} · {branch_name}" if branch_name else period.label

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from clinic.extensions import db
@@ -49,19 +50,41 @@ def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
 
 @contextmanager
-def atomic():
+def atomic(*, keep_loaded: bool = False):
     """Run the block as one write transaction: commit everything, or roll back everything.
 
     Any read-only transaction already open in this session (Flask-Login loading the user,
     say) is ended first so that the write transaction starts fresh with its lock.
+
+    ``keep_loaded``: after the commit, objects keep the values this transaction read and wrote
+    (they are what was committed) instead of being read again on their next use; for an answer
+    built from the action's own rows, such as the desk's redemption receipt. A rollback still
+    forgets everything.
     """
     session = db.session()
     if session.in_transaction():
         session.rollback()
     session.connection(execution_options={IMMEDIATE: True})
+    expire_on_commit = session.expire_on_commit
     try:
         yield session
+        if keep_loaded:
+            session.expire_on_commit = False
         session.commit()
     except BaseException:
         session.rollback()
         raise
+    finally:
+        session.expire_on_commit = expire_on_commit
+
+
+def insert_ignoring_duplicates(model, values: dict) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING in the current transaction; True when the row was inserted.
+
+    The database decides: of two transactions inserting the same key, one inserts and the other
+    (after waiting for the first to commit, on PostgreSQL) gets False, with no error to recover from.
+    """
+    module = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    # RETURNING rather than rowcount: an ORM-enabled INSERT reports no rowcount on PostgreSQL.
+    statement = module.insert(model).values(**values).on_conflict_do_nothing()
+    return db.session.execute(statement.returning(*model.__table__.primary_key.columns)).first() is not None

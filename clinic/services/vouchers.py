@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from flask_babel import gettext as _
 from sqlalchemy import select, update
 
 from clinic.extensions import db
+from clinic.i18n import format_day, format_moment
 from clinic.models import IssuedCode, Patient, Referral, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 from clinic.services import audit, events, idempotency
-from clinic.services.clinic_settings import RewardTerms, to_clinic_time
+from clinic.services.clinic_settings import RewardTerms, clinic_day_of, clinic_local
 from clinic.services.codes import CodeKind, InvalidCode, generate_bearer_code, parse_code
 from clinic.services.errors import Refused
 from clinic.services.text import clean_reason
-from clinic.services.transaction import Actor
+from clinic.services.transaction import Actor, insert_ignoring_duplicates
 
 
 
@@ -22,8 +24,7 @@ def unused_bearer_code() -> str:
     """A bearer code no card or voucher has had; claimed in the current transaction."""
     while True:
         code = generate_bearer_code()
-        if db.session.get(IssuedCode, code) is None:
-            db.session.add(IssuedCode(code=code, kind="voucher"))
+        if insert_ignoring_duplicates(IssuedCode, {"code": code, "kind": "voucher"}):
             return code
 
 
@@ -61,14 +62,15 @@ def find_voucher(code: str) -> Voucher | None:
 def explain_unusable(voucher: Voucher | None) -> Refused:
     """Why a voucher cannot be spent or voided now, in words the desk can read out."""
     if voucher is None:
-        return Refused("unknown_code", "No voucher has this code.", field="code", status=404)
+        return Refused("unknown_code", _("No voucher has this code."), field="code", status=404)
     status = voucher.status_at(utcnow())
     if status is VoucherStatus.SPENT:
-        return Refused("already_spent", f"This voucher was already spent on {to_clinic_time(voucher.spent_at)}.",
-                       field="code", status=409)
+        return Refused("already_spent", _("This voucher was already spent on %(when)s.",
+                                          when=format_moment(clinic_local(voucher.spent_at))), field="code", status=409)
     if status is VoucherStatus.VOID:
-        return Refused("voided", f"This voucher was voided: {voucher.void_reason}.", field="code", status=409)
-    return Refused("expired", f"This voucher expired on {to_clinic_time(voucher.expires_at, '%Y-%m-%d')}.",
+        return Refused("voided", _("This voucher was voided: %(reason)s.", reason=voucher.void_reason), field="code",
+                       status=409)
+    return Refused("expired", _("This voucher expired on %(day)s.", day=format_day(clinic_day_of(voucher.expires_at))),
                    field="code", status=409)
 
 
@@ -78,7 +80,7 @@ def parse_voucher_code(raw: str | None) -> str:
     except InvalidCode as problem:
         raise problem.as_refusal() from None
     if parsed.kind is not CodeKind.BEARER:
-        raise Refused("not_a_voucher", "That is a personal referral code, not a voucher code.", field="code")
+        raise Refused("not_a_voucher", _("That is a personal referral code, not a voucher code."), field="code")
     return parsed.code
 
 

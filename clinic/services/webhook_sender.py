@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from flask import current_app, has_app_context
+from flask_babel import gettext as _
 from sqlalchemy import exists, select, update
 
 from clinic.extensions import db
@@ -79,16 +80,16 @@ def _address_problem(address: str, allow_private: bool) -> str | None:
     if ip.version == 6:
         ip = ip.ipv4_mapped or ip.sixtofour or ip  # ::ffff:127.0.0.1 is 127.0.0.1
     if ip.is_unspecified or ip.is_multicast:
-        return "an address no web server answers on"
+        return _("an address no web server answers on")
     if ip.is_link_local:
-        return "a link-local address (such as a cloud metadata service)"
+        return _("a link-local address (such as a cloud metadata service)")
     if ip.is_loopback:
-        return None if allow_private else "a loopback address (this computer)"
+        return None if allow_private else _("a loopback address (this computer)")
     if ip.is_global:
         return None
     if ip.is_reserved:
-        return "a reserved address"
-    return None if allow_private else "a private network address"
+        return _("a reserved address")
+    return None if allow_private else _("a private network address")
 
 
 def check_url(url: str | None, *, allow_private: bool) -> Target:
@@ -103,34 +104,37 @@ def check_url(url: str | None, *, allow_private: bool) -> Target:
 
     text = (url or "").strip()
     if not text:
-        raise refuse("Enter the receiver's address, for example https://his.example.com/hooks/referrals.")
+        raise refuse(_("Enter the receiver's address, for example https://his.example.com/hooks/referrals."))
     if len(text) > URL_MAX or any(ord(character) < 33 or ord(character) == 127 for character in text):
-        raise refuse(f"Enter a web address of at most {URL_MAX} characters, without spaces.")
+        raise refuse(_("Enter a web address of at most %(count)s characters, without spaces.", count=URL_MAX))
     try:
         parts = urlsplit(text)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise refuse("This is not a valid web address.") from None
+        raise refuse(_("This is not a valid web address.")) from None
     if parts.scheme not in ("http", "https"):
-        raise refuse("Only http:// and https:// addresses can receive webhooks.")
+        raise refuse(_("Only http:// and https:// addresses can receive webhooks."))
     if parts.username is not None or parts.password is not None:
-        raise refuse("Leave the user name and password out of the address: receivers check the signature instead.")
+        raise refuse(_("Leave the user name and password out of the address: receivers check the signature "
+                       "instead."))
     host = parts.hostname
     if not host:
-        raise refuse("The address has no host name.")
+        raise refuse(_("The address has no host name."))
     try:
         addresses = list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
     except (OSError, UnicodeError, ValueError):
         addresses = []
     if not addresses:
-        raise refuse(f"The host {host} could not be found.")
+        raise refuse(_("The host %(host)s could not be found.", host=host))
     for address in addresses:
         problem = _address_problem(address, allow_private)
         if problem:
             allowing_helps = not allow_private and _address_problem(address, allow_private=True) is None
-            hint = (" Receivers inside the clinic's network need WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 "
-                    "in the server's settings.") if allowing_helps else ""
-            raise refuse(f"Webhooks cannot go to {host}: it is {problem}.{hint}")
+            if allowing_helps:
+                raise refuse(_("Webhooks cannot go to %(host)s: it is %(problem)s. Receivers inside the clinic's "
+                               "network need WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 in the server's settings.",
+                               host=host, problem=problem))
+            raise refuse(_("Webhooks cannot go to %(host)s: it is %(problem)s.", host=host, problem=problem))
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, host, port, path, addresses[0])
 

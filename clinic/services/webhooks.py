@@ -12,6 +12,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
@@ -26,12 +28,12 @@ from clinic.services.transaction import Actor, atomic
 
 # The events a receiver can subscribe to, with what each means for the manager choosing them.
 EVENT_TYPES = {
-    "referral.redeemed": "A friend's referral code was redeemed (a new referral)",
-    "voucher.issued": "A voucher was issued to a patient",
-    "voucher.spent": "A voucher was spent at checkout",
-    "referral.milestone": "A referred friend's first visit or first payment was recorded",
-    "tier.reached": "A patient reached a tier (for example VIP)",
-    "notification.requested": "A message for a patient who agreed to be told (SMS / WeChat gateway)",
+    "referral.redeemed": _l("A friend's referral code was redeemed (a new referral)"),
+    "voucher.issued": _l("A voucher was issued to a patient"),
+    "voucher.spent": _l("A voucher was spent at checkout"),
+    "referral.milestone": _l("A referred friend's first visit or first payment was recorded"),
+    "tier.reached": _l("A patient reached a tier (for example VIP)"),
+    "notification.requested": _l("A message for a patient who agreed to be told (SMS / WeChat gateway)"),
 }
 DESCRIPTION_MAX = 200
 RECENT_DELIVERIES = 50
@@ -112,13 +114,13 @@ class EndpointRules:
         def checked_events() -> tuple[str, ...]:
             chosen = tuple(name for name in EVENT_TYPES if name in set(events or ()))
             if not chosen:
-                raise ValueError("Pick at least one event to send.")
+                raise ValueError(_("Pick at least one event to send."))
             return chosen
 
         checks = {
             "url": checked_url,
             "events": checked_events,
-            "description": lambda: clean_text(description, max_length=DESCRIPTION_MAX, label="Description",
+            "description": lambda: clean_text(description, max_length=DESCRIPTION_MAX, label=_("Description"),
                                                required=False),
         }
         return cls(**check_fields(checks))
@@ -139,7 +141,7 @@ def register_endpoint(rules: EndpointRules, actor: Actor) -> WebhookEndpoint:
 def get_endpoint(endpoint_id: int) -> WebhookEndpoint:
     endpoint = db.session.get(WebhookEndpoint, endpoint_id)
     if endpoint is None:
-        raise Refused("not_found", "No such webhook endpoint.", status=404)
+        raise Refused("not_found", _("No such webhook endpoint."), status=404)
     return endpoint
 
 
@@ -191,7 +193,7 @@ def recent_deliveries(endpoint_id: int | None = None, status: str | None = None,
 def get_delivery(delivery_id: int) -> WebhookDelivery:
     delivery = db.session.get(WebhookDelivery, delivery_id)
     if delivery is None:
-        raise Refused("not_found", "No such delivery.", status=404)
+        raise Refused("not_found", _("No such delivery."), status=404)
     return delivery
 
 
@@ -210,7 +212,7 @@ def resend(delivery_id: int, actor: Actor) -> WebhookDelivery:
         delivery = get_delivery(delivery_id)
         db.session.refresh(delivery)
         if changed != 1:
-            raise Refused("already_pending", "This delivery is already waiting to be sent.", status=409)
+            raise Refused("already_pending", _("This delivery is already waiting to be sent."), status=409)
         audit.record("webhook.resent", actor, endpoint_id=delivery.endpoint_id, delivery_id=delivery.id,
                      event=delivery.event.event_type)
         db.session.info[_SEND_AFTER_COMMIT] = True

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import refresh as refresh_language
 
 from clinic.extensions import db
 from clinic.models import Campaign, Staff, Voucher
@@ -22,7 +24,8 @@ from clinic.web.posters import file_response
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE = 100
-SETTINGS_FORM_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "timezone", "public_base_url")
+SETTINGS_FORM_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "language", "timezone",
+                        "public_base_url")
 
 
 @bp.before_request
@@ -45,11 +48,12 @@ def settings():
                 if upload and upload.filename:
                     values["logo_filename"] = clinic_settings.save_logo(upload.stream,
                                                                         current_app.config["UPLOAD_FOLDER"])
-            except Refused as refusal:
-                form.logo.errors.append(refusal.message)
-            else:
                 clinic_settings.update_clinic(values, current_actor())
-                flash("Settings saved.")
+            except Refused as refusal:
+                form[refusal.field if refusal.field in form else "logo"].errors.append(refusal.message)
+            else:
+                refresh_language()  # a new default language: say "saved" in it, as the next page will be
+                flash(_("Settings saved."))
                 return redirect(url_for("admin.settings"), code=303)
         return render_template("admin/settings.html", form=form), 422
     return render_template("admin/settings.html", form=form)
@@ -106,8 +110,8 @@ def _save_campaign(form: CampaignForm, campaign: Campaign | None):
         except Refused as refusal:
             form.add_error(refusal.field, refusal.message)
         else:
-            flash(f"Campaign “{saved.name}” saved. Rewards already promised and vouchers already issued keep "
-                  "their terms.")
+            flash(_("Campaign “%(name)s” saved. Rewards already promised and vouchers already issued keep "
+                    "their terms.", name=saved.name))
             return redirect(url_for("admin.campaigns"), code=303)
     return render_template("admin/campaign.html", form=form, campaign=campaign), 422
 
@@ -126,7 +130,7 @@ def void_voucher(voucher_id: int):
             except Refused as refusal:
                 form.reason.errors.append(refusal.message)
             else:
-                flash(f"Voucher {voucher.code} is void.")
+                flash(_("Voucher %(code)s is void.", code=voucher.code))
                 return redirect(url_for("patients.show", patient_id=voucher.patient_id), code=303)
         return render_template("admin/void_voucher.html", form=form, voucher=voucher), 422
     return render_template("admin/void_voucher.html", form=form, voucher=voucher)
@@ -151,20 +155,20 @@ def _staff_action(action, staff_id: int, done: str):
 @bp.post("/staff/<int:staff_id>/disable")
 def disable_staff(staff_id: int):
     return _staff_action(lambda: staff_service.set_enabled(staff_id, False, current_actor()), staff_id,
-                         "The account is disabled and logged out everywhere.")
+                         _("The account is disabled and logged out everywhere."))
 
 
 @bp.post("/staff/<int:staff_id>/enable")
 def enable_staff(staff_id: int):
     return _staff_action(lambda: staff_service.set_enabled(staff_id, True, current_actor()), staff_id,
-                         "The account is enabled: they can log in again.")
+                         _("The account is enabled: they can log in again."))
 
 
 @bp.post("/staff/<int:staff_id>/sessions/end")
 def end_staff_sessions(staff_id: int):
     """Log someone out on every device (a lost phone, a password seen by others)."""
     return _staff_action(lambda: staff_service.end_sessions(staff_id, current_actor()), staff_id,
-                         "Logged out on every device.")
+                         _("Logged out on every device."))
 
 
 def _int_arg(name: str) -> int | None:
@@ -199,11 +203,11 @@ def posters():
                           "size": poster_service.SIZES[0]})
 
 
-def _day(text: str, label: str) -> date:
+def _day(text: str, message: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise Refused("bad_date", f"The {label} date is not a date: pick one from the calendar.", status=400) from None
+        raise Refused("bad_date", message, status=400) from None
 
 
 @bp.get("/posters.pdf")
@@ -212,8 +216,8 @@ def posters_pdf():
     values = {name: (request.args.get(name) or "").strip()[:20] for name in ("from", "to", "design", "size")}
     today = clinic_settings.clinic_today().isoformat()
     try:
-        first = _day(values["from"] or today, "start")
-        last = _day(values["to"] or today, "end")
+        first = _day(values["from"] or today, _("The start date is not a date: pick one from the calendar."))
+        last = _day(values["to"] or today, _("The end date is not a date: pick one from the calendar."))
         design, size = poster_service.poster_options(values["design"], values["size"])
         patients = poster_service.enrolled_between(first, last)
     except Refused as refusal:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
 
 from clinic.services import api_tokens as token_service
 from clinic.services.errors import Refused
@@ -43,5 +44,5 @@ def revoke(token_id: int):
         token = token_service.revoke_token(token_id, current_actor())
     except Refused:
         abort(404)
-    flash(f"The token “{token.name}” is revoked: requests with it are refused from now on.")
+    flash(_("The token “%(name)s” is revoked: requests with it are refused from now on.", name=token.name))
     return redirect(url_for("api_tokens.index"), code=303)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from flask import Blueprint, Flask, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required, login_user, logout_user
 from urllib.parse import urlsplit
 
@@ -18,7 +20,8 @@ bp = Blueprint("auth", __name__)
 
 def init_app(app: Flask) -> None:
     login_manager.login_view = "auth.login"
-    login_manager.login_message = "Please log in to continue."
+    login_manager.login_message = _l("Please log in to continue.")
+    login_manager.localize_callback = str  # the flash is stored in the session: text, in the reader's language
     login_manager.session_protection = "basic"
     login_manager.user_loader(staff_service.load_session_user)
 
@@ -42,7 +45,7 @@ def login():
             session.clear()
             login_user(staff)
             return redirect(_safe_next(request.args.get("next")))
-        form.password.errors.append("Wrong email or password.")
+        form.password.errors.append(_("Wrong email or password."))
     status = 422 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form), status
 
@@ -64,5 +67,5 @@ def logout():
     staff_service.log_out(current_user, current_actor())
     logout_user()
     session.clear()
-    flash("You are logged out.")
+    flash(_("You are logged out."))
     return redirect(url_for("auth.login"))

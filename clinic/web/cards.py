@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import login_required
 
 from clinic.extensions import db
@@ -41,7 +43,7 @@ def create_batch():
               "bleed": request.form.get("bleed") == "yes"}
     size = parse_id(values["size"])
     if size is None:
-        return _batches_page(422, {"size": "Enter the number of cards, from 1 to 10,000."}, values)
+        return _batches_page(422, {"size": _("Enter the number of cards, from 1 to 10,000.")}, values)
     try:
         batch = card_service.create_batch(size, values["design"], values["bleed"], current_actor())
     except Refused as refusal:
@@ -101,7 +103,7 @@ def void_batch(batch_id: int):
         batch = _batch_or_404(batch_id)
         return render_template("cards/batch.html", batch=batch, batch_status=card_service.effective_status(batch),
                                counts=card_service.card_counts(batch.id), void_error=refusal.message), 422
-    flash(f"{count} cards of this batch are void.")
+    flash(ngettext("%(num)s card of this batch is void.", "%(num)s cards of this batch are void.", count))
     return redirect(url_for("cards.batch", batch_id=batch_id), code=303)
 
 
@@ -115,7 +117,7 @@ def void_card():
         except Refused as refusal:
             return render_template("cards/void.html", values=values,
                                    errors={refusal.field or "serial": refusal.message}), refusal.status
-        flash(f"Card {card.serial} is void: it can no longer be redeemed.")
+        flash(_("Card %(serial)s is void: it can no longer be redeemed.", serial=card.serial))
         return redirect(url_for("cards.void_card"), code=303)
     return render_template("cards/void.html", values=values, errors={})
 
@@ -131,7 +133,7 @@ def activate(patient_id: int):
             abort(404)
         flash(refusal.message, "error")
     else:
-        flash(f"Card {card.serial} is now this patient's gift card: a friend can redeem it once.")
+        flash(_("Card %(serial)s is now this patient's gift card: a friend can redeem it once.", serial=card.serial))
     return redirect(url_for("patients.show", patient_id=patient_id, _anchor="cards"), code=303)
 
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from babel.dates import format_skeleton
+from flask_babel import gettext as _
+from flask_babel import pgettext
+
+from clinic.i18n import current_language
 from clinic.services.reports import Funnel, Series
 
 WIDTH = 720
@@ -61,9 +66,8 @@ def _nice_step(peak: int, most_ticks: int = 5) -> int:
 
 
 def _short(bucket, unit: str) -> str:
-    if unit == "month":
-        return bucket.first_day.strftime("%b %Y")
-    return bucket.first_day.strftime("%d %b").lstrip("0")
+    """An axis label in the reader's language: "Apr 2026" / "2026年4月" for months, "Apr 1" / "4月1日" else."""
+    return format_skeleton("yMMM" if unit == "month" else "MMMd", bucket.first_day, locale=current_language())
 
 
 def referrals_chart(series: Series) -> BarChart:
@@ -80,7 +84,8 @@ def referrals_chart(series: Series) -> BarChart:
     bars = []
     for n, bucket in enumerate(series.buckets):
         height, paid_height = bucket.registered * scale, bucket.paid * scale
-        title = f"{bucket.label}: {bucket.registered} registered, {bucket.paid} of them paid"
+        title = _("%(period)s: %(registered)s registered, %(paid)s of them paid", period=bucket.label,
+                  registered=bucket.registered, paid=bucket.paid)
         bars.append(Bar(x=round(LEFT + n * slot + (slot - width) / 2, 2), width=round(width, 2),
                         y=round(baseline - height, 2), height=round(height, 2),
                         paid_y=round(baseline - paid_height, 2), paid_height=round(paid_height, 2),
@@ -115,9 +120,10 @@ def funnel_chart(funnel: Funnel) -> list[FunnelRow]:
     area = FUNNEL_WIDTH - FUNNEL_LABEL
     centre = FUNNEL_LABEL + area / 2
     rows = []
-    for n, (label, count, share) in enumerate((("Registered", funnel.registered, 100.0 if funnel.registered else None),
-                                               ("Visited", funnel.visited, funnel.visited_percent),
-                                               ("Paid", funnel.paid, funnel.paid_percent))):
+    stages = ((pgettext("referral stage", "Registered"), funnel.registered, 100.0 if funnel.registered else None),
+              (pgettext("referral stage", "Visited"), funnel.visited, funnel.visited_percent),
+              (pgettext("referral stage", "Paid"), funnel.paid, funnel.paid_percent))
+    for n, (label, count, share) in enumerate(stages):
         width = area * (share or 0) / 100
         inside = width >= FUNNEL_MIN_TEXT_WIDTH
         rows.append(FunnelRow(label, count, share, round(centre - width / 2, 2), round(width, 2), n * FUNNEL_ROW,

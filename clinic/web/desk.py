@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
 from flask_login import login_required
 from sqlalchemy import select
 
@@ -59,27 +60,37 @@ def lookup():
 def redeem():
     raw = form_value("code")
     form = PatientDetailsForm()
-    try:
-        offer = redemption_service.referral_offer(raw)
-    except Refused as refusal:
-        redemption_service.record_refused_redemption(refusal, current_actor())
-        return _panel(refusal.status, refusal=refusal, raw_code=raw)
     if not form.validate():
-        return _panel(422, offer=offer, form=form, raw_code=raw)
+        return _form_again(raw, form, 422)
     try:
+        # The code is checked once, inside the redemption's transaction; a refused code is audited there.
         result = redemption_service.redeem_code(raw, form.details, current_actor(),
                                                 idempotency_key=form_value("idempotency_key"))
     except Refused as refusal:
         if refusal.field in form:
             form.add_error(refusal.field, refusal.message)
-            return _panel(refusal.status, offer=offer, form=form, raw_code=raw,
-                          existing_patient=refusal.reason == "existing_patient")
+            return _form_again(raw, form, refusal.status, attempted=True,
+                               existing_patient=refusal.reason == "existing_patient")
         return _panel(refusal.status, refusal=refusal, raw_code=raw)
     if result.friend_progress_token:
         remember_fresh_progress_token(result.friend.id, result.friend_progress_token)
     if is_htmx():
         return _result(result)
     return redirect(url_for("desk.redemption", referral_id=result.referral.id), code=303)
+
+
+def _form_again(raw: str, form: PatientDetailsForm, status: int, *, attempted: bool = False, **context):
+    """The friend's form with its errors under the offer, unless the code itself is refused (which says so first).
+
+    ``attempted``: the redemption itself refused a detail and audited that; the code is only read again here.
+    """
+    try:
+        offer = redemption_service.referral_offer(raw)
+    except Refused as refusal:
+        if not attempted:
+            redemption_service.record_refused_redemption(refusal, current_actor())
+        return _panel(refusal.status, refusal=refusal, raw_code=raw)
+    return _panel(status, offer=offer, form=form, raw_code=raw, **context)
 
 
 def _result(result, status: int = 200):
@@ -116,19 +127,16 @@ def send_for_review():
         return _panel(422, offer=offer, form=form, raw_code=raw)
     existing = find_existing(form.details)
     if existing is None:
-        form.add_error("phone", "No patient has this phone or record number: confirm to register the friend.")
+        form.add_error("phone", _("No patient has this phone or record number: confirm to register the friend."))
         return _panel(409, offer=offer, form=form, raw_code=raw)
     try:
         review = milestones.send_existing_patient_for_review(raw, existing.id, current_actor())
     except Refused as refusal:
         return _panel(refusal.status, refusal=refusal, raw_code=raw)
     if not is_htmx():
-        flash(SENT_FOR_REVIEW)
+        flash(_("Sent for manager approval. No voucher is issued until a manager approves."))
         return redirect(url_for("desk.index"), code=303)
     return _panel(sent_for_review=review, raw_code="")
-
-
-SENT_FOR_REVIEW = "Sent for manager approval. No voucher is issued until a manager approves."
 
 
 @bp.post("/recent/<int:patient_id>/visit")
@@ -142,7 +150,8 @@ def mark_visit(patient_id: int):
         referral = db.session.scalar(select(Referral).where(Referral.friend_id == patient_id))
         if referral is None:
             abort(refusal.status)
-        return render_template("desk/_recent_row.html", r=referral, row_message=refusal.message), refusal.status
+        return render_template("desk/_recent_row.html", r=referral, row_message=refusal.message,
+                               row_refused=True), refusal.status
     message = milestone_message(result, "visit")
     if not is_htmx():
         flash(message)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from flask import Flask, render_template, request
+from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import BadRequest, Conflict, Forbidden, HTTPException, InternalServerError, UnprocessableEntity
 
 from clinic.extensions import db
 from clinic.web.helpers import is_htmx
-from clinic.web.limits import TOO_MANY_TRIES
 
 
 # Headers of an HTTP error that mean something to the client (405 lists the methods a path takes).
 KEPT_ERROR_HEADERS = ("Allow", "Retry-After")
+# Werkzeug's own English explanations: a page says the same in the reader's language with its title and text.
+WERKZEUG_DESCRIPTIONS = frozenset(error.description for error in (BadRequest, Forbidden, Conflict, UnprocessableEntity,
+                                                                   InternalServerError))
 
 
 def render_error(status: int, message: str | None = None, headers: dict | None = None):
@@ -20,6 +23,8 @@ def render_error(status: int, message: str | None = None, headers: dict | None =
         from clinic.api.errors import api_error
 
         return api_error(status, message=message, headers=headers)
+    if message in WERKZEUG_DESCRIPTIONS:
+        message = None
     template = "errors/_message.html" if is_htmx() else "errors/error.html"
     return render_template(template, status=status, message=message), status, headers or {}
 
@@ -27,14 +32,14 @@ def render_error(status: int, message: str | None = None, headers: dict | None =
 def init_app(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf(error):
-        return render_error(400, "This form has expired or was not sent by this site. Reload the page and try again.")
+        return render_error(400, _("This form has expired or was not sent by this site. Reload the page and try again."))
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):
         if error.code == 413:
-            return render_error(413, "That upload is too large.")
+            return render_error(413, _("That upload is too large."))
         if error.code == 429:
-            return render_error(429, TOO_MANY_TRIES)
+            return render_error(429, _("Too many tries in a short time. Please wait a minute, then try again."))
         headers = {name: value for name, value in error.get_headers() if name in KEPT_ERROR_HEADERS}
         return render_error(error.code or 500, error.description if error.code in (400, 403, 409, 422) else None,
                             headers)

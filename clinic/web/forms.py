@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from datetime import date, timedelta
@@ -12,6 +14,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from zoneinfo import available_timezones
 
+from clinic.i18n import LANGUAGES as PORTAL_LANGUAGES
 from clinic.models import RewardKind
 from clinic.services.clinic_settings import clinic_day_of, last_day_before, start_of_clinic_day
 from clinic.services.money import major_units_text, parse_money
@@ -23,34 +26,36 @@ from clinic.services.text import CONTROL_CHARACTERS
 def printable(form, field):
     """Refuse control, zero-width and direction-override characters in free text."""
     if field.data and CONTROL_CHARACTERS.search(field.data.replace("\r\n", " ").replace("\n", " ")):
-        raise ValidationError("This contains characters that cannot be printed.")
+        raise ValidationError(_("This contains characters that cannot be printed."))
 
 
-REWARD_KINDS = [SelectChoice(RewardKind.MONEY.value, "Money off"), SelectChoice(RewardKind.SERVICE.value, "A named service")]
+REWARD_KINDS = [SelectChoice(RewardKind.MONEY.value, _l("Money off")),
+                SelectChoice(RewardKind.SERVICE.value, _l("A named service"))]
 CURRENCIES = ("CNY", "HKD", "TWD", "SGD", "MYR", "USD", "EUR", "GBP", "JPY", "KRW", "AUD", "CAD")
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired("Enter your email."), Length(max=254)])
-    password = PasswordField("Password", validators=[DataRequired("Enter your password."), Length(max=200)])
+    email = EmailField(_l("Email"), validators=[DataRequired(_l("Enter your email.")), Length(max=254)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")), Length(max=200)])
 
 
-CHANNELS = [SelectChoice("none", "No messages"), SelectChoice("sms", "SMS"), SelectChoice("wechat", "WeChat")]
+CHANNELS = [SelectChoice("none", _l("No messages")), SelectChoice("sms", _l("SMS")),
+            SelectChoice("wechat", _l("WeChat"))]
 LANGUAGES = [SelectChoice("zh_CN", "简体中文"), SelectChoice("en", "English")]
 
 
 class PatientDetailsForm(FlaskForm):
     """A person's details: enrolment, and the friend's details at the desk."""
 
-    full_name = StringField("Full name")
-    display_name = StringField("Name on posters (optional)")
-    phone = StringField("Phone (optional)")
-    external_id = StringField("Clinic record number (optional)")
-    name_on_posters = BooleanField("The patient agrees to have this name printed on their posters")
+    full_name = StringField(_l("Full name"))
+    display_name = StringField(_l("Name on posters (optional)"))
+    phone = StringField(_l("Phone (optional)"))
+    external_id = StringField(_l("Clinic record number (optional)"))
+    name_on_posters = BooleanField(_l("The patient agrees to have this name printed on their posters"))
     # Optional: the desk's redemption form leaves them out (no channel, no consent).
-    preferred_channel = SelectField("Messages about rewards", choices=CHANNELS, validate_choice=False)
-    preferred_language = SelectField("Language of the messages", choices=LANGUAGES, validate_choice=False)
-    notification_consent = BooleanField("The patient agrees to receive these messages")
+    preferred_channel = SelectField(_l("Messages about rewards"), choices=CHANNELS, validate_choice=False)
+    preferred_language = SelectField(_l("Language of the messages"), choices=LANGUAGES, validate_choice=False)
+    notification_consent = BooleanField(_l("The patient agrees to receive these messages"))
     details: PatientDetails | None = None
 
     def validate(self, extra_validators=None) -> bool:
@@ -74,23 +79,32 @@ class PatientDetailsForm(FlaskForm):
 
 
 class ClinicSettingsForm(FlaskForm):
-    name = StringField("Clinic name", validators=[DataRequired("Enter the clinic's name."), Length(max=120), printable])
-    phone = StringField("Phone", validators=[Optional(), Length(max=40),
-                                             Regexp(r"^[0-9+()\- ]*$", message="Digits, spaces, +, - and brackets only.")])
-    address = TextAreaField("Address", validators=[Optional(), Length(max=300), printable])
-    brand_colour = StringField("Brand colour", validators=[
-        DataRequired("Pick a colour."), Regexp(r"^#[0-9a-fA-F]{6}$", message="A colour like #0f766e.")])
-    currency = SelectField("Currency", choices=[SelectChoice(c) for c in CURRENCIES])
-    timezone = StringField("Time zone", validators=[DataRequired("Enter a time zone."), Length(max=64)])
-    public_base_url = StringField("Public address of this portal", validators=[
+    name = StringField(_l("Clinic name"), validators=[DataRequired(_l("Enter the clinic's name.")), Length(max=120),
+                                                      printable])
+    phone = StringField(_l("Phone"), validators=[
+        Optional(), Length(max=40),
+        Regexp(r"^[0-9+()\- ]*$", message=_l("Digits, spaces, +, - and brackets only."))])
+    address = TextAreaField(_l("Address"), validators=[Optional(), Length(max=300), printable])
+    brand_colour = StringField(_l("Brand colour"), validators=[
+        DataRequired(_l("Pick a colour.")), Regexp(r"^#[0-9a-fA-F]{6}$", message=_l("A colour like #0f766e."))])
+    currency = SelectField(_l("Currency"), choices=[SelectChoice(c) for c in CURRENCIES])
+    # Each language named in itself (English, 简体中文): whoever reads the page can find their own.
+    language = SelectField(_l("Default language"), validate_choice=False,
+                           choices=[SelectChoice(code, name) for code, name in PORTAL_LANGUAGES.items()])
+    timezone = StringField(_l("Time zone"), validators=[DataRequired(_l("Enter a time zone.")), Length(max=64)])
+    public_base_url = StringField(_l("Public address of this portal"), validators=[
         Optional(), Length(max=200),
         Regexp(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/]*)?$",
-               message="A web address like https://refer.yourclinic.com")])
-    logo = FileField("Logo (PNG, JPEG or WebP, up to 1 MB)")
+               message=_l("A web address like https://refer.yourclinic.com"))])
+    logo = FileField(_l("Logo (PNG, JPEG or WebP, up to 1 MB)"))
 
     def validate_timezone(self, field):
         if field.data not in available_timezones():
-            raise ValidationError("Unknown time zone: use a name like Asia/Shanghai.")
+            raise ValidationError(_("Unknown time zone: use a name like Asia/Shanghai."))
+
+    def validate_language(self, field):
+        if field.data not in PORTAL_LANGUAGES:
+            raise ValidationError(_("Choose one of the languages offered."))
 
 
 def parse_reward(form, prefix: str, currency: str) -> dict | None:
@@ -105,64 +119,67 @@ def parse_reward(form, prefix: str, currency: str) -> dict | None:
             field.errors.append(str(problem))
             return None
         if values[f"{prefix}_reward_amount"] == 0:
-            field.errors.append("A reward of nothing is no reward: enter an amount.")
+            field.errors.append(_("A reward of nothing is no reward: enter an amount."))
             return None
     else:
         field = form[f"{prefix}_reward_label"]
         label = " ".join((field.data or "").split())
         if not label or len(label) > 80:
-            field.errors.append("Name the service in 1 to 80 characters.")
+            field.errors.append(_("Name the service in 1 to 80 characters."))
             return None
         if CONTROL_CHARACTERS.search(label):
-            field.errors.append("This contains characters that cannot be printed.")
+            field.errors.append(_("This contains characters that cannot be printed."))
             return None
         values[f"{prefix}_reward_label"] = label
     return values
 
 
-COVERS = [SelectChoice("both", "Personal codes and scratch cards"), SelectChoice("personal", "Personal codes only"),
-          SelectChoice("cards", "Scratch cards only")]
-STAGES = [SelectChoice("redemption", "When the code is redeemed"), SelectChoice("visit", "At the friend's first visit"),
-          SelectChoice("payment", "At the friend's first payment")]
+COVERS = [SelectChoice("both", _l("Personal codes and scratch cards")),
+          SelectChoice("personal", _l("Personal codes only")), SelectChoice("cards", _l("Scratch cards only"))]
+STAGES = [SelectChoice("redemption", _l("When the code is redeemed")),
+          SelectChoice("visit", _l("At the friend's first visit")),
+          SelectChoice("payment", _l("At the friend's first payment"))]
 FIRST_YEAR, LAST_YEAR = 2000, 2100
 
 
 def plausible_day(form, field):
     if field.data and not FIRST_YEAR <= field.data.year <= LAST_YEAR:
-        raise ValidationError(f"Pick a day between {FIRST_YEAR} and {LAST_YEAR}.")
+        raise ValidationError(_("Pick a day between %(first)s and %(last)s.", first=FIRST_YEAR, last=LAST_YEAR))
 
 
 class CampaignForm(FlaskForm):
     """A campaign's terms. Days are the clinic's calendar days; the last day is included."""
 
-    name = StringField("Campaign name", validators=[DataRequired("Name the campaign."), Length(max=120), printable])
-    starts_at = DateField("First day (optional)", validators=[Optional(), plausible_day])
-    ends_at = DateField("Last day, included (optional)", validators=[Optional(), plausible_day])
-    covers = RadioField("Codes it covers", choices=COVERS, default="both")
-    referrer_reward_kind = RadioField("The patient who refers gets", choices=REWARD_KINDS, default=RewardKind.MONEY.value)
-    referrer_reward_stage = RadioField("Paid", choices=STAGES, default="redemption")
-    referrer_reward_amount = StringField("Amount off")
-    referrer_reward_label = StringField("Service")
-    friend_reward_kind = RadioField("The friend gets", choices=REWARD_KINDS, default=RewardKind.MONEY.value)
-    friend_reward_stage = RadioField("Paid", choices=STAGES, default="redemption")
-    friend_reward_amount = StringField("Amount off")
-    friend_reward_label = StringField("Service")
-    card_rewards_differ = BooleanField("Gift-pack scratch cards pay different rewards")
-    card_referrer_reward_kind = RadioField("With a card, the patient who gave it gets", choices=REWARD_KINDS,
+    name = StringField(_l("Campaign name"), validators=[DataRequired(_l("Name the campaign.")), Length(max=120),
+                                                        printable])
+    starts_at = DateField(_l("First day (optional)"), validators=[Optional(), plausible_day])
+    ends_at = DateField(_l("Last day, included (optional)"), validators=[Optional(), plausible_day])
+    covers = RadioField(_l("Codes it covers"), choices=COVERS, default="both")
+    referrer_reward_kind = RadioField(_l("The patient who refers gets"), choices=REWARD_KINDS,
+                                      default=RewardKind.MONEY.value)
+    referrer_reward_stage = RadioField(_l("Paid"), choices=STAGES, default="redemption")
+    referrer_reward_amount = StringField(_l("Amount off"))
+    referrer_reward_label = StringField(_l("Service"))
+    friend_reward_kind = RadioField(_l("The friend gets"), choices=REWARD_KINDS, default=RewardKind.MONEY.value)
+    friend_reward_stage = RadioField(_l("Paid"), choices=STAGES, default="redemption")
+    friend_reward_amount = StringField(_l("Amount off"))
+    friend_reward_label = StringField(_l("Service"))
+    card_rewards_differ = BooleanField(_l("Gift-pack scratch cards pay different rewards"))
+    card_referrer_reward_kind = RadioField(_l("With a card, the patient who gave it gets"), choices=REWARD_KINDS,
                                            default=RewardKind.SERVICE.value)
-    card_referrer_reward_amount = StringField("Amount off")
-    card_referrer_reward_label = StringField("Service")
-    card_friend_reward_kind = RadioField("With a card, the friend gets", choices=REWARD_KINDS,
+    card_referrer_reward_amount = StringField(_l("Amount off"))
+    card_referrer_reward_label = StringField(_l("Service"))
+    card_friend_reward_kind = RadioField(_l("With a card, the friend gets"), choices=REWARD_KINDS,
                                          default=RewardKind.SERVICE.value)
-    card_friend_reward_amount = StringField("Amount off")
-    card_friend_reward_label = StringField("Service")
-    voucher_valid_days = IntegerField("Vouchers valid for (days)", validators=[
-        InputRequired("Enter a number of days."), NumberRange(1, 3650, "Between 1 and 3650 days.")])
-    cap_referrals_per_year = IntegerField("Rewarded friends per referrer per calendar year (optional)",
+    card_friend_reward_amount = StringField(_l("Amount off"))
+    card_friend_reward_label = StringField(_l("Service"))
+    voucher_valid_days = IntegerField(_l("Vouchers valid for (days)"), validators=[
+        InputRequired(_l("Enter a number of days.")), NumberRange(1, 3650, _l("Between 1 and 3650 days."))])
+    cap_referrals_per_year = IntegerField(_l("Rewarded friends per referrer per calendar year (optional)"),
                                           validators=[Optional()])
-    cap_value_per_year = StringField("Money rewards per referrer per calendar year, in total (optional)")
-    friend_monthly_quota = IntegerField("Referred friends welcomed per month (optional)", validators=[Optional()])
-    quota_label = StringField("What the places are (optional)", validators=[Optional(), Length(max=80), printable])
+    cap_value_per_year = StringField(_l("Money rewards per referrer per calendar year, in total (optional)"))
+    friend_monthly_quota = IntegerField(_l("Referred friends welcomed per month (optional)"), validators=[Optional()])
+    quota_label = StringField(_l("What the places are (optional)"), validators=[Optional(), Length(max=80), printable])
 
     def fill_from(self, campaign, currency: str) -> None:
         """Show a stored campaign as a manager typed it: money in major units, the clinic's days."""
@@ -224,13 +241,13 @@ def _day_start(day: date | None):
 
 
 class VoidVoucherForm(FlaskForm):
-    reason = StringField("Reason", validators=[DataRequired("Say why the voucher is voided."), Length(3, 200)])
+    reason = StringField(_l("Reason"), validators=[DataRequired(_l("Say why the voucher is voided.")), Length(3, 200)])
 
 
 class PaymentForm(FlaskForm):
     """The friend's first payment; the amount is optional."""
 
-    amount = StringField("Amount paid (optional)")
+    amount = StringField(_l("Amount paid (optional)"))
 
     def amount_minor(self, currency: str) -> int | None | bool:
         """The amount in minor units, None when left blank, False after an error on the field."""
@@ -246,16 +263,16 @@ class PaymentForm(FlaskForm):
 class ReasonForm(FlaskForm):
     """A manager's reason (reversing a referral, deciding a review); the service checks it."""
 
-    reason = StringField("Reason")
+    reason = StringField(_l("Reason"))
 
 
 class TierForm(FlaskForm):
     """A tier's fields as typed; :class:`clinic.services.tiers.TierRules` validates them."""
 
-    name = StringField("Tier name")
-    min_paid_referrals = StringField("Paid friends needed")
-    window_months = StringField("Counted over the last (months)", default="12")
-    privileges = TextAreaField("Privileges (one per line)")
+    name = StringField(_l("Tier name"))
+    min_paid_referrals = StringField(_l("Paid friends needed"))
+    window_months = StringField(_l("Counted over the last (months)"), default="12")
+    privileges = TextAreaField(_l("Privileges (one per line)"))
     rules = None
 
     def validate(self, extra_validators=None) -> bool:
@@ -276,19 +293,19 @@ class TierForm(FlaskForm):
 class NotificationPreferencesForm(FlaskForm):
     """How a patient wants to hear about rewards, and whether they agreed; the service checks the values."""
 
-    preferred_channel = SelectField("Messages about rewards", choices=CHANNELS, validate_choice=False,
-                                    validators=[InputRequired("Pick how the patient wants to be told.")])
-    preferred_language = SelectField("Language of the messages", choices=LANGUAGES, validate_choice=False,
-                                     validators=[InputRequired("Pick the language of the messages.")])
-    notification_consent = BooleanField("The patient agrees to receive these messages")
+    preferred_channel = SelectField(_l("Messages about rewards"), choices=CHANNELS, validate_choice=False,
+                                    validators=[InputRequired(_l("Pick how the patient wants to be told."))])
+    preferred_language = SelectField(_l("Language of the messages"), choices=LANGUAGES, validate_choice=False,
+                                     validators=[InputRequired(_l("Pick the language of the messages."))])
+    notification_consent = BooleanField(_l("The patient agrees to receive these messages"))
 
 
 class WebhookEndpointForm(FlaskForm):
     """A receiver to add; :class:`clinic.services.webhooks.EndpointRules` checks the address and the events."""
 
-    url = StringField("Receiver URL")
-    description = StringField("Description (optional)")
-    events = SelectMultipleField("Events to send", validate_choice=False,
+    url = StringField(_l("Receiver URL"))
+    description = StringField(_l("Description (optional)"))
+    events = SelectMultipleField(_l("Events to send"), validate_choice=False,
                                  choices=[SelectChoice(name, label) for name, label in EVENT_TYPES.items()])
     rules: EndpointRules | None = None
 

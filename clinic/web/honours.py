@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import login_required
 from sqlalchemy import select
 
@@ -38,7 +39,7 @@ def tiers():
             except FieldErrors as problems:
                 form.add_errors(problems)
             else:
-                flash(f"Tier “{tier.name}” added.")
+                flash(_("Tier “%(name)s” added.", name=tier.name))
                 return redirect(url_for("honours.tiers"), code=303)
         return _tiers_page(form, 422)
     return _tiers_page(form)
@@ -63,7 +64,7 @@ def edit_tier(tier_id: int):
             except FieldErrors as problems:
                 form.add_errors(problems)
             else:
-                flash(f"Tier “{form.rules.name}” saved.")
+                flash(_("Tier “%(name)s” saved.", name=form.rules.name))
                 return redirect(url_for("honours.tiers"), code=303)
         return render_template("honours/tier_edit.html", form=form, tier=tier), 422
     return render_template("honours/tier_edit.html", form=TierForm(obj=tier), tier=tier)
@@ -77,7 +78,7 @@ def delete_tier(tier_id: int):
         tier_service.delete_tier(tier_id, current_actor())
     except Refused:
         abort(404)
-    flash(f"Tier “{name}” deleted.")
+    flash(_("Tier “%(name)s” deleted.", name=name))
     return redirect(url_for("honours.tiers"), code=303)
 
 
@@ -92,12 +93,12 @@ def _period_and_branch() -> tuple[tier_service.Period, Branch | None]:
         try:
             period = tier_service.Period(date.fromisoformat(args["from"]), date.fromisoformat(args["to"]))
         except ValueError:
-            raise Refused("bad_date", "Pick both a start and an end date.", status=400) from None
+            raise Refused("bad_date", _("Pick both a start and an end date."), status=400) from None
         if period.last < period.first:
-            raise Refused("bad_range", "The end date is before the start date.", status=400)
+            raise Refused("bad_range", _("The end date is before the start date."), status=400)
     elif args["year"]:
         if not (args["year"].isascii() and args["year"].isdigit() and 2000 <= int(args["year"]) <= 2100):
-            raise Refused("bad_year", "Choose a year from 2000 to 2100.", status=400)
+            raise Refused("bad_year", _("Choose a year from 2000 to 2100."), status=400)
         period = tier_service.Period.year(int(args["year"]))
     else:
         period = tier_service.this_year()
@@ -106,7 +107,7 @@ def _period_and_branch() -> tuple[tier_service.Period, Branch | None]:
         branch_id = parse_id(args["branch"])
         branch = db.session.get(Branch, branch_id) if branch_id is not None else None
         if branch is None:
-            raise Refused("bad_branch", "There is no such branch.", status=400)
+            raise Refused("bad_branch", _("There is no such branch."), status=400)
     return period, branch
 
 
@@ -163,11 +164,11 @@ def leaderboard():
 def leaderboard_consent(patient_id: int):
     choice = request.form.get("leaderboard_opt_in")
     if choice not in ("yes", "no"):
-        abort(400, "Say whether the patient agrees to appear on the leaderboard.")
+        abort(400, _("Say whether the patient agrees to appear on the leaderboard."))
     try:
         tier_service.set_leaderboard_consent(patient_id, choice == "yes", current_actor())
     except Refused:
         abort(404)
-    flash("They will appear on the leaderboard, with a masked name." if choice == "yes"
-          else "They will not appear on the leaderboard.")
+    flash(_("They will appear on the leaderboard, with a masked name.") if choice == "yes"
+          else _("They will not appear on the leaderboard."))
     return redirect(url_for("patients.show", patient_id=patient_id), code=303)

@@ -10,6 +10,9 @@ from __future__ import annotations
 from datetime import date
 
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -23,7 +26,7 @@ bp = Blueprint("imports", __name__, url_prefix="/admin/import")
 FORM_OVERHEAD = 64 * 1024  # the multipart envelope and the CSRF token around the file
 SESSION_KEY = "imports"
 KEPT_IN_SESSION = 5
-UNKNOWN = "This import is not from this browser session or has expired: upload the file again."
+UNKNOWN = _l("This import is not from this browser session or has expired: upload the file again.")
 
 
 @bp.url_value_preprocessor
@@ -88,7 +91,7 @@ def preview():
     """Check the file and show every row's problems; nothing is written but the upload itself."""
     upload = request.files.get("file")
     if upload is None or not upload.filename:
-        return _upload_page("Choose a CSV file to upload.", 400)
+        return _upload_page(_("Choose a CSV file to upload."), 400)
     data = upload.stream.read(importer.MAX_BYTES + 1)
     try:
         preview = importer.preview_import(data)
@@ -105,7 +108,7 @@ def preview():
 def confirm():
     token = form_value("token", 64)
     if not _owned(token):
-        return _upload_page(UNKNOWN, 404)
+        return _upload_page(str(UNKNOWN), 404)
     try:
         result = importer.import_upload(_folder(), token, current_actor(), expected=form_value("expected", 64))
     except Refused as refusal:
@@ -113,13 +116,14 @@ def confirm():
             return _upload_page(refusal.message, refusal.status)
         preview = importer.preview_import(importer.read_upload(_folder(), token))
         return _preview_page(preview, token if preview.good_rows else None, refusal.message, refusal.status)
-    flash(f"{len(result.patients):,} patients imported.")
+    flash(ngettext("%(count)s patient imported.", "%(count)s patients imported.", len(result.patients),
+                   count=f"{len(result.patients):,}"))
     return redirect(url_for("imports.result", token=token), code=303)
 
 
 def _batch_or_error(token: str):
     if not _owned(token):
-        raise Refused("unknown_import", UNKNOWN, status=404)
+        raise Refused("unknown_import", str(UNKNOWN), status=404)
     return importer.import_batch(_folder(), token)
 
 

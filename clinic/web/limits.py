@@ -14,19 +14,45 @@ numbers come from config (``RATELIMIT_*``, see clinic/config.py). Storage is Red
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from flask import Flask, current_app, g, request
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_limiter import Limiter
+from limits.storage import MemoryStorage
 
 # Unknown (404) and mistyped (422) codes: what a guesser mostly gets. "Already used" (409/410)
 # means the code was real, so it is not a guess.
 WRONG_CODE_STATUSES = frozenset({404, 422})
 
-TOO_MANY_TRIES = "Too many tries in a short time. Please wait a minute, then try again."
+TOO_MANY_TRIES = _l("Too many tries in a short time. Please wait a minute, then try again.")
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """limits' per-process storage (no ``REDIS_URL``), without its timer thread: ``clinic-memory://``.
+
+    ``MemoryStorage`` drops expired counters from a 10 ms timer thread that it starts again
+    whenever the last one has ended: under load a new thread every few requests, each start
+    waiting for the OS to run it. Counters are checked for expiry whenever they are read anyway,
+    so here the same sweep simply runs inside the request that finds it due, at most once a second.
+    """
+
+    STORAGE_SCHEME = ["clinic-memory"]
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options):
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self.timer.cancel()
+        self.next_sweep = time.monotonic() + self.SWEEP_SECONDS
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces the parent's private timer start
+        if time.monotonic() >= self.next_sweep:
+            self.next_sweep = time.monotonic() + self.SWEEP_SECONDS
+            self._MemoryStorage__expire_events()
 
 
 def client_address() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import login_required
 
 from clinic.extensions import db
@@ -47,7 +48,7 @@ def enrol():
                 form.add_error(refusal.field, refusal.message)
             else:
                 remember_fresh_progress_token(patient.id, token)
-                flash(f"{patient.full_name} is enrolled. Print the welcome slip for them now.")
+                flash(_("%(name)s is enrolled. Print the welcome slip for them now.", name=patient.full_name))
                 return redirect(url_for("patients.welcome", patient_id=patient.id), code=303)
         return render_template("patients/new.html", form=form), 422
     return render_template("patients/new.html", form=form)
@@ -84,7 +85,7 @@ def rotate_progress_link(patient_id: int):
     except Refused:
         abort(404)
     remember_fresh_progress_token(patient_id, token)
-    flash("A new private progress link was issued. The old link no longer works.")
+    flash(_("A new private progress link was issued. The old link no longer works."))
     return redirect(url_for("patients.welcome", patient_id=patient_id), code=303)
 
 
@@ -98,7 +99,7 @@ def poster_consent(patient_id: int):
             abort(404)
         flash(refusal.message)
         return redirect(url_for("patients.show", patient_id=patient_id), code=303)
-    flash("Their name will be printed on posters." if consent else "Posters will not show their name.")
+    flash(_("Their name will be printed on posters.") if consent else _("Posters will not show their name."))
     return redirect(url_for("patients.show", patient_id=patient_id), code=303)
 
 
@@ -117,8 +118,8 @@ def notification_preferences(patient_id: int):
         except Refused:
             abort(404)
         else:
-            flash("They will get messages about their rewards." if patient.notification_consent
-                  else "They will get no messages.")
+            flash(_("They will get messages about their rewards.") if patient.notification_consent
+                  else _("They will get no messages."))
             return redirect(url_for("patients.show", patient_id=patient_id, _anchor="messages"), code=303)
     return render_patient_page(patient_id, 422, notification_form=form)
 

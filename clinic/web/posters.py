@@ -29,8 +29,8 @@ def poster_response(patient: Patient, kind: str, headers: dict | None = None) ->
         design, size = poster_service.poster_options(request.args.get("design"),
                                                      request.args.get("size") if kind == "pdf" else None)
     except Refused as refusal:
-        body, status = render_error(400, refusal.message)
-        return Response(body, status, headers={**NO_STORE, **(headers or {})})
+        body, status, error_headers = render_error(400, refusal.message)
+        return Response(body, status, headers={**error_headers, **NO_STORE, **(headers or {})})
     name = f"poster-{format_code(patient.personal_code)}-{design}"
     if kind == "png":
         return file_response(poster_service.poster_png(patient, design), "image/png", f"{name}.png", headers)

@@ -1,9 +1,16 @@
-"""Pages anyone may open: the invite page, the progress page, a voucher, health and brand CSS."""
+"""Pages anyone may open: the invite page, the progress page, a voucher, health and brand CSS.
+
+The invite and progress pages are read on phones, often in a chat app's browser on a slow network:
+one small stylesheet (static/css/public.css), the brand colours (/brand.css), no web fonts, and
+script only where it does something (sharing the invite link, static/js/app.js). They speak the
+clinic's language unless the reader switched (clinic/i18n.py).
+"""
 
 from __future__ import annotations
 
+import base64
 
-from flask import Blueprint, Response, abort, current_app, jsonify, render_template, send_from_directory
+from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request, send_from_directory
 from sqlalchemy import text
 
 from clinic.extensions import db
@@ -12,9 +19,11 @@ from clinic.services import progress as progress_service
 from clinic.services.patients import patient_by_progress_token
 from clinic.services import redemption as redemption_service
 from clinic.services.errors import Refused
+from clinic.services import colours
 from clinic.services.clinic_settings import brand_colour, get_clinic
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
 from clinic.services.rewards import quota_left
+from clinic.services.qr import qr_svg
 from clinic.services.urls import invite_url
 from clinic.services.vouchers import find_voucher
 from clinic.web.posters import FORMATS, poster_response
@@ -22,6 +31,8 @@ from clinic.web.posters import FORMATS, poster_response
 bp = Blueprint("public", __name__)
 
 PRIVATE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
+# The page background of static/css/public.css (--bg): the brand colour used as text must read on it.
+PAGE_BACKGROUND = "#f5f6f8"
 
 
 def _parse(raw: str, kind: CodeKind) -> str | None:
@@ -48,8 +59,9 @@ def invite(raw_code: str):
         return render_template("public/invite_unknown.html"), 404
     campaign = found.campaign if found.offer else None
     return render_template("public/invite.html", referrer=found.referrer, code=found.code, offer=found.offer,
-                           card=found.card, campaign=campaign,
-                           places_left=quota_left(campaign)), 200, {"Cache-Control": "private, max-age=60"}
+                           card=found.card, campaign=campaign, places_left=quota_left(campaign)), 200, {
+        # The language comes from the cookie when the URL does not say: a cached page must match it.
+        "Cache-Control": "private, max-age=60", "Vary": "Cookie"}
 
 
 @bp.get("/p/<token>")
@@ -58,8 +70,15 @@ def progress(token: str):
     page = progress_service.progress_page(token)
     if page is None:
         return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
-    return render_template("public/progress.html", page=page, token=token,
-                           invite_link=invite_url(page.patient.personal_code)), 200, PRIVATE_HEADERS
+    invite_link = invite_url(page.patient.personal_code)
+    return render_template("public/progress.html", page=page, token=token, invite_link=invite_link,
+                           invite_qr=svg_data_uri(qr_svg(invite_link))), 200, PRIVATE_HEADERS
+
+
+def svg_data_uri(svg: str) -> str:
+    """An SVG as an ``<img src>`` (the CSP allows data: images): no request of its own, no new URL reading a token."""
+    standalone = str(svg).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)  # str: Markup would escape
+    return "data:image/svg+xml;base64," + base64.b64encode(standalone.encode()).decode("ascii")
 
 
 @bp.get(f"/p/<token>/poster.<{FORMATS}:kind>")
@@ -100,12 +119,27 @@ def healthz():
     return jsonify(status="ok")
 
 
+def brand_palette(colour: str) -> dict[str, str]:
+    """The brand colour and the colours that stay readable with it (WCAG AA, 4.5:1), as CSS variables.
+
+    ``--on-brand``: text on the brand colour (white, or near-black on a light brand such as yellow);
+    ``--brand-text``: the brand colour darkened until it reads as text, links and outlines on the page.
+    """
+    rgb = colours.parse_hex(colour)
+    return {"--brand": colour.lower(), "--on-brand": colours.to_hex(colours.ink_on(rgb)),
+            "--brand-text": colours.to_hex(colours.readable_on(rgb, colours.parse_hex(PAGE_BACKGROUND)))}
+
+
 @bp.get("/brand.css")
 def brand_css():
-    """The clinic's brand colour as a CSS variable: a stylesheet, because the CSP forbids inline styles."""
+    """The clinic's brand colour as a CSS variable: a stylesheet, because the CSP forbids inline styles.
+
+    ``?palette=1`` (the patient pages) adds the readable companions of :func:`brand_palette`.
+    """
     colour = brand_colour()
-    css = f":root {{ --brand: {colour}; }}\n"
-    return Response(css, mimetype="text/css", headers={"Cache-Control": "public, max-age=300"})
+    palette = brand_palette(colour) if request.args.get("palette") else {"--brand": colour}
+    variables = " ".join(f"{name}: {value};" for name, value in palette.items())
+    return Response(f":root {{ {variables} }}\n", mimetype="text/css", headers={"Cache-Control": "public, max-age=300"})
 
 
 @bp.get("/uploads/<path:filename>")

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
 from flask_login import login_required
 from sqlalchemy import select
 
 from clinic.extensions import db
+from clinic.i18n import current_language
 from clinic.models import Referral, RewardStatus
 from clinic.services import milestones
-from clinic.services.clinic_settings import get_clinic, to_clinic_time
+from clinic.services.clinic_settings import get_clinic
 from clinic.services.errors import Refused
 from clinic.services.milestones import MilestoneResult
 from clinic.services.privacy import mask_name
 from clinic.web.forms import PaymentForm, ReasonForm
 from clinic.web.helpers import current_actor, form_value, manager_required
 from clinic.web.patients import render_patient_page
-from clinic.web.templating import describe_voucher
+from clinic.web.templating import describe_voucher, local_time
 
 bp = Blueprint("referrals", __name__)
-MILESTONE_NAMES = {"visit": "First visit", "payment": "First payment"}
 
 
 @bp.before_request
@@ -30,20 +31,22 @@ def _staff_only():
 
 def milestone_message(result: MilestoneResult, milestone: str) -> str:
     """What the desk says after marking a milestone: who was paid what, or that it was already done."""
-    name = MILESTONE_NAMES[milestone]
+    visit = milestone == "visit"
     if not result.recorded:
-        when = result.referral.visited_at if milestone == "visit" else result.referral.paid_at
-        return f"{name} already recorded on {to_clinic_time(when)}: nothing more to pay."
-    paid = [f"{describe_voucher(r)} to {mask_name(r.patient.public_name)}" for r in result.paid
-            if r.status == RewardStatus.ISSUED.value]
-    held = [f"{mask_name(r.patient.public_name)}'s reward sent for manager approval: yearly cap reached."
+        when = local_time(result.referral.visited_at if visit else result.referral.paid_at)
+        return (_("First visit already recorded on %(when)s: nothing more to pay.", when=when) if visit
+                else _("First payment already recorded on %(when)s: nothing more to pay.", when=when))
+    paid = [_("%(reward)s to %(name)s", reward=describe_voucher(r), name=mask_name(r.patient.public_name))
+            for r in result.paid if r.status == RewardStatus.ISSUED.value]
+    held = [_("%(name)s's reward sent for manager approval: yearly cap reached.", name=mask_name(r.patient.public_name))
             for r in result.paid if r.status == RewardStatus.REVIEW.value]
-    parts = [f"{name} recorded."]
-    parts += [f"Paid: {'; '.join(paid)}."] if paid else []
+    parts = [_("First visit recorded.") if visit else _("First payment recorded.")]
+    # Translators: joins the rewards paid in "Paid: CN¥200.00 off to Wang L.; 1 bed-day waived to Chen J."
+    parts += [_("Paid: %(rewards)s.", rewards=_("; ").join(paid))] if paid else []
     parts += held
     if not paid and not held:
-        parts.append("No reward was due at this stage.")
-    return " ".join(parts)
+        parts.append(_("No reward was due at this stage."))
+    return ("" if current_language().startswith("zh") else " ").join(parts)  # Chinese puts no space after 。
 
 
 def _refused(patient_id: int, refusal: Refused, **forms):
@@ -96,7 +99,7 @@ def reverse(referral_id: int):
             return _refused(friend_id, refusal, reverse_form=form)
         form.reason.errors = [refusal.message]
         return render_patient_page(friend_id, refusal.status, reverse_form=form)
-    flash("The referral is reversed. Check the vouchers that were already spent.")
+    flash(_("The referral is reversed. Check the vouchers that were already spent."))
     return redirect(url_for("referrals.reversal", referral_id=referral_id), code=303)
 
 

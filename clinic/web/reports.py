@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from clinic.extensions import db
+from clinic.i18n import format_day
 from clinic.models import Branch
 from clinic.services import branches as branch_service
 from clinic.services import exports as export_service
@@ -36,14 +39,18 @@ def _this_month() -> tuple[date, date]:
 
 
 def _day(text: str, which: str) -> date:
+    """``which`` is the query's field, "from" or "to"."""
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise Refused("bad_date", f"The {which} date is not a date: pick one from the calendar (YYYY-MM-DD).",
-                      field=which, status=400) from None
+        message = (_("The from date is not a date: pick one from the calendar (YYYY-MM-DD).") if which == "from"
+                   else _("The to date is not a date: pick one from the calendar (YYYY-MM-DD)."))
+        raise Refused("bad_date", message, field=which, status=400) from None
     if not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
-        raise Refused("bad_date", f"The {which} date must be between {EARLIEST_YEAR} and {LATEST_YEAR}.",
-                      field=which, status=400)
+        message = (_("The from date must be between %(first)s and %(last)s.", first=EARLIEST_YEAR, last=LATEST_YEAR)
+                   if which == "from" else
+                   _("The to date must be between %(first)s and %(last)s.", first=EARLIEST_YEAR, last=LATEST_YEAR))
+        raise Refused("bad_date", message, field=which, status=400)
     return day
 
 
@@ -64,13 +71,13 @@ def _scope(values: dict[str, str]) -> report_service.Scope:
     if values["to"]:
         last = _day(values["to"], "to")
     if last < first:
-        raise Refused("bad_range", "The end date is before the start date.", field="to", status=400)
+        raise Refused("bad_range", _("The end date is before the start date."), field="to", status=400)
     if (last - first).days >= MAX_DAYS:
-        raise Refused("bad_range", "Choose a period of at most ten years.", field="to", status=400)
+        raise Refused("bad_range", _("Choose a period of at most ten years."), field="to", status=400)
     branch_id = None
     if values["branch"]:
         if not _is_id(values["branch"]) or db.session.get(Branch, int(values["branch"])) is None:
-            raise Refused("unknown_branch", "There is no such branch: pick one from the list.", field="branch",
+            raise Refused("unknown_branch", _("There is no such branch: pick one from the list."), field="branch",
                           status=400)
         branch_id = int(values["branch"])
     return report_service.Scope.for_days(first, last, clinic_zone(), branch_id)
@@ -89,6 +96,7 @@ def dashboard():
     figures = report_service.dashboard(scope)
     return render_template("reports/dashboard.html", figures=figures, chart=charts.referrals_chart(figures.series),
                            funnel_rows=charts.funnel_chart(figures.funnel),
+                           period_days=(format_day(scope.first_day), format_day(scope.last_day)),
                            card_split=charts.share_split(figures.funnel.paid_with_card, figures.funnel.paid),
                            branch=db.session.get(Branch, scope.branch_id) if scope.branch_id else None,
                            export_args={k: v for k, v in values.items() if v}, **context)
@@ -138,7 +146,7 @@ def create_branch():
         branch = branch_service.create_branch(values["name"], values["address"], current_actor())
     except Refused as refusal:
         return _branches_page(refusal, values)
-    flash(f"Branch {branch.name} added.")
+    flash(_("Branch %(name)s added.", name=branch.name))
     return redirect(url_for("reports.branches"), code=303)
 
 
@@ -156,7 +164,7 @@ def edit_branch(branch_id: int):
     except Refused as refusal:
         return render_template("reports/branch_edit.html", branch=branch, error=refusal,
                                values=values), refusal.status
-    flash(f"Branch {branch.name} saved.")
+    flash(_("Branch %(name)s saved.", name=branch.name))
     return redirect(url_for("reports.branches"), code=303)
 
 
@@ -169,12 +177,13 @@ def assign_staff():
         if name.startswith("branch-") and _is_id(staff_id):
             value = value.strip()
             if value and not _is_id(value):
-                return _branches_page(Refused("unknown_branch", "Pick one of the listed branches.",
+                return _branches_page(Refused("unknown_branch", _("Pick one of the listed branches."),
                                               field=name))
             assignments[int(staff_id)] = int(value) if value else None
     try:
         changed = branch_service.assign_branches(assignments, current_actor())
     except Refused as refusal:
         return _branches_page(refusal)
-    flash(f"{changed} staff member{'s' if changed != 1 else ''} moved." if changed else "Nothing changed.")
+    flash(ngettext("%(num)d staff member moved.", "%(num)d staff members moved.", changed) if changed
+          else _("Nothing changed."))
     return redirect(url_for("reports.branches"), code=303)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -55,7 +56,7 @@ def decide(review_id: int):
     form.validate()
     decision = request.form.get("decision")
     if decision not in ("approve", "reject"):
-        return _queue(422, {"id": review_id, "reason": form.reason.data, "message": "Choose approve or reject."})
+        return _queue(422, {"id": review_id, "reason": form.reason.data, "message": _("Choose approve or reject.")})
     try:
         review = milestones.decide_review(review_id, decision == "approve", form.reason.data, current_actor(),
                                           idempotency_key=form_value("idempotency_key"))
@@ -69,9 +70,10 @@ def decide(review_id: int):
 
 def _decided_message(review) -> str:
     if review.status == "rejected":
-        return "Rejected. Nothing was issued."
+        return _("Rejected. Nothing was issued.")
     if review.kind == "over_cap":
         reward = review.reward
-        return f"Approved: {describe_voucher(reward)} issued to {mask_name(reward.patient.public_name)}."
-    return (f"Approved: {review.patient.full_name} is now {mask_name(review.referrer.public_name)}'s referred friend, "
-            "with the campaign's rewards.")
+        return _("Approved: %(reward)s issued to %(name)s.", reward=describe_voucher(reward),
+                 name=mask_name(reward.patient.public_name))
+    return _("Approved: %(friend)s is now %(referrer)s's referred friend, with the campaign's rewards.",
+             friend=review.patient.full_name, referrer=mask_name(review.referrer.public_name))

@@ -6,6 +6,9 @@ import secrets
 from datetime import datetime
 
 from flask import Flask, g, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import pgettext
 from flask_wtf.csrf import generate_csrf
 
 from clinic.i18n import current_language, format_day, format_moment
@@ -59,70 +62,99 @@ def money(amount: int, currency: str | None = None) -> str:
 
 def describe_voucher(voucher) -> str:
     if voucher.kind == "money":
-        return f"{format_money(voucher.amount, voucher.currency)} off"
+        return _("%(amount)s off", amount=format_money(voucher.amount, voucher.currency, current_language()))
     return voucher.label
 
 
 AUDIT_LABELS = {
-    "redemption": "Referral code redeemed",
-    "voucher.issued": "Voucher issued",
-    "voucher.spent": "Voucher spent",
-    "voucher.spend": "Voucher spend attempt",
-    "voucher.voided": "Voucher voided",
-    "patient.enrolled": "Enrolled",
-    "patients.imported": "Patients imported (CSV)",
-    "export.progress_links": "Progress links of an import exported (CSV)",
-    "patient.progress_link_rotated": "New progress link issued",
-    "login": "Logged in",
-    "logout": "Logged out",
-    "settings.changed": "Settings changed",
-    "campaign.changed": "Campaign changed",
-    "staff.created": "Staff account created",
-    "staff.disabled": "Staff account disabled (logged out everywhere)",
-    "staff.enabled": "Staff account enabled",
-    "staff.sessions_ended": "Staff logged out on every device",
-    "patient.poster_consent": "Poster name consent changed",
-    "card.activated": "Scratch card activated",
-    "card.activate": "Scratch card activation attempt",
-    "card.voided": "Scratch card voided",
-    "card_batch.created": "Card batch queued",
-    "card_batch.generated": "Card batch printed",
-    "card_batch.failed": "Card batch failed",
-    "card_batch.retried": "Card batch retried",
-    "card_batch.voided": "Card batch voided",
-    "branch.created": "Branch added",
-    "branch.changed": "Branch changed",
-    "staff.branch_assigned": "Staff moved to a branch",
-    "export.referrals": "Referrals exported (CSV)",
-    "export.vouchers": "Vouchers exported (CSV)",
-    "export.patients": "Patients exported (CSV)",
-    "campaign.created": "Campaign created",
-    "referral.visited": "First visit recorded",
-    "referral.paid": "First payment recorded",
-    "referral.reversed": "Referral reversed",
-    "reward.held_for_review": "Reward held for manager approval",
-    "review.requested": "Sent for manager approval",
-    "review.approved": "Manager approved",
-    "review.rejected": "Manager rejected",
-    "tier.created": "Tier added",
-    "tier.changed": "Tier changed",
-    "tier.deleted": "Tier deleted",
-    "tier.reached": "Tier reached",
-    "patient.leaderboard_consent": "Leaderboard consent changed",
-    "api_token.created": "API token created",
-    "api_token.revoked": "API token revoked",
-    "patient.notification_consent": "Message consent or channel changed",
-    "notifications.templates_changed": "Notification messages changed",
-    "webhook.created": "Webhook endpoint added",
-    "webhook.enabled": "Webhook endpoint enabled",
-    "webhook.disabled": "Webhook endpoint disabled",
-    "webhook.deleted": "Webhook endpoint deleted",
-    "webhook.resent": "Webhook delivery resent",
+    "redemption": _l("Referral code redeemed"),
+    "voucher.issued": _l("Voucher issued"),
+    "voucher.spent": _l("Voucher spent"),
+    "voucher.spend": _l("Voucher spend attempt"),
+    "voucher.voided": _l("Voucher voided"),
+    "patient.enrolled": "Enrolled",  # see audit_label
+    "patients.imported": _l("Patients imported (CSV)"),
+    "export.progress_links": _l("Progress links of an import exported (CSV)"),
+    "patient.progress_link_rotated": _l("New progress link issued"),
+    "login": _l("Logged in"),
+    "logout": _l("Logged out"),
+    "settings.changed": _l("Settings changed"),
+    "campaign.changed": _l("Campaign changed"),
+    "staff.created": _l("Staff account created"),
+    "staff.disabled": _l("Staff account disabled (logged out everywhere)"),
+    "staff.enabled": _l("Staff account enabled"),
+    "staff.sessions_ended": _l("Staff logged out on every device"),
+    "patient.poster_consent": _l("Poster name consent changed"),
+    "card.activated": _l("Scratch card activated"),
+    "card.activate": _l("Scratch card activation attempt"),
+    "card.voided": _l("Scratch card voided"),
+    "card_batch.created": _l("Card batch queued"),
+    "card_batch.generated": _l("Card batch printed"),
+    "card_batch.failed": _l("Card batch failed"),
+    "card_batch.retried": _l("Card batch retried"),
+    "card_batch.voided": _l("Card batch voided"),
+    "branch.created": _l("Branch added"),
+    "branch.changed": _l("Branch changed"),
+    "staff.branch_assigned": _l("Staff moved to a branch"),
+    "export.referrals": _l("Referrals exported (CSV)"),
+    "export.vouchers": _l("Vouchers exported (CSV)"),
+    "export.patients": _l("Patients exported (CSV)"),
+    "campaign.created": _l("Campaign created"),
+    "referral.visited": _l("First visit recorded"),
+    "referral.paid": _l("First payment recorded"),
+    "referral.reversed": _l("Referral reversed"),
+    "reward.held_for_review": _l("Reward held for manager approval"),
+    "review.requested": _l("Sent for manager approval"),
+    "review.approved": _l("Manager approved"),
+    "review.rejected": _l("Manager rejected"),
+    "tier.created": _l("Tier added"),
+    "tier.changed": _l("Tier changed"),
+    "tier.deleted": _l("Tier deleted"),
+    "tier.reached": _l("Tier reached"),
+    "patient.leaderboard_consent": _l("Leaderboard consent changed"),
+    "api_token.created": _l("API token created"),
+    "api_token.revoked": _l("API token revoked"),
+    "patient.notification_consent": _l("Message consent or channel changed"),
+    "notifications.templates_changed": _l("Notification messages changed"),
+    "webhook.created": _l("Webhook endpoint added"),
+    "webhook.enabled": _l("Webhook endpoint enabled"),
+    "webhook.disabled": _l("Webhook endpoint disabled"),
+    "webhook.deleted": _l("Webhook endpoint deleted"),
+    "webhook.resent": _l("Webhook delivery resent"),
 }
 
 
 def audit_label(action: str) -> str:
-    return AUDIT_LABELS.get(action, action)
+    if action == "patient.enrolled":  # "Enrolled" elsewhere heads a column of dates
+        return pgettext("audit", "Enrolled")
+    return str(AUDIT_LABELS.get(action, action))
+
+
+# The names of audit details and of changed settings, for people; others show as their key with spaces.
+AUDIT_DETAIL_LABELS = {
+    "email": _l("email"), "role": _l("role"), "staff_member": _l("staff member"), "batch": _l("batch"),
+    "size": _l("size"), "design": _l("design"), "bleed": _l("bleed"), "serial": _l("serial"), "card": _l("card"),
+    "cards": _l("cards"), "code": _l("code"), "referrer_id": _l("referrer id"), "campaign_id": _l("campaign id"),
+    "amount": _l("amount"), "beneficiary": _l("beneficiary"), "kind": _l("kind"), "label": _l("label"),
+    "reason_text": _l("reason text"), "changes": _l("changes"), "rewards_paid": _l("rewards paid"),
+    "voided": _l("voided"), "already_spent": _l("already spent"), "cancelled": _l("cancelled"), "tier": _l("tier"),
+    "tier_id": _l("tier id"), "consent": _l("consent"), "channel": _l("channel"),
+    "language": _l("language"), "templates": _l("templates"), "branch": _l("branch"), "old_branch": _l("old branch"),
+    "new_branch": _l("new branch"), "sessions": _l("sessions"), "count": _l("count"), "skipped": _l("skipped"),
+    "source": _l("source"), "rows": _l("rows"), "first_day": _l("first day"), "last_day": _l("last day"),
+    "terms": _l("terms"), "personal": _l("personal"), "approved_review": _l("approved review"),
+    "notification_consent": _l("notification consent"), "min_paid_referrals": _l("min paid referrals"),
+    "window_months": _l("window months"), "events": _l("events"), "url": _l("url"), "error": _l("error"),
+    "api_token": _l("api token"), "phone": _l("phone"), "address": _l("address"), "currency": _l("currency"),
+    "timezone": _l("timezone"), "brand_colour": _l("brand colour"), "public_base_url": _l("public base url"),
+    "logo_filename": _l("logo filename"), "voucher_valid_days": _l("voucher valid days"),
+}
+
+
+def _detail_label(key: str) -> str:
+    if key == "name":  # a branch's, tier's or token's name: not a person's, as "name" is elsewhere
+        return pgettext("audit detail", "name")
+    return str(AUDIT_DETAIL_LABELS.get(key, key.replace("_", " ")))
 
 
 def audit_details(event) -> str:
@@ -135,25 +167,25 @@ def audit_details(event) -> str:
             if not value:
                 continue  # a service voucher has no amount
             if currency:
-                value = format_money(int(value), currency)
+                value = format_money(int(value), currency, current_language())
         elif key == "changes" and isinstance(value, dict):
-            value = ", ".join(f"{field.replace('_', ' ')} {old!r} → {new!r}" for field, (old, new) in value.items())
-        parts.append(f"{key.replace('_', ' ')}: {value}")
+            value = ", ".join(f"{_detail_label(field)} {old!r} → {new!r}" for field, (old, new) in value.items())
+        parts.append(f"{_detail_label(key)}: {value}")
     return "; ".join(parts)
 
 
-STAGE_LABELS = {"redemption": "when the code is redeemed", "visit": "at the friend's first visit",
-                "payment": "at the friend's first payment"}
+STAGE_LABELS = {"redemption": _l("when the code is redeemed"), "visit": _l("at the friend's first visit"),
+                "payment": _l("at the friend's first payment")}
 
 
 def stage_label(stage: str) -> str:
-    return STAGE_LABELS.get(stage, stage)
+    return str(STAGE_LABELS.get(stage, stage))
 
 
 def campaign_reward(campaign, side: str) -> str:
     """One side's reward under a campaign and when it is paid: "CN¥200.00 off, at the friend's first visit"."""
     terms = referrer_reward(campaign) if side == "referrer" else friend_reward(campaign)
-    return f"{terms.describe(_clinic().currency)}, {stage_label(terms.stage)}"
+    return _("%(reward)s, %(stage)s", reward=terms.describe(_clinic().currency), stage=stage_label(terms.stage))
 
 
 def last_clinic_day(end: datetime | None) -> str:

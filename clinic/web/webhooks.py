@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 
 from clinic.models.patient import NOTIFICATION_LANGUAGES
 from clinic.services import notifications
@@ -34,7 +35,7 @@ def index():
     if request.method == "POST":
         if form.validate():
             endpoint = webhook_service.register_endpoint(form.rules, current_actor())
-            flash("Endpoint added. Give its secret to the receiver so that it can check every delivery's signature.")
+            flash(_("Endpoint added. Give its secret to the receiver so that it can check every delivery's signature."))
             return redirect(url_for("webhooks.show", endpoint_id=endpoint.id), code=303)
         return _index_page(form, 422)
     return _index_page(form)
@@ -71,19 +72,19 @@ def _endpoint_action(endpoint_id: int, action, done: str, then: str = "webhooks.
 @bp.post("/webhooks/<int:endpoint_id>/enable")
 def enable(endpoint_id: int):
     return _endpoint_action(endpoint_id, lambda: webhook_service.set_enabled(endpoint_id, True, current_actor()),
-                            "The endpoint is enabled: new events and waiting deliveries go to it again.")
+                            _("The endpoint is enabled: new events and waiting deliveries go to it again."))
 
 
 @bp.post("/webhooks/<int:endpoint_id>/disable")
 def disable(endpoint_id: int):
     return _endpoint_action(endpoint_id, lambda: webhook_service.set_enabled(endpoint_id, False, current_actor()),
-                            "The endpoint is disabled: it gets no new events, and what is waiting stays waiting.")
+                            _("The endpoint is disabled: it gets no new events, and what is waiting stays waiting."))
 
 
 @bp.post("/webhooks/<int:endpoint_id>/delete")
 def delete(endpoint_id: int):
     return _endpoint_action(endpoint_id, lambda: webhook_service.delete_endpoint(endpoint_id, current_actor()),
-                            "The endpoint and its deliveries are deleted.", then="webhooks.index")
+                            _("The endpoint and its deliveries are deleted."), then="webhooks.index")
 
 
 @bp.post("/webhooks/deliveries/<int:delivery_id>/resend")
@@ -97,7 +98,7 @@ def resend(delivery_id: int):
         webhook_service.resend(delivery.id, current_actor())
     except Refused as refusal:
         return _endpoint_page(delivery.endpoint_id, refusal, refusal.status)
-    flash(f"Delivery {delivery.id} will be sent again in a moment.")
+    flash(_("Delivery %(id)s will be sent again in a moment.", id=delivery.id))
     return redirect(url_for("webhooks.show", endpoint_id=delivery.endpoint_id), code=303)
 
 
@@ -118,7 +119,7 @@ def notifications_page():
         except Refused as problem:
             refusal, status = problem, problem.status
         else:
-            flash("Messages saved." if changed else "Nothing changed.")
+            flash(_("Messages saved.") if changed else _("Nothing changed."))
             return redirect(url_for("webhooks.notifications_page"), code=303)
     return render_template("webhooks/notifications.html", templates=notifications.templates(), errors=errors,
                            refusal=refusal, submitted=submitted, languages=notifications.LANGUAGE_NAMES,

@@ -1,0 +1,183 @@
+"""The front desk side in Chinese (issue 7): the desk, patients, cards, referrals and error pages read in zh_CN
+for a member of staff who chose it (or when the clinic's default is Chinese), with the clinic's own words,
+¥ money and 2026年11月22日 dates; English stays the default. And what the desk needs to be used with a
+keyboard, a scanner and a screen reader: the code field has the focus, answers go to live regions."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from clinic.services import clinic_settings, redemption
+from clinic.services.staff import set_language
+from clinic.services.transaction import Actor
+from tests.conftest import friend
+from tests.test_web_desk import FRIEND_FORM, form_key
+
+CHINESE_DAY = r"20\d\d年\d{1,2}月\d{1,2}日"
+STATUS_REGION = re.compile(r'<div id="desk-status"[^>]*>', re.S)
+OOB_STATUS = re.compile(r'<div id="desk-status" hx-swap-oob="innerHTML">(?P<text>.*?)</div>', re.S)
+
+
+@pytest.fixture
+def zh_desk(desk, desk_user):
+    """The desk, logged in as a member of staff whose own language is Chinese (the clinic's stays English)."""
+    set_language(desk_user.id, "zh_CN")
+    return desk
+
+
+@pytest.fixture
+def wang(make_patient):
+    patient, _token = make_patient(full_name="王小明", phone="13811112222")
+    return patient
+
+
+def page(response) -> str:
+    return response.get_data(as_text=True)
+
+
+def test_the_desk_speaks_the_staff_members_own_language(zh_desk):
+    desk_page = page(zh_desk.get("/desk/"))
+    assert '<html lang="zh-CN">' in desk_page
+    assert "<h1>前台</h1>" in desk_page and "扫码或输入推荐码、券码" in desk_page and ">查询</button>" in desk_page
+    assert "Front desk" not in desk_page and "Scan or type a code" not in desk_page
+
+
+def test_the_desk_follows_the_clinics_default_language(desk):
+    assert "<h1>Front desk</h1>" in page(desk.get("/desk/")), "English is the default"
+    clinic_settings.update_clinic({"language": "zh_CN"}, Actor())
+    assert "<h1>前台</h1>" in page(desk.get("/desk/"))
+
+
+def test_a_scanned_poster_shows_the_chinese_referrer_masked_and_the_offer_in_chinese(zh_desk, wang):
+    response = zh_desk.post("/desk/lookup", {"code": f"http://127.0.0.1:5000/r/{wang.personal_code}"}, htmx=True)
+    assert response.status_code == 200
+    panel = page(response)
+    assert "王**" in panel and "王小明" not in panel
+    assert "推荐人：<strong>王**</strong>" in panel
+    assert "¥200.00" in panel and "CN¥" not in panel
+    assert "被推荐人（新患者）信息" in panel and "确认并发放双方代金券" in panel
+    assert OOB_STATUS.search(panel)["text"].strip() == "推荐码有效（推荐人：王**），请填写被推荐人信息。"
+
+
+def test_a_mistyped_code_is_an_alert_in_chinese_and_the_polite_region_says_nothing_more(zh_desk, wang):
+    code = wang.personal_code
+    wrong = code[:-1] + ("2" if code[-1] != "2" else "3")
+    response = zh_desk.post("/desk/lookup", {"code": wrong}, htmx=True)
+    assert response.status_code == 422
+    panel = page(response)
+    assert re.search(r'<div class="alert alert-bad" role="alert"[^>]*>[^<]*[\u4e00-\u9fff]', panel), \
+        "the refusal is announced at once, in Chinese"
+    assert OOB_STATUS.search(panel)["text"].strip() == "", "said once, by the alert"
+
+
+def test_a_field_error_is_an_alert_on_the_field_and_not_said_twice(zh_desk, wang):
+    response = zh_desk.post("/desk/redeem", {**FRIEND_FORM, "full_name": "", "code": wang.personal_code}, htmx=True)
+    assert response.status_code == 422
+    panel = page(response)
+    assert re.search(r'<p class="field-error" id="full_name-error" role="alert">[^<]*[\u4e00-\u9fff]', panel)
+    assert 'aria-invalid="true"' in panel and "data-focus-first" in panel
+    assert OOB_STATUS.search(panel)["text"].strip() == ""
+
+
+def test_redeeming_in_chinese_shows_vouchers_with_chinese_dates(zh_desk, wang):
+    lookup = page(zh_desk.post("/desk/lookup", {"code": wang.personal_code}, htmx=True))
+    response = zh_desk.post("/desk/redeem", {**FRIEND_FORM, "code": wang.personal_code,
+                                             "idempotency_key": form_key(lookup)}, htmx=True)
+    assert response.status_code == 200
+    panel = page(response)
+    assert "完成。Chen Jie已登记，双方代金券已发放。" in panel
+    assert re.search("有效期至" + CHINESE_DAY, panel)
+    assert "¥200.00" in panel and "CN¥" not in panel
+    assert "推荐人王**的奖励" in panel and ">打印凭条</button>" in panel and ">下一位</a>" in panel
+    assert '<span class="status status-active">有效</span>' in panel
+    assert OOB_STATUS.search(panel)["text"] == "完成。Chen Jie已登记，双方代金券已发放。"
+    assert "data-next-patient" in panel
+
+
+def test_spending_in_chinese_is_said_to_the_live_region(zh_desk, wang, actor):
+    voucher = redemption.redeem_code(wang.personal_code, friend(), actor).referrer_voucher
+    lookup = page(zh_desk.post("/desk/lookup", {"code": voucher.code}, htmx=True))
+    assert ">标记为已使用</button>" in lookup and "持有人：王**" in lookup
+    spent = page(zh_desk.post("/desk/spend", {"code": voucher.code, "idempotency_key": form_key(lookup)}, htmx=True))
+    assert "已使用。请从账单中扣除该代金券。" in spent
+    assert OOB_STATUS.search(spent)["text"] == "已使用。请从账单中扣除该代金券。"
+    assert '<span class="status status-spent">已使用</span>' in spent
+
+
+def test_marking_a_visit_from_the_recent_list_in_chinese(zh_desk, wang, actor):
+    result = redemption.redeem_code(wang.personal_code, friend(), actor)
+    desk_page = page(zh_desk.get("/desk/"))
+    assert "最近核销" in desk_page and ">标记已就诊</button>" in desk_page
+    assert 'aria-label="标记Chen Jie已首次就诊"' in desk_page
+    row = page(zh_desk.post(f"/desk/recent/{result.friend.id}/visit", {"idempotency_key": "visit-key-0123456789"},
+                            htmx=True))
+    assert row.strip().startswith("<tr ") and row.strip().endswith("</tr>"), "a bare row: app.js says its message"
+    assert re.search("已就诊 " + CHINESE_DAY, row)
+    said = re.search(r'<p class="row-message">(.*?)</p>', row).group(1)
+    assert said == "已记录首次就诊。此阶段没有应发放的奖励。", "Chinese puts no space between sentences"
+
+
+def test_the_patient_page_in_chinese(zh_desk, wang, actor):
+    result = redemption.redeem_code(wang.personal_code, friend(), actor)
+    patient_page = page(zh_desk.get(f"/patients/{wang.id}"))
+    assert "专属推荐码" in patient_page and "出院康复礼包刮刮卡" in patient_page and "推荐海报" in patient_page
+    assert re.search("登记于" + CHINESE_DAY, patient_page)
+    assert "已推荐的朋友（1）" in patient_page
+    assert ">推荐人</td>" in patient_page, "whom a voucher is for, in Chinese"
+    assert '<option value="classic">经典</option>' in patient_page
+    friend_page = page(zh_desk.get(f"/patients/{result.friend.id}"))
+    assert "推荐进度" in friend_page and "首次就诊：尚未" in friend_page
+    listing = page(zh_desk.get("/patients/?q=王"))
+    assert "王小明" in listing and re.search(r'<td class="nowrap">' + CHINESE_DAY + "</td>", listing)
+
+
+def test_the_welcome_slip_in_chinese(zh_desk):
+    response = zh_desk.post("/patients/new", {"full_name": "李华", "phone": "13900001111", "display_name": "",
+                                              "external_id": "", "preferred_channel": "sms",
+                                              "preferred_language": "zh_CN"})
+    assert response.status_code == 303, page(response)
+    slip = page(zh_desk.get(response.headers["Location"]))
+    assert "李华已登记。请现在为其打印欢迎单。" in slip
+    assert "您的专属推荐码：" in slip and ">打印欢迎单</button>" in slip
+
+
+def test_cards_and_errors_in_chinese(manager, manager_user):
+    set_language(manager_user.id, "zh_CN")
+    cards_page = page(manager.get("/cards/"))
+    assert "<h1>刮刮卡</h1>" in cards_page and "印制新批次" in cards_page and ">经典</option>" in cards_page
+    missing = manager.get("/patients/999999")
+    assert missing.status_code == 404
+    assert "<h1>未找到</h1>" in page(missing) and "返回首页" in page(missing)
+
+
+def test_a_server_error_inside_the_desk_panel_is_an_alert_in_chinese(zh_desk, app, monkeypatch):
+    def broken(raw):
+        raise RuntimeError("the database went away")
+    monkeypatch.setattr("clinic.services.desk.identify_code", broken)
+    response = zh_desk.post("/desk/lookup", {"code": "ABCD2345"}, htmx=True)
+    assert response.status_code == 500
+    body = page(response)
+    assert 'id="desk-panel"' in body and 'role="alert"' in body
+    assert "出错了（错误 500）。没有做任何更改。" in body
+
+
+def test_the_desk_is_ready_for_a_scanner_and_a_screen_reader(desk):
+    desk_page = page(desk.get("/desk/"))
+    assert re.search(r'<input id="code" name="code"[^>]*autofocus', desk_page), "a scan lands in the code field"
+    region = STATUS_REGION.search(desk_page).group(0)
+    assert 'role="status"' in region and 'aria-live="polite"' in region and "hx-swap-oob" not in region
+    assert 'data-no-answer="No answer from the server' in region, "the script's words come from the page"
+    assert desk_page.index('id="desk-status"') < desk_page.index('<section id="desk-panel"'), \
+        "the live region is outside the panel htmx replaces, so it stays and is heard"
+    panel = page(desk.post("/desk/lookup", {"code": "ABC"}, htmx=True))
+    assert 'role="alert"' in panel
+    assert "<script" not in desk_page.split("</head>")[1] and " hx-on" not in desk_page, "the CSP allows no inline script"
+
+
+def test_a_full_page_has_no_out_of_band_fragment(desk, referrer):
+    """Without htmx (no script) the answer is a whole page: nothing in it is meant for another part."""
+    response = desk.post("/desk/lookup", {"code": referrer.personal_code})
+    assert response.status_code == 200
+    assert "hx-swap-oob" not in page(response)
