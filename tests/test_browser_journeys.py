@@ -376,11 +376,12 @@ def test_card_batch_runs_and_downloads(journey, site):
     assert seen[-1] == "done"
     journey.shot(page, "done")
 
-    # The link opens the PDF in the browser's own viewer (it is served inline), so fetch it as that link
-    # does, with the manager's session.
-    answer = page.request.get(download_link.get_attribute("href"))
-    assert answer.status == 200 and answer.headers["content-type"] == "application/pdf"
-    data = answer.body()
+    # The link downloads the file (the `download` attribute), as a person clicking it would.
+    with page.expect_download(timeout=60_000) as started:
+        download_link.click()
+    download = started.value
+    assert download.suggested_filename.endswith(".pdf"), download.suggested_filename
+    data = Path(download.path()).read_bytes()
     assert data.startswith(b"%PDF")
     pdf = pdfium.PdfDocument(data)
     try:
