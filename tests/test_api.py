@@ -21,7 +21,7 @@ from clinic.services import api_tokens, cards, codes, jobs, redemption
 from clinic.services import staff as staff_service
 from clinic.services.transaction import Actor, atomic
 from tests import api_error_coverage
-from tests.conftest import counts, friend
+from tests.conftest import Browser, counts, friend
 
 FRIEND = {"name": "Chen Jie", "phone": "139 3333 4444"}
 
@@ -131,6 +131,9 @@ def test_a_token_stops_working_while_its_creator_is_disabled_and_works_again_whe
     other_manager = make_staff("manager", "second-manager@example.com")
     staff_service.set_enabled(manager_user.id, False, Actor(staff_id=other_manager.id))
     assert error_of(api.get("/api/v1/patients?phone=13800000000")) == (401, "unauthorized", None)
+    other = Browser(app.test_client())
+    other.login(other_manager.email)
+    assert "Suspended: its creator's account is disabled." in other.get("/admin/api-tokens/").get_data(as_text=True)
     staff_service.set_enabled(manager_user.id, True, Actor(staff_id=other_manager.id))
     assert api.get("/api/v1/patients?phone=13800000000").status_code == 200
 
