@@ -8,6 +8,7 @@ from sqlalchemy import select
 from clinic.extensions import db
 from clinic.models import AuditEvent, Patient, Voucher
 from clinic.services import redemption
+from clinic.services.urls import voucher_url
 from tests.conftest import counts, friend
 from tests.test_redemption import wrong_check
 
@@ -56,9 +57,15 @@ def test_redeeming_through_htmx_shows_both_vouchers_ready_to_print(desk, referre
     panel = response.get_data(as_text=True)
     issued = db.session.scalars(select(Voucher).order_by(Voucher.id)).all()
     assert len(issued) == 2
-    for voucher in issued:
-        assert f"{voucher.code[:4]}-{voucher.code[4:8]}-{voucher.code[8:]}" in panel
-    assert panel.count('<svg') >= 4  # a QR for each voucher, the friend's invite and progress links
+    shown = lambda voucher: f"{voucher.code[:4]}-{voucher.code[4:8]}-{voucher.code[8:]}" in panel  # noqa: E731
+    friend_voucher, referrer_voucher = sorted(issued, key=lambda voucher: voucher.beneficiary != "friend")
+    assert shown(friend_voucher)
+    # The referrer is not at the desk: their voucher's value is shown, never its code (all it takes to spend it).
+    assert not shown(referrer_voucher) and voucher_url(referrer_voucher.code) not in panel
+    assert f'id="voucher-{referrer_voucher.id}"' in panel
+    assert panel.count('<svg') == 3  # the friend's voucher, invite link and progress link
+    # The new row goes on top of the list the desk shows; the other rows are not drawn again.
+    assert 'hx-swap-oob="afterbegin:#recent-rows"' in panel and panel.count('<tr id="recent-') == 1
     for svg in re.findall(r"<svg[^>]*>", panel):
         assert "viewBox" in svg and " width=" not in svg, "a fixed-size QR is cropped when CSS shrinks it"
     assert "data-print" in panel and "data-next-patient" in panel

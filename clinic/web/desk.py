@@ -95,9 +95,11 @@ def _form_again(raw: str, form: PatientDetailsForm, status: int, *, attempted: b
 
 def _result(result, status: int = 200):
     token = fresh_progress_token(result.friend.id)
+    # An htmx receipt for a new redemption adds its own row to the desk's list (desk/_result.html).
+    whole_list = result.replayed or not is_htmx()
     return render_fragment_or_page(
         "desk/_result.html", "desk/redemption.html", status, result=result,
-        recent=redemption_service.recent_redemptions(),
+        recent=redemption_service.recent_redemptions() if whole_list else None,
         friend_progress_url=progress_url(token) if token else None,
         friend_invite_url=invite_url(result.friend.personal_code))
 

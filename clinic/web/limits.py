@@ -18,7 +18,7 @@ import time
 from typing import Callable
 
 from flask import Flask, current_app, g, request
-from flask_babel import lazy_gettext as _l
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -29,7 +29,15 @@ from limits.storage import MemoryStorage
 # means the code was real, so it is not a guess.
 WRONG_CODE_STATUSES = frozenset({404, 422})
 
-TOO_MANY_TRIES = _l("Too many tries in a short time. Please wait a minute, then try again.")
+
+
+def too_many_tries() -> str:
+    """The refusal's message, in the reader's language.
+
+    A function rather than a lazy string: Flask-Limiter hashes every limit on every request, and
+    hashing a lazy string translates it (locale selection, the clinic row) even when nothing is refused.
+    """
+    return _("Too many tries in a short time. Please wait a minute, then try again.")
 
 
 class SweptMemoryStorage(MemoryStorage):
@@ -89,32 +97,32 @@ def _code_entry(limiter: Limiter, view):
     """Desk pages where a code is typed or scanned: per client and per staff account."""
     for key_func, who in ((client_address, "client"), (staff_account, "staff")):
         view = limiter.shared_limit(_setting("RATELIMIT_CODE_ATTEMPTS"), scope=f"code-attempts-{who}",
-                                    key_func=key_func, methods=["POST"], error_message=TOO_MANY_TRIES)(view)
+                                    key_func=key_func, methods=["POST"], error_message=too_many_tries)(view)
         view = limiter.shared_limit(_setting("RATELIMIT_WRONG_CODES"), scope=f"wrong-codes-{who}",
                                     key_func=key_func, methods=["POST"], deduct_when=_is_wrong_code,
-                                    error_message=TOO_MANY_TRIES)(view)
+                                    error_message=too_many_tries)(view)
     return view
 
 
 def _public_page(limiter: Limiter, view):
     """Pages anyone can open with a code or token in the URL: per client; unknown ones count extra."""
     view = limiter.shared_limit(_setting("RATELIMIT_PUBLIC_PAGES"), scope="public-pages", key_func=client_address,
-                                error_message=TOO_MANY_TRIES)(view)
+                                error_message=too_many_tries)(view)
     return limiter.shared_limit(_setting("RATELIMIT_WRONG_CODES"), scope="wrong-codes-client",
                                 key_func=client_address, deduct_when=_is_wrong_code,
-                                error_message=TOO_MANY_TRIES)(view)
+                                error_message=too_many_tries)(view)
 
 
 def _login(limiter: Limiter, view):
     """Failed log-ins per client address (a successful one costs nothing)."""
     return limiter.limit(_setting("RATELIMIT_LOGIN"), key_func=client_address, methods=["POST"],
-                         deduct_when=_login_failed, error_message=TOO_MANY_TRIES)(view)
+                         deduct_when=_login_failed, error_message=too_many_tries)(view)
 
 
 def _api_request(limiter: Limiter, view):
     """Every integration API request, per token (an HIS behind one address may hold several tokens)."""
     return limiter.limit(_setting("RATELIMIT_API"), key_func=api_token, scope="api",
-                         error_message=TOO_MANY_TRIES)(view)
+                         error_message=too_many_tries)(view)
 
 
 # What a guesser gets from the API; a bad phone number (also a 422) is not a guess.
@@ -129,7 +137,7 @@ def _is_wrong_code_for_api(response) -> bool:
 def _api_code_entry(limiter: Limiter, view):
     """API requests that read a code: also the wrong codes among them, per token."""
     view = limiter.shared_limit(_setting("RATELIMIT_API_WRONG_CODES"), scope="api-wrong-codes", key_func=api_token,
-                                deduct_when=_is_wrong_code_for_api, error_message=TOO_MANY_TRIES)(view)
+                                deduct_when=_is_wrong_code_for_api, error_message=too_many_tries)(view)
     return _api_request(limiter, view)
 
 

@@ -42,6 +42,13 @@
     lastLookup = code.value;
   });
 
+  // A receipt puts its redemption on top of the recent list: the list keeps the ten newest, as drawn by the server.
+  var RECENT_ROWS = 10;
+  document.body.addEventListener("htmx:afterSettle", function () {
+    var rows = document.querySelectorAll("#recent-rows > tr");
+    for (var i = RECENT_ROWS; i < rows.length; i++) { rows[i].remove(); }
+  });
+
   document.body.addEventListener("htmx:afterSettle", function (event) {
     var elt = event.detail.elt;
     var code = codeField();
