@@ -1,0 +1,91 @@
+"""The HTTP benchmark's requests in one process, without HTTP: CPU time and statements per request.
+
+    .venv/bin/python -m bench.inprocess [--requests 300] [--only redeem] [--backend sqlite|postgresql]
+
+Steadier than the HTTP figures on a shared machine (it counts this process's CPU time, not the wall
+clock), so it is the one to compare two versions of a change with; py-spy or cProfile can wrap it
+(``py-spy record -f raw -o out.txt -- .venv/bin/python -m bench.inprocess --only progress``).
+The data and the requests are the HTTP benchmark's (``bench/http_load.py``): 2,000 newly imported
+patients, their progress and invite pages, and desk redemptions as htmx sends them, each with a new
+code, friend and idempotency key. Run it on both versions in turn, several times: single runs vary by ±5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.http_load import (CSRF_META, DESK_EMAIL, DESK_PASSWORD, PAGE_PATIENTS, POSTGRESQL_URL,  # noqa: E402
+                             SERVER_SETTINGS, USER_AGENT, Seeder)
+from tests.liveserver import fresh_postgresql_database, migrate, server_environment  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="measured requests per endpoint")
+    parser.add_argument("--only", choices=("livez", "progress", "invite", "redeem"))
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    options = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-inprocess-"))
+    url = (f"sqlite:///{workdir / 'bench.db'}" if options.backend == "sqlite"
+           else fresh_postgresql_database(POSTGRESQL_URL, "bench_inprocess"))
+    env = server_environment(url, workdir, **SERVER_SETTINGS)
+    migrate(env)
+    os.environ.update({key: value for key, value in env.items() if key.startswith("RATELIMIT")})
+    seeder = Seeder(url, env)
+    seeder.clinic()
+    patients = seeder.referrers(PAGE_PATIENTS)
+    codes = iter(code for code, _ in seeder.referrers(options.requests + 50))
+    app = seeder.app
+
+    from sqlalchemy import event
+
+    from clinic.extensions import db
+
+    statements = [0]
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", lambda *args: statements.__setitem__(0, statements[0] + 1))
+    anonymous, desk = app.test_client(), app.test_client()
+    desk.environ_base["HTTP_USER_AGENT"] = USER_AGENT
+    token = CSRF_META.search(desk.get("/login").get_data(as_text=True)).group(1)
+    desk.post("/login", data={"email": DESK_EMAIL, "password": DESK_PASSWORD, "csrf_token": token})
+    desk_token = CSRF_META.search(desk.get("/desk/").get_data(as_text=True)).group(1)
+
+    def redeem(_: int):
+        form = dict(parse_qsl(seeder.redemption(next(codes)).split("\t", 1)[1]))
+        return desk.post("/desk/redeem", data=form, headers={"X-CSRFToken": desk_token, "HX-Request": "true"})
+
+    endpoints = {
+        "livez": lambda i: anonymous.get("/livez"),
+        "progress": lambda i: anonymous.get(f"/p/{patients[i % len(patients)][1]}"),
+        "invite": lambda i: anonymous.get(f"/r/{patients[i % len(patients)][0]}"),
+        "redeem": redeem,
+    }
+    for name, request in endpoints.items():
+        if options.only and name != options.only:
+            continue
+        warmup = 20 if name != "redeem" else 10
+        for number in range(warmup):
+            request(number)
+        statements[0] = 0
+        started = time.process_time()
+        for number in range(options.requests):
+            answer = request(warmup + number)
+            if answer.status_code != 200:
+                raise SystemExit(f"{name}: answered {answer.status_code}")
+        per_request = (time.process_time() - started) / options.requests * 1000
+        print(f"{name:10} {per_request:6.2f} ms CPU  {statements[0] / options.requests:5.1f} statements  "
+              f"{len(answer.data):,} bytes", flush=True)
+    seeder.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
