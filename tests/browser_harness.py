@@ -16,6 +16,7 @@ import itertools
 import os
 import shutil
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -121,6 +122,24 @@ def serve_site(language: str, workdir: Path, migrated: Path):
     env = server_environment(f"sqlite:///{database}", workdir, GUNICORN_ACCESS_LOG="-")
     copy_database(migrated, database)
     database_url = env["DATABASE_URL"]
+    with APP_SET_UP:
+        app = _seeded_app(language, workdir, env, database_url)
+    log = workdir / "gunicorn.log"
+    try:
+        with gunicorn(env, workers=2, log=log) as base_url:
+            site = Site(language, base_url, app, log)
+            yield site
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+# Sites start in threads, but their apps are built one at a time: CPython 3.11's compiler is not thread-safe
+# (werkzeug compiles each URL rule; two at once fail with "AST constructor recursion depth mismatch").
+APP_SET_UP = threading.Lock()
+
+
+def _seeded_app(language: str, workdir: Path, env: dict[str, str], database_url: str):
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": "browser-seeding",
                       "BATCH_FOLDER": env["BATCH_FOLDER"], "IMPORT_FOLDER": env["IMPORT_FOLDER"],
                       "UPLOAD_FOLDER": str(workdir / "uploads"), "PUBLIC_BASE_URL": env["PUBLIC_BASE_URL"]})
@@ -131,14 +150,7 @@ def serve_site(language: str, workdir: Path, migrated: Path):
         clinic_settings.update_clinic({**CLINIC_LOOKS[language], "language": language,
                                        "public_base_url": PUBLIC_ADDRESSES[language]}, Actor())
         db.session.remove()
-    log = workdir / "gunicorn.log"
-    try:
-        with gunicorn(env, workers=2, log=log) as base_url:
-            site = Site(language, base_url, app, log)
-            yield site
-    finally:
-        with app.app_context():
-            db.engine.dispose()
+    return app
 
 
 class Sites:
