@@ -97,22 +97,23 @@ def test_campaign_ended_refuses(referrer, actor):
 
 
 def test_a_fault_after_the_first_write_leaves_nothing_behind(referrer, actor, monkeypatch):
-    real_issue = rewards.issue_voucher
+    real_record = rewards.record_issued
     calls = []
 
-    def issue_then_fail(*args, **kwargs):
-        calls.append(real_issue(*args, **kwargs))  # the referrer's voucher is written...
+    def record_then_fail(voucher, *args, **kwargs):
+        real_record(voucher, *args, **kwargs)  # the vouchers are written and the first one audited...
+        calls.append(db.session.get(Voucher, voucher.id))
         raise RuntimeError("disk unplugged")  # ...then the process fails
 
-    monkeypatch.setattr(rewards, "issue_voucher", issue_then_fail)
+    monkeypatch.setattr(rewards, "record_issued", record_then_fail)
     before = counts()
     with pytest.raises(RuntimeError):
         redemption.redeem_code(referrer.personal_code, friend(), actor)
-    assert calls, "the fault must come after rows were written"
+    assert calls and calls[0] is not None, "the fault must come after rows were written"
     assert counts() == before
     assert db.session.scalar(select(Patient).where(Patient.phone == "13933334444")) is None
 
-    monkeypatch.setattr(rewards, "issue_voucher", real_issue)
+    monkeypatch.setattr(rewards, "record_issued", real_record)
     result = redemption.redeem_code(referrer.personal_code, friend(), actor)
     assert len(result.vouchers) == 2
 

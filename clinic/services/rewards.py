@@ -33,7 +33,7 @@ from clinic.services import audit
 from clinic.services.clinic_settings import RewardTerms, clinic_local, get_clinic
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, insert_ignoring_duplicates
-from clinic.services.vouchers import issue_voucher
+from clinic.services.vouchers import new_voucher, record_issued
 
 STAGES = tuple(stage.value for stage in Stage)
 STAGE_ORDER = {Stage.REDEMPTION.value: 0, Stage.VISIT.value: 1, Stage.PAYMENT.value: 2}
@@ -147,17 +147,37 @@ def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetim
     else:
         due = sorted((reward for reward in rewards if reward.status == RewardStatus.PENDING.value),
                      key=lambda reward: reward.id)
-    paid = []
-    for reward in due:
-        if STAGE_ORDER[reward.stage] <= STAGE_ORDER[reached]:
-            pay_reward(reward, campaign, referral, actor, now, force=False)
-            paid.append(reward)
+    paid, issued = [], []
+    # The vouchers get their ids in one flush (a redemption pays both sides). Meanwhile nothing is flushed
+    # early: the caps and codes taken in between are statements of their own on other tables.
+    with db.session.no_autoflush:
+        for reward in due:
+            if STAGE_ORDER[reward.stage] <= STAGE_ORDER[reached]:
+                voucher = _voucher_for(reward, campaign, referral, actor, now, force=False)
+                if voucher is not None:
+                    issued.append((reward, voucher))
+                paid.append(reward)
+    if issued:
+        db.session.flush()
+        for reward, voucher in issued:
+            record_issued(voucher, reward.patient, actor)
+            _mark_issued(reward, voucher, force=False)
     return paid
 
 
 def pay_reward(reward: Reward, campaign: Campaign, referral: Referral, actor: Actor, now: datetime, *,
                force: bool) -> None:
     """Issue the voucher; a referrer's reward over a cap goes to review unless ``force`` (manager approval)."""
+    voucher = _voucher_for(reward, campaign, referral, actor, now, force=force)
+    if voucher is not None:
+        db.session.flush()
+        record_issued(voucher, reward.patient, actor)
+        _mark_issued(reward, voucher, force=force)
+
+
+def _voucher_for(reward: Reward, campaign: Campaign, referral: Referral, actor: Actor, now: datetime, *,
+                 force: bool) -> Voucher | None:
+    """The reward's voucher, not flushed yet; None when a referrer's reward over a cap goes to review instead."""
     if reward.beneficiary == "referrer":
         value = reward.amount if reward.kind == RewardKind.MONEY.value else 0
         if not _take_cap_slot(reward.patient_id, value, campaign, now, force=force):
@@ -167,10 +187,13 @@ def pay_reward(reward: Reward, campaign: Campaign, referral: Referral, actor: Ac
                                          details={"referral_id": referral.id}))
             audit.record("reward.held_for_review", actor, patient_id=reward.patient_id, referral_id=referral.id,
                          reason_text="yearly cap reached")
-            return
-    voucher = issue_voucher(reward.patient, RewardTerms(reward.kind, reward.amount, reward.label),
-                            beneficiary=reward.beneficiary, currency=reward.currency, valid_days=reward.valid_days,
-                            actor=actor, referral=referral)
+            return None
+    return new_voucher(reward.patient, RewardTerms(reward.kind, reward.amount, reward.label),
+                       beneficiary=reward.beneficiary, currency=reward.currency, valid_days=reward.valid_days,
+                       referral=referral)
+
+
+def _mark_issued(reward: Reward, voucher: Voucher, *, force: bool) -> None:
     reward.status = RewardStatus.ISSUED.value
     reward.voucher = voucher  # also keeps it in the session for the caller's answer (the identity map is weak)
     reward.voucher_id = voucher.id

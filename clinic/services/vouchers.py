@@ -31,6 +31,20 @@ def unused_bearer_code() -> str:
 def issue_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, currency: str, valid_days: int,
                   actor: Actor, referral: Referral | None = None) -> Voucher:
     """Add a voucher and its audit event to the current transaction."""
+    voucher = new_voucher(patient, reward, beneficiary=beneficiary, currency=currency, valid_days=valid_days,
+                          referral=referral)
+    db.session.flush()
+    record_issued(voucher, patient, actor)
+    return voucher
+
+
+def new_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, currency: str, valid_days: int,
+                referral: Referral | None = None) -> Voucher:
+    """A voucher with a fresh code, added to the current transaction but not flushed: it has no id yet.
+
+    For several vouchers at once (a redemption pays both sides): one flush gives them all their ids, then
+    :func:`record_issued` audits and announces each. One voucher alone: :func:`issue_voucher`.
+    """
     now = utcnow()
     voucher = Voucher(
         code=unused_bearer_code(),
@@ -46,12 +60,15 @@ def issue_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, cu
         expires_at=now + timedelta(days=valid_days),
     )
     db.session.add(voucher)
-    db.session.flush()
-    audit.record("voucher.issued", actor, patient_id=patient.id, voucher_id=voucher.id,
-                 referral_id=voucher.referral_id, beneficiary=beneficiary, kind=reward.kind,
-                 amount=reward.amount, label=reward.label or None, currency=currency)
-    events.voucher_issued(voucher, patient)
     return voucher
+
+
+def record_issued(voucher: Voucher, patient: Patient, actor: Actor) -> None:
+    """The audit event and the webhook event of a voucher just issued (flushed: it has its id)."""
+    audit.record("voucher.issued", actor, patient_id=patient.id, voucher_id=voucher.id,
+                 referral_id=voucher.referral_id, beneficiary=voucher.beneficiary, kind=voucher.kind,
+                 amount=voucher.amount, label=voucher.label or None, currency=voucher.currency)
+    events.voucher_issued(voucher, patient)
 
 
 def find_voucher(code: str) -> Voucher | None:
