@@ -400,10 +400,13 @@ def bench_http(seconds: float = 8, warmup: float = 2, backends: tuple[str, ...] 
 
 
 def main() -> int:
+    global WORKERS
     parser = argparse.ArgumentParser(prog="python -m bench.http_load", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=8, help="seconds measured per endpoint")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per endpoint")
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help=f"gunicorn sync workers (default {WORKERS}, as in the issue; production's default is 2 per CPU)")
     parser.add_argument("--result", type=Path, help="write {\"passed\": true|false} here (for python -m bench)")
     options = parser.parse_args()
     passed = bench_http(options.duration, options.warmup, tuple(options.backends.split(",")))
