@@ -81,16 +81,28 @@ class SQLiteWriterLock:
         local = self.local
         depth = getattr(local, "depth", 0)
         if depth == 0:
-            if getattr(local, "pid", None) != os.getpid():
-                local.fd, local.pid = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
-            fcntl.flock(local.fd, fcntl.LOCK_EX)
+            opened = getattr(local, "file", None)
+            if opened is None or opened.pid != os.getpid():
+                local.file = opened = _LockFile(self.path)
+            fcntl.flock(opened.fd, fcntl.LOCK_EX)
         local.depth = depth + 1
         try:
             yield
         finally:
             local.depth -= 1
             if local.depth == 0:
-                fcntl.flock(local.fd, fcntl.LOCK_UN)
+                fcntl.flock(local.file.fd, fcntl.LOCK_UN)
+
+
+class _LockFile:
+    """One thread's open lock file; closed when the thread ends (its thread-local data goes with it)."""
+
+    def __init__(self, path: str):
+        self.fd, self.pid = os.open(path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+
+    def __del__(self):
+        if self.pid == os.getpid():  # a forked child's copy is its parent's to close
+            os.close(self.fd)
 
 
 @contextmanager

@@ -30,7 +30,6 @@ from limits.storage import MemoryStorage
 WRONG_CODE_STATUSES = frozenset({404, 422})
 
 
-
 def too_many_tries() -> str:
     """The refusal's message, in the reader's language.
 
