@@ -67,6 +67,9 @@ def test_the_settings_page_changes_the_default_language_and_the_next_pages_speak
     assert '<html lang="zh-CN">' in page and "诊所设置" in page and "默认语言" in page
     assert "设置已保存。" in page, "the flash is said in the new language"
     assert '<option selected value="zh_CN">简体中文</option>' in page
+    # The clinic's number is a telephone (电话); a patient's phone, in the patient lists, is their mobile (手机号).
+    assert '<label for="phone">电话</label>' in page and "手机号" not in page
+    assert "<th>手机号</th>" in text(manager.get("/patients/"))
     # A desk member who chose no language of their own, and a patient's friend, follow the clinic.
     desk_page = text(desk.get("/desk/"))
     assert '<html lang="zh-CN">' in desk_page and "前台" in desk_page

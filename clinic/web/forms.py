@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_pgettext
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from datetime import date, timedelta
@@ -81,7 +82,8 @@ class PatientDetailsForm(FlaskForm):
 class ClinicSettingsForm(FlaskForm):
     name = StringField(_l("Clinic name"), validators=[DataRequired(_l("Enter the clinic's name.")), Length(max=120),
                                                       printable])
-    phone = StringField(_l("Phone"), validators=[
+    # The clinic's own number, often a landline: 电话, where a patient's phone is their mobile (手机号).
+    phone = StringField(lazy_pgettext("clinic", "Phone"), validators=[
         Optional(), Length(max=40),
         Regexp(r"^[0-9+()\- ]*$", message=_l("Digits, spaces, +, - and brackets only."))])
     address = TextAreaField(_l("Address"), validators=[Optional(), Length(max=300), printable])
