@@ -121,6 +121,8 @@ def test_audit_labels_details_and_campaign_rewards_are_in_the_readers_language(a
         assert audit_label("patient.enrolled") == enrolled
         assert audit_label("some.future_action") == "some.future_action"
         assert audit_details(spent) == details
+        # An amount without its currency (a first payment recorded before it carried one) is the clinic's.
+        assert audit_details(SimpleNamespace(details={"amount": 20000})) == details
         assert campaign_reward(default_campaign(), "referrer") == reward
 
 

@@ -160,14 +160,15 @@ def _detail_label(key: str) -> str:
 def audit_details(event) -> str:
     """The event's details for people: money in the clinic's currency, not raw minor units."""
     details = dict(event.details or {})
-    currency = details.pop("currency", None)
+    # Amounts are in the clinic's currency unless the event says otherwise (events before the paid amount
+    # carried its currency said nothing).
+    currency = details.pop("currency", None) or _clinic().currency
     parts = []
     for key, value in details.items():
         if key == "amount":
             if not value:
                 continue  # a service voucher has no amount
-            if currency:
-                value = format_money(int(value), currency, current_language())
+            value = format_money(int(value), currency, current_language())
         elif key == "changes" and isinstance(value, dict):
             value = ", ".join(f"{_detail_label(field)} {old!r} → {new!r}" for field, (old, new) in value.items())
         parts.append(f"{_detail_label(key)}: {value}")
