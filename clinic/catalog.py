@@ -28,7 +28,8 @@ TEMPLATE = TRANSLATIONS / "messages.pot"
 # Babel's names of our languages other than English ("zh_CN" is zh_Hans_CN to Babel and Flask-Babel).
 LOCALES = ("zh_Hans_CN",)
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None, "_l": None,
-            "lazy_ngettext": (1, 2), "pgettext": ((1, "c"), 2), "lazy_pgettext": ((1, "c"), 2), "npgettext": ((1, "c"), 2, 3)}
+            "lazy_ngettext": (1, 2), "pgettext": ((1, "c"), 2), "lazy_pgettext": ((1, "c"), 2),
+            "npgettext": ((1, "c"), 2, 3)}
 
 
 def catalogue_path(locale: str) -> Path:
