@@ -157,11 +157,7 @@ def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetim
                 if voucher is not None:
                     issued.append((reward, voucher))
                 paid.append(reward)
-    if issued:
-        db.session.flush()
-        for reward, voucher in issued:
-            record_issued(voucher, reward.patient, actor)
-            _mark_issued(reward, voucher, force=False)
+    _issue(issued, actor, force=False)
     return paid
 
 
@@ -169,10 +165,7 @@ def pay_reward(reward: Reward, campaign: Campaign, referral: Referral, actor: Ac
                force: bool) -> None:
     """Issue the voucher; a referrer's reward over a cap goes to review unless ``force`` (manager approval)."""
     voucher = _voucher_for(reward, campaign, referral, actor, now, force=force)
-    if voucher is not None:
-        db.session.flush()
-        record_issued(voucher, reward.patient, actor)
-        _mark_issued(reward, voucher, force=force)
+    _issue([(reward, voucher)] if voucher is not None else [], actor, force=force)
 
 
 def _voucher_for(reward: Reward, campaign: Campaign, referral: Referral, actor: Actor, now: datetime, *,
@@ -193,11 +186,17 @@ def _voucher_for(reward: Reward, campaign: Campaign, referral: Referral, actor: 
                        referral=referral)
 
 
-def _mark_issued(reward: Reward, voucher: Voucher, *, force: bool) -> None:
-    reward.status = RewardStatus.ISSUED.value
-    reward.voucher = voucher  # also keeps it in the session for the caller's answer (the identity map is weak)
-    reward.voucher_id = voucher.id
-    reward.overridden = force
+def _issue(issued: list[tuple[Reward, Voucher]], actor: Actor, *, force: bool) -> None:
+    """Give the rewards' new vouchers their ids in one flush, then audit and announce each and mark it paid."""
+    if not issued:
+        return
+    db.session.flush()
+    for reward, voucher in issued:
+        record_issued(voucher, reward.patient, actor)
+        reward.status = RewardStatus.ISSUED.value
+        reward.voucher = voucher  # also keeps it in the session for the caller's answer (the identity map is weak)
+        reward.voucher_id = voucher.id
+        reward.overridden = force
 
 
 def vouchers_of(referral_id: int) -> list[Voucher]:
