@@ -45,9 +45,9 @@ def valid_language(value: str | None) -> str | None:
 
 
 def clinic_language() -> str:
-    from clinic.services.clinic_settings import get_clinic
+    from clinic.services.clinic_settings import current_clinic
 
-    return valid_language(getattr(get_clinic(), "language", None)) or DEFAULT_LANGUAGE
+    return valid_language(current_clinic().language) or DEFAULT_LANGUAGE
 
 
 def _staff_language() -> str | None:

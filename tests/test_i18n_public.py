@@ -8,7 +8,6 @@ background (WCAG AA) whatever brand colour the clinic picks.
 
 from __future__ import annotations
 
-import base64
 import re
 import subprocess
 from pathlib import Path
@@ -102,15 +101,21 @@ def test_the_progress_page_in_chinese_masks_names_and_shows_yuan_and_chinese_dat
     assert '<a href="?lang=en"' in page
 
 
-def test_the_progress_page_shows_the_invite_qr_without_a_request_of_its_own(browser, invited):
-    """Shown when the phone cannot share: an image inside the page (the CSP allows data: images), no new URL."""
+def test_the_progress_page_shows_the_invite_qr_from_a_url_that_names_only_the_code(browser, invited):
+    """Shown when the phone cannot share: an image the phone may keep (the page itself is no-store)."""
     patient, token = invited
     page = browser.get(f"/p/{token}").get_data(as_text=True)
-    encoded = re.search(r'<details class="qr-box" id="invite-qr" data-open-without-share>.*?'
-                        r'<img src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', page, re.S).group(1)
-    svg = base64.b64decode(encoded).decode()
+    source = re.search(r'<details class="qr-box" id="invite-qr" data-open-without-share>.*?'
+                       r'<img src="([^"]+)"[^>]*loading="lazy"', page, re.S).group(1)
+    assert source == f"/r/{patient.personal_code}/qr.svg" and token not in source
+    assert page.count("<svg") == 0  # no voucher yet: nothing drawn inline
+    answer = browser.get(source)
+    assert answer.status_code == 200 and answer.mimetype == "image/svg+xml"
+    assert answer.headers["Cache-Control"] == "public, max-age=86400"
+    svg = answer.get_data(as_text=True)
     assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg" viewBox=') and "<path" in svg
-    assert page.count("<svg") == 0  # no voucher yet: nothing else drawn inline
+    assert browser.get("/r/not-a-code/qr.svg").status_code == 404
+    assert browser.get("/r/2222-2222-2222/qr.svg").status_code == 404  # a voucher's shape, not a personal code
 
 
 def test_unknown_codes_and_links_say_so_in_chinese(browser):

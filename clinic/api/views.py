@@ -30,7 +30,7 @@ from clinic.services import jobs, milestones
 from clinic.services import patients as patient_service
 from clinic.services import redemption as redemption_service
 from clinic.services import vouchers as voucher_service
-from clinic.services.clinic_settings import get_clinic
+from clinic.services.clinic_settings import current_clinic
 from clinic.services.codes import format_code
 from clinic.services.errors import Refused
 from clinic.services.text import clean_text
@@ -137,7 +137,7 @@ def validate_code():
     if isinstance(found, Voucher):
         return jsonify(code=found.code, code_display=format_code(found.code), kind="voucher",
                        referral=None, voucher=payloads.voucher(found))
-    offer = payloads.offer(found, get_clinic().currency)
+    offer = payloads.offer(found, current_clinic().currency)
     return jsonify(code=offer["code"], code_display=offer["code_display"], kind=offer["kind"], referral=offer,
                    voucher=None)
 

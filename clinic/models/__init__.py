@@ -18,6 +18,7 @@ from clinic.models.reward import (
     Stage,
     Tier,
 )
+from clinic.models.settings_stamp import SettingsStamp
 from clinic.models.staff import Role, Staff, StaffSession
 from clinic.models.voucher import Voucher, VoucherStatus
 from clinic.models.webhook import DeliveryStatus, NotificationTemplate, OutboxEvent, WebhookDelivery, WebhookEndpoint
@@ -46,6 +47,7 @@ __all__ = [
     "Referral",
     "RewardKind",
     "Role",
+    "SettingsStamp",
     "Staff",
     "StaffSession",
     "Voucher",

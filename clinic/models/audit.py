@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DDL, JSON, ForeignKey, String, event
+from sqlalchemy import JSON, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.extensions import db
+from clinic.models._ddl import attach_ddl
 from clinic.models._time import utcnow
 
 APPEND_ONLY_MESSAGE = "audit log is append-only"
@@ -69,11 +70,5 @@ class AuditEvent(db.Model):
     patient = relationship("Patient")
 
 
-def _attach(table, when: str, statements_by_dialect: dict[str, list[str]]) -> None:
-    for dialect, statements in statements_by_dialect.items():
-        for statement in statements:
-            event.listen(table, when, DDL(statement).execute_if(dialect=dialect))
-
-
-_attach(AuditEvent.__table__, "after_create", APPEND_ONLY_SQL)
-_attach(AuditEvent.__table__, "after_drop", AFTER_DROP_SQL)
+attach_ddl(AuditEvent.__table__, "after_create", APPEND_ONLY_SQL)
+attach_ddl(AuditEvent.__table__, "after_drop", AFTER_DROP_SQL)

@@ -15,7 +15,23 @@ class RewardKind(str, Enum):
     SERVICE = "service"  # a named service, e.g. "1 bed-day waived"
 
 
-class Campaign(db.Model):
+class CampaignRules:
+    """What a campaign's dates and coverage mean; shared by the model and its read-only copies (models/rows.py)."""
+
+    def has_ended(self, now: datetime) -> bool:
+        return self.ends_at is not None and self.ends_at <= now
+
+    def is_running(self, now: datetime) -> bool:
+        return (self.starts_at is None or self.starts_at <= now) and not self.has_ended(now)
+
+    def covers_cards(self) -> bool:
+        return self.covers in ("cards", "both")
+
+    def covers_personal_codes(self) -> bool:
+        return self.covers in ("personal", "both")
+
+
+class Campaign(CampaignRules, db.Model):
     """The reward rules in force: what the referrer and the friend each get."""
 
     __tablename__ = "campaigns"
@@ -56,14 +72,3 @@ class Campaign(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    def has_ended(self, now: datetime) -> bool:
-        return self.ends_at is not None and self.ends_at <= now
-
-    def is_running(self, now: datetime) -> bool:
-        return (self.starts_at is None or self.starts_at <= now) and not self.has_ended(now)
-
-    def covers_cards(self) -> bool:
-        return self.covers in ("cards", "both")
-
-    def covers_personal_codes(self) -> bool:
-        return self.covers in ("personal", "both")

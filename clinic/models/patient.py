@@ -12,7 +12,16 @@ NOTIFICATION_CHANNELS = ("none", "sms", "wechat")
 NOTIFICATION_LANGUAGES = ("zh_CN", "en")
 
 
-class Patient(db.Model):
+class PatientNames:
+    """How a patient is named; shared by the model and its read-only copies (models/rows.py)."""
+
+    @property
+    def public_name(self) -> str:
+        """The name the patient agreed to show; falls back to the full name for staff views."""
+        return self.display_name or self.full_name
+
+
+class Patient(PatientNames, db.Model):
     """A person known to the clinic. No diagnosis, department or treatment, ever."""
 
     __tablename__ = "patients"
@@ -42,8 +51,3 @@ class Patient(db.Model):
     enrolled_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
 
     referred_by: Mapped[Patient | None] = relationship(remote_side=[id])
-
-    @property
-    def public_name(self) -> str:
-        """The name the patient agreed to show; falls back to the full name for staff views."""
-        return self.display_name or self.full_name

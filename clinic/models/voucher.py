@@ -17,7 +17,16 @@ class VoucherStatus(str, Enum):
     EXPIRED = "expired"  # never stored: an active voucher past its expiry reads as expired
 
 
-class Voucher(db.Model):
+class VoucherState:
+    """What a voucher's status means at a moment; shared by the model and its read-only copies (models/rows.py)."""
+
+    def status_at(self, now: datetime) -> VoucherStatus:
+        if self.status == VoucherStatus.ACTIVE.value and self.expires_at <= now:
+            return VoucherStatus.EXPIRED
+        return VoucherStatus(self.status)
+
+
+class Voucher(VoucherState, db.Model):
     """A bearer reward with its own code: money off, or a named service."""
 
     __tablename__ = "vouchers"
@@ -47,8 +56,3 @@ class Voucher(db.Model):
 
     patient = relationship("Patient")
     referral = relationship("Referral", back_populates="vouchers")
-
-    def status_at(self, now: datetime) -> VoucherStatus:
-        if self.status == VoucherStatus.ACTIVE.value and self.expires_at <= now:
-            return VoucherStatus.EXPIRED
-        return VoucherStatus(self.status)

@@ -21,6 +21,7 @@ from clinic.services import audit
 from clinic.services.errors import Refused
 from clinic.services.images import bytes_after_image
 from clinic.services.money import format_money
+from clinic.services.settings_snapshot import ClinicRow, current_settings
 from clinic.services.transaction import Actor, atomic
 
 LOGO_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
@@ -75,6 +76,15 @@ def get_clinic() -> Clinic:
         clinic = db.session.get(Clinic, 1)
     db.session.info["clinic"] = clinic
     return clinic
+
+
+def current_clinic() -> ClinicRow:
+    """The clinic's settings for reading: a read-only copy, exact to the last commit (see settings_snapshot).
+
+    Pages and services that only read the name, currency, time zone, language or base URL use this;
+    the settings page, which edits the row, uses :func:`get_clinic`.
+    """
+    return current_settings().clinic
 
 
 def default_campaign() -> Campaign | None:
@@ -188,7 +198,7 @@ def _apply(row, values: dict, fields: tuple[str, ...]) -> dict:
 def clinic_zone():
     """The clinic's time zone (UTC if the setting is unusable): calendars, caps and reports follow it."""
     try:
-        return ZoneInfo(get_clinic().timezone)
+        return ZoneInfo(current_clinic().timezone)
     except (ZoneInfoNotFoundError, ValueError):
         return timezone.utc
 
@@ -289,7 +299,7 @@ DEFAULT_BRAND_COLOUR = "#0f766e"
 
 def brand_colour() -> str:
     """The clinic's colour, checked again here because it is written into CSS."""
-    colour = get_clinic().brand_colour or ""
+    colour = current_clinic().brand_colour or ""
     return colour if BRAND_COLOUR.match(colour) else DEFAULT_BRAND_COLOUR
 
 

@@ -25,7 +25,7 @@ from clinic.models import (
 )
 from clinic.models._time import utcnow
 from clinic.services import audit, events, idempotency, tiers
-from clinic.services.clinic_settings import get_clinic
+from clinic.services.clinic_settings import current_clinic
 from clinic.services.errors import Refused
 from clinic.services.redemption import referral_offer, use_card
 from clinic.services.rewards import pay_due_rewards, pay_reward, promise_rewards, release_cap_slot, take_quota_place
@@ -123,7 +123,7 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor, *,
         events.milestone_reached(referral, "paid")
         paid = pay_due_rewards(referral, Stage.PAYMENT.value, actor, now)
         audit.record("referral.paid", actor, patient_id=patient_id, referral_id=referral.id, amount=amount,
-                     currency=get_clinic().currency if amount is not None else None,
+                     currency=current_clinic().currency if amount is not None else None,
                      rewards_paid=len([r for r in paid if r.status == RewardStatus.ISSUED.value]))
         for tier in tiers.tiers_reached_by(referral.referrer_id, paid_before, now=now):
             audit.record("tier.reached", actor, patient_id=referral.referrer_id, referral_id=referral.id,

@@ -26,7 +26,7 @@ from clinic.models import NotificationTemplate, Patient, Referral, Tier, Voucher
 from clinic.models._time import utcnow
 from clinic.models.patient import NOTIFICATION_LANGUAGES
 from clinic.services import audit, webhooks
-from clinic.services.clinic_settings import clinic_day_of, get_clinic
+from clinic.services.clinic_settings import clinic_day_of, current_clinic
 from clinic.services.errors import Refused
 from clinic.services.money import format_money
 from clinic.services.patients import FieldErrors, check_channel, check_fields, check_language, consent_problem
@@ -169,7 +169,7 @@ def _request(patient: Patient, kind: str, values: dict[str, str], about: dict):
         else NOTIFICATION_LANGUAGES[0]
     localised = {key: value(language) if callable(value) else value for key, value in values.items()}
     text = render(template_text(kind, language),
-                  {"name": patient.public_name, "clinic": get_clinic().name, **localised})
+                  {"name": patient.public_name, "clinic": current_clinic().name, **localised})
     return webhooks.emit(EVENT, {
         "template": kind,
         "channel": patient.preferred_channel,

@@ -49,9 +49,9 @@ class AppFilesFetcher(URLFetcher):
 
 
 def app_fetcher() -> AppFilesFetcher:
-    from clinic.services.clinic_settings import get_clinic
+    from clinic.services.clinic_settings import current_clinic
 
-    logo = get_clinic().logo_filename
+    logo = current_clinic().logo_filename
     return AppFilesFetcher(current_app.static_folder, current_app.config["UPLOAD_FOLDER"],
                            {logo} if logo else set())
 

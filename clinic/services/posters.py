@@ -24,7 +24,7 @@ from clinic.services import colours
 from clinic.services.clinic_settings import (
     brand_colour,
     friend_reward,
-    get_clinic,
+    current_clinic,
     refuse_implausible_day,
     start_of_clinic_day,
 )
@@ -113,7 +113,7 @@ def current_offer(clinic: Clinic) -> str | None:
 
 
 def _render(patients: list[Patient], design: str, size: str) -> bytes:
-    clinic = get_clinic()
+    clinic = current_clinic()
     with in_print_language():
         offer = current_offer(clinic)
     return render_pdf(TEMPLATE, design=design, size=size, clinic=clinic, brand=Brand.from_colour(brand_colour()),

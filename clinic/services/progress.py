@@ -1,4 +1,9 @@
-"""What a patient sees on their private progress page."""
+"""What a patient sees on their private progress page.
+
+Patients open it often from a chat link, so it is read as plain rows (models/rows.py) with three
+queries — the patient, their friends with the referrer's rewards, their vouchers — and the clinic,
+campaign and tiers from the settings snapshot: no ORM entity on the way.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +12,39 @@ from datetime import datetime
 
 from flask_babel import pgettext
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import selectinload
 
 from clinic.extensions import db
 from clinic.i18n import current_language
 from clinic.models import Patient, Referral, ReferralStatus, Reward, RewardStatus, Stage, Voucher, VoucherStatus
 from clinic.models._time import utcnow
-from clinic.services.clinic_settings import RewardTerms, friend_reward, get_clinic, referrer_reward
+from clinic.models.rows import PatientRow, VoucherRow, columns_of
+from clinic.services.clinic_settings import RewardTerms, current_clinic, friend_reward, referrer_reward
+from clinic.services.patients import hash_token
 from clinic.services.privacy import mask_name
 from clinic.services.rewards import campaign_in_force
-from clinic.services.patients import patient_by_progress_token
 from clinic.services.tiers import TierStatus, tier_status
 
 
-def reward_state(reward: Reward) -> str:
+def reward_state(status: str, stage: str) -> str:
     """How the referrer's reward for one friend stands, in the patient's words and language.
 
     ``issued``, ``pending at visit``, ``pending at payment``, ``awaiting approval``, ``not given`` or ``cancelled``.
     """
-    if reward.status == RewardStatus.PENDING.value and reward.stage == Stage.VISIT.value:
+    if status == RewardStatus.PENDING.value and stage == Stage.VISIT.value:
         return pgettext("reward", "pending at visit")
-    if reward.status == RewardStatus.PENDING.value and reward.stage == Stage.PAYMENT.value:
+    if status == RewardStatus.PENDING.value and stage == Stage.PAYMENT.value:
         return pgettext("reward", "pending at payment")
-    states = {
-        RewardStatus.ISSUED.value: pgettext("reward", "issued"),
-        RewardStatus.PENDING.value: pgettext("reward", "pending"),
-        RewardStatus.REVIEW.value: pgettext("reward", "awaiting approval"),
-        RewardStatus.REJECTED.value: pgettext("reward", "not given"),
-        RewardStatus.CANCELLED.value: pgettext("reward", "cancelled"),
-    }
-    return states.get(reward.status, reward.status)
+    if status == RewardStatus.ISSUED.value:
+        return pgettext("reward", "issued")
+    if status == RewardStatus.PENDING.value:
+        return pgettext("reward", "pending")
+    if status == RewardStatus.REVIEW.value:
+        return pgettext("reward", "awaiting approval")
+    if status == RewardStatus.REJECTED.value:
+        return pgettext("reward", "not given")
+    if status == RewardStatus.CANCELLED.value:
+        return pgettext("reward", "cancelled")
+    return status
 
 
 @dataclass(frozen=True)
@@ -57,25 +65,20 @@ class FriendProgress:
     rewards: list[EarnedReward]
 
 
-def friend_progress(referral: Referral) -> FriendProgress:
-    return FriendProgress(
-        name=mask_name(referral.friend.public_name),
-        registered_at=referral.created_at,
-        visited=referral.visited_at is not None or referral.paid_at is not None,
-        paid=referral.paid_at is not None,
-        reversed=referral.status == ReferralStatus.REVERSED.value,
-        rewards=[EarnedReward(RewardTerms(r.kind, r.amount, r.label).describe(r.currency, current_language()),
-                              reward_state(r))
-                 for r in referral.rewards if r.beneficiary == "referrer"],
-    )
+@dataclass(frozen=True)
+class ReferralMilestones:
+    """What counts towards tiers (tiers.paid_among reads these attributes of a referral)."""
+
+    referrer_id: int
+    status: str
+    paid_at: datetime | None
 
 
 @dataclass
 class ProgressPage:
-    patient: Patient
-    referrals: list[Referral]
-    vouchers: list[Voucher]
-    active_vouchers: list[Voucher]
+    patient: PatientRow
+    vouchers: list[VoucherRow]
+    active_vouchers: list[VoucherRow]
     offer_for_friends: str | None
     reward_per_friend: str | None
     tier: TierStatus
@@ -83,7 +86,7 @@ class ProgressPage:
 
     @property
     def friends_count(self) -> int:
-        return len(self.referrals)
+        return len(self.friends)
 
     @property
     def funnel(self) -> dict[str, int]:
@@ -93,31 +96,63 @@ class ProgressPage:
                 "paid": sum(f.paid for f in counted)}
 
 
-# Built once: building a statement costs SQLAlchemy nearly as much as running it, on a page
-# patients open often.
-_REFERRALS_OF = (select(Referral).where(Referral.referrer_id == bindparam("patient_id"))
-                 .options(selectinload(Referral.friend), selectinload(Referral.rewards)).order_by(Referral.id.desc()))
-_VOUCHERS_OF = select(Voucher).where(Voucher.patient_id == bindparam("patient_id")).order_by(Voucher.id.desc())
+# Built once: building a statement costs SQLAlchemy nearly as much as running it.
+_PATIENT_BY_TOKEN_HASH = select(*columns_of(Patient)).where(Patient.progress_token_hash == bindparam("token_hash"))
+# Each referral with the friend's names and the referrer's rewards for it (none, one or more rows each).
+_FRIENDS_OF = (select(Referral.id, Referral.status, Referral.created_at, Referral.visited_at, Referral.paid_at,
+                      Patient.display_name, Patient.full_name, Reward.kind, Reward.amount, Reward.label,
+                      Reward.currency, Reward.status, Reward.stage)
+               .join(Patient, Patient.id == Referral.friend_id)
+               .outerjoin(Reward, (Reward.referral_id == Referral.id) & (Reward.beneficiary == "referrer"))
+               .where(Referral.referrer_id == bindparam("patient_id"))
+               .order_by(Referral.id.desc(), Reward.id))
+_VOUCHERS_OF = select(*columns_of(Voucher)).where(Voucher.patient_id == bindparam("patient_id")).order_by(
+    Voucher.id.desc())
+
+
+def _friends(connection, patient_id: int) -> tuple[list[FriendProgress], list[ReferralMilestones]]:
+    """The patient's referred friends, newest first, and what of each counts towards tiers."""
+    language = current_language()
+    friends: list[FriendProgress] = []
+    milestones: list[ReferralMilestones] = []
+    last_id = None
+    for (referral_id, status, created_at, visited_at, paid_at, display_name, full_name,
+         kind, amount, label, currency, reward_status, stage) in connection.execute(_FRIENDS_OF,
+                                                                                     {"patient_id": patient_id}):
+        if referral_id != last_id:
+            last_id = referral_id
+            milestones.append(ReferralMilestones(patient_id, status, paid_at))
+            friends.append(FriendProgress(
+                name=mask_name(display_name or full_name), registered_at=created_at,
+                visited=visited_at is not None or paid_at is not None, paid=paid_at is not None,
+                reversed=status == ReferralStatus.REVERSED.value, rewards=[]))
+        if kind is not None:
+            friends[-1].rewards.append(EarnedReward(RewardTerms(kind, amount, label).describe(currency, language),
+                                                    reward_state(reward_status, stage)))
+    return friends, milestones
 
 
 def progress_page(token: str) -> ProgressPage | None:
     """The page for a progress token, or None for an unknown or rotated token (same 404)."""
-    patient = patient_by_progress_token(token)
-    if patient is None:
+    if not token or len(token) > 128:
         return None
+    connection = db.session.connection()
+    row = connection.execute(_PATIENT_BY_TOKEN_HASH, {"token_hash": hash_token(token)}).first()
+    if row is None:
+        return None
+    patient = PatientRow(*row)
     now = utcnow()
-    referrals = list(db.session.scalars(_REFERRALS_OF, {"patient_id": patient.id}))
-    vouchers = list(db.session.scalars(_VOUCHERS_OF, {"patient_id": patient.id}))
+    friends, milestones = _friends(connection, patient.id)
+    vouchers = [VoucherRow(*row) for row in connection.execute(_VOUCHERS_OF, {"patient_id": patient.id})]
     campaign = campaign_in_force(for_cards=False, now=now)
-    currency, language = get_clinic().currency, current_language()
+    currency, language = current_clinic().currency, current_language()
     running = campaign is not None
     return ProgressPage(
         patient=patient,
-        referrals=referrals,
         vouchers=vouchers,
         active_vouchers=[v for v in vouchers if v.status_at(now) is VoucherStatus.ACTIVE],
         offer_for_friends=friend_reward(campaign).describe_with_stage(currency, language) if running else None,
         reward_per_friend=referrer_reward(campaign).describe_with_stage(currency, language) if running else None,
-        tier=tier_status(patient.id, now, referrals),
-        friends=[friend_progress(referral) for referral in referrals],
+        tier=tier_status(patient.id, now, milestones),
+        friends=friends,
     )

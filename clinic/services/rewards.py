@@ -32,6 +32,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.clinic_settings import RewardTerms, clinic_local, get_clinic
 from clinic.services.errors import Refused
+from clinic.services.settings_snapshot import CampaignRow, current_settings
 from clinic.services.transaction import Actor, insert_ignoring_duplicates
 from clinic.services.vouchers import new_voucher, record_issued
 
@@ -39,19 +40,9 @@ STAGES = tuple(stage.value for stage in Stage)
 STAGE_ORDER = {Stage.REDEMPTION.value: 0, Stage.VISIT.value: 1, Stage.PAYMENT.value: 2}
 
 
-# Campaigns covering cards (True) or personal codes (False), newest first. Built once: every invite
-# and progress page asks, and building a statement costs SQLAlchemy nearly as much as running it.
-_CAMPAIGNS_COVERING = {
-    True: select(Campaign).where(Campaign.covers.in_(("cards", "both"))).order_by(Campaign.id.desc()),
-    False: select(Campaign).where(Campaign.covers.in_(("personal", "both"))).order_by(Campaign.id.desc()),
-}
-
-
-def campaign_in_force(for_cards: bool, now: datetime | None = None) -> Campaign | None:
-    """The newest running campaign that covers this kind of code, or None."""
-    now = now or utcnow()
-    candidates = db.session.scalars(_CAMPAIGNS_COVERING[bool(for_cards)])
-    return next((campaign for campaign in candidates if campaign.is_running(now)), None)
+def campaign_in_force(for_cards: bool, now: datetime | None = None) -> CampaignRow | None:
+    """The newest running campaign that covers this kind of code, or None (a read-only copy, see settings_snapshot)."""
+    return current_settings().campaign_in_force(for_cards, now or utcnow())
 
 
 def take_quota_place(campaign: Campaign, now: datetime) -> None:

@@ -26,11 +26,13 @@ from clinic.services.clinic_settings import (
     brand_colour,
     clinic_local,
     clinic_today,
-    get_clinic,
+    current_clinic,
     refuse_implausible_day,
     start_of_clinic_day,
 )
 from clinic.services.errors import Refused
+from clinic.models.rows import TierRow
+from clinic.services.settings_snapshot import current_settings
 from clinic.services.patients import FieldErrors, check_fields
 from clinic.services.pdf import render_pdf
 from clinic.services.posters import Brand
@@ -226,8 +228,8 @@ class TierStatus:
     current one at the top), so that ``paid + more_to_next`` is the next tier's threshold.
     """
 
-    current: Tier | None
-    next: Tier | None
+    current: TierRow | None
+    next: TierRow | None
     paid: int
     more_to_next: int | None
 
@@ -256,7 +258,7 @@ def tier_status(patient_id: int, now: datetime | None = None,
     progress page); the paid ones are then counted from them instead of asking the database again.
     """
     now = now or utcnow()
-    tiers = list_tiers()
+    tiers = current_settings().tiers
 
     def count_paid(months: int) -> int:
         if referrals is None:
@@ -408,7 +410,7 @@ def certificate_pdf(patient: Patient, title: str, period_label: str, friends: in
 
     It carries the display name, or the full name when there is none: the patient receives it themself.
     """
-    return render_pdf("pdf/certificate.html", clinic=get_clinic(), brand=Brand.from_colour(brand_colour()),
+    return render_pdf("pdf/certificate.html", clinic=current_clinic(), brand=Brand.from_colour(brand_colour()),
                       name=patient.public_name, title=title, title_zh=title_zh, period_label=period_label,
                       friends=friends, issued_on=clinic_today())
 

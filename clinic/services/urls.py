@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import current_app
 
-from clinic.services.clinic_settings import get_clinic
+from clinic.services.clinic_settings import current_clinic
 
 
 def public_base_url() -> str:
-    return (get_clinic().public_base_url or current_app.config["PUBLIC_BASE_URL"]).rstrip("/")
+    return (current_clinic().public_base_url or current_app.config["PUBLIC_BASE_URL"]).rstrip("/")
 
 
 def invite_url(code: str) -> str:

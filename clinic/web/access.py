@@ -28,6 +28,7 @@ ACCESS: dict[str, Access] = {
     # Public: printed and shared links, the health checks, styles.
     "public.home": Access.ANYONE,
     "public.invite": Access.ANYONE,
+    "public.invite_qr": Access.ANYONE,
     "public.progress": Access.ANYONE,
     "public.progress_poster": Access.ANYONE,
     "public.voucher": Access.ANYONE,

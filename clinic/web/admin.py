@@ -94,13 +94,13 @@ def edit_campaign(campaign_id: int):
     if request.method == "POST":
         return _save_campaign(CampaignForm(), campaign)
     form = CampaignForm(obj=campaign)
-    form.fill_from(campaign, clinic_settings.get_clinic().currency)
+    form.fill_from(campaign, clinic_settings.current_clinic().currency)
     return render_template("admin/campaign.html", form=form, campaign=campaign)
 
 
 def _save_campaign(form: CampaignForm, campaign: Campaign | None):
     """Create or update from the posted form; on any problem the same form comes back with 422."""
-    values = form.campaign_values(clinic_settings.get_clinic().currency)
+    values = form.campaign_values(clinic_settings.current_clinic().currency)
     if values is not None:
         try:
             if campaign is None:

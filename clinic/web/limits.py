@@ -150,6 +150,7 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
     "desk.send_for_review": _code_entry,
     "cards.activate": _code_entry,
     "public.invite": _public_page,
+    "public.invite_qr": _public_page,
     "public.progress": _public_page,
     "public.progress_poster": _public_page,
     "public.voucher": _public_page,

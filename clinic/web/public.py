@@ -8,8 +8,6 @@ clinic's language unless the reader switched (clinic/i18n.py).
 
 from __future__ import annotations
 
-import base64
-
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request, send_from_directory
 from sqlalchemy import text
 
@@ -17,10 +15,9 @@ from clinic.extensions import db
 from clinic.models._time import utcnow
 from clinic.services import progress as progress_service
 from clinic.services.patients import patient_by_progress_token
-from clinic.services import redemption as redemption_service
 from clinic.services.errors import Refused
-from clinic.services import colours
-from clinic.services.clinic_settings import brand_colour, get_clinic
+from clinic.services import colours, invitations
+from clinic.services.clinic_settings import brand_colour, current_clinic
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
 from clinic.services.rewards import quota_left
 from clinic.services.qr import qr_svg
@@ -52,7 +49,7 @@ def home():
 def invite(raw_code: str):
     """The page a friend reaches from a poster or card QR (a stable, printed contract)."""
     try:
-        found = redemption_service.invitation(raw_code)
+        found = invitations.invitation(raw_code)
     except Refused as refusal:
         return render_template("public/invite_unknown.html", message=refusal.message), 410
     if found is None:
@@ -70,15 +67,25 @@ def progress(token: str):
     page = progress_service.progress_page(token)
     if page is None:
         return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
-    invite_link = invite_url(page.patient.personal_code)
-    return render_template("public/progress.html", page=page, token=token, invite_link=invite_link,
-                           invite_qr=svg_data_uri(qr_svg(invite_link))), 200, PRIVATE_HEADERS
+    return render_template("public/progress.html", page=page, token=token,
+                           invite_link=invite_url(page.patient.personal_code)), 200, PRIVATE_HEADERS
 
 
-def svg_data_uri(svg: str) -> str:
-    """An SVG as an ``<img src>`` (the CSP allows data: images): no request of its own, no new URL reading a token."""
-    standalone = str(svg).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)  # str: Markup would escape
-    return "data:image/svg+xml;base64," + base64.b64encode(standalone.encode()).decode("ascii")
+@bp.get("/r/<raw_code>/qr.svg")
+def invite_qr(raw_code: str):
+    """The QR code of a personal code's invite link, shown on the patient's progress page.
+
+    Its own URL, not drawn into the page: the page is private (``no-store``) and patients reopen it,
+    while the QR of a code never changes, so the phone keeps it; and the page stays small. The URL
+    holds only the code, which the invite link shows anyway. No database read: any well-formed
+    personal code gets its QR, which says nothing about whether the code exists.
+    """
+    code = _parse(raw_code, CodeKind.PERSONAL)
+    if code is None:
+        abort(404)
+    svg = str(qr_svg(invite_url(code))).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+    # A day: the link follows the clinic's public address, which a manager may change.
+    return Response(svg, mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
 
 
 @bp.get(f"/p/<token>/poster.<{FORMATS}:kind>")
@@ -144,6 +151,6 @@ def brand_css():
 
 @bp.get("/uploads/<path:filename>")
 def upload(filename: str):
-    if filename != get_clinic().logo_filename:
+    if filename != current_clinic().logo_filename:
         abort(404)
     return send_from_directory(current_app.config["UPLOAD_FOLDER"], filename, max_age=86400)

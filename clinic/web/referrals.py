@@ -11,7 +11,7 @@ from clinic.extensions import db
 from clinic.i18n import current_language
 from clinic.models import Referral, RewardStatus
 from clinic.services import milestones
-from clinic.services.clinic_settings import get_clinic
+from clinic.services.clinic_settings import current_clinic
 from clinic.services.errors import Refused
 from clinic.services.milestones import MilestoneResult
 from clinic.services.privacy import mask_name
@@ -68,7 +68,7 @@ def visit(patient_id: int):
 @bp.post("/patients/<int:patient_id>/payment")
 def payment(patient_id: int):
     form = PaymentForm()
-    amount = form.amount_minor(get_clinic().currency) if form.validate() else False
+    amount = form.amount_minor(current_clinic().currency) if form.validate() else False
     if amount is False:
         return render_patient_page(patient_id, 422, payment_form=form)
     try:

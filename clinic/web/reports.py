@@ -14,7 +14,7 @@ from clinic.models import Branch
 from clinic.services import branches as branch_service
 from clinic.services import exports as export_service
 from clinic.services import reports as report_service
-from clinic.services.clinic_settings import clinic_today, clinic_zone, get_clinic
+from clinic.services.clinic_settings import clinic_today, clinic_zone, current_clinic
 from clinic.services.errors import Refused
 from clinic.web import charts
 from clinic.web.errors import render_error
@@ -116,7 +116,7 @@ def export(kind: str):
         return render_error(refusal.status, refusal.message)
     actor = current_actor()
     if kind == "referrals":
-        result = export_service.export_referrals(scope, get_clinic().currency, actor)
+        result = export_service.export_referrals(scope, current_clinic().currency, actor)
     elif kind == "vouchers":
         result = export_service.export_vouchers(scope, actor)
     else:

@@ -13,7 +13,7 @@ from flask_wtf.csrf import generate_csrf
 
 from clinic.i18n import current_language, format_day, format_moment
 from clinic.models._time import utcnow
-from clinic.services.clinic_settings import (clinic_day_of, clinic_local, friend_reward, get_clinic,
+from clinic.services.clinic_settings import (clinic_day_of, clinic_local, friend_reward, current_clinic,
                                              last_day_before, referrer_reward, to_clinic_time)
 from clinic.services.codes import format_code
 from clinic.services.money import format_money
@@ -38,12 +38,6 @@ CONTENT_SECURITY_POLICY = "; ".join([
 HSTS = "max-age=31536000"  # a year; no includeSubDomains: other hosts of the clinic are not ours to decide
 
 
-def _clinic():
-    if "clinic" not in g:
-        g.clinic = get_clinic()
-    return g.clinic
-
-
 def local_time(value: datetime | None, fmt: str | None = None) -> str:
     """A stored time in the clinic's zone, in the reader's language; ``fmt`` forces a fixed strftime format."""
     if value is None:
@@ -57,7 +51,7 @@ def local_date(value: datetime | None) -> str:
 
 
 def money(amount: int, currency: str | None = None) -> str:
-    return format_money(amount, currency or _clinic().currency, current_language())
+    return format_money(amount, currency or current_clinic().currency, current_language())
 
 
 def describe_voucher(voucher) -> str:
@@ -162,7 +156,7 @@ def audit_details(event) -> str:
     details = dict(event.details or {})
     # Amounts are in the clinic's currency unless the event says otherwise (events before the paid amount
     # carried its currency said nothing).
-    currency = details.pop("currency", None) or _clinic().currency
+    currency = details.pop("currency", None) or current_clinic().currency
     parts = []
     for key, value in details.items():
         if key == "amount":
@@ -186,7 +180,7 @@ def stage_label(stage: str) -> str:
 def campaign_reward(campaign, side: str) -> str:
     """One side's reward under a campaign and when it is paid: "CN¥200.00 off, at the friend's first visit"."""
     terms = referrer_reward(campaign) if side == "referrer" else friend_reward(campaign)
-    return _("%(reward)s, %(stage)s", reward=terms.describe(_clinic().currency), stage=stage_label(terms.stage))
+    return _("%(reward)s, %(stage)s", reward=terms.describe(current_clinic().currency), stage=stage_label(terms.stage))
 
 
 def last_clinic_day(end: datetime | None) -> str:
@@ -221,7 +215,7 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _inject():
-        return {"clinic": _clinic(), "now": utcnow()}
+        return {"clinic": current_clinic(), "now": utcnow()}
 
     @app.after_request
     def _security_headers(response):

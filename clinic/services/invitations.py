@@ -1,0 +1,68 @@
+"""What the invite page at /r/<CODE> shows a friend: who recommends the clinic and the welcome gift.
+
+The page friends reach from every poster and card QR, so it is read as plain rows (models/rows.py)
+with one query, and the campaign from the settings snapshot: no ORM entity on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select
+
+from clinic.extensions import db
+from clinic.models import Card, CardStatus, Patient
+from clinic.models.rows import CampaignRow, CardRow, PatientRow, column_keys, columns_of
+from clinic.services.cards import explain_card
+from clinic.services.clinic_settings import card_friend_reward, current_clinic, friend_reward
+from clinic.services.codes import CodeKind, InvalidCode, parse_code
+from clinic.services.rewards import campaign_in_force
+
+_REFERRER_BY_PERSONAL_CODE = select(*columns_of(Patient)).where(Patient.personal_code == bindparam("code"))
+# A card and its holder (none until the card is activated at discharge), in one query.
+_CARD_AND_HOLDER = (select(*columns_of(Card), *columns_of(Patient))
+                    .outerjoin(Patient, Patient.id == Card.patient_id).where(Card.code == bindparam("code")))
+_CARD_COLUMNS = len(column_keys(Card))
+
+
+@dataclass
+class Invitation:
+    code: str
+    referrer: PatientRow
+    offer: str | None  # None when no campaign is running: the friend is still welcome
+    card: CardRow | None = None
+    campaign: CampaignRow | None = None  # the campaign in force for this kind of code, found once
+
+
+def invitation(raw: str | None) -> Invitation | None:
+    """The invitation behind a personal code or an activated card; None for anything else.
+
+    A card that is printed but not activated, or void, looks exactly like an unknown code,
+    so that a stolen stack reveals nothing. A redeemed card raises ``already_redeemed``.
+    """
+    try:
+        parsed = parse_code(raw)
+    except InvalidCode:
+        return None
+    connection = db.session.connection()
+    card = None
+    if parsed.kind is CodeKind.PERSONAL:
+        row = connection.execute(_REFERRER_BY_PERSONAL_CODE, {"code": parsed.code}).first()
+        referrer = PatientRow(*row) if row is not None else None
+    else:
+        row = connection.execute(_CARD_AND_HOLDER, {"code": parsed.code}).first()
+        if row is None:
+            return None
+        card = CardRow(*row[:_CARD_COLUMNS])
+        if card.status == CardStatus.REDEEMED.value:
+            raise explain_card(card)
+        activated = card.status == CardStatus.ACTIVATED.value and card.patient_id is not None
+        referrer = PatientRow(*row[_CARD_COLUMNS:]) if activated else None
+    if referrer is None:
+        return None
+    campaign = campaign_in_force(for_cards=card is not None)
+    offer = None
+    if campaign is not None:
+        reward = card_friend_reward(campaign) if card else friend_reward(campaign)
+        offer = reward.describe_with_stage(current_clinic().currency)
+    return Invitation(code=parsed.code, referrer=referrer, offer=offer, card=card, campaign=campaign)

@@ -1,0 +1,81 @@
+"""The clinic's settings, campaigns and tiers as one read-only copy per process, exact to the last commit.
+
+Every page needs some of them (the clinic's name, currency, time zone, language and base URL, the
+campaign in force, the tiers) and loading them as ORM entities cost three queries and a third of an
+invite page. Managers change them a few times a year. So each process keeps one copy, as frozen rows
+(models/rows.py), and checks it with one primary-key read of ``settings_stamp``, which database
+triggers draw anew in the same transaction as any change to those tables (models/settings_stamp.py).
+The copy is therefore never stale, whoever changed the settings and from whichever process or host,
+and reading it costs one tiny query per database transaction instead of three.
+
+Writers (the settings and campaign pages) keep using the ORM entities (``clinic_settings.get_clinic``);
+this module is for reading only, and its rows cannot be handed to the ORM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, g
+from sqlalchemy import select
+
+from clinic.extensions import db
+from clinic.models import Campaign, Clinic, SettingsStamp, Tier
+from clinic.models.campaign import CampaignRules
+from clinic.models.rows import CampaignRow, ClinicRow, TierRow, columns_of
+
+_STAMP = select(SettingsStamp.stamp).where(SettingsStamp.id == 1)
+_CLINIC = select(*columns_of(Clinic)).where(Clinic.id == 1)
+_CAMPAIGNS = select(*columns_of(Campaign)).order_by(Campaign.id.desc())  # newest first: the newest running wins
+_TIERS = select(*columns_of(Tier)).order_by(Tier.min_paid_referrals, Tier.id)  # as tiers.list_tiers
+
+
+@dataclass(frozen=True)
+class Settings:
+    stamp: int | None  # None: the database has no stamp row (never cached)
+    clinic: ClinicRow
+    campaigns: tuple[CampaignRow, ...]  # newest first
+    tiers: tuple[TierRow, ...]  # lowest threshold first
+
+    def campaign_in_force(self, for_cards: bool, now) -> CampaignRow | None:
+        """The newest running campaign that covers this kind of code, or None."""
+        covers = CampaignRules.covers_cards if for_cards else CampaignRules.covers_personal_codes
+        return next((campaign for campaign in self.campaigns if covers(campaign) and campaign.is_running(now)), None)
+
+
+def current_settings() -> Settings:
+    """The settings as committed, checked once per database transaction of this request.
+
+    Within one transaction the answer does not change (the same copy is returned), so a page reads
+    the stamp once however many times it asks; a new transaction (after a commit or a rollback, e.g.
+    the settings page saving) checks again. The process's copy is kept per app: tests build many apps
+    in one process, each with its own database.
+    """
+    session = db.session()
+    remembered = g.get("settings_snapshot")
+    if remembered is not None and remembered[0] is session.get_transaction():
+        return remembered[1]
+    connection = session.connection()  # begins the session's transaction, as any query would
+    stamp = connection.execute(_STAMP).scalar()
+    settings = current_app.extensions.get("settings_snapshot")
+    if settings is None or stamp is None or settings.stamp != stamp:
+        settings = _load(connection, stamp)
+        if settings.stamp is not None:
+            current_app.extensions["settings_snapshot"] = settings
+    g.settings_snapshot = (session.get_transaction(), settings)
+    return settings
+
+
+def _load(connection, stamp: int | None) -> Settings:
+    """Read the three tables after the stamp: a change committed in between only makes the next check reload."""
+    clinic = connection.execute(_CLINIC).first()
+    if clinic is None:  # a new database: the placeholder row every page can render with, committed
+        from clinic.services.clinic_settings import get_clinic
+
+        get_clinic()
+        connection = db.session.connection()
+        stamp = connection.execute(_STAMP).scalar()
+        clinic = connection.execute(_CLINIC).first()
+    return Settings(stamp=stamp, clinic=ClinicRow(*clinic),
+                    campaigns=tuple(CampaignRow(*row) for row in connection.execute(_CAMPAIGNS)),
+                    tiers=tuple(TierRow(*row) for row in connection.execute(_TIERS)))

@@ -1,0 +1,55 @@
+"""The settings snapshot: one read-only copy per process, never stale, whoever changes the settings."""
+
+from __future__ import annotations
+
+from dataclasses import FrozenInstanceError
+
+import pytest
+from sqlalchemy import text
+
+from clinic.extensions import db
+from clinic.models._time import utcnow
+from clinic.services.settings_snapshot import current_settings
+
+
+def _from_elsewhere(statement: str) -> None:
+    """A change made outside this session: another worker, a ``flask`` command, hand-typed SQL."""
+    with db.engine.begin() as other:
+        other.execute(text(statement))
+
+
+def test_one_copy_per_process_until_the_settings_change(app):
+    first = current_settings()
+    assert current_settings() is first, "the same transaction reads the stamp once"
+    db.session.rollback()
+    assert current_settings() is first, "nothing changed: the process keeps its copy"
+    _from_elsewhere("UPDATE clinics SET name = 'Renamed Clinic' WHERE id = 1")
+    assert current_settings().clinic.name != "Renamed Clinic", "a transaction sees one state of the settings"
+    db.session.rollback()
+    renamed = current_settings()
+    assert renamed is not first and renamed.clinic.name == "Renamed Clinic"
+
+
+@pytest.mark.parametrize("change", [
+    "INSERT INTO campaigns (name, is_default, referrer_reward_kind, referrer_reward_amount, referrer_reward_label, "
+    "friend_reward_kind, friend_reward_amount, friend_reward_label, voucher_valid_days, covers, referrer_reward_stage, "
+    "friend_reward_stage, quota_label, created_at, updated_at) VALUES ('Spring', false, 'money', 100, '', 'money', "
+    "100, '', 30, 'both', 'redemption', 'redemption', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+    "UPDATE campaigns SET friend_reward_amount = friend_reward_amount + 1",
+    "DELETE FROM campaigns",
+    "INSERT INTO tiers (name, min_paid_referrals, window_months, privileges) VALUES ('VIP', 3, 12, '')",
+    "UPDATE clinics SET currency = 'EUR'",
+])
+def test_every_kind_of_change_draws_a_new_stamp(app, change):
+    before = current_settings()
+    db.session.commit()
+    _from_elsewhere(change)
+    after = current_settings()
+    assert after.stamp != before.stamp and after is not before
+
+
+def test_the_campaign_in_force_is_a_read_only_copy(app):
+    campaign = current_settings().campaign_in_force(for_cards=False, now=utcnow())
+    assert campaign.name == "Bring a friend" and campaign.is_running(utcnow())
+    with pytest.raises(FrozenInstanceError):
+        campaign.name = "changed"  # frozen: a copy shared by every request of the process
