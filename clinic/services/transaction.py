@@ -190,6 +190,11 @@ def insert_row(instance):
     for key, column in columns:
         set_committed_value(instance, key, row._mapping[column])
     make_transient_to_detached(instance)
+    # A copy left in the session for a row that no longer exists (the database was restored) gives way,
+    # as it does to a flushed new object with the same id.
+    stale = session.identity_map.get(inspect(instance).key)
+    if stale is not None:
+        session.expunge(stale)
     session.add(instance)
     session.info.setdefault(_WRITTEN, []).append(instance)
     return instance
