@@ -9,8 +9,10 @@ from datetime import datetime
 from dataclasses import dataclass
 
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Patient, Referral, Voucher
@@ -20,7 +22,7 @@ from clinic.services import audit
 from clinic.services.codes import InvalidCode, generate_personal_code, normalize_code, parse_code, CodeKind
 from clinic.services.errors import Refused
 from clinic.services.text import CONTROL_CHARACTERS, clean_text
-from clinic.services.transaction import Actor, atomic
+from clinic.services.transaction import Actor, atomic, insert_row
 
 _PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
 MIN_PHONE_DIGITS = 6
@@ -92,13 +94,14 @@ class PatientDetails:
                   name_on_posters=False, preferred_channel=None, preferred_language=None,
                   notification_consent=False) -> "PatientDetails":
         """Validate every field; raise :class:`FieldErrors` listing each problem."""
+        # The labels are translated only if a message needs them (lazily): most forms are valid.
         checks = {
-            "full_name": lambda: clean_text(full_name, max_length=NAME_MAX, label=_("Full name"), required=True),
+            "full_name": lambda: clean_text(full_name, max_length=NAME_MAX, label=_l("Full name"), required=True),
             "display_name": lambda: clean_text(display_name, max_length=DISPLAY_NAME_MAX,
-                                               label=_("Display name"), required=False),
+                                               label=_l("Display name"), required=False),
             "phone": lambda: normalize_phone(phone),
             "external_id": lambda: clean_text(external_id, max_length=EXTERNAL_ID_MAX,
-                                              label=_("Record number"), required=False) or None,
+                                              label=_l("Record number"), required=False) or None,
             "preferred_channel": lambda: check_channel(preferred_channel),
             "preferred_language": lambda: check_language(preferred_language),
         }
@@ -145,24 +148,31 @@ def new_progress_token() -> tuple[str, str]:
     return token, hash_token(token)
 
 
+# Built once: a redemption asks both, and building a statement costs SQLAlchemy about as much as running it.
+_PERSONAL_CODE_TAKEN = select(Patient.id).where(Patient.personal_code == bindparam("code"))
+# (by phone, by record number) -> the query for a patient holding either
+_EXISTING = {
+    (True, False): select(Patient).where(Patient.phone == bindparam("phone")).limit(1),
+    (False, True): select(Patient).where(Patient.external_id == bindparam("external_id")).limit(1),
+    (True, True): select(Patient).where(or_(Patient.phone == bindparam("phone"),
+                                            Patient.external_id == bindparam("external_id"))).limit(1),
+}
+
+
 def unused_personal_code() -> str:
     """A personal code nobody holds yet (collisions are rare: 32^7 possible bodies)."""
     while True:
         code = generate_personal_code()
-        if db.session.scalar(select(Patient.id).where(Patient.personal_code == code)) is None:
+        if db.session.scalar(_PERSONAL_CODE_TAKEN, {"code": code}) is None:
             return code
 
 
 def find_existing(details: PatientDetails) -> Patient | None:
     """The patient who already has this phone or record number, if any."""
-    conditions = []
-    if details.phone:
-        conditions.append(Patient.phone == details.phone)
-    if details.external_id:
-        conditions.append(Patient.external_id == details.external_id)
-    if not conditions:
+    by = (bool(details.phone), bool(details.external_id))
+    if by == (False, False):
         return None
-    return db.session.scalar(select(Patient).where(or_(*conditions)).limit(1))
+    return db.session.scalar(_EXISTING[by], {"phone": details.phone, "external_id": details.external_id})
 
 
 def existing_patient_refusal(existing: Patient, details: PatientDetails) -> Refused:
@@ -175,7 +185,7 @@ def existing_patient_refusal(existing: Patient, details: PatientDetails) -> Refu
 def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient | None = None) -> tuple[Patient, str]:
     """Create the patient row inside the caller's transaction; returns it with its progress token."""
     token, token_hash = new_progress_token()
-    patient = Patient(
+    patient = insert_row(Patient(
         full_name=details.full_name,
         display_name=details.display_name,
         phone=details.phone,
@@ -187,12 +197,11 @@ def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient |
         notification_consent_at=utcnow() if details.notification_consent else None,
         personal_code=unused_personal_code(),
         progress_token_hash=token_hash,
-        referred_by=referred_by,
+        referred_by_id=referred_by.id if referred_by else None,
         enrolled_by_id=actor.staff_id,
         branch_id=actor.branch_id,
-    )
-    db.session.add(patient)
-    db.session.flush()
+    ))
+    set_committed_value(patient, "referred_by", referred_by)
     return patient, token
 
 

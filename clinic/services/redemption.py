@@ -9,9 +9,10 @@ simultaneous attempts wins; the others are refused or replay the winner's result
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from flask_babel import gettext as _
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -38,7 +39,7 @@ from clinic.services.patients import (
     find_existing,
     patient_by_personal_code,
 )
-from clinic.services.transaction import Actor, atomic
+from clinic.services.transaction import Actor, atomic, insert_row
 from clinic.services.rewards import campaign_in_force, pay_due_rewards, promise_rewards, take_quota_place
 from clinic.services.vouchers import find_voucher
 
@@ -103,10 +104,18 @@ def referral_offer(raw: str | None) -> ReferralOffer:
     Says who referred and what the campaign pays, or raises :class:`Refused` with the reason:
     unknown, mistyped, a voucher code, a card never activated, already redeemed or void.
     """
+    return _offer_for(_parsed_code(raw))
+
+
+def _parsed_code(raw: str | None) -> ParsedCode:
     try:
-        parsed = parse_code(raw)
+        return parse_code(raw)
     except InvalidCode as problem:
         raise problem.as_refusal() from None
+
+
+def _offer_for(parsed: ParsedCode) -> ReferralOffer:
+    """The offer behind a well-formed code, read from the database (see :func:`referral_offer`)."""
     if parsed.kind is CodeKind.PERSONAL:
         referrer = patient_by_personal_code(parsed.code)
         if referrer is None:
@@ -184,16 +193,18 @@ def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
     """Register the friend, link them to the referrer and issue both vouchers, all or nothing.
 
     Every attempt is audited, the refused ones with their reason. The code is looked up once, inside
-    the write transaction, so the referrer and the campaign are read under the lock the redemption holds.
+    the write transaction, so the referrer and the campaign are read under the lock the redemption holds;
+    only what needs no database (the code's form and check symbol, the form's fingerprint) is done before.
     """
     offer = None
     try:
         key = idempotency.check_key(idempotency_key)
+        parsed = _parsed_code(raw_code)
+        request_fingerprint = idempotency.fingerprint(
+            "redeem", parsed.code, details.full_name, details.phone, details.external_id)
         try:
             with atomic(keep_loaded=True):  # the receipt is built from the rows just written
-                offer = referral_offer(raw_code)
-                request_fingerprint = idempotency.fingerprint(
-                    "redeem", offer.code.code, details.full_name, details.phone, details.external_id)
+                offer = _offer_for(parsed)
                 return _redeem(offer, details, actor, key, request_fingerprint)
         except IntegrityError:
             # Lost a race to a concurrent twin: replay its result, or say who already exists.
@@ -224,8 +235,10 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     if not idempotency.claim(key, "redeem", request_fingerprint):
         return _result_for(idempotency.previous_result(key, "redeem", request_fingerprint))
     if offer.card is not None:
-        use_card(offer.card.id)
-        db.session.expire(offer.card)  # its status changed underneath the loaded copy
+        redeemed_at = use_card(offer.card.id)
+        # The loaded copy, as the row now is (the webhook event and the audit read its serial).
+        set_committed_value(offer.card, "status", CardStatus.REDEEMED.value)
+        set_committed_value(offer.card, "redeemed_at", redeemed_at)
     referrer, campaign = offer.referrer, offer.campaign
     _refuse_self_referral(referrer, details)
     existing = find_existing(details)
@@ -233,11 +246,12 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
         raise existing_patient_refusal(existing, details)
     take_quota_place(campaign, utcnow())
     friend, token = add_patient(details, actor, referred_by=referrer)
-    referral = Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
-                        code_used=offer.code.code, staff_id=actor.staff_id, branch_id=actor.branch_id,
-                        card_id=offer.card.id if offer.card else None)
-    db.session.add(referral)
-    db.session.flush()
+    referral = insert_row(Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
+                                   code_used=offer.code.code, staff_id=actor.staff_id, branch_id=actor.branch_id,
+                                   card_id=offer.card.id if offer.card else None))
+    set_committed_value(referral, "referrer", referrer)
+    set_committed_value(referral, "friend", friend)
+    set_committed_value(referral, "card", offer.card)
     audit.record("redemption", actor, patient_id=friend.id, referral_id=referral.id,
                  code=offer.code.code, referrer_id=referrer.id, campaign_id=campaign.id,
                  card=offer.card.serial if offer.card else None)
@@ -252,15 +266,20 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     return RedemptionResult(referral=referral, friend=friend, vouchers=vouchers, friend_progress_token=token)
 
 
-def use_card(card_id: int) -> None:
-    """Mark an activated card redeemed; exactly one of many simultaneous attempts succeeds."""
-    used = db.session.execute(
-        update(Card).where(Card.id == card_id, Card.status == CardStatus.ACTIVATED.value)
-        .values(status=CardStatus.REDEEMED.value, redeemed_at=utcnow())
-        .execution_options(synchronize_session=False)).rowcount
+_CARDS = Card.__table__
+# Built once (see rewards._CAMPAIGNS_COVERING).
+_USE_CARD = (update(_CARDS).where(_CARDS.c.id == bindparam("card_id"), _CARDS.c.status == CardStatus.ACTIVATED.value)
+             .values(status=CardStatus.REDEEMED.value, redeemed_at=bindparam("now")))
+
+
+def use_card(card_id: int) -> datetime:
+    """Mark an activated card redeemed; exactly one of many simultaneous attempts succeeds. Returns when."""
+    now = utcnow()
+    used = db.session.execute(_USE_CARD, {"card_id": card_id, "now": now}).rowcount
     if used != 1:
         # Read the row again: the copy in this session predates the winner's commit.
         raise explain_card(db.session.get(Card, card_id, populate_existing=True))
+    return now
 
 
 def _result_for(referral_id: int, replayed: bool = True) -> RedemptionResult:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_babel import gettext as _
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
 from clinic.models import (
@@ -33,7 +34,7 @@ from clinic.services import audit
 from clinic.services.clinic_settings import RewardTerms, clinic_local, get_clinic
 from clinic.services.errors import Refused
 from clinic.services.settings_snapshot import CampaignRow, current_settings
-from clinic.services.transaction import Actor, insert_ignoring_duplicates
+from clinic.services.transaction import Actor, insert_ignoring_duplicates, insert_row
 from clinic.services.vouchers import new_voucher, record_issued
 
 STAGES = tuple(stage.value for stage in Stage)
@@ -45,6 +46,14 @@ def campaign_in_force(for_cards: bool, now: datetime | None = None) -> CampaignR
     return current_settings().campaign_in_force(for_cards, now or utcnow())
 
 
+_MONTH_COUNTS = CampaignMonthCount.__table__
+_TAKE_QUOTA_PLACE = (update(_MONTH_COUNTS)
+                     .where(_MONTH_COUNTS.c.campaign_id == bindparam("counted_campaign"),
+                            _MONTH_COUNTS.c.month == bindparam("counted_month"),
+                            _MONTH_COUNTS.c.used < bindparam("quota"))
+                     .values(used=_MONTH_COUNTS.c.used + 1))
+
+
 def take_quota_place(campaign: Campaign, now: datetime) -> None:
     """Use one of this month's places for referred friends, or refuse when none is left."""
     if not campaign.friend_monthly_quota:
@@ -52,11 +61,8 @@ def take_quota_place(campaign: Campaign, now: datetime) -> None:
     month = clinic_local(now).strftime("%Y-%m")
     # The counter row exists before the conditional UPDATE locks it.
     insert_ignoring_duplicates(CampaignMonthCount, {"campaign_id": campaign.id, "month": month, "used": 0})
-    taken = db.session.execute(
-        update(CampaignMonthCount)
-        .where(CampaignMonthCount.campaign_id == campaign.id, CampaignMonthCount.month == month,
-               CampaignMonthCount.used < campaign.friend_monthly_quota)
-        .values(used=CampaignMonthCount.used + 1).execution_options(synchronize_session=False)).rowcount
+    taken = db.session.execute(_TAKE_QUOTA_PLACE, {"counted_campaign": campaign.id, "counted_month": month,
+                                                   "quota": campaign.friend_monthly_quota}).rowcount
     if taken != 1:
         if campaign.quota_label:
             message = _("This month's %(count)s %(places)s are all taken. Please invite the friend to come next "
@@ -77,22 +83,35 @@ def quota_left(campaign: Campaign | None, now: datetime | None = None) -> int | 
     return max(0, campaign.friend_monthly_quota - used)
 
 
+_YEAR_TOTALS = ReferrerYearTotal.__table__
+
+
+def _cap_slot_statement(count_capped: bool, value_capped: bool):
+    """The conditional UPDATE of a referrer's yearly totals, with the cap conditions that apply; built once each."""
+    statement = update(_YEAR_TOTALS).where(_YEAR_TOTALS.c.referrer_id == bindparam("counted_referrer"),
+                                           _YEAR_TOTALS.c.year == bindparam("counted_year"))
+    if count_capped:
+        statement = statement.where(_YEAR_TOTALS.c.rewarded_count < bindparam("cap_count"))
+    if value_capped:
+        statement = statement.where(_YEAR_TOTALS.c.rewarded_value + bindparam("value") <= bindparam("cap_value"))
+    return statement.values(rewarded_count=_YEAR_TOTALS.c.rewarded_count + 1,
+                            rewarded_value=_YEAR_TOTALS.c.rewarded_value + bindparam("value"))
+
+
+# (count capped, value capped) -> statement
+_TAKE_CAP_SLOT = {(count, value): _cap_slot_statement(count, value) for count in (False, True) for value in (False, True)}
+
+
 def _take_cap_slot(referrer_id: int, value: int, campaign: Campaign, now: datetime, *, force: bool) -> bool:
     """Count one rewarded referral (and its value) against the referrer's yearly caps, if they allow it."""
     year = clinic_local(now).year
     insert_ignoring_duplicates(ReferrerYearTotal, {"referrer_id": referrer_id, "year": year,
                                                   "rewarded_count": 0, "rewarded_value": 0})
-    statement = update(ReferrerYearTotal).where(ReferrerYearTotal.referrer_id == referrer_id,
-                                                ReferrerYearTotal.year == year)
-    if not force:
-        if campaign.cap_referrals_per_year is not None:
-            statement = statement.where(ReferrerYearTotal.rewarded_count < campaign.cap_referrals_per_year)
-        if campaign.cap_value_per_year is not None:
-            statement = statement.where(ReferrerYearTotal.rewarded_value + value <= campaign.cap_value_per_year)
-    return db.session.execute(
-        statement.values(rewarded_count=ReferrerYearTotal.rewarded_count + 1,
-                         rewarded_value=ReferrerYearTotal.rewarded_value + value)
-        .execution_options(synchronize_session=False)).rowcount == 1
+    count_capped = not force and campaign.cap_referrals_per_year is not None
+    value_capped = not force and campaign.cap_value_per_year is not None
+    return db.session.execute(_TAKE_CAP_SLOT[count_capped, value_capped], {
+        "counted_referrer": referrer_id, "counted_year": year, "value": value,
+        "cap_count": campaign.cap_referrals_per_year, "cap_value": campaign.cap_value_per_year}).rowcount == 1
 
 
 def release_cap_slot(reward: Reward) -> None:
@@ -111,16 +130,11 @@ def promise_rewards(referral: Referral, referrer_terms: RewardTerms, friend_term
                     actor: Actor) -> list[Reward]:
     """Write down what each side is owed (inside the redemption's transaction)."""
     currency = get_clinic().currency
-    rewards = []
-    for beneficiary, patient_id, terms in (("referrer", referral.referrer_id, referrer_terms),
-                                           ("friend", referral.friend_id, friend_terms)):
-        reward = Reward(referral_id=referral.id, patient_id=patient_id, beneficiary=beneficiary, kind=terms.kind,
-                        amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
-                        valid_days=campaign.voucher_valid_days)
-        db.session.add(reward)
-        rewards.append(reward)
-    db.session.flush()
-    return rewards
+    return [insert_row(Reward(referral_id=referral.id, patient_id=patient_id, beneficiary=beneficiary, kind=terms.kind,
+                              amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
+                              valid_days=campaign.voucher_valid_days))
+            for beneficiary, patient_id, terms in (("referrer", referral.referrer_id, referrer_terms),
+                                                   ("friend", referral.friend_id, friend_terms))]
 
 
 def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetime | None = None, *,
@@ -139,15 +153,12 @@ def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetim
         due = sorted((reward for reward in rewards if reward.status == RewardStatus.PENDING.value),
                      key=lambda reward: reward.id)
     paid, issued = [], []
-    # The vouchers get their ids in one flush (a redemption pays both sides). Meanwhile nothing is flushed
-    # early: the caps and codes taken in between are statements of their own on other tables.
-    with db.session.no_autoflush:
-        for reward in due:
-            if STAGE_ORDER[reward.stage] <= STAGE_ORDER[reached]:
-                voucher = _voucher_for(reward, campaign, referral, actor, now, force=False)
-                if voucher is not None:
-                    issued.append((reward, voucher))
-                paid.append(reward)
+    for reward in due:
+        if STAGE_ORDER[reward.stage] <= STAGE_ORDER[reached]:
+            voucher = _voucher_for(reward, campaign, referral, actor, now, force=False)
+            if voucher is not None:
+                issued.append((reward, voucher))
+            paid.append(reward)
     _issue(issued, actor, force=False)
     return paid
 
@@ -161,11 +172,11 @@ def pay_reward(reward: Reward, campaign: Campaign, referral: Referral, actor: Ac
 
 def _voucher_for(reward: Reward, campaign: Campaign, referral: Referral, actor: Actor, now: datetime, *,
                  force: bool) -> Voucher | None:
-    """The reward's voucher, not flushed yet; None when a referrer's reward over a cap goes to review instead."""
+    """The reward's voucher, written but not yet audited; None when a referrer's reward over a cap goes to review."""
     if reward.beneficiary == "referrer":
         value = reward.amount if reward.kind == RewardKind.MONEY.value else 0
         if not _take_cap_slot(reward.patient_id, value, campaign, now, force=force):
-            reward.status = RewardStatus.REVIEW.value
+            _set_reward(reward, status=RewardStatus.REVIEW.value)
             db.session.add(ReviewRequest(kind="over_cap", reward_id=reward.id, referrer_id=reward.patient_id,
                                          created_by_id=actor.staff_id, branch_id=actor.branch_id,
                                          details={"referral_id": referral.id}))
@@ -178,16 +189,33 @@ def _voucher_for(reward: Reward, campaign: Campaign, referral: Referral, actor: 
 
 
 def _issue(issued: list[tuple[Reward, Voucher]], actor: Actor, *, force: bool) -> None:
-    """Give the rewards' new vouchers their ids in one flush, then audit and announce each and mark it paid."""
-    if not issued:
-        return
-    db.session.flush()
+    """Audit and announce each reward's new voucher, and mark the reward paid by it."""
     for reward, voucher in issued:
         record_issued(voucher, reward.patient, actor)
-        reward.status = RewardStatus.ISSUED.value
-        reward.voucher = voucher  # also keeps it in the session for the caller's answer (the identity map is weak)
-        reward.voucher_id = voucher.id
-        reward.overridden = force
+        _set_reward(reward, status=RewardStatus.ISSUED.value, voucher_id=voucher.id, overridden=force)
+        # Also keeps the voucher in the session for the caller's answer (the identity map is weak).
+        set_committed_value(reward, "voucher", voucher)
+
+
+_REWARDS = Reward.__table__
+# Built once per set of columns changed (there are two: a review, a payment).
+_REWARD_UPDATES: dict = {}
+
+
+def _set_reward(reward: Reward, **values) -> None:
+    """Change a reward's row with one UPDATE by id, and its loaded copy to match (nothing left for a flush).
+
+    The redemption's rewards were just written with :func:`insert_row`, the others read by a query:
+    either way the object then reads as the row now is.
+    """
+    statement = _REWARD_UPDATES.get(tuple(values))
+    if statement is None:
+        statement = _REWARD_UPDATES[tuple(values)] = (
+            update(_REWARDS).where(_REWARDS.c.id == bindparam("reward_id"))
+            .values({name: bindparam(f"new_{name}") for name in values}))
+    db.session.execute(statement, {"reward_id": reward.id, **{f"new_{name}": value for name, value in values.items()}})
+    for name, value in values.items():
+        set_committed_value(reward, name, value)
 
 
 def vouchers_of(referral_id: int) -> list[Voucher]:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from clinic.extensions import db
 from clinic.models import Role, Staff, StaffSession
@@ -72,6 +72,11 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Built once: it runs on every staff request, and building a statement costs about as much as running it.
+_OPEN_SESSION = (select(StaffSession.created_at, Staff).join(Staff, Staff.id == StaffSession.staff_id)
+                 .where(StaffSession.token_hash == bindparam("token_hash"), StaffSession.ended_at.is_(None)))
+
+
 def load_session_user(token: str) -> Staff | None:
     """Flask-Login's loader: the staff member whose session this token opened, if it is still open.
 
@@ -80,10 +85,7 @@ def load_session_user(token: str) -> Staff | None:
     """
     if not token or len(token) > 64:
         return None
-    row = db.session.execute(
-        select(StaffSession.created_at, Staff).join(Staff, Staff.id == StaffSession.staff_id)
-        .where(StaffSession.token_hash == _token_hash(token), StaffSession.ended_at.is_(None))
-    ).first()
+    row = db.session.execute(_OPEN_SESSION, {"token_hash": _token_hash(token)}).first()
     if row is None:
         return None
     created_at, staff = row

@@ -16,8 +16,7 @@ from clinic.services.clinic_settings import RewardTerms, clinic_day_of, clinic_l
 from clinic.services.codes import CodeKind, InvalidCode, generate_bearer_code, parse_code
 from clinic.services.errors import Refused
 from clinic.services.text import clean_reason
-from clinic.services.transaction import Actor, insert_ignoring_duplicates
-
+from clinic.services.transaction import Actor, insert_ignoring_duplicates, insert_row
 
 
 def unused_bearer_code() -> str:
@@ -33,20 +32,19 @@ def issue_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, cu
     """Add a voucher and its audit event to the current transaction."""
     voucher = new_voucher(patient, reward, beneficiary=beneficiary, currency=currency, valid_days=valid_days,
                           referral=referral)
-    db.session.flush()
     record_issued(voucher, patient, actor)
     return voucher
 
 
 def new_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, currency: str, valid_days: int,
                 referral: Referral | None = None) -> Voucher:
-    """A voucher with a fresh code, added to the current transaction but not flushed: it has no id yet.
+    """A voucher with a fresh code, written in the current transaction (it has its id) but not yet audited.
 
-    For several vouchers at once (a redemption pays both sides): one flush gives them all their ids, then
-    :func:`record_issued` audits and announces each. One voucher alone: :func:`issue_voucher`.
+    The caller then audits and announces it with :func:`record_issued` (a redemption writes both sides'
+    vouchers first); :func:`issue_voucher` does both for one voucher.
     """
     now = utcnow()
-    voucher = Voucher(
+    return insert_row(Voucher(
         code=unused_bearer_code(),
         patient_id=patient.id,
         referral_id=referral.id if referral else None,
@@ -58,9 +56,7 @@ def new_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, curr
         status=VoucherStatus.ACTIVE.value,
         issued_at=now,
         expires_at=now + timedelta(days=valid_days),
-    )
-    db.session.add(voucher)
-    return voucher
+    ))
 
 
 def record_issued(voucher: Voucher, patient: Patient, actor: Actor) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from clinic.extensions import db
@@ -24,7 +24,7 @@ from clinic.services import audit, webhook_sender
 from clinic.services.errors import Refused
 from clinic.services.patients import check_fields
 from clinic.services.text import clean_text
-from clinic.services.transaction import Actor, atomic
+from clinic.services.transaction import Actor, atomic, insert_row
 
 # The events a receiver can subscribe to, with what each means for the manager choosing them.
 EVENT_TYPES = {
@@ -40,6 +40,10 @@ RECENT_DELIVERIES = 50
 
 _ENDPOINTS = "webhooks.endpoints"  # session.info: the subscriptions, read once per transaction
 _SEND_AFTER_COMMIT = "webhooks.send_after_commit"  # session.info: this transaction queued deliveries
+# Built once: every redemption, spend and milestone asks (building a statement costs about as much as running it).
+_ENABLED_SUBSCRIPTIONS = (select(WebhookEndpoint.id, WebhookEndpoint.events)
+                          .where(WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id))
+_INSERT_DELIVERIES = insert(WebhookDelivery.__table__)
 
 
 def _subscriptions() -> list[tuple[int, frozenset[str]]]:
@@ -49,8 +53,7 @@ def _subscriptions() -> list[tuple[int, frozenset[str]]]:
     """
     info = db.session.info
     if _ENDPOINTS not in info:
-        rows = db.session.execute(select(WebhookEndpoint.id, WebhookEndpoint.events)
-                                  .where(WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id))
+        rows = db.session.execute(_ENABLED_SUBSCRIPTIONS)
         info[_ENDPOINTS] = [(endpoint_id, frozenset(events or ())) for endpoint_id, events in rows]
     return info[_ENDPOINTS]
 
@@ -71,11 +74,10 @@ def emit(event_type: str, payload: dict) -> OutboxEvent | None:
     if not endpoint_ids:
         return None
     now = utcnow()
-    outbox_event = OutboxEvent(event_type=event_type, payload=payload, created_at=now)
-    db.session.add(outbox_event)
-    db.session.flush()
-    db.session.add_all([WebhookDelivery(event_id=outbox_event.id, endpoint_id=endpoint_id, next_attempt_at=now,
-                                        created_at=now) for endpoint_id in endpoint_ids])
+    outbox_event = insert_row(OutboxEvent(event_type=event_type, payload=payload, created_at=now))
+    db.session.execute(_INSERT_DELIVERIES, [{"event_id": outbox_event.id, "endpoint_id": endpoint_id,
+                                             "next_attempt_at": now, "created_at": now}
+                                            for endpoint_id in endpoint_ids])
     db.session.info[_SEND_AFTER_COMMIT] = True
     return outbox_event
 

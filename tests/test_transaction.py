@@ -1,0 +1,48 @@
+"""insert_row: a row written by one INSERT reads like a loaded object, and leaves the session with a rollback."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from clinic.extensions import db
+from clinic.models import AuditEvent
+from clinic.services import audit
+from clinic.services.transaction import Actor, atomic
+
+
+def test_a_written_row_reads_as_loaded_with_its_defaults_and_commits(app):
+    with atomic():
+        event = audit.record("test.event", Actor(ip="10.0.0.1"), note="kept")
+        assert event in db.session and event.id is not None
+        assert event.at is not None and event.outcome == "ok"  # filled by the columns' defaults
+        assert not db.session.dirty and not db.session.new  # nothing left for a flush
+        event_id = event.id
+    db.session.expunge_all()
+    stored = db.session.get(AuditEvent, event_id)
+    assert (stored.action, stored.ip, stored.details) == ("test.event", "10.0.0.1", {"note": "kept"})
+
+
+def test_a_rollback_takes_written_objects_out_of_the_session_so_their_ids_can_be_given_again(app):
+    before = db.session.scalar(select(func.count()).select_from(AuditEvent))
+    with pytest.raises(RuntimeError):
+        with atomic():
+            lost = audit.record("test.event", Actor())
+            raise RuntimeError("fault after the write")
+    assert lost not in db.session
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == before
+    with atomic():  # SQLite gives the rolled-back id again: no clash with the object left behind
+        again = audit.record("test.event", Actor())
+    assert again in db.session
+
+
+def test_pending_objects_are_flushed_before_the_insert_that_may_refer_to_them(app):
+    from clinic.models import Staff
+
+    with atomic():
+        staff = Staff(email="new-desk@example.org", role="front_desk")
+        staff.set_password("long enough password")
+        db.session.add(staff)
+        event = audit.record("test.event", Actor(staff_id=None))
+        assert staff.id is not None  # flushed first, as a query would
+    assert db.session.get(AuditEvent, event.id) is not None
