@@ -31,7 +31,7 @@ from clinic.services.clinic_settings import (
     card_friend_reward,
     card_referrer_reward,
     clinic_local,
-    get_clinic,
+    current_clinic,
     to_clinic_time,
 )
 from clinic.services.codes import format_code, generate_bearer_code
@@ -136,7 +136,7 @@ def _unused_codes(count: int) -> list[str]:
 def card_design_pdf(batch: CardBatch) -> bytes:
     """The batch's card design as a one-page PDF, rendered once by WeasyPrint."""
     campaign = batch.campaign or campaign_in_force(for_cards=True)
-    currency = get_clinic().currency
+    currency = current_clinic().currency
     margin = BLEED if batch.bleed else 0
     return render_pdf("pdf/card.html", design=batch.design, bleed=margin, brand_colour=brand_colour(),
                       page_width=CARD_WIDTH + 2 * margin, page_height=CARD_HEIGHT + 2 * margin,

@@ -14,7 +14,7 @@ from datetime import datetime
 from clinic.extensions import db
 from clinic.models import Patient, Referral, Tier, Voucher
 from clinic.services import notifications, webhooks
-from clinic.services.clinic_settings import get_clinic
+from clinic.services.clinic_settings import current_clinic
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -76,7 +76,7 @@ def milestone_reached(referral: Referral, milestone: str) -> None:
         "referrer": patient_ref(referral.referrer),
         "friend": patient_ref(referral.friend),
         "paid_amount": referral.paid_amount if paid else None,  # minor units, when the desk gave it
-        "currency": get_clinic().currency if paid and referral.paid_amount is not None else None,
+        "currency": current_clinic().currency if paid and referral.paid_amount is not None else None,
     })
     if not paid:
         notifications.friend_visited(referral)

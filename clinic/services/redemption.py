@@ -27,7 +27,7 @@ from clinic.services.clinic_settings import (
     card_friend_reward,
     card_referrer_reward,
     friend_reward,
-    get_clinic,
+    current_clinic,
     referrer_reward,
 )
 from clinic.services.codes import CodeKind, InvalidCode, ParsedCode, parse_code
@@ -91,11 +91,11 @@ class ReferralOffer:
 
     @property
     def friend_gets(self) -> str:
-        return self.friend_reward.describe_with_stage(get_clinic().currency)
+        return self.friend_reward.describe_with_stage(current_clinic().currency)
 
     @property
     def referrer_gets(self) -> str:
-        return self.referrer_reward.describe_with_stage(get_clinic().currency)
+        return self.referrer_reward.describe_with_stage(current_clinic().currency)
 
 
 def referral_offer(raw: str | None) -> ReferralOffer:
@@ -131,45 +131,6 @@ def _offer_for(parsed: ParsedCode) -> ReferralOffer:
         raise Refused("not_a_referral_code", _("This is a voucher code: spend it at checkout instead."),
                       field="code")
     raise Refused("unknown_code", _("No card or voucher has this code."), field="code", status=404)
-
-
-@dataclass
-class Invitation:
-    """What the invite page at /r/<CODE> shows a friend."""
-
-    code: str
-    referrer: Patient
-    offer: str | None  # None when no campaign is running: the friend is still welcome
-    card: Card | None = None
-    campaign: Campaign | None = None  # the campaign in force for this kind of code, found once
-
-
-def invitation(raw: str | None) -> Invitation | None:
-    """The invitation behind a personal code or an activated card; None for anything else.
-
-    A card that is printed but not activated, or void, looks exactly like an unknown code,
-    so that a stolen stack reveals nothing. A redeemed card raises ``already_redeemed``.
-    """
-    try:
-        parsed = parse_code(raw)
-    except InvalidCode:
-        return None
-    card = None
-    if parsed.kind is CodeKind.PERSONAL:
-        referrer = patient_by_personal_code(parsed.code)
-    else:
-        card = find_card_by_code(parsed.code)
-        if card is not None and card.status == CardStatus.REDEEMED.value:
-            raise explain_card(card)
-        referrer = card.patient if card is not None and card.status == CardStatus.ACTIVATED.value else None
-    if referrer is None:
-        return None
-    campaign = campaign_in_force(for_cards=card is not None)
-    offer = None
-    if campaign is not None:
-        reward = card_friend_reward(campaign) if card else friend_reward(campaign)
-        offer = reward.describe_with_stage(get_clinic().currency)
-    return Invitation(code=parsed.code, referrer=referrer, offer=offer, card=card, campaign=campaign)
 
 
 def _campaign_in_force(for_cards: bool) -> Campaign:

@@ -31,7 +31,7 @@ from clinic.models import (
 )
 from clinic.models._time import utcnow
 from clinic.services import audit
-from clinic.services.clinic_settings import RewardTerms, clinic_local, get_clinic
+from clinic.services.clinic_settings import RewardTerms, clinic_local, current_clinic
 from clinic.services.errors import Refused
 from clinic.services.settings_snapshot import CampaignRow, current_settings
 from clinic.services.transaction import Actor, insert_ignoring_duplicates, insert_row
@@ -129,7 +129,7 @@ def release_cap_slot(reward: Reward) -> None:
 def promise_rewards(referral: Referral, referrer_terms: RewardTerms, friend_terms: RewardTerms, campaign: Campaign,
                     actor: Actor) -> list[Reward]:
     """Write down what each side is owed (inside the redemption's transaction)."""
-    currency = get_clinic().currency
+    currency = current_clinic().currency
     return [insert_row(Reward(referral_id=referral.id, patient_id=patient_id, beneficiary=beneficiary, kind=terms.kind,
                               amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
                               valid_days=campaign.voucher_valid_days))
