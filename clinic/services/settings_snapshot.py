@@ -9,7 +9,9 @@ The copy is therefore never stale, whoever changed the settings and from whichev
 and reading it costs one tiny query per database transaction instead of three.
 
 Writers (the settings and campaign pages) keep using the ORM entities (``clinic_settings.get_clinic``);
-this module is for reading only, and its rows cannot be handed to the ORM.
+this module is for reading only, and its rows cannot be handed to the ORM. A copy holds committed
+settings only: a service that edits the settings and reads them back in the same transaction must
+read the ORM rows it edited (none does today).
 """
 
 from __future__ import annotations
