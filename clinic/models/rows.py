@@ -29,8 +29,8 @@ def columns_of(model) -> list:
     return [getattr(model, key) for key in column_keys(model)]
 
 
-def row_class(model, *mixins: type, name: str | None = None) -> type:
-    return make_dataclass(name or f"{model.__name__}Row", column_keys(model), bases=mixins, frozen=True)
+def row_class(model, *mixins: type) -> type:
+    return make_dataclass(f"{model.__name__}Row", column_keys(model), bases=mixins, frozen=True)
 
 
 # The copies the settings snapshot and the public pages read.

@@ -21,6 +21,7 @@ from clinic.extensions import db
 from clinic.i18n import format_day
 from clinic.models import Patient, Referral, ReferralStatus, Tier
 from clinic.models._time import utcnow
+from clinic.models.rows import TierRow
 from clinic.services import audit
 from clinic.services.clinic_settings import (
     brand_colour,
@@ -31,7 +32,6 @@ from clinic.services.clinic_settings import (
     start_of_clinic_day,
 )
 from clinic.services.errors import Refused
-from clinic.models.rows import TierRow
 from clinic.services.settings_snapshot import current_settings
 from clinic.services.patients import FieldErrors, check_fields
 from clinic.services.pdf import render_pdf

@@ -77,8 +77,8 @@ def invite_qr(raw_code: str):
 
     Its own URL, not drawn into the page: the page is private (``no-store``) and patients reopen it,
     while the QR of a code never changes, so the phone keeps it; and the page stays small. The URL
-    holds only the code, which the invite link shows anyway. No database read: any well-formed
-    personal code gets its QR, which says nothing about whether the code exists.
+    holds only the code, which the invite link shows anyway. The code is not looked up: any
+    well-formed personal code gets its QR, which says nothing about whether the code exists.
     """
     code = _parse(raw_code, CodeKind.PERSONAL)
     if code is None:
