@@ -228,7 +228,7 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
 
 
 _CARDS = Card.__table__
-# Built once (see rewards._CAMPAIGNS_COVERING).
+# Built once: every card redemption runs it, and building a statement costs about as much as running it.
 _USE_CARD = (update(_CARDS).where(_CARDS.c.id == bindparam("card_id"), _CARDS.c.status == CardStatus.ACTIVATED.value)
              .values(status=CardStatus.REDEEMED.value, redeemed_at=bindparam("now")))
 

@@ -142,6 +142,7 @@ def atomic(*, keep_loaded: bool = False):
 # built once, since building a statement and its cache key costs SQLAlchemy about as much as running it.
 _INSERTS_IGNORING_DUPLICATES: dict = {}
 _INSERTS_RETURNING_ROW: dict = {}
+_WRITTEN = "transaction.written"  # session.info: the objects insert_row wrote in the current transaction
 
 
 def insert_ignoring_duplicates(model, values: dict) -> bool:
@@ -199,8 +200,6 @@ def insert_row(instance):
     session.info.setdefault(_WRITTEN, []).append(instance)
     return instance
 
-
-_WRITTEN = "transaction.written"  # session.info: the objects insert_row wrote in the current transaction
 
 
 @event.listens_for(Session, "after_commit")
