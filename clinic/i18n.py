@@ -14,12 +14,16 @@ English keeps ISO dates: unambiguous at a desk that serves patients from anywher
 
 from __future__ import annotations
 
+import weakref
 from datetime import date, datetime
 from pathlib import Path
 
 from babel.dates import format_date
 from flask import Flask, g, has_request_context, request
 from flask_babel import Babel, get_locale, get_translations
+from flask_babel import _get_current_context as _babel_context
+from jinja2 import pass_context
+from markupsafe import Markup
 
 LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
 DEFAULT_LANGUAGE = "en"
@@ -98,27 +102,116 @@ def format_moment(local: datetime, language: str | None = None) -> str:
 def _translations():
     """This context's translations, found once.
 
-    Kept where Flask-Babel itself keeps them (``g.babel_translations``), so that ``flask_babel.refresh()``
-    (a language just changed) and ``force_locale`` (PDFs printed in the clinic's language) reset it.
+    Kept where Flask-Babel keeps its per-context state (``babel_translations`` in the namespace its
+    ``_get_current_context()`` returns, ``g._flask_babel`` in Flask-Babel 4), because that is the attribute
+    ``flask_babel.refresh()`` (a language just changed) and ``force_locale`` (PDFs printed in the clinic's
+    language) reset. Until session 6 it was kept in ``g.babel_translations``, which neither resets: a PDF
+    rendered after a page in the same request kept the page's language. tests/test_i18n_services.py checks
+    this with force_locale; the function is private to Flask-Babel, and that test fails if it changes.
     """
-    translations = getattr(g, "babel_translations", None)
+    context = _babel_context()
+    if context is None:
+        return get_translations()
+    translations = getattr(context, "babel_translations", None)
     if translations is None:
-        translations = g.babel_translations = get_translations()
+        translations = context.babel_translations = get_translations()
     return translations
+
+
+class _FinishedMessages:
+    """One catalogue's messages as templates print them: translated, made Markup and %-formatted, once.
+
+    Jinja's "newstyle" gettext translates, wraps the result in Markup and %-formats it (even with no
+    variables) on every call, behind three nested ``Context.call``s: about 10 µs a message, a sixth of a
+    patient's page. A message without variables comes out the same every time for a given catalogue, so
+    it is finished once per process and language. Only literal strings reach these functions, but the
+    table stops growing at ``LIMIT`` entries all the same.
+    """
+
+    LIMIT = 10_000
+
+    def __init__(self, translations):
+        self.translations = translations
+        self.plain: dict[str, Markup] = {}
+        self.in_context: dict[tuple[str, str], Markup] = {}
+
+    def gettext(self, string: str) -> Markup:
+        finished = self.plain.get(string)
+        if finished is None:
+            finished = Markup(self.translations.ugettext(string)) % {}
+            if len(self.plain) < self.LIMIT:
+                self.plain[string] = finished
+        return finished
+
+    def pgettext(self, context: str, string: str) -> Markup:
+        finished = self.in_context.get((context, string))
+        if finished is None:
+            finished = Markup(self.translations.upgettext(context, string)) % {"context": context}
+            if len(self.in_context) < self.LIMIT:
+                self.in_context[context, string] = finished
+        return finished
+
+
+_FINISHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _finished_messages() -> _FinishedMessages:
+    translations = _translations()
+    try:
+        return _FINISHED[translations]
+    except KeyError:
+        return _FINISHED.setdefault(translations, _FinishedMessages(translations))
+
+
+# Templates' gettext family: what Jinja's newstyle i18n does (see jinja2.ext._make_new_gettext), the same
+# result, with the variable-free messages taken from _FinishedMessages. Text without autoescape (plain-text
+# templates) is translated and formatted as Jinja would, never cached as Markup.
+@pass_context
+def _template_gettext(context, string: str, **variables) -> str:
+    if not context.eval_ctx.autoescape:
+        return _translations().ugettext(string) % variables
+    if not variables:
+        return _finished_messages().gettext(string)
+    return Markup(_translations().ugettext(string)) % variables
+
+
+@pass_context
+def _template_ngettext(context, singular: str, plural: str, num: int, **variables) -> str:
+    variables.setdefault("num", num)
+    translated = _translations().ungettext(singular, plural, num)
+    return (Markup(translated) if context.eval_ctx.autoescape else translated) % variables
+
+
+@pass_context
+def _template_pgettext(context, string_context: str, string: str, **variables) -> str:
+    if context.eval_ctx.autoescape and not variables:
+        return _finished_messages().pgettext(string_context, string)
+    variables.setdefault("context", string_context)
+    translated = _translations().upgettext(string_context, string)
+    return (Markup(translated) if context.eval_ctx.autoescape else translated) % variables
+
+
+@pass_context
+def _template_npgettext(context, string_context: str, singular: str, plural: str, num: int, **variables) -> str:
+    variables.setdefault("context", string_context)
+    variables.setdefault("num", num)
+    translated = _translations().unpgettext(string_context, singular, plural, num)
+    return (Markup(translated) if context.eval_ctx.autoescape else translated) % variables
 
 
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, locale_selector=select_language)
     # Templates call gettext a hundred times or more per page; Flask-Babel looks the context, the locale
-    # and its cache up again on each call (about 30 µs). Looked up once per context instead.
+    # and its cache up again on each call (about 30 µs). Looked up once per context instead, and the
+    # messages without variables are finished once per process (_FinishedMessages).
     app.jinja_env.install_gettext_callables(
-        gettext=lambda string: _translations().ugettext(string),
-        ngettext=lambda singular, plural, n: _translations().ungettext(singular, plural, n),
-        pgettext=lambda context, string: _translations().upgettext(context, string),
-        npgettext=lambda context, singular, plural, n: _translations().unpgettext(context, singular, plural, n),
-        newstyle=True,
-    )
+        gettext=_template_gettext, ngettext=_template_ngettext, pgettext=_template_pgettext,
+        npgettext=_template_npgettext, newstyle=True)
+    # install_gettext_callables wraps each in Jinja's newstyle wrapper, and "_" calls through one more
+    # alias: ours already are newstyle, so the template globals name them directly.
+    app.jinja_env.globals.update(_=_template_gettext, gettext=_template_gettext, ngettext=_template_ngettext,
+                                 pgettext=_template_pgettext, npgettext=_template_npgettext)
     # {% trans %} blocks collapse their whitespace, as babel.cfg extracts them.
     app.jinja_env.policies["ext.i18n.trimmed"] = True
     app.jinja_env.globals.update(LANGUAGES=LANGUAGES, current_language=current_language)

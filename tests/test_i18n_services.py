@@ -187,3 +187,23 @@ def test_a_patients_message_is_in_their_own_language_whatever_the_desk_reads(app
                  if event_type == notifications.EVENT and data["template"] == "reward_earned"]
     assert message["language"] == patient_language
     assert reward in message["text"] and re.search(expires, message["text"]), message["text"]
+
+
+TEMPLATE_MESSAGES = ('{{ _("Copy link") }}|{{ _("Hello %(name)s", name=who) }}|{{ pgettext("friends", "visited") }}|'
+                     '{% autoescape false %}{{ _("Hello %(name)s", name=who) }}{% endautoescape %}')
+
+
+@pytest.mark.parametrize("language, expected", [
+    ("en", "Copy link|Hello &lt;b&gt;Li|visited|Hello <b>Li"),
+    ("zh_CN", "复制链接|&lt;b&gt;Li，您好|已就诊|<b>Li，您好"),
+])
+def test_templates_translate_escape_and_format_as_jinja_does_in_each_language(app, language, expected):
+    """The finished-message tables (clinic/i18n.py) are per language, and variables are still escaped."""
+    from flask import render_template_string
+    from flask_babel import force_locale
+
+    with app.test_request_context("/"):
+        for other in ("zh_CN", "en", language):  # both tables filled first, in the same process
+            with force_locale(other):
+                rendered = render_template_string(TEMPLATE_MESSAGES, who="<b>Li")
+    assert rendered == expected
