@@ -22,7 +22,7 @@ from babel.dates import format_date
 from flask import Flask, g, has_request_context, request
 from flask_babel import Babel, get_locale, get_translations
 from flask_babel import _get_current_context as _babel_context
-from jinja2 import pass_context
+from jinja2 import pass_eval_context
 from markupsafe import Markup
 
 LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
@@ -124,79 +124,98 @@ class _FinishedMessages:
     Jinja's "newstyle" gettext translates, wraps the result in Markup and %-formats it (even with no
     variables) on every call, behind three nested ``Context.call``s: about 10 µs a message, a sixth of a
     patient's page. A message without variables comes out the same every time for a given catalogue, so
-    it is finished once per process and language. Only literal strings reach these functions, but the
-    table stops growing at ``LIMIT`` entries all the same.
+    it is finished once per process and language; one with variables is translated and made Markup once,
+    and only formatted (which escapes the variables) on each call. Only literal strings reach these
+    functions, but the tables stop growing at ``LIMIT`` entries all the same.
     """
 
     LIMIT = 10_000
 
     def __init__(self, translations):
         self.translations = translations
-        self.plain: dict[str, Markup] = {}
+        self.finished: dict[str, Markup] = {}
+        self.unformatted: dict[str, Markup] = {}
         self.in_context: dict[tuple[str, str], Markup] = {}
 
-    def gettext(self, string: str) -> Markup:
-        finished = self.plain.get(string)
+    def gettext(self, string: str, variables: dict) -> Markup:
+        if variables:
+            markup = self.unformatted.get(string)
+            if markup is None:
+                markup = self._keep(self.unformatted, string, Markup(self.translations.ugettext(string)))
+            return markup % variables
+        finished = self.finished.get(string)
         if finished is None:
-            finished = Markup(self.translations.ugettext(string)) % {}
-            if len(self.plain) < self.LIMIT:
-                self.plain[string] = finished
+            finished = self._keep(self.finished, string, Markup(self.translations.ugettext(string)) % {})
         return finished
 
     def pgettext(self, context: str, string: str) -> Markup:
         finished = self.in_context.get((context, string))
         if finished is None:
-            finished = Markup(self.translations.upgettext(context, string)) % {"context": context}
-            if len(self.in_context) < self.LIMIT:
-                self.in_context[context, string] = finished
+            finished = self._keep(self.in_context, (context, string),
+                                  Markup(self.translations.upgettext(context, string)) % {"context": context})
         return finished
+
+    def _keep(self, table: dict, key, value: Markup) -> Markup:
+        if len(table) < self.LIMIT:
+            table[key] = value
+        return value
 
 
 _FINISHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _finished_messages() -> _FinishedMessages:
-    translations = _translations()
+def _messages(evaluation) -> _FinishedMessages:
+    """The finished messages of the language being rendered, found once per template render.
+
+    Kept on the render's EvalContext, which its blocks and macros share: looking the translations up
+    through Flask's and Flask-Babel's context proxies on every message cost more than the message.
+    """
     try:
-        return _FINISHED[translations]
-    except KeyError:
-        return _FINISHED.setdefault(translations, _FinishedMessages(translations))
+        return evaluation.clinic_messages
+    except AttributeError:
+        translations = _translations()
+        messages = _FINISHED.get(translations)
+        if messages is None:
+            messages = _FINISHED.setdefault(translations, _FinishedMessages(translations))
+        evaluation.clinic_messages = messages
+        return messages
 
 
 # Templates' gettext family: what Jinja's newstyle i18n does (see jinja2.ext._make_new_gettext), the same
-# result, with the variable-free messages taken from _FinishedMessages. Text without autoescape (plain-text
-# templates) is translated and formatted as Jinja would, never cached as Markup.
-@pass_context
-def _template_gettext(context, string: str, **variables) -> str:
-    if not context.eval_ctx.autoescape:
-        return _translations().ugettext(string) % variables
-    if not variables:
-        return _finished_messages().gettext(string)
-    return Markup(_translations().ugettext(string)) % variables
+# results, from _FinishedMessages. Text without autoescape (plain-text templates) is translated and
+# formatted as Jinja would, never as Markup. They take the EvalContext, not the Context: Jinja copies
+# the whole Context for a pass_context call made in a block that sets variables, on every call. Their
+# own parameters are positional-only: a template may pass a variable called num, string or context.
+@pass_eval_context
+def _template_gettext(evaluation, string: str, /, **variables) -> str:
+    if evaluation.autoescape:
+        return _messages(evaluation).gettext(string, variables)
+    return _messages(evaluation).translations.ugettext(string) % variables
 
 
-@pass_context
-def _template_ngettext(context, singular: str, plural: str, num: int, **variables) -> str:
+@pass_eval_context
+def _template_ngettext(evaluation, singular: str, plural: str, num: int, /, **variables) -> str:
     variables.setdefault("num", num)
-    translated = _translations().ungettext(singular, plural, num)
-    return (Markup(translated) if context.eval_ctx.autoescape else translated) % variables
+    translated = _messages(evaluation).translations.ungettext(singular, plural, num)
+    return (Markup(translated) if evaluation.autoescape else translated) % variables
 
 
-@pass_context
-def _template_pgettext(context, string_context: str, string: str, **variables) -> str:
-    if context.eval_ctx.autoescape and not variables:
-        return _finished_messages().pgettext(string_context, string)
+@pass_eval_context
+def _template_pgettext(evaluation, string_context: str, string: str, /, **variables) -> str:
+    if evaluation.autoescape and not variables:
+        return _messages(evaluation).pgettext(string_context, string)
     variables.setdefault("context", string_context)
-    translated = _translations().upgettext(string_context, string)
-    return (Markup(translated) if context.eval_ctx.autoescape else translated) % variables
+    translated = _messages(evaluation).translations.upgettext(string_context, string)
+    return (Markup(translated) if evaluation.autoescape else translated) % variables
 
 
-@pass_context
-def _template_npgettext(context, string_context: str, singular: str, plural: str, num: int, **variables) -> str:
+@pass_eval_context
+def _template_npgettext(evaluation, string_context: str, singular: str, plural: str, num: int, /,
+                         **variables) -> str:
     variables.setdefault("context", string_context)
     variables.setdefault("num", num)
-    translated = _translations().unpgettext(string_context, singular, plural, num)
-    return (Markup(translated) if context.eval_ctx.autoescape else translated) % variables
+    translated = _messages(evaluation).translations.unpgettext(string_context, singular, plural, num)
+    return (Markup(translated) if evaluation.autoescape else translated) % variables
 
 
 def init_app(app: Flask) -> None:

@@ -190,12 +190,13 @@ def test_a_patients_message_is_in_their_own_language_whatever_the_desk_reads(app
 
 
 TEMPLATE_MESSAGES = ('{{ _("Copy link") }}|{{ _("Hello %(name)s", name=who) }}|{{ pgettext("friends", "visited") }}|'
-                     '{% autoescape false %}{{ _("Hello %(name)s", name=who) }}{% endautoescape %}')
+                     '{% autoescape false %}{{ _("Hello %(name)s", name=who) }}{% endautoescape %}|'
+                     '{{ ngettext("%(num)d card", "%(num)d cards", 2, num=2) }}')
 
 
 @pytest.mark.parametrize("language, expected", [
-    ("en", "Copy link|Hello &lt;b&gt;Li|visited|Hello <b>Li"),
-    ("zh_CN", "复制链接|&lt;b&gt;Li，您好|已就诊|<b>Li，您好"),
+    ("en", "Copy link|Hello &lt;b&gt;Li|visited|Hello <b>Li|2 cards"),
+    ("zh_CN", "复制链接|&lt;b&gt;Li，您好|已就诊|<b>Li，您好|2 cards"),
 ])
 def test_templates_translate_escape_and_format_as_jinja_does_in_each_language(app, language, expected):
     """The finished-message tables (clinic/i18n.py) are per language, and variables are still escaped."""
