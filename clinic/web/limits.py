@@ -8,8 +8,8 @@ mistyped) count against a much smaller allowance than codes in general, because 
 a code now and then while a script gets almost every guess wrong.
 
 All limits live in this one table so that they can be read, tested and tuned in one place; the
-numbers come from config (``RATELIMIT_*``, see clinic/config.py). Storage is Redis when
-``REDIS_URL`` is set, so that every worker and every host shares the same counters.
+numbers come from config (``RATELIMIT_*``, see clinic/config.py), read when the app is created.
+Storage is Redis when ``REDIS_URL`` is set, so that every worker and every host shares the same counters.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -80,10 +80,6 @@ def api_token() -> str:
     return f"api-token:{holder.id}" if holder is not None else f"anonymous:{client_address()}"
 
 
-def _setting(name: str) -> Callable[[], str]:
-    return lambda: current_app.config[name]
-
-
 def _is_wrong_code(response) -> bool:
     return response.status_code in WRONG_CODE_STATUSES
 
@@ -92,35 +88,35 @@ def _login_failed(response) -> bool:
     return response.status_code == 422
 
 
-def _code_entry(limiter: Limiter, view):
+def _code_entry(limiter: Limiter, view, config):
     """Desk pages where a code is typed or scanned: per client and per staff account."""
     for key_func, who in ((client_address, "client"), (staff_account, "staff")):
-        view = limiter.shared_limit(_setting("RATELIMIT_CODE_ATTEMPTS"), scope=f"code-attempts-{who}",
+        view = limiter.shared_limit(config["RATELIMIT_CODE_ATTEMPTS"], scope=f"code-attempts-{who}",
                                     key_func=key_func, methods=["POST"], error_message=too_many_tries)(view)
-        view = limiter.shared_limit(_setting("RATELIMIT_WRONG_CODES"), scope=f"wrong-codes-{who}",
+        view = limiter.shared_limit(config["RATELIMIT_WRONG_CODES"], scope=f"wrong-codes-{who}",
                                     key_func=key_func, methods=["POST"], deduct_when=_is_wrong_code,
                                     error_message=too_many_tries)(view)
     return view
 
 
-def _public_page(limiter: Limiter, view):
+def _public_page(limiter: Limiter, view, config):
     """Pages anyone can open with a code or token in the URL: per client; unknown ones count extra."""
-    view = limiter.shared_limit(_setting("RATELIMIT_PUBLIC_PAGES"), scope="public-pages", key_func=client_address,
+    view = limiter.shared_limit(config["RATELIMIT_PUBLIC_PAGES"], scope="public-pages", key_func=client_address,
                                 error_message=too_many_tries)(view)
-    return limiter.shared_limit(_setting("RATELIMIT_WRONG_CODES"), scope="wrong-codes-client",
+    return limiter.shared_limit(config["RATELIMIT_WRONG_CODES"], scope="wrong-codes-client",
                                 key_func=client_address, deduct_when=_is_wrong_code,
                                 error_message=too_many_tries)(view)
 
 
-def _login(limiter: Limiter, view):
+def _login(limiter: Limiter, view, config):
     """Failed log-ins per client address (a successful one costs nothing)."""
-    return limiter.limit(_setting("RATELIMIT_LOGIN"), key_func=client_address, methods=["POST"],
+    return limiter.limit(config["RATELIMIT_LOGIN"], key_func=client_address, methods=["POST"],
                          deduct_when=_login_failed, error_message=too_many_tries)(view)
 
 
-def _api_request(limiter: Limiter, view):
+def _api_request(limiter: Limiter, view, config):
     """Every integration API request, per token (an HIS behind one address may hold several tokens)."""
-    return limiter.limit(_setting("RATELIMIT_API"), key_func=api_token, scope="api",
+    return limiter.limit(config["RATELIMIT_API"], key_func=api_token, scope="api",
                          error_message=too_many_tries)(view)
 
 
@@ -133,11 +129,11 @@ def _is_wrong_code_for_api(response) -> bool:
         in API_WRONG_CODES
 
 
-def _api_code_entry(limiter: Limiter, view):
+def _api_code_entry(limiter: Limiter, view, config):
     """API requests that read a code: also the wrong codes among them, per token."""
-    view = limiter.shared_limit(_setting("RATELIMIT_API_WRONG_CODES"), scope="api-wrong-codes", key_func=api_token,
+    view = limiter.shared_limit(config["RATELIMIT_API_WRONG_CODES"], scope="api-wrong-codes", key_func=api_token,
                                 deduct_when=_is_wrong_code_for_api, error_message=too_many_tries)(view)
-    return _api_request(limiter, view)
+    return _api_request(limiter, view, config)
 
 
 # endpoint -> how it is limited. tests/test_limits.py checks every endpoint here exists and that
@@ -180,7 +176,9 @@ def init_app(app: Flask) -> Limiter:
     limiter = Limiter(key_func=client_address)
     for endpoint, limit in LIMITED_ENDPOINTS.items():
         # Flask-Limiter checks a decorated limit in the wrapper it returns: the view must be replaced.
-        app.view_functions[endpoint] = limit(limiter, app.view_functions[endpoint])
+        # The limits as strings read from the config now, not callables: Flask-Limiter parses a callable's
+        # limits again on every request (about 1 % of a public page).
+        app.view_functions[endpoint] = limit(limiter, app.view_functions[endpoint], app.config)
     limiter.init_app(app)
     app.extensions["clinic_limiter"] = limiter  # the limits hold it only weakly
     return limiter
