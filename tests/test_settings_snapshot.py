@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import FrozenInstanceError
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from clinic.extensions import db
 from clinic.models._time import utcnow
@@ -53,3 +53,34 @@ def test_the_campaign_in_force_is_a_read_only_copy(app):
     assert campaign.name == "Bring a friend" and campaign.is_running(utcnow())
     with pytest.raises(FrozenInstanceError):
         campaign.name = "changed"  # frozen: a copy shared by every request of the process
+
+
+def test_the_public_pages_read_the_stamp_with_their_own_query_and_see_every_change(app, make_patient):
+    """progress and invitations read the stamp as a column of their first query (settings_read_with)."""
+    from clinic.services.invitations import invitation
+    from clinic.services.progress import progress_page
+
+    patient, token = make_patient(full_name="Wang Li")
+    db.session.commit()
+    statements = []
+
+    def count(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    for read, page in ((progress_page, token), (invitation, patient.personal_code)):
+        with app.test_request_context("/"):
+            event.listen(db.engine, "before_cursor_execute", count)
+            try:
+                assert read(page) is not None
+                assert current_settings().clinic.name != "Renamed Clinic"
+            finally:
+                event.remove(db.engine, "before_cursor_execute", count)
+            reads = [statement for statement in statements if "settings_stamp" in statement]
+            assert len(reads) == 1 and "FROM patients" in reads[0], "the stamp is read with the patient"
+            statements.clear()
+            db.session.rollback()
+            _from_elsewhere("UPDATE clinics SET name = 'Renamed Clinic' WHERE id = 1")
+            assert read(page) is not None
+            assert current_settings().clinic.name == "Renamed Clinic", read.__name__
+            db.session.rollback()
+            _from_elsewhere("UPDATE clinics SET name = 'Test Clinic' WHERE id = 1")

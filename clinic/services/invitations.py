@@ -1,7 +1,7 @@
 """What the invite page at /r/<CODE> shows a friend: who recommends the clinic and the welcome gift.
 
 The page friends reach from every poster and card QR, so it is read as plain rows (models/rows.py)
-with one query, and the campaign from the settings snapshot: no ORM entity on the way.
+with one query (which also reads the settings stamp), and the campaign from the settings snapshot: no ORM entity on the way.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from clinic.services.cards import explain_card
 from clinic.services.clinic_settings import card_friend_reward, current_clinic, friend_reward
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
 from clinic.services.rewards import campaign_in_force
+from clinic.services.settings_snapshot import STAMP_COLUMN, settings_read_with
 
-_REFERRER_BY_PERSONAL_CODE = select(*columns_of(Patient)).where(Patient.personal_code == bindparam("code"))
+# Each with the settings stamp as its last column (settings_snapshot.settings_read_with): one statement fewer.
+_REFERRER_BY_PERSONAL_CODE = select(*columns_of(Patient), STAMP_COLUMN).where(Patient.personal_code == bindparam("code"))
 # A card and its holder (none until the card is activated at discharge), in one query.
-_CARD_AND_HOLDER = (select(*columns_of(Card), *columns_of(Patient))
+_CARD_AND_HOLDER = (select(*columns_of(Card), *columns_of(Patient), STAMP_COLUMN)
                     .outerjoin(Patient, Patient.id == Card.patient_id).where(Card.code == bindparam("code")))
 _CARD_COLUMNS = len(column_keys(Card))
 
@@ -48,16 +50,20 @@ def invitation(raw: str | None) -> Invitation | None:
     card = None
     if parsed.kind is CodeKind.PERSONAL:
         row = connection.execute(_REFERRER_BY_PERSONAL_CODE, {"code": parsed.code}).first()
-        referrer = PatientRow(*row) if row is not None else None
+        if row is None:
+            return None
+        settings_read_with(row[-1])
+        referrer = PatientRow(*row[:-1])
     else:
         row = connection.execute(_CARD_AND_HOLDER, {"code": parsed.code}).first()
         if row is None:
             return None
+        settings_read_with(row[-1])
         card = CardRow(*row[:_CARD_COLUMNS])
         if card.status == CardStatus.REDEEMED.value:
             raise explain_card(card)
         activated = card.status == CardStatus.ACTIVATED.value and card.patient_id is not None
-        referrer = PatientRow(*row[_CARD_COLUMNS:]) if activated else None
+        referrer = PatientRow(*row[_CARD_COLUMNS:-1]) if activated else None
     if referrer is None:
         return None
     campaign = campaign_in_force(for_cards=card is not None)

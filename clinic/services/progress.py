@@ -1,8 +1,8 @@
 """What a patient sees on their private progress page.
 
 Patients open it often from a chat link, so it is read as plain rows (models/rows.py) with three
-queries — the patient, their friends with the referrer's rewards, their vouchers — and the clinic,
-campaign and tiers from the settings snapshot: no ORM entity on the way.
+queries — the patient (with the settings stamp), their friends with the referrer's rewards, their
+vouchers — and the clinic, campaign and tiers from the settings snapshot: no ORM entity on the way.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from clinic.services.clinic_settings import RewardTerms, current_clinic, friend_
 from clinic.services.patients import hash_token
 from clinic.services.privacy import mask_name
 from clinic.services.rewards import campaign_in_force
+from clinic.services.settings_snapshot import STAMP_COLUMN, settings_read_with
 from clinic.services.tiers import TierStatus, tier_status
 
 
@@ -97,7 +98,9 @@ class ProgressPage:
 
 
 # Built once: building a statement costs SQLAlchemy nearly as much as running it.
-_PATIENT_BY_TOKEN_HASH = select(*columns_of(Patient)).where(Patient.progress_token_hash == bindparam("token_hash"))
+# With the settings stamp as its last column (settings_snapshot.settings_read_with): one statement fewer.
+_PATIENT_BY_TOKEN_HASH = select(*columns_of(Patient), STAMP_COLUMN).where(
+    Patient.progress_token_hash == bindparam("token_hash"))
 # Each referral with the friend's names and the referrer's rewards for it (none, one or more rows each).
 _FRIENDS_OF = (select(Referral.id, Referral.status, Referral.created_at, Referral.visited_at, Referral.paid_at,
                       Patient.display_name, Patient.full_name, Reward.kind, Reward.amount, Reward.label,
@@ -140,7 +143,8 @@ def progress_page(token: str) -> ProgressPage | None:
     row = connection.execute(_PATIENT_BY_TOKEN_HASH, {"token_hash": hash_token(token)}).first()
     if row is None:
         return None
-    patient = PatientRow(*row)
+    settings_read_with(row[-1])
+    patient = PatientRow(*row[:-1])
     now = utcnow()
     friends, milestones = _friends(connection, patient.id)
     vouchers = [VoucherRow(*row) for row in connection.execute(_VOUCHERS_OF, {"patient_id": patient.id})]

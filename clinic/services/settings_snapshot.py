@@ -27,6 +27,8 @@ from clinic.models.campaign import CampaignRules
 from clinic.models.rows import CampaignRow, ClinicRow, TierRow, columns_of
 
 _STAMP = select(SettingsStamp.stamp).where(SettingsStamp.id == 1)
+# The stamp as a column of a page's own query: see settings_read_with.
+STAMP_COLUMN = _STAMP.scalar_subquery().label("settings_stamp")
 _CLINIC = select(*columns_of(Clinic)).where(Clinic.id == 1)
 _CAMPAIGNS = select(*columns_of(Campaign)).order_by(Campaign.id.desc())  # newest first: the newest running wins
 _TIERS = select(*columns_of(Tier)).order_by(Tier.min_paid_referrals, Tier.id)  # as tiers.list_tiers
@@ -58,7 +60,23 @@ def current_settings() -> Settings:
     if remembered is not None and remembered[0] is session.get_transaction():
         return remembered[1]
     connection = session.connection()  # begins the session's transaction, as any query would
-    stamp = connection.execute(_STAMP).scalar()
+    return _settings_at(session, connection, connection.execute(_STAMP).scalar())
+
+
+def settings_read_with(stamp: int | None) -> None:
+    """Take the stamp a page read as a column of its own first query (``STAMP_COLUMN``) in this transaction.
+
+    The same check as current_settings' own read, one statement fewer: on PostgreSQL each statement
+    costs the client about 0.4 ms of CPU, and the public pages need only one or two more.
+    """
+    session = db.session()
+    remembered = g.get("settings_snapshot")
+    if remembered is None or remembered[0] is not session.get_transaction():
+        _settings_at(session, session.connection(), stamp)
+
+
+def _settings_at(session, connection, stamp: int | None) -> Settings:
+    """The copy for the stamp read in the session's current transaction, remembered for that transaction."""
     settings = current_app.extensions.get("settings_snapshot")
     if settings is None or stamp is None or settings.stamp != stamp:
         settings = _load(connection, stamp)
