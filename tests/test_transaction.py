@@ -46,3 +46,23 @@ def test_pending_objects_are_flushed_before_the_insert_that_may_refer_to_them(ap
         event = audit.record("test.event", Actor(staff_id=None))
         assert staff.id is not None  # flushed first, as a query would
     assert db.session.get(AuditEvent, event.id) is not None
+
+
+def test_a_read_only_page_reads_without_a_transaction_on_postgresql_and_the_next_action_has_one(app):
+    """read_connection: autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips), returned to the pool as it was."""
+    from clinic.services.transaction import read_connection
+
+    connection = read_connection()
+    if db.engine.dialect.name == "postgresql":
+        assert connection.connection.dbapi_connection.autocommit is True
+    assert read_connection() is connection, "the rest of the page reads on the same connection"
+    db.session.remove()  # the request's end
+    before = db.session.scalar(select(func.count()).select_from(AuditEvent))
+    db.session.remove()
+    with pytest.raises(RuntimeError):
+        with atomic():
+            audit.record("test.event", Actor())
+            raise RuntimeError("fault after the write")
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == before, "the write was rolled back"
+    if db.engine.dialect.name == "postgresql":
+        assert db.session.connection().connection.dbapi_connection.autocommit is False

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 
-from clinic.extensions import db
 from clinic.models import Card, CardStatus, Patient
 from clinic.models.rows import CampaignRow, CardRow, PatientRow, column_keys, columns_of
 from clinic.services.cards import explain_card
@@ -18,6 +17,7 @@ from clinic.services.clinic_settings import card_friend_reward, current_clinic, 
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
 from clinic.services.rewards import campaign_in_force
 from clinic.services.settings_snapshot import STAMP_COLUMN, settings_read_with
+from clinic.services.transaction import read_connection
 
 # Each with the settings stamp as its last column (settings_snapshot.settings_read_with): one statement fewer.
 _REFERRER_BY_PERSONAL_CODE = select(*columns_of(Patient), STAMP_COLUMN).where(Patient.personal_code == bindparam("code"))
@@ -46,7 +46,7 @@ def invitation(raw: str | None) -> Invitation | None:
         parsed = parse_code(raw)
     except InvalidCode:
         return None
-    connection = db.session.connection()
+    connection = read_connection()
     card = None
     if parsed.kind is CodeKind.PERSONAL:
         row = connection.execute(_REFERRER_BY_PERSONAL_CODE, {"code": parsed.code}).first()

@@ -13,7 +13,6 @@ from datetime import datetime
 from flask_babel import pgettext
 from sqlalchemy import bindparam, select
 
-from clinic.extensions import db
 from clinic.i18n import current_language
 from clinic.models import Patient, Referral, ReferralStatus, Reward, RewardStatus, Stage, Voucher, VoucherStatus
 from clinic.models._time import utcnow
@@ -23,6 +22,7 @@ from clinic.services.patients import hash_token
 from clinic.services.privacy import mask_name
 from clinic.services.rewards import campaign_in_force
 from clinic.services.settings_snapshot import STAMP_COLUMN, settings_read_with
+from clinic.services.transaction import read_connection
 from clinic.services.tiers import TierStatus, tier_status
 
 
@@ -139,7 +139,7 @@ def progress_page(token: str) -> ProgressPage | None:
     """The page for a progress token, or None for an unknown or rotated token (same 404)."""
     if not token or len(token) > 128:
         return None
-    connection = db.session.connection()
+    connection = read_connection()
     row = connection.execute(_PATIENT_BY_TOKEN_HASH, {"token_hash": hash_token(token)}).first()
     if row is None:
         return None
