@@ -3,7 +3,7 @@
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from clinic.extensions import db
 
@@ -21,6 +21,39 @@ def test_upgrade_matches_the_models_and_downgrade_removes_everything(app):
     assert "vouchers" in inspect(db.engine).get_table_names()
     with db.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE alembic_version")
+
+
+TRIGGERS = {"sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
+            "postgresql": "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"}
+
+
+EXPECTED_TRIGGERS = {
+    "sqlite": {"audit_events_no_update", "audit_events_no_delete", "clinics_insert_new_settings_stamp",
+               "campaigns_update_new_settings_stamp", "tiers_delete_new_settings_stamp"},
+    "postgresql": {"audit_events_no_update_or_delete", "audit_events_no_truncate", "clinics_new_settings_stamp",
+                   "campaigns_new_settings_stamp", "tiers_new_settings_stamp"},
+}
+
+
+def _trigger_names() -> set[str]:
+    with db.engine.connect() as connection:
+        return set(connection.execute(text(TRIGGERS[db.engine.dialect.name])).scalars())
+
+
+def test_the_migrations_leave_the_same_triggers_as_the_models(app):
+    """The audit log's guards and the settings stamp's triggers live outside the tables' columns, so
+    compare_metadata cannot see them; and on SQLite a batch migration that rebuilds a table drops its
+    triggers silently. A migration that forgets to recreate one fails here."""
+    db.drop_all()
+    upgrade()
+    migrated = _trigger_names()
+    downgrade(revision="base")
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")
+    db.create_all()
+    modelled = _trigger_names()
+    assert EXPECTED_TRIGGERS[db.engine.dialect.name] <= modelled
+    assert migrated == modelled
 
 
 def test_the_reward_rules_migration_back_fills_rewards_and_cap_totals(app):
