@@ -218,7 +218,7 @@ class Browser:
 
     def login(self, email: str, password: str = PASSWORD):
         response = self.post("/login", {"email": email, "password": password})
-        assert response.status_code == 302, response.get_data(as_text=True)
+        assert response.status_code == 303, response.get_data(as_text=True)
         return response
 
 

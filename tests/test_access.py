@@ -58,8 +58,9 @@ def test_every_route_answers_each_visitor_as_the_table_says(app, desk_user, mana
             allowed_answer = sent_to_login
         elif visitor == "front_desk" and needed is Access.MANAGER:
             allowed_answer = response.status_code == 403
-        elif endpoint == "auth.logout":  # logging out does send you to the login page
-            allowed_answer = sent_to_login and browser.get("/desk/").status_code == 302
+        elif endpoint == "auth.logout":  # logging out does send you to the login page (303: see other, by GET)
+            allowed_answer = response.status_code == 303 and "/login" in response.headers.get("Location", "") \
+                and browser.get("/desk/").status_code == 302
         else:  # allowed in: any answer but a refusal (a made-up id may well be a 404)
             allowed_answer = response.status_code not in (401, 403) and not sent_to_login
         if not allowed_answer or response.status_code >= 500:

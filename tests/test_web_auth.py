@@ -17,9 +17,9 @@ STAFF_PAGES = ["/desk/", "/patients/", "/patients/new"]
 
 def test_login_and_logout_are_audited(browser, desk_user):
     response = browser.post("/login", {"email": "DESK@example.com ", "password": PASSWORD})
-    assert response.status_code == 302 and response.headers["Location"].endswith("/desk/")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/desk/")
     assert browser.get("/desk/").status_code == 200
-    assert browser.post("/logout").status_code == 302
+    assert browser.post("/logout").status_code == 303
     assert browser.get("/desk/").status_code == 302
     actions = db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
     assert actions[-2:] == ["login", "logout"]

@@ -44,7 +44,7 @@ def login():
         if staff is not None:
             session.clear()
             login_user(staff)
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(_safe_next(request.args.get("next")), 303)  # 303: the browser GETs the next page
         form.password.errors.append(_("Wrong email or password."))
     status = 422 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form), status
@@ -58,7 +58,7 @@ def language():
         staff_service.set_language(current_user.id, request.form.get("language") or None)
     except Refused as refusal:
         return render_error(refusal.status, refusal.message)
-    return redirect(_safe_next(request.form.get("next")))
+    return redirect(_safe_next(request.form.get("next")), 303)
 
 
 @bp.route("/logout", methods=["POST"])
@@ -68,4 +68,4 @@ def logout():
     logout_user()
     session.clear()
     flash(_("You are logged out."))
-    return redirect(url_for("auth.login"))
+    return redirect(url_for("auth.login"), 303)
