@@ -186,7 +186,7 @@ class Desk:
         page = self.request("GET", "/login")
         answer = self.request("POST", "/login", {**hidden_fields(page.body, ""), "email": self.email,
                                                  "password": PASSWORD})
-        assert answer.status == 302, f"{self.email} could not log in: {answer.status} {answer.body[:500]}"
+        assert answer.status == 303, f"{self.email} could not log in: {answer.status} {answer.body[:500]}"
         desk_page = self.request("GET", "/desk/")
         assert desk_page.status == 200, f"{self.email}: the desk answered {desk_page.status}"
         self.csrf = self.CSRF_META.search(desk_page.body).group(1)
