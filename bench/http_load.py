@@ -41,6 +41,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.liveserver import fresh_postgresql_database, gunicorn, migrate, server_environment  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 WORKERS, THREADS, CONNECTIONS = 2, 2, 16
 PAGE_PATIENTS = 2000
@@ -83,6 +84,7 @@ class Run:
     socket_errors: int
     sent: int
     exhausted: int
+    cpu_ms: float | None = None  # CPU per request of gunicorn, its database processes and wrk (see CpuMeter)
 
     @property
     def rps(self) -> float:
@@ -104,6 +106,69 @@ class BackendResult:
     runs: list[Run] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+class CpuMeter:
+    """CPU time spent serving a run: the gunicorn master and workers, the PostgreSQL backends of the
+    bench's database, and wrk itself, read from /proc before and after.
+
+    ``livez CPU / endpoint CPU`` is the ratio to the ceiling that the CPU alone would allow (all of it is
+    spent on the same cores); a measured ratio well below it means the endpoint waits (a lock, the
+    database's round trips) rather than computes. On a busy machine both fall: other work makes each
+    instruction slower, the heavier endpoints more (measured: progress page 3.8 ms of CPU under a load of 3,
+    about 2.4 ms on an idle machine). The targets are judged on the measured ratio.
+    """
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, port: int, database: str | None):
+        self.marker = f"BIND=127.0.0.1:{port}".encode() + b"\0"
+        self.database = database
+
+    def _server_pids(self) -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if self.marker in (entry / "environ").read_bytes():
+                        pids.append(int(entry.name))
+                except OSError:  # gone, or not ours to read
+                    continue
+        return pids
+
+    def _database_pids(self) -> list[int]:
+        if not self.database:
+            return []
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(POSTGRESQL_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+        try:
+            with engine.connect() as connection:
+                return list(connection.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :name "
+                                                    "AND pid <> pg_backend_pid()"), {"name": self.database}).scalars())
+        finally:
+            engine.dispose()
+
+    def _seconds(self, pids: list[int]) -> dict[int, float]:
+        spent = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            spent[pid] = (int(fields[11]) + int(fields[12])) / self.TICK  # utime, stime
+        return spent
+
+    def start(self) -> None:
+        self.before = self._seconds(self._server_pids() + self._database_pids())
+        self.children_before = sum(os.times()[2:4])
+
+    def stop(self, requests: int) -> float | None:
+        """CPU milliseconds per request since start(); processes that started in between count from zero."""
+        after = self._seconds(self._server_pids() + self._database_pids())
+        spent = sum(seconds - self.before.get(pid, 0.0) for pid, seconds in after.items())
+        spent += sum(os.times()[2:4]) - self.children_before  # wrk, waited for by subprocess.run
+        return 1000 * spent / requests if requests else None
 
 
 def wrk(base_url: str, lines: list[str], mode: str, seconds: float, workdir: Path,
@@ -219,10 +284,12 @@ def check_page(base_url: str, path: str, expected: str, headers: dict | None = N
 
 
 def measure_page(result: BackendResult, label: str, base_url: str, paths: list[str], seconds: float, warmup: float,
-                 workdir: Path) -> Run:
+                 workdir: Path, meter: CpuMeter) -> Run:
     """GET ``paths`` over and over: a warm-up run, then the measured one."""
     wrk(base_url, paths, "cycle", warmup, workdir)
+    meter.start()
     run = Run.from_wrk(label, wrk(base_url, paths, "cycle", seconds, workdir))
+    run.cpu_ms = meter.stop(run.requests)
     if run.non_2xx_3xx or run.socket_errors:
         result.problems.append(f"{label}: {run.non_2xx_3xx} answers not 2xx/3xx, {run.socket_errors} socket errors "
                                f"in {run.requests:,} requests")
@@ -252,17 +319,19 @@ def bench_backend(backend: str, database_url: str, workdir: Path, seconds: float
         result.notes.append(f"{PAGE_PATIENTS:,} patients enrolled in {time.perf_counter() - started:.1f} s")
         log = workdir / "gunicorn.log"
         with gunicorn(env, workers=WORKERS, log=log) as base_url:
+            meter = CpuMeter(int(base_url.rsplit(":", 1)[1]),
+                             None if backend == "sqlite" else make_url(database_url).database)
             code, token = patients[0]
             # The patient's own code, as the page shows it: whatever the wording or language around it.
             check_page(base_url, f"/p/{token}", f"{code[:4]}-{code[4:]}")
             check_page(base_url, f"/r/{code}", "recommends")
             ceiling = measure_page(result, "GET /livez (ceiling)", base_url, ["/livez"] * THREADS, seconds, warmup,
-                                   workdir)
+                                   workdir, meter)
             measure_page(result, "GET /p/<token>", base_url, [f"/p/{token}" for _, token in patients], seconds,
-                         warmup, workdir)
+                         warmup, workdir, meter)
             measure_page(result, "GET /r/<CODE>", base_url, [f"/r/{code}" for code, _ in patients], seconds,
-                         warmup, workdir)
-            bench_redemption(result, seeder, base_url, ceiling, seconds, warmup, workdir)
+                         warmup, workdir, meter)
+            bench_redemption(result, seeder, base_url, ceiling, seconds, warmup, workdir, meter)
         errors = [line for line in log.read_text(errors="replace").splitlines() if "Traceback" in line or "ERROR" in line]
         if errors:
             result.problems.append(f"gunicorn logged {len(errors)} errors, first: {errors[0][:200]} (log: {log})")
@@ -272,7 +341,7 @@ def bench_backend(backend: str, database_url: str, workdir: Path, seconds: float
 
 
 def bench_redemption(result: BackendResult, seeder: Seeder, base_url: str, ceiling: Run, seconds: float,
-                     warmup: float, workdir: Path) -> None:
+                     warmup: float, workdir: Path, meter: CpuMeter) -> None:
     """Redemptions, each with an unused referrer's code; enough codes for the run, counted after it."""
     headers = desk_headers(base_url)
     first = seeder.referrers(1)[0][0]
@@ -285,7 +354,9 @@ def bench_redemption(result: BackendResult, seeder: Seeder, base_url: str, ceili
     needed = int(min(ceiling.rps, 3 * warm.rps) * seconds) + 500
     lines = [seeder.redemption(code) for code, _ in seeder.referrers(needed)]
     before = settled_counts(seeder)
+    meter.start()
     run = Run.from_wrk("POST /desk/redeem", wrk(base_url, lines, "once", seconds, workdir, headers))
+    run.cpu_ms = meter.stop(run.requests)
     after = settled_counts(seeder)
     add_run(result, run)
     created = after["referrals"] - before["referrals"]
@@ -318,7 +389,8 @@ def settled_counts(seeder: Seeder) -> dict[str, int]:
 
 
 def print_table(results: list[BackendResult]) -> bool:
-    header = (f"{'backend':10} {'endpoint':22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'of ceiling':>10}  target")
+    header = (f"{'backend':10} {'endpoint':22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'of ceiling':>10} "
+              f"{'CPU ms':>7} {'CPU ratio':>9}  target")
     print(header)
     print("-" * (len(header) + 30))
     all_passed = True
@@ -337,9 +409,16 @@ def print_table(results: list[BackendResult]) -> bool:
             else:
                 passed = True
             all_passed = all_passed and passed
+            estimate = ceiling.cpu_ms / run.cpu_ms if ceiling and ceiling.cpu_ms and run.cpu_ms else None
             print(f"{result.backend:10} {run.label:22} {run.rps:8,.0f} {run.p50_ms:7.1f} {run.p99_ms:7.1f} "
-                  f"{ratio:>10.1%}  {verdict}" + ("" if passed else "   <<<<<< FAIL"))
+                  f"{ratio:>10.1%} {_figure(run.cpu_ms, '7.2f')} {_figure(estimate, '9.1%')}  {verdict}"
+                  + ("" if passed else "   <<<<<< FAIL"))
     return all_passed
+
+
+def _figure(value: float | None, spec: str) -> str:
+    width = int(spec.split(".")[0])
+    return format(value, spec) if value is not None else "?".rjust(width)
 
 
 def versions() -> str:
@@ -389,6 +468,8 @@ def bench_http(seconds: float = 8, warmup: float = 2, backends: tuple[str, ...] 
     print()
     all_passed = print_table(results)
     print("  req/s over the whole run; p50/p99: wrk's latency percentiles; of ceiling: req/s / GET /livez's req/s")
+    print("  CPU ms: CPU per request of gunicorn, the database's processes and wrk; CPU ratio: GET /livez's CPU ms /")
+    print("  this one's, the ratio the CPU alone allows (well above 'of ceiling': the endpoint waits more than it works)")
     print()
     print("Checks:")
     for result in results:
