@@ -136,3 +136,13 @@ def test_livez_answers_without_touching_the_database(browser, monkeypatch):
     monkeypatch.setattr(db.session, "execute", no_database)
     response = browser.get("/livez")
     assert response.status_code == 200 and response.text == "ok\n"
+
+
+def test_fixed_links_are_built_once_per_script_root(app):
+    """templating.fixed_url remembers a static link, but not across the path prefix a proxy mounts the app at."""
+    from clinic.web.templating import fixed_url
+
+    for prefix in ("", "/clinic", ""):
+        with app.test_request_context("/", base_url=f"http://localhost{prefix}/"):
+            assert fixed_url("static", filename="css/public.css") == f"{prefix}/static/css/public.css"
+            assert fixed_url("public.brand_css", palette=1) == f"{prefix}/brand.css?palette=1"
