@@ -64,6 +64,33 @@ def test_the_progress_page_is_private_and_shows_friends_and_rewards(app, browser
     assert "CN¥200.00 off" in page
 
 
+def test_the_progress_page_reads_friends_and_vouchers_only_when_there_are_some(app, browser, invited, actor):
+    """A patient just given their link (the usual reader) costs one query; one with a friend, three."""
+    from sqlalchemy import event
+
+    from clinic.extensions import db
+
+    patient, token = invited
+    queries = []
+
+    def count(connection, cursor, statement, *args):
+        if not statement.startswith("BEGIN"):  # SQLite's explicit BEGIN (services/transaction.py)
+            queries.append(statement)
+
+    browser.get(f"/p/{token}")  # the process's first read of the settings snapshot takes three queries more
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        assert "Nobody yet" in browser.get(f"/p/{token}").get_data(as_text=True)
+        alone = len(queries)
+        redemption.redeem_code(patient.personal_code, friend(full_name="Lucy Wong"), actor)
+        queries.clear()
+        page = browser.get(f"/p/{token}").get_data(as_text=True)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert alone == 1
+    assert len(queries) == 3 and "Lucy W." in page and "Nobody yet" not in page
+
+
 def test_rotated_and_unknown_progress_tokens_get_the_same_404(browser, invited):
     patient, token = invited
     rotate_progress_link(patient.id, Actor())

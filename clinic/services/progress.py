@@ -1,8 +1,9 @@
 """What a patient sees on their private progress page.
 
-Patients open it often from a chat link, so it is read as plain rows (models/rows.py) with three
-queries — the patient (with the settings stamp), their friends with the referrer's rewards, their
-vouchers — and the clinic, campaign and tiers from the settings snapshot: no ORM entity on the way.
+Patients open it often from a chat link, so it is read as plain rows (models/rows.py) with at most three
+queries — the patient (with the settings stamp, and whether there are friends and vouchers to read), their
+friends with the referrer's rewards, their vouchers — and the clinic, campaign and tiers from the settings
+snapshot: no ORM entity on the way.
 """
 
 from __future__ import annotations
@@ -98,9 +99,15 @@ class ProgressPage:
 
 
 # Built once: building a statement costs SQLAlchemy nearly as much as running it.
-# With the settings stamp as its last column (settings_snapshot.settings_read_with): one statement fewer.
-_PATIENT_BY_TOKEN_HASH = select(*columns_of(Patient), STAMP_COLUMN).where(
-    Patient.progress_token_hash == bindparam("token_hash"))
+# The patient; whether they have referred anyone and hold any voucher (most readers have just been given
+# their link and have neither: then the page takes this one statement); and the settings stamp
+# (settings_snapshot.settings_read_with).
+_PATIENT_BY_TOKEN_HASH = select(
+    *columns_of(Patient),
+    select(Referral.id).where(Referral.referrer_id == Patient.id).exists().label("has_friends"),
+    select(Voucher.id).where(Voucher.patient_id == Patient.id).exists().label("has_vouchers"),
+    STAMP_COLUMN,
+).where(Patient.progress_token_hash == bindparam("token_hash"))
 # Each referral with the friend's names and the referrer's rewards for it (none, one or more rows each).
 _FRIENDS_OF = (select(Referral.id, Referral.status, Referral.created_at, Referral.visited_at, Referral.paid_at,
                       Patient.display_name, Patient.full_name, Reward.kind, Reward.amount, Reward.label,
@@ -143,11 +150,13 @@ def progress_page(token: str) -> ProgressPage | None:
     row = connection.execute(_PATIENT_BY_TOKEN_HASH, {"token_hash": hash_token(token)}).first()
     if row is None:
         return None
-    settings_read_with(row[-1])
-    patient = PatientRow(*row[:-1])
+    *patient_columns, has_friends, has_vouchers, stamp = row
+    settings_read_with(stamp)
+    patient = PatientRow(*patient_columns)
     now = utcnow()
-    friends, milestones = _friends(connection, patient.id)
-    vouchers = [VoucherRow(*row) for row in connection.execute(_VOUCHERS_OF, {"patient_id": patient.id})]
+    friends, milestones = _friends(connection, patient.id) if has_friends else ([], [])
+    vouchers = [VoucherRow(*row) for row in connection.execute(_VOUCHERS_OF, {"patient_id": patient.id})] \
+        if has_vouchers else []
     campaign = campaign_in_force(for_cards=False, now=now)
     currency, language = current_clinic().currency, current_language()
     running = campaign is not None
