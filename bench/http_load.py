@@ -198,6 +198,7 @@ class Seeder:
         self.app = create_app({"SQLALCHEMY_DATABASE_URI": database_url})
         self.patients = 0
         self.friends = 0
+        self.tokens: dict[str, str] = {}  # personal code -> progress token, of every patient enrolled here
 
     def clinic(self) -> None:
         from clinic.models import Role
@@ -226,7 +227,21 @@ class Seeder:
                 result = import_patients(csv.encode(), Actor())
                 enrolled += [(patient.personal_code, patient.progress_token) for patient in result.patients]
             db.session.remove()
+        self.tokens.update(enrolled)
         return enrolled
+
+    def tokens_of_referrers_with_friends(self, count: int) -> list[str]:
+        """Progress tokens of up to ``count`` patients whose code a friend has redeemed (by the redemption run)."""
+        from sqlalchemy import select
+
+        from clinic.extensions import db
+        from clinic.models import Patient, Referral
+
+        with self.app.app_context():
+            codes = db.session.scalars(select(Patient.personal_code).join(Referral, Referral.referrer_id == Patient.id)
+                                       .distinct().limit(count)).all()
+            db.session.remove()
+        return [self.tokens[code] for code in codes if code in self.tokens]
 
     def redemption(self, code: str) -> str:
         """One desk form, as the desk's page posts it: a new friend and a fresh idempotency key."""
@@ -332,6 +347,13 @@ def bench_backend(backend: str, database_url: str, workdir: Path, seconds: float
             measure_page(result, "GET /r/<CODE>", base_url, [f"/r/{code}" for code, _ in patients], seconds,
                          warmup, workdir, meter)
             bench_redemption(result, seeder, base_url, ceiling, seconds, warmup, workdir, meter)
+            # The same page for patients whose code a friend has just redeemed: a friend, a reward and an
+            # active voucher with its QR to show (the page above is a newly enrolled patient's).
+            with_friends = seeder.tokens_of_referrers_with_friends(PAGE_PATIENTS)
+            if with_friends:
+                check_page(base_url, f"/p/{with_friends[0]}", "<svg")  # the voucher QR
+                measure_page(result, "GET /p/<token> friend", base_url, [f"/p/{token}" for token in with_friends],
+                             seconds, warmup, workdir, meter)
         errors = [line for line in log.read_text(errors="replace").splitlines() if "Traceback" in line or "ERROR" in line]
         if errors:
             result.problems.append(f"gunicorn logged {len(errors)} errors, first: {errors[0][:200]} (log: {log})")
