@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.inprocess [--requests 300] [--only redeem] [--backend sqlite|postgresql]
 
+(``friend`` is the progress page of a referrer a friend has come for, which the HTTP benchmark also measures.)
+
 Steadier than the HTTP figures on a shared machine (it counts this process's CPU time, not the wall
 clock), so it is the one to compare two versions of a change with; py-spy or cProfile can wrap it
 (``py-spy record -f raw -o out.txt -- .venv/bin/python -m bench.inprocess --only progress``).
@@ -30,7 +32,7 @@ from tests.liveserver import fresh_postgresql_database, migrate, server_environm
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="measured requests per endpoint")
-    parser.add_argument("--only", choices=("livez", "progress", "invite", "redeem"))
+    parser.add_argument("--only", choices=("livez", "progress", "invite", "redeem", "friend"))
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-inprocess-"))
@@ -62,11 +64,20 @@ def main() -> int:
         form = dict(parse_qsl(seeder.redemption(next(codes)).split("\t", 1)[1]))
         return desk.post("/desk/redeem", data=form, headers={"X-CSRFToken": desk_token, "HX-Request": "true"})
 
+    # "friend": the progress page of referrers whose code a friend redeemed (a friend, a reward, a voucher QR).
+    befriended = []
+    if options.only in (None, "friend"):
+        for code, token in seeder.referrers(50):
+            form = dict(parse_qsl(seeder.redemption(code).split("\t", 1)[1]))
+            desk.post("/desk/redeem", data=form, headers={"X-CSRFToken": desk_token, "HX-Request": "true"})
+            befriended.append(token)
+
     endpoints = {
         "livez": lambda i: anonymous.get("/livez"),
         "progress": lambda i: anonymous.get(f"/p/{patients[i % len(patients)][1]}"),
         "invite": lambda i: anonymous.get(f"/r/{patients[i % len(patients)][0]}"),
         "redeem": redeem,
+        "friend": lambda i: anonymous.get(f"/p/{befriended[i % len(befriended)]}"),
     }
     for name, request in endpoints.items():
         if options.only and name != options.only:
