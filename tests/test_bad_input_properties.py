@@ -462,6 +462,18 @@ SETTINGS = {"name": "港湾口腔 Harbour Dental", "phone": "+86 21 5555 0100", 
             "brand_colour": "#123456", "currency": "CNY", "language": "en", "timezone": "Asia/Shanghai",
             "public_base_url": "https://refer.harbour.example"}
 TIER_FIELDS = {"name": text, "min_paid_referrals": numbers, "window_months": numbers, "privileges": text}
+
+
+def _new_tier() -> dict:
+    """A tier no other tier clashes with: edit_tier's random forms, tried first, may have taken any small
+    threshold (two tiers cannot start at the same count), which once made this baseline a 422."""
+    from clinic.services.tiers import list_tiers
+
+    taken = list_tiers()
+    threshold = next(n for n in itertools.count(5) if n not in {tier.min_paid_referrals for tier in taken})
+    name = next(f"Gold {n}" for n in itertools.count(threshold) if f"Gold {n}" not in {tier.name for tier in taken})
+    return {"name": name, "min_paid_referrals": str(threshold), "window_months": "12",
+            "privileges": "Free parking\nA gift"}
 BRANCH_FIELDS = {"name": text, "address": text}
 
 ROUTES: dict[str, Route] = {
@@ -507,8 +519,7 @@ ROUTES: dict[str, Route] = {
     "reviews.decide": Route({"decision": choices(["approve", "reject"]), "reason": text},
                             {"decision": "reject", "reason": "Not eligible"},
                             ids=lambda w: {"review_id": w.new_review()}),
-    "honours.tiers": Route(TIER_FIELDS, {"name": "Gold", "min_paid_referrals": "5", "window_months": "12",
-                                         "privileges": "Free parking\nA gift"}),
+    "honours.tiers": Route(TIER_FIELDS, lambda w: _new_tier()),
     "honours.edit_tier": Route(TIER_FIELDS, {"name": "Silver", "min_paid_referrals": "4", "window_months": "6",
                                              "privileges": ""}),
     "reports.create_branch": Route(BRANCH_FIELDS, {"name": "Harbour", "address": "1 Harbour Road"}),
