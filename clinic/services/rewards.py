@@ -10,7 +10,7 @@ many simultaneous redemptions exactly as many pass as there are places left.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
 from sqlalchemy import bindparam, select, update
@@ -20,6 +20,7 @@ from clinic.extensions import db
 from clinic.models import (
     Campaign,
     CampaignMonthCount,
+    Patient,
     Referral,
     ReferrerYearTotal,
     ReviewRequest,
@@ -28,14 +29,15 @@ from clinic.models import (
     RewardStatus,
     Stage,
     Voucher,
+    VoucherStatus,
 )
 from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.clinic_settings import RewardTerms, clinic_local, current_clinic
 from clinic.services.errors import Refused
 from clinic.services.settings_snapshot import CampaignRow, current_settings
-from clinic.services.transaction import Actor, insert_ignoring_duplicates, insert_row
-from clinic.services.vouchers import new_voucher, record_issued
+from clinic.services.transaction import Actor, insert_ignoring_duplicates, insert_row, insert_rows
+from clinic.services.vouchers import issued_audit_event, new_voucher, record_issued, unused_bearer_codes
 
 STAGES = tuple(stage.value for stage in Stage)
 STAGE_ORDER = {Stage.REDEMPTION.value: 0, Stage.VISIT.value: 1, Stage.PAYMENT.value: 2}
@@ -135,6 +137,55 @@ def promise_rewards(referral: Referral, referrer_terms: RewardTerms, friend_term
                               valid_days=campaign.voucher_valid_days))
             for beneficiary, patient_id, terms in (("referrer", referral.referrer_id, referrer_terms),
                                                    ("friend", referral.friend_id, friend_terms))]
+
+
+def reward_redemption(referral: Referral, referrer: Patient, friend: Patient, referrer_terms: RewardTerms,
+                      friend_terms: RewardTerms, campaign: Campaign, actor: Actor,
+                      now: datetime) -> tuple[list[Reward], list[tuple[Voucher, Patient]], list[tuple[str, dict]]]:
+    """Promise both sides' rewards and pay those due at redemption, inside the redemption's transaction.
+
+    What :func:`promise_rewards` and :func:`pay_due_rewards` do for a new referral, in as few statements
+    as a redemption allows: the referrer's cap first, then one INSERT for the new codes, one for the
+    vouchers and one for the rewards, written already issued (or held for review). Returns the rewards
+    (referrer's first), the vouchers issued with their holders, and the audit events for the caller to
+    record with its own (``audit.record_all``).
+    """
+    currency = current_clinic().currency
+    rewards, due, audited = [], [], []
+    for beneficiary, patient, terms in (("referrer", referrer, referrer_terms), ("friend", friend, friend_terms)):
+        reward = Reward(referral_id=referral.id, patient_id=patient.id, beneficiary=beneficiary, kind=terms.kind,
+                        amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
+                        valid_days=campaign.voucher_valid_days, status=RewardStatus.PENDING.value, voucher_id=None)
+        rewards.append(reward)
+        if STAGE_ORDER[terms.stage] > STAGE_ORDER[Stage.REDEMPTION.value]:
+            continue
+        value = terms.amount if terms.kind == RewardKind.MONEY.value else 0
+        if beneficiary == "referrer" and not _take_cap_slot(patient.id, value, campaign, now, force=False):
+            reward.status = RewardStatus.REVIEW.value
+            audited.append(("reward.held_for_review", dict(patient_id=patient.id, referral_id=referral.id,
+                                                           reason_text="yearly cap reached")))
+            continue
+        due.append((reward, patient))
+    vouchers = insert_rows([Voucher(code=code, patient_id=patient.id, referral_id=referral.id,
+                                    beneficiary=reward.beneficiary, kind=reward.kind, amount=reward.amount,
+                                    label=reward.label, currency=currency, status=VoucherStatus.ACTIVE.value,
+                                    issued_at=now, expires_at=now + timedelta(days=reward.valid_days))
+                            for (reward, patient), code in zip(due, unused_bearer_codes(len(due)))], match_on="code")
+    for (reward, _patient), voucher in zip(due, vouchers):
+        reward.status, reward.voucher_id = RewardStatus.ISSUED.value, voucher.id
+    insert_rows(rewards, match_on="beneficiary")
+    issued = []
+    for (reward, patient), voucher in zip(due, vouchers):
+        # Also keeps the voucher in the session for the caller's answer (the identity map is weak).
+        set_committed_value(reward, "voucher", voucher)
+        audited.append(issued_audit_event(voucher, patient))
+        issued.append((voucher, patient))
+    for reward in rewards:
+        if reward.status == RewardStatus.REVIEW.value:
+            db.session.add(ReviewRequest(kind="over_cap", reward_id=reward.id, referrer_id=reward.patient_id,
+                                         created_by_id=actor.staff_id, branch_id=actor.branch_id,
+                                         details={"referral_id": referral.id}))
+    return rewards, issued, audited
 
 
 def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetime | None = None, *,
