@@ -13,7 +13,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
@@ -100,20 +101,51 @@ def _cap_slot_statement(count_capped: bool, value_capped: bool):
                             rewarded_value=_YEAR_TOTALS.c.rewarded_value + bindparam("value"))
 
 
-# (count capped, value capped) -> statement
+def _count_reward_statement(dialect: str, count_capped: bool, value_capped: bool):
+    """The same in one statement: INSERT the referrer's first reward of the year, or count it on their row if the
+    caps allow (ON CONFLICT … DO UPDATE … WHERE; a row left alone returns nothing). Only for a reward the caps
+    would allow as the year's first: the INSERT itself checks nothing.
+
+    The database still decides: PostgreSQL locks the conflicting row and checks the caps on its latest version.
+    """
+    condition = []
+    if count_capped:
+        condition.append(_YEAR_TOTALS.c.rewarded_count < bindparam("cap_count"))
+    if value_capped:
+        condition.append(_YEAR_TOTALS.c.rewarded_value + bindparam("value") <= bindparam("cap_value"))
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(_YEAR_TOTALS).values(
+        referrer_id=bindparam("counted_referrer"), year=bindparam("counted_year"), rewarded_count=1,
+        rewarded_value=bindparam("value"))
+    return statement.on_conflict_do_update(
+        index_elements=[_YEAR_TOTALS.c.referrer_id, _YEAR_TOTALS.c.year],
+        set_={"rewarded_count": _YEAR_TOTALS.c.rewarded_count + 1,
+              "rewarded_value": _YEAR_TOTALS.c.rewarded_value + bindparam("value")},
+        where=and_(*condition) if condition else None).returning(_YEAR_TOTALS.c.referrer_id)
+
+
+# (count capped, value capped) -> statement; (dialect, count capped, value capped) -> statement
 _TAKE_CAP_SLOT = {(count, value): _cap_slot_statement(count, value) for count in (False, True) for value in (False, True)}
+_COUNT_REWARD = {(dialect, count, value): _count_reward_statement(dialect, count, value)
+                 for dialect in ("sqlite", "postgresql") for count in (False, True) for value in (False, True)}
 
 
 def _take_cap_slot(referrer_id: int, value: int, campaign: Campaign, now: datetime, *, force: bool) -> bool:
     """Count one rewarded referral (and its value) against the referrer's yearly caps, if they allow it."""
     year = clinic_local(now).year
-    insert_ignoring_duplicates(ReferrerYearTotal, {"referrer_id": referrer_id, "year": year,
-                                                  "rewarded_count": 0, "rewarded_value": 0})
     count_capped = not force and campaign.cap_referrals_per_year is not None
     value_capped = not force and campaign.cap_value_per_year is not None
-    return db.session.execute(_TAKE_CAP_SLOT[count_capped, value_capped], {
-        "counted_referrer": referrer_id, "counted_year": year, "value": value,
-        "cap_count": campaign.cap_referrals_per_year, "cap_value": campaign.cap_value_per_year}).rowcount == 1
+    parameters = {"counted_referrer": referrer_id, "counted_year": year, "value": value,
+                  "cap_count": campaign.cap_referrals_per_year, "cap_value": campaign.cap_value_per_year}
+    connection = db.session.connection()
+    first_allowed = ((not count_capped or campaign.cap_referrals_per_year >= 1)
+                     and (not value_capped or value <= campaign.cap_value_per_year))
+    if first_allowed:
+        statement = _COUNT_REWARD[connection.dialect.name, count_capped, value_capped]
+        return connection.execute(statement, parameters).first() is not None
+    # The row exists before the conditional UPDATE locks it.
+    insert_ignoring_duplicates(ReferrerYearTotal, {"referrer_id": referrer_id, "year": year,
+                                                  "rewarded_count": 0, "rewarded_value": 0})
+    return connection.execute(_TAKE_CAP_SLOT[count_capped, value_capped], parameters).rowcount == 1
 
 
 def release_cap_slot(reward: Reward) -> None:
