@@ -168,7 +168,8 @@ def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
                 offer = _offer_for(parsed)
                 return _redeem(offer, details, actor, key, request_fingerprint)
         except IntegrityError:
-            # Lost a race to a concurrent twin: replay its result, or say who already exists.
+            # A unique index refused a row: a concurrent twin won (replay its result), or the friend is already a
+            # patient (the phone or record number INSERT says so: say who exists).
             replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
             if replayed is not None:
                 return _result_for(replayed)
@@ -202,8 +203,8 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
         set_committed_value(offer.card, "redeemed_at", redeemed_at)
     referrer, campaign = offer.referrer, offer.campaign
     _refuse_self_referral(referrer, details)
-    # A patient already holding the phone or record number makes this INSERT fail (IntegrityError): redeem_code
-    # then says who exists. Before the quota, as when that was a query: an existing patient is told so first.
+    # A patient already holding the phone or record number makes this INSERT fail (IntegrityError), and redeem_code
+    # says who exists. It comes before the quota, so an existing patient hears that rather than "quota full".
     friend, token = add_patient(details, actor, referred_by=referrer)
     now = utcnow()
     take_quota_place(campaign, now)

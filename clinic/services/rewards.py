@@ -220,21 +220,13 @@ def reward_redemption(referral: Referral, referrer: Patient, friend: Patient, re
     return rewards, issued, audited
 
 
-def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetime | None = None, *,
-                    rewards: list[Reward] | None = None) -> list[Reward]:
-    """Pay every pending reward of this referral whose stage is now reached (inside the caller's transaction).
-
-    ``rewards``: all of the referral's rewards, when the caller holds them (a redemption has just promised them).
-    """
+def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetime | None = None) -> list[Reward]:
+    """Pay every pending reward of this referral whose stage is now reached (inside the caller's transaction)."""
     now = now or utcnow()
     campaign = db.session.get(Campaign, referral.campaign_id)
-    if rewards is None:
-        due = db.session.scalars(select(Reward).where(Reward.referral_id == referral.id,
-                                                      Reward.status == RewardStatus.PENDING.value)
-                                 .order_by(Reward.id)).all()
-    else:
-        due = sorted((reward for reward in rewards if reward.status == RewardStatus.PENDING.value),
-                     key=lambda reward: reward.id)
+    due = db.session.scalars(select(Reward).where(Reward.referral_id == referral.id,
+                                                  Reward.status == RewardStatus.PENDING.value)
+                             .order_by(Reward.id)).all()
     paid, issued = [], []
     for reward in due:
         if STAGE_ORDER[reward.stage] <= STAGE_ORDER[reached]:
