@@ -9,7 +9,7 @@ from sqlalchemy import select
 from clinic.extensions import db
 from clinic.models import AuditEvent, Campaign, Patient, Referral, Voucher
 from clinic.models._time import utcnow
-from clinic.services import codes, redemption, rewards, vouchers
+from clinic.services import audit, codes, redemption, vouchers
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import counts, friend
@@ -97,23 +97,23 @@ def test_campaign_ended_refuses(referrer, actor):
 
 
 def test_a_fault_after_the_first_write_leaves_nothing_behind(referrer, actor, monkeypatch):
-    real_record = rewards.record_issued
+    real_record_all = audit.record_all
     calls = []
 
-    def record_then_fail(voucher, *args, **kwargs):
-        real_record(voucher, *args, **kwargs)  # the vouchers are written and the first one audited...
-        calls.append(db.session.get(Voucher, voucher.id))
+    def record_then_fail(*args, **kwargs):
+        real_record_all(*args, **kwargs)  # the vouchers are written and the events audited...
+        calls.append(db.session.scalars(select(Voucher)).all())
         raise RuntimeError("disk unplugged")  # ...then the process fails
 
-    monkeypatch.setattr(rewards, "record_issued", record_then_fail)
+    monkeypatch.setattr(audit, "record_all", record_then_fail)
     before = counts()
     with pytest.raises(RuntimeError):
         redemption.redeem_code(referrer.personal_code, friend(), actor)
-    assert calls and calls[0] is not None, "the fault must come after rows were written"
+    assert calls and len(calls[0]) == 2, "the fault must come after rows were written"
     assert counts() == before
     assert db.session.scalar(select(Patient).where(Patient.phone == "13933334444")) is None
 
-    monkeypatch.setattr(rewards, "record_issued", real_record)
+    monkeypatch.setattr(audit, "record_all", real_record_all)
     result = redemption.redeem_code(referrer.personal_code, friend(), actor)
     assert len(result.vouchers) == 2
 

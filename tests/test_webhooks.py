@@ -511,7 +511,7 @@ def test_nothing_is_written_when_the_business_transaction_rolls_back(hooks, rece
         raise RuntimeError("the disk is full")
 
     # referral.redeemed is emitted before the vouchers: a failure after it takes the event down too.
-    monkeypatch.setattr(redemption, "pay_due_rewards", broken)
+    monkeypatch.setattr(redemption, "reward_redemption", broken)
     with pytest.raises(RuntimeError):
         redemption.redeem_code(referrer.personal_code, friend("Liu Yang", "13900009999"), actor)
     assert outbox_count() == written + 1

@@ -17,18 +17,37 @@ def record(action: str, actor: Actor, *, outcome: str = "ok", reason: str | None
     Written at once, by one INSERT, rather than left to the session's flush: a redemption records
     several, and the flush costs more than the statements.
     """
-    return insert_row(AuditEvent(
-        action=action,
-        outcome=outcome,
-        reason=reason,
-        staff_id=actor.staff_id,
-        branch_id=actor.branch_id,
-        ip=actor.ip,
-        patient_id=patient_id,
-        voucher_id=voucher_id,
-        referral_id=referral_id,
-        details={key: value for key, value in {**details, "api_token": actor.api_token}.items() if value is not None},
-    ))
+    return insert_row(AuditEvent(**_event_values(action, actor, outcome=outcome, reason=reason, patient_id=patient_id,
+                                                 voucher_id=voucher_id, referral_id=referral_id, **details)))
+
+
+_INSERT_EVENTS = insert(AuditEvent.__table__)
+
+
+def record_all(actor: Actor, events: list[tuple[str, dict]]) -> None:
+    """Several events of one action, each ``(action, keyword arguments of record())``, written in order by one INSERT.
+
+    For an action that records several at once (a redemption: itself and each voucher it issued).
+    """
+    db.session.connection().execute(_INSERT_EVENTS, [_event_values(action, actor, **arguments)
+                                                     for action, arguments in events])
+
+
+def _event_values(action: str, actor: Actor, *, outcome: str = "ok", reason: str | None = None,
+                  patient_id: int | None = None, voucher_id: int | None = None, referral_id: int | None = None,
+                  **details) -> dict:
+    return {
+        "action": action,
+        "outcome": outcome,
+        "reason": reason,
+        "staff_id": actor.staff_id,
+        "branch_id": actor.branch_id,
+        "ip": actor.ip,
+        "patient_id": patient_id,
+        "voucher_id": voucher_id,
+        "referral_id": referral_id,
+        "details": {key: value for key, value in {**details, "api_token": actor.api_token}.items() if value is not None},
+    }
 
 
 def record_for_each_patient(action: str, actor: Actor, patient_ids: list[int], **details) -> None:

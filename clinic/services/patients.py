@@ -22,7 +22,7 @@ from clinic.services import audit
 from clinic.services.codes import InvalidCode, generate_personal_code, normalize_code, parse_code, CodeKind
 from clinic.services.errors import Refused
 from clinic.services.text import CONTROL_CHARACTERS, clean_text
-from clinic.services.transaction import Actor, atomic, insert_row
+from clinic.services.transaction import Actor, atomic, insert_row_unless_taken
 
 _PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
 MIN_PHONE_DIGITS = 6
@@ -148,8 +148,7 @@ def new_progress_token() -> tuple[str, str]:
     return token, hash_token(token)
 
 
-# Built once: a redemption asks both, and building a statement costs SQLAlchemy about as much as running it.
-_PERSONAL_CODE_TAKEN = select(Patient.id).where(Patient.personal_code == bindparam("code"))
+# Built once: building a statement costs SQLAlchemy about as much as running it.
 # (by phone, by record number) -> the query for a patient holding either
 _EXISTING = {
     (True, False): select(Patient).where(Patient.phone == bindparam("phone")).limit(1),
@@ -157,14 +156,6 @@ _EXISTING = {
     (True, True): select(Patient).where(or_(Patient.phone == bindparam("phone"),
                                             Patient.external_id == bindparam("external_id"))).limit(1),
 }
-
-
-def unused_personal_code() -> str:
-    """A personal code nobody holds yet (collisions are rare: 32^7 possible bodies)."""
-    while True:
-        code = generate_personal_code()
-        if db.session.scalar(_PERSONAL_CODE_TAKEN, {"code": code}) is None:
-            return code
 
 
 def find_existing(details: PatientDetails) -> Patient | None:
@@ -183,24 +174,31 @@ def existing_patient_refusal(existing: Patient, details: PatientDetails) -> Refu
 
 
 def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient | None = None) -> tuple[Patient, str]:
-    """Create the patient row inside the caller's transaction; returns it with its progress token."""
+    """Create the patient row inside the caller's transaction; returns it with its progress token.
+
+    The new personal code is checked by the INSERT itself (nothing written if a patient holds it: another is
+    drawn); a patient already holding the phone or record number makes it fail with IntegrityError.
+    """
     token, token_hash = new_progress_token()
-    patient = insert_row(Patient(
-        full_name=details.full_name,
-        display_name=details.display_name,
-        phone=details.phone,
-        external_id=details.external_id,
-        name_on_posters=details.name_on_posters,
-        preferred_channel=details.preferred_channel,
-        preferred_language=details.preferred_language,
-        notification_consent=details.notification_consent,
-        notification_consent_at=utcnow() if details.notification_consent else None,
-        personal_code=unused_personal_code(),
-        progress_token_hash=token_hash,
-        referred_by_id=referred_by.id if referred_by else None,
-        enrolled_by_id=actor.staff_id,
-        branch_id=actor.branch_id,
-    ))
+    while True:
+        patient = insert_row_unless_taken(Patient(
+            full_name=details.full_name,
+            display_name=details.display_name,
+            phone=details.phone,
+            external_id=details.external_id,
+            name_on_posters=details.name_on_posters,
+            preferred_channel=details.preferred_channel,
+            preferred_language=details.preferred_language,
+            notification_consent=details.notification_consent,
+            notification_consent_at=utcnow() if details.notification_consent else None,
+            personal_code=generate_personal_code(),
+            progress_token_hash=token_hash,
+            referred_by_id=referred_by.id if referred_by else None,
+            enrolled_by_id=actor.staff_id,
+            branch_id=actor.branch_id,
+        ), "personal_code")
+        if patient is not None:
+            break
     set_committed_value(patient, "referred_by", referred_by)
     return patient, token
 

@@ -27,21 +27,19 @@ def qr_svg(data: str, *, scale: int = 4, title: str | None = None) -> Markup:
     Each row's runs of dark modules are one stroked line of the path, in module units.
     """
     modules = qr_modules(data)
-    size = modules.shape[0] + 2 * QUIET_ZONE
-    # Each row with a light module either side, so that every run has a start and an end (np.pad does the
-    # same at five times the cost for arrays this small; a progress page draws one QR per active voucher).
-    padded = np.zeros((modules.shape[0], modules.shape[1] + 2), dtype=np.int8)
+    count = modules.shape[0]
+    size = count + 2 * QUIET_ZONE
+    padded = np.zeros((count, count + 2), dtype=np.int8)
     padded[:, 1:-1] = modules
     edges = np.diff(padded, axis=1)
     rows, starts = np.nonzero(edges == 1)
     ends = np.nonzero(edges == -1)[1]
-    path, x, y = [], 0, None
-    for row, start, end in zip(rows.tolist(), starts.tolist(), ends.tolist()):
-        if y is None:
-            path.append(f"M{start + QUIET_ZONE} {row + QUIET_ZONE}.5h{end - start}")
-        else:
-            path.append(f"m{start + QUIET_ZONE - x} {row + QUIET_ZONE - y}h{end - start}")
-        x, y = end + QUIET_ZONE, row + QUIET_ZONE
+    lengths = (ends - starts).tolist()
+    # Worked out for all runs at once, not run by run (a receipt draws three codes): the first run is placed,
+    # each next one moved to from the end of the one before.
+    moves = zip((starts[1:] - ends[:-1]).tolist(), (rows[1:] - rows[:-1]).tolist(), lengths[1:])
+    path = [f"M{starts[0] + QUIET_ZONE} {rows[0] + QUIET_ZONE}.5h{lengths[0]}", *map("m%d %dh%d".__mod__, moves)] \
+        if lengths else []
     title_element = f"<title>{escape(title)}</title>" if title else ""
     return Markup(f'<svg viewBox="0 0 {size * scale} {size * scale}" class="qr">{title_element}'
                   f'<g transform="scale({scale})"><path fill="#fff" d="M0 0h{size}v{size}h-{size}z"/>'

@@ -18,7 +18,7 @@ from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
-from clinic.models import Campaign, Card, CardStatus, Patient, Referral, Reward, Stage, Voucher
+from clinic.models import Campaign, Card, CardStatus, Patient, Referral, Reward, Voucher
 from clinic.models._time import utcnow
 from clinic.services import audit, events, idempotency
 from clinic.services.cards import explain_card, find_card_by_code
@@ -40,7 +40,7 @@ from clinic.services.patients import (
     patient_by_personal_code,
 )
 from clinic.services.transaction import Actor, atomic, insert_row
-from clinic.services.rewards import campaign_in_force, pay_due_rewards, promise_rewards, take_quota_place
+from clinic.services.rewards import campaign_in_force, reward_redemption, take_quota_place
 from clinic.services.vouchers import find_voucher
 
 
@@ -168,7 +168,8 @@ def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
                 offer = _offer_for(parsed)
                 return _redeem(offer, details, actor, key, request_fingerprint)
         except IntegrityError:
-            # Lost a race to a concurrent twin: replay its result, or say who already exists.
+            # A unique index refused a row: a concurrent twin won (replay its result), or the friend is already a
+            # patient (the phone or record number INSERT says so: say who exists).
             replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
             if replayed is not None:
                 return _result_for(replayed)
@@ -202,25 +203,27 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
         set_committed_value(offer.card, "redeemed_at", redeemed_at)
     referrer, campaign = offer.referrer, offer.campaign
     _refuse_self_referral(referrer, details)
-    existing = find_existing(details)
-    if existing is not None:
-        raise existing_patient_refusal(existing, details)
-    take_quota_place(campaign, utcnow())
+    # A patient already holding the phone or record number makes this INSERT fail (IntegrityError), and redeem_code
+    # says who exists. It comes before the quota, so an existing patient hears that rather than "quota full".
     friend, token = add_patient(details, actor, referred_by=referrer)
+    now = utcnow()
+    take_quota_place(campaign, now)
     referral = insert_row(Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
                                    code_used=offer.code.code, staff_id=actor.staff_id, branch_id=actor.branch_id,
                                    card_id=offer.card.id if offer.card else None))
     set_committed_value(referral, "referrer", referrer)
     set_committed_value(referral, "friend", friend)
     set_committed_value(referral, "card", offer.card)
-    audit.record("redemption", actor, patient_id=friend.id, referral_id=referral.id,
-                 code=offer.code.code, referrer_id=referrer.id, campaign_id=campaign.id,
-                 card=offer.card.serial if offer.card else None)
     events.referral_redeemed(referral)
-    rewards = promise_rewards(referral, offer.referrer_reward, offer.friend_reward, campaign, actor)
-    paid = pay_due_rewards(referral, Stage.REDEMPTION.value, actor, rewards=rewards)
+    rewards, issued, audited = reward_redemption(referral, referrer, friend, offer.referrer_reward,
+                                                 offer.friend_reward, campaign, actor, now)
+    for voucher, holder in issued:
+        events.voucher_issued(voucher, holder)
+    audit.record_all(actor, [("redemption", dict(patient_id=friend.id, referral_id=referral.id, code=offer.code.code,
+                                                 referrer_id=referrer.id, campaign_id=campaign.id,
+                                                 card=offer.card.serial if offer.card else None)), *audited])
     # A new referral has exactly these rewards and vouchers: the receipt needs not read them back.
-    vouchers = sorted((reward.voucher for reward in paid if reward.voucher is not None), key=lambda voucher: voucher.id)
+    vouchers = sorted((voucher for voucher, _holder in issued), key=lambda voucher: voucher.id)
     set_committed_value(referral, "rewards", sorted(rewards, key=lambda reward: reward.id))
     set_committed_value(referral, "vouchers", vouchers)
     idempotency.record_result(key, referral.id)

@@ -10,16 +10,18 @@ many simultaneous redemptions exactly as many pass as there are places left.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
 from clinic.models import (
     Campaign,
     CampaignMonthCount,
+    Patient,
     Referral,
     ReferrerYearTotal,
     ReviewRequest,
@@ -28,14 +30,15 @@ from clinic.models import (
     RewardStatus,
     Stage,
     Voucher,
+    VoucherStatus,
 )
 from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.clinic_settings import RewardTerms, clinic_local, current_clinic
 from clinic.services.errors import Refused
 from clinic.services.settings_snapshot import CampaignRow, current_settings
-from clinic.services.transaction import Actor, insert_ignoring_duplicates, insert_row
-from clinic.services.vouchers import new_voucher, record_issued
+from clinic.services.transaction import Actor, insert_ignoring_duplicates, insert_row, insert_rows
+from clinic.services.vouchers import issued_audit_event, new_voucher, record_issued, unused_bearer_codes
 
 STAGES = tuple(stage.value for stage in Stage)
 STAGE_ORDER = {Stage.REDEMPTION.value: 0, Stage.VISIT.value: 1, Stage.PAYMENT.value: 2}
@@ -98,20 +101,51 @@ def _cap_slot_statement(count_capped: bool, value_capped: bool):
                             rewarded_value=_YEAR_TOTALS.c.rewarded_value + bindparam("value"))
 
 
-# (count capped, value capped) -> statement
+def _count_reward_statement(dialect: str, count_capped: bool, value_capped: bool):
+    """The same in one statement: INSERT the referrer's first reward of the year, or count it on their row if the
+    caps allow (ON CONFLICT … DO UPDATE … WHERE; a row left alone returns nothing). Only for a reward the caps
+    would allow as the year's first: the INSERT itself checks nothing.
+
+    The database still decides: PostgreSQL locks the conflicting row and checks the caps on its latest version.
+    """
+    condition = []
+    if count_capped:
+        condition.append(_YEAR_TOTALS.c.rewarded_count < bindparam("cap_count"))
+    if value_capped:
+        condition.append(_YEAR_TOTALS.c.rewarded_value + bindparam("value") <= bindparam("cap_value"))
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(_YEAR_TOTALS).values(
+        referrer_id=bindparam("counted_referrer"), year=bindparam("counted_year"), rewarded_count=1,
+        rewarded_value=bindparam("value"))
+    return statement.on_conflict_do_update(
+        index_elements=[_YEAR_TOTALS.c.referrer_id, _YEAR_TOTALS.c.year],
+        set_={"rewarded_count": _YEAR_TOTALS.c.rewarded_count + 1,
+              "rewarded_value": _YEAR_TOTALS.c.rewarded_value + bindparam("value")},
+        where=and_(*condition) if condition else None).returning(_YEAR_TOTALS.c.referrer_id)
+
+
+# (count capped, value capped) -> statement; (dialect, count capped, value capped) -> statement
 _TAKE_CAP_SLOT = {(count, value): _cap_slot_statement(count, value) for count in (False, True) for value in (False, True)}
+_COUNT_REWARD = {(dialect, count, value): _count_reward_statement(dialect, count, value)
+                 for dialect in ("sqlite", "postgresql") for count in (False, True) for value in (False, True)}
 
 
 def _take_cap_slot(referrer_id: int, value: int, campaign: Campaign, now: datetime, *, force: bool) -> bool:
     """Count one rewarded referral (and its value) against the referrer's yearly caps, if they allow it."""
     year = clinic_local(now).year
-    insert_ignoring_duplicates(ReferrerYearTotal, {"referrer_id": referrer_id, "year": year,
-                                                  "rewarded_count": 0, "rewarded_value": 0})
     count_capped = not force and campaign.cap_referrals_per_year is not None
     value_capped = not force and campaign.cap_value_per_year is not None
-    return db.session.execute(_TAKE_CAP_SLOT[count_capped, value_capped], {
-        "counted_referrer": referrer_id, "counted_year": year, "value": value,
-        "cap_count": campaign.cap_referrals_per_year, "cap_value": campaign.cap_value_per_year}).rowcount == 1
+    parameters = {"counted_referrer": referrer_id, "counted_year": year, "value": value,
+                  "cap_count": campaign.cap_referrals_per_year, "cap_value": campaign.cap_value_per_year}
+    connection = db.session.connection()
+    first_allowed = ((not count_capped or campaign.cap_referrals_per_year >= 1)
+                     and (not value_capped or value <= campaign.cap_value_per_year))
+    if first_allowed:
+        statement = _COUNT_REWARD[connection.dialect.name, count_capped, value_capped]
+        return connection.execute(statement, parameters).first() is not None
+    # The row exists before the conditional UPDATE locks it.
+    insert_ignoring_duplicates(ReferrerYearTotal, {"referrer_id": referrer_id, "year": year,
+                                                  "rewarded_count": 0, "rewarded_value": 0})
+    return connection.execute(_TAKE_CAP_SLOT[count_capped, value_capped], parameters).rowcount == 1
 
 
 def release_cap_slot(reward: Reward) -> None:
@@ -137,21 +171,62 @@ def promise_rewards(referral: Referral, referrer_terms: RewardTerms, friend_term
                                                    ("friend", referral.friend_id, friend_terms))]
 
 
-def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetime | None = None, *,
-                    rewards: list[Reward] | None = None) -> list[Reward]:
-    """Pay every pending reward of this referral whose stage is now reached (inside the caller's transaction).
+def reward_redemption(referral: Referral, referrer: Patient, friend: Patient, referrer_terms: RewardTerms,
+                      friend_terms: RewardTerms, campaign: Campaign, actor: Actor,
+                      now: datetime) -> tuple[list[Reward], list[tuple[Voucher, Patient]], list[tuple[str, dict]]]:
+    """Promise both sides' rewards and pay those due at redemption, inside the redemption's transaction.
 
-    ``rewards``: all of the referral's rewards, when the caller holds them (a redemption has just promised them).
+    What :func:`promise_rewards` and :func:`pay_due_rewards` do for a new referral, in as few statements
+    as a redemption allows: the referrer's cap first, then one INSERT for the new codes, one for the
+    vouchers and one for the rewards, written already issued (or held for review). Returns the rewards
+    (referrer's first), the vouchers issued with their holders, and the audit events for the caller to
+    record with its own (``audit.record_all``).
     """
+    currency = current_clinic().currency
+    rewards, due, audited = [], [], []
+    for beneficiary, patient, terms in (("referrer", referrer, referrer_terms), ("friend", friend, friend_terms)):
+        reward = Reward(referral_id=referral.id, patient_id=patient.id, beneficiary=beneficiary, kind=terms.kind,
+                        amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
+                        valid_days=campaign.voucher_valid_days, status=RewardStatus.PENDING.value, voucher_id=None)
+        rewards.append(reward)
+        if STAGE_ORDER[terms.stage] > STAGE_ORDER[Stage.REDEMPTION.value]:
+            continue
+        value = terms.amount if terms.kind == RewardKind.MONEY.value else 0
+        if beneficiary == "referrer" and not _take_cap_slot(patient.id, value, campaign, now, force=False):
+            reward.status = RewardStatus.REVIEW.value
+            audited.append(("reward.held_for_review", dict(patient_id=patient.id, referral_id=referral.id,
+                                                           reason_text="yearly cap reached")))
+            continue
+        due.append((reward, patient))
+    vouchers = insert_rows([Voucher(code=code, patient_id=patient.id, referral_id=referral.id,
+                                    beneficiary=reward.beneficiary, kind=reward.kind, amount=reward.amount,
+                                    label=reward.label, currency=currency, status=VoucherStatus.ACTIVE.value,
+                                    issued_at=now, expires_at=now + timedelta(days=reward.valid_days))
+                            for (reward, patient), code in zip(due, unused_bearer_codes(len(due)))], match_on="code")
+    for (reward, _patient), voucher in zip(due, vouchers):
+        reward.status, reward.voucher_id = RewardStatus.ISSUED.value, voucher.id
+    insert_rows(rewards, match_on="beneficiary")
+    issued = []
+    for (reward, patient), voucher in zip(due, vouchers):
+        # Also keeps the voucher in the session for the caller's answer (the identity map is weak).
+        set_committed_value(reward, "voucher", voucher)
+        audited.append(issued_audit_event(voucher, patient))
+        issued.append((voucher, patient))
+    for reward in rewards:
+        if reward.status == RewardStatus.REVIEW.value:
+            db.session.add(ReviewRequest(kind="over_cap", reward_id=reward.id, referrer_id=reward.patient_id,
+                                         created_by_id=actor.staff_id, branch_id=actor.branch_id,
+                                         details={"referral_id": referral.id}))
+    return rewards, issued, audited
+
+
+def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetime | None = None) -> list[Reward]:
+    """Pay every pending reward of this referral whose stage is now reached (inside the caller's transaction)."""
     now = now or utcnow()
     campaign = db.session.get(Campaign, referral.campaign_id)
-    if rewards is None:
-        due = db.session.scalars(select(Reward).where(Reward.referral_id == referral.id,
-                                                      Reward.status == RewardStatus.PENDING.value)
-                                 .order_by(Reward.id)).all()
-    else:
-        due = sorted((reward for reward in rewards if reward.status == RewardStatus.PENDING.value),
-                     key=lambda reward: reward.id)
+    due = db.session.scalars(select(Reward).where(Reward.referral_id == referral.id,
+                                                  Reward.status == RewardStatus.PENDING.value)
+                             .order_by(Reward.id)).all()
     paid, issued = [], []
     for reward in due:
         if STAGE_ORDER[reward.stage] <= STAGE_ORDER[reached]:

@@ -13,7 +13,6 @@ from sqlalchemy import event, insert, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
 
@@ -153,7 +152,8 @@ def atomic(*, keep_loaded: bool = False):
             session.expire_on_commit = expire_on_commit
 
 
-# (dialect, table) -> its INSERT … ON CONFLICT DO NOTHING RETURNING key, and table -> its INSERT … RETURNING *:
+# (dialect, table) -> its INSERT … ON CONFLICT DO NOTHING RETURNING key, and (table, column left alone if taken,
+# dialect) -> its INSERT … RETURNING * with the (attribute, column) pairs it returns:
 # built once, since building a statement and its cache key costs SQLAlchemy about as much as running it.
 _INSERTS_IGNORING_DUPLICATES: dict = {}
 _INSERTS_RETURNING_ROW: dict = {}
@@ -166,7 +166,13 @@ def insert_ignoring_duplicates(model, values: dict) -> bool:
     The database decides: of two transactions inserting the same key, one inserts and the other
     (after waiting for the first to commit, on PostgreSQL) gets False, with no error to recover from.
     """
-    dialect = db.session.get_bind().dialect.name
+    return bool(insert_new_rows(model, [values]))
+
+
+def insert_new_rows(model, rows: list[dict]) -> list:
+    """:func:`insert_ignoring_duplicates` for several rows in one statement; returns the primary keys inserted."""
+    session = db.session()
+    dialect = session.get_bind().dialect.name
     statement = _INSERTS_IGNORING_DUPLICATES.get((dialect, model))
     if statement is None:
         module = postgresql if dialect == "postgresql" else sqlite
@@ -175,7 +181,8 @@ def insert_ignoring_duplicates(model, values: dict) -> bool:
         # and takes the ORM's bulk path, several times slower, for one row.
         statement = module.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
         _INSERTS_IGNORING_DUPLICATES[dialect, model] = statement
-    return db.session.execute(statement, values).first() is not None
+    # On the session's connection: the ORM's execution path costs more than the Core statement it wraps.
+    return session.connection().execute(statement, rows if len(rows) > 1 else rows[0]).all()
 
 
 def insert_row(instance):
@@ -192,28 +199,72 @@ def insert_row(instance):
     refer to them. If the transaction rolls back, the object leaves the session, as a flushed new
     object does: its id may be given again to another row.
     """
+    return insert_rows([instance], match_on=None)[0]
+
+
+def insert_rows(instances: list, *, match_on: str | None):
+    """:func:`insert_row` for several new objects of one model, all written by one multi-row INSERT … RETURNING.
+
+    Every object must give the same columns. The database may return the rows in any order: ``match_on``
+    names a column whose given values tell the objects apart (a voucher's code, a reward's beneficiary).
+    Returns the objects, in the order given.
+    """
+    return _insert_and_attach(instances, match_on=match_on)
+
+
+def insert_row_unless_taken(instance, column: str):
+    """:func:`insert_row`, unless another row already holds the object's value of the unique ``column``: then None.
+
+    INSERT … ON CONFLICT (column) DO NOTHING: the database checks a freshly drawn code in the same statement that
+    writes it. A conflict on any other unique column still fails as usual (IntegrityError).
+    """
+    written = _insert_and_attach([instance], match_on=None, unless_taken=column)
+    return written[0] if written else None
+
+
+def _insert_and_attach(instances: list, *, match_on: str | None, unless_taken: str | None = None) -> list:
+    if not instances:
+        return []
     session = db.session()
     if session.new or session.dirty:
         session.flush()
-    mapper = inspect(instance).mapper
+    mapper = inspect(instances[0]).mapper
     table = mapper.local_table
-    statement = _INSERTS_RETURNING_ROW.get(table)
-    if statement is None:
-        statement = _INSERTS_RETURNING_ROW[table] = insert(table).returning(*table.columns)
-    given = instance.__dict__
-    columns = [(prop.key, prop.columns[0]) for prop in mapper.column_attrs]
-    row = session.execute(statement, {column.key: given[key] for key, column in columns if key in given}).one()
-    for key, column in columns:
-        set_committed_value(instance, key, row._mapping[column])
-    make_transient_to_detached(instance)
-    # A copy left in the session for a row that no longer exists (the database was restored) gives way,
-    # as it does to a flushed new object with the same id.
-    stale = session.identity_map.get(inspect(instance).key)
-    if stale is not None:
-        session.expunge(stale)
-    session.add(instance)
-    session.info.setdefault(_WRITTEN, []).append(instance)
-    return instance
+    dialect = session.get_bind().dialect.name if unless_taken else None
+    written = _INSERTS_RETURNING_ROW.get((table, unless_taken, dialect))
+    if written is None:
+        columns = tuple((prop.key, prop.columns[0]) for prop in mapper.column_attrs)
+        statement = ((postgresql if dialect == "postgresql" else sqlite).insert(table)
+                     .on_conflict_do_nothing(index_elements=[table.c[unless_taken]]) if unless_taken else insert(table))
+        written = _INSERTS_RETURNING_ROW[table, unless_taken, dialect] = (
+            statement.returning(*(column for _key, column in columns)), columns)
+    statement, columns = written
+    parameters = [{column.key: given[key] for key, column in columns if key in given}
+                  for given in (instance.__dict__ for instance in instances)]
+    # On the session's connection: the ORM's execution path costs more than the Core statement it wraps.
+    rows = session.connection().execute(statement, parameters if len(parameters) > 1 else parameters[0]).all()
+    if unless_taken and not rows:
+        return []
+    if len(rows) != len(instances):
+        raise RuntimeError(f"{table.name}: {len(instances)} rows written, {len(rows)} returned")
+    if len(instances) > 1:
+        position = next(index for index, (key, _column) in enumerate(columns) if key == match_on)
+        by_value = {row[position]: row for row in rows}
+        rows = [by_value[instance.__dict__[match_on]] for instance in instances]
+    identity_map = session.identity_map
+    written_now = session.info.setdefault(_WRITTEN, [])
+    for instance, row in zip(instances, rows):
+        # Written straight into the object's state: make_transient_to_detached then marks every value committed.
+        instance.__dict__.update(zip((key for key, _column in columns), row))
+        make_transient_to_detached(instance)
+        # A copy left in the session for a row that no longer exists (the database was restored) gives way,
+        # as it does to a flushed new object with the same id.
+        stale = identity_map.get(inspect(instance).key)
+        if stale is not None:
+            session.expunge(stale)
+        session.add(instance)
+        written_now.append(instance)
+    return instances
 
 
 

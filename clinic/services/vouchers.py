@@ -16,15 +16,25 @@ from clinic.services.clinic_settings import RewardTerms, clinic_day_of, clinic_l
 from clinic.services.codes import CodeKind, InvalidCode, generate_bearer_code, parse_code
 from clinic.services.errors import Refused
 from clinic.services.text import clean_reason
-from clinic.services.transaction import Actor, insert_ignoring_duplicates, insert_row
+from clinic.services.transaction import Actor, insert_new_rows, insert_row
 
 
 def unused_bearer_code() -> str:
     """A bearer code no card or voucher has had; claimed in the current transaction."""
-    while True:
-        code = generate_bearer_code()
-        if insert_ignoring_duplicates(IssuedCode, {"code": code, "kind": "voucher"}):
-            return code
+    return unused_bearer_codes(1)[0]
+
+
+def unused_bearer_codes(count: int) -> list[str]:
+    """``count`` distinct bearer codes no card or voucher has had, claimed in the current transaction by one INSERT.
+
+    A code already issued (a rare collision) is left out by the INSERT and drawn again.
+    """
+    codes: list[str] = []
+    while len(codes) < count:
+        drawn = {generate_bearer_code() for _ in range(count - len(codes))}
+        claimed = insert_new_rows(IssuedCode, [{"code": code, "kind": "voucher"} for code in drawn])
+        codes += [code for (code,) in claimed]
+    return codes
 
 
 def issue_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, currency: str, valid_days: int,
@@ -61,10 +71,16 @@ def new_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, curr
 
 def record_issued(voucher: Voucher, patient: Patient, actor: Actor) -> None:
     """The audit event and the webhook event of a voucher just issued (flushed: it has its id)."""
-    audit.record("voucher.issued", actor, patient_id=patient.id, voucher_id=voucher.id,
-                 referral_id=voucher.referral_id, beneficiary=voucher.beneficiary, kind=voucher.kind,
-                 amount=voucher.amount, label=voucher.label or None, currency=voucher.currency)
+    action, arguments = issued_audit_event(voucher, patient)
+    audit.record(action, actor, **arguments)
     events.voucher_issued(voucher, patient)
+
+
+def issued_audit_event(voucher: Voucher, patient: Patient) -> tuple[str, dict]:
+    """The audit event of a voucher just issued, as ``audit.record_all`` takes it."""
+    return "voucher.issued", dict(patient_id=patient.id, voucher_id=voucher.id, referral_id=voucher.referral_id,
+                                  beneficiary=voucher.beneficiary, kind=voucher.kind, amount=voucher.amount,
+                                  label=voucher.label or None, currency=voucher.currency)
 
 
 def find_voucher(code: str) -> Voucher | None:
