@@ -114,9 +114,10 @@ class CpuMeter:
 
     ``livez CPU / endpoint CPU`` is the ratio to the ceiling that the CPU alone would allow (all of it is
     spent on the same cores); a measured ratio well below it means the endpoint waits (a lock, the
-    database's round trips) rather than computes. On a busy machine both fall: other work makes each
-    instruction slower, the heavier endpoints more (measured: progress page 3.8 ms of CPU under a load of 3,
-    about 2.4 ms on an idle machine). The targets are judged on the measured ratio.
+    database's round trips) rather than computes. It does not make a busy or throttled machine's figures
+    steady: other work makes each instruction slower, the heavier endpoints more (in session 6 livez's CPU
+    per request moved from 0.86 to 1.26 ms between runs ten minutes apart). The targets are judged on the
+    measured ratio.
     """
 
     TICK = os.sysconf("SC_CLK_TCK")
