@@ -491,8 +491,9 @@ def bench_http(seconds: float = 8, warmup: float = 2, backends: tuple[str, ...] 
     print()
     all_passed = print_table(results)
     print("  req/s over the whole run; p50/p99: wrk's latency percentiles; of ceiling: req/s / GET /livez's req/s")
-    print("  CPU ms: CPU per request of gunicorn, the database's processes and wrk; CPU ratio: GET /livez's CPU ms /")
-    print("  this one's, the ratio the CPU alone allows (well above 'of ceiling': the endpoint waits more than it works)")
+    print("  CPU ms: CPU per request of gunicorn, the database's processes and wrk; CPU ratio: GET /livez's CPU ms")
+    print("  / this one's, the ratio the CPU alone allows (well above 'of ceiling': the endpoint waits more than")
+    print("  it works)")
     print()
     print("Checks:")
     for result in results:

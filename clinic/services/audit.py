@@ -46,7 +46,8 @@ def _event_values(action: str, actor: Actor, *, outcome: str = "ok", reason: str
         "patient_id": patient_id,
         "voucher_id": voucher_id,
         "referral_id": referral_id,
-        "details": {key: value for key, value in {**details, "api_token": actor.api_token}.items() if value is not None},
+        "details": {key: value for key, value in {**details, "api_token": actor.api_token}.items()
+                    if value is not None},
     }
 
 

@@ -1,7 +1,8 @@
 """What the invite page at /r/<CODE> shows a friend: who recommends the clinic and the welcome gift.
 
 The page friends reach from every poster and card QR, so it is read as plain rows (models/rows.py)
-with one query (which also reads the settings stamp), and the campaign from the settings snapshot: no ORM entity on the way.
+with one query (which also reads the settings stamp), and the campaign from the settings snapshot: no ORM
+entity on the way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from clinic.services.settings_snapshot import STAMP_COLUMN, settings_read_with
 from clinic.services.transaction import read_connection
 
 # Each with the settings stamp as its last column (settings_snapshot.settings_read_with): one statement fewer.
-_REFERRER_BY_PERSONAL_CODE = select(*columns_of(Patient), STAMP_COLUMN).where(Patient.personal_code == bindparam("code"))
+_REFERRER_BY_PERSONAL_CODE = select(*columns_of(Patient), STAMP_COLUMN).where(
+    Patient.personal_code == bindparam("code"))
 # A card and its holder (none until the card is activated at discharge), in one query.
 _CARD_AND_HOLDER = (select(*columns_of(Card), *columns_of(Patient), STAMP_COLUMN)
                     .outerjoin(Patient, Patient.id == Card.patient_id).where(Card.code == bindparam("code")))
