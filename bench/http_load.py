@@ -116,7 +116,7 @@ class CpuMeter:
     spent on the same cores); a measured ratio well below it means the endpoint waits (a lock, the
     database's round trips) rather than computes. It does not make a busy or throttled machine's figures
     steady: other work makes each instruction slower, the heavier endpoints more (in session 6 livez's CPU
-    per request moved from 0.86 to 1.26 ms between runs ten minutes apart). The targets are judged on the
+    per request moved from 0.86 to 1.41 ms between runs half an hour apart). The targets are judged on the
     measured ratio.
     """
 
