@@ -193,11 +193,15 @@ def _template_gettext(evaluation, string: str, /, **variables) -> str:
     return _messages(evaluation).translations.ugettext(string) % variables
 
 
+def _formatted(evaluation, translated: str, variables: dict) -> str:
+    """As Jinja's newstyle gettext finishes a message: Markup when autoescaping, then %-formatted."""
+    return (Markup(translated) if evaluation.autoescape else translated) % variables
+
+
 @pass_eval_context
 def _template_ngettext(evaluation, singular: str, plural: str, num: int, /, **variables) -> str:
     variables.setdefault("num", num)
-    translated = _messages(evaluation).translations.ungettext(singular, plural, num)
-    return (Markup(translated) if evaluation.autoescape else translated) % variables
+    return _formatted(evaluation, _messages(evaluation).translations.ungettext(singular, plural, num), variables)
 
 
 @pass_eval_context
@@ -205,8 +209,7 @@ def _template_pgettext(evaluation, string_context: str, string: str, /, **variab
     if evaluation.autoescape and not variables:
         return _messages(evaluation).pgettext(string_context, string)
     variables.setdefault("context", string_context)
-    translated = _messages(evaluation).translations.upgettext(string_context, string)
-    return (Markup(translated) if evaluation.autoescape else translated) % variables
+    return _formatted(evaluation, _messages(evaluation).translations.upgettext(string_context, string), variables)
 
 
 @pass_eval_context
@@ -215,7 +218,7 @@ def _template_npgettext(evaluation, string_context: str, singular: str, plural: 
     variables.setdefault("context", string_context)
     variables.setdefault("num", num)
     translated = _messages(evaluation).translations.unpgettext(string_context, singular, plural, num)
-    return (Markup(translated) if evaluation.autoescape else translated) % variables
+    return _formatted(evaluation, translated, variables)
 
 
 def init_app(app: Flask) -> None:

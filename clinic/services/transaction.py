@@ -202,27 +202,23 @@ def insert_row(instance):
     return insert_rows([instance], match_on=None)[0]
 
 
-def insert_rows(instances: list, *, match_on: str | None):
-    """:func:`insert_row` for several new objects of one model, all written by one multi-row INSERT … RETURNING.
-
-    Every object must give the same columns. The database may return the rows in any order: ``match_on``
-    names a column whose given values tell the objects apart (a voucher's code, a reward's beneficiary).
-    Returns the objects, in the order given.
-    """
-    return _insert_and_attach(instances, match_on=match_on)
-
-
 def insert_row_unless_taken(instance, column: str):
     """:func:`insert_row`, unless another row already holds the object's value of the unique ``column``: then None.
 
     INSERT … ON CONFLICT (column) DO NOTHING: the database checks a freshly drawn code in the same statement that
     writes it. A conflict on any other unique column still fails as usual (IntegrityError).
     """
-    written = _insert_and_attach([instance], match_on=None, unless_taken=column)
+    written = insert_rows([instance], match_on=None, unless_taken=column)
     return written[0] if written else None
 
 
-def _insert_and_attach(instances: list, *, match_on: str | None, unless_taken: str | None = None) -> list:
+def insert_rows(instances: list, *, match_on: str | None, unless_taken: str | None = None) -> list:
+    """:func:`insert_row` for several new objects of one model, all written by one multi-row INSERT … RETURNING.
+
+    Every object must give the same columns. The database may return the rows in any order: ``match_on``
+    names a column whose given values tell the objects apart (a voucher's code, a reward's beneficiary).
+    Returns the objects, in the order given. ``unless_taken``: see :func:`insert_row_unless_taken`.
+    """
     if not instances:
         return []
     session = db.session()
@@ -265,7 +261,6 @@ def _insert_and_attach(instances: list, *, match_on: str | None, unless_taken: s
         session.add(instance)
         written_now.append(instance)
     return instances
-
 
 
 @event.listens_for(Session, "after_commit")
