@@ -19,7 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from babel.dates import format_date
-from flask import Flask, g, has_request_context, request
+from flask import Flask, current_app, g, has_request_context, request
 from flask_babel import Babel, get_locale, get_translations
 from flask_babel import _get_current_context as _babel_context
 from jinja2 import pass_eval_context
@@ -57,6 +57,10 @@ def clinic_language() -> str:
 def _staff_language() -> str | None:
     from flask_login import current_user
 
+    if "_login_user" not in g and current_app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+        # No session cookie, so no one is logged in: a patient's phone opening its page. Flask-Login need
+        # not look for a user (about 5 % of a public page), nor read the session (which adds Vary: Cookie).
+        return None
     if current_user and current_user.is_authenticated:
         return valid_language(getattr(current_user, "language", None))
     return None

@@ -65,6 +65,10 @@ def authenticate(email: str | None, password: str | None, actor: Actor, user_age
         audit.record("login", Actor(staff_id=staff.id, ip=actor.ip, branch_id=staff.branch_id))
     staff = db.session.get(Staff, staff.id)
     staff.session_token = token
+    # Detached, with the columns loaded above: an action's commit would otherwise expire the row, and the
+    # page after it (a desk receipt asking the staff member's language) would read it again. current_user
+    # is only ever read (its id, role, branch, language), never changed or linked to other rows.
+    db.session.expunge(staff)
     return staff
 
 
@@ -92,6 +96,10 @@ def load_session_user(token: str) -> Staff | None:
     if not staff.enabled or utcnow() - created_at > session_lifetime():
         return None
     staff.session_token = token
+    # Detached, with the columns loaded above: an action's commit would otherwise expire the row, and the
+    # page after it (a desk receipt asking the staff member's language) would read it again. current_user
+    # is only ever read (its id, role, branch, language), never changed or linked to other rows.
+    db.session.expunge(staff)
     return staff
 
 
