@@ -81,16 +81,13 @@ def load_config(instance_path: Path) -> dict:
 
 
 def rate_limit_settings() -> dict:
-    """Flask-Limiter's settings: shared storage in Redis when there is one, else per process."""
+    """Rate limits (clinic/web/limits.py): shared storage in Redis when there is one, else per process."""
     redis_url = os.environ.get("REDIS_URL")
     return {
         "RATELIMIT_ENABLED": os.environ.get("RATELIMIT_ENABLED", "1") != "0",
         "RATELIMIT_STORAGE_URI": redis_url or "clinic-memory://",  # clinic/web/limits.py: no timer thread
         "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", "clinic-limits"),
-        "RATELIMIT_HEADERS_ENABLED": True,
-        # Redis down must not stop the desk: fall back to per-process limits and log it.
-        "RATELIMIT_SWALLOW_ERRORS": True,
-        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        # Redis down does not stop the desk: RouteLimiter counts in the process meanwhile and logs it.
         "RATELIMIT_STRATEGY": "sliding-window-counter",  # two counters per key, smooth at window edges
         # Per client address and, for staff, per account. See clinic/web/limits.py for what each covers.
         "RATELIMIT_LOGIN": os.environ.get("RATELIMIT_LOGIN", "10/minute;50/hour"),

@@ -114,14 +114,6 @@ def test_progress_links_are_limited_per_client(app, make_patient):
     assert browser_from(NEIGHBOUR, limited).get(f"/p/{token}").status_code == 200
 
 
-def test_a_default_limit_set_in_the_config_still_applies_to_every_page(app):
-    """limits.init_app drops Flask-Limiter's before-request pass only when no default limit needs it."""
-    limited = limited_app(app, RATELIMIT_DEFAULT="3/minute")
-    reader = browser_from(GUESSER, limited)
-    assert [reader.get("/livez").status_code for _ in range(4)] == [200] * 3 + [429]  # a page with no limit of its own
-    assert [browser_from(GUESSER, limited_app(app)).get("/livez").status_code for _ in range(4)] == [200] * 4
-
-
 def test_failed_logins_are_limited_per_client_and_successful_ones_cost_nothing(app, desk_user):
     limited = limited_app(app, RATELIMIT_LOGIN="3/minute")
     attacker = browser_from(GUESSER, limited)
@@ -183,6 +175,24 @@ def test_when_redis_goes_away_the_desk_keeps_working(app, desk_user, referrer):
     desk = browser_from(GUESSER, limited)
     desk.login(desk_user.email)
     assert desk.post("/desk/lookup", {"code": referrer.personal_code}, htmx=True).status_code == 200
+
+
+def test_while_redis_is_away_each_process_still_counts_and_refuses(app):
+    """RouteLimiter falls back to this process's counters: a guesser is slowed even with the shared storage down."""
+    limited = limited_app(app, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0", RATELIMIT_PUBLIC_PAGES="3/minute")
+    phone = browser_from(GUESSER, limited)
+    assert [phone.get(f"/r/{unknown_code()}").status_code for _ in range(4)] == [404, 404, 404, 429]
+    assert browser_from(NEIGHBOUR, limited).get(f"/r/{unknown_code()}").status_code == 404
+
+
+def test_a_refused_page_says_when_to_try_again(app, make_patient):
+    limited = limited_app(app, RATELIMIT_PUBLIC_PAGES="1/minute")
+    _patient, token = make_patient()
+    reader = browser_from(GUESSER, limited)
+    assert reader.get(f"/p/{token}").status_code == 200
+    refused = reader.get(f"/p/{token}")
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+    assert "Too many tries" in refused.get_data(as_text=True)
 
 
 def test_without_redis_counters_live_in_the_process_and_no_timer_thread_is_started(app, make_patient):

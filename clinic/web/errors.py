@@ -38,9 +38,10 @@ def init_app(app: Flask) -> None:
     def _http(error: HTTPException):
         if error.code == 413:
             return render_error(413, _("That upload is too large."))
-        if error.code == 429:
-            return render_error(429, _("Too many tries in a short time. Please wait a minute, then try again."))
         headers = {name: value for name, value in error.get_headers() if name in KEPT_ERROR_HEADERS}
+        if error.code == 429:
+            return render_error(429, _("Too many tries in a short time. Please wait a minute, then try again."),
+                                headers)
         return render_error(error.code or 500, error.description if error.code in (400, 403, 409, 422) else None,
                             headers)
 

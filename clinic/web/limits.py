@@ -10,20 +10,33 @@ a code now and then while a script gets almost every guess wrong.
 All limits live in this one table so that they can be read, tested and tuned in one place; the
 numbers come from config (``RATELIMIT_*``, see clinic/config.py), read when the app is created.
 Storage is Redis when ``REDIS_URL`` is set, so that every worker and every host shares the same counters.
+
+The counting is done by ``limits`` (storage, strategies); the check around each view is the few lines of
+:class:`RouteLimiter`. Until session 7 Flask-Limiter did it, and its general per-request machinery (which
+limits apply, exemptions, the X-RateLimit headers of every answer) cost about five times the counting
+itself: a tenth of a patient's page.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
+from dataclasses import dataclass
+from functools import wraps
 from typing import Callable
 
 from flask import Flask, g, request
 from flask_babel import gettext as _
 from flask_login import current_user
+from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import STRATEGIES, RateLimiter
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from flask_limiter import Limiter
-from limits.storage import MemoryStorage
+log = logging.getLogger(__name__)
 
 # Unknown (404) and mistyped (422) codes: what a guesser mostly gets. "Already used" (409/410)
 # means the code was real, so it is not a guess.
@@ -31,11 +44,7 @@ WRONG_CODE_STATUSES = frozenset({404, 422})
 
 
 def too_many_tries() -> str:
-    """The refusal's message, in the reader's language.
-
-    A function rather than a lazy string: Flask-Limiter hashes every limit on every request, and
-    hashing a lazy string translates it (locale selection, the clinic row) even when nothing is refused.
-    """
+    """The refusal's message, in the reader's language (translated only when a request is refused)."""
     return _("Too many tries in a short time. Please wait a minute, then try again.")
 
 
@@ -88,36 +97,48 @@ def _login_failed(response) -> bool:
     return response.status_code == 422
 
 
-def _code_entry(limiter: Limiter, view, config):
+@dataclass(frozen=True)
+class Rule:
+    """One allowance on a view: how many requests, the counter they share, whose they are, and which count.
+
+    Without ``deduct_when`` every request (of ``methods``, or of any method) counts before the view runs,
+    and the one over the allowance is refused. With it the allowance is only checked before the view, and
+    the answer counts afterwards when ``deduct_when(response)`` says so (a wrong code, a failed log-in).
+    """
+
+    limits: tuple[RateLimitItem, ...]
+    scope: str
+    key_func: Callable[[], str]
+    methods: frozenset[str] | None = None
+    deduct_when: Callable | None = None
+
+
+def _rule(limits: str, scope: str, key_func: Callable[[], str], *, methods=None, deduct_when=None) -> Rule:
+    return Rule(tuple(parse_many(limits)), scope, key_func, frozenset(methods) if methods else None, deduct_when)
+
+
+def _code_entry(config) -> list[Rule]:
     """Desk pages where a code is typed or scanned: per client and per staff account."""
-    for key_func, who in ((client_address, "client"), (staff_account, "staff")):
-        view = limiter.shared_limit(config["RATELIMIT_CODE_ATTEMPTS"], scope=f"code-attempts-{who}",
-                                    key_func=key_func, methods=["POST"], error_message=too_many_tries)(view)
-        view = limiter.shared_limit(config["RATELIMIT_WRONG_CODES"], scope=f"wrong-codes-{who}",
-                                    key_func=key_func, methods=["POST"], deduct_when=_is_wrong_code,
-                                    error_message=too_many_tries)(view)
-    return view
+    return [rule for key_func, who in ((client_address, "client"), (staff_account, "staff"))
+            for rule in (_rule(config["RATELIMIT_CODE_ATTEMPTS"], f"code-attempts-{who}", key_func, methods=["POST"]),
+                         _rule(config["RATELIMIT_WRONG_CODES"], f"wrong-codes-{who}", key_func, methods=["POST"],
+                               deduct_when=_is_wrong_code))]
 
 
-def _public_page(limiter: Limiter, view, config):
+def _public_page(config) -> list[Rule]:
     """Pages anyone can open with a code or token in the URL: per client; unknown ones count extra."""
-    view = limiter.shared_limit(config["RATELIMIT_PUBLIC_PAGES"], scope="public-pages", key_func=client_address,
-                                error_message=too_many_tries)(view)
-    return limiter.shared_limit(config["RATELIMIT_WRONG_CODES"], scope="wrong-codes-client",
-                                key_func=client_address, deduct_when=_is_wrong_code,
-                                error_message=too_many_tries)(view)
+    return [_rule(config["RATELIMIT_PUBLIC_PAGES"], "public-pages", client_address),
+            _rule(config["RATELIMIT_WRONG_CODES"], "wrong-codes-client", client_address, deduct_when=_is_wrong_code)]
 
 
-def _login(limiter: Limiter, view, config):
+def _login(config) -> list[Rule]:
     """Failed log-ins per client address (a successful one costs nothing)."""
-    return limiter.limit(config["RATELIMIT_LOGIN"], key_func=client_address, methods=["POST"],
-                         deduct_when=_login_failed, error_message=too_many_tries)(view)
+    return [_rule(config["RATELIMIT_LOGIN"], "login", client_address, methods=["POST"], deduct_when=_login_failed)]
 
 
-def _api_request(limiter: Limiter, view, config):
+def _api_request(config) -> list[Rule]:
     """Every integration API request, per token (an HIS behind one address may hold several tokens)."""
-    return limiter.limit(config["RATELIMIT_API"], key_func=api_token, scope="api",
-                         error_message=too_many_tries)(view)
+    return [_rule(config["RATELIMIT_API"], "api", api_token)]
 
 
 # What a guesser gets from the API; a bad phone number (also a 422) is not a guess.
@@ -129,11 +150,10 @@ def _is_wrong_code_for_api(response) -> bool:
         in API_WRONG_CODES
 
 
-def _api_code_entry(limiter: Limiter, view, config):
+def _api_code_entry(config) -> list[Rule]:
     """API requests that read a code: also the wrong codes among them, per token."""
-    view = limiter.shared_limit(config["RATELIMIT_API_WRONG_CODES"], scope="api-wrong-codes", key_func=api_token,
-                                deduct_when=_is_wrong_code_for_api, error_message=too_many_tries)(view)
-    return _api_request(limiter, view, config)
+    return [*_api_request(config), _rule(config["RATELIMIT_API_WRONG_CODES"], "api-wrong-codes", api_token,
+                                         deduct_when=_is_wrong_code_for_api)]
 
 
 # endpoint -> how it is limited. tests/test_limits.py checks every endpoint here exists and that
@@ -168,29 +188,78 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
 }
 
 
-# Limits that Flask-Limiter checks in its before_request hook rather than in a route's wrapper.
-_LIMITS_CHECKED_BEFORE_EVERY_REQUEST = ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION", "RATELIMIT_META")
+class RouteLimiter:
+    """Checks each limited view's rules against the counters in ``limits``' storage.
+
+    When the shared storage (Redis) cannot be reached, the requests are counted in this process for
+    ``FALLBACK_SECONDS`` before Redis is tried again: the desk keeps working, and a guesser is still slowed.
+    """
+
+    FALLBACK_SECONDS = 30.0
+
+    def __init__(self, config):
+        self.enabled = config["RATELIMIT_ENABLED"]
+        self.prefix = config["RATELIMIT_KEY_PREFIX"]
+        strategy = STRATEGIES[config["RATELIMIT_STRATEGY"]]
+        self.storage = storage_from_string(config["RATELIMIT_STORAGE_URI"], wrap_exceptions=True)
+        self.shared: RateLimiter = strategy(self.storage)
+        self.local: RateLimiter = strategy(SweptMemoryStorage())
+        self.shared_again_at = 0.0
+
+    def _count(self, method: str, item: RateLimitItem, scope: str, key: str):
+        """``hit``, ``test`` or ``get_window_stats`` on the shared counters, or on this process's while they are away."""
+        if time.monotonic() >= self.shared_again_at:
+            try:
+                return getattr(self.shared, method)(item, self.prefix, scope, key)
+            except StorageError:
+                log.warning("Rate limit storage unreachable: counting in this process for %d s", self.FALLBACK_SECONDS,
+                            exc_info=True)
+                self.shared_again_at = time.monotonic() + self.FALLBACK_SECONDS
+        return getattr(self.local, method)(item, self.prefix, scope, key)
+
+    def check(self, rules: list[Rule]) -> None:
+        """Before the view: refuse with 429 when an allowance is used up; count the requests that always count."""
+        deferred = []
+        for rule in rules:
+            if rule.methods is not None and request.method not in rule.methods:
+                continue
+            key = rule.key_func()
+            for item in rule.limits:
+                if not self._count("hit" if rule.deduct_when is None else "test", item, rule.scope, key):
+                    reset_at = self._count("get_window_stats", item, rule.scope, key).reset_time
+                    raise TooManyRequests(too_many_tries(), retry_after=max(1, math.ceil(reset_at - time.time())))
+            if rule.deduct_when is not None:
+                deferred.append((rule, key))
+        if deferred:
+            g.deferred_limits = deferred
+
+    def count_answer(self, response):
+        """After the view (and any error page): count the answers that the rules count, such as a wrong code."""
+        for rule, key in g.pop("deferred_limits", ()):
+            if rule.deduct_when(response):
+                for item in rule.limits:
+                    self._count("hit", item, rule.scope, key)
+        return response
+
+    def limit(self, view, rules: list[Rule]):
+        @wraps(view)
+        def limited(*args, **kwargs):
+            self.check(rules)
+            return view(*args, **kwargs)
+
+        return limited
 
 
-def init_app(app: Flask) -> Limiter:
-    """One limiter per app (its limits are registered by view name, so apps must not share one)."""
+def init_app(app: Flask) -> RouteLimiter:
+    """One limiter per app, wrapping the views in the table above."""
     hops = app.config["TRUSTED_PROXY_HOPS"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
-    limiter = Limiter(key_func=client_address)
-    for endpoint, limit in LIMITED_ENDPOINTS.items():
-        # Flask-Limiter checks a decorated limit in the wrapper it returns: the view must be replaced.
-        # The limits as strings read from the config now, not callables: Flask-Limiter parses a callable's
-        # limits again on every request (about 1 % of a public page).
-        app.view_functions[endpoint] = limit(limiter, app.view_functions[endpoint], app.config)
-    limiter.init_app(app)
-    hooks = app.before_request_funcs[None]
-    if limiter._check_request_limit in hooks and not any(app.config.get(name) for name in
-                                                         _LIMITS_CHECKED_BEFORE_EVERY_REQUEST):
-        # Every limit is a route's own (the table above), checked by the wrapper that replaced the view.
-        # Flask-Limiter's before_request pass is there for default, application-wide and meta limits; with
-        # none configured it finds nothing to check, at about 5 % of a public page's CPU.
-        # (Not there at all when RATELIMIT_ENABLED is off.)
-        hooks.remove(limiter._check_request_limit)
-    app.extensions["clinic_limiter"] = limiter  # the limits hold it only weakly
+    limiter = RouteLimiter(app.config)
+    if limiter.enabled:
+        for endpoint, rules in LIMITED_ENDPOINTS.items():
+            # The limits are parsed once, now, from the config.
+            app.view_functions[endpoint] = limiter.limit(app.view_functions[endpoint], rules(app.config))
+        app.after_request(limiter.count_answer)
+    app.extensions["clinic_limiter"] = limiter
     return limiter
