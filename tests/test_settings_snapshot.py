@@ -84,3 +84,19 @@ def test_the_public_pages_read_the_stamp_with_their_own_query_and_see_every_chan
             assert current_settings().clinic.name == "Renamed Clinic", read.__name__
             db.session.rollback()
             _from_elsewhere("UPDATE clinics SET name = 'Test Clinic' WHERE id = 1")
+
+
+def test_a_stamp_read_outside_a_transaction_serves_only_its_own_request(app, make_patient):
+    """A job or command (no request) that shows a public page must not keep that page's settings afterwards."""
+    from clinic.services.progress import progress_page
+
+    _patient, token = make_patient()
+    db.session.commit()
+    assert progress_page(token) is not None  # outside any request: the stamp read on a read connection
+    db.session.rollback()
+    _from_elsewhere("UPDATE clinics SET name = 'Renamed Clinic' WHERE id = 1")
+    try:
+        assert current_settings().clinic.name == "Renamed Clinic"
+    finally:
+        db.session.rollback()
+        _from_elsewhere("UPDATE clinics SET name = 'Test Clinic' WHERE id = 1")

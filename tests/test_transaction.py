@@ -48,15 +48,19 @@ def test_pending_objects_are_flushed_before_the_insert_that_may_refer_to_them(ap
     assert db.session.get(AuditEvent, event.id) is not None
 
 
-def test_a_read_only_page_reads_without_a_transaction_on_postgresql_and_the_next_action_has_one(app):
-    """read_connection: autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips), returned to the pool as it was."""
+def test_a_read_only_page_reads_without_a_transaction_and_the_next_action_has_one(app):
+    """read_connection: no BEGIN on SQLite, autocommit on PostgreSQL; returned to the pool as it was."""
     from clinic.services.transaction import read_connection
 
-    connection = read_connection()
-    if db.engine.dialect.name == "postgresql":
-        assert connection.connection.dbapi_connection.autocommit is True
-    assert read_connection() is connection, "the rest of the page reads on the same connection"
-    db.session.remove()  # the request's end
+    with read_connection() as connection:
+        if db.engine.dialect.name == "postgresql":
+            assert connection.connection.dbapi_connection.autocommit is True
+        else:
+            assert not connection.connection.dbapi_connection.in_transaction, "no BEGIN on SQLite"
+        assert connection.execute(select(func.count()).select_from(AuditEvent)).scalar() >= 0
+        if db.engine.dialect.name == "sqlite":
+            assert not connection.connection.dbapi_connection.in_transaction, "the read ended with its statement"
+    assert not db.session().in_transaction(), "the session was not used"
     before = db.session.scalar(select(func.count()).select_from(AuditEvent))
     db.session.remove()
     with pytest.raises(RuntimeError):
@@ -66,3 +70,11 @@ def test_a_read_only_page_reads_without_a_transaction_on_postgresql_and_the_next
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == before, "the write was rolled back"
     if db.engine.dialect.name == "postgresql":
         assert db.session.connection().connection.dbapi_connection.autocommit is False
+
+
+def test_a_read_only_page_inside_an_action_reads_in_the_action_s_transaction(app):
+    from clinic.services.transaction import read_connection
+
+    with atomic():
+        with read_connection() as connection:
+            assert connection is db.session.connection()

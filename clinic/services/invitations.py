@@ -48,19 +48,16 @@ def invitation(raw: str | None) -> Invitation | None:
         parsed = parse_code(raw)
     except InvalidCode:
         return None
-    connection = read_connection()
     card = None
-    if parsed.kind is CodeKind.PERSONAL:
-        row = connection.execute(_REFERRER_BY_PERSONAL_CODE, {"code": parsed.code}).first()
+    with read_connection() as connection:
+        query = _REFERRER_BY_PERSONAL_CODE if parsed.kind is CodeKind.PERSONAL else _CARD_AND_HOLDER
+        row = connection.execute(query, {"code": parsed.code}).first()
         if row is None:
             return None
-        settings_read_with(row[-1])
+        settings_read_with(row[-1], connection)
+    if parsed.kind is CodeKind.PERSONAL:
         referrer = PatientRow(*row[:-1])
     else:
-        row = connection.execute(_CARD_AND_HOLDER, {"code": parsed.code}).first()
-        if row is None:
-            return None
-        settings_read_with(row[-1])
         card = CardRow(*row[:_CARD_COLUMNS])
         if card.status == CardStatus.REDEEMED.value:
             raise explain_card(card)

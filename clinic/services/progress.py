@@ -146,17 +146,17 @@ def progress_page(token: str) -> ProgressPage | None:
     """The page for a progress token, or None for an unknown or rotated token (same 404)."""
     if not token or len(token) > 128:
         return None
-    connection = read_connection()
-    row = connection.execute(_PATIENT_BY_TOKEN_HASH, {"token_hash": hash_token(token)}).first()
-    if row is None:
-        return None
-    *patient_columns, has_friends, has_vouchers, stamp = row
-    settings_read_with(stamp)
-    patient = PatientRow(*patient_columns)
+    with read_connection() as connection:
+        row = connection.execute(_PATIENT_BY_TOKEN_HASH, {"token_hash": hash_token(token)}).first()
+        if row is None:
+            return None
+        *patient_columns, has_friends, has_vouchers, stamp = row
+        settings_read_with(stamp, connection)  # before anything worded: the friends' rewards are described in the clinic's language
+        patient = PatientRow(*patient_columns)
+        friends, milestones = _friends(connection, patient.id) if has_friends else ([], [])
+        vouchers = [VoucherRow(*row) for row in connection.execute(_VOUCHERS_OF, {"patient_id": patient.id})] \
+            if has_vouchers else []
     now = utcnow()
-    friends, milestones = _friends(connection, patient.id) if has_friends else ([], [])
-    vouchers = [VoucherRow(*row) for row in connection.execute(_VOUCHERS_OF, {"patient_id": patient.id})] \
-        if has_vouchers else []
     campaign = campaign_in_force(for_cards=False, now=now)
     currency, language = current_clinic().currency, current_language()
     running = campaign is not None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app, g
+from flask import current_app, g, has_request_context, request
 from sqlalchemy import select
 
 from clinic.extensions import db
@@ -57,32 +57,42 @@ def current_settings() -> Settings:
     """
     session = db.session()
     remembered = g.get("settings_snapshot")
-    if remembered is not None and remembered[0] is session.get_transaction():
+    if remembered is not None and remembered[0] is _checked_for(session.get_transaction()):
         return remembered[1]
     connection = session.connection()  # begins the session's transaction, as any query would
-    return _settings_at(session, connection, connection.execute(_STAMP).scalar())
+    return _settings_at(session.get_transaction(), connection, connection.execute(_STAMP).scalar())
 
 
-def settings_read_with(stamp: int | None) -> None:
-    """Take the stamp a page read as a column of its own first query (``STAMP_COLUMN``) in this transaction.
+def settings_read_with(stamp: int | None, connection) -> None:
+    """Take the stamp a page read as a column of its own first query (``STAMP_COLUMN``) on ``connection``.
 
     The same check as current_settings' own read, one statement fewer: on PostgreSQL each statement
-    costs the client about 0.4 ms of CPU, and the public pages need only one or two more.
+    costs the client about 0.4 ms of CPU, and the public pages need only one or two more. Read outside
+    the session's transaction (transaction.read_connection), the stamp is always taken (it is the newest
+    there is) and serves current_settings for the rest of the request, until the session begins a
+    transaction, which checks again.
     """
-    session = db.session()
+    transaction = db.session().get_transaction()
     remembered = g.get("settings_snapshot")
-    if remembered is None or remembered[0] is not session.get_transaction():
-        _settings_at(session, session.connection(), stamp)
+    if transaction is None or remembered is None or remembered[0] is not transaction:
+        _settings_at(transaction, connection, stamp)
 
 
-def _settings_at(session, connection, stamp: int | None) -> Settings:
-    """The copy for the stamp read in the session's current transaction, remembered for that transaction."""
+def _checked_for(transaction):
+    """What a check is remembered for: the session's transaction, or with none this request (outside one, nothing)."""
+    if transaction is not None:
+        return transaction
+    return request._get_current_object() if has_request_context() else object()
+
+
+def _settings_at(transaction, connection, stamp: int | None) -> Settings:
+    """The copy for the stamp read on ``connection``, remembered for the session's transaction (see _checked_for)."""
     settings = current_app.extensions.get("settings_snapshot")
     if settings is None or stamp is None or settings.stamp != stamp:
         settings = _load(connection, stamp)
         if settings.stamp is not None:
             current_app.extensions["settings_snapshot"] = settings
-    g.settings_snapshot = (session.get_transaction(), settings)
+    g.settings_snapshot = (_checked_for(transaction), settings)
     return settings
 
 
