@@ -28,7 +28,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
     csrf.init_app(app)
-    login_manager.init_app(app)
+    # Templates get current_user as a global proxy (clinic/web/templating.py), read only where a template
+    # uses it: Flask-Login's context processor would load the user for every page, a patient's too.
+    login_manager.init_app(app, add_context_processor=False)
     i18n.init_app(app)
 
     with app.app_context():

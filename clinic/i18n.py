@@ -72,7 +72,8 @@ def select_language() -> str:
     if request.path.startswith("/api/"):
         asked = request.accept_languages.best_match(["en", "zh-CN", "zh"]) if request.accept_languages else None
         return valid_language(asked) or DEFAULT_LANGUAGE
-    switched = valid_language(request.args.get("lang"))
+    # Most requests have no query string: werkzeug's args.get raises and catches a KeyError for a missing key.
+    switched = valid_language(request.args.get("lang")) if request.query_string else None
     if switched:
         g.switched_language = switched
         return switched

@@ -9,6 +9,7 @@ from flask import Flask, current_app, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import pgettext
+from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
 from clinic.i18n import current_language, format_day, format_moment
@@ -226,7 +227,7 @@ def init_app(app: Flask) -> None:
     )
     app.jinja_env.globals.update(qr_svg=qr_svg, csrf_token=generate_csrf, new_form_key=lambda: secrets.token_urlsafe(24),
                                   invite_url=invite_url, progress_url=progress_url, voucher_url=voucher_url,
-                                  fixed_url=fixed_url)
+                                  fixed_url=fixed_url, current_user=current_user)
 
     @app.context_processor
     def _inject():
