@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from collections import ChainMap
 from datetime import datetime
 
 from flask import Flask, current_app, request, url_for
+from flask.templating import Environment
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import pgettext
@@ -37,6 +39,26 @@ CONTENT_SECURITY_POLICY = "; ".join([
 
 
 HSTS = "max-age=31536000"  # a year; no includeSubDomains: other hosts of the clinic are not ours to decide
+
+
+class _TemplateGlobals(ChainMap):
+    """A template's globals over the environment's, as Jinja builds them, with ``keys()`` a real set.
+
+    Each ``{% from "_macros.html" import … %}`` makes Jinja compare the importing context's global names
+    with the macro template's (``ctx.globals_keys - template.globals.keys()``). On a ChainMap that is
+    a Python-level membership test per name, across both maps: about 20 µs an import, 2–3 % of a
+    patient's page. A set union of the maps gives the same names, compared in C.
+    """
+
+    def keys(self):
+        return set().union(*self.maps)
+
+
+class TemplateEnvironment(Environment):
+    """Flask's Jinja environment, with :class:`_TemplateGlobals` as every template's globals."""
+
+    def make_globals(self, d):
+        return _TemplateGlobals({} if d is None else d, self.globals)
 
 
 def local_time(value: datetime | None, fmt: str | None = None) -> str:
