@@ -77,7 +77,8 @@ def select_language() -> str:
     if switched:
         g.switched_language = switched
         return switched
-    return _staff_language() or valid_language(request.cookies.get(LANGUAGE_COOKIE)) or clinic_language()
+    cookie = request.cookies[LANGUAGE_COOKIE] if LANGUAGE_COOKIE in request.cookies else None  # no KeyError raised
+    return _staff_language() or valid_language(cookie) or clinic_language()
 
 
 def current_language() -> str:

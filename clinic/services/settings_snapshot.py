@@ -55,10 +55,10 @@ def current_settings() -> Settings:
     the settings page saving) checks again. The process's copy is kept per app: tests build many apps
     in one process, each with its own database.
     """
-    session = db.session()
     remembered = g.get("settings_snapshot")
-    if remembered is not None and remembered[0] is _checked_for(session.get_transaction()):
+    if remembered is not None and remembered[0] is _checked_for(_session_transaction()):
         return remembered[1]
+    session = db.session()
     connection = session.connection()  # begins the session's transaction, as any query would
     return _settings_at(session.get_transaction(), connection, connection.execute(_STAMP).scalar())
 
@@ -72,10 +72,15 @@ def settings_read_with(stamp: int | None, connection) -> None:
     there is) and serves current_settings for the rest of the request, until the session begins a
     transaction, which checks again.
     """
-    transaction = db.session().get_transaction()
+    transaction = _session_transaction()
     remembered = g.get("settings_snapshot")
     if transaction is None or remembered is None or remembered[0] is not transaction:
         _settings_at(transaction, connection, stamp)
+
+
+def _session_transaction():
+    """The scoped session's transaction, if any, without making a session only to ask (a read-only page needs none)."""
+    return db.session().get_transaction() if db.session.registry.has() else None
 
 
 def _checked_for(transaction):

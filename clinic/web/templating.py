@@ -38,6 +38,9 @@ CONTENT_SECURITY_POLICY = "; ".join([
 ])
 
 
+# On every answer unless the view set its own.
+ALWAYS_HEADERS = (("Content-Security-Policy", CONTENT_SECURITY_POLICY), ("X-Content-Type-Options", "nosniff"),
+                  ("Referrer-Policy", "same-origin"), ("X-Frame-Options", "DENY"))
 HSTS = "max-age=31536000"  # a year; no includeSubDomains: other hosts of the clinic are not ours to decide
 
 
@@ -257,16 +260,19 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _security_headers(response):
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "DENY")
+        # The names already there, read once: werkzeug answers each lookup of a missing header (setdefault,
+        # "in") by raising and catching an HTTP exception, a dozen a page.
+        present = {name.lower() for name, _value in response.headers.items()}
+        wanted = [*ALWAYS_HEADERS]
         if request.is_secure:  # over HTTPS (directly or, with TRUSTED_PROXY_HOPS, behind a proxy)
-            response.headers.setdefault("Strict-Transport-Security", HSTS)
+            wanted.append(("Strict-Transport-Security", HSTS))
         if request.endpoint != "static":
             # Pages name patients: a shared desk PC or phone must not show them again from its cache
             # (the back button after logging out). Pages that may be cached say so themselves.
-            response.headers.setdefault("Cache-Control", "no-store")
-        if request.headers.get("HX-Request") and "Vary" not in response.headers:
-            response.headers["Vary"] = "HX-Request"
+            wanted.append(("Cache-Control", "no-store"))
+        if request.environ.get("HTTP_HX_REQUEST"):
+            wanted.append(("Vary", "HX-Request"))
+        for name, value in wanted:
+            if name.lower() not in present:
+                response.headers.add(name, value)
         return response
