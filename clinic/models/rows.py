@@ -24,13 +24,13 @@ def column_keys(model) -> list[str]:
     return [attribute.key for attribute in inspect(model).column_attrs]
 
 
-def columns_of(model) -> list:
-    """The model's mapped columns in ``row_class`` order, for ``select(*columns_of(Model))``."""
-    return [getattr(model, key) for key in column_keys(model)]
+def columns_of(model, keys: list[str] | None = None) -> list:
+    """The model's mapped columns (or ``keys`` of them) in ``row_class`` order, for ``select(*columns_of(Model))``."""
+    return [getattr(model, key) for key in keys or column_keys(model)]
 
 
-def row_class(model, *mixins: type) -> type:
-    return make_dataclass(f"{model.__name__}Row", column_keys(model), bases=mixins, frozen=True)
+def row_class(model, *mixins: type, keys: list[str] | None = None, name: str | None = None) -> type:
+    return make_dataclass(name or f"{model.__name__}Row", keys or column_keys(model), bases=mixins, frozen=True)
 
 
 # The copies the settings snapshot and the public pages read.
@@ -38,6 +38,9 @@ def row_class(model, *mixins: type) -> type:
 ClinicRow = row_class(Clinic)
 CampaignRow = row_class(Campaign, CampaignRules)
 TierRow = row_class(Tier)
-PatientRow = row_class(Patient, PatientNames)
+# What a patient's and a friend's public pages use of a patient: the names and the code to share. Not every
+# column: each column of a result costs the PostgreSQL driver a description object per query.
+PUBLIC_PATIENT_KEYS = ["id", "display_name", "full_name", "personal_code"]
+PublicPatientRow = row_class(Patient, PatientNames, keys=PUBLIC_PATIENT_KEYS, name="PublicPatientRow")
 VoucherRow = row_class(Voucher, VoucherState)
 CardRow = row_class(Card)

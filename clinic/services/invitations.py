@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select
 
 from clinic.models import Card, CardStatus, Patient
-from clinic.models.rows import CampaignRow, CardRow, PatientRow, column_keys, columns_of
+from clinic.models.rows import (PUBLIC_PATIENT_KEYS, CampaignRow, CardRow, PublicPatientRow, column_keys,
+                                columns_of)
 from clinic.services.cards import explain_card
 from clinic.services.clinic_settings import card_friend_reward, current_clinic, friend_reward
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
@@ -21,10 +22,10 @@ from clinic.services.settings_snapshot import STAMP_COLUMN, settings_read_with
 from clinic.services.transaction import read_connection
 
 # Each with the settings stamp as its last column (settings_snapshot.settings_read_with): one statement fewer.
-_REFERRER_BY_PERSONAL_CODE = select(*columns_of(Patient), STAMP_COLUMN).where(
+_REFERRER_BY_PERSONAL_CODE = select(*columns_of(Patient, PUBLIC_PATIENT_KEYS), STAMP_COLUMN).where(
     Patient.personal_code == bindparam("code"))
 # A card and its holder (none until the card is activated at discharge), in one query.
-_CARD_AND_HOLDER = (select(*columns_of(Card), *columns_of(Patient), STAMP_COLUMN)
+_CARD_AND_HOLDER = (select(*columns_of(Card), *columns_of(Patient, PUBLIC_PATIENT_KEYS), STAMP_COLUMN)
                     .outerjoin(Patient, Patient.id == Card.patient_id).where(Card.code == bindparam("code")))
 _CARD_COLUMNS = len(column_keys(Card))
 
@@ -32,7 +33,7 @@ _CARD_COLUMNS = len(column_keys(Card))
 @dataclass
 class Invitation:
     code: str
-    referrer: PatientRow
+    referrer: PublicPatientRow
     offer: str | None  # None when no campaign is running: the friend is still welcome
     card: CardRow | None = None
     campaign: CampaignRow | None = None  # the campaign in force for this kind of code, found once
@@ -56,13 +57,13 @@ def invitation(raw: str | None) -> Invitation | None:
             return None
         settings_read_with(row[-1], connection)
     if parsed.kind is CodeKind.PERSONAL:
-        referrer = PatientRow(*row[:-1])
+        referrer = PublicPatientRow(*row[:-1])
     else:
         card = CardRow(*row[:_CARD_COLUMNS])
         if card.status == CardStatus.REDEEMED.value:
             raise explain_card(card)
         activated = card.status == CardStatus.ACTIVATED.value and card.patient_id is not None
-        referrer = PatientRow(*row[_CARD_COLUMNS:-1]) if activated else None
+        referrer = PublicPatientRow(*row[_CARD_COLUMNS:-1]) if activated else None
     if referrer is None:
         return None
     campaign = campaign_in_force(for_cards=card is not None)

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, select
 from clinic.i18n import current_language
 from clinic.models import Patient, Referral, ReferralStatus, Reward, RewardStatus, Stage, Voucher, VoucherStatus
 from clinic.models._time import utcnow
-from clinic.models.rows import PatientRow, VoucherRow, columns_of
+from clinic.models.rows import PUBLIC_PATIENT_KEYS, PublicPatientRow, VoucherRow, columns_of
 from clinic.services.clinic_settings import RewardTerms, current_clinic, friend_reward, referrer_reward
 from clinic.services.patients import hash_token
 from clinic.services.privacy import mask_name
@@ -78,7 +78,7 @@ class ReferralMilestones:
 
 @dataclass
 class ProgressPage:
-    patient: PatientRow
+    patient: PublicPatientRow
     vouchers: list[VoucherRow]
     active_vouchers: list[VoucherRow]
     offer_for_friends: str | None
@@ -103,7 +103,7 @@ class ProgressPage:
 # their link and have neither: then the page takes this one statement); and the settings stamp
 # (settings_snapshot.settings_read_with).
 _PATIENT_BY_TOKEN_HASH = select(
-    *columns_of(Patient),
+    *columns_of(Patient, PUBLIC_PATIENT_KEYS),
     select(Referral.id).where(Referral.referrer_id == Patient.id).exists().label("has_friends"),
     select(Voucher.id).where(Voucher.patient_id == Patient.id).exists().label("has_vouchers"),
     STAMP_COLUMN,
@@ -151,8 +151,8 @@ def progress_page(token: str) -> ProgressPage | None:
         if row is None:
             return None
         *patient_columns, has_friends, has_vouchers, stamp = row
-        settings_read_with(stamp, connection)  # before anything worded: the friends' rewards are described in the clinic's language
-        patient = PatientRow(*patient_columns)
+        settings_read_with(stamp, connection)  # first: the friends' rewards are worded in the clinic's language
+        patient = PublicPatientRow(*patient_columns)
         friends, milestones = _friends(connection, patient.id) if has_friends else ([], [])
         vouchers = [VoucherRow(*row) for row in connection.execute(_VOUCHERS_OF, {"patient_id": patient.id})] \
             if has_vouchers else []

@@ -207,7 +207,7 @@ class RouteLimiter:
         self.shared_again_at = 0.0
 
     def _count(self, method: str, item: RateLimitItem, scope: str, key: str):
-        """``hit``, ``test`` or ``get_window_stats`` on the shared counters, or on this process's while they are away."""
+        """``hit``, ``test`` or ``get_window_stats`` on the shared counters (this process's while they are away)."""
         if time.monotonic() >= self.shared_again_at:
             try:
                 return getattr(self.shared, method)(item, self.prefix, scope, key)
