@@ -203,3 +203,31 @@ def test_disabling_an_unknown_account_is_a_404(manager):
 def test_the_desk_cannot_manage_staff(desk, desk_user, manager_user):
     assert desk.get("/admin/staff").status_code == 403
     assert desk.post(f"/admin/staff/{manager_user.id}/disable").status_code == 403
+
+
+def test_the_logged_in_staff_member_is_a_detached_copy_that_a_commit_leaves_readable(app, desk_user):
+    """load_session_user: no query after an action's commit, and a Staff row the action holds is left alone."""
+    from sqlalchemy import event
+
+    from clinic.services import staff as staff_service
+    from clinic.services.transaction import Actor
+
+    email, token = desk_user.email, staff_service.authenticate(desk_user.email, PASSWORD, Actor()).session_token
+    held = db.session.get(Staff, desk_user.id)  # a row an action has loaded
+    current = staff_service.load_session_user(token)
+    assert current is not held and current.id == desk_user.id
+    held.language = "zh_CN"
+    db.session.commit()
+    statements = []
+
+    def count(_connection, _cursor, statement, *_args):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        assert current.is_active and current.language is None and current.email == email
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert statements == [], "the copy is read without going back to the database"
+    db.session.expire_all()
+    assert db.session.get(Staff, desk_user.id).language == "zh_CN", "the action's change was saved"

@@ -9,10 +9,12 @@ from datetime import timedelta
 from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import make_transient_to_detached
 
 from clinic.extensions import db
 from clinic.models import Role, Staff, StaffSession
 from clinic.models._time import utcnow
+from clinic.models.rows import column_keys, columns_of
 from clinic.services import audit
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
@@ -65,10 +67,6 @@ def authenticate(email: str | None, password: str | None, actor: Actor, user_age
         audit.record("login", Actor(staff_id=staff.id, ip=actor.ip, branch_id=staff.branch_id))
     staff = db.session.get(Staff, staff.id)
     staff.session_token = token
-    # Detached, with the columns loaded above: an action's commit would otherwise expire the row, and the
-    # page after it (a desk receipt asking the staff member's language) would read it again. current_user
-    # is only ever read (its id, role, branch, language), never changed or linked to other rows.
-    db.session.expunge(staff)
     return staff
 
 
@@ -77,7 +75,8 @@ def _token_hash(token: str) -> str:
 
 
 # Built once: it runs on every staff request, and building a statement costs about as much as running it.
-_OPEN_SESSION = (select(StaffSession.created_at, Staff).join(Staff, Staff.id == StaffSession.staff_id)
+_STAFF_KEYS = column_keys(Staff)
+_OPEN_SESSION = (select(StaffSession.created_at, *columns_of(Staff)).join(Staff, Staff.id == StaffSession.staff_id)
                  .where(StaffSession.token_hash == bindparam("token_hash"), StaffSession.ended_at.is_(None)))
 
 
@@ -92,14 +91,16 @@ def load_session_user(token: str) -> Staff | None:
     row = db.session.execute(_OPEN_SESSION, {"token_hash": _token_hash(token)}).first()
     if row is None:
         return None
-    created_at, staff = row
+    created_at, *columns = row
+    # A detached copy of the row, outside the session: an action's commit would otherwise expire it, and
+    # the page after the action (a desk receipt asking the staff member's language) would read it again.
+    # A copy also leaves alone any Staff row an action has loaded in the session. current_user is only
+    # ever read (its id, role, branch, language), never changed or linked to other rows.
+    staff = Staff(**dict(zip(_STAFF_KEYS, columns)))
     if not staff.enabled or utcnow() - created_at > session_lifetime():
         return None
+    make_transient_to_detached(staff)
     staff.session_token = token
-    # Detached, with the columns loaded above: an action's commit would otherwise expire the row, and the
-    # page after it (a desk receipt asking the staff member's language) would read it again. current_user
-    # is only ever read (its id, role, branch, language), never changed or linked to other rows.
-    db.session.expunge(staff)
     return staff
 
 
