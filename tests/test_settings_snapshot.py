@@ -100,3 +100,25 @@ def test_a_stamp_read_outside_a_transaction_serves_only_its_own_request(app, mak
     finally:
         db.session.rollback()
         _from_elsewhere("UPDATE clinics SET name = 'Test Clinic' WHERE id = 1")
+
+
+def test_after_an_action_s_commit_the_stamp_is_read_again_without_beginning_a_transaction(app):
+    """A receipt rendered after its action: the newest settings, and no BEGIN (nor a ROLLBACK at the request's end)."""
+    from clinic.services import audit
+    from clinic.services.transaction import Actor, atomic
+
+    with app.test_request_context("/"):
+        with atomic():
+            audit.record("test.event", Actor())
+            assert current_settings().clinic.name != "Renamed Clinic"
+        _from_elsewhere("UPDATE clinics SET name = 'Renamed Clinic' WHERE id = 1")
+        try:
+            assert current_settings().clinic.name == "Renamed Clinic", "checked again after the commit"
+            assert not db.session().in_transaction(), "read without beginning the session's transaction"
+            _from_elsewhere("UPDATE clinics SET name = 'Test Clinic' WHERE id = 1")
+            assert current_settings().clinic.name == "Renamed Clinic", "then kept for the rest of the request"
+            db.session.connection()  # the page goes on to read in a transaction: checked again
+            assert current_settings().clinic.name == "Test Clinic"
+        finally:
+            db.session.rollback()
+            _from_elsewhere("UPDATE clinics SET name = 'Test Clinic' WHERE id = 1")

@@ -25,6 +25,7 @@ from clinic.extensions import db
 from clinic.models import Campaign, Clinic, SettingsStamp, Tier
 from clinic.models.campaign import CampaignRules
 from clinic.models.rows import CampaignRow, ClinicRow, TierRow, columns_of
+from clinic.services.transaction import read_connection
 
 _STAMP = select(SettingsStamp.stamp).where(SettingsStamp.id == 1)
 # The stamp as a column of a page's own query: see settings_read_with.
@@ -52,12 +53,20 @@ def current_settings() -> Settings:
 
     Within one transaction the answer does not change (the same copy is returned), so a page reads
     the stamp once however many times it asks; a new transaction (after a commit or a rollback, e.g.
-    the settings page saving) checks again. The process's copy is kept per app: tests build many apps
-    in one process, each with its own database.
+    the settings page saving) checks again; so does the first question after a commit, outside any
+    transaction. The process's copy is kept per app: tests build many apps in one process, each with its
+    own database.
     """
+    transaction = _session_transaction()
     remembered = g.get("settings_snapshot")
-    if remembered is not None and remembered[0] is _checked_for(_session_transaction()):
+    if remembered is not None and remembered[0] is _checked_for(transaction):
         return remembered[1]
+    if transaction is None and has_request_context():
+        # No transaction to join, e.g. a receipt rendered after its action's commit: the stamp alone, read
+        # without beginning one (a BEGIN, and on PostgreSQL the ROLLBACK at the request's end). It serves the
+        # rest of the request until the session begins a transaction, as settings_read_with's does.
+        with read_connection() as connection:
+            return _settings_at(None, connection, connection.execute(_STAMP).scalar())
     session = db.session()
     connection = session.connection()  # begins the session's transaction, as any query would
     return _settings_at(session.get_transaction(), connection, connection.execute(_STAMP).scalar())
