@@ -55,11 +55,9 @@ def test_a_read_only_page_reads_without_a_transaction_and_the_next_action_has_on
     with read_connection() as connection:
         if db.engine.dialect.name == "postgresql":
             assert connection.connection.dbapi_connection.autocommit is True
-        else:
-            assert not connection.connection.dbapi_connection.in_transaction, "no BEGIN on SQLite"
-        assert connection.execute(select(func.count()).select_from(AuditEvent)).scalar() >= 0
+        connection.execute(select(func.count()).select_from(AuditEvent))
         if db.engine.dialect.name == "sqlite":
-            assert not connection.connection.dbapi_connection.in_transaction, "the read ended with its statement"
+            assert not connection.connection.dbapi_connection.in_transaction, "no BEGIN: the read ended with its statement"
     assert not db.session().in_transaction(), "the session was not used"
     before = db.session.scalar(select(func.count()).select_from(AuditEvent))
     db.session.remove()
