@@ -244,6 +244,8 @@ class TierStatus:
 
 def paid_among(referrals: Iterable[Referral], patient_id: int, now: datetime, window_months: int) -> int:
     """:func:`paid_referrals` counted over referrals already loaded, with the same rules and window."""
+    if not referrals:  # a patient with no friends yet (most pages): no window to work out in the clinic's zone
+        return 0
     start = window_start(now, window_months)
     return sum(1 for referral in referrals
                if referral.referrer_id == patient_id and referral.status == ReferralStatus.ACTIVE.value
