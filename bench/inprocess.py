@@ -60,16 +60,18 @@ def main() -> int:
     desk.post("/login", data={"email": DESK_EMAIL, "password": DESK_PASSWORD, "csrf_token": token})
     desk_token = CSRF_META.search(desk.get("/desk/").get_data(as_text=True)).group(1)
 
-    def redeem(_: int):
-        form = dict(parse_qsl(seeder.redemption(next(codes)).split("\t", 1)[1]))
+    def post_redemption(code: str):
+        form = dict(parse_qsl(seeder.redemption(code).split("\t", 1)[1]))
         return desk.post("/desk/redeem", data=form, headers={"X-CSRFToken": desk_token, "HX-Request": "true"})
+
+    def redeem(_: int):
+        return post_redemption(next(codes))
 
     # "friend": the progress page of referrers whose code a friend redeemed (a friend, a reward, a voucher QR).
     befriended = []
     if options.only in (None, "friend"):
         for code, token in seeder.referrers(50):
-            form = dict(parse_qsl(seeder.redemption(code).split("\t", 1)[1]))
-            desk.post("/desk/redeem", data=form, headers={"X-CSRFToken": desk_token, "HX-Request": "true"})
+            post_redemption(code)
             befriended.append(token)
 
     endpoints = {

@@ -10,11 +10,10 @@ many simultaneous redemptions exactly as many pass as there are places left.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from flask_babel import gettext as _
 from sqlalchemy import and_, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
@@ -30,15 +29,15 @@ from clinic.models import (
     RewardStatus,
     Stage,
     Voucher,
-    VoucherStatus,
 )
 from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.clinic_settings import RewardTerms, clinic_local, current_clinic
 from clinic.services.errors import Refused
 from clinic.services.settings_snapshot import CampaignRow, current_settings
-from clinic.services.transaction import Actor, insert_ignoring_duplicates, insert_row, insert_rows
-from clinic.services.vouchers import issued_audit_event, new_voucher, record_issued, unused_bearer_codes
+from clinic.services.transaction import (Actor, insert_ignoring_duplicates, insert_row, insert_rows,
+                                         upsert_capable_insert)
+from clinic.services.vouchers import issued_audit_event, new_voucher, record_issued, unused_bearer_codes, voucher_row
 
 STAGES = tuple(stage.value for stage in Stage)
 STAGE_ORDER = {Stage.REDEMPTION.value: 0, Stage.VISIT.value: 1, Stage.PAYMENT.value: 2}
@@ -113,7 +112,7 @@ def _count_reward_statement(dialect: str, count_capped: bool, value_capped: bool
         condition.append(_YEAR_TOTALS.c.rewarded_count < bindparam("cap_count"))
     if value_capped:
         condition.append(_YEAR_TOTALS.c.rewarded_value + bindparam("value") <= bindparam("cap_value"))
-    statement = (postgresql if dialect == "postgresql" else sqlite).insert(_YEAR_TOTALS).values(
+    statement = upsert_capable_insert(dialect, _YEAR_TOTALS).values(
         referrer_id=bindparam("counted_referrer"), year=bindparam("counted_year"), rewarded_count=1,
         rewarded_value=bindparam("value"))
     return statement.on_conflict_do_update(
@@ -151,7 +150,7 @@ def _take_cap_slot(referrer_id: int, value: int, campaign: Campaign, now: dateti
 def release_cap_slot(reward: Reward) -> None:
     """A reversed referral's voided referrer voucher frees its place under the cap."""
     year = clinic_local(reward.voucher.issued_at if reward.voucher else utcnow()).year
-    value = reward.amount if reward.kind == RewardKind.MONEY.value else 0
+    value = capped_value(reward.kind, reward.amount)
     db.session.execute(
         update(ReferrerYearTotal).where(ReferrerYearTotal.referrer_id == reward.patient_id,
                                         ReferrerYearTotal.year == year)
@@ -164,11 +163,34 @@ def promise_rewards(referral: Referral, referrer_terms: RewardTerms, friend_term
                     actor: Actor) -> list[Reward]:
     """Write down what each side is owed (inside the redemption's transaction)."""
     currency = current_clinic().currency
-    return [insert_row(Reward(referral_id=referral.id, patient_id=patient_id, beneficiary=beneficiary, kind=terms.kind,
-                              amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
-                              valid_days=campaign.voucher_valid_days))
+    return [insert_row(_new_reward(referral, patient_id, beneficiary, terms, currency, campaign))
             for beneficiary, patient_id, terms in (("referrer", referral.referrer_id, referrer_terms),
                                                    ("friend", referral.friend_id, friend_terms))]
+
+
+def _new_reward(referral: Referral, patient_id: int, beneficiary: str, terms: RewardTerms, currency: str,
+                campaign: Campaign) -> Reward:
+    """What one side of a referral is owed, not yet written: pending until its stage is reached."""
+    return Reward(referral_id=referral.id, patient_id=patient_id, beneficiary=beneficiary, kind=terms.kind,
+                  amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
+                  valid_days=campaign.voucher_valid_days, status=RewardStatus.PENDING.value, voucher_id=None)
+
+
+def capped_value(kind: str, amount: int) -> int:
+    """What a reward counts against a yearly value cap: a money reward its amount, any other nothing."""
+    return amount if kind == RewardKind.MONEY.value else 0
+
+
+def _review_request(reward: Reward, referral_id: int, actor: Actor) -> ReviewRequest:
+    """A manager's decision on a referrer's reward over the yearly cap."""
+    return ReviewRequest(kind="over_cap", reward_id=reward.id, referrer_id=reward.patient_id,
+                         created_by_id=actor.staff_id, branch_id=actor.branch_id, details={"referral_id": referral_id})
+
+
+def _held_for_review_event(patient_id: int, referral_id: int) -> tuple[str, dict]:
+    """The audit event of a reward held over the cap, as ``audit.record`` and ``audit.record_all`` take it."""
+    return "reward.held_for_review", dict(patient_id=patient_id, referral_id=referral_id,
+                                          reason_text="yearly cap reached")
 
 
 def reward_redemption(referral: Referral, referrer: Patient, friend: Patient, referrer_terms: RewardTerms,
@@ -185,23 +207,19 @@ def reward_redemption(referral: Referral, referrer: Patient, friend: Patient, re
     currency = current_clinic().currency
     rewards, due, audited = [], [], []
     for beneficiary, patient, terms in (("referrer", referrer, referrer_terms), ("friend", friend, friend_terms)):
-        reward = Reward(referral_id=referral.id, patient_id=patient.id, beneficiary=beneficiary, kind=terms.kind,
-                        amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
-                        valid_days=campaign.voucher_valid_days, status=RewardStatus.PENDING.value, voucher_id=None)
+        reward = _new_reward(referral, patient.id, beneficiary, terms, currency, campaign)
         rewards.append(reward)
         if STAGE_ORDER[terms.stage] > STAGE_ORDER[Stage.REDEMPTION.value]:
             continue
-        value = terms.amount if terms.kind == RewardKind.MONEY.value else 0
+        value = capped_value(terms.kind, terms.amount)
         if beneficiary == "referrer" and not _take_cap_slot(patient.id, value, campaign, now, force=False):
             reward.status = RewardStatus.REVIEW.value
-            audited.append(("reward.held_for_review", dict(patient_id=patient.id, referral_id=referral.id,
-                                                           reason_text="yearly cap reached")))
+            audited.append(_held_for_review_event(patient.id, referral.id))
             continue
         due.append((reward, patient))
-    vouchers = insert_rows([Voucher(code=code, patient_id=patient.id, referral_id=referral.id,
-                                    beneficiary=reward.beneficiary, kind=reward.kind, amount=reward.amount,
-                                    label=reward.label, currency=currency, status=VoucherStatus.ACTIVE.value,
-                                    issued_at=now, expires_at=now + timedelta(days=reward.valid_days))
+    vouchers = insert_rows([voucher_row(code, patient, RewardTerms(reward.kind, reward.amount, reward.label),
+                                        beneficiary=reward.beneficiary, currency=currency,
+                                        valid_days=reward.valid_days, referral=referral, now=now)
                             for (reward, patient), code in zip(due, unused_bearer_codes(len(due)))], match_on="code")
     for (reward, _patient), voucher in zip(due, vouchers):
         reward.status, reward.voucher_id = RewardStatus.ISSUED.value, voucher.id
@@ -214,9 +232,7 @@ def reward_redemption(referral: Referral, referrer: Patient, friend: Patient, re
         issued.append((voucher, patient))
     for reward in rewards:
         if reward.status == RewardStatus.REVIEW.value:
-            db.session.add(ReviewRequest(kind="over_cap", reward_id=reward.id, referrer_id=reward.patient_id,
-                                         created_by_id=actor.staff_id, branch_id=actor.branch_id,
-                                         details={"referral_id": referral.id}))
+            db.session.add(_review_request(reward, referral.id, actor))
     return rewards, issued, audited
 
 
@@ -249,14 +265,12 @@ def _voucher_for(reward: Reward, campaign: Campaign, referral: Referral, actor: 
                  force: bool) -> Voucher | None:
     """The reward's voucher, written but not yet audited; None when a referrer's reward over a cap goes to review."""
     if reward.beneficiary == "referrer":
-        value = reward.amount if reward.kind == RewardKind.MONEY.value else 0
+        value = capped_value(reward.kind, reward.amount)
         if not _take_cap_slot(reward.patient_id, value, campaign, now, force=force):
             _set_reward(reward, status=RewardStatus.REVIEW.value)
-            db.session.add(ReviewRequest(kind="over_cap", reward_id=reward.id, referrer_id=reward.patient_id,
-                                         created_by_id=actor.staff_id, branch_id=actor.branch_id,
-                                         details={"referral_id": referral.id}))
-            audit.record("reward.held_for_review", actor, patient_id=reward.patient_id, referral_id=referral.id,
-                         reason_text="yearly cap reached")
+            db.session.add(_review_request(reward, referral.id, actor))
+            action, arguments = _held_for_review_event(reward.patient_id, referral.id)
+            audit.record(action, actor, **arguments)
             return None
     return new_voucher(reward.patient, RewardTerms(reward.kind, reward.amount, reward.label),
                        beneficiary=reward.beneficiary, currency=reward.currency, valid_days=reward.valid_days,

@@ -176,6 +176,11 @@ _INSERTS_RETURNING_ROW: dict = {}
 _WRITTEN = "transaction.written"  # session.info: the objects insert_row wrote in the current transaction
 
 
+def upsert_capable_insert(dialect: str, table):
+    """The dialect's own INSERT for ``table`` (it has ``on_conflict_do_nothing`` / ``on_conflict_do_update``)."""
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+
+
 def insert_ignoring_duplicates(model, values: dict) -> bool:
     """INSERT … ON CONFLICT DO NOTHING in the current transaction; True when the row was inserted.
 
@@ -191,11 +196,10 @@ def insert_new_rows(model, rows: list[dict]) -> list:
     dialect = session.get_bind().dialect.name
     statement = _INSERTS_IGNORING_DUPLICATES.get((dialect, model))
     if statement is None:
-        module = postgresql if dialect == "postgresql" else sqlite
         table = model.__table__
         # A Core INSERT on the table with RETURNING: an ORM-enabled INSERT reports no rowcount on PostgreSQL,
         # and takes the ORM's bulk path, several times slower, for one row.
-        statement = module.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        statement = upsert_capable_insert(dialect, table).on_conflict_do_nothing().returning(*table.primary_key.columns)
         _INSERTS_IGNORING_DUPLICATES[dialect, model] = statement
     # On the session's connection: the ORM's execution path costs more than the Core statement it wraps.
     return session.connection().execute(statement, rows if len(rows) > 1 else rows[0]).all()
@@ -246,7 +250,7 @@ def insert_rows(instances: list, *, match_on: str | None, unless_taken: str | No
     written = _INSERTS_RETURNING_ROW.get((table, unless_taken, dialect))
     if written is None:
         columns = tuple((prop.key, prop.columns[0]) for prop in mapper.column_attrs)
-        statement = ((postgresql if dialect == "postgresql" else sqlite).insert(table)
+        statement = (upsert_capable_insert(dialect, table)
                      .on_conflict_do_nothing(index_elements=[table.c[unless_taken]]) if unless_taken else insert(table))
         written = _INSERTS_RETURNING_ROW[table, unless_taken, dialect] = (
             statement.returning(*(column for _key, column in columns)), columns)

@@ -53,9 +53,15 @@ def new_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, curr
     The caller then audits and announces it with :func:`record_issued` (a redemption writes both sides'
     vouchers first); :func:`issue_voucher` does both for one voucher.
     """
-    now = utcnow()
-    return insert_row(Voucher(
-        code=unused_bearer_code(),
+    return insert_row(voucher_row(unused_bearer_code(), patient, reward, beneficiary=beneficiary, currency=currency,
+                                  valid_days=valid_days, referral=referral, now=utcnow()))
+
+
+def voucher_row(code: str, patient: Patient, reward: RewardTerms, *, beneficiary: str, currency: str, valid_days: int,
+                referral: Referral | None, now) -> Voucher:
+    """A new active voucher with a claimed ``code``, not yet written (a redemption writes both sides' at once)."""
+    return Voucher(
+        code=code,
         patient_id=patient.id,
         referral_id=referral.id if referral else None,
         beneficiary=beneficiary,
@@ -66,7 +72,7 @@ def new_voucher(patient: Patient, reward: RewardTerms, *, beneficiary: str, curr
         status=VoucherStatus.ACTIVE.value,
         issued_at=now,
         expires_at=now + timedelta(days=valid_days),
-    ))
+    )
 
 
 def record_issued(voucher: Voucher, patient: Patient, actor: Actor) -> None:
