@@ -231,3 +231,25 @@ def test_the_logged_in_staff_member_is_a_detached_copy_that_a_commit_leaves_read
     assert statements == [], "the copy is read without going back to the database"
     db.session.expire_all()
     assert db.session.get(Staff, desk_user.id).language == "zh_CN", "the action's change was saved"
+
+
+def test_loading_the_logged_in_staff_member_opens_no_transaction(app, desk_user):
+    """The session loader reads outside any transaction, so the action after it begins without a rollback.
+
+    On PostgreSQL that rollback also dropped every statement psycopg had prepared on the connection
+    (DEALLOCATE ALL): no redemption statement stayed prepared from one request to the next. Inside a
+    transaction already open, the loader reads in it (one connection, one snapshot) and leaves it open.
+    """
+    from clinic.services import staff as staff_service
+    from clinic.services.transaction import Actor
+
+    staff_id = desk_user.id
+    token = staff_service.authenticate(desk_user.email, PASSWORD, Actor()).session_token
+    db.session.rollback()
+    with app.test_request_context("/desk/"):
+        assert staff_service.load_session_user(token).id == staff_id
+        assert not db.session().in_transaction()
+        db.session.get(Staff, staff_id)  # an action's own read begins its transaction
+        assert staff_service.load_session_user(token).id == staff_id
+        assert db.session().in_transaction()
+        db.session.rollback()

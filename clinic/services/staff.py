@@ -17,7 +17,7 @@ from clinic.models._time import utcnow
 from clinic.models.rows import column_keys, columns_of
 from clinic.services import audit
 from clinic.services.errors import Refused
-from clinic.services.transaction import Actor, atomic
+from clinic.services.transaction import Actor, atomic, read_connection
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -84,11 +84,17 @@ def load_session_user(token: str) -> Staff | None:
     """Flask-Login's loader: the staff member whose session this token opened, if it is still open.
 
     Read-only on purpose (it runs on every request, sometimes inside another action's
-    transaction): an ended, expired or disabled session simply stops loading.
+    transaction): an ended, expired or disabled session simply stops loading. Read outside any
+    transaction unless one is open (transaction.read_connection): otherwise the desk action that follows
+    began by rolling back a transaction opened only for this SELECT, and on PostgreSQL that rollback also
+    drops the statements psycopg had prepared on the connection (a ``DEALLOCATE ALL``), so no statement of
+    a redemption stayed prepared from one request to the next: three round trips, and every statement
+    planned again.
     """
     if not token or len(token) > 64:
         return None
-    row = db.session.execute(_OPEN_SESSION, {"token_hash": _token_hash(token)}).first()
+    with read_connection() as connection:
+        row = connection.execute(_OPEN_SESSION, {"token_hash": _token_hash(token)}).first()
     if row is None:
         return None
     created_at, *columns = row
