@@ -29,9 +29,11 @@ TRIGGERS = {"sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
 
 EXPECTED_TRIGGERS = {
     "sqlite": {"audit_events_no_update", "audit_events_no_delete", "clinics_insert_new_settings_stamp",
-               "campaigns_update_new_settings_stamp", "tiers_delete_new_settings_stamp"},
+               "campaigns_update_new_settings_stamp", "tiers_delete_new_settings_stamp",
+               "webhook_endpoints_insert_new_settings_stamp", "webhook_endpoints_update_new_settings_stamp",
+               "webhook_endpoints_delete_new_settings_stamp"},
     "postgresql": {"audit_events_no_update_or_delete", "audit_events_no_truncate", "clinics_new_settings_stamp",
-                   "campaigns_new_settings_stamp", "tiers_new_settings_stamp"},
+                   "campaigns_new_settings_stamp", "tiers_new_settings_stamp", "webhook_endpoints_new_settings_stamp"},
 }
 
 

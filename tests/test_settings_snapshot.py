@@ -39,8 +39,14 @@ def test_one_copy_per_process_until_the_settings_change(app):
     "DELETE FROM campaigns",
     "INSERT INTO tiers (name, min_paid_referrals, window_months, privileges) VALUES ('VIP', 3, 12, '')",
     "UPDATE clinics SET currency = 'EUR'",
+    "INSERT INTO webhook_endpoints (url, description, events, secret, enabled, created_at) VALUES "
+    "('https://hooks.example/y', '', '[\"voucher.spent\"]', 'secret', true, CURRENT_TIMESTAMP)",
+    "UPDATE webhook_endpoints SET enabled = false",
+    "DELETE FROM webhook_endpoints",
 ])
 def test_every_kind_of_change_draws_a_new_stamp(app, change):
+    _from_elsewhere("INSERT INTO webhook_endpoints (url, description, events, secret, enabled, created_at) VALUES "
+                    "('https://hooks.example/x', '', '[\"voucher.issued\"]', 'secret', true, CURRENT_TIMESTAMP)")
     before = current_settings()
     db.session.commit()
     _from_elsewhere(change)
@@ -122,3 +128,40 @@ def test_after_an_action_s_commit_the_stamp_is_read_again_without_beginning_a_tr
         finally:
             db.session.rollback()
             _from_elsewhere("UPDATE clinics SET name = 'Test Clinic' WHERE id = 1")
+
+
+def test_a_redemption_reads_the_settings_and_webhook_subscriptions_with_its_referrer(app, actor, referrer):
+    """One stamp read, in the referrer's own query, and no SELECT of the endpoints; yet an endpoint a manager
+    registers or disables between two redemptions of this process is honoured by the next one."""
+    from clinic.models import WebhookDelivery
+    from clinic.services import redemption, webhooks
+    from tests.conftest import friend
+
+    statements = []
+
+    def count(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    def deliveries() -> int:
+        return db.session.query(WebhookDelivery).count()
+
+    app.config.update(WEBHOOK_ALLOW_PRIVATE_NETWORKS=True, WEBHOOK_SEND_AFTER_COMMIT=False)  # written, not sent
+    code = referrer.personal_code
+    current_settings()  # the process's copy, as any earlier request leaves it
+    db.session.commit()
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        redemption.redeem_code(code, friend(full_name="First", phone="13700000011"), actor)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    stamp_reads = [statement for statement in statements if "settings_stamp" in statement]
+    assert len(stamp_reads) == 1 and "FROM patients" in stamp_reads[0], "the stamp comes with the referrer"
+    assert not [statement for statement in statements if "FROM webhook_endpoints" in statement]
+    assert deliveries() == 0
+    endpoint = webhooks.register_endpoint(webhooks.EndpointRules.from_form(
+        url="http://127.0.0.1:9/clinic", events=["voucher.issued"]), actor)
+    redemption.redeem_code(code, friend(full_name="Second", phone="13700000012"), actor)
+    assert deliveries() == 2, "the new endpoint gets both vouchers of the next redemption"
+    webhooks.set_enabled(endpoint.id, False, actor)
+    redemption.redeem_code(code, friend(full_name="Third", phone="13700000013"), actor)
+    assert deliveries() == 2, "a disabled endpoint gets nothing more"

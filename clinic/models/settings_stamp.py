@@ -1,17 +1,20 @@
-"""A number the database draws anew whenever the clinic's settings, campaigns or tiers change.
+"""A number the database draws anew whenever the clinic's settings, campaigns, tiers or webhook endpoints change.
 
 Every public page needs the clinic's settings, the campaign in force and the tiers, and managers change
 them a few times a year. ``clinic.services.settings_snapshot`` keeps one read-only copy of them per process
-and, to know that the copy is still exact, reads this one-row table instead of the three tables: triggers
-on ``clinics``, ``campaigns`` and ``tiers`` give ``settings_stamp.stamp`` a new random value in the same
-transaction as any INSERT, UPDATE or DELETE, whoever writes it (a view, a ``flask`` command, hand-typed SQL).
+and, to know that the copy is still exact, reads this one-row table instead of the tables: triggers
+on ``clinics``, ``campaigns``, ``tiers`` and ``webhook_endpoints`` give ``settings_stamp.stamp`` a new random
+value in the same transaction as any INSERT, UPDATE or DELETE, whoever writes it (a view, a ``flask`` command,
+hand-typed SQL). The webhook endpoints joined later: every redemption, spend and milestone asks which
+endpoints want its events, and they change as rarely as the settings.
 Random rather than counted, so that a database created again, or restored from a backup, cannot show a
 process the number its old copy was taken at (a count would start again at 0). The stamp lives in a
 table of its own so that its update does not fire the triggers again.
 
 ``STAMP_SQL`` below is the live definition: ``db.create_all()`` installs it through the ``after_create``
 listeners at the end of this module (the tests build their schema that way). The migration that added
-it (``9b2d4e6f8a10``) carries its own frozen copy, because a released migration must not change.
+it (``9b2d4e6f8a10``, and ``5c3e9a1b7d20`` for the webhook endpoints) carries its own frozen copy, because a
+released migration must not change.
 On SQLite, a migration that rebuilds one of these tables in batch mode drops its triggers with it:
 such a migration must create them again.
 """
@@ -26,6 +29,7 @@ from clinic.models._ddl import attach_ddl
 from clinic.models.campaign import Campaign
 from clinic.models.clinic import Clinic
 from clinic.models.reward import Tier
+from clinic.models.webhook import WebhookEndpoint
 
 
 class SettingsStamp(db.Model):
@@ -65,5 +69,5 @@ attach_ddl(SettingsStamp.__table__, "after_create", SEED_SQL)
 # Dropping the function drops the triggers still using it.
 attach_ddl(SettingsStamp.__table__, "after_drop",
            {"postgresql": ["DROP FUNCTION IF EXISTS new_settings_stamp() CASCADE"]})
-for _model in (Clinic, Campaign, Tier):
+for _model in (Clinic, Campaign, Tier, WebhookEndpoint):
     attach_ddl(_model.__table__, "after_create", stamp_sql(_model.__tablename__))

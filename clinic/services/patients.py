@@ -21,6 +21,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.codes import InvalidCode, generate_personal_code, normalize_code, parse_code, CodeKind
 from clinic.services.errors import Refused
+from clinic.services.settings_snapshot import STAMP_COLUMN, settings_read_with
 from clinic.services.text import CONTROL_CHARACTERS, clean_text
 from clinic.services.transaction import Actor, atomic, insert_row_unless_taken
 
@@ -253,7 +254,8 @@ def set_poster_consent(patient_id: int, consent: bool, actor: Actor) -> Patient:
 # Built once: the public pages look a patient up on every request, and building a statement
 # costs SQLAlchemy nearly as much as running it.
 _BY_PROGRESS_TOKEN_HASH = select(Patient).where(Patient.progress_token_hash == bindparam("token_hash"))
-_BY_PERSONAL_CODE = select(Patient).where(Patient.personal_code == bindparam("code"))
+# With the settings stamp (settings_snapshot.settings_read_with): a redemption asks next for the campaign in force.
+_BY_PERSONAL_CODE = select(Patient, STAMP_COLUMN).where(Patient.personal_code == bindparam("code"))
 
 
 def patient_by_progress_token(token: str) -> Patient | None:
@@ -263,7 +265,18 @@ def patient_by_progress_token(token: str) -> Patient | None:
 
 
 def patient_by_personal_code(code: str) -> Patient | None:
-    return db.session.scalar(_BY_PERSONAL_CODE, {"code": code})
+    """The patient holding this personal code, read in the session's transaction.
+
+    The settings are checked by the same statement (the stamp as a column): a redemption looks the
+    referrer up and then asks for the campaign in force, and a statement fewer is a round trip fewer
+    on PostgreSQL, inside the write transaction.
+    """
+    row = db.session.execute(_BY_PERSONAL_CODE, {"code": code}).first()
+    if row is None:
+        return None
+    patient, stamp = row
+    settings_read_with(stamp, db.session.connection())
+    return patient
 
 
 SEARCH_LIMIT = 50

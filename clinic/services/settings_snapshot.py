@@ -1,8 +1,10 @@
-"""The clinic's settings, campaigns and tiers as one read-only copy per process, exact to the last commit.
+"""The clinic's settings, campaigns, tiers and webhook subscriptions as one read-only copy per process, exact to the last commit.
 
 Every page needs some of them (the clinic's name, currency, time zone, language and base URL, the
 campaign in force, the tiers) and loading them as ORM entities cost three queries and a third of an
-invite page. Managers change them a few times a year. So each process keeps one copy, as frozen rows
+invite page. Managers change them a few times a year. The webhook subscriptions (which enabled endpoint wants
+which events) are in the copy too: every redemption, spend and milestone asks, and read per transaction they
+were one more statement in each. So each process keeps one copy, as frozen rows
 (models/rows.py), and checks it with one primary-key read of ``settings_stamp``, which database
 triggers draw anew in the same transaction as any change to those tables (models/settings_stamp.py).
 The copy is therefore never stale, whoever changed the settings and from whichever process or host,
@@ -22,7 +24,7 @@ from flask import current_app, g, has_request_context, request
 from sqlalchemy import select
 
 from clinic.extensions import db
-from clinic.models import Campaign, Clinic, SettingsStamp, Tier
+from clinic.models import Campaign, Clinic, SettingsStamp, Tier, WebhookEndpoint
 from clinic.models.campaign import CampaignRules
 from clinic.models.rows import CampaignRow, ClinicRow, TierRow, columns_of
 from clinic.services.transaction import read_connection
@@ -33,6 +35,9 @@ STAMP_COLUMN = _STAMP.scalar_subquery().label("settings_stamp")
 _CLINIC = select(*columns_of(Clinic)).where(Clinic.id == 1)
 _CAMPAIGNS = select(*columns_of(Campaign)).order_by(Campaign.id.desc())  # newest first: the newest running wins
 _TIERS = select(*columns_of(Tier)).order_by(Tier.min_paid_referrals, Tier.id)  # as tiers.list_tiers
+# Only what emitting needs: the endpoints' secrets and URLs stay in the database.
+_SUBSCRIPTIONS = (select(WebhookEndpoint.id, WebhookEndpoint.events)
+                  .where(WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id))
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Settings:
     clinic: ClinicRow
     campaigns: tuple[CampaignRow, ...]  # newest first
     tiers: tuple[TierRow, ...]  # lowest threshold first
+    webhook_subscriptions: tuple[tuple[int, frozenset[str]], ...]  # (endpoint id, event types) of enabled endpoints
 
     def campaign_in_force(self, for_cards: bool, now) -> CampaignRow | None:
         """The newest running campaign that covers this kind of code, or None."""
@@ -111,7 +117,7 @@ def _settings_at(transaction, connection, stamp: int | None) -> Settings:
 
 
 def _load(connection, stamp: int | None) -> Settings:
-    """Read the three tables after the stamp: a change committed in between only makes the next check reload."""
+    """Read the tables after the stamp: a change committed in between only makes the next check reload."""
     clinic = connection.execute(_CLINIC).first()
     if clinic is None:  # a new database: the placeholder row every page can render with, committed
         from clinic.services.clinic_settings import get_clinic
@@ -122,4 +128,6 @@ def _load(connection, stamp: int | None) -> Settings:
         clinic = connection.execute(_CLINIC).first()
     return Settings(stamp=stamp, clinic=ClinicRow(*clinic),
                     campaigns=tuple(CampaignRow(*row) for row in connection.execute(_CAMPAIGNS)),
-                    tiers=tuple(TierRow(*row) for row in connection.execute(_TIERS)))
+                    tiers=tuple(TierRow(*row) for row in connection.execute(_TIERS)),
+                    webhook_subscriptions=tuple((endpoint_id, frozenset(events or ()))
+                                                for endpoint_id, events in connection.execute(_SUBSCRIPTIONS)))

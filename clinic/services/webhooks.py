@@ -23,6 +23,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit, webhook_sender
 from clinic.services.errors import Refused
 from clinic.services.patients import check_fields
+from clinic.services.settings_snapshot import current_settings
 from clinic.services.text import clean_text
 from clinic.services.transaction import Actor, atomic, insert_row
 
@@ -38,24 +39,17 @@ EVENT_TYPES = {
 DESCRIPTION_MAX = 200
 RECENT_DELIVERIES = 50
 
-_ENDPOINTS = "webhooks.endpoints"  # session.info: the subscriptions, read once per transaction
 _SEND_AFTER_COMMIT = "webhooks.send_after_commit"  # session.info: this transaction queued deliveries
-# Built once: every redemption, spend and milestone asks (building a statement costs about as much as running it).
-_ENABLED_SUBSCRIPTIONS = (select(WebhookEndpoint.id, WebhookEndpoint.events)
-                          .where(WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id))
 _INSERT_DELIVERIES = insert(WebhookDelivery.__table__)
 
 
-def _subscriptions() -> list[tuple[int, frozenset[str]]]:
-    """(endpoint id, event types) of every enabled endpoint, read once per transaction.
+def _subscriptions() -> tuple[tuple[int, frozenset[str]], ...]:
+    """(endpoint id, event types) of every enabled endpoint, as committed.
 
-    A redemption emits several events; the endpoints do not change under it.
+    From the settings snapshot, which triggers on ``webhook_endpoints`` keep exact: the action has
+    usually read the settings stamp already (a redemption with its referrer), so this costs no statement.
     """
-    info = db.session.info
-    if _ENDPOINTS not in info:
-        rows = db.session.execute(_ENABLED_SUBSCRIPTIONS)
-        info[_ENDPOINTS] = [(endpoint_id, frozenset(events or ())) for endpoint_id, events in rows]
-    return info[_ENDPOINTS]
+    return current_settings().webhook_subscriptions
 
 
 def subscribed(event_type: str) -> bool:
@@ -90,9 +84,8 @@ def _send_after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_transaction_end")
 def _forget_transaction_state(session: Session, transaction) -> None:
-    """Committed, rolled back or closed: the next transaction reads the endpoints again and kicks nothing."""
+    """Committed, rolled back or closed: the next transaction kicks nothing unless it queues deliveries too."""
     if transaction.parent is None:
-        session.info.pop(_ENDPOINTS, None)
         session.info.pop(_SEND_AFTER_COMMIT, None)
 
 
