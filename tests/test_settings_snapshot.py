@@ -165,3 +165,33 @@ def test_a_redemption_reads_the_settings_and_webhook_subscriptions_with_its_refe
     webhooks.set_enabled(endpoint.id, False, actor)
     redemption.redeem_code(code, friend(full_name="Third", phone="13700000013"), actor)
     assert deliveries() == 2, "a disabled endpoint gets nothing more"
+
+
+def test_a_receipt_shows_the_settings_its_redemption_was_made_under_without_reading_them_again(app, actor, referrer):
+    """keep_settings_checked_by: after the redemption's commit no stamp read (no BEGIN either); the next
+    transaction of the request checks again, and a later request sees a change made meanwhile."""
+    from clinic.services import redemption
+    from tests.conftest import friend
+
+    code = referrer.personal_code
+    db.session.commit()
+    statements = []
+
+    def count(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    with app.test_request_context("/desk/redeem"):
+        redemption.redeem_code(code, friend(full_name="First", phone="13700000021"), actor)
+        _from_elsewhere("UPDATE clinics SET name = 'Renamed Clinic' WHERE id = 1")
+        event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            assert current_settings().clinic.name == "Test Clinic", "the settings the redemption used"
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count)
+        try:
+            assert statements == [] and not db.session().in_transaction()
+            db.session.connection()  # the request goes on in a new transaction: checked again
+            assert current_settings().clinic.name == "Renamed Clinic"
+        finally:
+            db.session.rollback()
+            _from_elsewhere("UPDATE clinics SET name = 'Test Clinic' WHERE id = 1")

@@ -39,6 +39,7 @@ from clinic.services.patients import (
     find_existing,
     patient_by_personal_code,
 )
+from clinic.services.settings_snapshot import keep_settings_checked_by
 from clinic.services.transaction import Actor, atomic, insert_row
 from clinic.services.rewards import campaign_in_force, reward_redemption, take_quota_place
 from clinic.services.vouchers import find_voucher
@@ -164,9 +165,13 @@ def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
         request_fingerprint = idempotency.fingerprint(
             "redeem", parsed.code, details.full_name, details.phone, details.external_id)
         try:
-            with atomic(keep_loaded=True):  # the receipt is built from the rows just written
+            with atomic(keep_loaded=True) as session:  # the receipt is built from the rows just written
+                transaction = session.get_transaction()
                 offer = _offer_for(parsed)
-                return _redeem(offer, details, actor, key, request_fingerprint)
+                result = _redeem(offer, details, actor, key, request_fingerprint)
+            # ... and in the settings the redemption was made under (it changes none): no stamp read after the commit.
+            keep_settings_checked_by(transaction)
+            return result
         except IntegrityError:
             # A unique index refused a row: a concurrent twin won (replay its result), or the friend is already a
             # patient (the phone or record number INSERT says so: say who exists).

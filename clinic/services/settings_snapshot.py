@@ -93,6 +93,19 @@ def settings_read_with(stamp: int | None, connection) -> None:
         _settings_at(transaction, connection, stamp)
 
 
+def keep_settings_checked_by(transaction) -> None:
+    """Let the check made in ``transaction``, now committed, serve the rest of the request (until a new transaction).
+
+    For an action that changes no settings and answers with what it did (a redemption's receipt): the answer
+    then shows the settings the action was made under, without reading the stamp again after the commit
+    (one statement, and on PostgreSQL one round trip). Not for an action that may have changed the settings:
+    its copy would predate its own change. Outside a request, or if the transaction checked nothing, a no-op.
+    """
+    remembered = g.get("settings_snapshot")
+    if remembered is not None and remembered[0] is transaction and has_request_context():
+        g.settings_snapshot = (_checked_for(None), remembered[1])
+
+
 def _session_transaction():
     """The scoped session's transaction, if any, without making a session only to ask (a read-only page needs none)."""
     return db.session().get_transaction() if db.session.registry.has() else None
