@@ -1,4 +1,4 @@
-"""The clinic's settings, campaigns, tiers and webhook subscriptions as one read-only copy per process, exact to the last commit.
+"""Settings, campaigns, tiers and webhook subscriptions: one read-only copy per process, exact to the last commit.
 
 Every page needs some of them (the clinic's name, currency, time zone, language and base URL, the
 campaign in force, the tiers) and loading them as ORM entities cost three queries and a third of an
@@ -13,7 +13,9 @@ and reading it costs one tiny query per database transaction instead of three.
 Writers (the settings and campaign pages) keep using the ORM entities (``clinic_settings.get_clinic``);
 this module is for reading only, and its rows cannot be handed to the ORM. A copy holds committed
 settings only: a service that edits the settings and reads them back in the same transaction must
-read the ORM rows it edited (none does today).
+read the ORM rows it edited (none does today). One deliberate exception to "checked per transaction":
+a redemption's receipt, rendered after its commit, shows the settings the redemption was made under
+(``keep_settings_checked_by``) rather than reading the stamp again.
 """
 
 from __future__ import annotations
