@@ -103,7 +103,8 @@ def patient_count() -> int:
     return count
 
 
-SETTINGS_READS = ("BEGIN", "SELECT settings_stamp.", "SELECT clinics.", "SELECT campaigns.", "SELECT tiers.")
+SETTINGS_READS = ("BEGIN", "SELECT settings_stamp.", "SELECT clinics.", "SELECT campaigns.", "SELECT tiers.",
+                  "SELECT webhook_endpoints.")
 
 
 def test_the_preview_of_2000_rows_marks_every_problem_with_a_fixed_number_of_queries(existing):
