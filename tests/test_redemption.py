@@ -86,6 +86,40 @@ def test_desk_rules_refuse_with_a_reason_and_change_nothing(referrer, actor, mak
     assert (last.action, last.outcome, last.reason) == ("redemption", "refused", reason)
 
 
+def test_an_existing_friend_is_refused_without_a_failed_statement(referrer, actor, make_patient):
+    """The friend's INSERT … ON CONFLICT DO NOTHING answers "taken"; no unique violation reaches the database's log.
+
+    Before, the INSERT failed on the phone's unique index and the whole transaction was rolled back to find out
+    who existed: on PostgreSQL an ERROR line per "already registered" at the desk.
+    """
+    from sqlalchemy import event
+
+    make_patient(full_name="Existing", phone="13800000099")
+    db.session.commit()
+    failures = []
+
+    def failed(context):
+        failures.append(context.original_exception)
+
+    event.listen(db.engine, "handle_error", failed)
+    try:
+        with pytest.raises(Refused) as refused:
+            redemption.redeem_code(referrer.personal_code, friend(phone="13800000099"), actor)
+    finally:
+        event.remove(db.engine, "handle_error", failed)
+    assert (refused.value.reason, refused.value.field) == ("existing_patient", "phone")
+    assert failures == []
+
+
+def test_a_taken_personal_code_is_drawn_again(referrer, actor, monkeypatch):
+    """A friend's freshly drawn code that a patient already holds: nothing written, another code drawn."""
+    drawn = iter([referrer.personal_code, codes.generate_personal_code()])
+    monkeypatch.setattr("clinic.services.patients.generate_personal_code", lambda: next(drawn))
+    result = redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert result.friend.personal_code != referrer.personal_code
+    assert db.session.scalar(select(Patient).where(Patient.id == result.friend.id)).full_name == friend().full_name
+
+
 def test_campaign_ended_refuses(referrer, actor):
     with atomic():
         db.session.scalar(select(Campaign)).ends_at = utcnow() - timedelta(minutes=1)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import bindparam, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
@@ -174,14 +173,21 @@ def existing_patient_refusal(existing: Patient, details: PatientDetails) -> Refu
     return Refused("existing_patient", message, field=field, status=409)
 
 
+# Draws of a new personal code (and progress token) before giving up: a collision is already rare.
+NEW_CODE_ATTEMPTS = 10
+
+
 def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient | None = None) -> tuple[Patient, str]:
     """Create the patient row inside the caller's transaction; returns it with its progress token.
 
-    The new personal code is checked by the INSERT itself (nothing written if a patient holds it: another is
-    drawn); a patient already holding the phone or record number makes it fail with IntegrityError.
+    One INSERT … ON CONFLICT DO NOTHING checks every unique column. When it writes nothing, a patient already
+    holding the phone or record number is refused (``existing_patient``, raised here); otherwise the freshly
+    drawn personal code or progress token was taken, and new ones are drawn. A refusal is therefore not a failed
+    statement: PostgreSQL logs no unique-violation error for a routine "already registered" at the desk, and the
+    transaction is not aborted by it.
     """
-    token, token_hash = new_progress_token()
-    while True:
+    for _attempt in range(NEW_CODE_ATTEMPTS):
+        token, token_hash = new_progress_token()
         patient = insert_row_unless_taken(Patient(
             full_name=details.full_name,
             display_name=details.display_name,
@@ -197,29 +203,25 @@ def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient |
             referred_by_id=referred_by.id if referred_by else None,
             enrolled_by_id=actor.staff_id,
             branch_id=actor.branch_id,
-        ), "personal_code")
+        ))
         if patient is not None:
-            break
-    set_committed_value(patient, "referred_by", referred_by)
-    return patient, token
+            set_committed_value(patient, "referred_by", referred_by)
+            return patient, token
+        existing = find_existing(details)
+        if existing is not None:
+            raise existing_patient_refusal(existing, details)
+    raise RuntimeError(f"no free personal code in {NEW_CODE_ATTEMPTS} draws")
 
 
 def enrol_patient(details: PatientDetails, actor: Actor) -> tuple[Patient, str]:
-    """Enrol a patient with a personal code and a private progress link (token returned once)."""
-    try:
-        with atomic():
-            existing = find_existing(details)
-            if existing is not None:
-                raise existing_patient_refusal(existing, details)
-            patient, token = add_patient(details, actor)
-            audit.record("patient.enrolled", actor, patient_id=patient.id,
-                         notification_consent=details.preferred_channel if details.notification_consent else None)
-    except IntegrityError:
-        # Another desk enrolled the same phone or record number a moment ago.
-        existing = find_existing(details)
-        if existing is None:
-            raise
-        raise existing_patient_refusal(existing, details) from None
+    """Enrol a patient with a personal code and a private progress link (token returned once).
+
+    A phone or record number already registered, even by another desk a moment ago, is refused by add_patient.
+    """
+    with atomic():
+        patient, token = add_patient(details, actor)
+        audit.record("patient.enrolled", actor, patient_id=patient.id,
+                     notification_consent=details.preferred_channel if details.notification_consent else None)
     return patient, token
 
 

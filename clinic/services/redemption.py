@@ -174,7 +174,7 @@ def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
             return result
         except IntegrityError:
             # A unique index refused a row: a concurrent twin won (replay its result), or the friend is already a
-            # patient (the phone or record number INSERT says so: say who exists).
+            # patient (add_patient refuses that itself; this stays as the net for any other path to it).
             replayed = idempotency.previous_result(key, "redeem", request_fingerprint)
             if replayed is not None:
                 return _result_for(replayed)
@@ -208,8 +208,8 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
         set_committed_value(offer.card, "redeemed_at", redeemed_at)
     referrer, campaign = offer.referrer, offer.campaign
     _refuse_self_referral(referrer, details)
-    # A patient already holding the phone or record number makes this INSERT fail (IntegrityError), and redeem_code
-    # says who exists. It comes before the quota, so an existing patient hears that rather than "quota full".
+    # A patient already holding the phone or record number is refused here (by the INSERT's ON CONFLICT, not a failed
+    # statement). It comes before the quota, so an existing patient hears that rather than "quota full".
     friend, token = add_patient(details, actor, referred_by=referrer)
     now = utcnow()
     take_quota_place(campaign, now)

@@ -222,17 +222,18 @@ def insert_row(instance):
     return insert_rows([instance], match_on=None)[0]
 
 
-def insert_row_unless_taken(instance, column: str):
-    """:func:`insert_row`, unless another row already holds the object's value of the unique ``column``: then None.
+def insert_row_unless_taken(instance):
+    """:func:`insert_row`, unless another row already holds one of the object's unique values: then None.
 
-    INSERT … ON CONFLICT (column) DO NOTHING: the database checks a freshly drawn code in the same statement that
-    writes it. A conflict on any other unique column still fails as usual (IntegrityError).
+    INSERT … ON CONFLICT DO NOTHING (every unique constraint of the table): the database checks a freshly
+    drawn code, or a phone number someone may already have, in the same statement that writes the row, and a
+    conflict is an answer (None) rather than a failed statement. The caller finds out which value was taken.
     """
-    written = insert_rows([instance], match_on=None, unless_taken=column)
+    written = insert_rows([instance], match_on=None, unless_taken=True)
     return written[0] if written else None
 
 
-def insert_rows(instances: list, *, match_on: str | None, unless_taken: str | None = None) -> list:
+def insert_rows(instances: list, *, match_on: str | None, unless_taken: bool = False) -> list:
     """:func:`insert_row` for several new objects of one model, all written by one multi-row INSERT … RETURNING.
 
     Every object must give the same columns. The database may return the rows in any order: ``match_on``
@@ -250,8 +251,7 @@ def insert_rows(instances: list, *, match_on: str | None, unless_taken: str | No
     written = _INSERTS_RETURNING_ROW.get((table, unless_taken, dialect))
     if written is None:
         columns = tuple((prop.key, prop.columns[0]) for prop in mapper.column_attrs)
-        statement = (upsert_capable_insert(dialect, table)
-                     .on_conflict_do_nothing(index_elements=[table.c[unless_taken]]) if unless_taken else insert(table))
+        statement = upsert_capable_insert(dialect, table).on_conflict_do_nothing() if unless_taken else insert(table)
         written = _INSERTS_RETURNING_ROW[table, unless_taken, dialect] = (
             statement.returning(*(column for _key, column in columns)), columns)
     statement, columns = written
