@@ -49,6 +49,30 @@ def test_lookup_explains_what_is_wrong(desk, referrer, code_for, status, message
     assert message in response.get_data(as_text=True)
 
 
+def test_a_code_lookup_reads_without_opening_a_database_transaction(desk, referrer):
+    """The lookup before each redemption only reads: no BEGIN, and so on PostgreSQL no ROLLBACK at its end, which
+    would make psycopg drop the redemption's prepared statements (transaction.read_only_session)."""
+    from sqlalchemy import event
+
+    from clinic.services.transaction import NO_BEGIN
+
+    begun = []
+
+    def on_begin(connection):
+        options = connection.get_execution_options()
+        begun.append(bool(options.get(NO_BEGIN)) or options.get("isolation_level") == "AUTOCOMMIT")
+
+    code, token = referrer.personal_code, desk.csrf_token()
+    db.session.commit()
+    event.listen(db.engine, "begin", on_begin)
+    try:
+        response = desk.post("/desk/lookup", {"code": code}, htmx=True, csrf=False, headers={"X-CSRFToken": token})
+    finally:
+        event.remove(db.engine, "begin", on_begin)
+    assert response.status_code == 200 and "Code accepted" in response.get_data(as_text=True)
+    assert begun and all(begun), "every connection of the lookup read outside a database transaction"
+
+
 def test_redeeming_through_htmx_shows_both_vouchers_ready_to_print(desk, referrer):
     lookup = desk.post("/desk/lookup", {"code": referrer.personal_code}, htmx=True).get_data(as_text=True)
     response = desk.post("/desk/redeem", {**FRIEND_FORM, "code": referrer.personal_code,

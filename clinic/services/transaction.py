@@ -90,6 +90,22 @@ def read_connection():
         yield connection
 
 
+def read_only_session() -> None:
+    """Let the ORM session read on a connection that opens no database transaction: for an action that only reads.
+
+    What ``read_connection`` does for the public pages, for a staff action that reads through the ORM (the desk's
+    code lookup before each redemption). Otherwise its transaction ends in a rollback, which on PostgreSQL costs a
+    BEGIN and a ROLLBACK and makes psycopg drop every statement it had prepared on the connection (``DEALLOCATE
+    ALL``), so the redemption that follows would find none of its statements prepared. A session already in a
+    transaction is left as it is; ``atomic()`` after this begins a real transaction on a fresh connection, as always.
+    """
+    session = db.session()
+    if session.in_transaction():
+        return
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    session.connection(execution_options={NO_BEGIN: True} if sqlite else {"isolation_level": "AUTOCOMMIT"})
+
+
 class SQLiteWriterLock:
     """An OS file lock that SQLite write transactions take before ``BEGIN IMMEDIATE``, so they queue without sleeping.
 

@@ -15,6 +15,7 @@ from clinic.services import redemption as redemption_service
 from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
 from clinic.services.patients import find_existing
+from clinic.services.transaction import read_only_session
 from clinic.services.redemption import ReferralOffer
 from clinic.services.urls import invite_url, progress_url
 from clinic.web.forms import PatientDetailsForm
@@ -44,6 +45,7 @@ def index():
 
 @bp.post("/lookup")
 def lookup():
+    read_only_session()  # the redemption after it keeps its prepared statements (PostgreSQL)
     raw = form_value("code")
     if not raw.strip():
         return _panel(raw_code=raw)
