@@ -184,7 +184,9 @@ def add_patient(details: PatientDetails, actor: Actor, *, referred_by: Patient |
     holding the phone or record number is refused (``existing_patient``, raised here); otherwise the freshly
     drawn personal code or progress token was taken, and new ones are drawn. A refusal is therefore not a failed
     statement: PostgreSQL logs no unique-violation error for a routine "already registered" at the desk, and the
-    transaction is not aborted by it.
+    transaction is not aborted by it. A unique column added to ``patients`` later must be looked up here too
+    (like ``find_existing``): a conflict on it would otherwise be taken for a drawn code and end, after ten draws,
+    in a RuntimeError.
     """
     for _attempt in range(NEW_CODE_ATTEMPTS):
         token, token_hash = new_progress_token()
