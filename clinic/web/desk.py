@@ -15,8 +15,8 @@ from clinic.services import redemption as redemption_service
 from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
 from clinic.services.patients import find_existing
-from clinic.services.transaction import read_only_session
 from clinic.services.redemption import ReferralOffer
+from clinic.services.transaction import read_only_session
 from clinic.services.urls import invite_url, progress_url
 from clinic.web.forms import PatientDetailsForm
 from clinic.web.helpers import current_actor, form_value, is_htmx, render_fragment_or_page
