@@ -81,13 +81,17 @@ def read_connection():
         yield db.session.connection()
         return
     with db.engine.connect() as connection:
-        if connection.dialect.name == "sqlite":
-            # pysqlite's own transaction handling is off (configure_sqlite): with no BEGIN, each statement
-            # commits (or, for a read, ends) by itself.
-            connection.execution_options(**{NO_BEGIN: True})
-        else:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
+        connection.execution_options(**_no_transaction(connection.dialect.name))
         yield connection
+
+
+def _no_transaction(dialect: str) -> dict:
+    """The execution options under which a connection's statements run without a database transaction.
+
+    On SQLite pysqlite's own transaction handling is off (configure_sqlite): with no BEGIN, each statement
+    commits (or, for a read, ends) by itself. On PostgreSQL, autocommit.
+    """
+    return {NO_BEGIN: True} if dialect == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
 
 
 def read_only_session() -> None:
@@ -102,8 +106,7 @@ def read_only_session() -> None:
     session = db.session()
     if session.in_transaction():
         return
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    session.connection(execution_options={NO_BEGIN: True} if sqlite else {"isolation_level": "AUTOCOMMIT"})
+    session.connection(execution_options=_no_transaction(session.get_bind().dialect.name))
 
 
 class SQLiteWriterLock:
