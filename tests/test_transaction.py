@@ -76,3 +76,36 @@ def test_a_read_only_page_inside_an_action_reads_in_the_action_s_transaction(app
     with atomic():
         with read_connection() as connection:
             assert connection is db.session.connection()
+
+
+def test_a_read_only_session_refuses_an_orm_write_and_atomic_afterwards_writes(app, desk_user):
+    """read_only_session: its statements would commit one by one, so an ORM write there is a bug and raises; the
+    session is left usable, and an action's atomic() after it writes in a real transaction."""
+    from sqlalchemy import update
+
+    from clinic.models import Staff
+    from clinic.services.transaction import WriteInReadOnlySession, read_only_session
+
+    staff_id, email = desk_user.id, desk_user.email
+    db.session.remove()
+    before = db.session.scalar(select(func.count()).select_from(AuditEvent))
+    db.session.remove()
+    read_only_session()
+    staff = db.session.get(Staff, staff_id)
+    staff.email = "changed@example.org"
+    with pytest.raises(WriteInReadOnlySession):
+        db.session.flush()
+    db.session.rollback()
+    with pytest.raises(WriteInReadOnlySession):
+        db.session.execute(update(Staff).where(Staff.id == staff_id).values(email="changed@example.org"))
+    db.session.rollback()
+    assert db.session.scalar(select(Staff.email).where(Staff.id == staff_id)) == email
+    with pytest.raises(RuntimeError):
+        with atomic():
+            audit.record("test.event", Actor())
+            raise RuntimeError("fault after the write")
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == before, "atomic() rolled back"
+    with atomic():
+        audit.record("test.event", Actor())
+    db.session.remove()
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == before + 1

@@ -73,6 +73,29 @@ def test_a_code_lookup_reads_without_opening_a_database_transaction(desk, referr
     assert begun and all(begun), "every connection of the lookup read outside a database transaction"
 
 
+@pytest.mark.parametrize("path", ["/desk/", "/patients/", "/admin/dashboard", "/admin/audit"])
+def test_a_staff_page_opened_with_get_reads_without_opening_a_database_transaction(manager, path):
+    """So on PostgreSQL it ends without a ROLLBACK, which would drop the connection's prepared statements."""
+    from sqlalchemy import event
+
+    from clinic.services.transaction import NO_BEGIN
+
+    begun = []
+
+    def on_begin(connection):
+        options = connection.get_execution_options()
+        begun.append(bool(options.get(NO_BEGIN)) or options.get("isolation_level") == "AUTOCOMMIT")
+
+    db.session.commit()
+    event.listen(db.engine, "begin", on_begin)
+    try:
+        response = manager.get(path)
+    finally:
+        event.remove(db.engine, "begin", on_begin)
+    assert response.status_code == 200
+    assert begun and all(begun), "every connection of the page read outside a database transaction"
+
+
 def test_redeeming_through_htmx_shows_both_vouchers_ready_to_print(desk, referrer):
     lookup = desk.post("/desk/lookup", {"code": referrer.personal_code}, htmx=True).get_data(as_text=True)
     response = desk.post("/desk/redeem", {**FRIEND_FORM, "code": referrer.personal_code,

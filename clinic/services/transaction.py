@@ -19,6 +19,8 @@ from clinic.extensions import db
 IMMEDIATE = "clinic_begin_immediate"
 # On SQLite: run the connection's statements each in its own implicit transaction, with no BEGIN (read_connection).
 NO_BEGIN = "clinic_no_begin"
+# session.info: the session was set to read outside a database transaction (read_only_session) and must not write.
+_READ_ONLY = "transaction.read_only"
 # SQLite engines -> the lock their write transactions queue on (see SQLiteWriterLock).
 _WRITER_LOCKS: "weakref.WeakKeyDictionary[Engine, SQLiteWriterLock]" = weakref.WeakKeyDictionary()
 
@@ -97,16 +99,42 @@ def _no_transaction(dialect: str) -> dict:
 def read_only_session() -> None:
     """Let the ORM session read on a connection that opens no database transaction: for an action that only reads.
 
-    What ``read_connection`` does for the public pages, for a staff action that reads through the ORM (the desk's
-    code lookup before each redemption). Otherwise its transaction ends in a rollback, which on PostgreSQL costs a
-    BEGIN and a ROLLBACK and makes psycopg drop every statement it had prepared on the connection (``DEALLOCATE
-    ALL``), so the redemption that follows would find none of its statements prepared. A session already in a
-    transaction is left as it is; ``atomic()`` after this begins a real transaction on a fresh connection, as always.
+    What ``read_connection`` does for the public pages, for a staff action that reads through the ORM (every staff
+    page opened with GET, the desk's code lookup before each redemption). Otherwise its transaction ends in a
+    rollback, which on PostgreSQL costs a BEGIN and a ROLLBACK and makes psycopg drop every statement it had prepared
+    on the connection (``DEALLOCATE ALL``), so the redemption that follows would find none of its statements
+    prepared. Each statement reads its own snapshot, as at PostgreSQL's READ COMMITTED inside a transaction.
+
+    A session already in a transaction is left as it is; ``atomic()`` after this begins a real transaction on a
+    fresh connection, as always. An ORM write outside ``atomic()`` raises ``WriteInReadOnlySession`` instead of
+    committing statement by statement.
     """
     session = db.session()
     if session.in_transaction():
         return
+    session.info[_READ_ONLY] = True
     session.connection(execution_options=_no_transaction(session.get_bind().dialect.name))
+
+
+class WriteInReadOnlySession(RuntimeError):
+    """An ORM write in a session that reads outside a transaction (read_only_session): a bug in the caller.
+
+    Each statement there commits by itself, so a write would be neither atomic nor rolled back at the request's end
+    as an unfinished write used to be. Writes belong in ``atomic()``, which a read-only session may still enter.
+    """
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flush_when_read_only(session, _flush_context, _instances):
+    if session.info.get(_READ_ONLY):
+        raise WriteInReadOnlySession("this session only reads: write inside atomic()")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_dml_when_read_only(execute_state):
+    if execute_state.session.info.get(_READ_ONLY) and (
+            execute_state.is_insert or execute_state.is_update or execute_state.is_delete):
+        raise WriteInReadOnlySession("this session only reads: write inside atomic()")
 
 
 class SQLiteWriterLock:
@@ -171,6 +199,7 @@ def atomic(*, keep_loaded: bool = False):
     session = db.session()
     if session.in_transaction():
         session.rollback()
+    session.info.pop(_READ_ONLY, None)  # this one is a real transaction
     writer_lock = _WRITER_LOCKS.get(session.get_bind())
     with writer_lock.held() if writer_lock else nullcontext():
         session.connection(execution_options={IMMEDIATE: True})

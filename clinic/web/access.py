@@ -15,6 +15,7 @@ from flask import Flask, abort, current_app, request
 from flask_login import current_user
 
 from clinic.extensions import login_manager
+from clinic.services.transaction import read_only_session
 
 
 class Access(str, Enum):
@@ -154,6 +155,18 @@ def _check_access():
     return None
 
 
+def _staff_pages_only_read():
+    """A staff page opened with GET or HEAD reads outside a database transaction (transaction.read_only_session).
+
+    On PostgreSQL its transaction would end in a ROLLBACK, and with it psycopg forgets the statements it had
+    prepared on the connection, the desk's redemption statements among them. Safe methods do not change data;
+    one that must (none does now) writes inside ``atomic()`` as any action does.
+    """
+    if request.method in ("GET", "HEAD") and ACCESS.get(request.endpoint) in (Access.STAFF, Access.MANAGER):
+        read_only_session()
+
+
 def init_app(app: Flask) -> None:
     # Runs before every blueprint's own before_request hooks (app-level hooks come first).
     app.before_request(_check_access)
+    app.before_request(_staff_pages_only_read)
