@@ -47,3 +47,41 @@ def test_the_same_thread_may_nest_and_finished_threads_close_their_file(tmp_path
         thread.start()
         thread.join()
     assert len(os.listdir("/proc/self/fd")) <= open_before + 1  # at most the last thread's, not collected yet
+
+
+def test_the_lock_file_is_readable_by_all_and_holds_with_read_access_only(tmp_path):
+    """A lock file another user's command created (an admin command run as root, say) must not lock the app's own
+    user out: flock needs only an open file, and the file holds nothing."""
+    path = tmp_path / "db.writer-lock"
+    lock = SQLiteWriterLock(str(path))
+    old_umask = os.umask(0o022)
+    try:
+        with lock.held():
+            pass
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    path.chmod(0o444)  # no one may write it: the lock still works
+    other = SQLiteWriterLock(str(path))
+    with other.held():
+        pass
+
+
+def test_a_lock_file_that_cannot_be_opened_raises_its_own_error_and_nothing_else(tmp_path):
+    import sys
+
+    import pytest
+
+    unraisable = []
+    old_hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        lock = SQLiteWriterLock(str(tmp_path / "missing-folder" / "db.writer-lock"))
+        with pytest.raises(FileNotFoundError):
+            with lock.held():
+                pass
+        import gc
+
+        gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert unraisable == [], "no error from a half-made lock file's clean-up"

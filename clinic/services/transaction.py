@@ -174,13 +174,18 @@ class SQLiteWriterLock:
 
 
 class _LockFile:
-    """One thread's open lock file; closed when the thread ends (its thread-local data goes with it)."""
+    """One thread's open lock file; closed when the thread ends (its thread-local data goes with it).
+
+    Opened read-only and created readable by all (it holds nothing; ``flock`` needs no write access): a file a
+    command run as another user created first does not lock the app's own user out of every write.
+    """
 
     def __init__(self, path: str):
-        self.fd, self.pid = os.open(path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+        self.fd, self.pid = None, os.getpid()
+        self.fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
 
     def __del__(self):
-        if self.pid == os.getpid():  # a forked child's copy is its parent's to close
+        if self.fd is not None and self.pid == os.getpid():  # a forked child's copy is its parent's to close
             os.close(self.fd)
 
 
