@@ -121,6 +121,19 @@ def test_a_failing_job_leaves_no_half_batch_and_can_be_retried(chinese_clinic, a
     assert db.session.scalar(select(func.count()).select_from(Card)) == 30
 
 
+def test_a_batch_folder_that_cannot_be_made_fails_the_batch_with_the_reason(chinese_clinic, actor, app, tmp_path):
+    """A worker whose user may not create the folder (a path under a file here; under root's folder in production):
+    the batch ends failed with the reason, not left running until its heartbeat goes stale."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    app.config["BATCH_FOLDER"] = str(blocker / "batches")
+    batch = cards.create_batch(5, "classic", False, actor)
+    assert cards.run_batch(batch.id) is False
+    failed = db.session.get(CardBatch, batch.id)
+    assert failed.status == "failed" and "NotADirectoryError" in failed.error
+    assert db.session.scalar(select(func.count()).select_from(Card)) == 0
+
+
 def test_a_killed_job_is_seen_as_failed_and_retried(chinese_clinic, actor):
     batch = cards.create_batch(12, "bold", False, actor)
     with atomic():  # the process running it died half way: it had claimed the batch, then nothing

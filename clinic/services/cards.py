@@ -154,9 +154,11 @@ def run_batch(batch_id: int, *, activate_for: Patient | None = None, actor: Acto
     if batch is None:
         return False
     actor = actor or Actor(staff_id=batch.created_by_id)
-    temporary = batch_folder() / f".batch-{batch.id}-{batch.attempts}-{secrets.token_hex(4)}.pdf"
-    final = batch_folder() / f"batch-{batch.id}-{secrets.token_hex(8)}.pdf"
+    temporary = final = None
     try:
+        # In the try: a folder the worker may not create (its user lacks the rights) fails the batch with that reason.
+        temporary = batch_folder() / f".batch-{batch.id}-{batch.attempts}-{secrets.token_hex(4)}.pdf"
+        final = batch_folder() / f"batch-{batch.id}-{secrets.token_hex(8)}.pdf"
         design = card_design_pdf(batch)
         serials = _serials(batch)
         codes = _unused_codes(batch.size)
@@ -175,7 +177,8 @@ def run_batch(batch_id: int, *, activate_for: Patient | None = None, actor: Acto
     except Exception as error:  # noqa: BLE001 - whatever went wrong, the batch must end up failed
         db.session.rollback()
         for path in (temporary, final):
-            path.unlink(missing_ok=True)
+            if path is not None:
+                path.unlink(missing_ok=True)
         with atomic():
             failed = db.session.get(CardBatch, batch_id)
             failed.status = BatchStatus.FAILED.value
