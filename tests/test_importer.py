@@ -238,6 +238,19 @@ def test_a_patient_registered_between_preview_and_confirm_stops_the_whole_import
     assert patient_count() == 2 + len(expected["good"]) - 1
 
 
+def test_an_upload_the_server_cannot_keep_is_told_as_the_server_s_fault(app, manager, existing, tmp_path, caplog):
+    """An import folder the app's user may not write: 503 with a message and the reason in the log, not a 500."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    app.config["IMPORT_FOLDER"] = str(blocker / "imports")
+    table, _ = sample_file(20)
+    page = preview(manager, encode(table))
+    assert page.status_code == 503
+    assert "could not be stored on the server" in page.get_data(as_text=True)
+    assert "NotADirectoryError" in caplog.text
+    assert patient_count() == 1
+
+
 def test_a_conflict_at_insert_time_rolls_back_every_row(app, make_patient, monkeypatch):
     table, expected = sample_file(300)
     make_patient(full_name="Registered at the desk", phone=expected["good"][-1][1])

@@ -85,6 +85,34 @@ def test_a_logo_upload_is_checked_and_re_encoded(manager):
     assert manager.get("/uploads/../instance/secret_key").status_code == 404
 
 
+@pytest.mark.parametrize("mode, fmt", [("CMYK", "JPEG"), ("P", "PNG"), ("I;16", "PNG"), ("LA", "WEBP")])
+def test_a_logo_in_any_colour_mode_is_taken(manager, mode, fmt):
+    """A print designer's CMYK JPEG, a palette or 16-bit PNG: converted to a mode its format can store."""
+    buffer = io.BytesIO()
+    Image.new(mode, (40, 20)).save(buffer, format=fmt)
+    response = manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(buffer.getvalue()), "logo")},
+                            content_type="multipart/form-data")
+    assert response.status_code == 303
+    served = manager.get(f"/uploads/{clinic_row()['logo_filename']}")
+    with Image.open(io.BytesIO(served.data)) as stored:
+        assert stored.format == fmt and stored.size == (40, 20)
+
+
+def test_a_logo_the_server_cannot_store_is_told_as_the_server_s_fault(manager, app, tmp_path, caplog):
+    """An upload folder the app's user may not write: 503 with a message for the manager and the reason in the log,
+    not "not an image"; nothing changed."""
+    before = clinic_row()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    app.config["UPLOAD_FOLDER"] = str(blocker / "uploads")
+    response = manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(image_bytes("PNG")), "logo.png")},
+                            content_type="multipart/form-data")
+    assert response.status_code == 503
+    assert "could not be stored on the server" in response.get_data(as_text=True)
+    assert "NotADirectoryError" in caplog.text
+    assert clinic_row() == before
+
+
 @pytest.mark.parametrize("payload, name", [
     (b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", "logo.svg"),
     (b"GIF89a not really", "logo.gif"),

@@ -18,7 +18,7 @@ from clinic.extensions import db
 from clinic.i18n import LANGUAGES, current_language
 from clinic.models import Campaign, Clinic, RewardKind
 from clinic.services import audit
-from clinic.services.errors import Refused
+from clinic.services.errors import Refused, stored_by_the_server
 from clinic.services.images import bytes_after_image
 from clinic.services.money import format_money
 from clinic.services.settings_snapshot import ClinicRow, current_settings
@@ -324,16 +324,21 @@ def save_logo(stream, upload_folder: str) -> str:
             if bytes_after_image(data, image_format):
                 raise Refused("bad_logo", _("The logo file has something after the image: save it again as a "
                                             "plain PNG, JPEG or WebP."), field="logo")
-            extension = LOGO_FORMATS[image_format]
-            filename = f"logo-{secrets.token_hex(8)}.{extension}"
-            folder = Path(upload_folder)
-            folder.mkdir(parents=True, exist_ok=True)
-            if image.mode not in ("RGB", "RGBA", "L", "LA"):
+            if image_format == "JPEG" and image.mode not in ("RGB", "L"):
+                image = image.convert("RGB")  # a print designer's CMYK JPEG: JPEG has no alpha to convert to
+            elif image.mode not in ("RGB", "RGBA", "L", "LA"):
                 image = image.convert("RGBA")
-            image.save(folder / filename, format=image_format)
+            encoded = io.BytesIO()
+            image.save(encoded, format=image_format)
     except Image.DecompressionBombError:  # Pillow refuses to open it at all: far more than MAX_LOGO_PIXELS
         raise too_many_pixels from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise Refused("bad_logo", _("That file is not an image we can read (PNG, JPEG or WebP)."),
                       field="logo") from None
+    # Written outside the checks above, whose OSError means a file Pillow cannot read.
+    filename = f"logo-{secrets.token_hex(8)}.{LOGO_FORMATS[image_format]}"
+    folder = Path(upload_folder)
+    with stored_by_the_server(folder, field="logo"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / filename).write_bytes(encoded.getvalue())
     return filename

@@ -34,7 +34,7 @@ from clinic.extensions import db
 from clinic.models import Patient
 from clinic.services import audit
 from clinic.services.codes import format_code, generate_personal_code
-from clinic.services.errors import Refused
+from clinic.services.errors import Refused, stored_by_the_server
 from clinic.services.patients import FieldErrors, PatientDetails, new_progress_token
 from clinic.services.posters import MAX_POSTERS, posters_pdf
 from clinic.services.text import spreadsheet_cell
@@ -415,10 +415,11 @@ def _sweep(folder: Path) -> None:
 def store_upload(folder: str, data: bytes) -> str:
     """Keep an uploaded file until it is confirmed; returns its token."""
     path = Path(folder)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _sweep(path)
     token = secrets.token_hex(16)
-    _write_private(_file(folder, token, "upload"), data)
+    with stored_by_the_server(path):
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _sweep(path)
+        _write_private(_file(folder, token, "upload"), data)
     return token
 
 

@@ -51,10 +51,10 @@ def settings():
                 clinic_settings.update_clinic(values, current_actor())
             except Refused as refusal:
                 form[refusal.field if refusal.field in form else "logo"].errors.append(refusal.message)
-            else:
-                refresh_language()  # a new default language: say "saved" in it, as the next page will be
-                flash(_("Settings saved."))
-                return redirect(url_for("admin.settings"), code=303)
+                return render_template("admin/settings.html", form=form), refusal.status
+            refresh_language()  # a new default language: say "saved" in it, as the next page will be
+            flash(_("Settings saved."))
+            return redirect(url_for("admin.settings"), code=303)
         return render_template("admin/settings.html", form=form), 422
     return render_template("admin/settings.html", form=form)
 

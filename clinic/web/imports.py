@@ -99,7 +99,10 @@ def preview():
         return _upload_page(refusal.message, refusal.status)
     token = None
     if preview.good_rows:
-        token = importer.store_upload(_folder(), data)
+        try:
+            token = importer.store_upload(_folder(), data)
+        except Refused as refusal:
+            return _upload_page(refusal.message, refusal.status)
         _remember(token)
     return _preview_page(preview, token)
 
