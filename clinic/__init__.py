@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flask import Flask
@@ -51,7 +52,28 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.register(app)
     if not app.testing:
         _warn_about_printing(app)
+        for problem in folder_problems(app.config):
+            app.logger.warning(problem)
     return app
+
+
+# The folders the app writes while it runs, by the setting that names them.
+WRITTEN_FOLDERS = ("UPLOAD_FOLDER", "IMPORT_FOLDER", "BATCH_FOLDER")
+
+
+def folder_problems(config) -> list[str]:
+    """The folders this process could not write, said at start-up rather than at the first upload.
+
+    Their usual cause is an install step or an admin command run as another user (root) than the service's.
+    """
+    problems = []
+    for setting in WRITTEN_FOLDERS:
+        folder = Path(config[setting])
+        nearest = next(path for path in (folder, *folder.parents) if path.exists())
+        if not (nearest.is_dir() and os.access(nearest, os.W_OK | os.X_OK)):
+            problems.append(f"{setting} ({folder}) cannot be written by this user (uid {os.getuid()}): "
+                            f"uploads and batches stored there will fail until its owner is set right")
+    return problems
 
 
 def _warn_about_printing(app: Flask) -> None:

@@ -74,3 +74,16 @@ def test_disable_user_ends_every_session_and_enable_user_lets_them_back(app, bro
 def test_the_worker_needs_redis(app):
     result = app.test_cli_runner().invoke(args=["worker", "--burst"])
     assert result.exit_code != 0 and "REDIS_URL is not set" in result.output
+
+
+def test_folders_the_app_cannot_write_are_named_at_start_up(tmp_path):
+    """Said in the log when the app starts (clinic.create_app), not at a manager's first upload."""
+    from clinic import WRITTEN_FOLDERS, folder_problems
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = {setting: str(tmp_path / "not-yet-made" / setting.lower()) for setting in WRITTEN_FOLDERS}
+    assert folder_problems(config) == [], "a folder still to be made under a writable one is fine"
+    config["BATCH_FOLDER"] = str(blocker / "batches")
+    problems = folder_problems(config)
+    assert len(problems) == 1 and problems[0].startswith(f"BATCH_FOLDER ({blocker / 'batches'}) cannot be written")
