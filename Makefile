@@ -1,5 +1,6 @@
 # Build/run plumbing for the clinic referral portal.
 #   make run          create .venv, install system deps, migrate, seed demo data once, serve on :5000
+#   make install      what a production server needs: .venv without the test extras, system deps, compiled translations
 #   make test         run the test suite (extra pytest args: make test PYTEST_ARGS='-k voucher -x')
 #   make bench        run benchmarks (bench/__main__.py), if any
 #   make translations extract marked strings, update translations/zh_Hans_CN/…/messages.po, compile; list what is untranslated
@@ -15,6 +16,8 @@ PY          := $(VENV)/bin/python
 FLASK       := $(VENV)/bin/flask --app wsgi
 GUNICORN    := $(VENV)/bin/gunicorn
 STAMP       := $(VENV)/.installed
+# The project without its test and bench extras (`make install`); a full install (STAMP) also satisfies it.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 SYSTEM_PKGS := libharfbuzz-subset0 fonts-noto-cjk poppler-utils
 # wrk: the HTTP benchmark's load generator; `make bench` has system-deps install it too.
 BENCH_PKGS  := wrk
@@ -29,9 +32,12 @@ TEST_WORKERS ?= auto
 .PHONY: help venv install system-deps run test bench clean translations
 
 help:
-	@echo "Targets: run, test [PYTEST_ARGS=...], bench, venv (alias: install), system-deps, clean"
+	@echo "Targets: run, test [PYTEST_ARGS=...], bench, install (production), venv, system-deps, translations, clean"
 
-venv install: $(STAMP)
+venv: $(STAMP)
+	@:
+
+install: $(RUNTIME_STAMP) system-deps $(CATALOGUE).mo
 	@:
 
 $(PY):
@@ -43,7 +49,17 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	@echo ">> installing project + test extras into $(VENV)"
 	@PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
-	@touch $@
+	@touch $@ $(RUNTIME_STAMP)
+
+# Runtime dependencies only. When the full install above is up to date, pip is not run: the stamp
+# takes the full install's time, so the catalogue below is rebuilt exactly when it was before.
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	@if [ $(STAMP) -nt pyproject.toml ]; then \
+		touch -r $(STAMP) $@; \
+	else \
+		echo ">> installing project (without test extras) into $(VENV)"; \
+		PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check -e . && touch $@; \
+	fi
 
 # Installs missing Debian packages (WeasyPrint font subsetting, CJK fonts,
 # pdftotext/pdftoppm for tests; wrk under `make bench`). No apt-get at all when everything is present.
@@ -69,7 +85,7 @@ system-deps:
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
 # The compiled catalogue the app loads, from the committed .po (quick; no extraction).
-$(CATALOGUE).mo: $(CATALOGUE).po $(STAMP)
+$(CATALOGUE).mo: $(CATALOGUE).po $(RUNTIME_STAMP)
 	@$(PY) -m clinic.catalog compile
 
 # After marking new strings: extract them, update the .po (then translate what `check` lists), compile.
