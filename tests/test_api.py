@@ -673,6 +673,17 @@ def test_batch_refusals(api, monkeypatch):
         assert error_of(api.post("/api/v1/card-batches", body)) == (422, "validation_error", field), body
     set_campaign(covers="personal")
     assert error_of(api.post("/api/v1/card-batches", {"size": 5}))[:2] == (422, "no_campaign")
+
+
+def test_a_batch_asked_for_while_the_job_queue_is_out_of_reach_answers_503_and_has_failed(app, api):
+    app.config.update(REDIS_URL="redis://127.0.0.1:1/0")  # nobody listens on port 1
+    try:
+        assert error_of(api.post("/api/v1/card-batches", {"size": 3})) == (503, "not_queued", None)
+    finally:
+        app.config.update(REDIS_URL=None)
+    batch = db.session.scalar(select(CardBatch))
+    assert batch.status == "failed" and "ConnectionError" in batch.error
+    assert db.session.scalar(select(func.count()).select_from(Card)) == 0
     assert db.session.scalar(select(func.count()).select_from(CardBatch)) == 1
 
 

@@ -51,3 +51,31 @@ def test_without_redis_the_batch_runs_on_a_thread_of_the_web_process(app, manage
     jobs.wait_for_all()
     db.session.rollback()
     assert db.session.scalar(select(CardBatch.status)) == BatchStatus.DONE.value
+
+
+@pytest.fixture
+def redis_out_of_reach(app):
+    """The app configured with a Redis nobody listens on (port 1)."""
+    app.config.update(REDIS_URL="redis://127.0.0.1:1/0")
+    yield app
+    app.config.update(REDIS_URL=None)
+
+
+def test_with_redis_out_of_reach_the_batch_fails_with_the_reason_and_can_be_tried_again(redis_out_of_reach, manager):
+    """Not a 500 and a batch queued for good (no worker would ever claim it, and only a failed one can be retried)."""
+    response = manager.post("/cards/batches", {"size": "4", "design": "minimal"})
+    assert response.status_code == 303
+    page = manager.get(response.headers["Location"]).get_data(as_text=True)
+    assert "the job queue is out of reach" in page
+    batch = db.session.scalar(select(CardBatch))
+    assert batch.status == BatchStatus.FAILED.value and "ConnectionError" in batch.error
+    assert db.session.scalar(select(func.count()).select_from(Card)) == 0
+
+    redis_out_of_reach.config.update(REDIS_URL=None)  # Redis is back (here: the in-process runner)
+    retried = manager.post(f"/cards/batches/{batch.id}/retry", {})
+    assert retried.status_code == 303
+    jobs.wait_for_all()
+    db.session.rollback()
+    assert db.session.scalar(select(CardBatch.status)) == BatchStatus.DONE.value
+    assert db.session.scalar(select(func.count()).select_from(Card)) == 4
+

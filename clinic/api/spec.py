@@ -48,6 +48,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "already_activated": (409, "The card is already activated."),
     "no_campaign": (422, "No running campaign covers scratch cards: the cards would print its offer."),
     "not_ready": (409, "The batch is not printed yet: poll it until its status is done."),
+    "not_queued": (503, "The job queue is out of reach: the batch was created and has failed; ask for a new one "
+                        "later."),
 }
 
 BODY_ERRORS = ("malformed_json", "payload_too_large", "unsupported_media_type", "validation_error")
@@ -406,7 +408,7 @@ def _paths() -> dict:
                 "Queues a batch of 1 to 10,000 cards; it is generated in the background. Poll the Location "
                 "until its status is done, then fetch the PDF.",
                 {"202": _json("Queued.", _ref("CardBatch"), {"Location": HEADER_LOCATION})},
-                errors=("no_campaign",),
+                errors=("no_campaign", "not_queued"),
                 body=_obj({"size": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH_SIZE},
                            "design": {"type": ["string", "null"], "enum": [*DESIGNS, None], "default": "classic"},
                            "bleed": {"type": "boolean", "default": False}}, required=["size"])),

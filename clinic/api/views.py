@@ -26,7 +26,7 @@ from clinic.extensions import db
 from clinic.models import CardBatch, Patient, RewardStatus, Stage, Voucher
 from clinic.services import cards as card_service
 from clinic.services import desk as desk_service
-from clinic.services import jobs, milestones
+from clinic.services import milestones
 from clinic.services import patients as patient_service
 from clinic.services import redemption as redemption_service
 from clinic.services import vouchers as voucher_service
@@ -222,7 +222,7 @@ def create_batch():
     design = text_field(body, "design")
     bleed = boolean_field(body, "bleed")
     batch = card_service.create_batch(size, "classic" if design is None else design, bleed, api_actor())
-    jobs.submit(card_service.run_batch, batch.id)
+    card_service.start_batch(batch.id, api_actor())  # 503 not_queued when the job queue is out of reach
     return jsonify(payloads.batch(batch)), 202, {"Location": url_for("api.get_batch", batch_id=batch.id)}
 
 

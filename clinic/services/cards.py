@@ -24,7 +24,7 @@ from clinic.extensions import db
 from clinic.i18n import format_moment
 from clinic.models import BatchStatus, Card, CardBatch, CardStatus, IssuedCode, Patient
 from clinic.models._time import utcnow
-from clinic.services import audit
+from clinic.services import audit, jobs
 from clinic.services.card_sheet import BLEED, CARD_HEIGHT, CARD_WIDTH, PrintedCard, write_card_sheets
 from clinic.services.clinic_settings import (
     brand_colour,
@@ -179,14 +179,34 @@ def run_batch(batch_id: int, *, activate_for: Patient | None = None, actor: Acto
         for path in (temporary, final):
             if path is not None:
                 path.unlink(missing_ok=True)
-        with atomic():
-            failed = db.session.get(CardBatch, batch_id)
-            failed.status = BatchStatus.FAILED.value
-            failed.error = f"{type(error).__name__}: {error}"[:1000]
-            audit.record("card_batch.failed", actor, outcome="refused", reason="job_failed", batch=failed.label,
-                         error=failed.error[:200])
+        _fail(batch_id, actor, error, "job_failed")
         current_app.logger.exception("Card batch %s failed", batch_id)
         return False
+
+
+def start_batch(batch_id: int, actor: Actor) -> None:
+    """Hand a queued batch to the job runner; when the runner is out of reach, fail the batch with the reason.
+
+    With Redis gone, the batch would otherwise stay queued for good: no worker ever claims it, and only a failed
+    batch can be retried. Refused (503) says so; the batch page then offers *Try again*.
+    """
+    try:
+        jobs.submit(run_batch, batch_id)
+    except Exception as error:  # noqa: BLE001 - Redis out of reach, say: the batch must not stay queued
+        current_app.logger.exception("Card batch %s could not be queued", batch_id)
+        _fail(batch_id, actor, error, "not_queued")
+        raise Refused("not_queued", _("The batch could not be started: the job queue is out of reach. Try again in "
+                                      "a minute; if it keeps happening, ask whoever runs the server."),
+                      status=503) from None
+
+
+def _fail(batch_id: int, actor: Actor, error: Exception, reason: str) -> None:
+    with atomic():
+        failed = db.session.get(CardBatch, batch_id)
+        failed.status = BatchStatus.FAILED.value
+        failed.error = f"{type(error).__name__}: {error}"[:1000]
+        audit.record("card_batch.failed", actor, outcome="refused", reason=reason, batch=failed.label,
+                     error=failed.error[:200])
 
 
 def _finish(batch_id, serials, codes, temporary: Path, final: Path, activate_for: Patient | None,

@@ -10,7 +10,6 @@ from flask_login import login_required
 from clinic.extensions import db
 from clinic.models import CardBatch
 from clinic.services import cards as card_service
-from clinic.services import jobs
 from clinic.services.errors import Refused
 from clinic.web.helpers import current_actor, form_value, manager_required, render_fragment_or_page, parse_id
 
@@ -48,8 +47,16 @@ def create_batch():
         batch = card_service.create_batch(size, values["design"], values["bleed"], current_actor())
     except Refused as refusal:
         return _batches_page(refusal.status, {refusal.field or "size": refusal.message}, values)
-    jobs.submit(card_service.run_batch, batch.id)
+    _start(batch.id)
     return redirect(url_for("cards.batch", batch_id=batch.id), code=303)
+
+
+def _start(batch_id: int) -> None:
+    """Queue the batch; if the queue is out of reach the batch has failed, and its page says why."""
+    try:
+        card_service.start_batch(batch_id, current_actor())
+    except Refused as refusal:
+        flash(refusal.message)
 
 
 @bp.get("/batches/<int:batch_id>")
@@ -71,7 +78,7 @@ def retry(batch_id: int):
             abort(404)
         flash(refusal.message)
     else:
-        jobs.submit(card_service.run_batch, batch_id)
+        _start(batch_id)
     return redirect(url_for("cards.batch", batch_id=batch_id), code=303)
 
 
