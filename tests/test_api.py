@@ -675,6 +675,10 @@ def test_batch_refusals(api, monkeypatch):
     assert error_of(api.post("/api/v1/card-batches", {"size": 5}))[:2] == (422, "no_campaign")
 
 
+def test_a_host_header_that_is_no_host_name_answers_bad_host(api):
+    assert error_of(api.get("/api/v1/vouchers/ABCD", headers={"Host": "a..b"})) == (400, "bad_host", None)
+
+
 def test_a_batch_asked_for_while_the_job_queue_is_out_of_reach_answers_503_and_has_failed(app, api):
     app.config.update(REDIS_URL="redis://127.0.0.1:1/0")  # nobody listens on port 1
     try:

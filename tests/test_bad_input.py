@@ -99,3 +99,17 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(app, backend):
     assert db.session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     assert db.session.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
     assert db.session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+@pytest.mark.parametrize("host", ["a..b", ".", "a" * 64 + ".com", "x" * 300])
+@pytest.mark.parametrize("path", ["/livez", "/", "/p/some-token", "/desk/", "/api/v1/vouchers/ABCD"])
+def test_a_host_header_that_is_no_host_name_answers_400_not_500(app, manager, host, path):
+    """Werkzeug refuses such a Host (BadHost) before any URL can be built, so the error page, which builds URLs,
+    could not be drawn and the 500 page failed the same way: now a short answer in plain words (JSON for the API)."""
+    for headers in ({"Host": host}, {"Host": host, "HX-Request": "true"}):
+        response = manager.get(path, headers=dict(headers))
+        assert response.status_code == 400, (path, headers)
+        if path.startswith("/api/"):
+            assert response.get_json()["error"]["code"] == "bad_host"
+        else:
+            assert "not a valid host name" in response.get_data(as_text=True)

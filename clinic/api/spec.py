@@ -17,6 +17,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "rate_limited": (429, "Too many requests with this token, or too many unknown or mistyped codes; "
                           "wait for Retry-After seconds."),
     "malformed_json": (400, "The body is not valid JSON (or could not be read)."),
+    "bad_host": (400, "The Host header is not a valid host name."),
     "payload_too_large": (413, "The body is too large."),
     "unsupported_media_type": (415, "The body is not sent as application/json."),
     "validation_error": (422, "A field or query parameter is missing, of the wrong type, out of range or unknown; "
@@ -254,7 +255,8 @@ def _operation(operation_id: str, tag: str, summary: str, description: str, succ
                errors: tuple = (), body: dict | None = None, body_required: bool = True,
                parameters: list | None = None, idempotent: bool = False) -> dict:
     """One operation; its error responses are grouped by status from the codes it may answer."""
-    codes = ["unauthorized", "rate_limited", "validation_error", *errors]  # 422 for an unknown query parameter
+    # 422 for an unknown query parameter; bad_host for a Host header that is not a host name.
+    codes = ["unauthorized", "rate_limited", "validation_error", "bad_host", *errors]
     if body is not None:
         codes += list(BODY_ERRORS)
     parameters = list(parameters or [])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Flask, render_template, request
+from flask import Flask, Response, render_template, request
+from flask.globals import request_ctx
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import BadRequest, Conflict, Forbidden, HTTPException, InternalServerError, UnprocessableEntity
+from werkzeug.exceptions import BadHost, BadRequest, Conflict, Forbidden, HTTPException, InternalServerError, UnprocessableEntity
 
 from clinic.extensions import db
 from clinic.web.helpers import is_htmx
@@ -18,11 +19,13 @@ WERKZEUG_DESCRIPTIONS = frozenset(error.description for error in (BadRequest, Fo
                                                                    InternalServerError))
 
 
-def render_error(status: int, message: str | None = None, headers: dict | None = None):
+def render_error(status: int, message: str | None = None, headers: dict | None = None, *, code: str | None = None):
     if request.path.startswith("/api/"):
         from clinic.api.errors import api_error
 
-        return api_error(status, message=message, headers=headers)
+        return api_error(status, code, message=message, headers=headers)
+    if request_ctx.url_adapter is None:  # a Host header that is no host name: no URL, so no page, can be built
+        return Response(f"{status} {message or ''}".strip() + "\n", status, headers, mimetype="text/plain")
     if message in WERKZEUG_DESCRIPTIONS:
         message = None
     template = "errors/_message.html" if is_htmx() else "errors/error.html"
@@ -33,6 +36,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf(error):
         return render_error(400, _("This form has expired or was not sent by this site. Reload the page and try again."))
+
+    @app.errorhandler(BadHost)
+    def _bad_host(error):
+        """Only scripts send one (a browser sends the host it was given): a short answer in plain words."""
+        return render_error(400, _("The Host header is not a valid host name."), code="bad_host")
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):
