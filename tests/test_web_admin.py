@@ -74,6 +74,46 @@ def test_bad_settings_re_render_with_the_error_and_change_nothing(manager, chang
     assert clinic_row() == before
 
 
+def campaign_amounts() -> tuple:
+    campaign = db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True)))
+    return campaign.referrer_reward_amount, campaign.friend_reward_amount, campaign.cap_value_per_year
+
+
+def test_a_new_currency_before_any_referral_keeps_the_amounts_the_manager_typed(manager):
+    """Campaign amounts are minor units of the clinic's currency: CNY 100.00 is 10000, which in JPY (no decimals)
+    would read ¥10,000. The currency change moves them so that the same number shows, and says so in the audit."""
+    from clinic.services.transaction import atomic
+
+    with atomic():
+        db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True))).cap_value_per_year = 500_00
+    before = campaign_amounts()
+    response = manager.post("/admin/settings", {**SETTINGS, "currency": "JPY"})
+    assert response.status_code == 303
+    assert campaign_amounts() == tuple(amount // 100 for amount in before)
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "settings.changed")
+                              .order_by(AuditEvent.id.desc()))
+    assert event.details["changes"]["currency"] == ["CNY", "JPY"] and event.details["campaign_amounts"]
+    assert manager.post("/admin/settings", {**SETTINGS, "currency": "CNY"}).status_code == 303
+    assert campaign_amounts() == before
+
+
+def test_the_currency_stays_once_friends_were_referred_or_an_amount_cannot_be_shown(manager, referrer, actor):
+    from clinic.services.transaction import atomic
+
+    with atomic():
+        db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True))).referrer_reward_amount = 199_99
+    before_amounts, before_row = campaign_amounts(), clinic_row()
+    cannot_show = manager.post("/admin/settings", {**SETTINGS, "currency": "JPY"})
+    assert cannot_show.status_code == 422 and "199.99" in cannot_show.get_data(as_text=True)
+    assert (campaign_amounts(), clinic_row()) == (before_amounts, before_row)
+
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    refused = manager.post("/admin/settings", {**SETTINGS, "currency": "USD"})
+    assert refused.status_code == 422 and "cannot change once friends have been referred" in refused.get_data(
+        as_text=True)
+    assert (campaign_amounts(), clinic_row()) == (before_amounts, before_row)
+
+
 def test_a_logo_upload_is_checked_and_re_encoded(manager):
     data = {**SETTINGS, "logo": (io.BytesIO(image_bytes("PNG")), "logo.png")}
     response = manager.post("/admin/settings", data, content_type="multipart/form-data")

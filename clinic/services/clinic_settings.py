@@ -20,7 +20,7 @@ from clinic.models import Campaign, Clinic, RewardKind
 from clinic.services import audit
 from clinic.services.errors import Refused, stored_by_the_server
 from clinic.services.images import bytes_after_image
-from clinic.services.money import format_money
+from clinic.services.money import format_money, major_units_text, minor_digits
 from clinic.services.settings_snapshot import ClinicRow, current_settings
 from clinic.services.transaction import Actor, atomic
 
@@ -97,10 +97,51 @@ def update_clinic(values: dict, actor: Actor) -> Clinic:
         raise Refused("bad_language", _("Choose one of the languages offered."), field="language")
     with atomic():
         clinic = get_clinic()
+        moved = {}
+        if values.get("currency", clinic.currency) != clinic.currency:
+            moved = _move_campaigns_to_currency(clinic.currency, values["currency"])
         changes = _apply(clinic, values, CLINIC_FIELDS)
         if changes:
-            audit.record("settings.changed", actor, changes=changes)
+            audit.record("settings.changed", actor, changes=changes, **({"campaign_amounts": moved} if moved else {}))
     return clinic
+
+
+# A campaign's amounts, in the minor units of the clinic's currency (the campaign has no currency of its own).
+CAMPAIGN_MONEY_FIELDS = ("referrer_reward_amount", "friend_reward_amount", "card_referrer_reward_amount",
+                         "card_friend_reward_amount", "cap_value_per_year")
+
+
+def _move_campaigns_to_currency(old: str, new: str) -> dict:
+    """Before the clinic's currency changes: refuse once money was given in the old one; else keep campaigns' amounts.
+
+    Vouchers, rewards and paid amounts were given in the old currency, and the yearly caps count them: after the
+    first referral the currency stays (a clinic sets it up once). Before that, a campaign's amounts keep the number the
+    manager typed (200.00 CNY becomes 200 JPY), not its minor units (20000, which would read 20,000 JPY); an amount the
+    new currency cannot show (199.99 in JPY, which has no decimals) is refused, for the manager to change first.
+    Returns the amounts changed, for the audit log.
+    """
+    from clinic.models import Referral, Voucher
+
+    if db.session.scalar(select(Voucher.id).limit(1)) or db.session.scalar(select(Referral.id).limit(1)):
+        raise Refused("currency_in_use", _("The currency cannot change once friends have been referred or vouchers "
+                                           "issued: their amounts are in %(currency)s.", currency=old),
+                      field="currency")
+    shift = minor_digits(new) - minor_digits(old)
+    moved = {}
+    for campaign in db.session.scalars(select(Campaign).order_by(Campaign.id)):
+        for field in CAMPAIGN_MONEY_FIELDS:
+            amount = getattr(campaign, field)
+            if not amount or not shift:
+                continue
+            if shift < 0 and amount % 10 ** -shift:
+                raise Refused("amount_not_in_currency", _(
+                    "The campaign “%(name)s” has an amount of %(amount)s, which %(currency)s cannot show: change it "
+                    "first.", name=campaign.name, amount=major_units_text(amount, old), currency=new),
+                    field="currency")
+            scaled = amount * 10 ** shift if shift > 0 else amount // 10 ** -shift
+            setattr(campaign, field, scaled)
+            moved[f"{campaign.id}.{field}"] = [amount, scaled]
+    return moved
 
 
 def update_default_campaign(values: dict, actor: Actor) -> Campaign:
