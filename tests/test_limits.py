@@ -94,6 +94,20 @@ def test_right_codes_do_not_use_up_the_wrong_code_allowance(app, desk_user, refe
     assert desk.post("/desk/lookup", {"code": unknown_code()}, htmx=True).status_code == 404
 
 
+def test_the_desk_s_wrong_codes_do_not_refuse_patients_behind_the_same_address(app, desk_user, make_patient):
+    """The desk PC and patients' phones on the clinic's Wi-Fi reach the server from one address."""
+    limited = limited_app(app, RATELIMIT_WRONG_CODES="3/minute")
+    desk = browser_from(GUESSER, limited)
+    desk.login(desk_user.email)
+    for _ in range(3):
+        assert desk.post("/desk/lookup", {"code": unknown_code()}, htmx=True).status_code == 404
+    assert desk.post("/desk/lookup", {"code": unknown_code()}, htmx=True).status_code == 429
+    _patient, token = make_patient()
+    phone = browser_from(GUESSER, limited)
+    assert phone.get(f"/p/{token}").status_code == 200
+    assert phone.get(f"/r/{unknown_code()}").status_code == 404, "the public pages' own allowance is untouched"
+
+
 def test_guessing_invite_links_is_refused_but_other_phones_still_open_theirs(app, referrer):
     limited = limited_app(app)
     guesser = browser_from(GUESSER, limited)

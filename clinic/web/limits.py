@@ -118,11 +118,16 @@ def _rule(limits: str, scope: str, key_func: Callable[[], str], *, methods=None,
 
 
 def _code_entry(config) -> list[Rule]:
-    """Desk pages where a code is typed or scanned: per client and per staff account."""
+    """Desk pages where a code is typed or scanned: per client and per staff account.
+
+    The desk's wrong codes have counters of their own, apart from the public pages' (``desk-…``): the desk PC and the
+    patients' phones on the clinic's Wi-Fi often reach the server from one address, and the desk's typos must not
+    refuse a patient their progress page.
+    """
     return [rule for key_func, who in ((client_address, "client"), (staff_account, "staff"))
             for rule in (_rule(config["RATELIMIT_CODE_ATTEMPTS"], f"code-attempts-{who}", key_func, methods=["POST"]),
-                         _rule(config["RATELIMIT_WRONG_CODES"], f"wrong-codes-{who}", key_func, methods=["POST"],
-                               deduct_when=_is_wrong_code))]
+                         _rule(config["RATELIMIT_WRONG_CODES"], f"desk-wrong-codes-{who}", key_func,
+                               methods=["POST"], deduct_when=_is_wrong_code))]
 
 
 def _public_page(config) -> list[Rule]:
