@@ -2,6 +2,7 @@
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -123,6 +124,21 @@ def test_a_logo_upload_is_checked_and_re_encoded(manager):
     served = manager.get(f"/uploads/{filename}")
     assert served.status_code == 200 and served.data.startswith(b"\x89PNG")
     assert manager.get("/uploads/../instance/secret_key").status_code == 404
+
+
+def test_a_replaced_logo_is_deleted_and_one_whose_settings_were_refused_is_not_kept(manager, app, referrer, actor):
+    folder = Path(app.config["UPLOAD_FOLDER"])
+    for _ in range(3):
+        assert manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(image_bytes("PNG")), "logo.png")},
+                            content_type="multipart/form-data").status_code == 303
+    assert [path.name for path in folder.iterdir()] == [clinic_row()["logo_filename"]]
+
+    redemption.redeem_code(referrer.personal_code, friend(), actor)  # the currency may no longer change
+    refused = manager.post("/admin/settings", {**SETTINGS, "currency": "USD",
+                                               "logo": (io.BytesIO(image_bytes("PNG")), "logo.png")},
+                           content_type="multipart/form-data")
+    assert refused.status_code == 422
+    assert [path.name for path in folder.iterdir()] == [clinic_row()["logo_filename"]]
 
 
 @pytest.mark.parametrize("mode, fmt", [("CMYK", "JPEG"), ("P", "PNG"), ("I;16", "PNG"), ("LA", "WEBP")])

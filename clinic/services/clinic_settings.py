@@ -344,6 +344,29 @@ def brand_colour() -> str:
     return colour if BRAND_COLOUR.match(colour) else DEFAULT_BRAND_COLOUR
 
 
+def update_clinic_with_logo(values: dict, logo_stream, upload_folder: str, actor: Actor) -> Clinic:
+    """The settings form with a new logo: the logo is checked and stored first, then the settings saved.
+
+    The logo file no longer shown is deleted (only the current one is served): the new one when the settings were
+    refused, the one it replaces once they are saved. Replaced logos would otherwise pile up in the folder.
+    """
+    previous = get_clinic().logo_filename
+    stored = save_logo(logo_stream, upload_folder)
+    try:
+        clinic = update_clinic({**values, "logo_filename": stored}, actor)
+    except BaseException:
+        _delete_logo(upload_folder, stored)
+        raise
+    if previous and previous != stored:
+        _delete_logo(upload_folder, previous)
+    return clinic
+
+
+def _delete_logo(upload_folder: str, filename: str) -> None:
+    if Path(filename).name == filename:  # a name the app gave, never a path
+        (Path(upload_folder) / filename).unlink(missing_ok=True)
+
+
 def save_logo(stream, upload_folder: str) -> str:
     """Check that the upload really is a PNG, JPEG or WebP image of sane size, store it, return its name.
 

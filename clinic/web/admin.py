@@ -46,9 +46,10 @@ def settings():
             upload = form.logo.data
             try:
                 if upload and upload.filename:
-                    values["logo_filename"] = clinic_settings.save_logo(upload.stream,
-                                                                        current_app.config["UPLOAD_FOLDER"])
-                clinic_settings.update_clinic(values, current_actor())
+                    clinic_settings.update_clinic_with_logo(values, upload.stream, current_app.config["UPLOAD_FOLDER"],
+                                                            current_actor())
+                else:
+                    clinic_settings.update_clinic(values, current_actor())
             except Refused as refusal:
                 form[refusal.field if refusal.field in form else "logo"].errors.append(refusal.message)
                 return render_template("admin/settings.html", form=form), refusal.status
