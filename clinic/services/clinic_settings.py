@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from clinic.extensions import db
 from clinic.i18n import LANGUAGES, current_language
-from clinic.models import Campaign, Clinic, RewardKind
+from clinic.models import Campaign, Clinic, Referral, RewardKind, Voucher
 from clinic.services import audit
 from clinic.services.errors import Refused, stored_by_the_server
 from clinic.services.images import bytes_after_image
@@ -120,8 +120,6 @@ def _move_campaigns_to_currency(old: str, new: str) -> dict:
     new currency cannot show (199.99 in JPY, which has no decimals) is refused, for the manager to change first.
     Returns the amounts changed, for the audit log.
     """
-    from clinic.models import Referral, Voucher
-
     if db.session.scalar(select(Voucher.id).limit(1)) or db.session.scalar(select(Referral.id).limit(1)):
         raise Refused("currency_in_use", _("The currency cannot change once friends have been referred or vouchers "
                                            "issued: their amounts are in %(currency)s.", currency=old),
