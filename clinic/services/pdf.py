@@ -18,8 +18,14 @@ from urllib.parse import unquote, urlsplit
 
 from flask import current_app, render_template
 from flask_babel import force_locale
+from PIL import ImageFile
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher, URLFetcherResponse
+
+# Importing WeasyPrint switches on Pillow's LOAD_TRUNCATED_IMAGES for the whole process, so that a web page's broken
+# image still prints. Every image in our PDFs is the app's own (QR codes, a logo checked at upload), and with the
+# switch on, a truncated logo upload decoded as a half-grey picture and was accepted. Switched back off.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 INTERNAL_BASE_URL = "https://clinic.internal/"
 INTERNAL_HOST = urlsplit(INTERNAL_BASE_URL).netloc
