@@ -84,7 +84,7 @@ def test_a_read_only_session_refuses_an_orm_write_and_atomic_afterwards_writes(a
     from sqlalchemy import update
 
     from clinic.models import Staff
-    from clinic.services.transaction import WriteInReadOnlySession, read_only_session
+    from clinic.services.transaction import WriteInReadOnlySession, insert_ignoring_duplicates, read_only_session
 
     staff_id, email = desk_user.id, desk_user.email
     db.session.remove()
@@ -99,6 +99,10 @@ def test_a_read_only_session_refuses_an_orm_write_and_atomic_afterwards_writes(a
     with pytest.raises(WriteInReadOnlySession):
         db.session.execute(update(Staff).where(Staff.id == staff_id).values(email="changed@example.org"))
     db.session.rollback()
+    with pytest.raises(WriteInReadOnlySession):
+        audit.record("test.event", Actor())  # transaction.insert_row: a Core INSERT on the session's connection
+    with pytest.raises(WriteInReadOnlySession):
+        insert_ignoring_duplicates(AuditEvent, {"action": "test.event", "outcome": "ok", "details": {}})
     assert db.session.scalar(select(Staff.email).where(Staff.id == staff_id)) == email
     with pytest.raises(RuntimeError):
         with atomic():

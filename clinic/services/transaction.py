@@ -124,10 +124,15 @@ class WriteInReadOnlySession(RuntimeError):
     """
 
 
-@event.listens_for(Session, "before_flush")
-def _refuse_flush_when_read_only(session, _flush_context, _instances):
+def _refuse_writes_when_read_only(session) -> None:
+    """For this module's own INSERT helpers, which write on the session's connection without a flush."""
     if session.info.get(_READ_ONLY):
         raise WriteInReadOnlySession("this session only reads: write inside atomic()")
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flush_when_read_only(session, _flush_context, _instances):
+    _refuse_writes_when_read_only(session)
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -246,6 +251,7 @@ def insert_ignoring_duplicates(model, values: dict) -> bool:
 def insert_new_rows(model, rows: list[dict]) -> list:
     """:func:`insert_ignoring_duplicates` for several rows in one statement; returns the primary keys inserted."""
     session = db.session()
+    _refuse_writes_when_read_only(session)
     dialect = session.get_bind().dialect.name
     statement = _INSERTS_IGNORING_DUPLICATES.get((dialect, model))
     if statement is None:
@@ -296,6 +302,7 @@ def insert_rows(instances: list, *, match_on: str | None, unless_taken: bool = F
     if not instances:
         return []
     session = db.session()
+    _refuse_writes_when_read_only(session)
     if session.new or session.dirty:
         session.flush()
     mapper = inspect(instances[0]).mapper
