@@ -453,6 +453,18 @@ def test_assigning_an_unknown_branch_is_refused_with_422(manager, programme, val
     assert db.session.get(Staff, programme.desk_north).branch_id == programme.north  # all or nothing
 
 
+@pytest.mark.parametrize("extra", [lambda staff: {f"branch-0{staff}": ""}, lambda staff: {"branch-2147483648": ""},
+                                   lambda staff: {"branch-x": ""}, lambda staff: {f"branch-{staff}": ["", ""]}])
+def test_a_staff_form_not_as_the_page_made_it_is_refused_whole(manager, programme, extra):
+    """branch-02 beside branch-2, a repeated field, an id no account can have: which value counted was left to the
+    order of the fields, or the field was dropped without a word; now 422 and nothing changes."""
+    form = {f"branch-{programme.desk_north}": str(programme.south), **extra(programme.desk_north)}
+    response = manager.post("/admin/branches/staff", form)
+    assert response.status_code == 422
+    assert "not sent as the page made it" in response.get_data(as_text=True)
+    assert db.session.get(Staff, programme.desk_north).branch_id == programme.north
+
+
 def test_renaming_an_unknown_branch_is_404(manager):
     assert manager.get("/admin/branches/999").status_code == 404
     assert manager.post("/admin/branches/999", {"name": "x"}).status_code == 404

@@ -172,14 +172,19 @@ def edit_branch(branch_id: int):
 def assign_staff():
     """The staff list's form: one select per person, named ``branch-<staff id>``; empty means no branch."""
     assignments = {}
-    for name, value in request.form.items():
+    for name, value in request.form.items(multi=True):
+        if not name.startswith("branch-"):
+            continue
         staff_id = name.removeprefix("branch-")
-        if name.startswith("branch-") and _is_id(staff_id):
-            value = value.strip()
-            if value and not _is_id(value):
-                return _branches_page(Refused("unknown_branch", _("Pick one of the listed branches."),
-                                              field=name))
-            assignments[int(staff_id)] = int(value) if value else None
+        # One field per person, named as the page names it: "branch-02" beside "branch-2", or a repeated field,
+        # would leave which one counts to the order the browser sent them in.
+        if not _is_id(staff_id) or str(int(staff_id)) != staff_id or int(staff_id) in assignments:
+            return _branches_page(Refused("bad_form", _("This form was not sent as the page made it. Reload the "
+                                                        "page and try again.")))
+        value = value.strip()
+        if value and not _is_id(value):
+            return _branches_page(Refused("unknown_branch", _("Pick one of the listed branches."), field=name))
+        assignments[int(staff_id)] = int(value) if value else None
     try:
         changed = branch_service.assign_branches(assignments, current_actor())
     except Refused as refusal:
