@@ -60,8 +60,26 @@ def test_the_progress_page_is_private_and_shows_friends_and_rewards(app, browser
     assert "data-share-url" in page and "js/app.js" in page
     voucher = result.referrer_voucher
     assert f"{voucher.code[:4]}-{voucher.code[4:8]}-{voucher.code[8:]}" in page
-    assert page.count("<svg") == 1  # a QR for the one active voucher
+    assert page.count("<svg") == 0  # the one active voucher's QR is an image of its own, fetched when shown
+    assert re.findall(r'<img src="(/v/[^"]+/qr\.svg)"[^>]*loading="lazy"', page) == [f"/v/{voucher.code}/qr.svg"]
     assert "CN¥200.00 off" in page
+
+
+def test_a_voucher_qr_is_served_from_a_url_that_names_only_the_code(app, browser, invited, actor):
+    """Kept by the phone only (private): a voucher code is worth money to whoever holds it."""
+    from clinic.services.qr import qr_svg
+    from clinic.services.urls import voucher_url
+
+    patient, _ = invited
+    code = redemption.redeem_code(patient.personal_code, friend(), actor).referrer_voucher.code
+    answer = browser.get(f"/v/{code}/qr.svg")
+    assert answer.status_code == 200 and answer.mimetype == "image/svg+xml"
+    assert answer.headers["Cache-Control"] == "private, max-age=86400"
+    assert answer.get_data(as_text=True) == str(qr_svg(voucher_url(code))).replace(
+        "<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+    assert "https://clinic.test/v/" in voucher_url(code)
+    for bad in ("not-a-code", patient.personal_code, "2222-2222-222"):  # nonsense, a personal code, a typo
+        assert browser.get(f"/v/{bad}/qr.svg").status_code == 404
 
 
 def test_the_progress_page_reads_friends_and_vouchers_only_when_there_are_some(app, browser, invited, actor):

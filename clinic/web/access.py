@@ -33,6 +33,7 @@ ACCESS: dict[str, Access] = {
     "public.progress": Access.ANYONE,
     "public.progress_poster": Access.ANYONE,
     "public.voucher": Access.ANYONE,
+    "public.voucher_qr": Access.ANYONE,
     "public.healthz": Access.ANYONE,
     "public.livez": Access.ANYONE,
     "public.brand_css": Access.ANYONE,

@@ -175,6 +175,7 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
     "public.progress": _public_page,
     "public.progress_poster": _public_page,
     "public.voucher": _public_page,
+    "public.voucher_qr": _public_page,
     "api.create_patient": _api_request,
     "api.find_patients": _api_request,
     "api.get_patient": _api_request,

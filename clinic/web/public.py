@@ -21,7 +21,7 @@ from clinic.services.clinic_settings import brand_colour, current_clinic
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
 from clinic.services.rewards import quota_left
 from clinic.services.qr import qr_svg
-from clinic.services.urls import invite_url
+from clinic.services.urls import invite_url, voucher_url
 from clinic.services.vouchers import find_voucher
 from clinic.web.posters import FORMATS, poster_response
 
@@ -83,9 +83,28 @@ def invite_qr(raw_code: str):
     code = _parse(raw_code, CodeKind.PERSONAL)
     if code is None:
         abort(404)
-    svg = str(qr_svg(invite_url(code))).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+    return _qr_image(invite_url(code), "public")
+
+
+@bp.get("/v/<raw_code>/qr.svg")
+def voucher_qr(raw_code: str):
+    """The QR code of a voucher's link, for its holder to show at checkout from their progress page.
+
+    Its own URL for the invite QR's reasons: the progress page of a patient with many vouchers stays small, and
+    the many views that never tap "Show the QR code at checkout" encode no QR. Any well-formed voucher code gets
+    its QR, without a lookup, so it says nothing about whether the voucher exists. Kept by the phone only
+    (``private``): a voucher code is worth money to whoever holds it.
+    """
+    code = _parse(raw_code, CodeKind.BEARER)
+    if code is None:
+        abort(404)
+    return _qr_image(voucher_url(code), "private")
+
+
+def _qr_image(url: str, who_may_keep_it: str) -> Response:
+    svg = str(qr_svg(url)).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
     # A day: the link follows the clinic's public address, which a manager may change.
-    return Response(svg, mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+    return Response(svg, mimetype="image/svg+xml", headers={"Cache-Control": f"{who_may_keep_it}, max-age=86400"})
 
 
 @bp.get(f"/p/<token>/poster.<{FORMATS}:kind>")
