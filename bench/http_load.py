@@ -349,10 +349,10 @@ def bench_backend(backend: str, database_url: str, workdir: Path, seconds: float
                          warmup, workdir, meter)
             bench_redemption(result, seeder, base_url, ceiling, seconds, warmup, workdir, meter)
             # The same page for patients whose code a friend has just redeemed: a friend, a reward and an
-            # active voucher with its QR to show (the page above is a newly enrolled patient's).
+            # active voucher with its QR to show, an image of its own (the page above is a newly enrolled patient's).
             with_friends = seeder.tokens_of_referrers_with_friends(PAGE_PATIENTS)
             if with_friends:
-                check_page(base_url, f"/p/{with_friends[0]}", "<svg")  # the voucher QR
+                check_page(base_url, f"/p/{with_friends[0]}", '<img src="/v/')  # the voucher QR
                 measure_page(result, "GET /p/<token> friend", base_url, [f"/p/{token}" for token in with_friends],
                              seconds, warmup, workdir, meter)
         errors = [line for line in log.read_text(errors="replace").splitlines() if "Traceback" in line or "ERROR" in line]
