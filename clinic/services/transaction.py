@@ -106,8 +106,8 @@ def read_only_session() -> None:
     prepared. Each statement reads its own snapshot, as at PostgreSQL's READ COMMITTED inside a transaction.
 
     A session already in a transaction is left as it is; ``atomic()`` after this begins a real transaction on a
-    fresh connection, as always. An ORM write outside ``atomic()`` raises ``WriteInReadOnlySession`` instead of
-    committing statement by statement.
+    fresh connection, as always. A write outside ``atomic()`` (an ORM flush or INSERT/UPDATE/DELETE, or this
+    module's INSERT helpers) raises ``WriteInReadOnlySession`` instead of committing statement by statement.
     """
     session = db.session()
     if session.in_transaction():
@@ -117,7 +117,7 @@ def read_only_session() -> None:
 
 
 class WriteInReadOnlySession(RuntimeError):
-    """An ORM write in a session that reads outside a transaction (read_only_session): a bug in the caller.
+    """A write in a session that reads outside a transaction (read_only_session): a bug in the caller.
 
     Each statement there commits by itself, so a write would be neither atomic nor rolled back at the request's end
     as an unfinished write used to be. Writes belong in ``atomic()``, which a read-only session may still enter.

@@ -6,7 +6,8 @@ from flask import Flask, Response, render_template, request
 from flask.globals import request_ctx
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import BadHost, BadRequest, Conflict, Forbidden, HTTPException, InternalServerError, UnprocessableEntity
+from werkzeug.exceptions import (BadHost, BadRequest, Conflict, Forbidden, HTTPException, InternalServerError,
+                                 UnprocessableEntity)
 
 from clinic.extensions import db
 from clinic.web.helpers import is_htmx
