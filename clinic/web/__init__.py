@@ -13,6 +13,7 @@ def register_web(app: Flask) -> None:
         api_tokens,
         auth,
         cards,
+        chunked,
         desk,
         errors,
         honours,
@@ -36,3 +37,6 @@ def register_web(app: Flask) -> None:
         app.register_blueprint(module.bp)
     api.register(app)
     limits.init_app(app)  # after the blueprints: it wraps their views
+    # The largest body any route takes: a CSV import's (imports.py raises the limit for its preview form).
+    app.wsgi_app = chunked.WholeChunkedBodies(app.wsgi_app, max(app.config["MAX_CONTENT_LENGTH"] or 0,
+                                                                imports.largest_body()))

@@ -29,6 +29,11 @@ KEPT_IN_SESSION = 5
 UNKNOWN = _l("This import is not from this browser session or has expired: upload the file again.")
 
 
+def largest_body() -> int:
+    """The preview form's limit: a CSV file of importer.MAX_BYTES and its envelope."""
+    return importer.MAX_BYTES + FORM_OVERHEAD
+
+
 @bp.url_value_preprocessor
 def _room_for_a_csv_file(endpoint, _values):
     """Allow a file of importer.MAX_BYTES on the preview form only (the app's limit is the logo's).
@@ -37,7 +42,7 @@ def _room_for_a_csv_file(endpoint, _values):
     before the CSRF check reads the form.
     """
     if endpoint == "imports.preview":
-        request.max_content_length = importer.MAX_BYTES + FORM_OVERHEAD
+        request.max_content_length = largest_body()
 
 
 @bp.before_request
