@@ -137,9 +137,8 @@ def _refuse_flush_when_read_only(session, _flush_context, _instances):
 
 @event.listens_for(Session, "do_orm_execute")
 def _refuse_dml_when_read_only(execute_state):
-    if execute_state.session.info.get(_READ_ONLY) and (
-            execute_state.is_insert or execute_state.is_update or execute_state.is_delete):
-        raise WriteInReadOnlySession("this session only reads: write inside atomic()")
+    if execute_state.is_insert or execute_state.is_update or execute_state.is_delete:
+        _refuse_writes_when_read_only(execute_state.session)
 
 
 class SQLiteWriterLock:
