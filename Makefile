@@ -4,6 +4,7 @@
 #   make test         run the test suite (extra pytest args: make test PYTEST_ARGS='-k voucher -x')
 #   make bench        run benchmarks (bench/__main__.py), if any
 #   make translations extract marked strings, update translations/zh_Hans_CN/…/messages.po, compile; list what is untranslated
+#   make upgrade-deps newest releases of every package into .venv, recorded in constraints.txt (then make test)
 #   make clean        remove .venv and caches (keeps instance/)
 # Everything is idempotent: a second run skips venv creation, pip and apt when nothing changed.
 
@@ -18,6 +19,8 @@ GUNICORN    := $(VENV)/bin/gunicorn
 STAMP       := $(VENV)/.installed
 # The project without its test and bench extras (`make install`); a full install (STAMP) also satisfies it.
 RUNTIME_STAMP := $(VENV)/.installed-runtime
+CONSTRAINTS := constraints.txt
+PIP_INSTALL := PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS)
 SYSTEM_PKGS := libharfbuzz-subset0 fonts-noto-cjk poppler-utils
 # wrk: the HTTP benchmark's load generator; `make bench` has system-deps install it too.
 BENCH_PKGS  := wrk
@@ -29,10 +32,10 @@ PYTEST_ARGS ?=
 # Tests run in parallel, one process per core (each with its own PostgreSQL database).
 TEST_WORKERS ?= auto
 
-.PHONY: help venv install system-deps run test bench clean translations
+.PHONY: help venv install system-deps run test bench clean translations upgrade-deps
 
 help:
-	@echo "Targets: run, test [PYTEST_ARGS=...], bench, install (production), venv, system-deps, translations, clean"
+	@echo "Targets: run, test [PYTEST_ARGS=...], bench, install (production), venv, system-deps, translations, upgrade-deps, clean"
 
 venv: $(STAMP)
 	@:
@@ -44,22 +47,34 @@ $(PY):
 	@echo ">> creating $(VENV)"
 	@$(PYTHON) -m venv $(VENV)
 
-# Reinstall only when pyproject.toml is newer than the stamp (the stamp lives
-# inside .venv, so a fresh venv always gets an install).
-$(STAMP): pyproject.toml | $(PY)
+# Reinstall only when pyproject.toml or constraints.txt is newer than the stamp (the stamp lives
+# inside .venv, so a fresh venv always gets an install). constraints.txt pins every package to the
+# version the tests passed with.
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	@echo ">> installing project + test extras into $(VENV)"
-	@PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	@$(PIP_INSTALL) -e '.[test,bench]'
 	@touch $@ $(RUNTIME_STAMP)
 
 # Runtime dependencies only. When the full install above is up to date, pip is not run: the stamp
 # takes the full install's time, so the catalogue below is rebuilt exactly when it was before.
-$(RUNTIME_STAMP): pyproject.toml | $(PY)
-	@if [ $(STAMP) -nt pyproject.toml ]; then \
+$(RUNTIME_STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
+	@if [ $(STAMP) -nt pyproject.toml ] && [ $(STAMP) -nt $(CONSTRAINTS) ]; then \
 		touch -r $(STAMP) $@; \
 	else \
 		echo ">> installing project (without test extras) into $(VENV)"; \
-		PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check -e . && touch $@; \
+		$(PIP_INSTALL) -e . && touch $@; \
 	fi
+
+# Newer releases of every package (within pyproject.toml's ranges), written to constraints.txt; run
+# `make test` before committing it.
+upgrade-deps: | $(PY)
+	@PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[test,bench]'
+	@{ sed -n '/^#/p' $(CONSTRAINTS); $(PY) -m pip freeze --exclude-editable --disable-pip-version-check \
+		| grep -v -i -E '^(pip|setuptools|wheel|py-spy|pyflakes)=='; } > $(CONSTRAINTS).new
+	@mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	@touch $(STAMP) $(RUNTIME_STAMP)
+	@git diff --stat -- $(CONSTRAINTS) 2>/dev/null || true
+	@echo ">> constraints.txt rewritten; run make test before committing it"
 
 # Installs missing Debian packages (WeasyPrint font subsetting, CJK fonts,
 # pdftotext/pdftoppm for tests; wrk under `make bench`). No apt-get at all when everything is present.
