@@ -22,7 +22,8 @@ from babel.dates import format_date
 from flask import Flask, current_app, g, has_request_context, request
 from flask_babel import Babel, get_locale, get_translations
 from flask_babel import _get_current_context as _babel_context
-from jinja2 import pass_eval_context
+from jinja2 import Template, pass_eval_context
+from jinja2.environment import TemplateModule
 from markupsafe import Markup
 
 LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
@@ -183,8 +184,24 @@ def _messages(evaluation) -> _FinishedMessages:
         messages = _FINISHED.get(translations)
         if messages is None:
             messages = _FINISHED.setdefault(translations, _FinishedMessages(translations))
-        evaluation.clinic_messages = messages
+        if not getattr(evaluation, "outlives_a_render", False):
+            evaluation.clinic_messages = messages
         return messages
+
+
+class MacroModuleAwareTemplate(Template):
+    """Marks the EvalContext of imported macro modules as outliving a render (see _messages).
+
+    ``{% from "_macros.html" import status %}`` (without context) evaluates the macros once per process
+    in a module Jinja keeps on the template: its EvalContext serves every later render, whatever its
+    language. A catalogue kept there printed the first request's language in every later page's status
+    labels, until a worker was recycled. Macros of such a module look their catalogue up on each message.
+    """
+
+    def make_module(self, vars=None, shared=False, locals=None):
+        context = self.new_context(vars, shared, locals)
+        context.eval_ctx.outlives_a_render = True
+        return TemplateModule(self, context)
 
 
 # Templates' gettext family: what Jinja's newstyle i18n does (see jinja2.ext._make_new_gettext), the same

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from sqlalchemy import select
+
 from clinic.extensions import db
+from clinic.models import Voucher
 from clinic.services import cards, colours, jobs, posters, redemption, tiers
 from clinic.services.clinic_settings import get_clinic, update_clinic
 from clinic.services.transaction import Actor
@@ -83,6 +86,19 @@ def test_the_switch_is_remembered_in_a_cookie(browser, invited):
     assert "Hello 王小明" in browser.get(f"/p/{token}").get_data(as_text=True)  # the next page, no ?lang
     assert "王小明，您好" in browser.get(f"/p/{token}?lang=zh_CN").get_data(as_text=True)
     assert "王** 向您推荐" in browser.get(f"/r/{patient.personal_code}").get_data(as_text=True)
+
+
+def test_labels_from_imported_macros_follow_each_page_s_language(browser, referred):
+    """The macros a template imports are evaluated once per process; their labels must not keep the first
+    page's language (one worker printed "有效" on English voucher pages until it was recycled)."""
+    patient, _ = referred
+    code = db.session.scalars(select(Voucher.code).where(Voucher.patient_id == patient.id)).first()
+
+    def badge(language: str) -> str:
+        page = browser.get(f"/v/{code}?lang={language}").get_data(as_text=True)
+        return re.search(r'class="status status-active">([^<]*)<', page).group(1)
+
+    assert [badge("en"), badge("zh_CN"), badge("en"), badge("zh_CN")] == ["active", "有效", "active", "有效"]
 
 
 def test_the_progress_page_in_chinese_masks_names_and_shows_yuan_and_chinese_dates(browser, referred, actor):

@@ -14,7 +14,7 @@ from flask_babel import pgettext
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
-from clinic.i18n import current_language, format_day, format_moment
+from clinic.i18n import MacroModuleAwareTemplate, current_language, format_day, format_moment
 from clinic.models._time import utcnow
 from clinic.services.clinic_settings import (clinic_day_of, clinic_local, friend_reward, current_clinic,
                                              last_day_before, referrer_reward, to_clinic_time)
@@ -59,6 +59,8 @@ class _TemplateGlobals(ChainMap):
 
 class TemplateEnvironment(Environment):
     """Flask's Jinja environment, with :class:`_TemplateGlobals` as every template's globals."""
+
+    template_class = MacroModuleAwareTemplate  # the catalogue of imported macros follows each render's language
 
     def make_globals(self, d):
         return _TemplateGlobals({} if d is None else d, self.globals)
