@@ -11,6 +11,7 @@ from clinic.models import AuditEvent, Campaign, Patient, Referral, Voucher
 from clinic.models._time import utcnow
 from clinic.services import audit, codes, redemption, vouchers
 from clinic.services.errors import Refused
+from clinic.services.patients import PatientDetails
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import counts, friend
 
@@ -84,6 +85,35 @@ def test_desk_rules_refuse_with_a_reason_and_change_nothing(referrer, actor, mak
     assert counts() == before
     last = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
     assert (last.action, last.outcome, last.reason) == ("redemption", "refused", reason)
+
+
+@pytest.mark.parametrize("typed", ["+86 138 1111 2222", "0086 13811112222", "+8613811112222", "(138) 1111-2222"])
+def test_the_owner_s_phone_with_the_country_code_is_still_a_self_referral(referrer, actor, make_patient,
+                                                                          typed):
+    """Found by a review: +86/0086 passed both phone checks and paid both vouchers to the code's owner."""
+    make_patient(full_name="Existing", phone="13800000099")
+    before = counts()
+    with pytest.raises(Refused) as refused:
+        redemption.redeem_code(referrer.personal_code, PatientDetails.from_form(full_name="Me Again", phone=typed),
+                               actor)
+    assert refused.value.reason == "self_referral"
+    with pytest.raises(Refused) as refused:
+        redemption.redeem_code(referrer.personal_code, PatientDetails.from_form(
+            full_name="Existing", phone=typed.replace("1111", "0000").replace("2222", "0099")), actor)
+    assert refused.value.reason == "existing_patient"
+    assert counts() == before
+
+
+def test_a_friend_with_neither_phone_nor_record_number_is_refused(referrer, actor):
+    """Nothing would tell such a friend from the code's owner or a patient already known: refused, audited."""
+    before = counts()
+    with pytest.raises(Refused) as refused:
+        redemption.redeem_code(referrer.personal_code, friend(full_name="Wang Li", phone=None), actor)
+    assert (refused.value.reason, refused.value.field, refused.value.status) == ("contact_needed", "phone", 422)
+    assert counts() == before
+    last = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+    assert (last.action, last.outcome, last.reason) == ("redemption", "refused", "contact_needed")
+    assert redemption.redeem_code(referrer.personal_code, friend(phone=None, external_id="MRN-7"), actor).referral
 
 
 def test_an_existing_friend_is_refused_without_a_failed_statement(referrer, actor, make_patient):
@@ -243,12 +273,39 @@ def test_vouchers_keep_their_value_when_the_campaign_changes(referrer, actor):
     assert db.session.get(Referral, result.referral.id).campaign_id == campaign.id
 
 
-def test_a_friend_with_neither_phone_nor_record_number_can_be_registered(referrer, actor):
-    result = redemption.redeem_code(referrer.personal_code, friend(phone=None), actor)
-    assert result.friend.phone is None
-
-
 def test_the_friend_redeemed_is_not_a_voucher_spender(referrer, actor):
     result = redemption.redeem_code(referrer.personal_code, friend(), actor)
     spent, _ = vouchers.spend_voucher(result.friend_voucher.code, Actor(staff_id=actor.staff_id))
     assert spent.status == "spent"
+
+
+PHONE_SPELLINGS = [
+    # (typed, the clinic's country, stored)
+    ("+86 139 1112 7378", "CN", "13911127378"),
+    ("0086 139-1112-7378", "CN", "13911127378"),
+    ("139 1112 7378", "CN", "13911127378"),
+    ("010 1234 5678", "CN", "01012345678"),
+    ("+86 10 1234 5678", "CN", "01012345678"),  # a Beijing landline: the trunk 0 comes back
+    ("+44 7700 900123", "CN", "+447700900123"),
+    ("0044 7700 900123", "CN", "+447700900123"),
+    ("+44 7700 900123", "GB", "07700900123"),
+    ("+86 139 1112 7378", None, "+8613911127378"),  # a zone of no one country: international digits
+    ("13911127378", None, "13911127378"),  # ... and a number without its country as typed
+    ("+861391112737899", "CN", "+861391112737899"),  # too long to be possible: kept as typed
+    ("123456", "CN", "123456"),
+]
+
+
+@pytest.mark.parametrize("typed, region, stored", PHONE_SPELLINGS, ids=[f"{t} in {r}" for t, r, _ in PHONE_SPELLINGS])
+def test_a_phone_number_is_stored_in_one_spelling(app, typed, region, stored):
+    from clinic.services.patients import normalize_phone
+
+    assert normalize_phone(typed, region) == stored
+
+
+def test_the_clinic_s_country_comes_from_its_time_zone(app):
+    from clinic.services.patients import clinic_phone_region, phone_region_of
+
+    assert clinic_phone_region() == "CN"  # the default clinic: Asia/Shanghai
+    assert (phone_region_of("Europe/London"), phone_region_of("Asia/Tokyo"), phone_region_of("UTC")) == (
+        "GB", "JP", None)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
 
+import phonenumbers
+from babel.core import get_global
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import bindparam, or_, select
@@ -20,7 +23,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.codes import InvalidCode, generate_personal_code, normalize_code, parse_code, CodeKind
 from clinic.services.errors import Refused
-from clinic.services.settings_snapshot import STAMP_COLUMN, settings_read_with
+from clinic.services.settings_snapshot import STAMP_COLUMN, last_known_settings, settings_read_with
 from clinic.services.text import CONTROL_CHARACTERS, clean_text
 from clinic.services.transaction import Actor, atomic, insert_row_unless_taken
 
@@ -32,8 +35,19 @@ DISPLAY_NAME_MAX = 60
 EXTERNAL_ID_MAX = 64
 
 
-def normalize_phone(raw: str | None) -> str | None:
-    """Digits only, with a leading ``+`` kept; ``None`` when left empty.
+THE_CLINIC_S = "the clinic's"  # normalize_phone's default region
+
+
+def normalize_phone(raw: str | None, region: str | None = THE_CLINIC_S) -> str | None:
+    """One spelling per phone number, so that the desk's "same phone" checks cannot be passed by writing it another
+    way; ``None`` when left empty.
+
+    ``+86 139 1112 7378``, ``0086 13911127378`` and ``139-1112-7378`` are one number to a clinic in China: a
+    number of the clinic's own country is kept as dialled there (``13911127378``, ``01012345678``), any other
+    as ``+`` and its international digits (``+447700900123``). The country is the clinic's time zone's
+    (``region``: another country's code, or None for none). What `phonenumbers` (Google's libphonenumber
+    data) cannot read as a possible number is kept as typed, digits only with a leading ``+``: a clinic
+    knows its patients' numbers better than a table does.
 
     Raises ValueError with a message for people when it cannot be a phone number.
     """
@@ -46,7 +60,32 @@ def normalize_phone(raw: str | None) -> str | None:
         raise ValueError(_("A phone number has only digits, spaces, dashes and an optional leading +."))
     if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
         raise ValueError(_("A phone number has %(min)s to %(max)s digits.", min=MIN_PHONE_DIGITS, max=MAX_PHONE_DIGITS))
-    return ("+" if plus else "") + digits
+    typed = ("+" if plus else "") + digits
+    home = clinic_phone_region() if region == THE_CLINIC_S else region
+    try:
+        number = phonenumbers.parse(typed, home)
+    except phonenumbers.NumberParseException:
+        return typed
+    if not phonenumbers.is_possible_number(number):
+        return typed
+    if home and number.country_code == phonenumbers.country_code_for_region(home):
+        national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+        return "".join(character for character in national if character.isdigit())
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def clinic_phone_region() -> str | None:
+    """The country (ISO 3166 code) whose numbers the clinic writes without a country code: its time zone's.
+
+    From the settings as last checked (settings_snapshot.last_known_settings): a clinic does not change
+    countries, and checking would add a statement to every redemption."""
+    return phone_region_of(last_known_settings().clinic.timezone)
+
+
+@lru_cache(maxsize=64)
+def phone_region_of(time_zone: str) -> str | None:
+    """``Asia/Shanghai`` → ``CN``; ``None`` for zones of no one country (``UTC``)."""
+    return get_global("zone_territories").get(time_zone)
 
 
 def check_channel(raw: str | None) -> str:
@@ -299,6 +338,10 @@ def search_patients(query: str | None) -> list[Patient]:
     digits = _PHONE_PUNCTUATION.sub("", text).lstrip("+")
     if digits.isascii() and digits.isdigit() and len(digits) >= 3:
         conditions.append(Patient.phone.contains(digits, autoescape=True))
+        try:  # "+86 139 1112 7378" finds the patient stored as 13911127378
+            conditions.append(Patient.phone == normalize_phone(text))
+        except ValueError:
+            pass
     try:
         parsed = parse_code(text)
         if parsed.kind is CodeKind.PERSONAL:

@@ -150,6 +150,14 @@ def _refuse_self_referral(referrer: Patient, details: PatientDetails) -> None:
                       field="phone" if same_phone else "external_id")
 
 
+def _require_a_way_to_tell_the_friend_apart(details: PatientDetails) -> None:
+    """A friend with neither phone nor record number could not be told from the referrer or an existing patient:
+    the same person could redeem their own code again and again under any name."""
+    if details.phone is None and details.external_id is None:
+        raise Refused("contact_needed", _("Enter the friend's phone number or record number: it is how the desk "
+                                          "makes sure they are new to the clinic."), field="phone")
+
+
 def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
                 idempotency_key: str | None = None) -> RedemptionResult:
     """Register the friend, link them to the referrer and issue both vouchers, all or nothing.
@@ -162,6 +170,7 @@ def redeem_code(raw_code: str | None, details: PatientDetails, actor: Actor, *,
     try:
         key = idempotency.check_key(idempotency_key)
         parsed = _parsed_code(raw_code)
+        _require_a_way_to_tell_the_friend_apart(details)
         request_fingerprint = idempotency.fingerprint(
             "redeem", parsed.code, details.full_name, details.phone, details.external_id)
         try:

@@ -80,6 +80,18 @@ def current_settings() -> Settings:
     return _settings_at(session.get_transaction(), connection, connection.execute(_STAMP).scalar())
 
 
+def last_known_settings() -> Settings:
+    """This process's copy as last checked, without checking it again (the first use in a process checks).
+
+    For a setting that changes once in a clinic's life, where one more statement in every redemption is not
+    worth exactness: the country of the clinic's phone numbers, from its time zone (patients.normalize_phone).
+    Any request that reads settings checks the copy, so it lags a change made by another process by at most
+    that process's requests in between.
+    """
+    settings = current_app.extensions.get("settings_snapshot")
+    return settings if settings is not None else current_settings()
+
+
 def settings_read_with(stamp: int | None, connection) -> None:
     """Take the stamp a page read as a column of its own first query (``STAMP_COLUMN``) on ``connection``.
 
