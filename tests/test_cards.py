@@ -334,3 +334,42 @@ def test_sheet_layout_fits_a4_with_and_without_bleed():
             assert layout.margin + card_sheet.CROP_MARK_OFFSET <= x - layout.margin
             assert x + card_sheet.CARD_WIDTH + layout.margin <= card_sheet.PAGE_WIDTH
             assert 0 < y - layout.margin and y + card_sheet.CARD_HEIGHT + layout.margin < card_sheet.PAGE_HEIGHT
+
+
+def test_a_job_that_stalled_and_lost_its_batch_to_a_retry_leaves_the_retry_s_cards_alone(app, actor, monkeypatch):
+    """Found by fault injection: a worker paused past STALE_AFTER came back after the retry had printed the batch,
+    failed it for good ("the batch was changed…") and every later retry hit the serials' unique index."""
+    from sqlalchemy import update
+
+    batch = cards.create_batch(2 * cards.PROGRESS_EVERY + 50, "classic", False, actor)
+    original, retried = cards.write_card_sheets, []
+
+    def stall_then_resume(design, printed, out, bleed, progress):
+        if not retried:  # the first job stalls here: its heartbeat ages, a manager retries, another worker prints
+            retried.append(True)
+            with atomic():
+                db.session.execute(update(CardBatch).where(CardBatch.id == batch.id)
+                                   .values(heartbeat_at=utcnow() - cards.STALE_AFTER - timedelta(seconds=1)))
+            cards.retry_batch(batch.id, actor)
+            assert cards.run_batch(batch.id) is True
+        return original(design, printed, out, bleed=bleed, progress=progress)
+
+    monkeypatch.setattr(cards, "write_card_sheets", stall_then_resume)
+    assert cards.run_batch(batch.id) is False  # the stalled job, resumed: it stops at its next report
+    done = db.session.get(CardBatch, batch.id, populate_existing=True)
+    assert (done.status, done.attempts, done.error) == ("done", 2, None)
+    assert cards.batch_pdf_path(done) is not None
+    assert db.session.scalar(select(func.count()).select_from(Card).where(Card.batch_id == batch.id)) == batch.size
+    assert not list(cards.batch_folder().glob(f".batch-{batch.id}-*"))  # no half-written file left
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)
+                             .where(AuditEvent.action == "card_batch.failed")) == 0
+
+
+def test_a_new_attempt_deletes_what_a_killed_job_left_half_written(app, actor):
+    batch = cards.create_batch(3, "classic", False, actor)
+    leftover = cards.batch_folder() / f".batch-{batch.id}-1-deadbeef.pdf"
+    leftover.write_bytes(b"%PDF-1.7 half")
+    other = cards.batch_folder() / f".batch-{batch.id + 1}-1-deadbeef.pdf"
+    other.write_bytes(b"%PDF-1.7 another batch's")
+    assert cards.run_batch(batch.id)
+    assert not leftover.exists() and other.exists()

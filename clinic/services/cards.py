@@ -97,21 +97,42 @@ def retry_batch(batch_id: int, actor: Actor) -> CardBatch:
     return batch
 
 
+class BatchTakenOver(Exception):
+    """This job's attempt at a batch is no longer the batch's: it stalled past STALE_AFTER and was retried."""
+
+
 def _claim(batch_id: int) -> CardBatch | None:
-    """Mark a queued batch running; None if another worker has it or it is not queued."""
+    """Mark a queued batch running; None if another worker has it or it is not queued.
+
+    The batch's ``attempts`` after the claim is this job's attempt number: every later write of the job
+    (progress, the cards, failure) is made only while the batch still runs that attempt. Temporary files of
+    earlier attempts (jobs killed mid-way) are deleted: nothing else would.
+    """
     with atomic():
         claimed = db.session.execute(
             update(CardBatch).where(CardBatch.id == batch_id, CardBatch.status == BatchStatus.QUEUED.value)
             .values(status=BatchStatus.RUNNING.value, attempts=CardBatch.attempts + 1, heartbeat_at=utcnow(),
                     progress=0).execution_options(synchronize_session=False)).rowcount
-    return db.session.get(CardBatch, batch_id) if claimed else None
+    if not claimed:
+        return None
+    batch = db.session.get(CardBatch, batch_id, populate_existing=True)
+    for leftover in batch_folder().glob(f".batch-{batch_id}-*.pdf"):
+        leftover.unlink(missing_ok=True)
+    return batch
 
 
-def _report_progress(batch_id: int, done: int) -> None:
+def _still_mine(batch_id: int, attempt: int):
+    return (CardBatch.id == batch_id) & (CardBatch.status == BatchStatus.RUNNING.value) & (
+        CardBatch.attempts == attempt)
+
+
+def _report_progress(batch_id: int, attempt: int, done: int) -> None:
     with atomic():
-        db.session.execute(update(CardBatch).where(CardBatch.id == batch_id)
-                           .values(progress=done, heartbeat_at=utcnow())
-                           .execution_options(synchronize_session=False))
+        reported = db.session.execute(update(CardBatch).where(_still_mine(batch_id, attempt))
+                                      .values(progress=done, heartbeat_at=utcnow())
+                                      .execution_options(synchronize_session=False)).rowcount
+    if not reported:
+        raise BatchTakenOver(batch_id)
 
 
 def _serials(batch: CardBatch) -> list[str]:
@@ -153,6 +174,7 @@ def run_batch(batch_id: int, *, activate_for: Patient | None = None, actor: Acto
     batch = _claim(batch_id)
     if batch is None:
         return False
+    attempt = batch.attempts
     actor = actor or Actor(staff_id=batch.created_by_id)
     temporary = final = None
     try:
@@ -167,19 +189,22 @@ def run_batch(batch_id: int, *, activate_for: Patient | None = None, actor: Acto
 
         def progress(done: int) -> None:
             if done - last_report[0] >= PROGRESS_EVERY or done == batch.size:
-                _report_progress(batch_id, done)
+                _report_progress(batch_id, attempt, done)
                 last_report[0] = done
 
         with open(temporary, "wb") as out:
             write_card_sheets(design, printed, out, bleed=batch.bleed, progress=progress)
-        _finish(batch_id, serials, codes, temporary, final, activate_for, actor)
+        _finish(batch_id, attempt, serials, codes, temporary, final, activate_for, actor)
         return True
     except Exception as error:  # noqa: BLE001 - whatever went wrong, the batch must end up failed
         db.session.rollback()
         for path in (temporary, final):
             if path is not None:
                 path.unlink(missing_ok=True)
-        _fail(batch_id, actor, error, "job_failed")
+        if isinstance(error, BatchTakenOver):  # the retry owns the batch now: leave it alone
+            current_app.logger.warning("Card batch %s: attempt %s stopped, the batch was retried", batch_id, attempt)
+            return False
+        _fail(batch_id, actor, error, "job_failed", attempt=attempt)
         current_app.logger.exception("Card batch %s failed", batch_id)
         return False
 
@@ -200,22 +225,26 @@ def start_batch(batch_id: int, actor: Actor) -> None:
                       status=503) from None
 
 
-def _fail(batch_id: int, actor: Actor, error: Exception, reason: str) -> None:
+def _fail(batch_id: int, actor: Actor, error: Exception, reason: str, attempt: int | None = None) -> None:
+    """Mark the batch failed with the reason; a job's failure (``attempt``) only while the batch is still its own."""
     with atomic():
-        failed = db.session.get(CardBatch, batch_id)
+        failed = db.session.get(CardBatch, batch_id, with_for_update=True, populate_existing=True)
+        if attempt is not None and (failed.status != BatchStatus.RUNNING.value or failed.attempts != attempt):
+            return
         failed.status = BatchStatus.FAILED.value
         failed.error = f"{type(error).__name__}: {error}"[:1000]
         audit.record("card_batch.failed", actor, outcome="refused", reason=reason, batch=failed.label,
                      error=failed.error[:200])
 
 
-def _finish(batch_id, serials, codes, temporary: Path, final: Path, activate_for: Patient | None,
+def _finish(batch_id, attempt: int, serials, codes, temporary: Path, final: Path, activate_for: Patient | None,
             actor: Actor) -> None:
     now = utcnow()
     with atomic():
-        batch = db.session.get(CardBatch, batch_id)
-        if batch.status != BatchStatus.RUNNING.value:
-            raise RuntimeError("the batch was changed while it was being generated")
+        # Locked (PostgreSQL; SQLite's write lock already orders it): a retry cannot claim the batch in between.
+        batch = db.session.get(CardBatch, batch_id, with_for_update=True, populate_existing=True)
+        if batch.status != BatchStatus.RUNNING.value or batch.attempts != attempt:
+            raise BatchTakenOver(batch_id)
         db.session.execute(insert(IssuedCode), [{"code": code, "kind": "card"} for code in codes])
         status = CardStatus.ACTIVATED.value if activate_for else CardStatus.PRINTED.value
         db.session.execute(insert(Card), [{
