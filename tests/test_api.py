@@ -604,6 +604,16 @@ def test_a_voucher_is_read_spent_once_and_replayed(api, voucher):
                     ) == (409, "already_spent", "code")
 
 
+def test_a_spend_with_an_amount_is_refused_instead_of_spending_the_whole_voucher(api, voucher):
+    """A voucher is spent whole: {"amount": 100} on a ¥200 voucher used to spend all of it without a word."""
+    assert error_of(api.post(f"/api/v1/vouchers/{voucher.code}/spend", {"amount": 100})) == (
+        422, "validation_error", "amount")
+    assert api.get(f"/api/v1/vouchers/{voucher.code}").get_json()["status"] == "active"
+    assert error_of(api.post(f"/api/v1/patients/{voucher.referral.friend_id}/visit", {"paid": True})) == (
+        422, "validation_error", "paid")
+    assert api.post(f"/api/v1/vouchers/{voucher.code}/spend", {}).get_json()["status"] == "spent"
+
+
 def test_a_voucher_is_voided_with_a_reason_and_cannot_be_spent_after(api, voucher):
     assert error_of(api.post(f"/api/v1/vouchers/{voucher.code}/void", {"reason": "x"})
                     ) == (422, "validation_error", "reason")

@@ -197,6 +197,35 @@ def test_reversing_frees_the_referrers_slot_when_its_voucher_is_voided(referrer,
     assert reward_status(redeem(referrer, actor), "referrer") == "issued"
 
 
+def test_reversing_frees_the_slot_of_a_referrer_voucher_voided_by_hand_before(referrer, actor, manager_user):
+    """A voucher voided as lost keeps its referral counted; reversing that referral then frees the slot."""
+    set_campaign(cap_referrals_per_year=2)
+    as_manager = Actor(staff_id=manager_user.id)
+    first, second = redeem(referrer, actor), redeem(referrer, actor)
+    vouchers.void_voucher(second.referrer_voucher.id, "Patient lost it", as_manager)
+    total = select(ReferrerYearTotal.rewarded_count).where(ReferrerYearTotal.referrer_id == referrer.id)
+    assert db.session.scalar(total) == 2
+    milestones.reverse_referral(second.referral.id, "Refunded", as_manager)
+    assert db.session.scalar(total) == 1
+    assert reward_status(redeem(referrer, actor), "referrer") == "issued"  # the freed slot, not review
+    assert reward_status(redeem(referrer, actor), "referrer") == "review"  # and the cap still holds
+    milestones.reverse_referral(first.referral.id, "Refunded", as_manager)  # its voucher active: voided and freed
+    assert db.session.scalar(total) == 1
+
+
+def test_a_refused_void_is_in_the_audit_log(referrer, actor, manager_user):
+    from clinic.models import AuditEvent
+
+    result = redeem(referrer, actor)
+    vouchers.spend_voucher(result.referrer_voucher.code, actor)
+    with pytest.raises(Refused) as refused:
+        vouchers.void_voucher(result.referrer_voucher.id, "Patient lost it", Actor(staff_id=manager_user.id))
+    assert refused.value.reason == "already_spent"
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "voucher.void"))
+    assert (event.outcome, event.reason, event.voucher_id, event.staff_id) == (
+        "refused", "already_spent", result.referrer_voucher.id, manager_user.id)
+
+
 def test_campaign_edits_never_change_promised_or_issued_rewards(referrer, actor):
     set_campaign(friend_reward_stage="visit")
     result = redeem(referrer, actor)

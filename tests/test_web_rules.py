@@ -480,3 +480,16 @@ def test_front_desk_gets_403_on_every_manager_page_and_changes_nothing(desk, ref
     assert db.session.scalar(select(ReviewRequest.status)) == "pending"
     assert db.session.get(Referral, second.referral.id).status == "active"
     assert "Reviews (" not in desk.get("/desk/").get_data(as_text=True)
+
+
+def test_a_reversed_friend_s_voided_reward_shows_as_cancelled_on_the_progress_page(browser, make_patient, actor,
+                                                                                    manager_user):
+    """The reward line said "issued" beside a voucher the reversal had voided."""
+    patient, token = make_patient(full_name="Wang Li")
+    first = redemption.redeem_code(patient.personal_code, friend(full_name="Kept Friend", phone="13900000011"), actor)
+    second = redemption.redeem_code(patient.personal_code, friend(full_name="Gone Friend", phone="13900000012"), actor)
+    milestones.reverse_referral(second.referral.id, "Refunded", Actor(staff_id=manager_user.id))
+    page = html.unescape(browser.get(f"/p/{token}").get_data(as_text=True))
+    states = re.findall(r"You: [^<]* · ([a-z ]+)<", page)
+    assert states == ["cancelled", "issued"], states  # newest first: the reversed friend, then the kept one
+    assert first.referral.id < second.referral.id

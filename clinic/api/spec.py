@@ -37,6 +37,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "card_void": (409, "The scratch card is void (lost or stolen)."),
     "campaign_ended": (409, "No running campaign covers this code: no rewards can be issued."),
     "self_referral": (422, "The friend is the code's owner (same phone or record number)."),
+    "contact_needed": (422, "The new patient has neither a phone number nor a record number: one is needed to tell "
+                            "them from the code's owner and from existing patients."),
     "existing_patient": (409, "A patient with this phone or record number is already registered."),
     "quota_full": (409, "This month's places for referred friends are all taken."),
     "already_spent": (409, "The voucher was already spent."),
@@ -336,9 +338,9 @@ def _paths() -> dict:
             "post": _operation(
                 "recordVisit", "milestones", "Report a referred friend's first visit",
                 "Records the first visit of a referred friend and pays the rewards due at a visit. Reporting it "
-                "again changes nothing (`recorded`: false).",
+                "again changes nothing (`recorded`: false). No body is needed; a body with any field is refused.",
                 {"200": _json("Recorded.", _ref("Milestone"))}, errors=milestone_errors,
-                parameters=[PATIENT_ID], idempotent=True),
+                body=_obj({}, required=[]), body_required=False, parameters=[PATIENT_ID], idempotent=True),
         },
         "/api/v1/patients/{patient_id}/payment": {
             "post": _operation(
@@ -368,7 +370,7 @@ def _paths() -> dict:
                 {"201": _json("Redeemed (or replayed: see Idempotent-Replayed).", _ref("Redemption"),
                               {"Location": HEADER_LOCATION, "Idempotent-Replayed": HEADER_REPLAYED})},
                 errors=(*CODE_ERRORS, "not_a_referral_code", *CARD_ERRORS, "campaign_ended", "self_referral",
-                        "existing_patient", "quota_full"),
+                        "contact_needed", "existing_patient", "quota_full"),
                 body=_obj({"code": {"type": "string", "description": "Personal code or scratch-card code."},
                            "new_patient": _ref("NewPatient")}), idempotent=True),
         },
@@ -381,10 +383,11 @@ def _paths() -> dict:
         "/api/v1/vouchers/{code}/spend": {
             "post": _operation(
                 "spendVoucher", "vouchers", "Spend a voucher",
-                "Marks an active, unexpired voucher spent, exactly once however many requests race.",
+                "Marks an active, unexpired voucher spent, exactly once however many requests race. A voucher is "
+                "spent whole: there is no amount to send, and a body with any field is refused.",
                 {"200": _json("Spent (or replayed).", _ref("Voucher"), {"Idempotent-Replayed": HEADER_REPLAYED})},
                 errors=(*CODE_ERRORS, "not_a_voucher", *VOUCHER_ERRORS), parameters=[VOUCHER_CODE],
-                idempotent=True),
+                body=_obj({}, required=[]), body_required=False, idempotent=True),
         },
         "/api/v1/vouchers/{code}/void": {
             "post": _operation(

@@ -113,6 +113,7 @@ def _milestone(result: milestones.MilestoneResult):
 
 @bp.post("/patients/<int:patient_id>/visit")
 def record_visit(patient_id: int):
+    only_fields(json_body(required=False), set())  # a body is optional, but one with fields is a mistake to say
     patient_or_404(patient_id)
     key = idempotency_key()
     return _milestone(milestones.record_visit(patient_id, api_actor(), idempotency_key=key))
@@ -182,6 +183,8 @@ def get_voucher(code: str):
 
 @bp.post("/vouchers/<code>/spend")
 def spend_voucher(code: str):
+    # A voucher is spent whole: {"amount": 100} must not spend a ¥500 voucher in silence.
+    only_fields(json_body(required=False), set())
     key = idempotency_key()
     spent, replayed = voucher_service.spend_voucher(code, api_actor(), idempotency_key=key)
     return jsonify(payloads.voucher(spent)), 200, {"Idempotent-Replayed": "true"} if replayed else {}

@@ -183,7 +183,9 @@ def reverse_referral(referral_id: int, reason: str | None, actor: Actor, *,
                 if reward.beneficiary == "referrer":
                     release_cap_slot(reward)
             elif voucher.status == VoucherStatus.SPENT.value:
-                spent.append(voucher)
+                spent.append(voucher)  # money taken: it keeps counting under the cap
+            elif voucher.status == VoucherStatus.VOID.value and reward.beneficiary == "referrer":
+                release_cap_slot(reward)  # voided by hand earlier (lost): the referral no longer counts either
         db.session.execute(
             update(ReviewRequest).where(ReviewRequest.reward_id.in_([r.id for r in cancelled] or [-1]),
                                         ReviewRequest.status == "pending")

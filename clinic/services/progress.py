@@ -27,11 +27,14 @@ from clinic.services.transaction import read_connection
 from clinic.services.tiers import TierStatus, tier_status
 
 
-def reward_state(status: str, stage: str) -> str:
+def reward_state(status: str, stage: str, voucher_status: str | None = None) -> str:
     """How the referrer's reward for one friend stands, in the patient's words and language.
 
-    ``issued``, ``pending at visit``, ``pending at payment``, ``awaiting approval``, ``not given`` or ``cancelled``.
+    ``issued``, ``pending at visit``, ``pending at payment``, ``awaiting approval``, ``not given`` or ``cancelled``
+    (also an issued reward whose voucher was voided: by a reversed referral, or by hand).
     """
+    if status == RewardStatus.ISSUED.value and voucher_status == VoucherStatus.VOID.value:
+        return pgettext("reward", "cancelled")
     if status == RewardStatus.PENDING.value and stage == Stage.VISIT.value:
         return pgettext("reward", "pending at visit")
     if status == RewardStatus.PENDING.value and stage == Stage.PAYMENT.value:
@@ -111,9 +114,10 @@ _PATIENT_BY_TOKEN_HASH = select(
 # Each referral with the friend's names and the referrer's rewards for it (none, one or more rows each).
 _FRIENDS_OF = (select(Referral.id, Referral.status, Referral.created_at, Referral.visited_at, Referral.paid_at,
                       Patient.display_name, Patient.full_name, Reward.kind, Reward.amount, Reward.label,
-                      Reward.currency, Reward.status, Reward.stage)
+                      Reward.currency, Reward.status, Reward.stage, Voucher.status)
                .join(Patient, Patient.id == Referral.friend_id)
                .outerjoin(Reward, (Reward.referral_id == Referral.id) & (Reward.beneficiary == "referrer"))
+               .outerjoin(Voucher, Voucher.id == Reward.voucher_id)
                .where(Referral.referrer_id == bindparam("patient_id"))
                .order_by(Referral.id.desc(), Reward.id))
 _VOUCHERS_OF = select(*columns_of(Voucher)).where(Voucher.patient_id == bindparam("patient_id")).order_by(
@@ -127,7 +131,7 @@ def _friends(connection, patient_id: int) -> tuple[list[FriendProgress], list[Re
     milestones: list[ReferralMilestones] = []
     last_id = None
     for (referral_id, status, created_at, visited_at, paid_at, display_name, full_name,
-         kind, amount, label, currency, reward_status, stage) in connection.execute(_FRIENDS_OF,
+         kind, amount, label, currency, reward_status, stage, voucher_status) in connection.execute(_FRIENDS_OF,
                                                                                      {"patient_id": patient_id}):
         if referral_id != last_id:
             last_id = referral_id
@@ -138,7 +142,7 @@ def _friends(connection, patient_id: int) -> tuple[list[FriendProgress], list[Re
                 reversed=status == ReferralStatus.REVERSED.value, rewards=[]))
         if kind is not None:
             friends[-1].rewards.append(EarnedReward(RewardTerms(kind, amount, label).describe(currency, language),
-                                                    reward_state(reward_status, stage)))
+                                                    reward_state(reward_status, stage, voucher_status)))
     return friends, milestones
 
 

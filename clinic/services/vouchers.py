@@ -179,6 +179,13 @@ def void_voucher(voucher_id: int, reason: str | None, actor: Actor, *, idempoten
                      referral_id=voucher.referral_id, reason_text=reason)
         return voucher
 
-    voucher, _replayed = idempotency.run_once("void", idempotency_key, (voucher_id, reason), void,
-                                              lambda voided: voided.id, lambda found: db.session.get(Voucher, found))
+    try:
+        voucher, _replayed = idempotency.run_once("void", idempotency_key, (voucher_id, reason), void,
+                                                  lambda voided: voided.id,
+                                                  lambda found: db.session.get(Voucher, found))
+    except Refused as refusal:  # audited like a refused spend: every void attempt on money is in the log
+        voucher = db.session.get(Voucher, voucher_id)
+        audit.record_refusal("voucher.void", actor, refusal.reason, voucher_id=voucher.id if voucher else None,
+                             patient_id=voucher.patient_id if voucher else None)
+        raise
     return voucher
