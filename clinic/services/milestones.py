@@ -340,6 +340,20 @@ def review_offer(review: ReviewRequest, offer: ReferralOffer | None = None) -> R
                        offer.campaign.voucher_valid_days, recorded=False)
 
 
+def review_offers(reviews: list[ReviewRequest]) -> tuple[dict[int, ReviewOffer], dict[int, Refused]]:
+    """For the review queue: what approving each existing patient's request pays, by request id, and why approving
+    would be refused instead (only a request without a recorded offer can be: its campaign is the one in force)."""
+    offers, refusals = {}, {}
+    for review in reviews:
+        if review.kind != "existing_patient":
+            continue
+        try:
+            offers[review.id] = review_offer(review)
+        except Refused as refusal:
+            refusals[review.id] = refusal
+    return offers, refusals
+
+
 def _link_existing_patient(review: ReviewRequest, actor: Actor, now) -> Referral:
     """Approved: the existing patient becomes the referrer's friend, with the rewards the desk offered.
 
