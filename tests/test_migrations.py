@@ -115,3 +115,30 @@ def test_each_migration_steps_down_and_up_again_on_its_own(app):
     downgrade(revision="base")
     with db.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE alembic_version")
+
+
+def test_review_requests_sent_before_offers_were_recorded_keep_no_offer(app):
+    """Nothing is back-filled: what the desk showed is recorded nowhere, and approval prices such a request by the
+    campaign in force (tests/test_rules.py). Going down drops the offer columns and keeps the request."""
+    db.drop_all()
+    upgrade(revision="5c3e9a1b7d20")
+    with db.engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO patients (id, display_name, full_name, personal_code, progress_token_hash, "
+            "progress_link_issued_at, enrolled_at, name_on_posters) VALUES (1, '', 'P1', 'CODE0001', :hash, :now, "
+            ":now, :no)"), {"hash": "1" * 64, "now": "2026-11-01 10:00:00", "no": False})
+        connection.execute(text(
+            "INSERT INTO review_requests (id, kind, status, code, patient_id, referrer_id, details, created_at) "
+            "VALUES (1, 'existing_patient', 'pending', 'CODE0001', 1, 1, '{}', '2026-11-01 10:00:00')"))
+    upgrade(revision="92c765c8c112")
+    with db.engine.connect() as connection:
+        row = connection.execute(text(
+            "SELECT status, code, campaign_id, referrer_reward_amount, friend_reward_amount, currency "
+            "FROM review_requests")).one()
+    assert tuple(row) == ("pending", "CODE0001", None, None, None, None)
+    downgrade(revision="5c3e9a1b7d20")
+    with db.engine.connect() as connection:
+        assert connection.execute(text("SELECT status, code FROM review_requests")).one() == ("pending", "CODE0001")
+    downgrade(revision="base")
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")

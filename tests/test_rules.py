@@ -294,3 +294,76 @@ def test_sending_the_same_existing_patient_twice_makes_one_request(referrer, act
     second = milestones.send_existing_patient_for_review(referrer.personal_code, existing.id, actor)
     assert first.id == second.id
     assert db.session.scalar(select(func.count()).select_from(ReviewRequest)) == 1
+
+
+def sent_for_review(referrer, actor, make_patient) -> ReviewRequest:
+    """An existing patient sent for approval while the desk offers ¥50 to the friend and ¥200 to the referrer."""
+    set_campaign(friend_reward_kind="money", friend_reward_amount=5000, friend_reward_label="")
+    existing, _ = make_patient(full_name="Already Here", phone="13955556666")
+    return milestones.send_existing_patient_for_review(referrer.personal_code, existing.id, actor)
+
+
+def rewards_of(referral_id: int) -> dict[str, tuple]:
+    return {reward.beneficiary: (reward.kind, reward.amount, reward.label, reward.stage, reward.valid_days,
+                                 reward.status, reward.voucher.amount if reward.voucher else None)
+            for reward in db.session.scalars(select(Reward).where(Reward.referral_id == referral_id))}
+
+
+OFFERED = {"referrer": ("money", 20000, "", "redemption", 90, "issued", 20000),
+           "friend": ("money", 5000, "", "redemption", 90, "issued", 5000)}
+
+
+@pytest.mark.parametrize("meanwhile", ["edited", "ended", "replaced"])
+def test_an_approved_review_pays_what_the_desk_offered_whatever_the_campaign_became(
+        referrer, actor, make_patient, manager_user, meanwhile):
+    request = sent_for_review(referrer, actor, make_patient)
+    offered_under = request.campaign_id
+    if meanwhile == "edited":
+        set_campaign(referrer_reward_amount=50000, friend_reward_amount=10000, friend_reward_stage="visit",
+                     voucher_valid_days=30)
+    elif meanwhile == "ended":
+        set_campaign(ends_at=utcnow() - timedelta(minutes=1))
+        assert rewards.campaign_in_force(for_cards=False) is None
+    else:
+        with atomic():
+            db.session.add(Campaign(name="Summer", referrer_reward_kind="money", referrer_reward_amount=50000,
+                                    friend_reward_kind="money", friend_reward_amount=10000, voucher_valid_days=30))
+        assert rewards.campaign_in_force(for_cards=False).name == "Summer"
+    milestones.decide_review(request.id, True, "Owner agrees", Actor(staff_id=manager_user.id))
+    referral = db.session.scalar(select(Referral).where(Referral.friend_id == request.patient_id))
+    assert referral.campaign_id == offered_under
+    assert rewards_of(referral.id) == OFFERED
+
+
+def test_a_review_sent_before_offers_were_recorded_is_priced_by_the_campaign_in_force(
+        referrer, actor, make_patient, manager_user):
+    """A request from before the migration has no offer written down: the campaign in force at approval pays,
+    and with none running the approval is refused and the request keeps waiting."""
+    existing, _ = make_patient(full_name="Already Here", phone="13955556666")
+    with atomic():
+        request = ReviewRequest(kind="existing_patient", code=referrer.personal_code, patient_id=existing.id,
+                                referrer_id=referrer.id, details={"card": None})
+        db.session.add(request)
+    assert not milestones.review_offer(request).recorded
+    set_campaign(ends_at=utcnow() - timedelta(minutes=1))
+    with pytest.raises(Refused) as refused:
+        milestones.decide_review(request.id, True, "Owner agrees", Actor(staff_id=manager_user.id))
+    assert refused.value.reason == "campaign_ended"
+    assert db.session.get(ReviewRequest, request.id, populate_existing=True).status == "pending"
+    assert db.session.scalar(select(func.count()).select_from(Referral)) == 0
+    set_campaign(ends_at=None, referrer_reward_amount=50000)
+    milestones.decide_review(request.id, True, "Owner agrees", Actor(staff_id=manager_user.id))
+    referral = db.session.scalar(select(Referral).where(Referral.friend_id == existing.id))
+    assert rewards_of(referral.id)["referrer"] == ("money", 50000, "", "redemption", 90, "issued", 50000)
+
+
+def test_an_approved_review_checks_the_referrers_yearly_cap_at_approval(referrer, actor, make_patient, manager_user):
+    """The offer is kept, the cap is not bypassed: the referrer's reward goes over the cap to review as any other."""
+    request = sent_for_review(referrer, actor, make_patient)
+    set_campaign(cap_referrals_per_year=1)
+    redeem(referrer, actor)
+    milestones.decide_review(request.id, True, "Owner agrees", Actor(staff_id=manager_user.id))
+    referral = db.session.scalar(select(Referral).where(Referral.friend_id == request.patient_id))
+    assert rewards_of(referral.id) == {**OFFERED, "referrer": ("money", 20000, "", "redemption", 90, "review", None)}
+    assert db.session.scalar(select(func.count()).select_from(ReviewRequest).where(
+        ReviewRequest.kind == "over_cap", ReviewRequest.status == "pending")) == 1

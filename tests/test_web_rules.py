@@ -367,6 +367,29 @@ def test_a_manager_decides_on_a_friend_who_is_already_a_patient(manager, desk, r
         assert "Rejected" in page and referral is None
 
 
+def test_the_review_page_shows_what_approving_will_pay(manager, desk, referrer, make_patient):
+    """The offer the desk made, even once the campaign changed; for a request from before offers were recorded,
+    what the campaign in force pays, or why approving would be refused."""
+    existing, _ = make_patient(full_name="Already Here", phone="13955556666")
+    desk.post("/desk/review", {**FRIEND_FORM, "full_name": "Already Here", "phone": "139 5555 6666",
+                               "code": referrer.personal_code}, htmx=True)
+    set_campaign(referrer_reward_amount=50000, friend_reward_kind="money", friend_reward_amount=10000)
+    review_id = db.session.scalar(select(ReviewRequest.id))
+    offer = re.search(rf'<p id="review-{review_id}-offer">(.*?)</p>', text_of(manager.get("/admin/reviews")), re.S)
+    assert re.sub(r"\s+", " ", offer.group(1)) == (
+        "Approving makes them this referrer's friend with the rewards the desk offered: the friend gets "
+        "<strong>1 bed-day waived</strong>, the referrer <strong>CN¥200.00 off</strong>.")
+
+    with atomic():
+        db.session.execute(ReviewRequest.__table__.update().values(campaign_id=None))  # as before the migration
+    page = text_of(manager.get("/admin/reviews"))
+    assert "sent before the desk's offers were recorded" in page
+    assert re.search(r"the friend gets\s+<strong>CN¥100.00 off</strong>, the referrer\s+<strong>CN¥500.00 off", page)
+    set_campaign(ends_at=datetime(2020, 1, 1))
+    page = text_of(manager.get("/admin/reviews"))
+    assert re.search(r"approving it now would be refused:\s+The referral campaign has ended", page)
+
+
 # The desk
 
 def test_the_desk_sends_a_friend_who_is_already_a_patient_for_approval(desk, referrer, make_patient):

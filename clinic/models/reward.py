@@ -93,6 +93,10 @@ class ReviewRequest(db.Model):
     """Something the rules blocked that a manager may allow: a reward over a cap, or a possible existing patient."""
 
     __tablename__ = "review_requests"
+    __table_args__ = (
+        CheckConstraint("referrer_reward_amount >= 0", name="referrer_amount_not_negative"),
+        CheckConstraint("friend_reward_amount >= 0", name="friend_amount_not_negative"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(24))  # over_cap | existing_patient
@@ -108,6 +112,19 @@ class ReviewRequest(db.Model):
     decided_at: Mapped[datetime | None]
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     decision_reason: Mapped[str | None] = mapped_column(String(200))
+    # An existing patient's request: what the desk offered, as a Reward would record it, so that approving pays
+    # exactly that whatever became of the campaign meanwhile. NULL on requests sent before these columns existed.
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    referrer_reward_kind: Mapped[str | None] = mapped_column(String(16))
+    referrer_reward_amount: Mapped[int | None]
+    referrer_reward_label: Mapped[str | None] = mapped_column(String(80))
+    referrer_reward_stage: Mapped[str | None] = mapped_column(String(16))
+    friend_reward_kind: Mapped[str | None] = mapped_column(String(16))
+    friend_reward_amount: Mapped[int | None]
+    friend_reward_label: Mapped[str | None] = mapped_column(String(80))
+    friend_reward_stage: Mapped[str | None] = mapped_column(String(16))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    voucher_valid_days: Mapped[int | None]
 
     reward = relationship("Reward")
     patient = relationship("Patient", foreign_keys=[patient_id])

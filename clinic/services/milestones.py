@@ -25,9 +25,9 @@ from clinic.models import (
 )
 from clinic.models._time import utcnow
 from clinic.services import audit, events, idempotency, tiers
-from clinic.services.clinic_settings import current_clinic
+from clinic.services.clinic_settings import RewardTerms, current_clinic
 from clinic.services.errors import Refused
-from clinic.services.redemption import referral_offer, use_card
+from clinic.services.redemption import ReferralOffer, referral_offer, use_card
 from clinic.services.rewards import pay_due_rewards, pay_reward, promise_rewards, release_cap_slot, take_quota_place
 from clinic.services.text import clean_reason
 from clinic.services.transaction import Actor, atomic
@@ -242,13 +242,20 @@ def send_existing_patient_for_review(raw_code: str | None, existing_patient_id: 
             ReviewRequest.referrer_id == offer.referrer.id, ReviewRequest.status == "pending"))
         if pending is not None:
             return pending  # sent twice (a double click): one request is enough
+        referrer_terms, friend_terms = offer.referrer_reward, offer.friend_reward
         request = ReviewRequest(kind="existing_patient", code=offer.code.code, patient_id=existing.id,
                                 referrer_id=offer.referrer.id, created_by_id=actor.staff_id, branch_id=actor.branch_id,
-                                details={"card": offer.card.serial if offer.card else None})
+                                details={"card": offer.card.serial if offer.card else None},
+                                campaign_id=offer.campaign.id, currency=current_clinic().currency,
+                                voucher_valid_days=offer.campaign.voucher_valid_days,
+                                referrer_reward_kind=referrer_terms.kind, referrer_reward_amount=referrer_terms.amount,
+                                referrer_reward_label=referrer_terms.label, referrer_reward_stage=referrer_terms.stage,
+                                friend_reward_kind=friend_terms.kind, friend_reward_amount=friend_terms.amount,
+                                friend_reward_label=friend_terms.label, friend_reward_stage=friend_terms.stage)
         db.session.add(request)
         db.session.flush()
         audit.record("review.requested", actor, patient_id=existing.id, referrer_id=offer.referrer.id,
-                     kind="existing_patient")
+                     kind="existing_patient", campaign_id=offer.campaign.id)
     return request
 
 
@@ -290,9 +297,76 @@ def decide_review(review_id: int, approve: bool, reason: str | None, actor: Acto
     return review
 
 
+@dataclass(frozen=True)
+class ReviewOffer:
+    """What approving an existing patient's review pays each side, in which currency, valid for how long.
+
+    ``recorded``: the offer the desk made, written down when it sent the request. A request sent before
+    offers were written down has none: it is priced by the campaign in force, as such requests always were
+    (see :func:`review_offer`).
+    """
+
+    referrer_reward: RewardTerms
+    friend_reward: RewardTerms
+    currency: str
+    valid_days: int
+    recorded: bool
+
+    @property
+    def friend_gets(self) -> str:
+        return self.friend_reward.describe_with_stage(self.currency)
+
+    @property
+    def referrer_gets(self) -> str:
+        return self.referrer_reward.describe_with_stage(self.currency)
+
+
+def review_offer(review: ReviewRequest, offer: ReferralOffer | None = None) -> ReviewOffer:
+    """What approving this existing patient's review would pay, for the approval and for the manager's page.
+
+    A request without a recorded offer (sent before offers were recorded) is priced by the campaign in force
+    now, or refused when none covers its code, as it always was: what the desk showed then is known nowhere (the
+    campaign may have been edited since), so any other terms would be a guess presented as a promise; the manager's
+    page shows which terms apply and the manager may reject and have the desk send it again.
+    ``offer``: the code's offer when the caller has already read it (the approval does).
+    """
+    if review.campaign_id is not None:
+        return ReviewOffer(
+            RewardTerms(review.referrer_reward_kind, review.referrer_reward_amount, review.referrer_reward_label,
+                        review.referrer_reward_stage),
+            RewardTerms(review.friend_reward_kind, review.friend_reward_amount, review.friend_reward_label,
+                        review.friend_reward_stage),
+            review.currency, review.voucher_valid_days, recorded=True)
+    offer = offer or referral_offer(review.code)
+    return ReviewOffer(offer.referrer_reward, offer.friend_reward, current_clinic().currency,
+                       offer.campaign.voucher_valid_days, recorded=False)
+
+
+def review_offers(reviews: list[ReviewRequest]) -> tuple[dict[int, ReviewOffer], dict[int, Refused]]:
+    """For the review queue: what approving each existing patient's request pays, by request id, and why approving
+    would be refused instead (only a request without a recorded offer can be: its campaign is the one in force)."""
+    offers, refusals = {}, {}
+    for review in reviews:
+        if review.kind != "existing_patient":
+            continue
+        try:
+            offers[review.id] = review_offer(review)
+        except Refused as refusal:
+            refusals[review.id] = refusal
+    return offers, refusals
+
+
 def _link_existing_patient(review: ReviewRequest, actor: Actor, now) -> Referral:
-    """Approved: the existing patient becomes the referrer's friend, with the campaign's rewards."""
-    offer = referral_offer(review.code)
+    """Approved: the existing patient becomes the referrer's friend, with the rewards the desk offered.
+
+    The referral is made under the campaign of the recorded offer and promises exactly its terms, whether that
+    campaign was edited, ended or replaced while the request waited: as for a redemption, editing a campaign never
+    changes what was already promised. The code is checked again (a card may have been voided meanwhile), and the
+    month's quota and the referrer's yearly caps are checked now, as at any redemption or milestone: the friend is
+    welcomed and the rewards paid now, and a reward over a cap goes to review as any other.
+    """
+    offer = referral_offer(review.code, campaign_id=review.campaign_id)
+    terms = review_offer(review, offer)
     if offer.card is not None:
         use_card(offer.card.id)
     if db.session.scalar(select(Referral.id).where(Referral.friend_id == review.patient_id)) is not None:
@@ -309,6 +383,6 @@ def _link_existing_patient(review: ReviewRequest, actor: Actor, now) -> Referral
     audit.record("redemption", actor, patient_id=review.patient_id, referral_id=referral.id, code=offer.code.code,
                  referrer_id=offer.referrer.id, campaign_id=offer.campaign.id, approved_review=review.id)
     events.referral_redeemed(referral)
-    promise_rewards(referral, offer.referrer_reward, offer.friend_reward, offer.campaign, actor)
+    promise_rewards(referral, terms.referrer_reward, terms.friend_reward, terms.currency, terms.valid_days)
     pay_due_rewards(referral, Stage.REDEMPTION.value, actor, now)
     return referral

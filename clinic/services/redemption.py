@@ -99,13 +99,15 @@ class ReferralOffer:
         return self.referrer_reward.describe_with_stage(current_clinic().currency)
 
 
-def referral_offer(raw: str | None) -> ReferralOffer:
+def referral_offer(raw: str | None, *, campaign_id: int | None = None) -> ReferralOffer:
     """Check a referral code (personal code or scratch card) without using it.
 
     Says who referred and what the campaign pays, or raises :class:`Refused` with the reason:
     unknown, mistyped, a voucher code, a card never activated, already redeemed or void.
+    ``campaign_id``: the campaign an offer was already made under (an existing patient's review), which
+    stands whether or not it still runs; otherwise the one in force now.
     """
-    return _offer_for(_parsed_code(raw))
+    return _offer_for(_parsed_code(raw), campaign_id)
 
 
 def _parsed_code(raw: str | None) -> ParsedCode:
@@ -115,26 +117,29 @@ def _parsed_code(raw: str | None) -> ParsedCode:
         raise problem.as_refusal() from None
 
 
-def _offer_for(parsed: ParsedCode) -> ReferralOffer:
+def _offer_for(parsed: ParsedCode, campaign_id: int | None = None) -> ReferralOffer:
     """The offer behind a well-formed code, read from the database (see :func:`referral_offer`)."""
     if parsed.kind is CodeKind.PERSONAL:
         referrer = patient_by_personal_code(parsed.code)
         if referrer is None:
             raise Refused("unknown_code", _("No patient holds this code. Check it with the friend."),
                           field="code", status=404)
-        return ReferralOffer(code=parsed, referrer=referrer, campaign=_campaign_in_force(for_cards=False))
+        return ReferralOffer(code=parsed, referrer=referrer, campaign=_campaign(False, campaign_id))
     card = find_card_by_code(parsed.code)
     if card is not None:
         if card.status != CardStatus.ACTIVATED.value:
             raise explain_card(card)
-        return ReferralOffer(code=parsed, referrer=card.patient, campaign=_campaign_in_force(for_cards=True), card=card)
+        return ReferralOffer(code=parsed, referrer=card.patient, campaign=_campaign(True, campaign_id), card=card)
     if find_voucher(parsed.code) is not None:
         raise Refused("not_a_referral_code", _("This is a voucher code: spend it at checkout instead."),
                       field="code")
     raise Refused("unknown_code", _("No card or voucher has this code."), field="code", status=404)
 
 
-def _campaign_in_force(for_cards: bool) -> Campaign:
+def _campaign(for_cards: bool, campaign_id: int | None) -> Campaign:
+    """The offer's campaign: the one named (an offer already made), else the one in force now, else a refusal."""
+    if campaign_id is not None:
+        return db.session.get(Campaign, campaign_id)
     campaign = campaign_in_force(for_cards)
     if campaign is None:
         raise Refused("campaign_ended", _("The referral campaign has ended: no rewards can be issued."),

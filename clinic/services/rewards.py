@@ -159,21 +159,24 @@ def release_cap_slot(reward: Reward) -> None:
         .execution_options(synchronize_session=False))
 
 
-def promise_rewards(referral: Referral, referrer_terms: RewardTerms, friend_terms: RewardTerms, campaign: Campaign,
-                    actor: Actor) -> list[Reward]:
-    """Write down what each side is owed (inside the redemption's transaction)."""
-    currency = current_clinic().currency
-    return [insert_row(_new_reward(referral, patient_id, beneficiary, terms, currency, campaign))
+def promise_rewards(referral: Referral, referrer_terms: RewardTerms, friend_terms: RewardTerms, currency: str,
+                    valid_days: int) -> list[Reward]:
+    """Write down what each side is owed (inside the redemption's transaction).
+
+    The terms, currency and validity are given rather than read from a campaign: an approved review pays the
+    offer recorded when the desk sent it, which the campaign may no longer make.
+    """
+    return [insert_row(_new_reward(referral, patient_id, beneficiary, terms, currency, valid_days))
             for beneficiary, patient_id, terms in (("referrer", referral.referrer_id, referrer_terms),
                                                    ("friend", referral.friend_id, friend_terms))]
 
 
 def _new_reward(referral: Referral, patient_id: int, beneficiary: str, terms: RewardTerms, currency: str,
-                campaign: Campaign) -> Reward:
+                valid_days: int) -> Reward:
     """What one side of a referral is owed, not yet written: pending until its stage is reached."""
     return Reward(referral_id=referral.id, patient_id=patient_id, beneficiary=beneficiary, kind=terms.kind,
                   amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
-                  valid_days=campaign.voucher_valid_days, status=RewardStatus.PENDING.value, voucher_id=None)
+                  valid_days=valid_days, status=RewardStatus.PENDING.value, voucher_id=None)
 
 
 def capped_value(kind: str, amount: int) -> int:
@@ -207,7 +210,7 @@ def reward_redemption(referral: Referral, referrer: Patient, friend: Patient, re
     currency = current_clinic().currency
     rewards, due, audited = [], [], []
     for beneficiary, patient, terms in (("referrer", referrer, referrer_terms), ("friend", friend, friend_terms)):
-        reward = _new_reward(referral, patient.id, beneficiary, terms, currency, campaign)
+        reward = _new_reward(referral, patient.id, beneficiary, terms, currency, campaign.voucher_valid_days)
         rewards.append(reward)
         if STAGE_ORDER[terms.stage] > STAGE_ORDER[Stage.REDEMPTION.value]:
             continue

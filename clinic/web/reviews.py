@@ -41,8 +41,9 @@ def _queue(status: int = 200, failed: dict | None = None):
     decided = decided_reviews()
     staff_ids = {r.created_by_id for r in pending + decided} | {r.decided_by_id for r in decided}
     staff = dict(db.session.execute(select(Staff.id, Staff.email).where(Staff.id.in_(staff_ids - {None}))).all())
-    return render_template("reviews/index.html", pending=pending, decided=decided, staff=staff,
-                           failed=failed or {}), status
+    offers, offer_refusals = milestones.review_offers(pending)
+    return render_template("reviews/index.html", pending=pending, decided=decided, staff=staff, offers=offers,
+                           offer_refusals=offer_refusals, failed=failed or {}), status
 
 
 @bp.get("")
