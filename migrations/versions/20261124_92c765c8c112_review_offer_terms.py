@@ -6,7 +6,7 @@ keep these columns NULL: what the desk showed then is recorded nowhere, so nothi
 request is still priced by the campaign in force when it is approved (clinic/services/milestones.py, review_offer).
 
 Revision ID: 92c765c8c112
-Revises: 5c3e9a1b7d20
+Revises: 7e2a4c6b9d13
 Create Date: 2026-11-24 04:20:06.238882
 
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '92c765c8c112'
-down_revision = '5c3e9a1b7d20'
+down_revision = '7e2a4c6b9d13'
 branch_labels = None
 depends_on = None
 
