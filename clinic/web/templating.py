@@ -210,7 +210,7 @@ def campaign_reward(campaign, side: str) -> str:
 
 
 def last_clinic_day(end: datetime | None) -> str:
-    """A campaign's exclusive end (a local midnight) as the last day it runs."""
+    """An exclusive end at a local midnight (a campaign's, a voucher's expiry) as the last day it holds."""
     return "" if end is None else format_day(last_day_before(end))
 
 
