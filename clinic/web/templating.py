@@ -92,6 +92,7 @@ AUDIT_LABELS = {
     "voucher.spent": _l("Voucher spent"),
     "voucher.spend": _l("Voucher spend attempt"),
     "voucher.voided": _l("Voucher voided"),
+    "voucher.expiry_moved": _l("Voucher expiry moved to the end of its day"),
     "patient.enrolled": "Enrolled",  # see audit_label
     "patients.imported": _l("Patients imported (CSV)"),
     "export.progress_links": _l("Progress links of an import exported (CSV)"),
