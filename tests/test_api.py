@@ -19,6 +19,7 @@ from clinic.extensions import db
 from clinic.models import ApiToken, AuditEvent, Campaign, Card, CardBatch, Voucher
 from clinic.models._time import utcnow
 from clinic.services import api_tokens, cards, codes, jobs, redemption
+from clinic.services.clinic_settings import clinic_day_of
 from clinic.services import staff as staff_service
 from clinic.services.transaction import Actor, atomic
 from tests import api_error_coverage
@@ -415,6 +416,8 @@ def test_a_redemption_answers_201_with_the_friend_the_referral_and_the_vouchers(
     for voucher in body["vouchers"]:
         assert voucher["status"] == "active" and codes.has_valid_check(voucher["code"])
         assert voucher["expires_at"] == stored[voucher["code"]].expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        issued_on = clinic_day_of(stored[voucher["code"]].issued_at)
+        assert voucher["valid_until"] == (issued_on + timedelta(days=90)).isoformat()  # the day its pages print
     assert {r["status"] for r in body["rewards"]} == {"issued"}
 
 

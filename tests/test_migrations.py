@@ -1,11 +1,17 @@
 """The migrations build exactly the schema the models describe, and go down again cleanly."""
 
+from datetime import datetime
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, text
 
 from clinic.extensions import db
+from clinic.models import AuditEvent, Voucher
+from clinic.services import clinic_settings, redemption
+from clinic.services.transaction import Actor, atomic
+from tests.conftest import CAMPAIGN, friend
 
 
 def test_upgrade_matches_the_models_and_downgrade_removes_everything(app):
@@ -139,6 +145,46 @@ def test_review_requests_sent_before_offers_were_recorded_keep_no_offer(app):
     downgrade(revision="5c3e9a1b7d20")
     with db.engine.connect() as connection:
         assert connection.execute(text("SELECT status, code FROM review_requests")).one() == ("pending", "CODE0001")
+    downgrade(revision="base")
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")
+
+
+def test_existing_vouchers_hold_to_the_end_of_the_day_they_showed_and_go_back_on_downgrade(app, make_patient):
+    """Before a9ed78e61793 a voucher expired at the hour it was issued; the page showed only that day. Each one
+    now holds to the clinic's midnight that ends that day (an audited move), and a downgrade leaves the old
+    code the last second of the same day."""
+    db.drop_all()
+    upgrade(revision="5c3e9a1b7d20")
+    clinic_settings.update_clinic({"name": "Test Clinic", "timezone": "Asia/Shanghai"}, Actor())
+    clinic_settings.update_default_campaign(CAMPAIGN, Actor())
+    referrer, _token = make_patient()
+    result = redemption.redeem_code(referrer.personal_code, friend(), Actor())
+    friends, referrers = result.friend_voucher.id, result.referrer_voucher.id
+    old = {friends: datetime(2026, 11, 25, 4, 9, 27, 123456),  # 12:09 on 25 Nov in Shanghai
+           referrers: datetime(2026, 11, 25, 16, 0)}  # midnight starting 26 Nov: it showed the 26th
+    with atomic():
+        for voucher_id, expires_at in old.items():
+            db.session.get(Voucher, voucher_id).expires_at = expires_at
+    db.session.remove()
+
+    def expiries() -> dict[int, datetime]:
+        """Read in a transaction of its own: the migration writes on another connection."""
+        with db.engine.connect() as connection:
+            return dict(connection.execute(db.select(Voucher.id, Voucher.expires_at)).all())
+
+    upgrade()
+    ends_of_day = {friends: datetime(2026, 11, 25, 16, 0), referrers: datetime(2026, 11, 26, 16, 0)}
+    assert expiries() == ends_of_day
+    with db.engine.connect() as connection:
+        moves = connection.execute(db.select(AuditEvent.voucher_id, AuditEvent.details)
+                                   .where(AuditEvent.action == "voucher.expiry_moved")).all()
+    assert {voucher_id: details["expires_at"] for voucher_id, details in moves} == {
+        voucher_id: [old[voucher_id].isoformat(), end.isoformat()] for voucher_id, end in ends_of_day.items()}
+    downgrade(revision="-1")
+    assert expiries() == {friends: datetime(2026, 11, 25, 15, 59, 59), referrers: datetime(2026, 11, 26, 15, 59, 59)}
+    upgrade()
+    assert expiries() == ends_of_day
     downgrade(revision="base")
     with db.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE alembic_version")

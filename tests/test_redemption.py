@@ -10,6 +10,7 @@ from clinic.extensions import db
 from clinic.models import AuditEvent, Campaign, Patient, Referral, Voucher
 from clinic.models._time import utcnow
 from clinic.services import audit, codes, redemption, vouchers
+from clinic.services.clinic_settings import clinic_day_of, last_day_before, start_of_clinic_day
 from clinic.services.errors import Refused
 from clinic.services.patients import PatientDetails
 from clinic.services.transaction import Actor, atomic
@@ -38,7 +39,9 @@ def test_redemption_registers_the_friend_and_pays_both_sides(referrer, actor):
     for voucher in result.vouchers:
         assert voucher.status == "active"
         assert len(voucher.code) == 12 and codes.has_valid_check(voucher.code)
-        assert voucher.expires_at - voucher.issued_at == timedelta(days=90)
+        # Valid 90 days after the day of issue, to the end of that clinic day.
+        assert last_day_before(voucher.expires_at) == clinic_day_of(voucher.issued_at) + timedelta(days=90)
+        assert voucher.expires_at == start_of_clinic_day(last_day_before(voucher.expires_at) + timedelta(days=1))
     actions = db.session.scalars(select(AuditEvent.action).where(AuditEvent.outcome == "ok")).all()
     assert actions.count("redemption") == 1
     assert actions.count("voucher.issued") == 2

@@ -218,6 +218,18 @@ def test_expired_means_expired_by_now(programme):
     assert reports.voucher_figures(scope, now=datetime(2026, 4, 15)).expired == 1  # 6's friend voucher, not 4's
 
 
+def test_a_voucher_counts_as_expired_in_the_period_of_its_last_valid_day(programme):
+    """Valid until 30 April, a voucher ends at the midnight that starts May: April's figure counts it, May's not."""
+    may = reports.Scope.for_days(date(2026, 5, 1), date(2026, 5, 31), SHANGHAI)
+    expired_in_may = reports.voucher_figures(may).expired
+    with atomic():
+        db.session.scalar(select(Voucher).where(Voucher.referral_id == programme.referrals[4],
+                                                Voucher.beneficiary == "friend")).expires_at = april().end
+    assert reports.voucher_figures(april()).expired == 2  # 6's friend voucher and this one
+    assert reports.voucher_figures(april(), now=april().end - timedelta(seconds=1)).expired == 1
+    assert reports.voucher_figures(may).expired == expired_in_may
+
+
 def test_top_referrers_by_friends_then_paid_with_full_names(programme):
     rows = [(r.full_name, r.registered, r.paid) for r in reports.top_referrers(april())]
     assert rows == [("王丽", 3, 2), ("Bob Tan", 1, 0), ("Carl Lim", 1, 0)]

@@ -1,6 +1,6 @@
 """Spending and voiding vouchers: once, with a clear message otherwise, always audited."""
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -8,11 +8,12 @@ from sqlalchemy import select
 from clinic.extensions import db
 from clinic.models import AuditEvent, Voucher
 from clinic.models._time import utcnow
-from clinic.services import redemption, vouchers
+from clinic.services import clinic_settings, notifications, redemption, vouchers, webhooks
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
-from tests.conftest import counts, friend
+from tests.conftest import CAMPAIGN, counts, friend
 from tests.test_redemption import run_at_once, wrong_check
+from tests.test_reports import clock_at
 
 
 @pytest.fixture
@@ -63,6 +64,54 @@ def test_expired_and_void_vouchers_refuse(issued, actor, make_unusable, reason):
     assert counts() == before
     last = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
     assert (last.action, last.outcome, last.reason) == ("voucher.spend", "refused", reason)
+
+
+# A voucher valid 1 day, issued at ``issued`` (naive UTC) in a clinic in ``zone``: the day it shows as its last,
+# and the last minute of that day in the zone (naive UTC). New York has daylight saving time: on 1 Nov 2026 its
+# clocks go back (a 25-hour day), on 8 Mar 2026 forward (a 23-hour day).
+LAST_DAYS = [
+    pytest.param("Asia/Shanghai", datetime(2026, 11, 24, 4, 9, 27), date(2026, 11, 25), datetime(2026, 11, 25, 15, 59),
+                 id="shanghai-issued-at-noon"),
+    pytest.param("Asia/Shanghai", datetime(2026, 11, 23, 16, 30), date(2026, 11, 25), datetime(2026, 11, 25, 15, 59),
+                 id="shanghai-issued-just-after-local-midnight"),
+    pytest.param("America/New_York", datetime(2026, 11, 25, 3, 0), date(2026, 11, 25), datetime(2026, 11, 26, 4, 59),
+                 id="new-york-issued-the-evening-before"),
+    pytest.param("America/New_York", datetime(2026, 11, 1, 0, 0), date(2026, 11, 1), datetime(2026, 11, 2, 4, 59),
+                 id="new-york-last-day-25-hours"),
+    pytest.param("America/New_York", datetime(2026, 3, 7, 15, 0), date(2026, 3, 8), datetime(2026, 3, 9, 3, 59),
+                 id="new-york-last-day-23-hours"),
+]
+
+
+@pytest.mark.parametrize("zone, issued, last_day, last_minute", LAST_DAYS)
+def test_a_voucher_can_be_spent_until_the_end_of_the_day_it_shows(browser, referrer, actor, monkeypatch, zone, issued,
+                                                                  last_day, last_minute):
+    """"Valid until <day>" promises the whole of that clinic day: the desk must not refuse it later that day."""
+    clinic_settings.update_clinic({"timezone": zone}, Actor())
+    clinic_settings.update_default_campaign({**CAMPAIGN, "voucher_valid_days": 1}, Actor())
+    notifications.set_preferences(referrer.id, "sms", "en", True, Actor())
+    sent = []
+    monkeypatch.setattr(webhooks, "subscribed", lambda event_type: True)
+    monkeypatch.setattr(webhooks, "emit", lambda event_type, data: sent.append((event_type, data)))
+    with clock_at(issued):
+        result = redemption.redeem_code(referrer.personal_code, friend(), actor)
+    day = last_day.isoformat()
+    assert [data["valid_until"] for event, data in sent if event == "voucher.issued"] == [day, day]
+    [message] = [data["text"] for event, data in sent if event == notifications.EVENT]
+    assert f"valid until {day}." in message
+    in_time, too_late = result.friend_voucher.code, result.referrer_voucher.code
+
+    with clock_at(last_minute):
+        for code in (in_time, too_late):
+            assert f"Valid until {day}." in browser.get(f"/v/{code}").get_data(as_text=True)
+        assert vouchers.spend_voucher(in_time, actor)[0].status == "spent"
+
+    with clock_at(last_minute + timedelta(minutes=1)):
+        assert "expired" in browser.get(f"/v/{too_late}").get_data(as_text=True)
+        with pytest.raises(Refused) as refused:
+            vouchers.spend_voucher(too_late, actor)
+    assert refused.value.reason == "expired"
+    assert refused.value.message == f"This voucher has expired: it was valid until {day}."
 
 
 @pytest.mark.parametrize("raw, reason", [

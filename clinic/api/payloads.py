@@ -13,7 +13,7 @@ from flask import url_for
 from clinic.models import Card, CardBatch, Patient, Referral, Reward, Voucher
 from clinic.models._time import utcnow
 from clinic.services.cards import batch_pdf_path, effective_status
-from clinic.services.clinic_settings import RewardTerms
+from clinic.services.clinic_settings import RewardTerms, last_day_before
 from clinic.services.codes import format_code
 from clinic.services.redemption import ReferralOffer
 from clinic.services.urls import invite_url, progress_url, voucher_url
@@ -62,6 +62,7 @@ def voucher(v: Voucher) -> dict:
         "patient_id": v.patient_id,
         "referral_id": v.referral_id,
         "issued_at": timestamp(v.issued_at),
+        "valid_until": last_day_before(v.expires_at).isoformat(),
         "expires_at": timestamp(v.expires_at),
         "spent_at": timestamp(v.spent_at),
         "voided_at": timestamp(v.voided_at),

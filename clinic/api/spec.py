@@ -142,7 +142,10 @@ SCHEMAS = {
         "patient_id": ID,
         "referral_id": _nullable(ID),
         "issued_at": TIME,
-        "expires_at": TIME,
+        "valid_until": {"type": "string", "format": "date", "description": "The last day the voucher can be "
+                        "spent, in the clinic's time zone: the day its pages print. ISO 8601 (YYYY-MM-DD)."},
+        "expires_at": {**TIME, "description": "UTC, ISO 8601 with Z: when it stops being spendable, the clinic's "
+                       "midnight at the end of valid_until."},
         "spent_at": NULLABLE_TIME,
         "voided_at": NULLABLE_TIME,
         "void_reason": _nullable(STRING),

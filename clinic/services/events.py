@@ -14,7 +14,7 @@ from datetime import datetime
 from clinic.extensions import db
 from clinic.models import Patient, Referral, Tier, Voucher
 from clinic.services import notifications, webhooks
-from clinic.services.clinic_settings import current_clinic
+from clinic.services.clinic_settings import current_clinic, last_day_before
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -51,6 +51,7 @@ def _voucher(voucher: Voucher, patient: Patient) -> dict:
         "currency": voucher.currency,
         "label": voucher.label,
         "issued_at": timestamp(voucher.issued_at),
+        "valid_until": last_day_before(voucher.expires_at).isoformat(),
         "expires_at": timestamp(voucher.expires_at),
     }
 

@@ -26,7 +26,7 @@ from clinic.models import NotificationTemplate, Patient, Referral, Tier, Voucher
 from clinic.models._time import utcnow
 from clinic.models.patient import NOTIFICATION_LANGUAGES
 from clinic.services import audit, webhooks
-from clinic.services.clinic_settings import clinic_day_of, current_clinic
+from clinic.services.clinic_settings import current_clinic, last_day_before
 from clinic.services.errors import Refused
 from clinic.services.money import format_money
 from clinic.services.patients import FieldErrors, check_channel, check_fields, check_language, consent_problem
@@ -191,7 +191,7 @@ def describe_reward(voucher: Voucher, language: str) -> str:
 def reward_earned(voucher: Voucher, patient: Patient):
     return _request(patient, "reward_earned",
                     {"reward": lambda language: describe_reward(voucher, language),
-                     "expires": lambda language: format_day(clinic_day_of(voucher.expires_at), language)},
+                     "expires": lambda language: format_day(last_day_before(voucher.expires_at), language)},
                     {"event": "voucher.issued", "voucher_id": voucher.id})
 
 

@@ -131,7 +131,7 @@ def funnel(scope: Scope) -> Funnel:
 class VoucherFigures:
     issued: int
     spent: int
-    expired: int  # still active, with an expiry date in the period that has passed
+    expired: int  # still active, its last valid day in the period and past
     liability: dict[str, int]  # currency -> unspent, unexpired money vouchers now, minor units
     services_outstanding: int  # unspent, unexpired service vouchers now (they have no money value)
 
@@ -157,7 +157,8 @@ def voucher_figures(scope: Scope, now: datetime | None = None) -> VoucherFigures
         issued=_count_vouchers(scope, Voucher.issued_at >= scope.start, Voucher.issued_at < scope.end),
         spent=_count_vouchers(scope, Voucher.status == VoucherStatus.SPENT.value,
                               Voucher.spent_at >= scope.start, Voucher.spent_at < scope.end),
-        expired=_count_vouchers(scope, active, Voucher.expires_at >= scope.start, Voucher.expires_at < scope.end,
+        # By the last day a voucher was valid: one valid until the period's last day ends at its exclusive end.
+        expired=_count_vouchers(scope, active, Voucher.expires_at > scope.start, Voucher.expires_at <= scope.end,
                                 Voucher.expires_at <= now),
         liability={currency: int(total) for currency, total in liability if total},
         services_outstanding=_count_vouchers(scope, unexpired, Voucher.kind == RewardKind.SERVICE.value),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
 from sqlalchemy import select, update
@@ -12,7 +12,8 @@ from clinic.i18n import format_day, format_moment
 from clinic.models import IssuedCode, Patient, Referral, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 from clinic.services import audit, events, idempotency
-from clinic.services.clinic_settings import RewardTerms, clinic_day_of, clinic_local
+from clinic.services.clinic_settings import (RewardTerms, clinic_day_of, clinic_local, last_day_before,
+                                             start_of_clinic_day)
 from clinic.services.codes import CodeKind, InvalidCode, generate_bearer_code, parse_code
 from clinic.services.errors import Refused
 from clinic.services.text import clean_reason
@@ -71,8 +72,18 @@ def voucher_row(code: str, patient: Patient, reward: RewardTerms, *, beneficiary
         currency=currency,
         status=VoucherStatus.ACTIVE.value,
         issued_at=now,
-        expires_at=now + timedelta(days=valid_days),
+        expires_at=expiry_for(now, valid_days),
     )
+
+
+def expiry_for(issued_at: datetime, valid_days: int) -> datetime:
+    """When a voucher issued at ``issued_at`` stops being spendable: the end of the clinic's day ``valid_days`` later.
+
+    The patient is shown only a day ("valid until 25 Nov"), so the voucher must hold all of that day in the
+    clinic's time zone, not stop at the hour it was issued. Stored like a campaign's end, as the exclusive
+    local midnight after that day: every page, message and refusal shows ``last_day_before(expires_at)``.
+    """
+    return start_of_clinic_day(clinic_day_of(issued_at) + timedelta(days=valid_days + 1))
 
 
 def record_issued(voucher: Voucher, patient: Patient, actor: Actor) -> None:
@@ -105,8 +116,8 @@ def explain_unusable(voucher: Voucher | None) -> Refused:
     if status is VoucherStatus.VOID:
         return Refused("voided", _("This voucher was voided: %(reason)s.", reason=voucher.void_reason), field="code",
                        status=409)
-    return Refused("expired", _("This voucher expired on %(day)s.", day=format_day(clinic_day_of(voucher.expires_at))),
-                   field="code", status=409)
+    return Refused("expired", _("This voucher has expired: it was valid until %(day)s.",
+                                day=format_day(last_day_before(voucher.expires_at))), field="code", status=409)
 
 
 def parse_voucher_code(raw: str | None) -> str:

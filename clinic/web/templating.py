@@ -95,6 +95,7 @@ AUDIT_LABELS = {
     "voucher.spend": _l("Voucher spend attempt"),
     "voucher.voided": _l("Voucher voided"),
     "voucher.void": _l("Voucher void attempt"),
+    "voucher.expiry_moved": _l("Voucher expiry moved to the end of its day"),
     "patient.enrolled": "Enrolled",  # see audit_label
     "patients.imported": _l("Patients imported (CSV)"),
     "export.progress_links": _l("Progress links of an import exported (CSV)"),
@@ -213,7 +214,7 @@ def campaign_reward(campaign, side: str) -> str:
 
 
 def last_clinic_day(end: datetime | None) -> str:
-    """A campaign's exclusive end (a local midnight) as the last day it runs."""
+    """An exclusive end at a local midnight (a campaign's, a voucher's expiry) as the last day it holds."""
     return "" if end is None else format_day(last_day_before(end))
 
 
