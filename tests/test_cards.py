@@ -357,7 +357,9 @@ def test_a_personal_discharge_card_prints_at_once_already_activated(desk, chines
 
 def test_the_invite_page_for_cards(browser, activated, actor, chinese_clinic):
     page = browser.get(f"/r/{activated.code}")
-    assert page.status_code == 200 and "Wang L." in page.get_data(as_text=True)
+    # Wang Li did not agree to a name on posters: the card's invite page names nobody either.
+    assert page.status_code == 200 and "A friend recommends" in page.get_data(as_text=True)
+    assert "Wang" not in page.get_data(as_text=True)
     assert "1 bed-day waived (gift pack)" in page.get_data(as_text=True)
     printed = generate(1, actor)
     never_activated = db.session.scalar(select(Card.code).where(Card.batch_id == printed.id))
@@ -365,6 +367,15 @@ def test_the_invite_page_for_cards(browser, activated, actor, chinese_clinic):
     redemption.redeem_code(activated.code, friend(), actor)
     used = browser.get(f"/r/{activated.code}")
     assert used.status_code == 410 and "already been used" in used.get_data(as_text=True)
+
+
+def test_a_card_s_invite_page_names_its_holder_only_with_their_consent(browser, chinese_clinic, actor, make_patient):
+    holder, _ = make_patient(full_name="Ludwig van Beethoven", display_name="Ludwig v. B.", name_on_posters=True)
+    batch = generate(1, actor)
+    card = cards.activate_card(db.session.scalar(select(Card.serial).where(Card.batch_id == batch.id)), holder.id,
+                               actor)
+    page = browser.get(f"/r/{card.code}").get_data(as_text=True)
+    assert "Ludwig v. B. recommends" in page and "Beethoven" not in page
 
 
 def test_a_voucher_is_not_a_card_and_a_card_is_not_a_voucher(activated, actor):
