@@ -6,8 +6,6 @@ import os
 import secrets
 from pathlib import Path
 
-MAX_LOGO_BYTES = 1024 * 1024
-
 
 def _secret_key(instance_path: Path) -> str:
     """SECRET_KEY from the environment, else one generated once into ``instance/``.
@@ -46,7 +44,9 @@ def load_config(instance_path: Path) -> dict:
         "BATCH_FOLDER": os.environ.get("BATCH_FOLDER") or str(instance_path / "batches"),
         # CSV imports between preview and confirm; shared by every worker, like BATCH_FOLDER.
         "IMPORT_FOLDER": os.environ.get("IMPORT_FOLDER") or str(instance_path / "imports"),
-        "MAX_CONTENT_LENGTH": MAX_LOGO_BYTES + 64 * 1024,
+        # Any request body: a form, an API call. The routes that take a file raise it for themselves (imports.preview,
+        # admin.settings), so that the form can say what is wrong with the file next to it.
+        "MAX_CONTENT_LENGTH": 1024 * 1024 + 64 * 1024,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         # Secure cookies whenever the portal is served over HTTPS (SESSION_COOKIE_SECURE=0/1 overrides).

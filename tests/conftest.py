@@ -136,12 +136,12 @@ def make_patient(app):
     numbers = count(1)
 
     def make(full_name: str | None = None, phone: str | None = "auto", external_id: str | None = None,
-             display_name: str = ""):
+             display_name: str = "", name_on_posters: bool = False):
         number = next(numbers)
         if phone == "auto":
             phone = f"1380000{number:04d}"
         details = PatientDetails(full_name=full_name or f"Patient {number}", display_name=display_name,
-                                 phone=phone, external_id=external_id)
+                                 phone=phone, external_id=external_id, name_on_posters=name_on_posters)
         return enrol_patient(details, Actor())
 
     return make

@@ -1,5 +1,6 @@
 """Scratch-card batches, the card lifecycle and card redemptions, checked on real PDFs."""
 
+import html
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -289,9 +290,55 @@ def test_a_nurse_activates_a_card_from_the_patient_page(desk, chinese_clinic, ac
     assert response.status_code == 303
     page = desk.get(f"/patients/{referrer.id}").get_data(as_text=True)
     assert serial in page and "activated" in page
-    again = desk.post(f"/cards/activate/{referrer.id}", {"serial": serial}, follow_redirects=True)
-    assert "already activated" in again.get_data(as_text=True)
+    again = desk.post(f"/cards/activate/{referrer.id}", {"serial": serial})
+    assert again.status_code == 409 and serial_error(again) == f"Card {serial} is already activated."
     assert desk.post("/cards/activate/99999", {"serial": serial}).status_code == 404
+
+
+def serial_error(response) -> str | None:
+    """The message under the serial field of the patient's page."""
+    found = re.search(r'<p class="field-error" id="serial-error" role="alert">([^<]*)</p>',
+                      response.get_data(as_text=True))
+    return html.unescape(found.group(1)) if found else None
+
+
+@pytest.mark.parametrize("typed, status, message", [
+    ("B001-00O3X", 422, "A serial looks like B007-0042"),  # a letter O typed for a zero, and a stray X
+    ("B001-0001", 409, "Card B001-0001 is already activated."),
+    ("B999-0001", 404, "No card has this serial or code."),
+])
+def test_a_refused_activation_is_said_under_the_serial_which_is_kept(desk, chinese_clinic, actor, referrer,
+                                                                     typed, status, message):
+    """A refusal used to be a flash at the top of the page after a redirect to the card box below: out of sight,
+    with the serial field empty, as if nothing had happened."""
+    batch = generate(2, actor)
+    first = db.session.scalar(select(Card.serial).where(Card.batch_id == batch.id).order_by(Card.id))
+    assert first == "B001-0001"
+    cards.activate_card(first, referrer.id, actor)
+    before = db.session.execute(select(Card.serial, Card.status, Card.patient_id).order_by(Card.id)).all()
+    response = desk.post(f"/cards/activate/{referrer.id}", {"serial": typed})
+    assert response.status_code == status
+    page = response.get_data(as_text=True)
+    assert serial_error(response).startswith(message)
+    assert re.search(rf'<input id="serial" name="serial" type="text" value="{typed}"[^>]* aria-invalid="true"'
+                     r'[^>]* autofocus>', page)
+    assert 'role="status"' not in page and "Wang Li" in page  # no flash: the patient's page, said at the field
+    assert db.session.execute(select(Card.serial, Card.status, Card.patient_id).order_by(Card.id)).all() == before
+
+
+def test_a_personal_card_refused_is_said_under_the_design(desk, chinese_clinic, referrer, monkeypatch):
+    response = desk.post(f"/cards/personal/{referrer.id}", {"design": "glitter"})
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert re.search(r'<p class="field-error" id="card-design-error" role="alert">Pick one of the card designs.</p>',
+                     page)
+    assert db.session.scalar(select(func.count()).select_from(CardBatch)) == 0
+    monkeypatch.setattr(cards, "run_batch", lambda *args, **kwargs: False)
+    failed = desk.post(f"/cards/personal/{referrer.id}", {"design": "bold"})
+    assert failed.status_code == 503
+    page = failed.get_data(as_text=True)
+    assert 'id="card-design-error" role="alert">The card could not be printed; please try again.</p>' in page
+    assert '<option value="bold" selected>' in page
 
 
 def test_a_personal_discharge_card_prints_at_once_already_activated(desk, chinese_clinic, referrer, tmp_path):
@@ -310,7 +357,9 @@ def test_a_personal_discharge_card_prints_at_once_already_activated(desk, chines
 
 def test_the_invite_page_for_cards(browser, activated, actor, chinese_clinic):
     page = browser.get(f"/r/{activated.code}")
-    assert page.status_code == 200 and "Wang L." in page.get_data(as_text=True)
+    # Wang Li did not agree to a name on posters: the card's invite page names nobody either.
+    assert page.status_code == 200 and "A friend recommends" in page.get_data(as_text=True)
+    assert "Wang" not in page.get_data(as_text=True)
     assert "1 bed-day waived (gift pack)" in page.get_data(as_text=True)
     printed = generate(1, actor)
     never_activated = db.session.scalar(select(Card.code).where(Card.batch_id == printed.id))
@@ -318,6 +367,15 @@ def test_the_invite_page_for_cards(browser, activated, actor, chinese_clinic):
     redemption.redeem_code(activated.code, friend(), actor)
     used = browser.get(f"/r/{activated.code}")
     assert used.status_code == 410 and "already been used" in used.get_data(as_text=True)
+
+
+def test_a_card_s_invite_page_names_its_holder_only_with_their_consent(browser, chinese_clinic, actor, make_patient):
+    holder, _ = make_patient(full_name="Ludwig van Beethoven", display_name="Ludwig v. B.", name_on_posters=True)
+    batch = generate(1, actor)
+    card = cards.activate_card(db.session.scalar(select(Card.serial).where(Card.batch_id == batch.id)), holder.id,
+                               actor)
+    page = browser.get(f"/r/{card.code}").get_data(as_text=True)
+    assert "Ludwig v. B. recommends" in page and "Beethoven" not in page
 
 
 def test_a_voucher_is_not_a_card_and_a_card_is_not_a_voucher(activated, actor):

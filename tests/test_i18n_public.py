@@ -38,7 +38,8 @@ def speak(language: str) -> None:
 
 @pytest.fixture
 def invited(make_patient):
-    patient, token = make_patient(full_name="王小明", display_name="王小明", phone="13811112222")
+    """A patient who agreed to their name on posters (and so on the invite page their QR opens)."""
+    patient, token = make_patient(full_name="王小明", display_name="王小明", phone="13811112222", name_on_posters=True)
     return patient, token
 
 
@@ -67,6 +68,13 @@ def test_the_invite_page_speaks_the_clinic_s_chinese_with_a_switch_to_english(br
     assert f"{patient.personal_code[:4]}-{patient.personal_code[4:]}" in page
     assert re.search(r'<a href="\?lang=en" hreflang="en" lang="en">English</a>', page)
     assert "recommends" not in page and "?lang=zh_CN" not in page
+
+
+def test_the_invite_page_of_a_patient_who_kept_their_name_off_posters_says_a_friend_in_chinese(browser, make_patient):
+    patient, _ = make_patient(full_name="王小明", display_name="王小明", phone="13811112222")
+    speak("zh_CN")
+    page = browser.get(f"/r/{patient.personal_code}").get_data(as_text=True)
+    assert "您的朋友向您推荐" in page and "王" not in page
 
 
 def test_english_stays_the_default_with_a_switch_to_chinese(browser, invited):
@@ -246,7 +254,7 @@ def test_a_poster_prints_in_chinese_for_a_chinese_clinic_even_for_an_english_rea
     patient, _ = invited
     with app.test_request_context("/?lang=en"):  # someone reading English asks for it
         text = " ".join(pdf_text(posters.poster_pdf(patient, "classic", "A4")).split())
-    assert "推荐码" in text and "用手机相机扫码，或到前台出示此推荐码。" in text and "您的朋友邀请您" in text
+    assert "推荐码" in text and "用手机相机扫码，或到前台出示此推荐码。" in text and "王小明 邀请您" in text
     assert "Scan with" not in text and "港湾口腔 Harbour Dental" in text
 
 

@@ -191,10 +191,33 @@ def test_oversized_images_and_uploads_are_refused(manager):
     huge = manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(image_bytes("PNG", (5000, 10))), "w.png")},
                         content_type="multipart/form-data")
     assert huge.status_code == 422 and "4000 pixels" in huge.get_data(as_text=True)
-    too_big = manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(b"0" * (2 * 1024 * 1024)), "big.png")},
-                           content_type="multipart/form-data")
-    assert too_big.status_code == 413
+    far_too_big = manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(b"0" * (11 * 1024 * 1024)),
+                                                                        "big.png")}, content_type="multipart/form-data")
+    assert far_too_big.status_code == 413
     assert clinic_row() == before
+
+
+@pytest.mark.parametrize("megabytes", [1.01, 2, 9.9])
+def test_a_logo_over_1_mb_is_refused_at_its_field_and_the_rest_of_the_form_is_kept(manager, megabytes):
+    """Werkzeug used to refuse such a form (a photo from a phone) before it was read: a bare "Too large" page, and
+    everything the manager had typed was lost. Up to 10 MB the form is read and the logo refused next to it."""
+    before = clinic_row()
+    photo = image_bytes("JPEG", (40, 20))
+    photo += b"\0" * (int(megabytes * 1024 * 1024) - len(photo))
+    response = manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(photo), "photo.jpg")},
+                            content_type="multipart/form-data")
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert ('<p class="field-error" id="logo-error" role="alert">The logo file can be at most 1 MB: save it with fewer '
+            'pixels, or as a JPEG or WebP.</p>') in page
+    assert 'value="港湾口腔 Harbour Dental"' in page and 'value="https://refer.harbour.example"' in page
+    assert "88 Harbour Road" in page
+    assert clinic_row() == before
+
+
+def test_the_settings_page_says_which_logos_it_takes(manager):
+    page = manager.get("/admin/settings").get_data(as_text=True)
+    assert '<p class="hint" id="logo-hint">PNG, JPEG or WebP, at most 1 MB and 4000 pixels on a side.</p>' in page
 
 
 def test_the_campaign_form_sets_the_rewards_in_minor_units(manager):

@@ -120,3 +120,18 @@ def test_unknown_patient_pages_are_404(desk):
     assert desk.get("/patients/999999").status_code == 404
     assert desk.get("/patients/999999/welcome").status_code == 404
     assert desk.post("/patients/999999/progress-link").status_code == 404
+
+
+def test_a_refused_poster_consent_is_said_on_the_consent_form(desk, referrer):
+    """Agreeing to a name on posters for a patient without a display name (a page opened before it was removed)
+    used to be a flash after a redirect; now it is the patient's page with the message at the form, 422."""
+    before = counts()
+    response = desk.post(f"/patients/{referrer.id}/poster-consent", {"name_on_posters": "yes"})
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    form = page[page.index(f'action="/patients/{referrer.id}/poster-consent"'):]
+    form = form[:form.index("</form>")]
+    assert '<p class="field-error" role="alert">Add a display name first: it is the name a poster would show.</p>' \
+        in form
+    assert 'role="status"' not in page
+    assert counts() == before and db.session.get(Patient, referrer.id).name_on_posters is False

@@ -12,7 +12,8 @@ from tests.conftest import friend
 
 @pytest.fixture
 def invited(make_patient):
-    patient, token = make_patient(full_name="王小明", display_name="王小明", phone="13811112222")
+    """A patient who agreed to their name on posters (and so on the invite page their QR opens)."""
+    patient, token = make_patient(full_name="王小明", display_name="王小明", phone="13811112222", name_on_posters=True)
     return patient, token
 
 
@@ -26,6 +27,32 @@ def test_the_invite_page_shows_the_offer_the_masked_referrer_and_the_code(browse
     assert f"{patient.personal_code[:4]}-{patient.personal_code[4:]}" in page
     assert "Show this code at the front desk" in page
     assert "13811112222" not in page
+
+
+def test_the_invite_page_names_nobody_without_the_patient_s_consent(app, browser, make_patient):
+    """Posters of a patient who did not agree to their name say "A friend invites you"; the page their QR opens
+    used to say "王** recommends" all the same. And the page still costs one statement."""
+    from sqlalchemy import event
+
+    from clinic.extensions import db
+
+    patient, _ = make_patient(full_name="王小明", display_name="小明", phone="13811112222")
+    url = f"/r/{patient.personal_code}"
+    browser.get(url)  # the process's first read of the settings snapshot takes more queries
+    queries = []
+
+    def count(connection, cursor, statement, *args):
+        if not statement.startswith("BEGIN"):  # SQLite's explicit BEGIN (services/transaction.py)
+            queries.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        page = browser.get(url).get_data(as_text=True)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert len(queries) == 1
+    assert "A friend recommends" in page and "recommends" not in page.replace("A friend recommends", "")
+    assert "王" not in page and "小" not in page
 
 
 @pytest.mark.parametrize("form", [str.lower, lambda c: f"{c[:4]}-{c[4:]}", lambda c: c.replace("1", "I")])

@@ -20,6 +20,15 @@ class PatientNames:
         """The name the patient agreed to show; falls back to the full name for staff views."""
         return self.display_name or self.full_name
 
+    @property
+    def name_for_friends(self) -> str | None:
+        """The display name, only if the patient agreed to it: on their posters and on the invite page their QR opens.
+
+        One rule for both, so that the page a poster leads to never names someone the poster did not.
+        """
+        name = (self.display_name or "").strip() if self.name_on_posters else ""
+        return name or None
+
 
 class Patient(PatientNames, db.Model):
     """A person known to the clinic. No diagnosis, department or treatment, ever."""

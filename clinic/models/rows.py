@@ -38,9 +38,10 @@ def row_class(model, *mixins: type, keys: list[str] | None = None, name: str | N
 ClinicRow = row_class(Clinic)
 CampaignRow = row_class(Campaign, CampaignRules)
 TierRow = row_class(Tier)
-# What a patient's and a friend's public pages use of a patient: the names and the code to share. Not every
-# column: each column of a result costs the PostgreSQL driver a description object per query.
-PUBLIC_PATIENT_KEYS = ["id", "display_name", "full_name", "personal_code"]
+# What a patient's and a friend's public pages use of a patient: the names, whether the display name may be shown to
+# friends, and the code to share. Not every column: each column of a result costs the PostgreSQL driver a
+# description object per query.
+PUBLIC_PATIENT_KEYS = ["id", "display_name", "full_name", "personal_code", "name_on_posters"]
 PublicPatientRow = row_class(Patient, PatientNames, keys=PUBLIC_PATIENT_KEYS, name="PublicPatientRow")
 VoucherRow = row_class(Voucher, VoucherState)
 CardRow = row_class(Card)

@@ -26,6 +26,7 @@ from clinic.services.transaction import Actor, atomic
 
 LOGO_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 MAX_LOGO_PIXELS = 4000
+MAX_LOGO_BYTES = 1024 * 1024  # checked by the settings form (web/forms.py), which says so next to the field
 CLINIC_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "language", "timezone", "public_base_url",
                  "logo_filename")
 CAMPAIGN_FIELDS = (

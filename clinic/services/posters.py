@@ -99,8 +99,7 @@ class PosterFace:
 
 def poster_face(patient: Patient) -> PosterFace:
     url = invite_url(patient.personal_code)
-    inviter = patient.display_name.strip() if patient.name_on_posters and patient.display_name else None
-    return PosterFace(inviter=inviter or None, code=format_code(patient.personal_code), url=url,
+    return PosterFace(inviter=patient.name_for_friends, code=format_code(patient.personal_code), url=url,
                       short_url=url.split("://", 1)[-1], qr=qr_svg(url, title=_("QR code")))
 
 

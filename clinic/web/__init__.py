@@ -37,6 +37,7 @@ def register_web(app: Flask) -> None:
         app.register_blueprint(module.bp)
     api.register(app)
     limits.init_app(app)  # after the blueprints: it wraps their views
-    # The largest body any route takes: a CSV import's (imports.py raises the limit for its preview form).
+    # The largest body any route takes: the routes that take a file raise the limit for themselves (imports.py for
+    # its preview form, admin.py for the settings form and its logo).
     app.wsgi_app = chunked.WholeChunkedBodies(app.wsgi_app, max(app.config["MAX_CONTENT_LENGTH"] or 0,
-                                                                imports.largest_body()))
+                                                                imports.largest_body(), admin.largest_body()))

@@ -26,6 +26,25 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE = 100
 SETTINGS_FORM_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "language", "timezone",
                         "public_base_url")
+# The settings form with a logo far over clinic_settings.MAX_LOGO_BYTES (a photo straight from a phone): still read,
+# so that the form refuses the logo next to its field and keeps the rest. Larger still is refused unread (413).
+SETTINGS_BODY_BYTES = 10 * 1024 * 1024
+
+
+def largest_body() -> int:
+    """The settings form's limit, the largest of this blueprint's (web/__init__.py sizes chunked bodies by it)."""
+    return SETTINGS_BODY_BYTES
+
+
+@bp.url_value_preprocessor
+def _room_for_a_large_logo(endpoint, _values):
+    """Allow SETTINGS_BODY_BYTES on the settings form only (the app's limit is MAX_CONTENT_LENGTH).
+
+    URL value preprocessors run before every before_request function, so the limit is raised
+    before the CSRF check reads the form.
+    """
+    if endpoint == "admin.settings":
+        request.max_content_length = SETTINGS_BODY_BYTES
 
 
 @bp.before_request

@@ -12,6 +12,7 @@ from clinic.models import CardBatch
 from clinic.services import cards as card_service
 from clinic.services.errors import Refused
 from clinic.web.helpers import current_actor, form_value, manager_required, render_fragment_or_page, parse_id
+from clinic.web.patients import render_patient_page
 
 bp = Blueprint("cards", __name__, url_prefix="/cards")
 
@@ -133,29 +134,37 @@ def void_card():
 @login_required
 def activate(patient_id: int):
     """At discharge: scan or type the card's serial on the patient's page."""
+    serial = form_value("serial", 40)
     try:
-        card = card_service.activate_card(form_value("serial", 40), patient_id, current_actor())
+        card = card_service.activate_card(serial, patient_id, current_actor())
     except Refused as refusal:
         if refusal.status == 404 and refusal.reason == "not_found":
             abort(404)
-        flash(refusal.message, "error")
-    else:
-        flash(_("Card %(serial)s is now this patient's gift card: a friend can redeem it once.", serial=card.serial))
+        return _refused_on_patient_page(patient_id, refusal, "serial", serial)
+    flash(_("Card %(serial)s is now this patient's gift card: a friend can redeem it once.", serial=card.serial))
     return redirect(url_for("patients.show", patient_id=patient_id, _anchor="cards"), code=303)
+
+
+def _refused_on_patient_page(patient_id: int, refusal: Refused, field: str, value: str):
+    """The patient's page again, with the refusal under the field it answers and what was sent in it.
+
+    Not a flash after a redirect: a flash is said at the top of the page, out of sight of the card box the
+    browser scrolls to, and the field came back empty, so a refused card looked as if nothing had happened.
+    """
+    return render_patient_page(patient_id, refusal.status, errors={field: refusal.message}, values={field: value})
 
 
 @bp.post("/personal/<int:patient_id>")
 @login_required
 def print_personal(patient_id: int):
     """A single card for this patient, already activated, ready to print."""
+    design = form_value("design", 20) or "classic"
     try:
-        batch = card_service.print_personal_card(patient_id, form_value("design", 20) or "classic",
-                                                 current_actor())
+        batch = card_service.print_personal_card(patient_id, design, current_actor())
     except Refused as refusal:
         if refusal.status == 404:
             abort(404)
-        flash(refusal.message, "error")
-        return redirect(url_for("patients.show", patient_id=patient_id), code=303)
+        return _refused_on_patient_page(patient_id, refusal, "design", design)
     return redirect(url_for("cards.personal_pdf", batch_id=batch.id), code=303)
 
 

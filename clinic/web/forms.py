@@ -6,7 +6,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import lazy_pgettext
 from flask_wtf import FlaskForm
-from flask_wtf.file import FileField
+from flask_wtf.file import FileField, FileSize
 from datetime import date, timedelta
 
 from wtforms import (BooleanField, DateField, EmailField, IntegerField, PasswordField, RadioField, SelectField,
@@ -17,7 +17,8 @@ from zoneinfo import available_timezones
 
 from clinic.i18n import LANGUAGES as PORTAL_LANGUAGES
 from clinic.models import RewardKind
-from clinic.services.clinic_settings import clinic_day_of, last_day_before, start_of_clinic_day
+from clinic.services.clinic_settings import (MAX_LOGO_BYTES, MAX_LOGO_PIXELS, clinic_day_of, last_day_before,
+                                             start_of_clinic_day)
 from clinic.services.money import major_units_text, parse_money
 from clinic.services.patients import FieldErrors, PatientDetails
 from clinic.services.tiers import TierRules
@@ -79,6 +80,9 @@ class PatientDetailsForm(FlaskForm):
         target.errors.append(message)
 
 
+LOGO_MB = MAX_LOGO_BYTES // (1024 * 1024)
+
+
 class ClinicSettingsForm(FlaskForm):
     name = StringField(_l("Clinic name"), validators=[DataRequired(_l("Enter the clinic's name.")), Length(max=120),
                                                       printable])
@@ -98,7 +102,14 @@ class ClinicSettingsForm(FlaskForm):
         Optional(), Length(max=200),
         Regexp(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/]*)?$",
                message=_l("A web address like https://refer.yourclinic.com"))])
-    logo = FileField(_l("Logo (PNG, JPEG or WebP, up to 1 MB)"))
+    # Its size is checked here, not by the request's size limit: that refused the whole form with an error page, and
+    # what the manager had typed in the other fields was lost (admin.py lets the form's body be larger).
+    logo = FileField(_l("Logo"),
+                     description=_l("PNG, JPEG or WebP, at most %(size)s MB and %(pixels)s pixels on a side.",
+                                    size=LOGO_MB, pixels=MAX_LOGO_PIXELS),
+                     validators=[FileSize(MAX_LOGO_BYTES, message=_l(
+                         "The logo file can be at most %(size)s MB: save it with fewer pixels, or as a JPEG or WebP.",
+                         size=LOGO_MB))])
 
     def validate_timezone(self, field):
         if field.data not in available_timezones():

@@ -36,7 +36,7 @@ def largest_body() -> int:
 
 @bp.url_value_preprocessor
 def _room_for_a_csv_file(endpoint, _values):
-    """Allow a file of importer.MAX_BYTES on the preview form only (the app's limit is the logo's).
+    """Allow a file of importer.MAX_BYTES on the preview form only (the app's limit is MAX_CONTENT_LENGTH).
 
     URL value preprocessors run before every before_request function, so the limit is raised
     before the CSRF check reads the form.

@@ -67,8 +67,14 @@ def show(patient_id: int):
 
 
 def render_patient_page(patient_id: int, status: int = 200, **forms):
-    """The patient page; a failed form posted from it (a payment, a reversal) comes back in ``forms``."""
+    """The patient page; a failed form posted from it (a payment, a reversal) comes back in ``forms``.
+
+    The small forms without a form class (a card's serial, the poster consent) come back as ``errors`` and
+    ``values``, keyed by the field's name.
+    """
     timeline = _timeline_or_404(patient_id)
+    forms.setdefault("errors", {})
+    forms.setdefault("values", {})
     forms.setdefault("payment_form", PaymentForm(formdata=None))
     forms.setdefault("reverse_form", ReasonForm(formdata=None))
     forms.setdefault("notification_form", NotificationPreferencesForm(formdata=None, obj=timeline.patient))
@@ -97,8 +103,7 @@ def poster_consent(patient_id: int):
     except Refused as refusal:
         if refusal.status == 404:
             abort(404)
-        flash(refusal.message)
-        return redirect(url_for("patients.show", patient_id=patient_id), code=303)
+        return render_patient_page(patient_id, refusal.status, errors={"name_on_posters": refusal.message})
     flash(_("Their name will be printed on posters.") if consent else _("Posters will not show their name."))
     return redirect(url_for("patients.show", patient_id=patient_id), code=303)
 
