@@ -95,8 +95,9 @@ def seed_demo_clinic(password: str | None = None) -> DemoSummary:
     referrers = []
     tokens = {}
     for full_name, display_name, phone in REFERRERS:
-        patient, token = enrol_patient(PatientDetails(full_name=full_name, display_name=display_name, phone=phone),
-                                       as_desk)
+        # Those with a display name agreed to have it on their posters and (masked) on their invite page.
+        patient, token = enrol_patient(PatientDetails(full_name=full_name, display_name=display_name, phone=phone,
+                                                      name_on_posters=bool(display_name)), as_desk)
         referrers.append(patient)
         tokens[patient.id] = token
     results = []
