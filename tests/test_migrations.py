@@ -115,3 +115,26 @@ def test_each_migration_steps_down_and_up_again_on_its_own(app):
     downgrade(revision="base")
     with db.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE alembic_version")
+
+
+def test_the_yearly_total_keeps_its_value_and_then_holds_more_than_32_bits(app):
+    """e5963ae15f73 widens referrer_year_totals.rewarded_value (SQLite rebuilds the table: nothing may be lost)."""
+    db.drop_all()
+    upgrade(revision="5c3e9a1b7d20")
+    with db.engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO patients (id, display_name, full_name, personal_code, progress_token_hash, "
+            "progress_link_issued_at, enrolled_at, name_on_posters) VALUES (1, '', 'P1', 'CODE0001', :hash, :now, "
+            ":now, :no)"), {"hash": "1" * 64, "now": "2026-06-01 10:00:00", "no": False})
+        connection.execute(text("INSERT INTO referrer_year_totals (referrer_id, year, rewarded_count, rewarded_value) "
+                                "VALUES (1, 2026, 2, 2147483647)"))
+    upgrade(revision="e5963ae15f73")
+    with db.engine.begin() as connection:
+        assert tuple(connection.execute(text("SELECT rewarded_count, rewarded_value FROM referrer_year_totals"))
+                     .one()) == (2, 2**31 - 1)
+        connection.execute(text("UPDATE referrer_year_totals SET rewarded_value = rewarded_value + 2147483647"))
+        assert connection.execute(text("SELECT rewarded_value FROM referrer_year_totals")).scalar() == 2**32 - 2
+        connection.execute(text("DELETE FROM referrer_year_totals"))  # an INTEGER cannot take it back down
+    downgrade(revision="base")
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")
