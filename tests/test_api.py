@@ -570,6 +570,25 @@ def test_a_payment_records_its_amount_and_pays_what_is_due(api, referrer):
     assert [(v["beneficiary"], v["value"]["amount"]) for v in body["vouchers"]] == [("referrer", 20000)]
 
 
+@pytest.mark.parametrize("currency, limit", [("CNY", "CN¥21,474,836.47"), ("JPY", "¥2,147,483,647")])
+def test_a_payment_amount_has_the_forms_limit_in_minor_units(api, referrer, currency, limit):
+    """The API and the forms take the same amounts: up to what the amount columns hold, whatever the currency."""
+    from clinic.services import clinic_settings
+    from clinic.services.money import MAX_AMOUNT_MINOR, major_units_text, parse_money
+
+    clinic_settings.update_clinic({"currency": currency}, Actor())
+    assert parse_money(major_units_text(MAX_AMOUNT_MINOR, currency), currency) == MAX_AMOUNT_MINOR
+    with pytest.raises(ValueError, match=f"The amount cannot be more than {limit}."):
+        parse_money(major_units_text(MAX_AMOUNT_MINOR + 1, currency), currency)
+    friend_id = redeem(api, referrer.personal_code).get_json()["friend"]["id"]
+    refused = api.post(f"/api/v1/patients/{friend_id}/payment", {"amount": MAX_AMOUNT_MINOR + 1})
+    assert error_of(refused) == (422, "validation_error", "amount")
+    assert refused.get_json()["error"]["message"] == (
+        f"amount must be a whole number of minor units from 0 to 2147483647 ({limit}).")
+    body = api.post(f"/api/v1/patients/{friend_id}/payment", {"amount": MAX_AMOUNT_MINOR}).get_json()
+    assert (body["recorded"], body["referral"]["paid_amount"]) == (True, MAX_AMOUNT_MINOR)
+
+
 def test_milestone_refusals(api, referrer, actor, manager_user):
     from clinic.services import milestones
 

@@ -159,6 +159,25 @@ def test_api_errors_are_english_unless_chinese_is_asked_for_and_keep_their_code(
     assert answers["zh-CN,zh;q=0.9,en;q=0.8"].get_json()["error"]["message"] == chinese
 
 
+def test_the_money_limit_and_a_currency_without_decimals_read_in_chinese(app, desk_user, manager_user, referrer,
+                                                                         actor):
+    from clinic.services import clinic_settings, redemption
+    from tests.conftest import friend
+
+    clinic_settings.update_clinic({"currency": "JPY"}, Actor())
+    friend_id = redemption.redeem_code(referrer.personal_code, friend(), actor).friend.id
+    desk = logged_in(app, desk_user, "zh_CN")
+    too_much = html.unescape(desk.post(f"/patients/{friend_id}/payment", {"amount": "2147483648"}).get_data(
+        as_text=True))
+    assert "金额不能超过 JP¥2,147,483,647。" in too_much
+    decimals = html.unescape(desk.post(f"/patients/{friend_id}/payment", {"amount": "1.5"}).get_data(as_text=True))
+    assert "JPY 金额没有小数：请填写整数。" in decimals
+    token = api_tokens.create_token("Hospital HIS", Actor(staff_id=manager_user.id))[1]
+    answer = api_call(app, token, f"/api/v1/patients/{friend_id}/payment", {"amount": 2**31}, "zh-CN")
+    assert answer.get_json()["error"]["message"] == (
+        "amount 必须是以最小货币单位计的整数，范围 0 到 2147483647（即 JP¥2,147,483,647）。")
+
+
 def test_the_apis_own_errors_are_in_chinese_when_asked(app):
     response = contextvars.Context().run(app.test_client().get, "/api/v1/patients/1",
                                          headers={"Accept-Language": "zh-CN"})

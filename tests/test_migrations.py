@@ -181,10 +181,30 @@ def test_existing_vouchers_hold_to_the_end_of_the_day_they_showed_and_go_back_on
                                    .where(AuditEvent.action == "voucher.expiry_moved")).all()
     assert {voucher_id: details["expires_at"] for voucher_id, details in moves} == {
         voucher_id: [old[voucher_id].isoformat(), end.isoformat()] for voucher_id, end in ends_of_day.items()}
-    downgrade(revision="-1")
+    downgrade(revision="92c765c8c112")  # to just before a9ed78e61793
     assert expiries() == {friends: datetime(2026, 11, 25, 15, 59, 59), referrers: datetime(2026, 11, 26, 15, 59, 59)}
     upgrade()
     assert expiries() == ends_of_day
+
+
+def test_the_yearly_total_keeps_its_value_and_then_holds_more_than_32_bits(app):
+    """e5963ae15f73 widens referrer_year_totals.rewarded_value (SQLite rebuilds the table: nothing may be lost)."""
+    db.drop_all()
+    upgrade(revision="5c3e9a1b7d20")
+    with db.engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO patients (id, display_name, full_name, personal_code, progress_token_hash, "
+            "progress_link_issued_at, enrolled_at, name_on_posters) VALUES (1, '', 'P1', 'CODE0001', :hash, :now, "
+            ":now, :no)"), {"hash": "1" * 64, "now": "2026-06-01 10:00:00", "no": False})
+        connection.execute(text("INSERT INTO referrer_year_totals (referrer_id, year, rewarded_count, rewarded_value) "
+                                "VALUES (1, 2026, 2, 2147483647)"))
+    upgrade(revision="e5963ae15f73")
+    with db.engine.begin() as connection:
+        assert tuple(connection.execute(text("SELECT rewarded_count, rewarded_value FROM referrer_year_totals"))
+                     .one()) == (2, 2**31 - 1)
+        connection.execute(text("UPDATE referrer_year_totals SET rewarded_value = rewarded_value + 2147483647"))
+        assert connection.execute(text("SELECT rewarded_value FROM referrer_year_totals")).scalar() == 2**32 - 2
+        connection.execute(text("DELETE FROM referrer_year_totals"))  # an INTEGER cannot take it back down
     downgrade(revision="base")
     with db.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE alembic_version")

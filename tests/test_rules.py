@@ -18,6 +18,7 @@ from clinic.models import (
 from clinic.models._time import utcnow
 from clinic.services import clinic_settings, milestones, redemption, rewards, vouchers
 from clinic.services.errors import Refused
+from clinic.services.money import MAX_AMOUNT_MINOR
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import friend
 from tests.test_redemption import run_at_once
@@ -108,6 +109,32 @@ def test_the_yearly_value_cap_counts_money_rewards(referrer, actor):
     assert [reward_status(r, "referrer") for r in results] == ["issued", "issued", "review"]
     total = db.session.scalar(select(ReferrerYearTotal))
     assert (total.rewarded_count, total.rewarded_value) == (2, 40_000)
+
+
+@pytest.mark.parametrize("stage", ["redemption", "visit"])
+def test_a_referrers_yearly_total_adds_up_past_a_32_bit_integer(referrer, actor, manager_user, stage):
+    """Each reward fills at most its 32-bit column, but the year's sum goes on: on PostgreSQL an INTEGER total made
+    the redemption that passed 2,147,483,647 minor units a 500 ("integer out of range"), and every later one too."""
+    set_campaign(referrer_reward_amount=MAX_AMOUNT_MINOR, referrer_reward_stage=stage)
+    results = [redeem(referrer, actor) for _ in range(3)]
+    if stage == "visit":
+        for result in results:
+            milestones.record_visit(result.friend.id, actor)
+    assert [reward_status(r, "referrer") for r in results] == ["issued"] * 3
+    total = db.session.scalar(select(ReferrerYearTotal))
+    assert (total.rewarded_count, total.rewarded_value) == (3, 3 * MAX_AMOUNT_MINOR)
+
+    set_campaign(cap_value_per_year=MAX_AMOUNT_MINOR)  # the cap's check adds past 32 bits too
+    over = redeem(referrer, actor)
+    if stage == "visit":
+        milestones.record_visit(over.friend.id, actor)
+    assert reward_status(over, "referrer") == "review"
+    review = db.session.scalar(select(ReviewRequest).where(ReviewRequest.kind == "over_cap"))
+    milestones.decide_review(review.id, True, "Approved by the owner", Actor(staff_id=manager_user.id))
+    milestones.reverse_referral(results[0].referral.id, "Refunded", Actor(staff_id=manager_user.id))
+    db.session.expire_all()
+    total = db.session.scalar(select(ReferrerYearTotal))
+    assert (total.rewarded_count, total.rewarded_value) == (3, 3 * MAX_AMOUNT_MINOR)
 
 
 def test_a_manager_may_approve_or_reject_a_reward_over_the_cap(referrer, actor, manager_user):

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from clinic.extensions import db
 from clinic.models import AuditEvent, Campaign, Clinic, Voucher
 from clinic.services import redemption
+from clinic.services.money import MAX_AMOUNT_MINOR
 from tests.conftest import counts, friend
 
 SETTINGS = {"name": "港湾口腔 Harbour Dental", "phone": "+86 21 5555 0100", "address": "88 Harbour Road",
@@ -112,6 +113,21 @@ def test_the_currency_stays_once_friends_were_referred_or_an_amount_cannot_be_sh
     refused = manager.post("/admin/settings", {**SETTINGS, "currency": "USD"})
     assert refused.status_code == 422 and "cannot change once friends have been referred" in refused.get_data(
         as_text=True)
+    assert (campaign_amounts(), clinic_row()) == (before_amounts, before_row)
+
+
+def test_a_new_currency_is_refused_when_an_amount_would_not_fit_its_column(manager, backend):
+    """¥2,000,000,000 in JPY would become CN¥2,000,000,000.00, 200,000,000,000 fen: more than the column holds
+    (on PostgreSQL a 500, "integer out of range")."""
+    from clinic.services.transaction import atomic
+
+    assert manager.post("/admin/settings", {**SETTINGS, "currency": "JPY"}).status_code == 303
+    with atomic():
+        db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True))).referrer_reward_amount = 2 * 10**9
+    before_amounts, before_row = campaign_amounts(), clinic_row()
+    refused = manager.post("/admin/settings", {**SETTINGS, "currency": "CNY"})
+    assert refused.status_code == 422
+    assert "more than CNY amounts can be (at most 21474836.47): change it first" in refused.get_data(as_text=True)
     assert (campaign_amounts(), clinic_row()) == (before_amounts, before_row)
 
 
@@ -229,6 +245,23 @@ def test_the_campaign_form_sets_the_rewards_in_minor_units(manager):
     assert campaign.voucher_valid_days == 60
     page = manager.get("/admin/campaign", follow_redirects=True).get_data(as_text=True)
     assert 'value="150.50"' in page
+
+
+@pytest.mark.parametrize("currency, largest, over, limit", [
+    ("CNY", "21,474,836.47", "21474836.48", "CN¥21,474,836.47"),
+    ("JPY", "2,147,483,647", "2147483648", "¥2,147,483,647"),
+])
+def test_campaign_amounts_and_caps_go_up_to_what_their_column_holds(manager, currency, largest, over, limit):
+    """The payment form's limit, in the clinic's currency: ¥1,500,000 in JPY is an ordinary reward for a hospital."""
+    assert manager.post("/admin/settings", {**SETTINGS, "currency": currency}).status_code == 303
+    form = {**CAMPAIGN_FORM, "referrer_reward_amount": largest, "cap_value_per_year": largest}
+    assert manager.post("/admin/campaign", form).status_code == 303
+    assert campaign_amounts() == (MAX_AMOUNT_MINOR, 0, MAX_AMOUNT_MINOR)
+    for field in ("referrer_reward_amount", "cap_value_per_year"):
+        refused = manager.post("/admin/campaign", {**form, field: over})
+        assert refused.status_code == 422 and f"The amount cannot be more than {limit}." in refused.get_data(
+            as_text=True)
+    assert campaign_amounts() == (MAX_AMOUNT_MINOR, 0, MAX_AMOUNT_MINOR)
 
 
 def test_the_campaign_can_pay_different_rewards_for_scratch_cards(manager):

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from clinic.extensions import db
 from clinic.models import AuditEvent, Campaign, Referral, ReviewRequest, Reward, Voucher
 from clinic.services import clinic_settings, milestones, redemption
+from clinic.services.money import MAX_AMOUNT_MINOR
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import friend
 
@@ -245,6 +246,32 @@ def test_a_bad_payment_amount_comes_back_with_the_error_and_records_nothing(desk
     assert response.status_code == 422 and message in response.get_data(as_text=True)
     assert db.session.get(Referral, result.referral.id).paid_at is None
     assert reward(result.referral.id, "referrer").status == "pending"
+
+
+@pytest.mark.parametrize("currency, amount, recorded, over, limit", [
+    ("CNY", "21,474,836.47", MAX_AMOUNT_MINOR, "21474836.48", "CN¥21,474,836.47"),
+    ("JPY", "1,500,000", 1_500_000, "2147483648", "¥2,147,483,647"),
+    ("JPY", "2,147,483,647", MAX_AMOUNT_MINOR, "1e10", "¥2,147,483,647"),
+])
+def test_a_payment_may_be_as_large_as_its_column_holds_in_the_clinics_currency(desk, referrer, actor, currency,
+                                                                                amount, recorded, over, limit):
+    """One limit in minor units whatever the currency, the API's too: a limit of 1,000,000 in every currency's major
+    units refused an ordinary ¥1,500,000 hospital bill in JPY that the API took."""
+    clinic_settings.update_clinic({"currency": currency}, Actor())
+    set_campaign(referrer_reward_stage="payment")
+    result = redeem(referrer, actor)
+    refused = desk.post(f"/patients/{result.friend.id}/payment", {"amount": over})
+    assert refused.status_code == 422 and f"The amount cannot be more than {limit}." in text_of(refused)
+    assert db.session.get(Referral, result.referral.id).paid_at is None
+    assert desk.post(f"/patients/{result.friend.id}/payment", {"amount": amount}).status_code == 303
+    assert db.session.get(Referral, result.referral.id, populate_existing=True).paid_amount == recorded
+
+
+def test_a_currency_without_decimals_says_so(desk, referrer, actor):
+    clinic_settings.update_clinic({"currency": "JPY"}, Actor())
+    result = redeem(referrer, actor)
+    refused = text_of(desk.post(f"/patients/{result.friend.id}/payment", {"amount": "1500.5"}))
+    assert "JPY amounts have no decimals: enter a whole number." in refused and "0 decimal places" not in refused
 
 
 def test_milestones_explain_why_they_cannot_be_recorded(desk, referrer):

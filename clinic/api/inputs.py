@@ -13,7 +13,9 @@ import re
 from flask import g, request
 from flask_babel import gettext as _
 
+from clinic.i18n import current_language
 from clinic.services.errors import Refused
+from clinic.services.money import MAX_AMOUNT_MINOR, format_money
 from clinic.services.patients import PatientDetails
 
 MAX_ID = 2**31 - 1  # the database's integer: no row has a larger id
@@ -85,6 +87,18 @@ def integer_field(body: dict, name: str, *, required: bool = False, minimum: int
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
         raise invalid(_("%(name)s must be a whole number from %(minimum)s to %(maximum)s.", name=name, minimum=minimum,
                         maximum=maximum), name)
+    return value
+
+
+def amount_field(body: dict, name: str, currency: str) -> int | None:
+    """An optional amount in minor units, at most what the forms take (money.MAX_AMOUNT_MINOR), shown in both units."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_AMOUNT_MINOR:
+        raise invalid(_("%(name)s must be a whole number of minor units from 0 to %(maximum)s (%(limit)s).",
+                        name=name, maximum=MAX_AMOUNT_MINOR,
+                        limit=format_money(MAX_AMOUNT_MINOR, currency, current_language())), name)
     return value
 
 

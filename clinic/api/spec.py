@@ -10,6 +10,7 @@ from functools import cache
 
 from clinic.api.inputs import IDEMPOTENCY_KEY, MAX_ID
 from clinic.services.cards import DESIGNS, MAX_BATCH_SIZE
+from clinic.services.money import MAX_AMOUNT_MINOR
 
 # Every error code: its HTTP status and what it means. Codes from the services are their refusal reasons.
 ERROR_CODES: dict[str, tuple[int, str]] = {
@@ -86,7 +87,8 @@ URL = {"type": "string", "format": "uri"}
 
 VALUE = {
     "kind": {"type": "string", "enum": ["money", "service"]},
-    "amount": {"type": "integer", "minimum": 0, "description": "Minor units (fen, cents); 0 for a service."},
+    "amount": {"type": "integer", "minimum": 0, "maximum": MAX_AMOUNT_MINOR,
+               "description": "Minor units (fen, cents); 0 for a service."},
     "currency": {"type": "string", "description": "ISO 4217, e.g. CNY."},
     "label": {"type": "string", "description": "The service's name (\"1 bed-day waived\"); empty for money."},
 }
@@ -351,8 +353,8 @@ def _paths() -> dict:
                 "Records the first payment (it implies the first visit) and pays the rewards due at a visit "
                 "and at a payment. The amount, in minor units, is optional.",
                 {"200": _json("Recorded.", _ref("Milestone"))}, errors=milestone_errors,
-                body=_obj({"amount": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_ID,
-                                      "description": "Minor units."}}, required=[]),
+                body=_obj({"amount": {"type": ["integer", "null"], "minimum": 0,
+                                      "maximum": MAX_AMOUNT_MINOR, "description": "Minor units."}}, required=[]),
                 body_required=False, parameters=[PATIENT_ID], idempotent=True),
         },
         "/api/v1/codes/validate": {

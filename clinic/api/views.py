@@ -11,6 +11,7 @@ from clinic.api import PUBLIC_ENDPOINTS, api_actor, bp, payloads
 from clinic.api.errors import api_error, refusal_response
 from clinic.api.inputs import (
     MAX_ID,
+    amount_field,
     boolean_field,
     idempotency_key,
     integer_field,
@@ -123,7 +124,7 @@ def record_visit(patient_id: int):
 def record_payment(patient_id: int):
     body = json_body(required=False)
     only_fields(body, {"amount"})
-    amount = integer_field(body, "amount")
+    amount = amount_field(body, "amount", current_clinic().currency)
     patient_or_404(patient_id)
     key = idempotency_key()
     return _milestone(milestones.record_payment(patient_id, amount, api_actor(), idempotency_key=key))

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import Enum
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.extensions import db
@@ -63,7 +63,8 @@ class ReferrerYearTotal(db.Model):
     referrer_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), primary_key=True)
     year: Mapped[int] = mapped_column(primary_key=True)
     rewarded_count: Mapped[int] = mapped_column(default=0)
-    rewarded_value: Mapped[int] = mapped_column(default=0)
+    # A sum of amounts that each fill a 32-bit column (money.MAX_AMOUNT_MINOR): 64 bits, so no year's total overflows.
+    rewarded_value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class CampaignMonthCount(db.Model):

@@ -20,7 +20,7 @@ from clinic.models import Campaign, Clinic, Referral, RewardKind, Voucher
 from clinic.services import audit
 from clinic.services.errors import Refused, stored_by_the_server
 from clinic.services.images import bytes_after_image
-from clinic.services.money import format_money, major_units_text, minor_digits
+from clinic.services.money import MAX_AMOUNT_MINOR, check_amount, format_money, major_units_text, minor_digits
 from clinic.services.settings_snapshot import ClinicRow, current_settings
 from clinic.services.transaction import Actor, atomic
 
@@ -118,7 +118,8 @@ def _move_campaigns_to_currency(old: str, new: str) -> dict:
     Vouchers, rewards and paid amounts were given in the old currency, and the yearly caps count them: after the
     first referral the currency stays (a clinic sets it up once). Before that, a campaign's amounts keep the number the
     manager typed (200.00 CNY becomes 200 JPY), not its minor units (20000, which would read 20,000 JPY); an amount the
-    new currency cannot show (199.99 in JPY, which has no decimals) is refused, for the manager to change first.
+    new currency cannot show (199.99 in JPY, which has no decimals), or one whose minor units would not fit its column
+    (2,000,000,000 JPY is 200,000,000,000 fen), is refused, for the manager to change first.
     Returns the amounts changed, for the audit log.
     """
     if db.session.scalar(select(Voucher.id).limit(1)) or db.session.scalar(select(Referral.id).limit(1)):
@@ -138,6 +139,11 @@ def _move_campaigns_to_currency(old: str, new: str) -> dict:
                     "first.", name=campaign.name, amount=major_units_text(amount, old), currency=new),
                     field="currency")
             scaled = amount * 10 ** shift if shift > 0 else amount // 10 ** -shift
+            if scaled > MAX_AMOUNT_MINOR:
+                raise Refused("amount_not_in_currency", _(
+                    "The campaign “%(name)s” has an amount of %(amount)s, more than %(currency)s amounts can be "
+                    "(at most %(limit)s): change it first.", name=campaign.name, amount=major_units_text(amount, old),
+                    currency=new, limit=major_units_text(MAX_AMOUNT_MINOR, new)), field="currency")
             setattr(campaign, field, scaled)
             moved[f"{campaign.id}.{field}"] = [amount, scaled]
     return moved
@@ -208,6 +214,12 @@ def _check_campaign_rules(values: dict) -> None:
         raise Refused("validation_error", _("Between 1 and %(max)s referrals, or blank for no cap.",
                                               max=f"{MAX_CAP_REFERRALS:,}"),
                       field="cap_referrals_per_year")
+    for field in CAMPAIGN_MONEY_FIELDS:
+        if values.get(field) is not None:
+            try:
+                check_amount(values[field], current_clinic().currency)
+            except ValueError as problem:
+                raise Refused("validation_error", str(problem), field=field) from None
     value_cap = values.get("cap_value_per_year")
     if value_cap is not None and value_cap < 1:
         raise Refused("validation_error", _("Enter an amount above zero, or leave blank for no cap."),

@@ -27,6 +27,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit, events, idempotency, tiers
 from clinic.services.clinic_settings import RewardTerms, current_clinic
 from clinic.services.errors import Refused
+from clinic.services.money import check_amount
 from clinic.services.redemption import ReferralOffer, referral_offer, use_card
 from clinic.services.rewards import pay_due_rewards, pay_reward, promise_rewards, release_cap_slot, take_quota_place
 from clinic.services.text import clean_reason
@@ -100,8 +101,13 @@ def record_visit(patient_id: int, actor: Actor, *, idempotency_key: str | None =
 def record_payment(patient_id: int, amount: int | None, actor: Actor, *,
                    idempotency_key: str | None = None) -> MilestoneResult:
     """The friend made their first payment (amount optional): pay what is due at a visit and a payment."""
-    if amount is not None and (not isinstance(amount, int) or amount < 0):
-        raise Refused("validation_error", _("The amount cannot be negative."), field="amount")
+    if amount is not None:
+        if not isinstance(amount, int):
+            raise Refused("validation_error", _("The amount cannot be negative."), field="amount")
+        try:
+            check_amount(amount, current_clinic().currency)
+        except ValueError as problem:
+            raise Refused("validation_error", str(problem), field="amount") from None
 
     def payment() -> MilestoneResult:
         referral = _referral_of_friend(patient_id)

@@ -1,4 +1,11 @@
-"""Money as integers in minor units; conversion only at the edges (forms and display)."""
+"""Money as integers in minor units; conversion only at the edges (forms and display).
+
+Every stored amount — a campaign's rewards and value cap, a reward, a voucher, a paid amount — is a 32-bit INTEGER
+column (PostgreSQL refuses more; SQLite does not, so only PostgreSQL would fail, with a 500). An amount entered
+anywhere, form or API, is therefore held to one limit in minor units, whatever the currency: CN¥21,474,836.47,
+¥2,147,483,647 in JPY. Sums kept in a column (a referrer's yearly total) are BIGINT, so that any number of such
+amounts adds up without overflow.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,9 @@ from functools import lru_cache
 from babel.numbers import format_currency, get_currency_precision
 from flask_babel import gettext as _
 
-MAX_MAJOR_UNITS = Decimal(1_000_000)
+from clinic.i18n import current_language
+
+MAX_AMOUNT_MINOR = 2**31 - 1  # the largest value of a 32-bit INTEGER column
 
 
 def minor_digits(currency: str) -> int:
@@ -36,14 +45,39 @@ def parse_money(text: str | None, currency: str) -> int:
         raise ValueError(_("Enter the amount as a number, for example 100 or 99.50.")) from None
     if not value.is_finite() or value < 0:
         raise ValueError(_("The amount cannot be negative."))
-    if value > MAX_MAJOR_UNITS:
-        raise ValueError(_("The amount cannot be more than %(limit)s.", limit=f"{MAX_MAJOR_UNITS:,}"))
+    if value > max_amount(currency):  # compared before scaling: "1e999999" never becomes a number of fen
+        raise ValueError(amount_too_large(currency))
     digits = minor_digits(currency)
     minor = value.scaleb(digits)
     if minor != minor.to_integral_value():
+        if digits == 0:
+            raise ValueError(_("%(currency)s amounts have no decimals: enter a whole number.", currency=currency))
         raise ValueError(_("%(currency)s amounts have at most %(digits)s decimal places.", currency=currency,
                            digits=digits))
     return int(minor)
+
+
+def max_amount(currency: str) -> Decimal:
+    """:data:`MAX_AMOUNT_MINOR` in the currency's major units: 21474836.47 for CNY, 2147483647 for JPY."""
+    return Decimal(MAX_AMOUNT_MINOR).scaleb(-minor_digits(currency))
+
+
+def amount_too_large(currency: str) -> str:
+    """The message for an amount over the limit, the limit shown as money in the reader's language."""
+    return _("The amount cannot be more than %(limit)s.",
+             limit=format_money(MAX_AMOUNT_MINOR, currency, current_language()))
+
+
+def check_amount(amount_minor: int, currency: str) -> int:
+    """An amount in minor units that a money column can hold; raises ValueError with a message for people.
+
+    The services' own check, the same limit as :func:`parse_money`, for amounts that arrive as integers (the API).
+    """
+    if amount_minor < 0:
+        raise ValueError(_("The amount cannot be negative."))
+    if amount_minor > MAX_AMOUNT_MINOR:
+        raise ValueError(amount_too_large(currency))
+    return amount_minor
 
 
 def major_units_text(amount_minor: int, currency: str) -> str:
