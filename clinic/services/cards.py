@@ -36,6 +36,7 @@ from clinic.services.clinic_settings import (
 )
 from clinic.services.codes import format_code, generate_bearer_code
 from clinic.services.errors import Refused
+from clinic.services.exports import safe_cell
 from clinic.services.pdf import render_pdf
 from clinic.services.rewards import campaign_in_force
 from clinic.services.text import clean_reason
@@ -243,7 +244,11 @@ def batch_pdf_path(batch: CardBatch) -> Path | None:
 
 
 def serials_csv(batch_id: int) -> str:
-    """Serials and states for stock control: never the codes (they are the value)."""
+    """Serials and states for stock control: never the codes (they are the value).
+
+    Every cell goes through :func:`~clinic.services.exports.safe_cell`, like every other export: a void reason is
+    typed by a manager, and ``=HYPERLINK(...)`` there would be a live formula in whoever opens the file.
+    """
     rows = db.session.execute(select(Card.serial, Card.status, Card.activated_at, Card.redeemed_at, Card.void_reason)
                               .where(Card.batch_id == batch_id).order_by(Card.id))
     out = io.StringIO()
@@ -251,8 +256,9 @@ def serials_csv(batch_id: int) -> str:
     writer = csv.writer(out)
     writer.writerow(["serial", "status", "activated", "redeemed", "void reason"])
     for serial, status, activated_at, redeemed_at, void_reason in rows:
-        writer.writerow([serial, status, to_clinic_time(activated_at) if activated_at else "",
-                         to_clinic_time(redeemed_at) if redeemed_at else "", void_reason or ""])
+        writer.writerow([safe_cell(value) for value in (
+            serial, status, to_clinic_time(activated_at) if activated_at else None,
+            to_clinic_time(redeemed_at) if redeemed_at else None, void_reason)])
     return out.getvalue()
 
 
