@@ -9,11 +9,12 @@ from pathlib import Path
 import pikepdf
 import pytest
 from sqlalchemy import func, select
+from werkzeug.http import http_date
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Card, CardBatch, IssuedCode, Referral, Voucher
 from clinic.models._time import utcnow
-from clinic.services import card_sheet, cards, clinic_settings, jobs, redemption, vouchers
+from clinic.services import api_tokens, card_sheet, cards, clinic_settings, jobs, redemption, vouchers
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import CAMPAIGN, counts, friend
@@ -324,6 +325,35 @@ def test_a_personal_discharge_card_prints_at_once_already_activated(desk, chines
     assert decode_pages(path, tmp_path) == [[f"https://clinic.test/r/{card.code}"]]
     lookup = desk.post("/desk/lookup", {"code": f"https://clinic.test/r/{card.code}"}, htmx=True)
     assert "Wang L." in lookup.get_data(as_text=True) and "gift pack" in lookup.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("download", ["batch", "personal", "api"])
+def test_card_pdfs_are_kept_by_no_browser_or_proxy(app, manager, manager_user, chinese_clinic, referrer, actor,
+                                                    download):
+    """They hold live bearer codes: ``no-store``, and nothing to revalidate (no ETag or Last-Modified, never 304)."""
+    headers = {}
+    if download == "personal":
+        url = f"/cards/personal/{cards.print_personal_card(referrer.id, 'classic', actor).id}/card.pdf"
+    elif download == "batch":
+        url = f"/cards/batches/{generate(2, actor).id}/cards.pdf"
+    else:
+        url = f"/api/v1/card-batches/{generate(2, actor).id}/cards.pdf"
+        headers = {"Authorization": f"Bearer {api_tokens.create_token('HIS', Actor(staff_id=manager_user.id))[1]}"}
+    first = manager.get(url, headers=dict(headers))
+    assert first.status_code == 200 and first.data.startswith(b"%PDF")
+    assert first.headers.getlist("Cache-Control") == ["no-store"]
+    assert "ETag" not in first.headers and "Last-Modified" not in first.headers
+    tomorrow = http_date(utcnow() + timedelta(days=1))
+    again = manager.get(url, headers={**headers, "If-None-Match": "*", "If-Modified-Since": tomorrow})
+    assert again.status_code == 200 and again.data == first.data
+
+
+def test_stored_files_are_sent_only_as_private_files():
+    """A new download of a stored file cannot forget ``no-store``: ``send_file`` is called in one place."""
+    package = Path(cards.__file__).parents[1]
+    senders = [path.relative_to(package).as_posix() for path in sorted(package.rglob("*.py"))
+               if "send_file(" in path.read_text(encoding="utf-8")]
+    assert senders == ["web/helpers.py"]
 
 
 def test_the_invite_page_for_cards(browser, activated, actor, chinese_clinic):
