@@ -31,6 +31,8 @@ keepalive = 5
 forwarded_allow_ips = "127.0.0.1"
 
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None  # "-" for stdout
+# Its lines leave out query strings (phone numbers) and mask /p/<token> and /v/<code>: see clinic/access_log.py.
+logger_class = "clinic.access_log.PrivateAccessLogger"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 

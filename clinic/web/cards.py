@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_login import login_required
@@ -11,7 +11,8 @@ from clinic.extensions import db
 from clinic.models import CardBatch
 from clinic.services import cards as card_service
 from clinic.services.errors import Refused
-from clinic.web.helpers import current_actor, form_value, manager_required, render_fragment_or_page, parse_id
+from clinic.web.helpers import (current_actor, form_value, manager_required, render_fragment_or_page, parse_id,
+                                send_private_file)
 from clinic.web.patients import render_patient_page
 
 bp = Blueprint("cards", __name__, url_prefix="/cards")
@@ -89,7 +90,7 @@ def batch_pdf(batch_id: int):
     path = card_service.batch_pdf_path(_batch_or_404(batch_id))
     if path is None:
         abort(404)
-    return send_file(path, mimetype="application/pdf", download_name=f"cards-B{batch_id:03d}.pdf")
+    return send_private_file(path, "application/pdf", f"cards-B{batch_id:03d}.pdf")
 
 
 @bp.get("/batches/<int:batch_id>/serials.csv")
@@ -175,4 +176,4 @@ def personal_pdf(batch_id: int):
     path = card_service.batch_pdf_path(batch) if batch.personal else None
     if path is None:
         abort(404)
-    return send_file(path, mimetype="application/pdf", download_name=f"card-B{batch_id:03d}.pdf")
+    return send_private_file(path, "application/pdf", f"card-B{batch_id:03d}.pdf")

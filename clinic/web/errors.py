@@ -57,5 +57,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
         db.session.rollback()
-        app.logger.exception("Unhandled error on %s %s", request.method, request.path)
+        # The route, never the path or query string: /p/<token> and /v/<code> are secrets, ?q= a phone number.
+        route = request.url_rule.rule if request.url_rule is not None else "(no route)"
+        app.logger.exception("Unhandled error on %s %s", request.method, route)
         return render_error(500, InternalServerError.description)

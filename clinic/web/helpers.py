@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import abort, render_template, request
+from flask import Response, abort, render_template, request, send_file
 from flask_login import current_user, login_required
 from werkzeug.routing import IntegerConverter
 
@@ -19,6 +19,19 @@ def is_htmx() -> bool:
 def render_fragment_or_page(fragment: str, page: str, status: int = 200, **context):
     """The fragment alone for htmx, else the full page that includes it."""
     return render_template(fragment if is_htmx() else page, **context), status
+
+
+def send_private_file(path, mimetype: str, download_name: str) -> Response:
+    """A stored file that must stay nowhere but where it is asked for: ``no-store``, with nothing to revalidate.
+
+    Card PDFs hold live bearer codes. ``send_file`` answers ``no-cache`` with an ETag and a Last-Modified: the
+    browser (or a proxy) keeps a copy and revalidates it, and a conditional request answers 304. The app's
+    ``no-store`` default is not added where a view set a Cache-Control, so the file says it itself.
+    """
+    response = send_file(path, mimetype=mimetype, download_name=download_name, conditional=False, etag=False)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.pop("Last-Modified", None)
+    return response
 
 
 def current_actor() -> Actor:

@@ -1,0 +1,71 @@
+"""gunicorn's access log without the private parts of URLs (``logger_class`` in gunicorn.conf.py).
+
+A progress link's path is its patient's key (``/p/<token>``) and a voucher's path is its value (``/v/<code>``,
+``/api/v1/vouchers/<code>``); query strings hold phone numbers (``/patients/?q=…``, ``/api/v1/patients?phone=…``).
+An access log is kept for weeks and read by whoever runs the server, so it gets paths with those parts masked
+and no query string: in the request line, the path, the query and the Referer alike (the app's Referrer-Policy
+is ``same-origin``, so browsers send the full address of the portal's own pages).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote, urlsplit
+
+from gunicorn.glogging import Logger
+
+# Any number of leading slashes: werkzeug answers //p/<token> with a redirect, and gunicorn logs that request too.
+PRIVATE_PATH = re.compile(r"\A(/+(?:p|v|api/v1/vouchers)/).+", re.DOTALL)
+ABSOLUTE_FORM = re.compile(r"\A[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def masked_path(path: str) -> str:
+    """``path`` as it may be logged: whatever follows ``/p/``, ``/v/`` or ``/api/v1/vouchers/`` is ``…``."""
+    return PRIVATE_PATH.sub(r"\1…", path)
+
+
+def masked_url(url: str | None) -> str:
+    """A full address (a Referer) as it may be logged: its path masked, without query string or fragment."""
+    try:
+        parts = urlsplit(url or "")
+    except ValueError:  # a malformed IPv6 host
+        return "-"
+    if not (parts.scheme or parts.path):
+        return "-"
+    return f"{parts.scheme}://{parts.netloc}{masked_path(parts.path)}" if parts.scheme else masked_path(parts.path)
+
+
+def logged_path(environ: dict) -> str:
+    """The request's path for the log: masked when it leads to a private page, never with its query string.
+
+    Decided on PATH_INFO, the path the app routes (``/%70/<token>`` reaches ``/p/<token>`` too), or on the
+    decoded request target when gunicorn answered an error itself (its environ then has RAW_URI only); an
+    ordinary path is logged as it was sent (percent-encoded) without what follows ``?``.
+    """
+    raw = (environ.get("RAW_URI") or "").split("?", 1)[0].split("#", 1)[0]
+    if ABSOLUTE_FORM.match(raw):  # GET http://host/p/<token>: a proxy's form of the request target
+        raw = urlsplit(raw).path
+    routed = environ.get("PATH_INFO") or unquote(raw)
+    masked = masked_path(routed)
+    return masked if masked != routed else raw or routed
+
+
+class PrivateAccessLogger(Logger):
+    """gunicorn's logger whose access-log atoms (``%(r)s``, ``%(U)s``, ``%(q)s``, ``%(f)s``…) hold no secrets.
+
+    gunicorn's default access_log_format stays: it is made of these atoms.
+    """
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        path, referer = logged_path(environ), masked_url(environ.get("HTTP_REFERER"))
+        atoms.update({"r": f"{environ['REQUEST_METHOD']} {path} {environ['SERVER_PROTOCOL']}", "U": path, "q": "",
+                      "f": referer, "{referer}i": referer, "{http_referer}e": referer, "{raw_uri}e": path,
+                      "{path_info}e": masked_path(environ.get("PATH_INFO") or ""), "{query_string}e": ""})
+        return atoms
+
+    def exception(self, msg, *args, **kwargs):
+        """gunicorn's "Error handling request GET <target>" (the app raised past its own handlers) masked too."""
+        if isinstance(msg, str) and msg.startswith("Error handling request") and args:
+            args = (*args[:-1], logged_path({"RAW_URI": str(args[-1])}))
+        super().exception(msg, *args, **kwargs)
