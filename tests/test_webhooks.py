@@ -733,3 +733,170 @@ def test_old_finished_deliveries_and_their_events_are_pruned_and_pending_ones_st
     again = hooks.test_cli_runner().invoke(args=["prune-webhooks", "--days", "90"])
     assert "Deleted 0 finished deliveries and 0 events" in again.output
     assert hooks.test_cli_runner().invoke(args=["prune-webhooks", "--days", "0"]).exit_code != 0
+
+
+def withdraw(patient_id: int) -> None:
+    notifications.set_preferences(patient_id, "none", "zh_CN", False, Actor())
+
+
+def delivery_of(event_type: str) -> WebhookDelivery:
+    [delivery] = [d for d in deliveries() if d.event.event_type == event_type]
+    return delivery
+
+
+def point_at(endpoint_id: int, receiver: Receiver) -> None:
+    """The gateway is back (on another port): the endpoint's address now reaches it."""
+    with atomic():
+        endpoint = db.session.get(WebhookEndpoint, endpoint_id)
+        endpoint.url = receiver.url
+        receiver.secret = endpoint.secret
+
+
+def test_withdrawing_consent_cancels_the_messages_waiting_for_a_gateway_that_was_down(hooks, referrer, desk,
+                                                                                       manager, actor):
+    """The reviewer's case: the SMS gateway is down, the patient withdraws, the gateway comes back: no SMS."""
+    closed = Receiver()
+    endpoint = register(closed, ["notification.requested", "referral.redeemed"])
+    closed.close()
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().retrying == 2
+    waiting = delivery_of("notification.requested")
+    assert waiting.status == "pending" and waiting.last_error == "connection refused"
+
+    response = desk.post(f"/patients/{referrer.id}/notifications", {"preferred_channel": "none",
+                                                                    "preferred_language": "zh_CN"})
+    assert response.status_code == 303
+    cancelled = delivery_of("notification.requested")
+    assert (cancelled.status, cancelled.cancel_reason) == ("cancelled", "no_consent")
+    assert cancelled.cancelled_at is not None
+    assert delivery_of("referral.redeemed").status == "pending"  # not a message: it still goes
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "patient.notification_consent")
+                              .order_by(AuditEvent.id.desc()))
+    assert event.patient_id == referrer.id and event.details["cancelled_messages"] == [cancelled.id]
+
+    gateway = Receiver()
+    try:
+        point_at(endpoint.id, gateway)
+        assert webhook_sender.deliver_due(utcnow() + timedelta(minutes=1)).describe() == (
+            "Delivered 1, will retry 0, gave up on 0.")
+        assert [event["type"] for event in gateway.events()] == ["referral.redeemed"]
+    finally:
+        gateway.close()
+    assert delivery_of("notification.requested").status == "cancelled"
+
+    for page in (manager.get("/admin/webhooks"), manager.get(f"/admin/webhooks/{endpoint.id}?status=cancelled")):
+        text = page.get_data(as_text=True)
+        assert "cancelled" in text and "the patient no longer agrees to messages by this channel" in text
+    assert f"/admin/webhooks/deliveries/{cancelled.id}/resend" in text  # listed under "cancelled"
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"notification_consent": False}, "no_consent"),
+    ({"preferred_channel": "wechat"}, "no_consent"),
+    ({"phone": "13899998888"}, "phone_changed"),
+])
+def test_a_message_goes_only_if_the_patient_still_agrees_when_it_is_sent(hooks, receiver, referrer, actor, change,
+                                                                          reason):
+    """Checked by the sender itself, whatever changed the patient (an older version, another tool, the database)."""
+    register(receiver, ["notification.requested", "referral.redeemed"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    with atomic():
+        db.session.execute(update(Patient).where(Patient.id == referrer.id).values(**change))
+
+    report = webhook_sender.deliver_due()
+    assert (report.delivered, report.cancelled, report.attempts) == (1, 1, 1)
+    assert "Cancelled 1 message(s)" in report.describe()
+    assert [event["type"] for event in receiver.events()] == ["referral.redeemed"]
+    cancelled = delivery_of("notification.requested")
+    assert (cancelled.status, cancelled.cancel_reason, cancelled.attempts) == ("cancelled", reason, 0)
+    audited = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "webhook.cancelled"))
+    assert (audited.patient_id, audited.reason, audited.details["delivery_id"]) == (referrer.id, reason, cancelled.id)
+    assert webhook_sender.deliver_due(utcnow() + timedelta(days=1)).attempts == 0
+
+
+def test_a_message_still_agreed_to_is_sent_after_the_gateway_comes_back(hooks, referrer, actor):
+    closed = Receiver()
+    endpoint = register(closed, ["notification.requested"])
+    closed.close()
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().retrying == 1
+    consenting(referrer.id, language="en")  # another language: still the same consent, channel and phone
+    gateway = Receiver()
+    try:
+        point_at(endpoint.id, gateway)
+        assert webhook_sender.deliver_due(utcnow() + timedelta(minutes=1)).delivered == 1
+        assert gateway.events()[0]["data"]["to"]["phone"] == "13811112222"
+    finally:
+        gateway.close()
+
+
+def test_a_withdrawal_while_the_message_is_being_posted_leaves_an_honest_record(hooks, receiver, referrer, actor):
+    """A message already handed to the gateway cannot be called back: accepted, it is recorded as delivered."""
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    now = utcnow()
+    claim = webhook_sender.claim_next(now)
+    withdraw(referrer.id)
+    assert delivery_of("notification.requested").status == "cancelled"
+    webhook_sender.record(claim, webhook_sender.Outcome(True, 200), now, max_attempts=8, base_seconds=30,
+                          max_seconds=3600)
+    delivery = delivery_of("notification.requested")
+    assert (delivery.status, delivery.cancel_reason) == ("delivered", None)
+
+    # Refused by the gateway instead, it stays cancelled: no retry.
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend("Li Lei", "13900001234"), actor)
+    now = utcnow()
+    claim = webhook_sender.claim_next(now)
+    withdraw(referrer.id)
+    webhook_sender.record(claim, webhook_sender.Outcome(False, 503, "HTTP 503"), now, max_attempts=8,
+                          base_seconds=30, max_seconds=3600)
+    assert [d.status for d in deliveries()] == ["delivered", "cancelled"]
+
+
+def test_resending_a_message_the_patient_no_longer_agrees_to_is_refused(hooks, receiver, referrer, actor, manager):
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().delivered == 1
+    delivered = delivery_of("notification.requested")
+    withdraw(referrer.id)
+
+    refused = manager.post(f"/admin/webhooks/deliveries/{delivered.id}/resend")
+    assert refused.status_code == 409
+    assert "cannot be sent again: the patient no longer agrees" in refused.get_data(as_text=True)
+    assert delivery_of("notification.requested").status == "delivered"
+    assert webhook_sender.deliver_due().attempts == 0 and len(receiver.requests) == 1
+    assert not db.session.scalar(select(func.count()).select_from(AuditEvent)
+                                 .where(AuditEvent.action == "webhook.resent"))
+    with pytest.raises(Refused) as phone_changed:
+        with atomic():
+            db.session.execute(update(Patient).where(Patient.id == referrer.id)
+                               .values(notification_consent=True, preferred_channel="sms", phone="13899998888"))
+        webhooks.resend(delivered.id, Actor())
+    assert phone_changed.value.reason == "phone_changed" and phone_changed.value.status == 409
+
+    # Agreed again, same channel and number: the manager may send it again.
+    with atomic():
+        db.session.execute(update(Patient).where(Patient.id == referrer.id).values(phone="13811112222"))
+    assert manager.post(f"/admin/webhooks/deliveries/{delivered.id}/resend").status_code == 303
+    assert webhook_sender.deliver_due().delivered == 1 and len(receiver.requests) == 2
+
+
+def test_a_cancelled_message_may_be_resent_once_the_patient_agrees_again(hooks, receiver, referrer, actor, manager):
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    withdraw(referrer.id)
+    cancelled = delivery_of("notification.requested")
+    assert cancelled.status == "cancelled"
+    assert manager.post(f"/admin/webhooks/deliveries/{cancelled.id}/resend").status_code == 409
+    consenting(referrer.id)
+    assert manager.post(f"/admin/webhooks/deliveries/{cancelled.id}/resend").status_code == 303
+    assert (delivery_of("notification.requested").status, delivery_of("notification.requested").cancel_reason) == (
+        "pending", None)
+    assert webhook_sender.deliver_due().delivered == 1 and len(receiver.processed) == 1

@@ -38,6 +38,7 @@ EVENT_TYPES = {
 }
 DESCRIPTION_MAX = 200
 RECENT_DELIVERIES = 50
+RESENDABLE = (DeliveryStatus.DELIVERED.value, DeliveryStatus.FAILED.value, DeliveryStatus.CANCELLED.value)
 
 _SEND_AFTER_COMMIT = "webhooks.send_after_commit"  # session.info: this transaction queued deliveries
 _INSERT_DELIVERIES = insert(WebhookDelivery.__table__)
@@ -193,18 +194,27 @@ def get_delivery(delivery_id: int) -> WebhookDelivery:
 
 
 def resend(delivery_id: int, actor: Actor) -> WebhookDelivery:
-    """Send a delivered or failed delivery once more, now (same delivery id: receivers may drop it as a repeat).
+    """Send a finished delivery once more, now (same delivery id: receivers may drop it as a repeat).
 
-    A pending delivery is already on its way, so it is refused rather than sent twice at once.
+    A pending delivery is already on its way, so it is refused rather than sent twice at once. A
+    patient's message is refused unless the patient agrees to it today (the sender checks again when
+    it sends); a cancelled one may go once they agree again, by the same channel at the same number.
     """
+    # notifications imports this module.
+    from clinic.services import notifications
+
     with atomic():
+        delivery = get_delivery(delivery_id)
+        if delivery.event.event_type == notifications.EVENT:
+            withheld = notifications.withheld_because(delivery.event.payload)
+            if withheld:
+                raise Refused(withheld, str(notifications.RESEND_REFUSALS[withheld]), status=409)
         changed = db.session.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery_id,
-                   WebhookDelivery.status.in_([DeliveryStatus.DELIVERED.value, DeliveryStatus.FAILED.value]))
-            .values(status=DeliveryStatus.PENDING.value, next_attempt_at=utcnow())
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status.in_(RESENDABLE))
+            .values(status=DeliveryStatus.PENDING.value, next_attempt_at=utcnow(), cancel_reason=None,
+                    cancelled_at=None)
             .execution_options(synchronize_session=False)).rowcount
-        delivery = get_delivery(delivery_id)
         db.session.refresh(delivery)
         if changed != 1:
             raise Refused("already_pending", _("This delivery is already waiting to be sent."), status=409)

@@ -141,6 +141,7 @@ AUDIT_LABELS = {
     "webhook.disabled": _l("Webhook endpoint disabled"),
     "webhook.deleted": _l("Webhook endpoint deleted"),
     "webhook.resent": _l("Webhook delivery resent"),
+    "webhook.cancelled": _l("Message to a patient cancelled, not sent"),
 }
 
 
@@ -168,6 +169,7 @@ AUDIT_DETAIL_LABELS = {
     "api_token": _l("api token"), "phone": _l("phone"), "address": _l("address"), "currency": _l("currency"),
     "timezone": _l("timezone"), "brand_colour": _l("brand colour"), "public_base_url": _l("public base url"),
     "logo_filename": _l("logo filename"), "voucher_valid_days": _l("voucher valid days"),
+    "cancelled_messages": _l("cancelled messages"),
 }
 
 

@@ -24,8 +24,8 @@ def _managers_only():
 
 def _index_page(form: WebhookEndpointForm, status: int = 200):
     return render_template("webhooks/index.html", form=form, endpoints=webhook_service.list_endpoints(),
-                           deliveries=webhook_service.recent_deliveries(),
-                           event_types=webhook_service.EVENT_TYPES), status
+                           deliveries=webhook_service.recent_deliveries(), event_types=webhook_service.EVENT_TYPES,
+                           cancel_reasons=notifications.CANCEL_REASONS), status
 
 
 @bp.route("/webhooks", methods=["GET", "POST"])
@@ -49,7 +49,8 @@ def _endpoint_page(endpoint_id: int, refusal: Refused | None = None, status: int
     status_filter = request.args.get("status") if request.method == "GET" else None
     return render_template("webhooks/endpoint.html", endpoint=endpoint, refusal=refusal, status_filter=status_filter,
                            deliveries=webhook_service.recent_deliveries(endpoint.id, status_filter, limit=100),
-                           event_types=webhook_service.EVENT_TYPES), status
+                           event_types=webhook_service.EVENT_TYPES,
+                           cancel_reasons=notifications.CANCEL_REASONS), status
 
 
 @bp.get("/webhooks/<int:endpoint_id>")
