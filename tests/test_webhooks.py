@@ -29,7 +29,7 @@ from clinic.extensions import db
 from clinic.models import (AuditEvent, NotificationTemplate, OutboxEvent, Patient, Tier, WebhookDelivery,
                            WebhookEndpoint)
 from clinic.models._time import utcnow
-from clinic.services import jobs, milestones, notifications, redemption, vouchers, webhook_sender, webhooks
+from clinic.services import audit, jobs, milestones, notifications, redemption, vouchers, webhook_sender, webhooks
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import counts, friend
@@ -657,14 +657,16 @@ def test_the_desk_redemption_form_still_works_without_the_message_fields(desk, r
     assert (friend_row.preferred_channel, friend_row.notification_consent) == ("none", False)
 
 
-def test_a_manager_adds_an_endpoint_and_sees_its_secret(hooks, manager, receiver):
+def test_a_manager_adds_an_endpoint_and_sees_its_secret_once(hooks, manager, receiver):
     response = manager.post("/admin/webhooks", {"url": receiver.url, "description": "HIS",
                                                 "events": ["voucher.issued", "tier.reached"]})
-    assert response.status_code == 303
+    assert response.status_code == 201
     endpoint = db.session.scalar(select(WebhookEndpoint))
     assert endpoint.events == ["voucher.issued", "tier.reached"] and len(endpoint.secret) == 64
-    page = manager.get(response.headers["Location"]).get_data(as_text=True)
-    assert endpoint.secret in page and "X-Clinic-Signature" in page
+    page = response.get_data(as_text=True)
+    assert endpoint.secret in page and "shown only this once" in page and "X-Clinic-Signature" in page
+    again = manager.get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
+    assert endpoint.secret not in again and "X-Clinic-Signature" in again and "Make a new secret" in again
 
     hooks.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
     before = counts()
@@ -900,3 +902,87 @@ def test_a_cancelled_message_may_be_resent_once_the_patient_agrees_again(hooks, 
     assert (delivery_of("notification.requested").status, delivery_of("notification.requested").cancel_reason) == (
         "pending", None)
     assert webhook_sender.deliver_due().delivered == 1 and len(receiver.processed) == 1
+
+
+GATEWAY_KEY = "SECRETKEY123"
+
+
+def test_a_key_in_the_receivers_address_stays_out_of_logs_audit_and_pages(hooks, manager, manager_user, referrer,
+                                                                           actor, caplog):
+    """SMS gateways take their key in the query string: it is sent to them, and shown or logged nowhere."""
+    closed = Receiver()
+    keyed = closed.url.split("?")[0] + f"?apikey={GATEWAY_KEY}"
+    endpoint = webhooks.register_endpoint(webhooks.EndpointRules.from_form(url=keyed, events=["referral.redeemed"]),
+                                          Actor(staff_id=manager_user.id))
+    closed.close()
+    assert endpoint.url == keyed  # the sender needs it
+    shown = keyed.split("?")[0] + "?…"
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+
+    with caplog.at_level("WARNING", logger="clinic.services.webhook_sender"):
+        webhook_sender.send_due_webhooks()
+    assert "connection refused" in caplog.text and shown in caplog.text and GATEWAY_KEY not in caplog.text
+    output = hooks.test_cli_runner().invoke(args=["deliver-webhooks", "--once"]).output
+    assert "will retry" in output and GATEWAY_KEY not in output
+
+    assert manager.post(f"/admin/webhooks/{endpoint.id}/disable").status_code == 303
+    assert manager.post(f"/admin/webhooks/{endpoint.id}/rotate-secret").status_code == 200
+    details = db.session.scalars(select(AuditEvent.details).where(AuditEvent.action.like("webhook.%"))).all()
+    assert len(details) == 3 and all(detail["url"] == shown for detail in details)
+    added = manager.post("/admin/webhooks", {"url": keyed, "events": ["referral.redeemed"]}).get_data(as_text=True)
+    assert shown in added and GATEWAY_KEY not in added
+    with atomic():  # an event written before addresses were redacted
+        audit.record("webhook.created", Actor(), endpoint_id=endpoint.id, url=keyed)
+    for page in ("/admin/webhooks", f"/admin/webhooks/{endpoint.id}", "/admin/audit"):
+        text = manager.get(page).get_data(as_text=True)
+        assert GATEWAY_KEY not in text and shown in text, page
+
+    gateway = Receiver()
+    try:
+        with atomic():
+            db.session.get(WebhookEndpoint, endpoint.id).url = gateway.url.split("?")[0] + f"?apikey={GATEWAY_KEY}"
+        assert manager.post(f"/admin/webhooks/{endpoint.id}/enable").status_code == 303
+        assert webhook_sender.deliver_due(utcnow() + timedelta(hours=1)).delivered == 1
+        assert gateway.requests[0]["path"].endswith(f"?apikey={GATEWAY_KEY}")  # the receiver still gets its key
+    finally:
+        gateway.close()
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://gw.example.com/sms?apikey=K&to=x", "https://gw.example.com/sms?…"),
+    ("https://user:pass@gw.example.com:8443/hook", "https://…@gw.example.com:8443/hook"),
+    ("https://gw.example.com/hook#key", "https://gw.example.com/hook#…"),
+    ("https://gw.example.com/hook", "https://gw.example.com/hook"),
+    ("http://[::1/hook?k=1", "…"),
+])
+def test_addresses_are_shown_without_their_query_string_or_user_name(url, shown):
+    assert webhook_sender.redacted_url(url) == shown
+
+
+def test_a_manager_makes_a_new_secret_and_sees_it_once(hooks, manager, desk, receiver, referrer, actor):
+    endpoint = register(receiver, ["referral.redeemed"])
+    old = endpoint.secret
+    page = manager.get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
+    assert old not in page and f"/admin/webhooks/{endpoint.id}/rotate-secret" in page
+
+    assert manager.post(f"/admin/webhooks/{endpoint.id}/rotate-secret", csrf=False).status_code == 400
+    assert desk.post(f"/admin/webhooks/{endpoint.id}/rotate-secret").status_code == 403
+    assert manager.post("/admin/webhooks/999999/rotate-secret").status_code == 404
+    db.session.refresh(endpoint)
+    assert endpoint.secret == old
+
+    rotated = manager.post(f"/admin/webhooks/{endpoint.id}/rotate-secret")
+    assert rotated.status_code == 200
+    db.session.refresh(endpoint)
+    new = endpoint.secret
+    assert new != old and len(new) == 64
+    assert new in rotated.get_data(as_text=True) and old not in rotated.get_data(as_text=True)
+    assert new not in manager.get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "webhook.secret_rotated"))
+    assert event.staff_id is not None and event.details["endpoint_id"] == endpoint.id
+    assert old not in str(event.details) and new not in str(event.details)
+
+    receiver.secret = new
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().delivered == 1
+    assert len(receiver.processed) == 1  # verified with the new secret

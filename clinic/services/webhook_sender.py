@@ -55,6 +55,22 @@ RESPONSE_READ_LIMIT = 64 * 1024  # what is read of a receiver's answer (and then
 USER_AGENT = "clinic-referral-portal-webhooks/1"
 
 
+def redacted_url(url: str) -> str:
+    """The address as it may be shown or logged: ``http://host:port/path?…``.
+
+    SMS gateways often take their API key in the query string (``?apikey=…``), and a user name and
+    password may sit before the host: both are replaced by "…", wherever the address appears outside
+    the endpoint's row (lists, logs, the audit log).
+    """
+    try:
+        parts = urlsplit(url or "")
+    except ValueError:
+        return "…"
+    _userinfo, at, host = parts.netloc.rpartition("@")
+    shown = f"{parts.scheme}://{'…@' if at else ''}{host}{parts.path}" if parts.scheme else parts.path
+    return shown + ("?…" if parts.query else "") + ("#…" if parts.fragment else "")
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The signature receivers check: hex HMAC-SHA256 with the endpoint's secret over ``timestamp.body``."""
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
@@ -381,7 +397,7 @@ def deliver_due(now: datetime | None = None, *, limit: int = 100) -> DeliveryRep
             report.failed += 1
         else:
             report.retrying += 1
-        report.problems.append(f"delivery {claim.delivery_id} to {claim.url}: {outcome.error}")
+        report.problems.append(f"delivery {claim.delivery_id} to {redacted_url(claim.url)}: {outcome.error}")
     return report
 
 

@@ -123,14 +123,30 @@ class EndpointRules:
 
 
 def register_endpoint(rules: EndpointRules, actor: Actor) -> WebhookEndpoint:
-    """Add an endpoint with a new random secret (shown to the manager, who gives it to the receiver)."""
+    """Add an endpoint with a new random secret (shown to the manager once, who gives it to the receiver)."""
     with atomic():
         endpoint = WebhookEndpoint(url=rules.url, events=list(rules.events), description=rules.description,
                                    secret=secrets.token_hex(32), enabled=True, created_by_id=actor.staff_id,
                                    created_at=utcnow())
         db.session.add(endpoint)
         db.session.flush()
-        audit.record("webhook.created", actor, endpoint_id=endpoint.id, url=endpoint.url, events=list(rules.events))
+        audit.record("webhook.created", actor, endpoint_id=endpoint.id, url=webhook_sender.redacted_url(endpoint.url),
+                     events=list(rules.events))
+    return endpoint
+
+
+def rotate_secret(endpoint_id: int, actor: Actor) -> WebhookEndpoint:
+    """Give the endpoint a new random secret, shown to the manager once; the old one signs nothing more.
+
+    The secret is shown only when it is made, so this is the way out when the receiver lost it or it
+    may have leaked. A delivery being posted at this moment still carries the old signature; every
+    later attempt, retries included, carries the new one.
+    """
+    with atomic():
+        endpoint = get_endpoint(endpoint_id)
+        endpoint.secret = secrets.token_hex(32)
+        audit.record("webhook.secret_rotated", actor, endpoint_id=endpoint.id,
+                     url=webhook_sender.redacted_url(endpoint.url))
     return endpoint
 
 
@@ -148,7 +164,7 @@ def set_enabled(endpoint_id: int, enabled: bool, actor: Actor) -> WebhookEndpoin
         if endpoint.enabled != enabled:
             endpoint.enabled = enabled
             audit.record("webhook.enabled" if enabled else "webhook.disabled", actor, endpoint_id=endpoint.id,
-                         url=endpoint.url)
+                         url=webhook_sender.redacted_url(endpoint.url))
             if enabled:
                 db.session.info[_SEND_AFTER_COMMIT] = True  # what waited may go now
     return endpoint
@@ -159,7 +175,7 @@ def delete_endpoint(endpoint_id: int, actor: Actor) -> None:
     with atomic():
         endpoint = get_endpoint(endpoint_id)
         db.session.execute(delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id))
-        audit.record("webhook.deleted", actor, endpoint_id=endpoint.id, url=endpoint.url)
+        audit.record("webhook.deleted", actor, endpoint_id=endpoint.id, url=webhook_sender.redacted_url(endpoint.url))
         db.session.delete(endpoint)
 
 

@@ -23,6 +23,7 @@ from clinic.services.money import format_money
 from clinic.services.privacy import mask_name, mask_phone
 from clinic.services.qr import qr_svg
 from clinic.services.urls import invite_url, progress_url, voucher_url
+from clinic.services.webhook_sender import redacted_url
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -141,6 +142,7 @@ AUDIT_LABELS = {
     "webhook.disabled": _l("Webhook endpoint disabled"),
     "webhook.deleted": _l("Webhook endpoint deleted"),
     "webhook.resent": _l("Webhook delivery resent"),
+    "webhook.secret_rotated": _l("Webhook signing secret replaced"),
     "webhook.cancelled": _l("Message to a patient cancelled, not sent"),
 }
 
@@ -191,6 +193,8 @@ def audit_details(event) -> str:
             if not value:
                 continue  # a service voucher has no amount
             value = format_money(int(value), currency, current_language())
+        elif key == "url" and isinstance(value, str):
+            value = redacted_url(value)  # events written before addresses were redacted kept their keys
         elif key == "changes" and isinstance(value, dict):
             value = ", ".join(f"{_detail_label(field)} {old!r} → {new!r}" for field, (old, new) in value.items())
         parts.append(f"{_detail_label(key)}: {value}")
@@ -251,6 +255,7 @@ def init_app(app: Flask) -> None:
         clinic_day=local_date,
         local_date=local_date,
         last_clinic_day=last_clinic_day,
+        redacted_url=redacted_url,
     )
     app.jinja_env.globals.update(qr_svg=qr_svg, csrf_token=generate_csrf, new_form_key=lambda: secrets.token_urlsafe(24),
                                   invite_url=invite_url, progress_url=progress_url, voucher_url=voucher_url,
