@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -858,6 +859,46 @@ def test_a_withdrawal_while_the_message_is_being_posted_leaves_an_honest_record(
     webhook_sender.record(claim, webhook_sender.Outcome(False, 503, "HTTP 503"), now, max_attempts=8,
                           base_seconds=30, max_seconds=3600)
     assert [d.status for d in deliveries()] == ["delivered", "cancelled"]
+
+
+def test_a_withdrawal_while_a_sender_checks_the_message_neither_deadlocks_nor_lets_it_go(hooks, receiver, referrer,
+                                                                                        actor, backend, monkeypatch):
+    """The sender holds the delivery's row and then waits for the patient's; the withdrawal holds the patient's
+    row, so it must not wait for the delivery's: PostgreSQL would abort one of the two as a deadlock."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time: the withdrawal waits for the whole claim")
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    db.session.rollback()
+    checking, errors, reports = threading.Event(), [], []
+    real = notifications.withheld_because
+
+    def slow(payload, patient=None):
+        if patient is None:  # the sender's check, with the delivery's row locked
+            checking.set()
+            time.sleep(1)  # the withdrawal takes the patient's row meanwhile
+        return real(payload, patient)
+
+    monkeypatch.setattr(notifications, "withheld_because", slow)
+
+    def sender():
+        with hooks.app_context():
+            try:
+                reports.append(webhook_sender.deliver_due())
+            except Exception as problem:  # noqa: BLE001 - reported below
+                errors.append(problem)
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    assert checking.wait(30)
+    withdraw(referrer.id)
+    thread.join(60)
+    assert not errors
+    assert reports[0].cancelled == 1 and receiver.requests == []
+    assert delivery_of("notification.requested").cancel_reason == "no_consent"
 
 
 def test_resending_a_message_the_patient_no_longer_agrees_to_is_refused(hooks, receiver, referrer, actor, manager):

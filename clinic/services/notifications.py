@@ -200,14 +200,17 @@ def withheld_because(payload: dict, patient: Patient | None = None) -> str | Non
 def _cancel_withheld_messages(patient: Patient) -> list[int]:
     """Cancel the patient's waiting messages that may no longer go out, in the current transaction.
 
-    Returns the deliveries cancelled. A delivery a sender is posting at this very moment cannot be
-    called back: if the gateway accepts it, the sender records it as delivered, which it then was.
+    Returns the deliveries cancelled. One a sender holds at this moment (PostgreSQL) is skipped, not
+    waited for — the sender waits for this patient's row before it checks, and the two waiting for each
+    other would deadlock: the sender's check, after this commits, sees the withdrawal and cancels it.
+    A message already being posted cannot be called back: if the gateway accepts it, the sender
+    records it as delivered, which it then was.
     """
     waiting = db.session.execute(
         select(WebhookDelivery.id, OutboxEvent.payload).join(OutboxEvent, WebhookDelivery.event_id == OutboxEvent.id)
         .where(WebhookDelivery.status == DeliveryStatus.PENDING.value, OutboxEvent.event_type == EVENT,
                OutboxEvent.payload[("to", "patient_id")].as_integer() == patient.id)
-        .order_by(WebhookDelivery.id)).all()
+        .order_by(WebhookDelivery.id).with_for_update(skip_locked=True, of=WebhookDelivery)).all()
     cancelled = []
     for delivery_id, payload in waiting:
         reason = withheld_because(payload, patient)
