@@ -550,7 +550,7 @@ ROUTES: dict[str, Route] = {
 INPUTLESS = {"auth.logout", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",
              "referrals.visit", "cards.retry", "admin.disable_staff", "admin.enable_staff",
              "admin.end_staff_sessions", "webhooks.enable", "webhooks.disable", "webhooks.delete",
-             "webhooks.resend", "api_tokens.revoke"}
+             "webhooks.resend", "webhooks.rotate_secret", "api_tokens.revoke"}
 
 
 def post_endpoints(app) -> set[str]:

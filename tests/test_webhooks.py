@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,7 +30,7 @@ from clinic.extensions import db
 from clinic.models import (AuditEvent, NotificationTemplate, OutboxEvent, Patient, Tier, WebhookDelivery,
                            WebhookEndpoint)
 from clinic.models._time import utcnow
-from clinic.services import jobs, milestones, notifications, redemption, vouchers, webhook_sender, webhooks
+from clinic.services import audit, jobs, milestones, notifications, redemption, vouchers, webhook_sender, webhooks
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import counts, friend
@@ -657,14 +658,16 @@ def test_the_desk_redemption_form_still_works_without_the_message_fields(desk, r
     assert (friend_row.preferred_channel, friend_row.notification_consent) == ("none", False)
 
 
-def test_a_manager_adds_an_endpoint_and_sees_its_secret(hooks, manager, receiver):
+def test_a_manager_adds_an_endpoint_and_sees_its_secret_once(hooks, manager, receiver):
     response = manager.post("/admin/webhooks", {"url": receiver.url, "description": "HIS",
                                                 "events": ["voucher.issued", "tier.reached"]})
-    assert response.status_code == 303
+    assert response.status_code == 201
     endpoint = db.session.scalar(select(WebhookEndpoint))
     assert endpoint.events == ["voucher.issued", "tier.reached"] and len(endpoint.secret) == 64
-    page = manager.get(response.headers["Location"]).get_data(as_text=True)
-    assert endpoint.secret in page and "X-Clinic-Signature" in page
+    page = response.get_data(as_text=True)
+    assert endpoint.secret in page and "shown only this once" in page and "X-Clinic-Signature" in page
+    again = manager.get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
+    assert endpoint.secret not in again and "X-Clinic-Signature" in again and "Make a new secret" in again
 
     hooks.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
     before = counts()
@@ -733,3 +736,294 @@ def test_old_finished_deliveries_and_their_events_are_pruned_and_pending_ones_st
     again = hooks.test_cli_runner().invoke(args=["prune-webhooks", "--days", "90"])
     assert "Deleted 0 finished deliveries and 0 events" in again.output
     assert hooks.test_cli_runner().invoke(args=["prune-webhooks", "--days", "0"]).exit_code != 0
+
+
+def withdraw(patient_id: int) -> None:
+    notifications.set_preferences(patient_id, "none", "zh_CN", False, Actor())
+
+
+def delivery_of(event_type: str) -> WebhookDelivery:
+    [delivery] = [d for d in deliveries() if d.event.event_type == event_type]
+    return delivery
+
+
+def point_at(endpoint_id: int, receiver: Receiver) -> None:
+    """The gateway is back (on another port): the endpoint's address now reaches it."""
+    with atomic():
+        endpoint = db.session.get(WebhookEndpoint, endpoint_id)
+        endpoint.url = receiver.url
+        receiver.secret = endpoint.secret
+
+
+def test_withdrawing_consent_cancels_the_messages_waiting_for_a_gateway_that_was_down(hooks, referrer, desk,
+                                                                                       manager, actor):
+    """The reviewer's case: the SMS gateway is down, the patient withdraws, the gateway comes back: no SMS."""
+    closed = Receiver()
+    endpoint = register(closed, ["notification.requested", "referral.redeemed"])
+    closed.close()
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().retrying == 2
+    waiting = delivery_of("notification.requested")
+    assert waiting.status == "pending" and waiting.last_error == "connection refused"
+
+    response = desk.post(f"/patients/{referrer.id}/notifications", {"preferred_channel": "none",
+                                                                    "preferred_language": "zh_CN"})
+    assert response.status_code == 303
+    cancelled = delivery_of("notification.requested")
+    assert (cancelled.status, cancelled.cancel_reason) == ("cancelled", "no_consent")
+    assert cancelled.cancelled_at is not None
+    assert delivery_of("referral.redeemed").status == "pending"  # not a message: it still goes
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "patient.notification_consent")
+                              .order_by(AuditEvent.id.desc()))
+    assert event.patient_id == referrer.id and event.details["cancelled_messages"] == [cancelled.id]
+
+    gateway = Receiver()
+    try:
+        point_at(endpoint.id, gateway)
+        assert webhook_sender.deliver_due(utcnow() + timedelta(minutes=1)).describe() == (
+            "Delivered 1, will retry 0, gave up on 0.")
+        assert [event["type"] for event in gateway.events()] == ["referral.redeemed"]
+    finally:
+        gateway.close()
+    assert delivery_of("notification.requested").status == "cancelled"
+
+    for page in (manager.get("/admin/webhooks"), manager.get(f"/admin/webhooks/{endpoint.id}?status=cancelled")):
+        text = page.get_data(as_text=True)
+        assert "cancelled" in text and "the patient no longer agrees to messages by this channel" in text
+    assert f"/admin/webhooks/deliveries/{cancelled.id}/resend" in text  # listed under "cancelled"
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"notification_consent": False}, "no_consent"),
+    ({"preferred_channel": "wechat"}, "no_consent"),
+    ({"phone": "13899998888"}, "phone_changed"),
+])
+def test_a_message_goes_only_if_the_patient_still_agrees_when_it_is_sent(hooks, receiver, referrer, actor, change,
+                                                                          reason):
+    """Checked by the sender itself, whatever changed the patient (an older version, another tool, the database)."""
+    register(receiver, ["notification.requested", "referral.redeemed"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    with atomic():
+        db.session.execute(update(Patient).where(Patient.id == referrer.id).values(**change))
+
+    report = webhook_sender.deliver_due()
+    assert (report.delivered, report.cancelled, report.attempts) == (1, 1, 1)
+    assert "Cancelled 1 message(s)" in report.describe()
+    assert [event["type"] for event in receiver.events()] == ["referral.redeemed"]
+    cancelled = delivery_of("notification.requested")
+    assert (cancelled.status, cancelled.cancel_reason, cancelled.attempts) == ("cancelled", reason, 0)
+    audited = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "webhook.cancelled"))
+    assert (audited.patient_id, audited.reason, audited.details["delivery_id"]) == (referrer.id, reason, cancelled.id)
+    assert webhook_sender.deliver_due(utcnow() + timedelta(days=1)).attempts == 0
+
+
+def test_a_message_still_agreed_to_is_sent_after_the_gateway_comes_back(hooks, referrer, actor):
+    closed = Receiver()
+    endpoint = register(closed, ["notification.requested"])
+    closed.close()
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().retrying == 1
+    consenting(referrer.id, language="en")  # another language: still the same consent, channel and phone
+    gateway = Receiver()
+    try:
+        point_at(endpoint.id, gateway)
+        assert webhook_sender.deliver_due(utcnow() + timedelta(minutes=1)).delivered == 1
+        assert gateway.events()[0]["data"]["to"]["phone"] == "13811112222"
+    finally:
+        gateway.close()
+
+
+def test_a_withdrawal_while_the_message_is_being_posted_leaves_an_honest_record(hooks, receiver, referrer, actor):
+    """A message already handed to the gateway cannot be called back: accepted, it is recorded as delivered."""
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    now = utcnow()
+    claim = webhook_sender.claim_next(now)
+    withdraw(referrer.id)
+    assert delivery_of("notification.requested").status == "cancelled"
+    webhook_sender.record(claim, webhook_sender.Outcome(True, 200), now, max_attempts=8, base_seconds=30,
+                          max_seconds=3600)
+    delivery = delivery_of("notification.requested")
+    assert (delivery.status, delivery.cancel_reason) == ("delivered", None)
+
+    # Refused by the gateway instead, it stays cancelled: no retry.
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend("Li Lei", "13900001234"), actor)
+    now = utcnow()
+    claim = webhook_sender.claim_next(now)
+    withdraw(referrer.id)
+    webhook_sender.record(claim, webhook_sender.Outcome(False, 503, "HTTP 503"), now, max_attempts=8,
+                          base_seconds=30, max_seconds=3600)
+    assert [d.status for d in deliveries()] == ["delivered", "cancelled"]
+
+
+def test_a_withdrawal_while_a_sender_checks_the_message_neither_deadlocks_nor_lets_it_go(hooks, receiver, referrer,
+                                                                                        actor, backend, monkeypatch):
+    """The sender holds the delivery's row and then waits for the patient's; the withdrawal holds the patient's
+    row, so it must not wait for the delivery's: PostgreSQL would abort one of the two as a deadlock."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time: the withdrawal waits for the whole claim")
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    db.session.rollback()
+    checking, errors, reports = threading.Event(), [], []
+    real = notifications.withheld_because
+
+    def slow(payload, patient=None):
+        if patient is None:  # the sender's check, with the delivery's row locked
+            checking.set()
+            time.sleep(1)  # the withdrawal takes the patient's row meanwhile
+        return real(payload, patient)
+
+    monkeypatch.setattr(notifications, "withheld_because", slow)
+
+    def sender():
+        with hooks.app_context():
+            try:
+                reports.append(webhook_sender.deliver_due())
+            except Exception as problem:  # noqa: BLE001 - reported below
+                errors.append(problem)
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    assert checking.wait(30)
+    withdraw(referrer.id)
+    thread.join(60)
+    assert not errors
+    assert reports[0].cancelled == 1 and receiver.requests == []
+    assert delivery_of("notification.requested").cancel_reason == "no_consent"
+
+
+def test_resending_a_message_the_patient_no_longer_agrees_to_is_refused(hooks, receiver, referrer, actor, manager):
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().delivered == 1
+    delivered = delivery_of("notification.requested")
+    withdraw(referrer.id)
+
+    refused = manager.post(f"/admin/webhooks/deliveries/{delivered.id}/resend")
+    assert refused.status_code == 409
+    assert "cannot be sent again: the patient no longer agrees" in refused.get_data(as_text=True)
+    assert delivery_of("notification.requested").status == "delivered"
+    assert webhook_sender.deliver_due().attempts == 0 and len(receiver.requests) == 1
+    assert not db.session.scalar(select(func.count()).select_from(AuditEvent)
+                                 .where(AuditEvent.action == "webhook.resent"))
+    with pytest.raises(Refused) as phone_changed:
+        with atomic():
+            db.session.execute(update(Patient).where(Patient.id == referrer.id)
+                               .values(notification_consent=True, preferred_channel="sms", phone="13899998888"))
+        webhooks.resend(delivered.id, Actor())
+    assert phone_changed.value.reason == "phone_changed" and phone_changed.value.status == 409
+
+    # Agreed again, same channel and number: the manager may send it again.
+    with atomic():
+        db.session.execute(update(Patient).where(Patient.id == referrer.id).values(phone="13811112222"))
+    assert manager.post(f"/admin/webhooks/deliveries/{delivered.id}/resend").status_code == 303
+    assert webhook_sender.deliver_due().delivered == 1 and len(receiver.requests) == 2
+
+
+def test_a_cancelled_message_may_be_resent_once_the_patient_agrees_again(hooks, receiver, referrer, actor, manager):
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    withdraw(referrer.id)
+    cancelled = delivery_of("notification.requested")
+    assert cancelled.status == "cancelled"
+    assert manager.post(f"/admin/webhooks/deliveries/{cancelled.id}/resend").status_code == 409
+    consenting(referrer.id)
+    assert manager.post(f"/admin/webhooks/deliveries/{cancelled.id}/resend").status_code == 303
+    assert (delivery_of("notification.requested").status, delivery_of("notification.requested").cancel_reason) == (
+        "pending", None)
+    assert webhook_sender.deliver_due().delivered == 1 and len(receiver.processed) == 1
+
+
+GATEWAY_KEY = "SECRETKEY123"
+
+
+def test_a_key_in_the_receivers_address_stays_out_of_logs_audit_and_pages(hooks, manager, manager_user, referrer,
+                                                                           actor, caplog):
+    """SMS gateways take their key in the query string: it is sent to them, and shown or logged nowhere."""
+    closed = Receiver()
+    keyed = closed.url.split("?")[0] + f"?apikey={GATEWAY_KEY}"
+    endpoint = webhooks.register_endpoint(webhooks.EndpointRules.from_form(url=keyed, events=["referral.redeemed"]),
+                                          Actor(staff_id=manager_user.id))
+    closed.close()
+    assert endpoint.url == keyed  # the sender needs it
+    shown = keyed.split("?")[0] + "?…"
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+
+    with caplog.at_level("WARNING", logger="clinic.services.webhook_sender"):
+        webhook_sender.send_due_webhooks()
+    assert "connection refused" in caplog.text and shown in caplog.text and GATEWAY_KEY not in caplog.text
+    output = hooks.test_cli_runner().invoke(args=["deliver-webhooks", "--once"]).output
+    assert "will retry" in output and GATEWAY_KEY not in output
+
+    assert manager.post(f"/admin/webhooks/{endpoint.id}/disable").status_code == 303
+    assert manager.post(f"/admin/webhooks/{endpoint.id}/rotate-secret").status_code == 200
+    details = db.session.scalars(select(AuditEvent.details).where(AuditEvent.action.like("webhook.%"))).all()
+    assert len(details) == 3 and all(detail["url"] == shown for detail in details)
+    added = manager.post("/admin/webhooks", {"url": keyed, "events": ["referral.redeemed"]}).get_data(as_text=True)
+    assert shown in added and GATEWAY_KEY not in added
+    with atomic():  # an event written before addresses were redacted
+        audit.record("webhook.created", Actor(), endpoint_id=endpoint.id, url=keyed)
+    for page in ("/admin/webhooks", f"/admin/webhooks/{endpoint.id}", "/admin/audit"):
+        text = manager.get(page).get_data(as_text=True)
+        assert GATEWAY_KEY not in text and shown in text, page
+
+    gateway = Receiver()
+    try:
+        with atomic():
+            db.session.get(WebhookEndpoint, endpoint.id).url = gateway.url.split("?")[0] + f"?apikey={GATEWAY_KEY}"
+        assert manager.post(f"/admin/webhooks/{endpoint.id}/enable").status_code == 303
+        assert webhook_sender.deliver_due(utcnow() + timedelta(hours=1)).delivered == 1
+        assert gateway.requests[0]["path"].endswith(f"?apikey={GATEWAY_KEY}")  # the receiver still gets its key
+    finally:
+        gateway.close()
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://gw.example.com/sms?apikey=K&to=x", "https://gw.example.com/sms?…"),
+    ("https://user:pass@gw.example.com:8443/hook", "https://…@gw.example.com:8443/hook"),
+    ("https://gw.example.com/hook#key", "https://gw.example.com/hook#…"),
+    ("https://gw.example.com/hook", "https://gw.example.com/hook"),
+    ("http://[::1/hook?k=1", "…"),
+])
+def test_addresses_are_shown_without_their_query_string_or_user_name(url, shown):
+    assert webhook_sender.redacted_url(url) == shown
+
+
+def test_a_manager_makes_a_new_secret_and_sees_it_once(hooks, manager, desk, receiver, referrer, actor):
+    endpoint = register(receiver, ["referral.redeemed"])
+    old = endpoint.secret
+    page = manager.get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
+    assert old not in page and f"/admin/webhooks/{endpoint.id}/rotate-secret" in page
+
+    assert manager.post(f"/admin/webhooks/{endpoint.id}/rotate-secret", csrf=False).status_code == 400
+    assert desk.post(f"/admin/webhooks/{endpoint.id}/rotate-secret").status_code == 403
+    assert manager.post("/admin/webhooks/999999/rotate-secret").status_code == 404
+    db.session.refresh(endpoint)
+    assert endpoint.secret == old
+
+    rotated = manager.post(f"/admin/webhooks/{endpoint.id}/rotate-secret")
+    assert rotated.status_code == 200
+    db.session.refresh(endpoint)
+    new = endpoint.secret
+    assert new != old and len(new) == 64
+    assert new in rotated.get_data(as_text=True) and old not in rotated.get_data(as_text=True)
+    assert new not in manager.get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "webhook.secret_rotated"))
+    assert event.staff_id is not None and event.details["endpoint_id"] == endpoint.id
+    assert old not in str(event.details) and new not in str(event.details)
+
+    receiver.secret = new
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().delivered == 1
+    assert len(receiver.processed) == 1  # verified with the new secret

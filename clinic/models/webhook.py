@@ -24,6 +24,7 @@ class DeliveryStatus(str, Enum):
     PENDING = "pending"      # waiting for its next attempt (the first, or a retry after a failure)
     DELIVERED = "delivered"  # the receiver answered 2xx
     FAILED = "failed"        # every attempt failed; a manager may resend it
+    CANCELLED = "cancelled"  # not sent, and not to be: ``cancel_reason`` says why (a patient withdrew consent)
 
 
 class WebhookEndpoint(db.Model):
@@ -65,7 +66,7 @@ class WebhookDelivery(db.Model):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_id_endpoint_id"),
-        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_known"),
+        CheckConstraint("status IN ('pending', 'delivered', 'failed', 'cancelled')", name="status_known"),
         Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     )
 
@@ -79,6 +80,10 @@ class WebhookDelivery(db.Model):
     last_status_code: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(String(200))
     delivered_at: Mapped[datetime | None]
+    # A key of clinic.services.notifications.CANCEL_REASONS, kept apart from last_error (the receiver's answer)
+    # so that the manager reads it in their own language.
+    cancel_reason: Mapped[str | None] = mapped_column(String(32))
+    cancelled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     event = relationship("OutboxEvent")

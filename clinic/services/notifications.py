@@ -3,7 +3,9 @@
 The portal sends no SMS itself: it emits a ``notification.requested`` event carrying the channel,
 the language, the phone number and the finished text, and the clinic's SMS or WeChat gateway
 (subscribed as a webhook endpoint) sends it. No message without consent: a patient who has not
-agreed, has no channel or no phone gets no event at all.
+agreed, has no channel or no phone gets no event at all; and since a message may wait (a gateway that
+is down), consent is checked again when it is sent — one the patient no longer agrees to is cancelled,
+not sent (:func:`withheld_because`). Withdrawing consent cancels the patient's waiting messages at once.
 
 The wording lives here as built-in texts per language; a manager may replace any of them on the
 Notifications page (a row in ``notification_templates``; emptying the field restores the built-in
@@ -22,14 +24,16 @@ from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
 from clinic.i18n import format_day
-from clinic.models import NotificationTemplate, Patient, Referral, Tier, Voucher
+from clinic.models import (DeliveryStatus, NotificationTemplate, OutboxEvent, Patient, Referral, Tier, Voucher,
+                           WebhookDelivery)
 from clinic.models._time import utcnow
 from clinic.models.patient import NOTIFICATION_LANGUAGES
-from clinic.services import audit, webhooks
+from clinic.services import audit, webhook_sender, webhooks
 from clinic.services.clinic_settings import current_clinic, last_day_before
 from clinic.services.errors import Refused
 from clinic.services.money import format_money
-from clinic.services.patients import FieldErrors, check_channel, check_fields, check_language, consent_problem
+from clinic.services.patients import (FieldErrors, check_channel, check_fields, check_language, consent_problem,
+                                      normalize_phone)
 from clinic.services.privacy import mask_name
 from clinic.services.text import clean_text
 from clinic.services.transaction import Actor, atomic
@@ -56,6 +60,18 @@ DEFAULT_TEXTS = {
                             "Thank you for recommending us!",
 }
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# Why a waiting message was cancelled (WebhookDelivery.cancel_reason), for the manager's list of deliveries.
+CANCEL_REASONS = {
+    "no_consent": _l("Not sent: the patient no longer agrees to messages by this channel."),
+    "phone_changed": _l("Not sent: the patient's phone number changed after the message was written."),
+}
+# The same reasons, when a manager asks to send such a message again.
+RESEND_REFUSALS = {
+    "no_consent": _l("This message cannot be sent again: the patient no longer agrees to messages by this "
+                     "channel."),
+    "phone_changed": _l("This message cannot be sent again: it was written for a phone number the patient no "
+                        "longer has."),
+}
 
 
 def field_name(kind: str, language: str) -> str:
@@ -150,10 +166,68 @@ def set_preferences(patient_id: int, channel: str | None, language: str | None, 
         elif not consent:
             patient.notification_consent_at = None
         patient.notification_consent = consent
-        if before != (patient.preferred_channel, patient.preferred_language, consent):
+        cancelled = _cancel_withheld_messages(patient)
+        if before != (patient.preferred_channel, patient.preferred_language, consent) or cancelled:
             audit.record("patient.notification_consent", actor, patient_id=patient.id, consent=consent,
-                         channel=patient.preferred_channel, language=patient.preferred_language)
+                         channel=patient.preferred_channel, language=patient.preferred_language,
+                         cancelled_messages=cancelled or None)
     return patient
+
+
+def withheld_because(payload: dict, patient: Patient | None = None) -> str | None:
+    """Why a waiting message may not go out now (a key of :data:`CANCEL_REASONS`), or None while it may.
+
+    A message waits when the gateway is down, and a manager may resend an old one: what the patient
+    agreed to *when it is sent* decides, not what they had agreed to when it was written. So it goes
+    only while the patient still consents, by the same channel, and still has the phone it is
+    addressed to. A changed number cancels the message rather than redirecting it: the old number may
+    belong to someone else by now, and the event is the signed record of what was asked, the same
+    bytes on every attempt — the patient's next message goes to the new number with their consent then.
+
+    ``patient`` is the patient as the current transaction changed them; without it, their row is read
+    FOR SHARE (on PostgreSQL), so that a withdrawal being saved at this moment is waited for, not missed.
+    """
+    to = payload.get("to") or {}
+    if patient is None:
+        patient = db.session.scalar(select(Patient).where(Patient.id == to.get("patient_id"))
+                                    .with_for_update(read=True).execution_options(populate_existing=True))
+    if patient is None or not may_message(patient) or patient.preferred_channel != payload.get("channel"):
+        return "no_consent"
+    if not _same_number(to.get("phone"), patient.phone):
+        return "phone_changed"
+    return None
+
+
+def _same_number(in_message: str | None, now: str | None) -> bool:
+    """Also a message written before migration 7e2a4c6b9d13 stored the patient's phone in one spelling (+86…)."""
+    if in_message == now:
+        return True
+    try:
+        return normalize_phone(in_message) == now
+    except ValueError:
+        return False
+
+
+def _cancel_withheld_messages(patient: Patient) -> list[int]:
+    """Cancel the patient's waiting messages that may no longer go out, in the current transaction.
+
+    Returns the deliveries cancelled. One a sender holds at this moment (PostgreSQL) is skipped, not
+    waited for — the sender waits for this patient's row before it checks, and the two waiting for each
+    other would deadlock: the sender's check, after this commits, sees the withdrawal and cancels it.
+    A message already being posted cannot be called back: if the gateway accepts it, the sender
+    records it as delivered, which it then was.
+    """
+    waiting = db.session.execute(
+        select(WebhookDelivery.id, OutboxEvent.payload).join(OutboxEvent, WebhookDelivery.event_id == OutboxEvent.id)
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING.value, OutboxEvent.event_type == EVENT,
+               OutboxEvent.payload[("to", "patient_id")].as_integer() == patient.id)
+        .order_by(WebhookDelivery.id).with_for_update(skip_locked=True, of=WebhookDelivery)).all()
+    cancelled = []
+    for delivery_id, payload in waiting:
+        reason = withheld_because(payload, patient)
+        if reason and webhook_sender.cancel(delivery_id, reason, utcnow()):
+            cancelled.append(delivery_id)
+    return cancelled
 
 
 def may_message(patient: Patient) -> bool:

@@ -1,6 +1,6 @@
 """Forgetting old webhook deliveries, so the outbox does not grow for ever (`flask prune-webhooks`).
 
-Only finished deliveries go (delivered, or failed after every retry); a pending one keeps its event,
+Only finished deliveries go (delivered, failed after every retry, or cancelled); a pending one keeps its event,
 however old. An event goes once it is past the cut-off and no delivery refers to it any more. The
 audit log keeps its own record of what happened to vouchers: deliveries are only the transport.
 """
@@ -18,7 +18,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.transaction import Actor, atomic
 
-FINISHED = (DeliveryStatus.DELIVERED.value, DeliveryStatus.FAILED.value)
+FINISHED = (DeliveryStatus.DELIVERED.value, DeliveryStatus.FAILED.value, DeliveryStatus.CANCELLED.value)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ network is used:
 1. **claim** — one transaction picks a due delivery (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
    that senders on several hosts take different rows; SQLite's single writer serialises them) and
    moves its ``next_attempt_at`` forward by a lease with a conditional UPDATE. A second sender's
-   UPDATE then matches nothing, so no two senders post the same delivery at once;
+   UPDATE then matches nothing, so no two senders post the same delivery at once. A message for a
+   patient (``notification.requested``) who no longer agrees to it is cancelled here instead;
 2. **post** — outside any transaction: the host is resolved and every address checked (loopback,
    private, link-local… are refused unless ``WEBHOOK_ALLOW_PRIVATE_NETWORKS``), then the request goes
    to the address that was checked, so a DNS answer that changes in between cannot redirect it.
@@ -41,9 +42,9 @@ from sqlalchemy import exists, select, update
 from clinic.extensions import db
 from clinic.models import DeliveryStatus, OutboxEvent, WebhookDelivery, WebhookEndpoint
 from clinic.models._time import utcnow
-from clinic.services import jobs
+from clinic.services import audit, jobs
 from clinic.services.errors import Refused
-from clinic.services.transaction import atomic
+from clinic.services.transaction import Actor, atomic
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,22 @@ URL_MAX = 500
 CLAIM_LEASE = timedelta(minutes=2)
 RESPONSE_READ_LIMIT = 64 * 1024  # what is read of a receiver's answer (and then thrown away)
 USER_AGENT = "clinic-referral-portal-webhooks/1"
+
+
+def redacted_url(url: str) -> str:
+    """The address as it may be shown or logged: ``http://host:port/path?…``.
+
+    SMS gateways often take their API key in the query string (``?apikey=…``), and a user name and
+    password may sit before the host: both are replaced by "…", wherever the address appears outside
+    the endpoint's row (lists, logs, the audit log).
+    """
+    try:
+        parts = urlsplit(url or "")
+    except ValueError:
+        return "…"
+    _userinfo, at, host = parts.netloc.rpartition("@")
+    shown = f"{parts.scheme}://{'…@' if at else ''}{host}{parts.path}" if parts.scheme else parts.path
+    return shown + ("?…" if parts.query else "") + ("#…" if parts.fragment else "")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -182,6 +199,14 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Cancelled:
+    """A due delivery that was cancelled instead of claimed: the message may no longer be sent."""
+
+    delivery_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     delivered: bool
     status_code: int | None = None
@@ -200,20 +225,43 @@ def _due(now: datetime):
             WebhookEndpoint.enabled.is_(True))
 
 
-def claim_next(now: datetime) -> Claim | None:
+def cancel(delivery_id: int, reason: str, now: datetime) -> bool:
+    """Mark a waiting delivery as never to be sent, in the current transaction; False if it no longer waits."""
+    return db.session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == DeliveryStatus.PENDING.value)
+        .values(status=DeliveryStatus.CANCELLED.value, cancel_reason=reason, cancelled_at=now)
+        .execution_options(synchronize_session=False)).rowcount == 1
+
+
+def claim_next(now: datetime) -> Claim | Cancelled | None:
     """Take the lease of the next due delivery (of an enabled endpoint), or None when nothing is due.
 
-    A plain read first, so that an idle sender never takes SQLite's write lock.
+    A plain read first, so that an idle sender never takes SQLite's write lock. A patient's message
+    is sent only if they still agree to it now: otherwise it is cancelled (and audited) in the same
+    transaction, and returned as :class:`Cancelled`.
     """
+    # notifications imports webhooks, which imports this module.
+    from clinic.services import notifications
+
     if not db.session.scalar(select(exists().where(WebhookDelivery.endpoint_id == WebhookEndpoint.id, *_due(now)))):
         db.session.rollback()
         return None
     with atomic():
-        candidates = db.session.scalars(
-            select(WebhookDelivery.id).join(WebhookEndpoint, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
+        candidates = db.session.execute(
+            select(WebhookDelivery.id, OutboxEvent.event_type, OutboxEvent.payload)
+            .join(WebhookEndpoint, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
+            .join(OutboxEvent, WebhookDelivery.event_id == OutboxEvent.id)
             .where(*_due(now)).order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(5)
             .with_for_update(skip_locked=True, of=WebhookDelivery)).all()
-        for delivery_id in candidates:
+        for delivery_id, event_type, payload in candidates:
+            withheld = notifications.withheld_because(payload) if event_type == notifications.EVENT else None
+            if withheld:
+                if cancel(delivery_id, withheld, now):
+                    audit.record("webhook.cancelled", Actor(), reason=withheld, delivery_id=delivery_id,
+                                 patient_id=(payload.get("to") or {}).get("patient_id"))
+                    return Cancelled(delivery_id, withheld)
+                continue
             claimed = db.session.execute(
                 update(WebhookDelivery)
                 .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == DeliveryStatus.PENDING.value,
@@ -281,11 +329,15 @@ def record(claim: Claim, outcome: Outcome, now: datetime, *, max_attempts: int, 
     """Write down an attempt's outcome; returns the delivery's status after it.
 
     Only the claim that is still current may write (same attempt number, still pending): a sender
-    whose lease ran out and was overtaken leaves the newer attempt's outcome alone.
+    whose lease ran out and was overtaken leaves the newer attempt's outcome alone. A message cancelled
+    while it was being posted (the patient withdrew consent at that moment) that the receiver accepted
+    is recorded as delivered, which it was.
     """
     values = {"last_status_code": outcome.status_code, "last_error": outcome.error}
+    writable = [DeliveryStatus.PENDING.value]
     if outcome.delivered:
-        values.update(status=DeliveryStatus.DELIVERED.value, delivered_at=now)
+        values.update(status=DeliveryStatus.DELIVERED.value, delivered_at=now, cancel_reason=None, cancelled_at=None)
+        writable.append(DeliveryStatus.CANCELLED.value)
     elif claim.attempt >= max_attempts:
         values.update(status=DeliveryStatus.FAILED.value)
     else:
@@ -295,7 +347,7 @@ def record(claim: Claim, outcome: Outcome, now: datetime, *, max_attempts: int, 
         db.session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == claim.delivery_id, WebhookDelivery.attempts == claim.attempt,
-                   WebhookDelivery.status == DeliveryStatus.PENDING.value)
+                   WebhookDelivery.status.in_(writable))
             .values(**values).execution_options(synchronize_session=False))
     return values.get("status", DeliveryStatus.PENDING.value)
 
@@ -305,6 +357,7 @@ class DeliveryReport:
     delivered: int = 0
     retrying: int = 0
     failed: int = 0
+    cancelled: int = 0  # not attempts: messages the patient no longer agrees to
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -312,7 +365,10 @@ class DeliveryReport:
         return self.delivered + self.retrying + self.failed
 
     def describe(self) -> str:
-        return f"Delivered {self.delivered}, will retry {self.retrying}, gave up on {self.failed}."
+        done = f"Delivered {self.delivered}, will retry {self.retrying}, gave up on {self.failed}."
+        if self.cancelled:
+            done += f" Cancelled {self.cancelled} message(s): the patient no longer agrees, or has another phone."
+        return done
 
 
 def deliver_due(now: datetime | None = None, *, limit: int = 100) -> DeliveryReport:
@@ -327,6 +383,9 @@ def deliver_due(now: datetime | None = None, *, limit: int = 100) -> DeliveryRep
         claim = claim_next(now)
         if claim is None:
             break
+        if isinstance(claim, Cancelled):
+            report.cancelled += 1
+            continue
         outcome = post(claim, allow_private=allow_private_networks(), timeout=config["WEBHOOK_TIMEOUT_SECONDS"])
         status = record(claim, outcome, now, max_attempts=config["WEBHOOK_MAX_ATTEMPTS"],
                         base_seconds=config["WEBHOOK_RETRY_BASE_SECONDS"],
@@ -338,7 +397,7 @@ def deliver_due(now: datetime | None = None, *, limit: int = 100) -> DeliveryRep
             report.failed += 1
         else:
             report.retrying += 1
-        report.problems.append(f"delivery {claim.delivery_id} to {claim.url}: {outcome.error}")
+        report.problems.append(f"delivery {claim.delivery_id} to {redacted_url(claim.url)}: {outcome.error}")
     return report
 
 

@@ -38,6 +38,7 @@ EVENT_TYPES = {
 }
 DESCRIPTION_MAX = 200
 RECENT_DELIVERIES = 50
+RESENDABLE = (DeliveryStatus.DELIVERED.value, DeliveryStatus.FAILED.value, DeliveryStatus.CANCELLED.value)
 
 _SEND_AFTER_COMMIT = "webhooks.send_after_commit"  # session.info: this transaction queued deliveries
 _INSERT_DELIVERIES = insert(WebhookDelivery.__table__)
@@ -122,14 +123,30 @@ class EndpointRules:
 
 
 def register_endpoint(rules: EndpointRules, actor: Actor) -> WebhookEndpoint:
-    """Add an endpoint with a new random secret (shown to the manager, who gives it to the receiver)."""
+    """Add an endpoint with a new random secret (shown to the manager once, who gives it to the receiver)."""
     with atomic():
         endpoint = WebhookEndpoint(url=rules.url, events=list(rules.events), description=rules.description,
                                    secret=secrets.token_hex(32), enabled=True, created_by_id=actor.staff_id,
                                    created_at=utcnow())
         db.session.add(endpoint)
         db.session.flush()
-        audit.record("webhook.created", actor, endpoint_id=endpoint.id, url=endpoint.url, events=list(rules.events))
+        audit.record("webhook.created", actor, endpoint_id=endpoint.id, url=webhook_sender.redacted_url(endpoint.url),
+                     events=list(rules.events))
+    return endpoint
+
+
+def rotate_secret(endpoint_id: int, actor: Actor) -> WebhookEndpoint:
+    """Give the endpoint a new random secret, shown to the manager once; the old one signs nothing more.
+
+    The secret is shown only when it is made, so this is the way out when the receiver lost it or it
+    may have leaked. A delivery being posted at this moment still carries the old signature; every
+    later attempt, retries included, carries the new one.
+    """
+    with atomic():
+        endpoint = get_endpoint(endpoint_id)
+        endpoint.secret = secrets.token_hex(32)
+        audit.record("webhook.secret_rotated", actor, endpoint_id=endpoint.id,
+                     url=webhook_sender.redacted_url(endpoint.url))
     return endpoint
 
 
@@ -147,7 +164,7 @@ def set_enabled(endpoint_id: int, enabled: bool, actor: Actor) -> WebhookEndpoin
         if endpoint.enabled != enabled:
             endpoint.enabled = enabled
             audit.record("webhook.enabled" if enabled else "webhook.disabled", actor, endpoint_id=endpoint.id,
-                         url=endpoint.url)
+                         url=webhook_sender.redacted_url(endpoint.url))
             if enabled:
                 db.session.info[_SEND_AFTER_COMMIT] = True  # what waited may go now
     return endpoint
@@ -158,7 +175,7 @@ def delete_endpoint(endpoint_id: int, actor: Actor) -> None:
     with atomic():
         endpoint = get_endpoint(endpoint_id)
         db.session.execute(delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id))
-        audit.record("webhook.deleted", actor, endpoint_id=endpoint.id, url=endpoint.url)
+        audit.record("webhook.deleted", actor, endpoint_id=endpoint.id, url=webhook_sender.redacted_url(endpoint.url))
         db.session.delete(endpoint)
 
 
@@ -193,18 +210,27 @@ def get_delivery(delivery_id: int) -> WebhookDelivery:
 
 
 def resend(delivery_id: int, actor: Actor) -> WebhookDelivery:
-    """Send a delivered or failed delivery once more, now (same delivery id: receivers may drop it as a repeat).
+    """Send a finished delivery once more, now (same delivery id: receivers may drop it as a repeat).
 
-    A pending delivery is already on its way, so it is refused rather than sent twice at once.
+    A pending delivery is already on its way, so it is refused rather than sent twice at once. A
+    patient's message is refused unless the patient agrees to it today (the sender checks again when
+    it sends); a cancelled one may go once they agree again, by the same channel at the same number.
     """
+    # notifications imports this module.
+    from clinic.services import notifications
+
     with atomic():
+        delivery = get_delivery(delivery_id)
+        if delivery.event.event_type == notifications.EVENT:
+            withheld = notifications.withheld_because(delivery.event.payload)
+            if withheld:
+                raise Refused(withheld, str(notifications.RESEND_REFUSALS[withheld]), status=409)
         changed = db.session.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery_id,
-                   WebhookDelivery.status.in_([DeliveryStatus.DELIVERED.value, DeliveryStatus.FAILED.value]))
-            .values(status=DeliveryStatus.PENDING.value, next_attempt_at=utcnow())
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status.in_(RESENDABLE))
+            .values(status=DeliveryStatus.PENDING.value, next_attempt_at=utcnow(), cancel_reason=None,
+                    cancelled_at=None)
             .execution_options(synchronize_session=False)).rowcount
-        delivery = get_delivery(delivery_id)
         db.session.refresh(delivery)
         if changed != 1:
             raise Refused("already_pending", _("This delivery is already waiting to be sent."), status=409)

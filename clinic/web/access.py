@@ -115,6 +115,7 @@ ACCESS: dict[str, Access] = {
     "webhooks.disable": Access.MANAGER,
     "webhooks.delete": Access.MANAGER,
     "webhooks.resend": Access.MANAGER,
+    "webhooks.rotate_secret": Access.MANAGER,
     "webhooks.notifications_page": Access.MANAGER,
     "api_tokens.index": Access.MANAGER,
     "api_tokens.create": Access.MANAGER,

@@ -23,6 +23,7 @@ from clinic.services.money import format_money
 from clinic.services.privacy import mask_name, mask_phone
 from clinic.services.qr import qr_svg
 from clinic.services.urls import invite_url, progress_url, voucher_url
+from clinic.services.webhook_sender import redacted_url
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -145,6 +146,8 @@ AUDIT_LABELS = {
     "webhook.disabled": _l("Webhook endpoint disabled"),
     "webhook.deleted": _l("Webhook endpoint deleted"),
     "webhook.resent": _l("Webhook delivery resent"),
+    "webhook.secret_rotated": _l("Webhook signing secret replaced"),
+    "webhook.cancelled": _l("Message to a patient cancelled, not sent"),
 }
 
 
@@ -172,6 +175,7 @@ AUDIT_DETAIL_LABELS = {
     "api_token": _l("api token"), "phone": _l("phone"), "address": _l("address"), "currency": _l("currency"),
     "timezone": _l("timezone"), "brand_colour": _l("brand colour"), "public_base_url": _l("public base url"),
     "logo_filename": _l("logo filename"), "voucher_valid_days": _l("voucher valid days"),
+    "cancelled_messages": _l("cancelled messages"),
 }
 
 
@@ -193,6 +197,8 @@ def audit_details(event) -> str:
             if not value:
                 continue  # a service voucher has no amount
             value = format_money(int(value), currency, current_language())
+        elif key == "url" and isinstance(value, str):
+            value = redacted_url(value)  # events written before addresses were redacted kept their keys
         elif key == "changes" and isinstance(value, dict):
             value = ", ".join(f"{_detail_label(field)} {old!r} → {new!r}" for field, (old, new) in value.items())
         parts.append(f"{_detail_label(key)}: {value}")
@@ -253,6 +259,7 @@ def init_app(app: Flask) -> None:
         clinic_day=local_date,
         local_date=local_date,
         last_clinic_day=last_clinic_day,
+        redacted_url=redacted_url,
     )
     app.jinja_env.globals.update(qr_svg=qr_svg, csrf_token=generate_csrf, new_form_key=lambda: secrets.token_urlsafe(24),
                                   invite_url=invite_url, progress_url=progress_url, voucher_url=voucher_url,

@@ -24,24 +24,27 @@ def _managers_only():
 
 def _index_page(form: WebhookEndpointForm, status: int = 200):
     return render_template("webhooks/index.html", form=form, endpoints=webhook_service.list_endpoints(),
-                           deliveries=webhook_service.recent_deliveries(),
-                           event_types=webhook_service.EVENT_TYPES), status
+                           deliveries=webhook_service.recent_deliveries(), event_types=webhook_service.EVENT_TYPES,
+                           cancel_reasons=notifications.CANCEL_REASONS), status
 
 
 @bp.route("/webhooks", methods=["GET", "POST"])
 def index():
-    """The endpoints, a form to add one, and the latest deliveries to any of them."""
+    """The endpoints, a form to add one, and the latest deliveries to any of them.
+
+    A new endpoint's secret is in the answer to the POST only (never redirected to): copy it now.
+    """
     form = WebhookEndpointForm()
     if request.method == "POST":
         if form.validate():
             endpoint = webhook_service.register_endpoint(form.rules, current_actor())
-            flash(_("Endpoint added. Give its secret to the receiver so that it can check every delivery's signature."))
-            return redirect(url_for("webhooks.show", endpoint_id=endpoint.id), code=303)
+            return _endpoint_page(endpoint.id, status=201, new_secret=endpoint.secret)
         return _index_page(form, 422)
     return _index_page(form)
 
 
-def _endpoint_page(endpoint_id: int, refusal: Refused | None = None, status: int = 200):
+def _endpoint_page(endpoint_id: int, refusal: Refused | None = None, status: int = 200,
+                   new_secret: str | None = None):
     try:
         endpoint = webhook_service.get_endpoint(endpoint_id)
     except Refused:
@@ -49,13 +52,24 @@ def _endpoint_page(endpoint_id: int, refusal: Refused | None = None, status: int
     status_filter = request.args.get("status") if request.method == "GET" else None
     return render_template("webhooks/endpoint.html", endpoint=endpoint, refusal=refusal, status_filter=status_filter,
                            deliveries=webhook_service.recent_deliveries(endpoint.id, status_filter, limit=100),
-                           event_types=webhook_service.EVENT_TYPES), status
+                           event_types=webhook_service.EVENT_TYPES, cancel_reasons=notifications.CANCEL_REASONS,
+                           new_secret=new_secret), status
 
 
 @bp.get("/webhooks/<int:endpoint_id>")
 def show(endpoint_id: int):
-    """One endpoint: its secret, how to verify a signature, and its deliveries with their outcome."""
+    """One endpoint: how to verify a signature, and its deliveries with their outcome (not its secret)."""
     return _endpoint_page(endpoint_id)
+
+
+@bp.post("/webhooks/<int:endpoint_id>/rotate-secret")
+def rotate_secret(endpoint_id: int):
+    """A new signing secret, in this answer only (never redirected to, never shown again): copy it now."""
+    try:
+        endpoint = webhook_service.rotate_secret(endpoint_id, current_actor())
+    except Refused:
+        abort(404)
+    return _endpoint_page(endpoint.id, new_secret=endpoint.secret)
 
 
 def _endpoint_action(endpoint_id: int, action, done: str, then: str = "webhooks.show"):
