@@ -123,16 +123,21 @@ def test_each_migration_steps_down_and_up_again_on_its_own(app):
         connection.exec_driver_sql("DROP TABLE alembic_version")
 
 
+def insert_patient_at_5c3e9a1b7d20(connection, enrolled_at: str) -> None:
+    """Patient 1 (code CODE0001) as the schema of 5c3e9a1b7d20 holds one."""
+    connection.execute(text(
+        "INSERT INTO patients (id, display_name, full_name, personal_code, progress_token_hash, "
+        "progress_link_issued_at, enrolled_at, name_on_posters) VALUES (1, '', 'P1', 'CODE0001', :hash, :now, "
+        ":now, :no)"), {"hash": "1" * 64, "now": enrolled_at, "no": False})
+
+
 def test_review_requests_sent_before_offers_were_recorded_keep_no_offer(app):
     """Nothing is back-filled: what the desk showed is recorded nowhere, and approval prices such a request by the
     campaign in force (tests/test_rules.py). Going down drops the offer columns and keeps the request."""
     db.drop_all()
     upgrade(revision="5c3e9a1b7d20")
     with db.engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO patients (id, display_name, full_name, personal_code, progress_token_hash, "
-            "progress_link_issued_at, enrolled_at, name_on_posters) VALUES (1, '', 'P1', 'CODE0001', :hash, :now, "
-            ":now, :no)"), {"hash": "1" * 64, "now": "2026-11-01 10:00:00", "no": False})
+        insert_patient_at_5c3e9a1b7d20(connection, "2026-11-01 10:00:00")
         connection.execute(text(
             "INSERT INTO review_requests (id, kind, status, code, patient_id, referrer_id, details, created_at) "
             "VALUES (1, 'existing_patient', 'pending', 'CODE0001', 1, 1, '{}', '2026-11-01 10:00:00')"))
@@ -192,10 +197,7 @@ def test_the_yearly_total_keeps_its_value_and_then_holds_more_than_32_bits(app):
     db.drop_all()
     upgrade(revision="5c3e9a1b7d20")
     with db.engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO patients (id, display_name, full_name, personal_code, progress_token_hash, "
-            "progress_link_issued_at, enrolled_at, name_on_posters) VALUES (1, '', 'P1', 'CODE0001', :hash, :now, "
-            ":now, :no)"), {"hash": "1" * 64, "now": "2026-06-01 10:00:00", "no": False})
+        insert_patient_at_5c3e9a1b7d20(connection, "2026-06-01 10:00:00")
         connection.execute(text("INSERT INTO referrer_year_totals (referrer_id, year, rewarded_count, rewarded_value) "
                                 "VALUES (1, 2026, 2, 2147483647)"))
     upgrade(revision="e5963ae15f73")
