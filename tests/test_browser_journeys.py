@@ -75,6 +75,7 @@ JOURNEYS = {
 # The name and brand colour the manager gives the clinic (it starts as tests/browser_harness.CLINIC_LOOKS).
 SET_UP = {"en": ("Riverside Family Dental", "#7c3aed"), "zh_CN": ("康宁口腔门诊部", "#0e7490")}
 CARD_WORDS = {"en": "friend", "zh_CN": "朋友"}
+RECENT_ROWS = 10  # what the desk lists of its latest redemptions
 CARD_BATCH_SIZE = 12  # two A4 sheets: enough for the job to report progress, small enough to be quick
 
 
@@ -140,6 +141,19 @@ def expect_no_horizontal_scroll(page) -> None:
 
 def path_of(page) -> str:
     return re.sub(r"^https?://[^/]+", "", page.url)
+
+
+def printed_pages(journey, page, step: str) -> int:
+    """How many pages Chromium prints the page on, at the size its CSS asks (an 80 mm receipt roll).
+
+    The PDF is kept beside the journey's screenshots, to look at.
+    """
+    path = journey.folder / f"{journey.name}-{step}.pdf"
+    pdf = pdfium.PdfDocument(page.pdf(path=str(path), prefer_css_page_size=True))
+    try:
+        return len(pdf)
+    finally:
+        pdf.close()
 
 
 def follow(page, selector: str) -> None:
@@ -246,6 +260,7 @@ def test_desk_enrols_a_patient_and_prints_the_welcome_slip(journey, site):
     assert not page.locator("header.topbar").is_visible()
     assert not page.locator("#welcome-slip [data-print]").is_visible()
     journey.shot(page, "welcome-print")
+    assert printed_pages(journey, page, "welcome") == 1  # the slip alone, no blank page after it
 
 
 def test_friend_opens_the_invite_on_a_phone(journey, site):
@@ -267,6 +282,8 @@ def test_friend_opens_the_invite_on_a_phone(journey, site):
 def test_desk_redeems_by_scanning(journey, site):
     ensure_campaign(site)
     language = journey.language
+    for _ in range(RECENT_ROWS):  # a busy desk: its list of recent redemptions is full
+        redeem(site)
     referrer = enrol(site)
     page = journey.staff_page(DESK)
     assert path_of(page) == "/desk/"
@@ -300,8 +317,15 @@ def test_desk_redeems_by_scanning(journey, site):
         issued = {(v.beneficiary, v.patient_id) for v in db.session.scalars(
             select(Voucher).where(Voucher.referral_id == referral.id))}
         assert issued == {("referrer", referrer.patient_id), ("friend", referral.friend_id)}
+        referral_id = referral.id
     expect_language(page, language, CHINESE["receipt"])
     journey.shot(page, "done")
+    # The receipt alone on one page: the desk's list of recent redemptions (hidden in print) adds no blank page,
+    # neither under the desk nor on the receipt's own page.
+    assert printed_pages(journey, page, "receipt") == 1
+    page.goto(f"/desk/redemptions/{referral_id}")
+    assert page.locator("#receipt").count() == 1
+    assert printed_pages(journey, page, "receipt-page") == 1
 
 
 def test_patient_sees_progress_on_a_phone(journey, site):
