@@ -19,12 +19,16 @@ from pathlib import Path
 
 import pypdfium2 as pdfium
 import pytest
+import zxingcpp
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from clinic.extensions import db
 from clinic.models import Patient, Referral, Voucher
+from clinic.services.patients import PatientDetails
 from clinic.services.privacy import mask_name
+from clinic.services.redemption import redeem_code
+from clinic.services.transaction import Actor
 from tests.browser_harness import (
     CAMPAIGNS,
     CHROMIUM,
@@ -71,10 +75,15 @@ JOURNEYS = {
     "test_patient_sees_progress_on_a_phone": "progress",
     "test_desk_spends_the_voucher": "spend",
     "test_card_batch_runs_and_downloads": "cards",
+    "test_long_unbroken_names_print_at_full_size": "long-names",
 }
 # The name and brand colour the manager gives the clinic (it starts as tests/browser_harness.CLINIC_LOOKS).
 SET_UP = {"en": ("Riverside Family Dental", "#7c3aed"), "zh_CN": ("康宁口腔门诊部", "#0e7490")}
 CARD_WORDS = {"en": "friend", "zh_CN": "朋友"}
+# A real family name (60 letters, no space: the form's limit for a name on posters), and a longer full name.
+LONG_NAME = "Wolfeschlegelsteinhausenbergerdorffvoralternwarengewissenhaft"[:60]
+LONG_FULL_NAME = "Hubertwolfeschlegelsteinhausenbergerdorffvoralternwarengewissenhaftschaferswessenschafewarenwohl"
+RECEIPT_QR_MM = 22  # the QR codes print 30 mm wide (the symbol a little less): a shrunk slip has them under 20
 RECENT_ROWS = 10  # what the desk lists of its latest redemptions
 CARD_BATCH_SIZE = 12  # two A4 sheets: enough for the job to report progress, small enough to be quick
 
@@ -152,6 +161,26 @@ def printed_pages(journey, page, step: str) -> int:
     pdf = pdfium.PdfDocument(page.pdf(path=str(path), prefer_css_page_size=True))
     try:
         return len(pdf)
+    finally:
+        pdf.close()
+
+
+def printed_qr_widths_mm(journey, step: str) -> list[float]:
+    """The width of each QR symbol on the first page of a printout saved by printed_pages, in millimetres."""
+    dpi = 200
+    pdf = pdfium.PdfDocument(journey.folder / f"{journey.name}-{step}.pdf")
+    try:
+        image = pdf[0].render(scale=dpi / 72).to_pil()
+    finally:
+        pdf.close()
+    found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+    return [(r.position.top_right.x - r.position.top_left.x) / dpi * 25.4 for r in found]
+
+
+def printed_text(journey, step: str) -> str:
+    pdf = pdfium.PdfDocument(journey.folder / f"{journey.name}-{step}.pdf")
+    try:
+        return "".join(page.get_textpage().get_text_range() for page in pdf)
     finally:
         pdf.close()
 
@@ -365,6 +394,32 @@ def test_desk_spends_the_voucher(journey, site):
         assert voucher.status == "spent"
     expect_language(page, language, CHINESE["spend"])
     journey.shot(page, "spent")
+
+
+def test_long_unbroken_names_print_at_full_size(journey, site):
+    """A name longer than the 80 mm roll is wide wraps inside the slip: Chromium does not shrink the whole
+    slip to fit it (its QR codes then print too small to scan well) nor cut the name off."""
+    ensure_campaign(site)
+    page = journey.staff_page(DESK)
+    page.goto("/patients/new")
+    page.fill("#full_name", LONG_FULL_NAME)
+    page.fill("#display_name", LONG_NAME)
+    page.fill("#phone", new_phone())
+    follow(page, "main form button[type=submit]")
+    assert re.fullmatch(r"/patients/\d+/welcome", path_of(page)), page.url
+    code = page.locator("#welcome-slip .code-xl").inner_text().replace("-", "").strip()
+
+    with site.database():
+        result = redeem_code(code, PatientDetails(full_name=LONG_FULL_NAME, display_name=LONG_NAME,
+                                                  phone=new_phone()), Actor())
+        referral_id = result.referral.id
+    for step, path in (("welcome", None), ("receipt", f"/desk/redemptions/{referral_id}")):
+        if path:
+            page.goto(path)
+        assert printed_pages(journey, page, step) == 1
+        widths = printed_qr_widths_mm(journey, step)
+        assert len(widths) >= 2 and min(widths) >= RECEIPT_QR_MM, f"{step}: QR codes {widths} mm wide"
+        assert LONG_NAME in re.sub(r"\s", "", printed_text(journey, step)), f"{step}: the name is cut"
 
 
 # Records what the batch page shows each time htmx replaces it: the progress bar, then the download link.
