@@ -5,13 +5,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pikepdf
+import pypdfium2 as pdfium
 import pytest
 from sqlalchemy import func, select
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Card, CardBatch, IssuedCode, Referral, Voucher
 from clinic.models._time import utcnow
-from clinic.services import card_sheet, cards, clinic_settings, jobs, redemption, vouchers
+from clinic.services import card_sheet, cards, clinic_settings, colours, jobs, redemption, vouchers
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import CAMPAIGN, counts, friend
@@ -75,6 +76,41 @@ def test_every_design_renders_and_scans(chinese_clinic, actor, tmp_path, design)
     pages = decode_pages(cards.batch_pdf_path(batch), tmp_path)
     codes = set(db.session.scalars(select(Card.code).where(Card.batch_id == batch.id)))
     assert set(pages[0]) == {f"https://clinic.test/r/{code}" for code in codes}
+
+
+# Where a card's fixed text lies (x0, y0, x1, y1 in mm from the top-left trim corner, no bleed): each holds one
+# kind of text on one background, so its most contrasting colour is that text's colour.
+CARD_TEXT = {"clinic name": (4, 1, 80, 12), "lead": (4, 14.5, 60, 17.5), "rewards": (4, 18, 60, 25.5)}
+DESIGN_DPI = 300
+
+
+def design_image(design: str):
+    """The batch's card design, rasterised."""
+    pdf = pdfium.PdfDocument(cards.card_design_pdf(CardBatch(design=design, bleed=False, size=1)))
+    try:
+        return pdf[0].render(scale=DESIGN_DPI / 72).to_pil().convert("RGB")
+    finally:
+        pdf.close()
+
+
+def text_contrast(image, box_mm) -> float:
+    """The contrast of a region's text on its background: its commonest colour against its most contrasting one."""
+    region = image.crop(tuple(round(v / 25.4 * DESIGN_DPI) for v in box_mm))
+    found = region.getcolors(maxcolors=region.width * region.height)
+    background = max(found)[1]
+    return max(colours.contrast_ratio(colour, background) for _, colour in found)
+
+
+@pytest.mark.parametrize("brand", ["#fde047", "#00bcd4", "#e91e63", "#1d4ed8"])
+@pytest.mark.parametrize("design", cards.DESIGNS)
+def test_card_text_reads_whatever_the_brand_colour(app, actor, design, brand):
+    """A light brand colour (yellow) gets dark text on it and is darkened where it is text on white, as on posters:
+    the card's small type needs 4.5:1."""
+    clinic_settings.update_clinic({"brand_colour": brand}, actor)
+    image = design_image(design)
+    for what, box in CARD_TEXT.items():
+        ratio = text_contrast(image, box)
+        assert ratio >= 4.5, f"{design} card, {brand}: the {what} reads at {ratio:.2f}:1"
 
 
 def test_card_codes_never_repeat_a_voucher_code(chinese_clinic, actor, referrer, monkeypatch):

@@ -37,6 +37,7 @@ from clinic.services.clinic_settings import (
 from clinic.services.codes import format_code, generate_bearer_code
 from clinic.services.errors import Refused
 from clinic.services.pdf import render_pdf
+from clinic.services.posters import Brand
 from clinic.services.rewards import campaign_in_force
 from clinic.services.text import clean_reason
 from clinic.services.transaction import Actor, atomic
@@ -134,11 +135,15 @@ def _unused_codes(count: int) -> list[str]:
 
 
 def card_design_pdf(batch: CardBatch) -> bytes:
-    """The batch's card design as a one-page PDF, rendered once by WeasyPrint."""
+    """The batch's card design as a one-page PDF, rendered once by WeasyPrint.
+
+    The brand colour comes with the text colours that stay readable with it, as on posters (a yellow brand
+    under white text could not be read).
+    """
     campaign = batch.campaign or campaign_in_force(for_cards=True)
     currency = current_clinic().currency
     margin = BLEED if batch.bleed else 0
-    return render_pdf("pdf/card.html", design=batch.design, bleed=margin, brand_colour=brand_colour(),
+    return render_pdf("pdf/card.html", design=batch.design, bleed=margin, brand=Brand.from_colour(brand_colour()),
                       page_width=CARD_WIDTH + 2 * margin, page_height=CARD_HEIGHT + 2 * margin,
                       friend_gets=card_friend_reward(campaign).describe(currency),
                       referrer_gets=card_referrer_reward(campaign).describe(currency))
