@@ -16,7 +16,7 @@ from clinic.services import card_sheet, cards, clinic_settings, colours, jobs, r
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import CAMPAIGN, counts, friend
-from tests.printcheck import decode_pages, embedded_fonts, pdf_text
+from tests.printcheck import decode_pages, embedded_fonts, pdf_text, word_boxes
 from tests.test_redemption import run_at_once
 
 GIFT_PACK = {**CAMPAIGN,
@@ -111,6 +111,34 @@ def test_card_text_reads_whatever_the_brand_colour(app, actor, design, brand):
     for what, box in CARD_TEXT.items():
         ratio = text_contrast(image, box)
         assert ratio >= 4.5, f"{design} card, {brand}: the {what} reads at {ratio:.2f}:1"
+
+
+# Card reward labels up to the form's 80 characters, in English and in Chinese; and just over one line's worth.
+LONG_LABELS = ("Complimentary professional teeth whitening session plus a ¥300 gift card for you",
+               "一次免费的专业洁牙服务外加价值三百元的礼品卡一张以及全家人的年度口腔检查优惠和停车券欢迎您和您的家人朋友一起来到我们的诊所参观"
+               "体验更多服务项目并享受专属优惠礼遇")
+MEDIUM_LABELS = ("Professional teeth whitening and a ¥300 gift card for you", "一次免费的专业洁牙服务外加价值三百元的礼品卡一张和停车券一张欢迎您")
+SCRATCH_TOP, BAND_BOTTOM = 26.0, 13.0  # mm from the card's top (card.css)
+CLEARANCE = 0.5  # mm between the offer's last line and the scratch area
+
+
+@pytest.mark.parametrize("language", ["en", "zh_CN"])
+@pytest.mark.parametrize(("design", "labels"), [(design, LONG_LABELS) for design in cards.DESIGNS]
+                         + [("classic", MEDIUM_LABELS)])
+def test_long_card_rewards_print_whole_above_the_scratch_area(app, actor, tmp_path, language, design, labels):
+    friend_gets, you_get = labels
+    assert len(friend_gets) <= 80 and len(you_get) <= 80
+    clinic_settings.update_default_campaign({**GIFT_PACK, "card_friend_reward_label": friend_gets,
+                                             "card_referrer_reward_label": you_get}, actor)
+    clinic_settings.get_clinic().language = language
+    db.session.commit()
+    path = tmp_path / "card.pdf"
+    path.write_bytes(cards.card_design_pdf(CardBatch(design=design, bleed=False, size=1)))
+    (page,) = word_boxes(path)
+    offer = "".join(word for word, _, top, _, bottom in page.words
+                    if top >= BAND_BOTTOM and bottom <= SCRATCH_TOP - CLEARANCE)
+    for label in labels:
+        assert label.replace(" ", "") in offer, f"{label!r} is not all above the scratch area"
 
 
 def test_card_codes_never_repeat_a_voucher_code(chinese_clinic, actor, referrer, monkeypatch):

@@ -38,6 +38,7 @@ from clinic.services.codes import format_code, generate_bearer_code
 from clinic.services.errors import Refused
 from clinic.services.pdf import render_pdf
 from clinic.services.posters import Brand
+from clinic.services.text import print_width
 from clinic.services.rewards import campaign_in_force
 from clinic.services.text import clean_reason
 from clinic.services.transaction import Actor, atomic
@@ -47,6 +48,9 @@ DESIGNS = ("classic", "bold", "minimal")
 MAX_BATCH_SIZE = 10_000
 STALE_AFTER = timedelta(seconds=60)  # a running job that has not reported for this long has died
 PROGRESS_EVERY = 200  # cards between progress reports
+# A reward longer than this (half-ems, text.print_width) no longer fits one line of the card's offer beside
+# "Your friend gets": the offer then takes a smaller type, so that two such rewards stay above the scratch area.
+LONG_REWARD = 40
 SERIAL_PATTERN = re.compile(r"^B\d{3,}-\d{4,5}$")
 
 
@@ -143,10 +147,12 @@ def card_design_pdf(batch: CardBatch) -> bytes:
     campaign = batch.campaign or campaign_in_force(for_cards=True)
     currency = current_clinic().currency
     margin = BLEED if batch.bleed else 0
+    friend_gets = card_friend_reward(campaign).describe(currency)
+    referrer_gets = card_referrer_reward(campaign).describe(currency)
     return render_pdf("pdf/card.html", design=batch.design, bleed=margin, brand=Brand.from_colour(brand_colour()),
                       page_width=CARD_WIDTH + 2 * margin, page_height=CARD_HEIGHT + 2 * margin,
-                      friend_gets=card_friend_reward(campaign).describe(currency),
-                      referrer_gets=card_referrer_reward(campaign).describe(currency))
+                      friend_gets=friend_gets, referrer_gets=referrer_gets,
+                      long_offer=max(print_width(friend_gets), print_width(referrer_gets)) > LONG_REWARD)
 
 
 def run_batch(batch_id: int, *, activate_for: Patient | None = None, actor: Actor | None = None) -> bool:
