@@ -1,12 +1,15 @@
 """Scratch-card batches, the card lifecycle and card redemptions, checked on real PDFs."""
 
+import io
 import re
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
 import pikepdf
 import pypdfium2 as pdfium
 import pytest
+from PIL import Image, ImageDraw
 from sqlalchemy import func, select
 
 from clinic.extensions import db
@@ -119,6 +122,7 @@ LONG_LABELS = ("Complimentary professional teeth whitening session plus a ¥300 
                "体验更多服务项目并享受专属优惠礼遇")
 MEDIUM_LABELS = ("Professional teeth whitening and a ¥300 gift card for you", "一次免费的专业洁牙服务外加价值三百元的礼品卡一张和停车券一张欢迎您")
 SCRATCH_TOP, BAND_BOTTOM = 26.0, 13.0  # mm from the card's top (card.css)
+LOGO_MAX_WIDTH = 30.5  # mm
 CLEARANCE = 0.5  # mm between the offer's last line and the scratch area
 
 
@@ -139,6 +143,44 @@ def test_long_card_rewards_print_whole_above_the_scratch_area(app, actor, tmp_pa
                     if top >= BAND_BOTTOM and bottom <= SCRATCH_TOP - CLEARANCE)
     for label in labels:
         assert label.replace(" ", "") in offer, f"{label!r} is not all above the scratch area"
+
+
+NAMES = {"39 characters": "Riverside Family Dental Clinic 河畔家庭口腔诊所",
+         "120 characters": ("Harbour Family Dental & Orthodontic Specialists of Greater Shanghai 港湾口腔医院集团上海浦东新区分院 "
+                            "International Smile Centre")[:120]}
+
+
+def wordmark(width: int, height: int) -> io.BytesIO:
+    """A logo as wide as a clinic's wordmark: a bar with a dark ring at each end (a squashed ring shows)."""
+    image = Image.new("RGB", (width, height), "#0f766e")
+    draw = ImageDraw.Draw(image)
+    for left in (0, width - height):
+        draw.ellipse((left, 0, left + height - 1, height - 1), outline="#111111", width=max(2, height // 10))
+    stream = io.BytesIO()
+    image.save(stream, "PNG")
+    stream.seek(0)
+    return stream
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("design", "shape"), [("classic", (1200, 200)), ("classic", (2000, 100)),
+                                               ("bold", (1200, 200)), ("minimal", (2000, 100))])
+def test_a_long_clinic_name_beside_a_wide_logo_stays_whole_in_the_band(app, actor, tmp_path, design, shape, name):
+    """A 6:1 wordmark left a 39-character name four lines, cut top and bottom; a 20:1 logo pushed it off the card."""
+    clinic_settings.update_clinic({"name": NAMES[name], "logo_filename": clinic_settings.save_logo(
+        wordmark(*shape), app.config["UPLOAD_FOLDER"])}, actor)
+    path = tmp_path / "card.pdf"
+    path.write_bytes(cards.card_design_pdf(CardBatch(design=design, bleed=False, size=1)))
+    (page,) = word_boxes(path)
+    band = [(word, box) for word, *box in page.words if box[1] < BAND_BOTTOM]
+    assert "".join(word for word, _ in band) == NAMES[name].replace(" ", "")
+    outside = [word for word, (x0, y0, x1, y1) in band if x0 < 0 or x1 > page.width or y0 < 0 or y1 > BAND_BOTTOM]
+    assert not outside, f"the clinic name runs out of the band: {outside}"
+    listing = subprocess.run(["pdfimages", "-list", str(path)], capture_output=True, text=True, check=True).stdout
+    [logo] = [line.split() for line in listing.splitlines()[2:]]
+    x_ppi, y_ppi = float(logo[12]), float(logo[13])
+    assert abs(x_ppi - y_ppi) <= 1, f"the logo is distorted: {x_ppi} x {y_ppi} ppi"
+    assert int(logo[3]) / x_ppi * 25.4 <= LOGO_MAX_WIDTH, "the logo leaves the name too little room"
 
 
 def test_card_codes_never_repeat_a_voucher_code(chinese_clinic, actor, referrer, monkeypatch):

@@ -51,6 +51,9 @@ PROGRESS_EVERY = 200  # cards between progress reports
 # A reward longer than this (half-ems, text.print_width) no longer fits one line of the card's offer beside
 # "Your friend gets": the offer then takes a smaller type, so that two such rewards stay above the scratch area.
 LONG_REWARD = 40
+# A clinic name wider than these (half-ems) takes a smaller type in the card's band, beside a logo of up to 30 mm:
+# the band holds three lines of its usual type, and a name may have 120 characters.
+LONG_NAME, LONGER_NAME = 30, 60
 SERIAL_PATTERN = re.compile(r"^B\d{3,}-\d{4,5}$")
 
 
@@ -145,14 +148,18 @@ def card_design_pdf(batch: CardBatch) -> bytes:
     under white text could not be read).
     """
     campaign = batch.campaign or campaign_in_force(for_cards=True)
-    currency = current_clinic().currency
+    clinic = current_clinic()
+    currency = clinic.currency
+    name_width = print_width(clinic.name)
+    name_size = "is-longer" if name_width > LONGER_NAME else "is-long" if name_width > LONG_NAME else ""
     margin = BLEED if batch.bleed else 0
     friend_gets = card_friend_reward(campaign).describe(currency)
     referrer_gets = card_referrer_reward(campaign).describe(currency)
     return render_pdf("pdf/card.html", design=batch.design, bleed=margin, brand=Brand.from_colour(brand_colour()),
                       page_width=CARD_WIDTH + 2 * margin, page_height=CARD_HEIGHT + 2 * margin,
                       friend_gets=friend_gets, referrer_gets=referrer_gets,
-                      long_offer=max(print_width(friend_gets), print_width(referrer_gets)) > LONG_REWARD)
+                      long_offer=max(print_width(friend_gets), print_width(referrer_gets)) > LONG_REWARD,
+                      name_size=name_size)
 
 
 def run_batch(batch_id: int, *, activate_for: Patient | None = None, actor: Actor | None = None) -> bool:
