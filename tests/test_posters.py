@@ -166,6 +166,29 @@ def test_a_name_is_printed_only_with_consent_and_no_campaign_means_a_plain_welco
     assert "You are welcome at Test Clinic" in " ".join(text.split())
 
 
+def image_resolutions(pdf: bytes, workdir: Path) -> list[tuple[float, float]]:
+    """(x-ppi, y-ppi) of each image in the PDF, from poppler's pdfimages: the two differ when it is stretched."""
+    path = workdir / "printed.pdf"
+    path.write_bytes(pdf)
+    listing = subprocess.run(["pdfimages", "-list", str(path)], capture_output=True, text=True, check=True).stdout
+    return [(float(line.split()[12]), float(line.split()[13])) for line in listing.splitlines()[2:]]
+
+
+@pytest.mark.parametrize("shape", [(2000, 100), (100, 400)])
+def test_a_wide_or_tall_logo_keeps_its_shape_on_every_poster(app, make_patient, tmp_path, shape):
+    """A 2000 x 100 wordmark was squashed about four times across (held at the logo's height, cut to its width)."""
+    logo = io.BytesIO()
+    Image.new("RGB", shape, "#0f766e").save(logo, "PNG")
+    logo.seek(0)
+    clinic_settings.update_clinic({"logo_filename": clinic_settings.save_logo(logo, app.config["UPLOAD_FOLDER"])},
+                                  Actor())
+    patient, _ = make_patient()
+    for design in posters.DESIGNS:
+        for size in (*posters.SIZES, posters.PHONE):
+            [(x_ppi, y_ppi)] = image_resolutions(posters._render([patient], design, size), tmp_path)
+            assert abs(x_ppi - y_ppi) <= 1, f"{design} {size}: the logo is stretched ({x_ppi} x {y_ppi} ppi)"
+
+
 def pdf_text_of(pdf: bytes) -> str:
     return subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
 
