@@ -26,7 +26,7 @@ from clinic.services.patients import (PatientDetails, enrol_patient, hash_token,
                                       set_poster_consent)
 from clinic.services.transaction import Actor
 from tests.conftest import CAMPAIGN, Browser
-from tests.printcheck import embedded_fonts, pdf_text
+from tests.printcheck import embedded_fonts, pdf_text, word_boxes
 
 CLINIC = "Harbour Family Dental 港湾口腔"
 CLINIC_PHONE = "+86 21 5555 0100"
@@ -187,6 +187,47 @@ def test_a_wide_or_tall_logo_keeps_its_shape_on_every_poster(app, make_patient, 
         for size in (*posters.SIZES, posters.PHONE):
             [(x_ppi, y_ppi)] = image_resolutions(posters._render([patient], design, size), tmp_path)
             assert abs(x_ppi - y_ppi) <= 1, f"{design} {size}: the logo is stretched ({x_ppi} x {y_ppi} ppi)"
+
+
+LONG_ADDRESS = ("Building 7, Unit 1203, 888 Harbour Road, Pudong New Area, Shanghai 200120, China · "
+                "上海市浦东新区港湾路888号7号楼1203室 · Entrance via the north lobby; parking available in the basement (B2), "
+                "metro line 2 exit 4, five minutes on foot. Please bring your referral code and an identity card "
+                "to the front desk on the ground floor.")[:300]
+LONG_CLINIC = ("Harbour Family Dental & Orthodontic Specialists of Greater Shanghai 港湾口腔医院集团上海浦东新区分院 "
+               "International Smile Centre")[:111]
+LONG_DISPLAY_NAME = "Alexandra-Josephine Wolfeschlegelsteinhausen-Bergerdorff Li"[:60]
+
+
+@pytest.mark.parametrize(("name", "address", "display_name"), [
+    (CLINIC, LONG_ADDRESS, LONG_DISPLAY_NAME),  # the longest address and name on posters the forms allow
+    (LONG_CLINIC, LONG_ADDRESS[:221], DISPLAY_NAME),
+], ids=["long-address-and-inviter", "long-clinic-name-and-address"])
+def test_long_names_and_addresses_stay_on_every_poster(app, make_patient, tmp_path, name, address, display_name):
+    """The footer was pushed off the page (the poster is one page high, overflow hidden): the address vanished."""
+    logo = io.BytesIO()
+    Image.new("RGB", (300, 120), "#0f766e").save(logo, "PNG")
+    logo.seek(0)
+    clinic_settings.update_clinic({"name": name, "address": address, "phone": CLINIC_PHONE,
+                                   "logo_filename": clinic_settings.save_logo(logo, app.config["UPLOAD_FOLDER"])},
+                                  Actor())
+    patient, _ = make_patient(display_name=display_name)
+    set_poster_consent(patient.id, True, Actor())
+    for design in posters.DESIGNS:
+        for size in (*posters.SIZES, posters.PHONE):
+            path = tmp_path / f"{design}-{size}.pdf"
+            path.write_bytes(posters._render([patient], design, size))
+            pages = word_boxes(path)
+            assert len(pages) == 1, f"{design} {size}: {len(pages)} pages"
+            page = pages[0]
+            inside = [word for word, x0, y0, x1, y1 in page.words
+                      if x0 >= 0 and y0 >= 0 and x1 <= page.width and y1 <= page.height]
+            outside = [word for word, *_ in page.words if word not in inside]
+            assert not outside, f"{design} {size}: off the page: {' '.join(outside)}"
+            printed = "".join(inside)
+            for text in (name, address, display_name, CLINIC_PHONE):
+                assert text.replace(" ", "") in printed, f"{design} {size}: {text!r} is not all on the page"
+            [(url, _, _)] = scan_pdf(path, tmp_path, dpi=100)
+            assert url == f"https://clinic.test/r/{patient.personal_code}"
 
 
 def pdf_text_of(pdf: bytes) -> str:
