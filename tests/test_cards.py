@@ -433,6 +433,17 @@ def test_a_voucher_is_not_a_card_and_a_card_is_not_a_voucher(activated, actor):
     assert db.session.scalar(select(func.count()).select_from(Voucher)) == 0
 
 
+def test_card_sheets_embed_every_font_they_use_once(chinese_clinic, actor):
+    """A print shop's RIP substitutes a font that is not embedded (Courier-Bold was not): the serials and codes
+    then print in whatever it has. The monospace face is embedded once per file, as a subset."""
+    batch = generate(20, actor)
+    path = cards.batch_pdf_path(batch)
+    fonts = embedded_fonts(path)
+    assert all(embedded for _, embedded in fonts), fonts
+    mono = [name for name, _ in fonts if "Mono" in name]
+    assert len(mono) == 1 and re.fullmatch(r"[A-Z]{6}\+\S+", mono[0]), fonts  # one subset for the two sheets
+
+
 def test_sheet_layout_fits_a4_with_and_without_bleed():
     for bleed in (False, True):
         layout = card_sheet.SheetLayout(bleed=bleed)
