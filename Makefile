@@ -21,8 +21,9 @@ STAMP       := $(VENV)/.installed
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 CONSTRAINTS := constraints.txt
 PIP_INSTALL := PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS)
-# fonts-liberation: Liberation Mono Bold, the scratch cards' embedded face for serials and codes (card_sheet.py).
-SYSTEM_PKGS := libharfbuzz-subset0 fonts-noto-cjk fonts-liberation poppler-utils
+# fonts-liberation: Liberation Mono Bold, the scratch cards' embedded face for serials and codes (card_sheet.py);
+# fonts-noto-color-emoji: emoji in names print (WeasyPrint embeds its colour glyphs) instead of boxes.
+SYSTEM_PKGS := libharfbuzz-subset0 fonts-noto-cjk fonts-liberation fonts-noto-color-emoji poppler-utils
 # wrk: the HTTP benchmark's load generator; `make bench` has system-deps install it too.
 BENCH_PKGS  := wrk
 # chromium: the real-browser journeys of `make test` (Playwright drives Debian's Chromium; none can be downloaded here).

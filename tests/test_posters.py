@@ -230,6 +230,17 @@ def test_long_names_and_addresses_stay_on_every_poster(app, make_patient, tmp_pa
             assert url == f"https://clinic.test/r/{patient.personal_code}"
 
 
+def test_an_emoji_in_a_name_prints_in_colour_not_as_a_box(app, make_patient, tmp_path):
+    """"Lily 🌸" printed a box over the next letters: no font in the stack had the flower (Noto Color Emoji now)."""
+    patient, _ = make_patient(display_name="Lily 🌸")
+    set_poster_consent(patient.id, True, Actor())
+    path = tmp_path / "poster.pdf"
+    path.write_bytes(posters.poster_pdf(patient, "classic", "A4"))
+    assert "Lily 🌸 invites you" in pdf_text(path)
+    fonts = embedded_fonts(path)
+    assert any("Emoji" in name and embedded for name, embedded in fonts), fonts
+
+
 def pdf_text_of(pdf: bytes) -> str:
     return subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
 
