@@ -21,7 +21,9 @@ STAMP       := $(VENV)/.installed
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 CONSTRAINTS := constraints.txt
 PIP_INSTALL := PYTHONWARNINGS=ignore $(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS)
-SYSTEM_PKGS := libharfbuzz-subset0 fonts-noto-cjk poppler-utils
+# fonts-liberation: Liberation Mono Bold, the scratch cards' embedded face for serials and codes (card_sheet.py);
+# fonts-noto-color-emoji: emoji in names print (WeasyPrint embeds its colour glyphs) instead of boxes.
+SYSTEM_PKGS := libharfbuzz-subset0 fonts-noto-cjk fonts-liberation fonts-noto-color-emoji poppler-utils
 # wrk: the HTTP benchmark's load generator; `make bench` has system-deps install it too.
 BENCH_PKGS  := wrk
 # chromium: the real-browser journeys of `make test` (Playwright drives Debian's Chromium; none can be downloaded here).
@@ -76,7 +78,7 @@ upgrade-deps: | $(PY)
 	@git diff --stat -- $(CONSTRAINTS) 2>/dev/null || true
 	@echo ">> constraints.txt rewritten; run make test before committing it"
 
-# Installs missing Debian packages (WeasyPrint font subsetting, CJK fonts,
+# Installs missing Debian packages (WeasyPrint font subsetting, CJK fonts, the cards' monospace font,
 # pdftotext/pdftoppm for tests; wrk under `make bench`). No apt-get at all when everything is present.
 system-deps:
 	@missing=(); \

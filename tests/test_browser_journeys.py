@@ -19,12 +19,16 @@ from pathlib import Path
 
 import pypdfium2 as pdfium
 import pytest
+import zxingcpp
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from clinic.extensions import db
 from clinic.models import Patient, Referral, Voucher
+from clinic.services.patients import PatientDetails
 from clinic.services.privacy import mask_name
+from clinic.services.redemption import redeem_code
+from clinic.services.transaction import Actor
 from tests.browser_harness import (
     CAMPAIGNS,
     CHROMIUM,
@@ -71,10 +75,16 @@ JOURNEYS = {
     "test_patient_sees_progress_on_a_phone": "progress",
     "test_desk_spends_the_voucher": "spend",
     "test_card_batch_runs_and_downloads": "cards",
+    "test_long_unbroken_names_print_at_full_size": "long-names",
 }
 # The name and brand colour the manager gives the clinic (it starts as tests/browser_harness.CLINIC_LOOKS).
 SET_UP = {"en": ("Riverside Family Dental", "#7c3aed"), "zh_CN": ("康宁口腔门诊部", "#0e7490")}
 CARD_WORDS = {"en": "friend", "zh_CN": "朋友"}
+# A real family name (60 letters, no space: the form's limit for a name on posters), and a longer full name.
+LONG_NAME = "Wolfeschlegelsteinhausenbergerdorffvoralternwarengewissenhaft"[:60]
+LONG_FULL_NAME = "Hubertwolfeschlegelsteinhausenbergerdorffvoralternwarengewissenhaftschaferswessenschafewarenwohl"
+RECEIPT_QR_MM = 22  # the QR codes print 30 mm wide (the symbol a little less): a shrunk slip has them under 20
+RECENT_ROWS = 10  # what the desk lists of its latest redemptions
 CARD_BATCH_SIZE = 12  # two A4 sheets: enough for the job to report progress, small enough to be quick
 
 
@@ -140,6 +150,39 @@ def expect_no_horizontal_scroll(page) -> None:
 
 def path_of(page) -> str:
     return re.sub(r"^https?://[^/]+", "", page.url)
+
+
+def printed_pages(journey, page, step: str) -> int:
+    """How many pages Chromium prints the page on, at the size its CSS asks (an 80 mm receipt roll).
+
+    The PDF is kept beside the journey's screenshots, to look at.
+    """
+    path = journey.folder / f"{journey.name}-{step}.pdf"
+    pdf = pdfium.PdfDocument(page.pdf(path=str(path), prefer_css_page_size=True))
+    try:
+        return len(pdf)
+    finally:
+        pdf.close()
+
+
+def printed_qr_widths_mm(journey, step: str) -> list[float]:
+    """The width of each QR symbol on the first page of a printout saved by printed_pages, in millimetres."""
+    dpi = 200
+    pdf = pdfium.PdfDocument(journey.folder / f"{journey.name}-{step}.pdf")
+    try:
+        image = pdf[0].render(scale=dpi / 72).to_pil()
+    finally:
+        pdf.close()
+    found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+    return [(r.position.top_right.x - r.position.top_left.x) / dpi * 25.4 for r in found]
+
+
+def printed_text(journey, step: str) -> str:
+    pdf = pdfium.PdfDocument(journey.folder / f"{journey.name}-{step}.pdf")
+    try:
+        return "".join(page.get_textpage().get_text_range() for page in pdf)
+    finally:
+        pdf.close()
 
 
 def follow(page, selector: str) -> None:
@@ -246,6 +289,7 @@ def test_desk_enrols_a_patient_and_prints_the_welcome_slip(journey, site):
     assert not page.locator("header.topbar").is_visible()
     assert not page.locator("#welcome-slip [data-print]").is_visible()
     journey.shot(page, "welcome-print")
+    assert printed_pages(journey, page, "welcome") == 1  # the slip alone, no blank page after it
 
 
 def test_friend_opens_the_invite_on_a_phone(journey, site):
@@ -267,6 +311,8 @@ def test_friend_opens_the_invite_on_a_phone(journey, site):
 def test_desk_redeems_by_scanning(journey, site):
     ensure_campaign(site)
     language = journey.language
+    for _ in range(RECENT_ROWS):  # a busy desk: its list of recent redemptions is full
+        redeem(site)
     referrer = enrol(site)
     page = journey.staff_page(DESK)
     assert path_of(page) == "/desk/"
@@ -300,8 +346,15 @@ def test_desk_redeems_by_scanning(journey, site):
         issued = {(v.beneficiary, v.patient_id) for v in db.session.scalars(
             select(Voucher).where(Voucher.referral_id == referral.id))}
         assert issued == {("referrer", referrer.patient_id), ("friend", referral.friend_id)}
+        referral_id = referral.id
     expect_language(page, language, CHINESE["receipt"])
     journey.shot(page, "done")
+    # The receipt alone on one page: the desk's list of recent redemptions (hidden in print) adds no blank page,
+    # neither under the desk nor on the receipt's own page.
+    assert printed_pages(journey, page, "receipt") == 1
+    page.goto(f"/desk/redemptions/{referral_id}")
+    assert page.locator("#receipt").count() == 1
+    assert printed_pages(journey, page, "receipt-page") == 1
 
 
 def test_patient_sees_progress_on_a_phone(journey, site):
@@ -341,6 +394,32 @@ def test_desk_spends_the_voucher(journey, site):
         assert voucher.status == "spent"
     expect_language(page, language, CHINESE["spend"])
     journey.shot(page, "spent")
+
+
+def test_long_unbroken_names_print_at_full_size(journey, site):
+    """A name longer than the 80 mm roll is wide wraps inside the slip: Chromium does not shrink the whole
+    slip to fit it (its QR codes then print too small to scan well) nor cut the name off."""
+    ensure_campaign(site)
+    page = journey.staff_page(DESK)
+    page.goto("/patients/new")
+    page.fill("#full_name", LONG_FULL_NAME)
+    page.fill("#display_name", LONG_NAME)
+    page.fill("#phone", new_phone())
+    follow(page, "main form button[type=submit]")
+    assert re.fullmatch(r"/patients/\d+/welcome", path_of(page)), page.url
+    code = page.locator("#welcome-slip .code-xl").inner_text().replace("-", "").strip()
+
+    with site.database():
+        result = redeem_code(code, PatientDetails(full_name=LONG_FULL_NAME, display_name=LONG_NAME,
+                                                  phone=new_phone()), Actor())
+        referral_id = result.referral.id
+    for step, path in (("welcome", None), ("receipt", f"/desk/redemptions/{referral_id}")):
+        if path:
+            page.goto(path)
+        assert printed_pages(journey, page, step) == 1
+        widths = printed_qr_widths_mm(journey, step)
+        assert len(widths) >= 2 and min(widths) >= RECEIPT_QR_MM, f"{step}: QR codes {widths} mm wide"
+        assert LONG_NAME in re.sub(r"\s", "", printed_text(journey, step)), f"{step}: the name is cut"
 
 
 # Records what the batch page shows each time htmx replaces it: the progress bar, then the download link.

@@ -4,22 +4,25 @@ import csv
 import html
 import io
 import re
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
 import pikepdf
+import pypdfium2 as pdfium
 import pytest
+from PIL import Image, ImageDraw
 from sqlalchemy import func, select
 from werkzeug.http import http_date
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Card, CardBatch, IssuedCode, Referral, Voucher
 from clinic.models._time import utcnow
-from clinic.services import api_tokens, card_sheet, cards, clinic_settings, jobs, redemption, vouchers
+from clinic.services import api_tokens, card_sheet, cards, clinic_settings, colours, jobs, redemption, vouchers
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import CAMPAIGN, counts, friend
-from tests.printcheck import decode_pages, embedded_fonts, pdf_text
+from tests.printcheck import decode_pages, embedded_fonts, pdf_text, word_boxes
 from tests.test_redemption import run_at_once
 
 GIFT_PACK = {**CAMPAIGN,
@@ -79,6 +82,108 @@ def test_every_design_renders_and_scans(chinese_clinic, actor, tmp_path, design)
     pages = decode_pages(cards.batch_pdf_path(batch), tmp_path)
     codes = set(db.session.scalars(select(Card.code).where(Card.batch_id == batch.id)))
     assert set(pages[0]) == {f"https://clinic.test/r/{code}" for code in codes}
+
+
+# Where a card's fixed text lies (x0, y0, x1, y1 in mm from the top-left trim corner, no bleed): each holds one
+# kind of text on one background, so its most contrasting colour is that text's colour.
+CARD_TEXT = {"clinic name": (4, 1, 80, 12), "lead": (4, 14.5, 60, 17.5), "rewards": (4, 18, 60, 25.5)}
+DESIGN_DPI = 300
+
+
+def design_image(design: str):
+    """The batch's card design, rasterised."""
+    pdf = pdfium.PdfDocument(cards.card_design_pdf(CardBatch(design=design, bleed=False, size=1)))
+    try:
+        return pdf[0].render(scale=DESIGN_DPI / 72).to_pil().convert("RGB")
+    finally:
+        pdf.close()
+
+
+def text_contrast(image, box_mm) -> float:
+    """The contrast of a region's text on its background: its commonest colour against its most contrasting one."""
+    region = image.crop(tuple(round(v / 25.4 * DESIGN_DPI) for v in box_mm))
+    found = region.getcolors(maxcolors=region.width * region.height)
+    background = max(found)[1]
+    return max(colours.contrast_ratio(colour, background) for _, colour in found)
+
+
+@pytest.mark.parametrize("brand", ["#fde047", "#00bcd4", "#e91e63", "#1d4ed8"])
+@pytest.mark.parametrize("design", cards.DESIGNS)
+def test_card_text_reads_whatever_the_brand_colour(app, actor, design, brand):
+    """A light brand colour (yellow) gets dark text on it and is darkened where it is text on white, as on posters:
+    the card's small type needs 4.5:1."""
+    clinic_settings.update_clinic({"brand_colour": brand}, actor)
+    image = design_image(design)
+    for what, box in CARD_TEXT.items():
+        ratio = text_contrast(image, box)
+        assert ratio >= 4.5, f"{design} card, {brand}: the {what} reads at {ratio:.2f}:1"
+
+
+# Card reward labels up to the form's 80 characters, in English and in Chinese; and just over one line's worth.
+LONG_LABELS = ("Complimentary professional teeth whitening session plus a ¥300 gift card for you",
+               "一次免费的专业洁牙服务外加价值三百元的礼品卡一张以及全家人的年度口腔检查优惠和停车券欢迎您和您的家人朋友一起来到我们的诊所参观"
+               "体验更多服务项目并享受专属优惠礼遇")
+MEDIUM_LABELS = ("Professional teeth whitening and a ¥300 gift card for you", "一次免费的专业洁牙服务外加价值三百元的礼品卡一张和停车券一张欢迎您")
+SCRATCH_TOP, BAND_BOTTOM = 26.0, 13.0  # mm from the card's top (card.css)
+LOGO_MAX_WIDTH = 30.5  # mm
+CLEARANCE = 0.5  # mm between the offer's last line and the scratch area
+
+
+@pytest.mark.parametrize("language", ["en", "zh_CN"])
+@pytest.mark.parametrize(("design", "labels"), [(design, LONG_LABELS) for design in cards.DESIGNS]
+                         + [("classic", MEDIUM_LABELS)])
+def test_long_card_rewards_print_whole_above_the_scratch_area(app, actor, tmp_path, language, design, labels):
+    friend_gets, you_get = labels
+    assert len(friend_gets) <= 80 and len(you_get) <= 80
+    clinic_settings.update_default_campaign({**GIFT_PACK, "card_friend_reward_label": friend_gets,
+                                             "card_referrer_reward_label": you_get}, actor)
+    clinic_settings.get_clinic().language = language
+    db.session.commit()
+    path = tmp_path / "card.pdf"
+    path.write_bytes(cards.card_design_pdf(CardBatch(design=design, bleed=False, size=1)))
+    (page,) = word_boxes(path)
+    offer = "".join(word for word, _, top, _, bottom in page.words
+                    if top >= BAND_BOTTOM and bottom <= SCRATCH_TOP - CLEARANCE)
+    for label in labels:
+        assert label.replace(" ", "") in offer, f"{label!r} is not all above the scratch area"
+
+
+NAMES = {"39 characters": "Riverside Family Dental Clinic 河畔家庭口腔诊所",
+         "120 characters": ("Harbour Family Dental & Orthodontic Specialists of Greater Shanghai 港湾口腔医院集团上海浦东新区分院 "
+                            "International Smile Centre")[:120]}
+
+
+def wordmark(width: int, height: int) -> io.BytesIO:
+    """A logo as wide as a clinic's wordmark: a bar with a dark ring at each end (a squashed ring shows)."""
+    image = Image.new("RGB", (width, height), "#0f766e")
+    draw = ImageDraw.Draw(image)
+    for left in (0, width - height):
+        draw.ellipse((left, 0, left + height - 1, height - 1), outline="#111111", width=max(2, height // 10))
+    stream = io.BytesIO()
+    image.save(stream, "PNG")
+    stream.seek(0)
+    return stream
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("design", "shape"), [("classic", (1200, 200)), ("classic", (2000, 100)),
+                                               ("bold", (1200, 200)), ("minimal", (2000, 100))])
+def test_a_long_clinic_name_beside_a_wide_logo_stays_whole_in_the_band(app, actor, tmp_path, design, shape, name):
+    """A 6:1 wordmark left a 39-character name four lines, cut top and bottom; a 20:1 logo pushed it off the card."""
+    clinic_settings.update_clinic({"name": NAMES[name], "logo_filename": clinic_settings.save_logo(
+        wordmark(*shape), app.config["UPLOAD_FOLDER"])}, actor)
+    path = tmp_path / "card.pdf"
+    path.write_bytes(cards.card_design_pdf(CardBatch(design=design, bleed=False, size=1)))
+    (page,) = word_boxes(path)
+    band = [(word, box) for word, *box in page.words if box[1] < BAND_BOTTOM]
+    assert "".join(word for word, _ in band) == NAMES[name].replace(" ", "")
+    outside = [word for word, (x0, y0, x1, y1) in band if x0 < 0 or x1 > page.width or y0 < 0 or y1 > BAND_BOTTOM]
+    assert not outside, f"the clinic name runs out of the band: {outside}"
+    listing = subprocess.run(["pdfimages", "-list", str(path)], capture_output=True, text=True, check=True).stdout
+    [logo] = [line.split() for line in listing.splitlines()[2:]]
+    x_ppi, y_ppi = float(logo[12]), float(logo[13])
+    assert abs(x_ppi - y_ppi) <= 1, f"the logo is distorted: {x_ppi} x {y_ppi} ppi"
+    assert int(logo[3]) / x_ppi * 25.4 <= LOGO_MAX_WIDTH, "the logo leaves the name too little room"
 
 
 def test_card_codes_never_repeat_a_voucher_code(chinese_clinic, actor, referrer, monkeypatch):
@@ -431,6 +536,17 @@ def test_a_voucher_is_not_a_card_and_a_card_is_not_a_voucher(activated, actor):
         vouchers.spend_voucher(activated.code, actor)
     assert refused.value.reason == "unknown_code"
     assert db.session.scalar(select(func.count()).select_from(Voucher)) == 0
+
+
+def test_card_sheets_embed_every_font_they_use_once(chinese_clinic, actor):
+    """A print shop's RIP substitutes a font that is not embedded (Courier-Bold was not): the serials and codes
+    then print in whatever it has. The monospace face is embedded once per file, as a subset."""
+    batch = generate(20, actor)
+    path = cards.batch_pdf_path(batch)
+    fonts = embedded_fonts(path)
+    assert all(embedded for _, embedded in fonts), fonts
+    mono = [name for name, _ in fonts if "Mono" in name]
+    assert len(mono) == 1 and re.fullmatch(r"[A-Z]{6}\+\S+", mono[0]), fonts  # one subset for the two sheets
 
 
 def test_sheet_layout_fits_a4_with_and_without_bleed():

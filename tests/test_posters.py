@@ -26,7 +26,7 @@ from clinic.services.patients import (PatientDetails, enrol_patient, hash_token,
                                       set_poster_consent)
 from clinic.services.transaction import Actor
 from tests.conftest import CAMPAIGN, Browser
-from tests.printcheck import embedded_fonts, pdf_text
+from tests.printcheck import embedded_fonts, pdf_text, word_boxes
 
 CLINIC = "Harbour Family Dental 港湾口腔"
 CLINIC_PHONE = "+86 21 5555 0100"
@@ -164,6 +164,81 @@ def test_a_name_is_printed_only_with_consent_and_no_campaign_means_a_plain_welco
     assert "Wang Li invites you" in text and "Wang Li Hua" not in text
     assert "1 bed-day waived" not in text
     assert "You are welcome at Test Clinic" in " ".join(text.split())
+
+
+def image_resolutions(pdf: bytes, workdir: Path) -> list[tuple[float, float]]:
+    """(x-ppi, y-ppi) of each image in the PDF, from poppler's pdfimages: the two differ when it is stretched."""
+    path = workdir / "printed.pdf"
+    path.write_bytes(pdf)
+    listing = subprocess.run(["pdfimages", "-list", str(path)], capture_output=True, text=True, check=True).stdout
+    return [(float(line.split()[12]), float(line.split()[13])) for line in listing.splitlines()[2:]]
+
+
+@pytest.mark.parametrize("shape", [(2000, 100), (100, 400)])
+def test_a_wide_or_tall_logo_keeps_its_shape_on_every_poster(app, make_patient, tmp_path, shape):
+    """A 2000 x 100 wordmark was squashed about four times across (held at the logo's height, cut to its width)."""
+    logo = io.BytesIO()
+    Image.new("RGB", shape, "#0f766e").save(logo, "PNG")
+    logo.seek(0)
+    clinic_settings.update_clinic({"logo_filename": clinic_settings.save_logo(logo, app.config["UPLOAD_FOLDER"])},
+                                  Actor())
+    patient, _ = make_patient()
+    for design in posters.DESIGNS:
+        for size in (*posters.SIZES, posters.PHONE):
+            [(x_ppi, y_ppi)] = image_resolutions(posters._render([patient], design, size), tmp_path)
+            assert abs(x_ppi - y_ppi) <= 1, f"{design} {size}: the logo is stretched ({x_ppi} x {y_ppi} ppi)"
+
+
+LONG_ADDRESS = ("Building 7, Unit 1203, 888 Harbour Road, Pudong New Area, Shanghai 200120, China · "
+                "上海市浦东新区港湾路888号7号楼1203室 · Entrance via the north lobby; parking available in the basement (B2), "
+                "metro line 2 exit 4, five minutes on foot. Please bring your referral code and an identity card "
+                "to the front desk on the ground floor.")[:300]
+LONG_CLINIC = ("Harbour Family Dental & Orthodontic Specialists of Greater Shanghai 港湾口腔医院集团上海浦东新区分院 "
+               "International Smile Centre")[:111]
+LONG_DISPLAY_NAME = "Alexandra-Josephine Wolfeschlegelsteinhausen-Bergerdorff Li"[:60]
+
+
+@pytest.mark.parametrize(("name", "address", "display_name"), [
+    (CLINIC, LONG_ADDRESS, LONG_DISPLAY_NAME),  # the longest address and name on posters the forms allow
+    (LONG_CLINIC, LONG_ADDRESS[:221], DISPLAY_NAME),
+], ids=["long-address-and-inviter", "long-clinic-name-and-address"])
+def test_long_names_and_addresses_stay_on_every_poster(app, make_patient, tmp_path, name, address, display_name):
+    """The footer was pushed off the page (the poster is one page high, overflow hidden): the address vanished."""
+    logo = io.BytesIO()
+    Image.new("RGB", (300, 120), "#0f766e").save(logo, "PNG")
+    logo.seek(0)
+    clinic_settings.update_clinic({"name": name, "address": address, "phone": CLINIC_PHONE,
+                                   "logo_filename": clinic_settings.save_logo(logo, app.config["UPLOAD_FOLDER"])},
+                                  Actor())
+    patient, _ = make_patient(display_name=display_name)
+    set_poster_consent(patient.id, True, Actor())
+    for design in posters.DESIGNS:
+        for size in (*posters.SIZES, posters.PHONE):
+            path = tmp_path / f"{design}-{size}.pdf"
+            path.write_bytes(posters._render([patient], design, size))
+            pages = word_boxes(path)
+            assert len(pages) == 1, f"{design} {size}: {len(pages)} pages"
+            page = pages[0]
+            inside = [word for word, x0, y0, x1, y1 in page.words
+                      if x0 >= 0 and y0 >= 0 and x1 <= page.width and y1 <= page.height]
+            outside = [word for word, *_ in page.words if word not in inside]
+            assert not outside, f"{design} {size}: off the page: {' '.join(outside)}"
+            printed = "".join(inside)
+            for text in (name, address, display_name, CLINIC_PHONE):
+                assert text.replace(" ", "") in printed, f"{design} {size}: {text!r} is not all on the page"
+            [(url, _, _)] = scan_pdf(path, tmp_path, dpi=100)
+            assert url == f"https://clinic.test/r/{patient.personal_code}"
+
+
+def test_an_emoji_in_a_name_prints_in_colour_not_as_a_box(app, make_patient, tmp_path):
+    """"Lily 🌸" printed a box over the next letters: no font in the stack had the flower (Noto Color Emoji now)."""
+    patient, _ = make_patient(display_name="Lily 🌸")
+    set_poster_consent(patient.id, True, Actor())
+    path = tmp_path / "poster.pdf"
+    path.write_bytes(posters.poster_pdf(patient, "classic", "A4"))
+    assert "Lily 🌸 invites you" in pdf_text(path)
+    fonts = embedded_fonts(path)
+    assert any("Emoji" in name and embedded for name, embedded in fonts), fonts
 
 
 def pdf_text_of(pdf: bytes) -> str:

@@ -14,14 +14,18 @@ every cut line; with bleed, each card's design extends 2 mm past its trim and ca
 
 from __future__ import annotations
 
+import functools
 import io
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
 import numpy as np
 import pikepdf
 import zxingcpp
+from fontTools import subset
+from fontTools.ttLib import TTFont
 
 MM = 72 / 25.4
 PAGE_WIDTH, PAGE_HEIGHT = 210.0, 297.0
@@ -40,7 +44,12 @@ QR_SIZE = 20.0  # including the 4-module quiet zone
 QR_X, QR_Y = SCRATCH_X + 2.0, SCRATCH_Y + 2.0
 CODE_X, CODE_Y, CODE_FONT_SIZE = QR_X + QR_SIZE + 2.0, SCRATCH_Y + 10.0, 9.0
 SERIAL_RIGHT, SERIAL_Y, SERIAL_FONT_SIZE = CARD_WIDTH - 4.0, SCRATCH_Y + 1.5, 7.5
-COURIER_ADVANCE = 0.6  # Courier's glyph width, in ems: every glyph is the same
+# Serials and codes are set in Liberation Mono Bold (Debian's fonts-liberation, in the Makefile's SYSTEM_PKGS):
+# metric-compatible with Courier, so the layout is Courier's, but embedded. A print shop's RIP replaces a font a PDF
+# does not carry with whatever it has, and a code must print exactly as it reads.
+MONO_FONT = Path("/usr/share/fonts/truetype/liberation/LiberationMono-Bold.ttf")
+MONO_CHARACTERS = range(32, 127)  # printable ASCII: serials and codes are plain ASCII, in WinAnsi's codes
+COURIER_ADVANCE = 0.6  # Courier's glyph width, in ems: every glyph is the same (Liberation Mono's too)
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,46 @@ def qr_image_mask(url: str) -> tuple[int, bytes]:
     return modules.shape[0], np.packbits(modules, axis=1).tobytes()
 
 
+@dataclass(frozen=True)
+class EmbeddedFont:
+    """A TrueType subset and the PDF dictionaries that describe it (``%d`` for the objects they refer to)."""
+
+    file: bytes
+    descriptor: bytes  # refers to the font file
+    font: bytes  # refers to the descriptor
+
+
+@functools.cache
+def mono_font() -> EmbeddedFont:
+    """MONO_FONT cut down to MONO_CHARACTERS: made once per process, embedded once per file (a few kB)."""
+    options = subset.Options()
+    options.name_IDs = ["*"]
+    options.notdef_outline = True
+    options.drop_tables += ["FFTM"]  # FontForge's timestamps: fontTools would drop it anyway, with a warning
+    font = TTFont(MONO_FONT)
+    subsetter = subset.Subsetter(options)
+    subsetter.populate(unicodes=MONO_CHARACTERS)
+    subsetter.subset(font)
+    buffer = io.BytesIO()
+    font.save(buffer)
+    scale = 1000 / font["head"].unitsPerEm
+    cmap = font.getBestCmap()
+    widths = b" ".join(b"%d" % round(font["hmtx"][cmap[code]][0] * scale) for code in MONO_CHARACTERS)
+    head, os2 = font["head"], font["OS/2"]
+    name = b"CRDMNO+" + font["name"].getDebugName(6).encode("ascii")  # a subset's tag: six capitals
+    descriptor = (b"<< /Type /FontDescriptor /FontName /%s /Flags 33 /FontBBox [%d %d %d %d] /ItalicAngle 0 "
+                  b"/Ascent %d /Descent %d /CapHeight %d /StemV 120 /FontFile2 %%d 0 R >>"
+                  % (name, *(round(v * scale) for v in (head.xMin, head.yMin, head.xMax, head.yMax)),
+                     round(os2.sTypoAscender * scale), round(os2.sTypoDescender * scale),
+                     round(os2.sCapHeight * scale)))
+    dictionary = (b"<< /Type /Font /Subtype /TrueType /BaseFont /%s /FirstChar %d /LastChar %d /Widths [%s] "
+                  b"/Encoding /WinAnsiEncoding /FontDescriptor %%d 0 R >>"
+                  % (name, MONO_CHARACTERS[0], MONO_CHARACTERS[-1], widths))
+    return EmbeddedFont(buffer.getvalue(), descriptor, dictionary)
+
+
 def _text(text: str, size: float, x: float, y: float) -> bytes:
-    """Black Courier-Bold text; serials and codes are plain ASCII, so WinAnsi covers them."""
+    """Black monospace text (MONO_FONT); serials and codes are plain ASCII, so WinAnsi covers them."""
     escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
     return f"BT 0 g /F1 {size:.1f} Tf {x:.3f} {y:.3f} Td ({escaped}) Tj ET\n".encode("latin-1")
 
@@ -213,8 +260,10 @@ def write_card_sheets(design_pdf: bytes, cards: Iterable[PrintedCard], out: Bina
     layout = SheetLayout(bleed=bleed)
     writer, design_number, _ = _copy_design(design_pdf, lambda first: StreamingPdfWriter(out, first))
     pages_root = writer.reserve()
-    font = writer.object(writer.reserve(), b"<< /Type /Font /Subtype /Type1 /BaseFont /Courier-Bold "
-                                           b"/Encoding /WinAnsiEncoding >>")
+    mono = mono_font()
+    font_file = writer.stream(writer.reserve(), b"/Length1 %d" % len(mono.file), mono.file, compress=True)
+    descriptor = writer.object(writer.reserve(), mono.descriptor % font_file)
+    font = writer.object(writer.reserve(), mono.font % descriptor)
     crop_marks = layout.crop_marks()
     origins = layout.card_origins()
     page_size = b"[0 0 %.2f %.2f]" % (PAGE_WIDTH * MM, PAGE_HEIGHT * MM)

@@ -38,6 +38,8 @@ from clinic.services.codes import format_code, generate_bearer_code
 from clinic.services.errors import Refused
 from clinic.services.exports import safe_cell
 from clinic.services.pdf import render_pdf
+from clinic.services.posters import Brand
+from clinic.services.text import print_width
 from clinic.services.rewards import campaign_in_force
 from clinic.services.text import clean_reason
 from clinic.services.transaction import Actor, atomic
@@ -47,6 +49,12 @@ DESIGNS = ("classic", "bold", "minimal")
 MAX_BATCH_SIZE = 10_000
 STALE_AFTER = timedelta(seconds=60)  # a running job that has not reported for this long has died
 PROGRESS_EVERY = 200  # cards between progress reports
+# A reward longer than this (half-ems, text.print_width) no longer fits one line of the card's offer beside
+# "Your friend gets": the offer then takes a smaller type, so that two such rewards stay above the scratch area.
+LONG_REWARD = 40
+# A clinic name wider than these (half-ems) takes a smaller type in the card's band, beside a logo of up to 30 mm:
+# the band holds three lines of its usual type, and a name may have 120 characters.
+LONG_NAME, LONGER_NAME = 30, 60
 SERIAL_PATTERN = re.compile(r"^B\d{3,}-\d{4,5}$")
 
 
@@ -156,14 +164,24 @@ def _unused_codes(count: int) -> list[str]:
 
 
 def card_design_pdf(batch: CardBatch) -> bytes:
-    """The batch's card design as a one-page PDF, rendered once by WeasyPrint."""
+    """The batch's card design as a one-page PDF, rendered once by WeasyPrint.
+
+    The brand colour comes with the text colours that stay readable with it, as on posters (a yellow brand
+    under white text could not be read).
+    """
     campaign = batch.campaign or campaign_in_force(for_cards=True)
-    currency = current_clinic().currency
+    clinic = current_clinic()
+    currency = clinic.currency
+    name_width = print_width(clinic.name)
+    name_size = "is-longer" if name_width > LONGER_NAME else "is-long" if name_width > LONG_NAME else ""
     margin = BLEED if batch.bleed else 0
-    return render_pdf("pdf/card.html", design=batch.design, bleed=margin, brand_colour=brand_colour(),
+    friend_gets = card_friend_reward(campaign).describe(currency)
+    referrer_gets = card_referrer_reward(campaign).describe(currency)
+    return render_pdf("pdf/card.html", design=batch.design, bleed=margin, brand=Brand.from_colour(brand_colour()),
                       page_width=CARD_WIDTH + 2 * margin, page_height=CARD_HEIGHT + 2 * margin,
-                      friend_gets=card_friend_reward(campaign).describe(currency),
-                      referrer_gets=card_referrer_reward(campaign).describe(currency))
+                      friend_gets=friend_gets, referrer_gets=referrer_gets,
+                      long_offer=max(print_width(friend_gets), print_width(referrer_gets)) > LONG_REWARD,
+                      name_size=name_size)
 
 
 def run_batch(batch_id: int, *, activate_for: Patient | None = None, actor: Actor | None = None) -> bool:

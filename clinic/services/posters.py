@@ -34,6 +34,7 @@ from clinic.services.errors import Refused
 from clinic.services.patients import patients_enrolled_between
 from clinic.services.pdf import in_print_language, render_pdf
 from clinic.services.qr import qr_svg
+from clinic.services.text import print_width
 from clinic.services.urls import invite_url
 
 DESIGNS = ("classic", "bold", "minimal")
@@ -44,6 +45,9 @@ MAX_POSTERS = 200  # one request renders at most this many pages; more belongs i
 TEMPLATE = "pdf/poster.html"
 
 _LONG_NAME = 30  # characters after which a clinic name or an offer gets a smaller type size
+# Widths (half-ems, text.print_width) after which a clinic name, an inviter's name or the address steps down once
+# more: the poster is one page high, and at full size the longest ones the forms allow pushed the address off it.
+_LONGER_NAME, _LONG_INVITER, _LONG_ADDRESS = 60, 30, 120
 # PDFium keeps global state and is not thread-safe: one rasterisation at a time per process.
 _PDFIUM_LOCK = threading.Lock()
 
@@ -91,6 +95,7 @@ class PosterFace:
     """What one patient's poster says (the clinic's part is shared by every page)."""
 
     inviter: str | None  # the display name, only with the patient's consent
+    long_inviter: bool
     code: str  # XXXX-XXXX
     url: str
     short_url: str  # the URL without its scheme, for people who type rather than scan
@@ -99,7 +104,9 @@ class PosterFace:
 
 def poster_face(patient: Patient) -> PosterFace:
     url = invite_url(patient.personal_code)
-    return PosterFace(inviter=patient.name_for_friends, code=format_code(patient.personal_code), url=url,
+    inviter = patient.name_for_friends
+    return PosterFace(inviter=inviter, long_inviter=print_width(inviter or "") > _LONG_INVITER,
+                      code=format_code(patient.personal_code), url=url,
                       short_url=url.split("://", 1)[-1], qr=qr_svg(url, title=_("QR code")))
 
 
@@ -117,6 +124,8 @@ def _render(patients: list[Patient], design: str, size: str) -> bytes:
         offer = current_offer(clinic)
     return render_pdf(TEMPLATE, design=design, size=size, clinic=clinic, brand=Brand.from_colour(brand_colour()),
                       offer=offer, long_name=len(clinic.name) > _LONG_NAME,
+                      longer_name=print_width(clinic.name) > _LONGER_NAME,
+                      long_address=print_width(clinic.address or "") > _LONG_ADDRESS,
                       long_offer=offer is not None and len(offer) > _LONG_NAME,
                       posters=[poster_face(patient) for patient in patients])
 

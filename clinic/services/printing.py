@@ -27,4 +27,14 @@ def printing_problems() -> tuple[str, ...]:
         if "Noto Sans CJK" not in fonts and "Noto Serif CJK" not in fonts:
             problems.append("No Noto CJK font is installed: Chinese names would print as boxes "
                             "(Debian: apt-get install fonts-noto-cjk).")
+        emoji = subprocess.run(["fc-list", "Noto Color Emoji", "family"], capture_output=True, text=True,
+                               timeout=30).stdout
+        if "Noto Color Emoji" not in emoji:
+            problems.append("Noto Color Emoji is not installed: an emoji in a name would print as a box "
+                            "(Debian: apt-get install fonts-noto-color-emoji).")
+    from clinic.services.card_sheet import MONO_FONT
+
+    if not MONO_FONT.is_file():
+        problems.append(f"{MONO_FONT} is missing: scratch-card batches would fail "
+                        "(Debian: apt-get install fonts-liberation).")
     return tuple(problems)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from flask_babel import gettext as _
 
@@ -58,3 +59,12 @@ def clean_reason(raw: str | None) -> str:
         raise Refused("validation_error", _("Give a reason of %(min)s to %(max)s characters.", min=REASON_MIN,
                                             max=REASON_MAX), field="reason")
     return reason
+
+
+def print_width(text: str) -> int:
+    """How much room ``text`` takes on paper, in half-ems: a Chinese (wide or full-width) character counts two.
+
+    Print layouts step their type down for long texts; by characters alone, a Chinese label as long as an
+    English one would take twice the room it is given.
+    """
+    return sum(2 if unicodedata.east_asian_width(character) in "WF" else 1 for character in text)
