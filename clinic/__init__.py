@@ -8,7 +8,7 @@ from pathlib import Path
 from flask import Flask
 
 from clinic import i18n
-from clinic.config import load_config
+from clinic.config import database_engine_options, load_config
 from clinic.extensions import csrf, db, login_manager, migrate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(load_config(Path(app.instance_path)))
     if test_config:
         app.config.update(test_config)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", database_engine_options(app.config))
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
@@ -42,6 +43,10 @@ def create_app(test_config: dict | None = None) -> Flask:
             from clinic.services.transaction import configure_sqlite
 
             configure_sqlite(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+        elif db.engine.dialect.name == "postgresql":
+            from clinic.services.transaction import configure_postgresql
+
+            configure_postgresql(db.engine)
 
     from clinic import cli, models  # noqa: F401  (models register their tables)
     from clinic.web import register_web

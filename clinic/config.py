@@ -6,6 +6,8 @@ import os
 import secrets
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 
 def _secret_key(instance_path: Path) -> str:
     """SECRET_KEY from the environment, else one generated once into ``instance/``.
@@ -56,6 +58,11 @@ def load_config(instance_path: Path) -> dict:
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,  # a desk PC stays logged in all day; the token lives with the session
         "SQLITE_BUSY_TIMEOUT_MS": int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "15000")),
+        # PostgreSQL: how long a statement waits for a lock held by another, and how long any one statement may
+        # run (0: no limit), before it fails and the desk is told "busy, press again" (README "Running in
+        # production"). Both well under GUNICORN_TIMEOUT, so a held lock never leaves a worker stuck until killed.
+        "DATABASE_LOCK_TIMEOUT_MS": int(os.environ.get("DATABASE_LOCK_TIMEOUT_MS", "5000")),
+        "DATABASE_STATEMENT_TIMEOUT_MS": int(os.environ.get("DATABASE_STATEMENT_TIMEOUT_MS", "20000")),
         "REDIS_URL": os.environ.get("REDIS_URL") or None,
         # With REDIS_URL, background jobs (card batches) go to this RQ queue for `flask worker`.
         "JOB_QUEUE": os.environ.get("JOB_QUEUE", "clinic-jobs"),
@@ -98,3 +105,18 @@ def rate_limit_settings() -> dict:
         "RATELIMIT_API": os.environ.get("RATELIMIT_API", "600/minute"),
         "RATELIMIT_API_WRONG_CODES": os.environ.get("RATELIMIT_API_WRONG_CODES", "60/minute;600/hour"),
     }
+
+
+def database_engine_options(config) -> dict:
+    """SQLAlchemy engine options for the configured database (after any test settings were applied).
+
+    PostgreSQL connections start with ``lock_timeout`` and ``statement_timeout`` (``flask db upgrade`` lifts the
+    statement timeout for its own transaction, migrations/env.py); options already in the URL's ``options`` stay.
+    """
+    url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() != "postgresql":
+        return {}
+    options = " ".join(filter(None, (url.query.get("options"),
+                                     f"-c lock_timeout={int(config['DATABASE_LOCK_TIMEOUT_MS'])}",
+                                     f"-c statement_timeout={int(config['DATABASE_STATEMENT_TIMEOUT_MS'])}")))
+    return {"connect_args": {"options": options}}

@@ -105,6 +105,11 @@ def run_migrations_online():
         )
 
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # The app's statement_timeout (config.database_engine_options) is for requests: a migration that
+                # rewrites a big table may run longer. Its lock_timeout stays, so that a migration run while the
+                # desk is busy fails and can be run again, rather than queueing every request behind it.
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             context.run_migrations()
 
         if sqlite:

@@ -78,6 +78,7 @@ def _worker_postgresql_url() -> str:
 
 @pytest.fixture(params=BACKENDS)
 def app(request, tmp_path):
+    marker = request.node.get_closest_marker("app_settings")
     app = create_app({
         "TESTING": True,
         "RATELIMIT_ENABLED": False,  # tests/test_limits.py turns it on where limits are the subject
@@ -87,6 +88,7 @@ def app(request, tmp_path):
         "BATCH_FOLDER": str(tmp_path / "batches"),
         "IMPORT_FOLDER": str(tmp_path / "imports"),
         "PUBLIC_BASE_URL": "https://clinic.test",
+        **(marker.kwargs if marker else {}),
     })
     with app.app_context():
         db.drop_all()

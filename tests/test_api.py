@@ -792,3 +792,19 @@ def test_the_document_lists_each_code_under_its_status():
                     for code in schema["allOf"][1]["properties"]["error"]["properties"]["code"]["enum"]:
                         assert ERROR_CODES[code][0] == int(status), (method, path, code)
 
+
+
+@pytest.mark.parametrize("message, code", [("database is locked", "database_unavailable"),
+                                           ("database or disk is full", "database_not_writable")])
+def test_the_database_refusing_answers_503_with_its_code_and_retry_after(api, referrer, monkeypatch, message, code):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    def refused(*_args, **_kwargs):
+        raise OperationalError("SELECT", {}, sqlite3.OperationalError(message))
+
+    monkeypatch.setattr("clinic.services.desk.identify_code", refused)
+    response = api.post("/api/v1/codes/validate", {"code": referrer.personal_code})
+    assert error_of(response) == (503, code, None) and int(response.headers["Retry-After"]) > 0
+    assert "nothing was saved" in response.get_json()["error"]["message"]

@@ -159,7 +159,8 @@ def test_a_server_error_inside_the_desk_panel_is_an_alert_in_chinese(zh_desk, ap
     response = zh_desk.post("/desk/lookup", {"code": "ABCD2345"}, htmx=True)
     assert response.status_code == 500
     body = page(response)
-    assert 'id="desk-panel"' in body and 'role="alert"' in body
+    assert response.headers["HX-Retarget"] == "#request-error", "above the panel, which keeps the friend's form"
+    assert 'id="desk-panel"' not in body and 'role="alert"' in body
     assert "出错了（错误 500）。没有做任何更改。" in body
 
 

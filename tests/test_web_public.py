@@ -193,13 +193,12 @@ def test_healthz(browser):
 
 def test_healthz_says_503_when_the_database_is_gone(app, browser, monkeypatch):
     from sqlalchemy.exc import OperationalError
-
-    from clinic.extensions import db
+    from sqlalchemy.orm import Session
 
     def broken(*_args, **_kwargs):
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
-    monkeypatch.setattr(db.session, "execute", broken)
+    monkeypatch.setattr(Session, "connection", broken)
     response = browser.get("/healthz")
     assert response.status_code == 503 and response.get_json()["status"] == "error"
 

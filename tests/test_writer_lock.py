@@ -85,3 +85,35 @@ def test_a_lock_file_that_cannot_be_opened_raises_its_own_error_and_nothing_else
     finally:
         sys.unraisablehook = old_hook
     assert unraisable == [], "no error from a half-made lock file's clean-up"
+
+
+
+def test_a_writer_gives_up_after_its_wait_and_one_in_time_gets_the_lock_soon_after_it_is_freed(tmp_path):
+    """The wait used to have no limit: writers queued behind a stuck one until gunicorn killed their workers."""
+    import pytest
+
+    from clinic.services.transaction import DatabaseBusy
+
+    path = str(tmp_path / "db.writer-lock")
+    holder = SQLiteWriterLock(path)
+    with holder.held():
+        started = time.monotonic()
+        with pytest.raises(DatabaseBusy):
+            with SQLiteWriterLock(path, wait_seconds=0.2).held():
+                pass
+        assert 0.2 <= time.monotonic() - started < 1
+    ready, freed_at = threading.Event(), []
+
+    def hold_then_release():
+        with holder.held():
+            ready.set()
+            time.sleep(0.1)
+            freed_at.append(time.monotonic())
+
+    thread = threading.Thread(target=hold_then_release)
+    thread.start()
+    ready.wait()
+    with SQLiteWriterLock(path, wait_seconds=5).held():
+        acquired_at = time.monotonic()
+    thread.join()
+    assert acquired_at - freed_at[0] < 0.05, "a waiter notices the lock is free within milliseconds"

@@ -52,6 +52,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "already_activated": (409, "The card is already activated."),
     "no_campaign": (422, "No running campaign covers scratch cards: the cards would print its offer."),
     "not_ready": (409, "The batch is not printed yet: poll it until its status is done."),
+    "database_unavailable": (503, "The database is busy (a lock held too long, a statement over its time limit) or "
+                                  "out of reach. Retry after Retry-After seconds, with the same Idempotency-Key "
+                                  "where the operation takes one; the message says when the request may have been "
+                                  "saved."),
+    "database_not_writable": (503, "The server cannot save: its disk is full, or its database is read-only or on a "
+                                   "failing disk. An administrator must fix the server first."),
     "not_queued": (503, "The job queue is out of reach: the batch was created and has failed; ask for a new one "
                         "later."),
 }
@@ -60,6 +66,7 @@ BODY_ERRORS = ("malformed_json", "payload_too_large", "unsupported_media_type", 
 CODE_ERRORS = ("empty_code", "not_a_code", "wrong_length", "mistyped_code", "unknown_code")
 CARD_ERRORS = ("card_not_activated", "already_redeemed", "card_void")
 VOUCHER_ERRORS = ("already_spent", "voided", "expired")
+DATABASE_ERRORS = ("database_unavailable", "database_not_writable")
 
 
 def _ref(name: str) -> dict:
@@ -262,8 +269,9 @@ def _operation(operation_id: str, tag: str, summary: str, description: str, succ
                errors: tuple = (), body: dict | None = None, body_required: bool = True,
                parameters: list | None = None, idempotent: bool = False) -> dict:
     """One operation; its error responses are grouped by status from the codes it may answer."""
-    # 422 for an unknown query parameter; bad_host for a Host header that is not a host name.
-    codes = ["unauthorized", "rate_limited", "validation_error", "bad_host", *errors]
+    # 422 for an unknown query parameter; bad_host for a Host header that is not a host name; the database's
+    # refusals for any of them.
+    codes = ["unauthorized", "rate_limited", "validation_error", "bad_host", *errors, *DATABASE_ERRORS]
     if body is not None:
         codes += list(BODY_ERRORS)
     parameters = list(parameters or [])
@@ -287,6 +295,8 @@ def _operation(operation_id: str, tag: str, summary: str, description: str, succ
                                                         "description": "Bearer realm=\"clinic-api\""}}
     responses["429"]["headers"] = {"Retry-After": {"schema": STRING, "required": True,
                                                    "description": "Seconds to wait."}}
+    responses["503"]["headers"] = {"Retry-After": {"schema": STRING, "required": False,
+                                                   "description": "Seconds to wait (with the database's codes)."}}
     operation = {"operationId": operation_id, "tags": [tag], "summary": summary, "description": description,
                  "parameters": parameters, "responses": responses}
     if body is not None:

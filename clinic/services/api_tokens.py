@@ -17,7 +17,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.errors import Refused
 from clinic.services.text import clean_text
-from clinic.services.transaction import Actor, atomic
+from clinic.services.transaction import Actor, atomic, forget_saves
 
 TOKEN_PREFIX = "clk_"  # says what the secret is when it turns up in a log or a config file
 NAME_MAX = 80
@@ -93,4 +93,5 @@ def authenticate(raw: str | None) -> TokenHolder | None:
                 ApiToken.id == holder.id,
                 or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_EVERY))
                 .values(last_used_at=now).execution_options(synchronize_session=False))
+        forget_saves()  # bookkeeping, not what the request asked for: an error after it has still saved nothing
     return holder

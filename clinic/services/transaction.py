@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
+import sqlite3
 import threading
+import time
 import weakref
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import event, insert, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from clinic.extensions import db
@@ -21,6 +25,10 @@ IMMEDIATE = "clinic_begin_immediate"
 NO_BEGIN = "clinic_no_begin"
 # session.info: the session was set to read outside a database transaction (read_only_session) and must not write.
 _READ_ONLY = "transaction.read_only"
+# session.info: a transaction reached its COMMIT in this request (may_have_saved).
+_MAY_HAVE_SAVED = "transaction.may_have_saved"
+# SQLite's words for a connection that cannot write, whatever the file's state now (configure_sqlite).
+UNWRITABLE_SQLITE_ERRORS = ("readonly database", "disk I/O error")
 # SQLite engines -> the lock their write transactions queue on (see SQLiteWriterLock).
 _WRITER_LOCKS: "weakref.WeakKeyDictionary[Engine, SQLiteWriterLock]" = weakref.WeakKeyDictionary()
 
@@ -55,7 +63,19 @@ def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.close()
 
     if engine.url.database and engine.url.database != ":memory:":
-        _WRITER_LOCKS[engine] = SQLiteWriterLock(f"{engine.url.database}.writer-lock")
+        _WRITER_LOCKS[engine] = SQLiteWriterLock(f"{engine.url.database}.writer-lock", busy_timeout_ms / 1000)
+
+    @event.listens_for(engine, "handle_error")
+    def _reconnect_when_unwritable(context):
+        """A connection SQLite opened read-only, or whose file failed, is dropped from the pool with the others.
+
+        SQLite opens a file it may not write (made immutable or read-only for a moment) read-only without a
+        word, and such a connection stays read-only: kept in the pool, it refused every write ("attempt to write
+        a readonly database", every login too) until a restart, long after the file was writable again.
+        """
+        if isinstance(context.original_exception, sqlite3.OperationalError) and any(
+                words in str(context.original_exception) for words in UNWRITABLE_SQLITE_ERRORS):
+            context.is_disconnect = True
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
@@ -63,6 +83,30 @@ def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         if options.get(NO_BEGIN):
             return
         connection.exec_driver_sql(f"BEGIN {'IMMEDIATE' if options.get(IMMEDIATE) else 'DEFERRED'}")
+
+
+def configure_postgresql(engine: Engine) -> None:
+    """Connections the server closed while they sat in the pool are replaced before use, not failed on.
+
+    A PostgreSQL restart, a failover or ``pg_terminate_backend`` ends every idle connection; the server says so on
+    the connection (an error message, then end of file) and nobody reads it until the next request uses the
+    connection and fails. Asking the socket whether anything is waiting costs one system call at checkout, where
+    ``pool_pre_ping``'s round trip to the server cost a third of a one-query page's CPU time (bench.inprocess
+    --only progress --backend postgresql). A connection that dies in the moment between is an error like any other
+    (the desk's "press again"), after which the pool replaces all its older connections.
+    """
+
+    @event.listens_for(engine, "checkout")
+    def _replace_if_closed_by_server(dbapi_connection, _record, _proxy):
+        if dbapi_connection.closed or _has_unread_data(dbapi_connection.fileno()):
+            raise DisconnectionError("the server closed this connection while it was idle in the pool")
+
+
+def _has_unread_data(fd: int) -> bool:
+    """True when the socket has something to read (or was closed): an idle connection's server never writes."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 @contextmanager
@@ -153,10 +197,18 @@ class SQLiteWriterLock:
 
     One open file per thread and process (locks on separate opens exclude each other, also within one
     process); reopened after a fork, since a forked child shares its parent's open file and lock.
+
+    The wait is bounded, like SQLite's own busy timeout: a writer that cannot have the lock within
+    ``wait_seconds`` (a transaction stuck behind another program's) raises :class:`DatabaseBusy` rather
+    than keeping its worker, and the desk, waiting until gunicorn kills it.
     """
 
-    def __init__(self, path: str):
+    # The longest sleep between two tries while another writer holds the lock: how late a waiter may notice.
+    POLL_SECONDS = 0.001
+
+    def __init__(self, path: str, wait_seconds: float = 15.0):
         self.path = path
+        self.wait_seconds = wait_seconds
         self.local = threading.local()
 
     @contextmanager
@@ -167,7 +219,7 @@ class SQLiteWriterLock:
             opened = getattr(local, "file", None)
             if opened is None or opened.pid != os.getpid():
                 local.file = opened = _LockFile(self.path)
-            fcntl.flock(opened.fd, fcntl.LOCK_EX)
+            self._lock(opened.fd)
         local.depth = depth + 1
         try:
             yield
@@ -175,6 +227,35 @@ class SQLiteWriterLock:
             local.depth -= 1
             if local.depth == 0:
                 fcntl.flock(local.file.fd, fcntl.LOCK_UN)
+
+    def _lock(self, fd: int) -> None:
+        """Take the lock at once when it is free (every write does: one system call), else try again every
+        millisecond or so until ``wait_seconds`` have passed.
+
+        A blocking ``flock`` cannot be given a time limit (a signal could interrupt it only on the main thread);
+        short sleeps cost a waiter at most about a millisecond after the lock comes free, where SQLite's own
+        back-off sleeps up to 100 ms.
+        """
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        deadline = time.monotonic() + self.wait_seconds
+        pause = self.POLL_SECONDS / 8
+        while True:
+            time.sleep(pause)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusy(f"{self.path}: another writer held the lock for {self.wait_seconds:g} s")
+            pause = min(pause * 2, self.POLL_SECONDS)
+
+
+class DatabaseBusy(RuntimeError):
+    """A write waited its time for another writer and gave up: nothing was written, the action may be tried again."""
 
 
 class _LockFile:
@@ -191,6 +272,47 @@ class _LockFile:
     def __del__(self):
         if self.fd is not None and self.pid == os.getpid():  # a forked child's copy is its parent's to close
             os.close(self.fd)
+
+
+def check_database(lock_wait_ms: int = 1000) -> None:
+    """Raise the database's own error unless it answers and, on SQLite, would take a write now (``/healthz``).
+
+    SQLite opens a file it cannot write read-only without a word, and then reads fine: only a write tells. So on
+    SQLite this takes the write lock (waiting ``lock_wait_ms`` at most) and writes nothing, then rolls back. A
+    connection that failed is dropped from the pool (it may be the read-only one, or keep the short wait).
+    """
+    session = db.session()
+    if session.in_transaction():
+        session.rollback()
+    connection = session.connection(execution_options=_no_transaction(session.get_bind().dialect.name))
+    if connection.dialect.name != "sqlite":
+        connection.exec_driver_sql("SELECT 1")
+        return
+    try:
+        busy_timeout_ms = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={int(lock_wait_ms)}")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("UPDATE clinics SET id = id WHERE 0")  # refused on a read-only connection
+        connection.exec_driver_sql("ROLLBACK")
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    except Exception:
+        if not connection.invalidated:
+            connection.invalidate()
+        raise
+
+
+def may_have_saved() -> bool:
+    """True once this session committed a write transaction, or tried to, since ``forget_saves()``.
+
+    What an error page may honestly say: "nothing was saved" only while this is False.
+    """
+    return db.session.registry.has() and db.session().info.get(_MAY_HAVE_SAVED, False)
+
+
+def forget_saves() -> None:
+    """At the start of a request: commits of an earlier one on the same session (tests reuse it) do not count."""
+    if db.session.registry.has():
+        db.session().info.pop(_MAY_HAVE_SAVED, None)
 
 
 @contextmanager
@@ -217,6 +339,7 @@ def atomic(*, keep_loaded: bool = False):
             yield session
             if keep_loaded:
                 session.expire_on_commit = False
+            session.info[_MAY_HAVE_SAVED] = True  # from here on an error cannot tell whether the COMMIT arrived
             session.commit()
         except BaseException:
             session.rollback()

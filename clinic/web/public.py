@@ -9,7 +9,6 @@ clinic's language unless the reader switched (clinic/i18n.py).
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request, send_from_directory
-from sqlalchemy import text
 
 from clinic.extensions import db
 from clinic.models._time import utcnow
@@ -19,7 +18,9 @@ from clinic.services.errors import Refused
 from clinic.services import colours, invitations
 from clinic.services.clinic_settings import brand_colour, current_clinic
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
+from clinic.services.database_trouble import DISK_FULL, NOT_WRITABLE, database_trouble
 from clinic.services.rewards import quota_left
+from clinic.services.transaction import check_database
 from clinic.services.qr import qr_svg
 from clinic.services.urls import invite_url, voucher_url
 from clinic.services.vouchers import find_voucher
@@ -135,11 +136,13 @@ def livez():
 
 @bp.get("/healthz")
 def healthz():
+    """200 ``{"status": "ok"}`` when the database answers and, on SQLite, can be written (DESIGN.md); else 503."""
     try:
-        db.session.execute(text("SELECT 1"))
-    except Exception:  # the database is down: say so instead of a 500 page
+        check_database()
+    except Exception as error:  # the database is down or cannot save: say so instead of a 500 page
         db.session.rollback()
-        return jsonify(status="error", database="unreachable"), 503
+        trouble = database_trouble(error)
+        return jsonify(status="error", database=trouble if trouble in (DISK_FULL, NOT_WRITABLE) else "unreachable"), 503
     finally:
         db.session.rollback()
     return jsonify(status="ok")

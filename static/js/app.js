@@ -99,23 +99,43 @@
     if (code.form.requestSubmit) { code.form.requestSubmit(); } else { htmx.trigger(code.form, "submit"); }
   });
 
-  // No answer at all (network down, server gone): say so where the answer would have been.
-  function noAnswer(event) {
-    var panel = document.getElementById("desk-panel");
+  // A server error is shown in #request-error (the server retargets its own error answers there), above the desk's
+  // panel: the form stays as it was, with what was typed and its idempotency key, so pressing again sends the same
+  // form and nothing is done twice. The message goes when the next request starts.
+  function errorSlot() { return document.getElementById("request-error"); }
+  document.body.addEventListener("htmx:beforeRequest", function () {
+    var slot = errorSlot();
+    if (slot) { slot.replaceChildren(); }
+  });
+  function fromDesk(elt) {
+    return elt && elt.closest && (elt.closest("#desk-panel") || elt.closest("#code-form") ||
+                                  elt.closest("#recent-redemptions"));
+  }
+  function sayNoAnswer() {
+    var slot = errorSlot();
     var status = document.getElementById("desk-status");
-    if (!panel || !status || !event.detail.elt || !event.detail.elt.closest ||
-        !(event.detail.elt.closest("#desk-panel") || event.detail.elt.closest("#code-form") ||
-          event.detail.elt.closest("#recent-redemptions"))) { return; }
+    if (!slot || !status) { return; }
     var alert = document.createElement("div");
     alert.className = "alert alert-bad";
     alert.setAttribute("role", "alert");
     alert.textContent = status.getAttribute("data-no-answer");
-    panel.replaceChildren(alert);
-    lastLookup = null;
-    backToCode(true);
+    slot.replaceChildren(alert);
+  }
+  // No answer at all (network down, server gone): say so above the panel, which stays.
+  function noAnswer(event) {
+    if (fromDesk(event.detail.elt)) { sayNoAnswer(); }
   }
   document.body.addEventListener("htmx:sendError", noAnswer);
   document.body.addEventListener("htmx:timeout", noAnswer);
+  // An error page that is not the app's (a proxy's 502, gunicorn's bare 500 after killing a stuck worker) has no
+  // HX-Retarget: it must not replace the desk's panel either.
+  document.body.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr.status >= 500 && !xhr.getResponseHeader("HX-Retarget") && fromDesk(event.detail.elt)) {
+      event.detail.shouldSwap = false;
+      sayNoAnswer();
+    }
+  });
 
   document.addEventListener("click", function (event) {
     var target = event.target.closest("[data-print]");

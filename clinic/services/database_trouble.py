@@ -1,0 +1,50 @@
+"""What a failed database call means for whoever asked: wait a moment, or fetch the manager.
+
+A held lock, a statement stopped by its time limit, a connection the server dropped, a full disk or a
+database file that cannot be written are not bugs of the request: they answer 503 with words that say
+what to do (clinic/web/errors.py), not the 500 "something went wrong" page.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from clinic.services.transaction import UNWRITABLE_SQLITE_ERRORS, DatabaseBusy
+
+# Try again in a moment: another writer holds what this one needs, or the server is out of reach.
+UNAVAILABLE = "unavailable"
+# Nothing can be saved until someone frees space on the server's disk.
+DISK_FULL = "disk_full"
+# Nothing can be saved until someone makes the database writable again (or replaces a failing disk).
+NOT_WRITABLE = "not_writable"
+
+# PostgreSQL's error codes (SQLSTATE) by what they mean here.
+_SQLSTATES = {
+    "55P03": UNAVAILABLE,  # lock_not_available: lock_timeout passed
+    "57014": UNAVAILABLE,  # query_canceled: statement_timeout passed
+    "40P01": UNAVAILABLE,  # deadlock_detected
+    "40001": UNAVAILABLE,  # serialization_failure
+    "53100": DISK_FULL,  # disk_full
+    "25006": NOT_WRITABLE,  # read_only_sql_transaction: a standby, or default_transaction_read_only
+}
+# SQLite's words for the same, in its error messages.
+_SQLITE_WORDS = (("database is locked", UNAVAILABLE), ("database table is locked", UNAVAILABLE),
+                 ("disk is full", DISK_FULL), *((words, NOT_WRITABLE) for words in UNWRITABLE_SQLITE_ERRORS))
+
+
+def database_trouble(error: BaseException) -> str | None:
+    """UNAVAILABLE, DISK_FULL or NOT_WRITABLE when ``error`` is the database's refusal, else None (a bug: 500)."""
+    if isinstance(error, DatabaseBusy):
+        return UNAVAILABLE
+    if not isinstance(error, DBAPIError):
+        return None
+    kind = _SQLSTATES.get(getattr(error.orig, "sqlstate", None) or "")
+    if kind:
+        return kind
+    message = str(error.orig)
+    kind = next((kind for words, kind in _SQLITE_WORDS if words in message), None)
+    if kind:
+        return kind
+    if error.connection_invalidated or isinstance(error, OperationalError):
+        return UNAVAILABLE  # the connection was lost or could not be made
+    return None
