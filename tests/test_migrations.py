@@ -190,6 +190,9 @@ def test_existing_vouchers_hold_to_the_end_of_the_day_they_showed_and_go_back_on
     assert expiries() == {friends: datetime(2026, 11, 25, 15, 59, 59), referrers: datetime(2026, 11, 26, 15, 59, 59)}
     upgrade()
     assert expiries() == ends_of_day
+    downgrade(revision="base")
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")
 
 
 def test_the_yearly_total_keeps_its_value_and_then_holds_more_than_32_bits(app):
