@@ -214,10 +214,11 @@ def _check_campaign_rules(values: dict) -> None:
         raise Refused("validation_error", _("Between 1 and %(max)s referrals, or blank for no cap.",
                                               max=f"{MAX_CAP_REFERRALS:,}"),
                       field="cap_referrals_per_year")
+    currency = current_clinic().currency
     for field in CAMPAIGN_MONEY_FIELDS:
         if values.get(field) is not None:
             try:
-                check_amount(values[field], current_clinic().currency)
+                check_amount(values[field], currency)
             except ValueError as problem:
                 raise Refused("validation_error", str(problem), field=field) from None
     value_cap = values.get("cap_value_per_year")

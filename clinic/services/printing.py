@@ -23,13 +23,12 @@ def printing_problems() -> tuple[str, ...]:
         problems.append("WeasyPrint did not find libharfbuzz-subset: PDFs with Chinese text will take seconds "
                         "instead of milliseconds (Debian: apt-get install libharfbuzz-subset0).")
     if shutil.which("fc-list"):
-        fonts = subprocess.run(["fc-list", ":lang=zh-cn", "family"], capture_output=True, text=True, timeout=30).stdout
+        # One listing of every installed family serves both checks: each fc-list costs start-up its scan of the fonts.
+        fonts = subprocess.run(["fc-list", ":", "family"], capture_output=True, text=True, timeout=30).stdout
         if "Noto Sans CJK" not in fonts and "Noto Serif CJK" not in fonts:
             problems.append("No Noto CJK font is installed: Chinese names would print as boxes "
                             "(Debian: apt-get install fonts-noto-cjk).")
-        emoji = subprocess.run(["fc-list", "Noto Color Emoji", "family"], capture_output=True, text=True,
-                               timeout=30).stdout
-        if "Noto Color Emoji" not in emoji:
+        if "Noto Color Emoji" not in fonts:
             problems.append("Noto Color Emoji is not installed: an emoji in a name would print as a box "
                             "(Debian: apt-get install fonts-noto-color-emoji).")
     from clinic.services.card_sheet import MONO_FONT
