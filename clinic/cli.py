@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from clinic.extensions import db
 from clinic.models import Role, Staff
+from clinic.services.erasure import ERASURE_REASONS
 from clinic.services.errors import Refused
 from clinic.services.staff import create_staff
 from clinic.services.transaction import Actor
@@ -146,6 +147,32 @@ def register(app: Flask) -> None:
         click.echo(f"Created API token {token.name!r} ({token.prefix}…). It is shown only now; "
                    "send it as 'Authorization: Bearer <token>':")
         click.echo(raw)
+
+    @app.cli.command("erase-patient")
+    @click.argument("patient_id", type=click.IntRange(1, 2**31 - 1))
+    @click.option("--reason", required=True, type=click.Choice(list(ERASURE_REASONS)),
+                  help="Why: the patient asked, the record was a mistake, or it duplicates another.")
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    def erase_patient(patient_id: int, reason: str, yes: bool) -> None:
+        """Erase a patient's personal data (name, phone, record number, consents, link); the ledger keeps the rest."""
+        from clinic.services.erasure import erase_patient, erasure_plan
+
+        plan = erasure_plan(patient_id)
+        if plan is None:
+            raise click.ClickException(f"No patient has the id {patient_id}.")
+        click.echo(f"Patient {patient_id}, code {plan.patient.personal_code}: {len(plan.active_vouchers)} active "
+                   f"vouchers stay valid; {len(plan.cards_to_void)} cards become void; {len(plan.rewards_to_cancel)} "
+                   f"rewards due are cancelled.")
+        if not yes and not click.confirm("Erase this patient's personal data? It cannot be undone"):
+            raise click.ClickException("Nothing was erased.")
+        try:
+            report = erase_patient(patient_id, reason, Actor())
+        except Refused as refusal:
+            raise click.ClickException(refusal.message) from None
+        click.echo(f"Erased the personal data of patient {patient_id}: {report.cards_voided} cards voided, "
+                   f"{report.rewards_cancelled} rewards cancelled, {report.reviews_rejected} reviews rejected, "
+                   f"{report.messages_cancelled} messages cancelled, {report.events_redacted} events redacted; "
+                   f"{report.vouchers_kept} active vouchers kept.")
 
     @app.cli.command("worker")
     @click.option("--burst", is_flag=True, help="Stop when the queue is empty (for cron or tests).")

@@ -18,7 +18,7 @@ from clinic.api.spec import ERROR_CODES, openapi_document
 from clinic.extensions import db
 from clinic.models import ApiToken, AuditEvent, Campaign, Card, CardBatch, Voucher
 from clinic.models._time import utcnow
-from clinic.services import api_tokens, cards, codes, jobs, redemption
+from clinic.services import api_tokens, cards, codes, erasure, jobs, redemption
 from clinic.services.clinic_settings import clinic_day_of
 from clinic.services import staff as staff_service
 from clinic.services.transaction import Actor, atomic
@@ -335,6 +335,21 @@ def test_a_new_progress_link_replaces_the_old_one(api, browser):
     assert rotated["progress_url"] != created["progress_url"]
     assert browser.get(rotated["progress_url"].removeprefix("https://clinic.test")).status_code == 200
     assert browser.get(created["progress_url"].removeprefix("https://clinic.test")).status_code == 404
+
+
+def test_an_erased_patient_shows_empty_and_their_code_and_card_are_refused(api, referrer, actor):
+    """Erasing is a manager's action on the patient page (tests/test_erasure.py); the HIS sees its effect."""
+    card = printed_cards(actor, 1)[0]
+    erasure.erase_patient(referrer.id, "patient_request", actor)
+    body = api.get(f"/api/v1/patients/{referrer.id}").get_json()
+    assert (body["name"], body["display_name"], body["phone"], body["external_id"]) == ("", "", None, None)
+    assert body["erased_at"].endswith("Z")
+    assert error_of(api.post("/api/v1/codes/validate", {"code": referrer.personal_code})) == (
+        409, "code_withdrawn", "code")
+    assert error_of(redeem(api, referrer.personal_code))[:2] == (409, "code_withdrawn")
+    assert error_of(api.post(f"/api/v1/patients/{referrer.id}/progress-link")) == (409, "patient_erased", None)
+    assert error_of(api.post(f"/api/v1/cards/{card.serial}/activate", {"patient_id": referrer.id}))[:2] == (
+        409, "patient_erased")
 
 
 # --- codes ----------------------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ def patient(p: Patient, token: str | None = None) -> dict:
         "referred_by_id": p.referred_by_id,
         "enrolled_at": timestamp(p.enrolled_at),
         "progress_link_issued_at": timestamp(p.progress_link_issued_at),
+        "erased_at": timestamp(p.erased_at),
     }
     if token is not None:
         body["progress_url"] = progress_url(token)

@@ -42,6 +42,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
                             "them from the code's owner and from existing patients."),
     "existing_patient": (409, "A patient with this phone or record number is already registered."),
     "quota_full": (409, "This month's places for referred friends are all taken."),
+    "code_withdrawn": (409, "The personal code belonged to a patient whose personal data was erased: it refers nobody "
+                            "now. Register the friend as a new patient without it."),
+    "patient_erased": (409, "The patient's personal data was erased: nothing about them can be changed."),
     "already_spent": (409, "The voucher was already spent."),
     "voided": (409, "The voucher was voided."),
     "expired": (409, "The voucher expired."),
@@ -112,6 +115,8 @@ PATIENT = {
     "referred_by_id": _nullable(ID),
     "enrolled_at": TIME,
     "progress_link_issued_at": TIME,
+    "erased_at": {**NULLABLE_TIME, "description": "When the patient's personal data was erased (name, phone and "
+                                                  "record number are then empty); null for everyone else."},
 }
 
 SCHEMAS = {
@@ -347,7 +352,7 @@ def _paths() -> dict:
                 "rotateProgressLink", "patients", "Issue a new progress link",
                 "A new private progress URL for the patient; the old one stops working at once.",
                 {"200": _json("The patient with the new progress URL.", _ref("PatientWithProgressLink"))},
-                parameters=[PATIENT_ID]),
+                errors=("patient_erased",), parameters=[PATIENT_ID]),
         },
         "/api/v1/patients/{patient_id}/visit": {
             "post": _operation(
@@ -373,7 +378,7 @@ def _paths() -> dict:
                 "The desk's verdict on a typed or scanned code (a URL from a QR code works too): a referral code "
                 "with who referred and what each side gets, or a voucher in its current state.",
                 {"200": _json("The code is a valid referral code or a voucher.", _ref("CodeVerdict"))},
-                errors=(*CODE_ERRORS, *CARD_ERRORS, "campaign_ended"),
+                errors=(*CODE_ERRORS, "code_withdrawn", *CARD_ERRORS, "campaign_ended"),
                 body=_obj({"code": {"type": "string", "description": "As typed or scanned."}})),
         },
         "/api/v1/redemptions": {
@@ -384,7 +389,8 @@ def _paths() -> dict:
                 "issue one with POST /api/v1/patients/{id}/progress-link.",
                 {"201": _json("Redeemed (or replayed: see Idempotent-Replayed).", _ref("Redemption"),
                               {"Location": HEADER_LOCATION, "Idempotent-Replayed": HEADER_REPLAYED})},
-                errors=(*CODE_ERRORS, "not_a_referral_code", *CARD_ERRORS, "campaign_ended", "self_referral",
+                errors=(*CODE_ERRORS, "code_withdrawn", "not_a_referral_code", *CARD_ERRORS, "campaign_ended",
+                        "self_referral",
                         "contact_needed", "existing_patient", "quota_full"),
                 body=_obj({"code": {"type": "string", "description": "Personal code or scratch-card code."},
                            "new_patient": _ref("NewPatient")}), idempotent=True),
@@ -419,7 +425,8 @@ def _paths() -> dict:
                 "activateCard", "cards", "Activate a scratch card for a patient",
                 "At discharge: the card's hidden code becomes this patient's single-use referral code.",
                 {"200": _json("Activated.", _ref("Card"))},
-                errors=("bad_serial", "unknown_card", "already_activated", "already_redeemed", "card_void"),
+                errors=("bad_serial", "unknown_card", "already_activated", "already_redeemed", "card_void",
+                        "patient_erased"),
                 body=_obj({"patient_id": ID}), parameters=[SERIAL]),
         },
         "/api/v1/card-batches": {

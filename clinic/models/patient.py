@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from flask_babel import gettext
 from sqlalchemy import ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -16,9 +17,14 @@ class PatientNames:
     """How a patient is named; shared by the model and its read-only copies (models/rows.py)."""
 
     @property
+    def staff_name(self) -> str:
+        """The full name, for staff; an erased patient has none and is called so (clinic/services/erasure.py)."""
+        return self.full_name or gettext("Erased patient")
+
+    @property
     def public_name(self) -> str:
         """The name the patient agreed to show; falls back to the full name for staff views."""
-        return self.display_name or self.full_name
+        return self.display_name or self.staff_name
 
     @property
     def name_for_friends(self) -> str | None:
@@ -58,5 +64,9 @@ class Patient(PatientNames, db.Model):
     referred_by_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
     enrolled_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    # Set when the patient's personal data was erased (clinic/services/erasure.py): the row stays for the ledger.
+    erased_at: Mapped[datetime | None]
+    erased_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
 
     referred_by: Mapped[Patient | None] = relationship(remote_side=[id])
+    erased_by = relationship("Staff", foreign_keys=[erased_by_id])

@@ -37,6 +37,7 @@ from clinic.services.clinic_settings import (
 from clinic.services.codes import format_code, generate_bearer_code
 from clinic.services.errors import Refused
 from clinic.services.exports import safe_cell
+from clinic.services.patients import patient_to_change
 from clinic.services.pdf import render_pdf
 from clinic.services.posters import Brand
 from clinic.services.text import print_width
@@ -341,8 +342,7 @@ def activate_card(raw_serial: str | None, patient_id: int, actor: Actor) -> Card
     serial = normalize_serial(raw_serial)
     try:
         with atomic():
-            if db.session.get(Patient, patient_id) is None:
-                raise Refused("not_found", _("No such patient."), status=404)
+            patient_to_change(patient_id)
             changed = db.session.execute(
                 update(Card).where(Card.serial == serial, Card.status == CardStatus.PRINTED.value)
                 .values(status=CardStatus.ACTIVATED.value, patient_id=patient_id, activated_at=utcnow(),
@@ -401,9 +401,7 @@ def void_batch(batch_id: int, reason: str | None, actor: Actor) -> int:
 
 def print_personal_card(patient_id: int, design: str, actor: Actor) -> CardBatch:
     """One card for one patient, already activated, rendered at once (it takes a fraction of a second)."""
-    patient = db.session.get(Patient, patient_id)
-    if patient is None:
-        raise Refused("not_found", _("No such patient."), status=404)
+    patient_to_change(patient_id)
     if design not in DESIGNS:
         raise Refused("validation_error", _("Pick one of the card designs."), field="design")
     batch = create_batch(1, design, False, actor)

@@ -28,6 +28,7 @@ from clinic.services import audit, events, idempotency, tiers
 from clinic.services.clinic_settings import RewardTerms, current_clinic
 from clinic.services.errors import Refused
 from clinic.services.money import check_amount
+from clinic.services.patients import patient_to_change
 from clinic.services.redemption import ReferralOffer, referral_offer, use_card
 from clinic.services.rewards import pay_due_rewards, pay_reward, promise_rewards, release_cap_slot, take_quota_place
 from clinic.services.text import clean_reason
@@ -235,9 +236,7 @@ def send_existing_patient_for_review(raw_code: str | None, existing_patient_id: 
     """The desk thinks the friend is already a patient but the friend disagrees: a manager decides."""
     offer = referral_offer(raw_code)
     with atomic():
-        existing = db.session.get(Patient, existing_patient_id)
-        if existing is None:
-            raise Refused("not_found", _("No such patient."), status=404)
+        existing = patient_to_change(existing_patient_id)
         if db.session.scalar(select(Referral.id).where(Referral.friend_id == existing.id)) is not None:
             raise Refused("already_referred", _("This patient was already referred: a friend is welcomed once."),
                           status=409)

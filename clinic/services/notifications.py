@@ -33,7 +33,7 @@ from clinic.services.clinic_settings import current_clinic, last_day_before
 from clinic.services.errors import Refused
 from clinic.services.money import format_money
 from clinic.services.patients import (FieldErrors, check_channel, check_fields, check_language, consent_problem,
-                                      normalize_phone)
+                                      normalize_phone, patient_to_change)
 from clinic.services.privacy import mask_name
 from clinic.services.text import clean_text
 from clinic.services.transaction import Actor, atomic
@@ -64,6 +64,7 @@ PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 CANCEL_REASONS = {
     "no_consent": _l("Not sent: the patient no longer agrees to messages by this channel."),
     "phone_changed": _l("Not sent: the patient's phone number changed after the message was written."),
+    "patient_erased": _l("Not sent: the patient's personal data was erased."),
 }
 # The same reasons, when a manager asks to send such a message again.
 RESEND_REFUSALS = {
@@ -71,6 +72,7 @@ RESEND_REFUSALS = {
                      "channel."),
     "phone_changed": _l("This message cannot be sent again: it was written for a phone number the patient no "
                         "longer has."),
+    "patient_erased": _l("This message cannot be sent again: the patient's personal data was erased."),
 }
 
 
@@ -152,9 +154,7 @@ def set_preferences(patient_id: int, channel: str | None, language: str | None, 
     values = check_fields({"preferred_channel": lambda: check_channel(channel),
                            "preferred_language": lambda: check_language(language)})
     with atomic():
-        patient = db.session.get(Patient, patient_id)
-        if patient is None:
-            raise Refused("not_found", _("No such patient."), status=404)
+        patient = patient_to_change(patient_id)
         problem = consent_problem(consent, values["preferred_channel"], patient.phone)
         if problem:
             raise FieldErrors({"notification_consent": problem})
@@ -166,7 +166,7 @@ def set_preferences(patient_id: int, channel: str | None, language: str | None, 
         elif not consent:
             patient.notification_consent_at = None
         patient.notification_consent = consent
-        cancelled = _cancel_withheld_messages(patient)
+        cancelled = cancel_withheld_messages(patient)
         if before != (patient.preferred_channel, patient.preferred_language, consent) or cancelled:
             audit.record("patient.notification_consent", actor, patient_id=patient.id, consent=consent,
                          channel=patient.preferred_channel, language=patient.preferred_language,
@@ -191,6 +191,8 @@ def withheld_because(payload: dict, patient: Patient | None = None) -> str | Non
     if patient is None:
         patient = db.session.scalar(select(Patient).where(Patient.id == to.get("patient_id"))
                                     .with_for_update(read=True).execution_options(populate_existing=True))
+    if patient is not None and patient.erased_at is not None:
+        return "patient_erased"
     if patient is None or not may_message(patient) or patient.preferred_channel != payload.get("channel"):
         return "no_consent"
     if not _same_number(to.get("phone"), patient.phone):
@@ -208,7 +210,7 @@ def _same_number(in_message: str | None, now: str | None) -> bool:
         return False
 
 
-def _cancel_withheld_messages(patient: Patient) -> list[int]:
+def cancel_withheld_messages(patient: Patient) -> list[int]:
     """Cancel the patient's waiting messages that may no longer go out, in the current transaction.
 
     Returns the deliveries cancelled. One a sender holds at this moment (PostgreSQL) is skipped, not

@@ -266,13 +266,26 @@ def enrol_patient(details: PatientDetails, actor: Actor) -> tuple[Patient, str]:
     return patient, token
 
 
+def patient_to_change(patient_id: int) -> Patient:
+    """The patient an action is about to change, read FOR SHARE (PostgreSQL) in the current transaction.
+
+    Refused when unknown (404) or erased (409): an erased patient gets no new link, consent, card or name, and the
+    lock makes an erasure and such an action at the same moment come one after the other.
+    """
+    patient = db.session.get(Patient, patient_id, with_for_update={"read": True}, populate_existing=True)
+    if patient is None:
+        raise Refused("not_found", _("No such patient."), status=404)
+    if patient.erased_at is not None:
+        raise Refused("patient_erased", _("This patient's personal data was erased: nothing can be changed."),
+                      status=409)
+    return patient
+
+
 def rotate_progress_link(patient_id: int, actor: Actor) -> str:
     """Issue a new progress token; the old link stops working at once."""
     token, token_hash = new_progress_token()
     with atomic():
-        patient = db.session.get(Patient, patient_id)
-        if patient is None:
-            raise Refused("not_found", _("No such patient."), status=404)
+        patient = patient_to_change(patient_id)
         patient.progress_token_hash = token_hash
         patient.progress_link_issued_at = utcnow()
         audit.record("patient.progress_link_rotated", actor, patient_id=patient.id)
@@ -282,9 +295,7 @@ def rotate_progress_link(patient_id: int, actor: Actor) -> str:
 def set_poster_consent(patient_id: int, consent: bool, actor: Actor) -> Patient:
     """Record whether the patient agreed to have their display name printed on posters."""
     with atomic():
-        patient = db.session.get(Patient, patient_id)
-        if patient is None:
-            raise Refused("not_found", _("No such patient."), status=404)
+        patient = patient_to_change(patient_id)
         if consent and not patient.display_name:
             raise Refused("validation_error", _("Add a display name first: it is the name a poster would show."),
                           field="name_on_posters")
@@ -381,7 +392,7 @@ def patient_timeline(patient_id: int) -> PatientTimeline | None:
 
 
 def patients_enrolled_between(start: datetime, end: datetime, limit: int) -> list[Patient]:
-    """Patients enrolled from ``start`` up to, not including, ``end`` (naive UTC), newest first."""
+    """Patients enrolled from ``start`` up to, not including, ``end`` (naive UTC), newest first; none erased."""
     return list(db.session.scalars(
-        select(Patient).where(Patient.enrolled_at >= start, Patient.enrolled_at < end)
+        select(Patient).where(Patient.enrolled_at >= start, Patient.enrolled_at < end, Patient.erased_at.is_(None))
         .order_by(Patient.enrolled_at.desc(), Patient.id.desc()).limit(limit)))

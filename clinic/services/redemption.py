@@ -124,6 +124,9 @@ def _offer_for(parsed: ParsedCode, campaign_id: int | None = None) -> ReferralOf
         if referrer is None:
             raise Refused("unknown_code", _("No patient holds this code. Check it with the friend."),
                           field="code", status=404)
+        if referrer.erased_at is not None:
+            raise Refused("code_withdrawn", _("This code is no longer in use: the friend can be enrolled as a new "
+                                              "patient without it."), field="code", status=409)
         return ReferralOffer(code=parsed, referrer=referrer, campaign=_campaign(False, campaign_id))
     card = find_card_by_code(parsed.code)
     if card is not None:

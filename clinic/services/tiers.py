@@ -33,7 +33,7 @@ from clinic.services.clinic_settings import (
 )
 from clinic.services.errors import Refused
 from clinic.services.settings_snapshot import current_settings
-from clinic.services.patients import FieldErrors, check_fields
+from clinic.services.patients import FieldErrors, check_fields, patient_to_change
 from clinic.services.pdf import render_pdf
 from clinic.services.posters import Brand
 from clinic.services.privacy import mask_name
@@ -398,9 +398,7 @@ def public_leaderboard(period: Period | None = None, limit: int = LEADERBOARD_SI
 def set_leaderboard_consent(patient_id: int, consent: bool, actor: Actor) -> Patient:
     """Record whether the patient agreed to appear, with a masked name, on the public leaderboard."""
     with atomic():
-        patient = db.session.get(Patient, patient_id)
-        if patient is None:
-            raise Refused("not_found", _("No such patient."), status=404)
+        patient = patient_to_change(patient_id)
         if patient.leaderboard_opt_in != consent:
             patient.leaderboard_opt_in = consent
             audit.record("patient.leaderboard_consent", actor, patient_id=patient.id, consent=consent)

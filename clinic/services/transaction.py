@@ -60,6 +60,9 @@ def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Deleted and overwritten content is zeroed, not left in free space: an erased patient's name must not
+        # stay readable in the file (clinic/services/erasure.py). Debian builds SQLite so; other builds may not.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     if engine.url.database and engine.url.database != ":memory:":

@@ -72,6 +72,7 @@ ACCESS: dict[str, Access] = {
     "admin.new_campaign": Access.MANAGER,
     "admin.edit_campaign": Access.MANAGER,
     "admin.void_voucher": Access.MANAGER,
+    "patients.erase": Access.MANAGER,
     "admin.audit": Access.MANAGER,
     "admin.posters": Access.MANAGER,
     "admin.posters_pdf": Access.MANAGER,

@@ -17,6 +17,7 @@ from zoneinfo import available_timezones
 
 from clinic.i18n import LANGUAGES as PORTAL_LANGUAGES
 from clinic.models import RewardKind
+from clinic.services.erasure import ERASURE_REASONS
 from clinic.services.clinic_settings import (MAX_LOGO_BYTES, MAX_LOGO_PIXELS, clinic_day_of, last_day_before,
                                              start_of_clinic_day)
 from clinic.services.money import major_units_text, parse_money
@@ -332,3 +333,12 @@ class WebhookEndpointForm(FlaskForm):
                 self[field].errors.append(message)
             return False
         return valid
+
+
+class ErasureForm(FlaskForm):
+    """A manager's confirmation before a patient's personal data is erased; the reasons are a fixed list."""
+
+    reason = RadioField(_l("Why"), choices=[SelectChoice(key, label) for key, label in ERASURE_REASONS.items()],
+                        validators=[InputRequired(_l("Choose why the data is erased."))])
+    confirm = BooleanField(_l("I understand that this cannot be undone."),
+                           validators=[DataRequired(_l("Tick the box to confirm: erasing cannot be undone."))])

@@ -9,16 +9,17 @@ from flask_login import login_required
 from clinic.extensions import db
 from clinic.models import Patient
 from clinic.services import cards as card_service
+from clinic.services import erasure as erasure_service
 from clinic.services import notifications as notification_service
 from clinic.services import patients as patient_service
 from clinic.services import posters as poster_service
 from clinic.services.errors import Refused
 from clinic.services.patients import FieldErrors
 from clinic.services.urls import invite_url, progress_url
-from clinic.web.forms import (NotificationPreferencesForm, PatientDetailsForm, PaymentForm, ReasonForm,
+from clinic.web.forms import (ErasureForm, NotificationPreferencesForm, PatientDetailsForm, PaymentForm, ReasonForm,
                               VoidVoucherForm)
 from clinic.web.fresh_links import fresh_progress_token, remember_fresh_progress_token
-from clinic.web.helpers import current_actor, render_fragment_or_page
+from clinic.web.helpers import current_actor, manager_required, render_fragment_or_page
 from clinic.web.posters import FORMATS, poster_response
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
@@ -135,14 +136,48 @@ def poster(patient_id: int, kind: str):
     patient = db.session.get(Patient, patient_id)
     if patient is None:
         abort(404)
+    _refuse_erased(patient)
     return poster_response(patient, kind)
+
+
+def _refuse_erased(patient: Patient) -> None:
+    """Nothing personal is printed for a patient whose data was erased: their code no longer works either."""
+    if patient.erased_at is not None:
+        abort(410, _("This patient's personal data was erased: there is nothing of theirs to print."))
 
 
 @bp.get("/<int:patient_id>/welcome")
 def welcome(patient_id: int):
     """The printable welcome slip: code, invite QR and, while it is fresh, the progress link QR."""
     timeline = _timeline_or_404(patient_id)
+    _refuse_erased(timeline.patient)
     token = fresh_progress_token(patient_id)
     return render_template("patients/welcome.html", patient=timeline.patient,
                            invite_link=invite_url(timeline.patient.personal_code),
                            progress_link=progress_url(token) if token else None)
+
+
+@bp.route("/<int:patient_id>/erase", methods=["GET", "POST"])
+@manager_required
+def erase(patient_id: int):
+    """Erase the patient's personal data, after a page that says what it changes and what it keeps."""
+    form = ErasureForm()
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.validate():
+            try:
+                erasure_service.erase_patient(patient_id, form.reason.data, current_actor())
+            except Refused as refusal:
+                if refusal.status == 404:
+                    abort(404)
+                status = refusal.status
+                (form[refusal.field].errors if refusal.field else form.form_errors).append(refusal.message)
+            else:
+                flash(_("The patient's personal data is erased. Their vouchers stay valid; their code and cards no "
+                        "longer work."))
+                return redirect(url_for("patients.show", patient_id=patient_id), code=303)
+    plan = erasure_service.erasure_plan(patient_id)
+    if plan is None:
+        abort(404)
+    return render_template("patients/erase.html", plan=plan, form=form), status

@@ -19,6 +19,7 @@ from clinic.models._time import utcnow
 from clinic.services.clinic_settings import (clinic_day_of, clinic_local, friend_reward, current_clinic,
                                              last_day_before, referrer_reward, to_clinic_time)
 from clinic.services.codes import format_code
+from clinic.services.erasure import ERASURE_REASONS
 from clinic.services.money import format_money
 from clinic.services.privacy import mask_name, mask_phone
 from clinic.services.qr import qr_svg
@@ -148,6 +149,7 @@ AUDIT_LABELS = {
     "webhook.resent": _l("Webhook delivery resent"),
     "webhook.secret_rotated": _l("Webhook signing secret replaced"),
     "webhook.cancelled": _l("Message to a patient cancelled, not sent"),
+    "patient.erased": _l("Personal data erased"),
 }
 
 
@@ -176,6 +178,9 @@ AUDIT_DETAIL_LABELS = {
     "timezone": _l("timezone"), "brand_colour": _l("brand colour"), "public_base_url": _l("public base url"),
     "logo_filename": _l("logo filename"), "voucher_valid_days": _l("voucher valid days"),
     "cancelled_messages": _l("cancelled messages"),
+    "erasure_reason": _l("why"), "cards_voided": _l("cards voided"), "rewards_cancelled": _l("rewards cancelled"),
+    "reviews_rejected": _l("requests rejected"), "messages_cancelled": _l("messages cancelled"),
+    "events_redacted": _l("events redacted"), "vouchers_kept": _l("vouchers kept"),
 }
 
 
@@ -199,6 +204,8 @@ def audit_details(event) -> str:
             value = format_money(int(value), currency, current_language())
         elif key == "url" and isinstance(value, str):
             value = redacted_url(value)  # events written before addresses were redacted kept their keys
+        elif key == "erasure_reason":
+            value = ERASURE_REASONS.get(value, value)
         elif key == "changes" and isinstance(value, dict):
             value = ", ".join(f"{_detail_label(field)} {old!r} → {new!r}" for field, (old, new) in value.items())
         parts.append(f"{_detail_label(key)}: {value}")
