@@ -46,12 +46,16 @@ preload_app = True
 
 
 def when_ready(server):
-    """Hide the preloaded app from the garbage collector before the workers are forked.
+    """Mark the database in use while the server runs, and hide the preloaded app from the garbage collector.
 
-    Its ~170,000 objects live as long as the process: without this every full collection in a
-    worker walks them all (about 100 ms here, a stall for whichever request it lands in) and
-    writes to their pages, which copy-on-write then copies into each worker.
+    The mark (a shared lock the workers inherit) makes `flask restore` refuse until the server stops.
+    The app's ~170,000 objects live as long as the process: without ``gc.freeze()`` every full
+    collection in a worker walks them all (about 100 ms here, a stall for whichever request it lands
+    in) and writes to their pages, which copy-on-write then copies into each worker.
     """
+    from clinic.services.backup import hold_while_serving
+
+    hold_while_serving(server.app.wsgi())
     gc.freeze()
 
 

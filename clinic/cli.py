@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from clinic.extensions import db
 from clinic.models import Role, Staff
+from clinic.services.backup import hold_while_serving
 from clinic.services.erasure import ERASURE_REASONS
 from clinic.services.errors import Refused
 from clinic.services.staff import create_staff
@@ -184,6 +185,7 @@ def register(app: Flask) -> None:
             raise click.ClickException("REDIS_URL is not set: without Redis, jobs run inside the web process "
                                        "and no worker is needed.")
         click.echo(f"Working on queue {app.config['JOB_QUEUE']} at {app.config['REDIS_URL']}.")
+        hold_while_serving(app)
         run_worker(app, burst=burst)
 
     @app.cli.command("deliver-webhooks")
@@ -196,6 +198,7 @@ def register(app: Flask) -> None:
 
         from clinic.services.webhook_sender import deliver_due
 
+        hold_while_serving(app)
         if not once:
             click.echo(f"Sending webhooks every {app.config['WEBHOOK_POLL_SECONDS']:g} s (Ctrl+C stops).")
         while True:

@@ -2,8 +2,10 @@
 
 import os
 import sqlite3
+import subprocess
 import threading
 import time
+import urllib.request
 from contextlib import closing
 from pathlib import Path
 
@@ -13,10 +15,12 @@ from sqlalchemy import func, select
 
 from clinic.extensions import db
 from clinic.models import Branch, Patient, Referral, Voucher
+from clinic.services import backup as backup_service
 from clinic.services import branches, redemption, vouchers
 from clinic.services.patients import PatientDetails
 from clinic.services.transaction import Actor
 from tests.conftest import friend
+from tests.liveserver import PROJECT_ROOT, VENV_BIN, gunicorn, migrate, server_environment
 
 SQLITE_ONLY = pytest.mark.parametrize("app", ["sqlite"], indirect=True)
 POSTGRESQL_ONLY = pytest.mark.parametrize("app", [pytest.param("postgresql", marks=pytest.mark.skipif(
@@ -313,3 +317,39 @@ def test_postgresql_is_left_to_pg_dump_and_pg_restore(app, tmp_path, command):
     assert 'pg_dump --format=custom --file=clinic.dump "$DATABASE_URL"' in result.output
     assert 'pg_restore --clean --if-exists --no-owner --dbname="$DATABASE_URL" clinic.dump' in result.output
     assert not (tmp_path / "clinic.db").exists()
+
+
+@SQLITE_ONLY
+def test_restore_refuses_while_a_process_of_the_app_holds_the_database(app, head, tmp_path):
+    assert invoke(app, "backup", tmp_path / "backup.db").exit_code == 0
+    branches.create_branch("Made after the backup", "", Actor())
+    before = live_counts()
+    backup_service.hold_while_serving(app)  # as gunicorn, `flask worker` and `flask deliver-webhooks` do
+    try:
+        refused = invoke(app, "restore", tmp_path / "backup.db", "--yes")
+        assert refused.exit_code != 0 and "The app is running" in refused.output
+        assert live_counts() == before and safety_copies() == []
+    finally:
+        while backup_service._HELD_WHILE_SERVING:
+            os.close(backup_service._HELD_WHILE_SERVING.pop())
+    assert invoke(app, "restore", tmp_path / "backup.db", "--yes").exit_code == 0
+    assert live_counts()["branches"] == before["branches"] - 1
+
+
+@SQLITE_ONLY
+@pytest.mark.gunicorn
+def test_restore_refuses_while_gunicorn_serves_and_works_once_it_stopped(app, tmp_path):
+    """The real server (gunicorn.conf.py marks the database in use), and the real command in another process."""
+    env = server_environment(f"sqlite:///{tmp_path / 'served.db'}", tmp_path)
+    migrate(env)
+    flask = [str(VENV_BIN / "flask"), "--app", "wsgi"]
+    subprocess.run([*flask, "backup", str(tmp_path / "backup.db")], cwd=PROJECT_ROOT, env=env, check=True,
+                   capture_output=True)
+    with gunicorn(env, workers=2) as base_url:
+        refused = subprocess.run([*flask, "restore", str(tmp_path / "backup.db"), "--yes"], cwd=PROJECT_ROOT,
+                                 env=env, capture_output=True, text=True)
+        assert refused.returncode != 0 and "The app is running" in refused.stderr, refused.stderr
+        assert urllib.request.urlopen(f"{base_url}/healthz").status == 200
+    restored = subprocess.run([*flask, "restore", str(tmp_path / "backup.db"), "--yes"], cwd=PROJECT_ROOT, env=env,
+                              capture_output=True, text=True)
+    assert restored.returncode == 0, restored.stderr

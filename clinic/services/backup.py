@@ -12,16 +12,17 @@ imitate them.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
-from flask import current_app
+from flask import Flask, current_app
 
 from clinic.extensions import db
 from clinic.models._time import utcnow
@@ -87,17 +88,62 @@ def backup_database(dest: Path, *, overwrite: bool = False) -> DatabaseSummary:
     return summary
 
 
+# Beside the live database: every long-running process of the app (gunicorn, the job worker, the webhook sender) holds
+# a shared lock on it while it lives; a restore takes it exclusively. The kernel drops a lock with its process, so a
+# crashed server never leaves the restore locked out.
+IN_USE_SUFFIX = ".in-use"
+_HELD_WHILE_SERVING: list[int] = []
+
+
+def _in_use_lock_file(live: Path) -> int:
+    # Read-only and readable by all, like the writer lock (services/transaction.py): flock needs no write access.
+    return os.open(f"{live}{IN_USE_SUFFIX}", os.O_RDONLY | os.O_CREAT, 0o644)
+
+
+def hold_while_serving(app: Flask) -> None:
+    """Mark the SQLite database as in use for as long as this process lives, so that `flask restore` refuses.
+
+    Called by the processes that write at any moment: gunicorn's master (its workers inherit the lock), `flask
+    worker` and `flask deliver-webhooks`. Waits while a restore runs. Nothing to do for PostgreSQL.
+    """
+    with app.app_context():
+        url = db.engine.url
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return
+        live = Path(url.database).resolve()
+    fd = _in_use_lock_file(live)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _HELD_WHILE_SERVING.append(fd)
+
+
+@contextmanager
+def _nothing_else_running(live: Path) -> Iterator[None]:
+    """Hold the database for the restore alone; refuse while the app runs (its writes would be lost or torn)."""
+    fd = _in_use_lock_file(live)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Refused("app_running", "The app is running and writing to this database (the web server, the job "
+                                         "worker or the webhook sender): stop it first, e.g. `systemctl stop "
+                                         "clinic-web clinic-worker clinic-webhooks`. Nothing was restored.") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def restore_database(src: Path, confirm: Callable[[DatabaseSummary, DatabaseSummary], bool]) -> RestoreResult | None:
     """Replace the live database with the backup ``src``, after keeping a safety copy of it.
 
     ``src`` must be an undamaged clinic database at a revision this code knows (an older one is
-    fine: ``flask db upgrade`` then brings it up to date). ``confirm(backup, live)`` is asked
-    before anything changes; when it says no, nothing does and None is returned.
+    fine: ``flask db upgrade`` then brings it up to date), and the app must be stopped
+    (:func:`hold_while_serving`). ``confirm(backup, live)`` is asked before anything changes; when
+    it says no, nothing does and None is returned.
     """
     live = live_database_path()
     src = _backup_file(src, live)
     known, head = _known_revisions()
-    with closing(_connect_read_only(src)) as candidate:
+    with _nothing_else_running(live), closing(_connect_read_only(src)) as candidate:
         backup = _checked_backup(candidate, src, known)
         with closing(_connect_live(live)) as target:
             current = _summarise(target, live)
