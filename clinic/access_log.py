@@ -17,6 +17,8 @@ from gunicorn.glogging import Logger
 # Any number of leading slashes: werkzeug answers //p/<token> with a redirect, and gunicorn logs that request too.
 PRIVATE_PATH = re.compile(r"\A(/+(?:p|v|api/v1/vouchers)/).+", re.DOTALL)
 ABSOLUTE_FORM = re.compile(r"\A[A-Za-z][A-Za-z0-9+.-]*://")
+# A request target quoted inside one of gunicorn's error messages: up to the next space or quote.
+TARGET_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*|/[^\s'\"]*")
 
 
 def masked_path(path: str) -> str:
@@ -63,6 +65,12 @@ class PrivateAccessLogger(Logger):
                       "f": referer, "{referer}i": referer, "{http_referer}e": referer, "{raw_uri}e": path,
                       "{path_info}e": masked_path(environ.get("PATH_INFO") or ""), "{query_string}e": ""})
         return atoms
+
+    def warning(self, msg, *args, **kwargs):
+        """gunicorn's "Invalid request from ip=…: Invalid HTTP request line: 'GET /p/<token>…'" masked too."""
+        if isinstance(msg, str) and msg.startswith("Invalid request from"):
+            msg = TARGET_IN_TEXT.sub(lambda target: logged_path({"RAW_URI": target.group(0)}), msg)
+        super().warning(msg, *args, **kwargs)
 
     def exception(self, msg, *args, **kwargs):
         """gunicorn's "Error handling request GET <target>" (the app raised past its own handlers) masked too."""

@@ -92,3 +92,15 @@ def test_an_error_gunicorn_answers_itself_is_masked_in_both_logs(logs):
     assert "Error handling request GET /patients/\n" in error and "the database went away" in error
     for secret in (TOKEN, PHONE, VOUCHER):
         assert secret not in access and secret not in error
+
+
+def test_a_request_gunicorn_could_not_read_is_masked_in_its_warning(logs):
+    """gunicorn quotes the request line it refused (a control character in it, a bad version) in its warning."""
+    for line in (f"GET /p/{TOKEN}\\x01 HTTP/1.1", f"GET /patients/?q={PHONE} HTTP/1.1 junk",
+                 f"GET http://clinic.test/v/{VOUCHER} HTTP/9"):
+        logs.logger.warning(f"Invalid request from ip=127.0.0.1: Invalid HTTP request line: '{line}'")
+    error = logs.error.read_text()
+    assert "request line: 'GET /p/… HTTP/1.1'" in error and "request line: 'GET /patients/ HTTP/1.1 junk'" in error
+    assert "request line: 'GET /v/… HTTP/9'" in error and "ip=127.0.0.1" in error
+    for secret in (TOKEN, PHONE, VOUCHER):
+        assert secret not in error
