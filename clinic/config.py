@@ -112,11 +112,13 @@ def database_engine_options(config) -> dict:
 
     PostgreSQL connections start with ``lock_timeout`` and ``statement_timeout`` (``flask db upgrade`` lifts the
     statement timeout for its own transaction, migrations/env.py); options already in the URL's ``options`` stay.
+    Every engine keeps statements' parameters (names, phone numbers, codes) out of the exceptions it raises, and so
+    out of the logs that record them.
     """
     url = make_url(config["SQLALCHEMY_DATABASE_URI"])
     if url.get_backend_name() != "postgresql":
-        return {}
+        return {"hide_parameters": True}
     options = " ".join(filter(None, (url.query.get("options"),
                                      f"-c lock_timeout={int(config['DATABASE_LOCK_TIMEOUT_MS'])}",
                                      f"-c statement_timeout={int(config['DATABASE_STATEMENT_TIMEOUT_MS'])}")))
-    return {"connect_args": {"options": options}}
+    return {"hide_parameters": True, "connect_args": {"options": options}}

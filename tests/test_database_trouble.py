@@ -9,7 +9,7 @@ import time
 
 import pytest
 from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from clinic.extensions import db
 from clinic.models import Referral
@@ -245,3 +245,14 @@ def test_postgresql_connections_ended_by_the_server_are_replaced_before_use(app,
     time.sleep(0.2)  # the server's goodbye reaches the idle connection's socket
     for _ in range(3):
         assert browser.get("/healthz").status_code == 200
+
+
+def test_a_failed_statement_keeps_its_parameters_out_of_the_error_and_so_out_of_the_logs(app):
+    """SQLAlchemy writes a statement's parameters into its exceptions unless told not to: a phone number would then
+    be in every log line that records the error (the errors handler, a database warning)."""
+    phone = "13812345678"
+    with pytest.raises(DBAPIError) as raised:
+        db.session.execute(text("SELECT id FROM no_such_table WHERE phone = :phone"), {"phone": phone})
+    db.session.rollback()
+    assert "no_such_table" in str(raised.value) and phone not in str(raised.value)
+    assert "hidden due to hide_parameters" in str(raised.value)
