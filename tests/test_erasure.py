@@ -292,3 +292,29 @@ def test_the_sqlite_file_keeps_no_copy_of_the_erased_name(wang, backend, app):
     raw = file_bytes()
     for value in (NAME, DISPLAY_NAME, PHONE, RECORD):
         assert value.encode() not in raw, value
+
+
+def test_a_manager_downloads_everything_held_about_a_patient_and_the_download_is_audited(wang, manager, desk):
+    assert desk.get(f"/patients/{wang.id}/data.json").status_code == 403
+    response = manager.get(f"/patients/{wang.id}/data.json")
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="patient-{wang.id}-data.json"'
+    data = response.get_json()
+    assert (data["patient"]["full_name"], data["patient"]["display_name"], data["patient"]["phone"],
+            data["patient"]["record_number"]) == (NAME, DISPLAY_NAME, PHONE, RECORD)
+    assert data["patient"]["consents"]["messages"] is True and data["patient"]["consents"]["message_channel"] == "sms"
+    [referred] = data["friends_referred"]
+    assert referred["friend"] == "Chen J." and FRIEND_PHONE not in response.get_data(as_text=True)  # masked
+    voucher = db.session.scalar(select(Voucher).where(Voucher.patient_id == wang.id))
+    assert [v["amount"] for v in data["vouchers"]] == [voucher.amount] and data["vouchers"][0]["status"] == "active"
+    [message] = data["messages"]
+    assert message["to"] == PHONE and message["channel"] == "sms" and message["status"] == ["pending"]
+    assert {"at", "action", "outcome"} == set(data["history"][0]) and data["referred_by"] is None
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "export.patient_data"))
+    assert event.patient_id == wang.id and set(event.details) == {"bytes"}
+    assert manager.get("/patients/999999/data.json").status_code == 404
+
+    erase(wang.id)
+    after = manager.get(f"/patients/{wang.id}/data.json").get_json()
+    assert after["patient"]["full_name"] == "" and after["patient"]["erased_at"].endswith("Z")
+    assert after["messages"][0]["to"] is None and NAME not in json.dumps(after, ensure_ascii=False)

@@ -73,6 +73,7 @@ ACCESS: dict[str, Access] = {
     "admin.edit_campaign": Access.MANAGER,
     "admin.void_voucher": Access.MANAGER,
     "patients.erase": Access.MANAGER,
+    "patients.data": Access.MANAGER,
     "admin.audit": Access.MANAGER,
     "admin.posters": Access.MANAGER,
     "admin.posters_pdf": Access.MANAGER,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import login_required
 
@@ -11,6 +11,7 @@ from clinic.models import Patient
 from clinic.services import cards as card_service
 from clinic.services import erasure as erasure_service
 from clinic.services import notifications as notification_service
+from clinic.services import patient_data as patient_data_service
 from clinic.services import patients as patient_service
 from clinic.services import posters as poster_service
 from clinic.services.errors import Refused
@@ -181,3 +182,17 @@ def erase(patient_id: int):
     if plan is None:
         abort(404)
     return render_template("patients/erase.html", plan=plan, form=form), status
+
+
+@bp.get("/<int:patient_id>/data.json")
+@manager_required
+def data(patient_id: int):
+    """Everything held about the patient, to hand to them when they ask (audited; never cached)."""
+    try:
+        patient, text = patient_data_service.patient_data(patient_id, current_actor())
+    except Refused:
+        abort(404)
+    return Response(text.encode("utf-8"), mimetype="application/json", headers={
+        "Cache-Control": "no-store",
+        "Content-Disposition": f'attachment; filename="patient-{patient.id}-data.json"',
+    })

@@ -150,6 +150,7 @@ AUDIT_LABELS = {
     "webhook.secret_rotated": _l("Webhook signing secret replaced"),
     "webhook.cancelled": _l("Message to a patient cancelled, not sent"),
     "patient.erased": _l("Personal data erased"),
+    "export.patient_data": _l("A patient's data exported (JSON)"),
 }
 
 
@@ -180,7 +181,7 @@ AUDIT_DETAIL_LABELS = {
     "cancelled_messages": _l("cancelled messages"),
     "erasure_reason": _l("why"), "cards_voided": _l("cards voided"), "rewards_cancelled": _l("rewards cancelled"),
     "reviews_rejected": _l("requests rejected"), "messages_cancelled": _l("messages cancelled"),
-    "events_redacted": _l("events redacted"), "vouchers_kept": _l("vouchers kept"),
+    "events_redacted": _l("events redacted"), "vouchers_kept": _l("vouchers kept"), "bytes": _l("bytes"),
 }
 
 
