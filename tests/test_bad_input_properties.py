@@ -544,6 +544,10 @@ ROUTES: dict[str, Route] = {
                                                {"preferred_channel": "sms", "preferred_language": "en",
                                                 "notification_consent": "y"}),
     "api_tokens.create": Route({"name": text}, {"name": "Hospital HIS"}),
+    # The baseline erases a fresh friend; the nonsense then meets a form error or "already erased", never a 500.
+    "patients.erase": Route({"reason": st.one_of(text, choices(["patient_request", "duplicate", "entered_by_mistake"])),
+                             "confirm": st.one_of(text, choices(["y", ""]))}, {"reason": "duplicate", "confirm": "y"},
+                            ids=lambda w: {"patient_id": w.new_redemption().friend.id}),
     "auth.language": Route({"language": st.one_of(text, choices(["en", "zh_CN", "zh-cn", "fr"])),
                             "next": st.one_of(urls, text)}, {"language": "zh_CN", "next": "/desk"}),
 }
