@@ -148,6 +148,7 @@ AUDIT_LABELS = {
     "webhook.resent": _l("Webhook delivery resent"),
     "webhook.secret_rotated": _l("Webhook signing secret replaced"),
     "webhook.cancelled": _l("Message to a patient cancelled, not sent"),
+    "patient.details_corrected": _l("Patient details corrected"),
 }
 
 
@@ -176,6 +177,8 @@ AUDIT_DETAIL_LABELS = {
     "timezone": _l("timezone"), "brand_colour": _l("brand colour"), "public_base_url": _l("public base url"),
     "logo_filename": _l("logo filename"), "voucher_valid_days": _l("voucher valid days"),
     "cancelled_messages": _l("cancelled messages"),
+    "fields": _l("fields"), "full_name": _l("full name"), "display_name": _l("display name"),
+    "external_id": _l("record number"), "name_on_posters": _l("name on posters"),
 }
 
 
@@ -201,6 +204,8 @@ def audit_details(event) -> str:
             value = redacted_url(value)  # events written before addresses were redacted kept their keys
         elif key == "changes" and isinstance(value, dict):
             value = ", ".join(f"{_detail_label(field)} {old!r} → {new!r}" for field, (old, new) in value.items())
+        elif key == "fields" and isinstance(value, list):  # the names of the fields changed, never their values
+            value = ", ".join(_detail_label(str(field)) for field in value)
         parts.append(f"{_detail_label(key)}: {value}")
     return "; ".join(parts)
 
