@@ -29,7 +29,7 @@ FIELDS = ["code", "full_name", "display_name", "phone", "external_id", "idempote
           "name_on_posters", "card_rewards_differ", "card_referrer_reward_kind", "card_friend_reward_label",
           "amount", "token", "expected", "decision", "approve", "starts_on", "ends_on", "covers", "cap_referrals_per_year",
           "cap_value_per_year", "friend_monthly_quota", "quota_label", "min_paid_referrals", "window_months",
-          "privileges", "staff_id", "branch_id", "consent", "referrer_reward_stage", "friend_reward_stage"]
+          "privileges", "staff_id", "branch_id", "consent", "referrer_reward_stage", "friend_reward_stage", "seen"]
 
 
 # Routes that take no input at all: there is no nonsense to send them.

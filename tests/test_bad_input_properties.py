@@ -63,7 +63,7 @@ from clinic.services.codes import (
     generate_personal_code,
     parse_code,
 )
-from clinic.services.patients import PatientDetails, enrol_patient
+from clinic.services.patients import CORRECTABLE_DETAILS, PatientDetails, details_fingerprint, enrol_patient
 from clinic.services.text import CONTROL_CHARACTERS, clean_text
 from clinic.services.transaction import Actor, atomic
 from clinic.web.forms import CURRENCIES
@@ -243,6 +243,7 @@ class World:
     staff_ids: tuple[int, ...]
     ids: dict[str, int]
     numbers: itertools.count = field(default_factory=lambda: itertools.count(1))
+    correcting: int | None = None  # the patient whose details the correction form's examples correct
 
     def url(self, endpoint: str, method: str = "POST", **overrides) -> str:
         rule = next(r for r in self.app.url_map.iter_rules(endpoint) if method in r.methods)
@@ -269,6 +270,21 @@ class World:
             voucher = vouchers.issue_voucher(db.session.get(Patient, self.referrer_id), VOUCHER_TERMS,
                                              beneficiary="referrer", currency="CNY", valid_days=30, actor=self.actor())
         return voucher
+
+    def new_patient_to_correct(self) -> int:
+        """A patient of the correction form's own: its examples may remove a phone the other forms need."""
+        patient, _token = enrol_patient(PatientDetails(full_name="Sun Yue", phone=f"1385555{next(self.numbers):04d}",
+                                                       external_id=f"MRN-C{next(self.numbers)}"), self.actor())
+        self.correcting = patient.id
+        return patient.id
+
+    def correction_form(self) -> dict:
+        """The correction form as it is opened: the patient's details and their fingerprint."""
+        patient = db.session.get(Patient, self.correcting)
+        form = {name: getattr(patient, name) or "" for name in CORRECTABLE_DETAILS}
+        form["seen"] = details_fingerprint(patient)
+        db.session.rollback()
+        return form
 
     def new_review(self) -> int:
         with atomic():
@@ -492,6 +508,12 @@ ROUTES: dict[str, Route] = {
                         lambda w: {"code": w.new_voucher().code, "idempotency_key": ""},
                         audits_refusal="voucher.spend"),
     "patients.enrol": Route(PATIENT_FIELDS, PATIENT),
+    # The form as opened (nothing changed); the referrer's phone and record number are another patient's.
+    "patients.correct_details": Route({**{name: PATIENT_FIELDS[name] for name in CORRECTABLE_DETAILS}, "seen": text},
+                                      lambda w: w.correction_form(),
+                                      ids=lambda w: {"patient_id": w.new_patient_to_correct()},
+                                      examples=({"phone": "13811112222"}, {"external_id": "MRN-1"}, {"seen": ""},
+                                                {"full_name": "Sun Yue\u202e"})),
     "patients.poster_consent": Route({"name_on_posters": choices(["yes", "no"])}, {"name_on_posters": "no"}),
     "honours.leaderboard_consent": Route({"leaderboard_opt_in": choices(["yes", "no"])},
                                          {"leaderboard_opt_in": "no"}),

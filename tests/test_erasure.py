@@ -318,3 +318,15 @@ def test_a_manager_downloads_everything_held_about_a_patient_and_the_download_is
     after = manager.get(f"/patients/{wang.id}/data.json").get_json()
     assert after["patient"]["full_name"] == "" and after["patient"]["erased_at"].endswith("Z")
     assert after["messages"][0]["to"] is None and NAME not in json.dumps(after, ensure_ascii=False)
+
+
+def test_an_erased_patients_details_cannot_be_corrected(wang, manager, actor):
+    erase(wang.id)
+    before = counts()
+    with pytest.raises(Refused) as refused:
+        patients.correct_details(wang.id, patients.PatientDetails(full_name=NAME, phone=PHONE), actor,
+                                 seen=patients.details_fingerprint(db.session.get(Patient, wang.id)))
+    assert (refused.value.reason, refused.value.status) == ("patient_erased", 409)
+    assert manager.get(f"/patients/{wang.id}/details").status_code == 410
+    assert manager.post(f"/patients/{wang.id}/details", {"full_name": NAME, "phone": PHONE}).status_code == 410
+    assert counts() == before and "Correct details" not in manager.get(f"/patients/{wang.id}").get_data(as_text=True)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -30,7 +31,8 @@ from clinic.extensions import db
 from clinic.models import (AuditEvent, NotificationTemplate, OutboxEvent, Patient, Tier, WebhookDelivery,
                            WebhookEndpoint)
 from clinic.models._time import utcnow
-from clinic.services import audit, jobs, milestones, notifications, redemption, vouchers, webhook_sender, webhooks
+from clinic.services import (audit, jobs, milestones, notifications, patients, redemption, vouchers, webhook_sender,
+                             webhooks)
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import counts, friend
@@ -1027,3 +1029,51 @@ def test_a_manager_makes_a_new_secret_and_sees_it_once(hooks, manager, desk, rec
     redemption.redeem_code(referrer.personal_code, friend(), actor)
     assert webhook_sender.deliver_due().delivered == 1
     assert len(receiver.processed) == 1  # verified with the new secret
+
+
+def test_a_corrected_phone_cancels_the_messages_waiting_for_the_old_number(hooks, referrer, desk, actor):
+    """A typo in the phone, found while the gateway is down: the message written for the wrong number never goes,
+    like one the patient withdrew; the next one goes to the corrected number, with the consent kept."""
+    closed = Receiver()
+    endpoint = register(closed, ["notification.requested", "referral.redeemed"])
+    closed.close()
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    assert webhook_sender.deliver_due().retrying == 2
+
+    page = desk.get(f"/patients/{referrer.id}/details").get_data(as_text=True)
+    seen = re.search(r'name="seen" type="hidden" value="([^"]+)"', page).group(1)
+    response = desk.post(f"/patients/{referrer.id}/details", {"full_name": "Wang Li", "phone": "13811113333",
+                                                              "external_id": "MRN-1", "seen": seen})
+    assert response.status_code == 303
+    cancelled = delivery_of("notification.requested")
+    assert (cancelled.status, cancelled.cancel_reason) == ("cancelled", "phone_changed")
+    assert delivery_of("referral.redeemed").status == "pending"
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "patient.details_corrected"))
+    assert event.details == {"fields": ["phone"], "cancelled_messages": [cancelled.id]}
+    assert db.session.get(Patient, referrer.id).notification_consent
+
+    gateway = Receiver()
+    try:
+        point_at(endpoint.id, gateway)
+        webhook_sender.deliver_due(utcnow() + timedelta(minutes=1))
+        assert [event["type"] for event in gateway.events()] == ["referral.redeemed"]
+        redemption.redeem_code(referrer.personal_code, friend("Li Lei", "13900001234"), actor)
+        webhook_sender.deliver_due(utcnow() + timedelta(minutes=2))
+        [message] = [event["data"] for event in gateway.events() if event["type"] == "notification.requested"]
+        assert message["to"]["phone"] == "13811113333"
+    finally:
+        gateway.close()
+
+
+def test_a_corrected_name_leaves_the_waiting_messages_to_go(hooks, referrer, actor):
+    closed = Receiver()
+    register(closed, ["notification.requested"])
+    closed.close()
+    consenting(referrer.id)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    patient = db.session.get(Patient, referrer.id)
+    patients.correct_details(referrer.id, patients.PatientDetails(full_name="Wang Lei", phone=patient.phone,
+                                                                  external_id="MRN-1"),
+                             actor, seen=patients.details_fingerprint(patient))
+    assert delivery_of("notification.requested").status == "pending"

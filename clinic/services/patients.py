@@ -1,8 +1,9 @@
-"""Enrolling patients, finding them, and their private progress links."""
+"""Enrolling patients, finding them, correcting their details, and their private progress links."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from babel.core import get_global
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import bindparam, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
@@ -396,3 +398,87 @@ def patients_enrolled_between(start: datetime, end: datetime, limit: int) -> lis
     return list(db.session.scalars(
         select(Patient).where(Patient.enrolled_at >= start, Patient.enrolled_at < end, Patient.erased_at.is_(None))
         .order_by(Patient.enrolled_at.desc(), Patient.id.desc()).limit(limit)))
+
+
+# What a correction may change: who the patient is and how to reach them. Their personal code, progress link,
+# referrals and consents stay as they are.
+CORRECTABLE_DETAILS = ("full_name", "display_name", "phone", "external_id")
+
+
+def details_fingerprint(patient: Patient) -> str:
+    """A short digest of the patient's correctable details, carried by the correction form (see correct_details).
+
+    Only a digest of values that same form shows: it tells whether they changed, and nothing more.
+    """
+    values = json.dumps([getattr(patient, name) for name in CORRECTABLE_DETAILS], ensure_ascii=False)
+    return hashlib.sha256(values.encode()).hexdigest()[:32]
+
+
+def correct_details(patient_id: int, details: PatientDetails, actor: Actor, *, seen: str | None) -> list[str]:
+    """Correct a patient's name, display name, phone and record number (a typo at the desk; their right to have
+    their data corrected), all or nothing. Returns the fields changed, in CORRECTABLE_DETAILS order; none when the
+    details were already these, and then nothing is written.
+
+    ``seen`` is :func:`details_fingerprint` of the details the member of staff was shown: if someone else corrected
+    them since, the correction is refused (``changed_meanwhile``, 409) rather than written over theirs. The
+    patient's row is locked first, so of two corrections at the same moment the second sees the first.
+
+    A phone or record number another patient holds is refused (``existing_patient``, 409, naming the field), also
+    when that patient registered it a moment ago: the unique constraints decide. The phone cannot be removed while
+    the patient agrees to messages, which go to that phone: staff record the withdrawal first, as the patient's
+    own decision (notifications.set_preferences), rather than a correction withdrawing it unasked. Messages waiting
+    to be sent to the old number are cancelled, as the sender would (notifications.withheld_because). A new
+    display name ends the patient's agreement to have their name printed on posters: they agreed to the old one.
+
+    The audit event names the fields changed, never their values: the log is kept for ever and must not become
+    a second copy of the personal data a correction replaces.
+    """
+    # notifications reads this module's checks: imported here, once both are loaded.
+    from clinic.services.notifications import cancel_withheld_messages
+
+    wanted = {name: getattr(details, name) for name in CORRECTABLE_DETAILS}
+    changed: list[str] = []
+    try:
+        with atomic():
+            patient = db.session.scalar(select(Patient).where(Patient.id == patient_id).with_for_update()
+                                        .execution_options(populate_existing=True))
+            if patient is None:
+                raise Refused("not_found", _("No such patient."), status=404)
+            if patient.erased_at is not None:
+                raise Refused("patient_erased", _("This patient's personal data was erased: nothing can be "
+                                                  "changed."), status=409)
+            changed = [name for name in CORRECTABLE_DETAILS if getattr(patient, name) != wanted[name]]
+            if not changed:
+                return []
+            if seen != details_fingerprint(patient):
+                raise Refused("changed_meanwhile", _("These details were changed by someone else since you opened "
+                                                     "the form. Here they are as they are now: check them and "
+                                                     "correct them again if needed."), status=409)
+            removes_phone = "phone" in changed and details.phone is None
+            if removes_phone and consent_problem(patient.notification_consent, patient.preferred_channel, None):
+                raise FieldErrors({"phone": _("The patient agreed to messages on this phone. Keep a number, or "
+                                              "first record on the patient page that they want no messages.")})
+            _refuse_contact_held_by_another(patient.id, details, changed)
+            for name in changed:
+                setattr(patient, name, wanted[name])
+            if "display_name" in changed and patient.name_on_posters:
+                patient.name_on_posters = False
+                changed.append("name_on_posters")
+            cancelled = cancel_withheld_messages(patient) if "phone" in changed else []
+            audit.record("patient.details_corrected", actor, patient_id=patient.id, fields=changed,
+                         cancelled_messages=cancelled or None)
+    except IntegrityError:  # another patient was given this phone or record number a moment ago
+        _refuse_contact_held_by_another(patient_id, details, changed)
+        raise
+    return changed
+
+
+def _refuse_contact_held_by_another(patient_id: int, details: PatientDetails, changed: list[str]) -> None:
+    """Refuse a changed phone or record number that another patient holds (existing_patient_refusal)."""
+    wanted = [getattr(Patient, name) == getattr(details, name) for name in ("phone", "external_id")
+              if name in changed and getattr(details, name) is not None]
+    if not wanted:
+        return
+    holder = db.session.scalar(select(Patient).where(Patient.id != patient_id, or_(*wanted)).limit(1))
+    if holder is not None:
+        raise existing_patient_refusal(holder, details)

@@ -59,6 +59,7 @@ ACCESS: dict[str, Access] = {
     "patients.poster_consent": Access.STAFF,
     "patients.rotate_progress_link": Access.STAFF,
     "patients.notification_preferences": Access.STAFF,
+    "patients.correct_details": Access.STAFF,
     "honours.leaderboard_consent": Access.STAFF,
     "referrals.visit": Access.STAFF,
     "referrals.payment": Access.STAFF,

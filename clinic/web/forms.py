@@ -7,10 +7,11 @@ from flask_babel import lazy_gettext as _l
 from flask_babel import lazy_pgettext
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileSize
+from dataclasses import fields as dataclass_fields
 from datetime import date, timedelta
 
-from wtforms import (BooleanField, DateField, EmailField, IntegerField, PasswordField, RadioField, SelectField,
-                     SelectMultipleField, StringField, TextAreaField)
+from wtforms import (BooleanField, DateField, EmailField, HiddenField, IntegerField, PasswordField, RadioField,
+                     SelectField, SelectMultipleField, StringField, TextAreaField)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from zoneinfo import available_timezones
@@ -21,7 +22,7 @@ from clinic.services.erasure import ERASURE_REASONS
 from clinic.services.clinic_settings import (MAX_LOGO_BYTES, MAX_LOGO_PIXELS, clinic_day_of, last_day_before,
                                              start_of_clinic_day)
 from clinic.services.money import major_units_text, parse_money
-from clinic.services.patients import FieldErrors, PatientDetails
+from clinic.services.patients import CORRECTABLE_DETAILS, FieldErrors, PatientDetails
 from clinic.services.tiers import TierRules
 from clinic.services.webhooks import EVENT_TYPES, EndpointRules
 from clinic.services.text import CONTROL_CHARACTERS
@@ -47,38 +48,47 @@ CHANNELS = [SelectChoice("none", _l("No messages")), SelectChoice("sms", _l("SMS
 LANGUAGES = [SelectChoice("zh_CN", "简体中文"), SelectChoice("en", "English")]
 
 
-class PatientDetailsForm(FlaskForm):
-    """A person's details: enrolment, and the friend's details at the desk."""
+# PatientDetails.from_form's arguments, each the name of the form field it is read from.
+PATIENT_DETAIL_FIELDS = tuple(field.name for field in dataclass_fields(PatientDetails))
+
+
+class PatientNameAndContactForm(FlaskForm):
+    """Who the patient is and how to reach them, checked by :meth:`PatientDetails.from_form`.
+
+    The fields every patient form shares: enrolment and the desk's friend add the consents
+    (PatientDetailsForm), a correction of the details adds what it was loaded with (CorrectDetailsForm).
+    """
 
     full_name = StringField(_l("Full name"))
     display_name = StringField(_l("Name on posters (optional)"))
     phone = StringField(_l("Phone (optional)"))
     external_id = StringField(_l("Clinic record number (optional)"))
-    name_on_posters = BooleanField(_l("The patient agrees to have this name printed on their posters"))
-    # Optional: the desk's redemption form leaves them out (no channel, no consent).
-    preferred_channel = SelectField(_l("Messages about rewards"), choices=CHANNELS, validate_choice=False)
-    preferred_language = SelectField(_l("Language of the messages"), choices=LANGUAGES, validate_choice=False)
-    notification_consent = BooleanField(_l("The patient agrees to receive these messages"))
     details: PatientDetails | None = None
 
     def validate(self, extra_validators=None) -> bool:
         valid = super().validate(extra_validators)
         try:
-            self.details = PatientDetails.from_form(
-                full_name=self.full_name.data, display_name=self.display_name.data,
-                phone=self.phone.data, external_id=self.external_id.data,
-                name_on_posters=self.name_on_posters.data, preferred_channel=self.preferred_channel.data,
-                preferred_language=self.preferred_language.data,
-                notification_consent=self.notification_consent.data)
+            self.details = PatientDetails.from_form(**{name: self[name].data for name in PATIENT_DETAIL_FIELDS
+                                                       if name in self})
         except FieldErrors as problems:
             for field, message in problems.errors.items():
-                self[field].errors.append(message)
+                self.add_error(field, message)
             return False
         return valid
 
     def add_error(self, field: str | None, message: str) -> None:
         target = self[field] if field in self else self.full_name
         target.errors.append(message)
+
+
+class PatientDetailsForm(PatientNameAndContactForm):
+    """A person's details: enrolment, and the friend's details at the desk."""
+
+    name_on_posters = BooleanField(_l("The patient agrees to have this name printed on their posters"))
+    # Optional: the desk's redemption form leaves them out (no channel, no consent).
+    preferred_channel = SelectField(_l("Messages about rewards"), choices=CHANNELS, validate_choice=False)
+    preferred_language = SelectField(_l("Language of the messages"), choices=LANGUAGES, validate_choice=False)
+    notification_consent = BooleanField(_l("The patient agrees to receive these messages"))
 
 
 LOGO_MB = MAX_LOGO_BYTES // (1024 * 1024)
@@ -342,3 +352,27 @@ class ErasureForm(FlaskForm):
                         validators=[InputRequired(_l("Choose why the data is erased."))])
     confirm = BooleanField(_l("I understand that this cannot be undone."),
                            validators=[DataRequired(_l("Tick the box to confirm: erasing cannot be undone."))])
+
+
+class CorrectDetailsForm(PatientNameAndContactForm):
+    """A patient's name, display name, phone and record number corrected; checked as at enrolment.
+
+    ``seen`` carries the fingerprint of the details the form was filled with
+    (:func:`clinic.services.patients.details_fingerprint`): a change saved by someone else since is refused,
+    not overwritten.
+    """
+
+    seen = HiddenField()
+
+    def fill_from(self, patient, fingerprint: str) -> None:
+        """Show the patient's details as they are now, and remember them as the ones seen."""
+        for name in CORRECTABLE_DETAILS:
+            self[name].data = getattr(patient, name) or ""
+        self.seen.data = fingerprint
+
+    def show_current(self, patient, fingerprint: str) -> dict[str, str]:
+        """After someone else changed the details: show them as they are now (fill_from), and return what this
+        form asked for instead, field by field, where that differs from them ("—" for nothing)."""
+        asked = {name: getattr(self.details, name) for name in CORRECTABLE_DETAILS}
+        self.fill_from(patient, fingerprint)
+        return {name: value or "—" for name, value in asked.items() if value != getattr(patient, name)}

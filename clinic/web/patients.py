@@ -1,4 +1,4 @@
-"""Patients: enrol, search, the patient page, and the welcome slip with the private link."""
+"""Patients: enrol, search, the patient page, the welcome slip with the private link, correcting details."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from clinic.services import posters as poster_service
 from clinic.services.errors import Refused
 from clinic.services.patients import FieldErrors
 from clinic.services.urls import invite_url, progress_url
-from clinic.web.forms import (ErasureForm, NotificationPreferencesForm, PatientDetailsForm, PaymentForm, ReasonForm,
-                              VoidVoucherForm)
+from clinic.web.forms import (CorrectDetailsForm, ErasureForm, NotificationPreferencesForm, PatientDetailsForm,
+                              PaymentForm, ReasonForm, VoidVoucherForm)
 from clinic.web.fresh_links import fresh_progress_token, remember_fresh_progress_token
 from clinic.web.helpers import current_actor, manager_required, render_fragment_or_page
 from clinic.web.posters import FORMATS, poster_response
@@ -196,3 +196,46 @@ def data(patient_id: int):
         "Cache-Control": "no-store",
         "Content-Disposition": f'attachment; filename="patient-{patient.id}-data.json"',
     })
+
+
+@bp.route("/<int:patient_id>/details", methods=["GET", "POST"])
+def correct_details(patient_id: int):
+    """Correct the patient's name, display name, phone and record number (a typo at the desk, or at their request)."""
+    patient = db.session.get(Patient, patient_id)
+    if patient is None:
+        abort(404)
+    if patient.erased_at is not None:
+        abort(410, _("This patient's personal data was erased: nothing can be changed."))
+    if request.method == "GET":
+        form = CorrectDetailsForm(formdata=None)
+        form.fill_from(patient, patient_service.details_fingerprint(patient))
+        return _details_page(patient, form)
+    form = CorrectDetailsForm()
+    if not form.validate():
+        return _details_page(patient, form, 422)
+    try:
+        changed = patient_service.correct_details(patient_id, form.details, current_actor(), seen=form.seen.data)
+    except FieldErrors as problems:
+        for field, message in problems.errors.items():
+            form.add_error(field, message)
+        return _details_page(patient, form, problems.status)
+    except Refused as refusal:
+        if refusal.status == 404:
+            abort(404)
+        if refusal.reason != "changed_meanwhile":
+            form.add_error(refusal.field, refusal.message)
+            return _details_page(patient, form, refusal.status)
+        patient = db.session.get(Patient, patient_id)
+        typed = form.show_current(patient, patient_service.details_fingerprint(patient))
+        return _details_page(patient, form, refusal.status, changed_meanwhile=refusal.message, typed=typed)
+    if not changed:
+        flash(_("Nothing changed."))
+    elif "name_on_posters" in changed:
+        flash(_("The details are corrected. Posters show no name until the patient agrees to the new one."))
+    else:
+        flash(_("The details are corrected."))
+    return redirect(url_for("patients.show", patient_id=patient_id), code=303)
+
+
+def _details_page(patient: Patient, form: CorrectDetailsForm, status: int = 200, **context):
+    return render_template("patients/details.html", patient=patient, form=form, **context), status

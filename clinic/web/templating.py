@@ -151,6 +151,7 @@ AUDIT_LABELS = {
     "webhook.cancelled": _l("Message to a patient cancelled, not sent"),
     "patient.erased": _l("Personal data erased"),
     "export.patient_data": _l("A patient's data exported (JSON)"),
+    "patient.details_corrected": _l("Patient details corrected"),
 }
 
 
@@ -182,6 +183,8 @@ AUDIT_DETAIL_LABELS = {
     "erasure_reason": _l("why"), "cards_voided": _l("cards voided"), "rewards_cancelled": _l("rewards cancelled"),
     "reviews_rejected": _l("requests rejected"), "messages_cancelled": _l("messages cancelled"),
     "events_redacted": _l("events redacted"), "vouchers_kept": _l("vouchers kept"), "bytes": _l("bytes"),
+    "fields": _l("fields"), "full_name": _l("full name"), "display_name": _l("display name"),
+    "external_id": _l("record number"), "name_on_posters": _l("name on posters"),
 }
 
 
@@ -209,6 +212,8 @@ def audit_details(event) -> str:
             value = ERASURE_REASONS.get(value, value)
         elif key == "changes" and isinstance(value, dict):
             value = ", ".join(f"{_detail_label(field)} {old!r} → {new!r}" for field, (old, new) in value.items())
+        elif key == "fields" and isinstance(value, list):  # the names of the fields changed, never their values
+            value = ", ".join(_detail_label(str(field)) for field in value)
         parts.append(f"{_detail_label(key)}: {value}")
     return "; ".join(parts)
 
