@@ -543,7 +543,8 @@ ROUTES: dict[str, Route] = {
                                                 "notification_consent": choices(["y", ""])},
                                                {"preferred_channel": "sms", "preferred_language": "en",
                                                 "notification_consent": "y"}),
-    "api_tokens.create": Route({"name": text}, {"name": "Hospital HIS"}),
+    "api_tokens.create": Route({"name": text, "scopes": choices(["patients:read", "cards:write", "everything"])},
+                               {"name": "Hospital HIS", "scopes": "milestones:write"}),
     "auth.language": Route({"language": st.one_of(text, choices(["en", "zh_CN", "zh-cn", "fr"])),
                             "next": st.one_of(urls, text)}, {"language": "zh_CN", "next": "/desk"}),
 }
