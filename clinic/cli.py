@@ -10,9 +10,11 @@ from sqlalchemy import func, select
 
 from clinic.extensions import db
 from clinic.models import Role, Staff
+from clinic.services.api_tokens import SCOPES, create_token
 from clinic.services.backup import hold_while_serving
 from clinic.services.erasure import ERASURE_REASONS
 from clinic.services.errors import Refused
+from clinic.services.patients import FieldErrors
 from clinic.services.staff import create_staff
 from clinic.services.transaction import Actor
 
@@ -137,16 +139,17 @@ def register(app: Flask) -> None:
 
     @app.cli.command("create-api-token")
     @click.argument("name")
-    def create_api_token(name: str) -> None:
+    @click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(list(SCOPES)),
+                  help="What the token may do; repeat it for each. "
+                       + " · ".join(f"{name}: {description}" for name, description in SCOPES.items()))
+    def create_api_token(name: str, scopes: tuple[str, ...]) -> None:
         """Create a token for the integration API (/api/v1); the token is printed once, as the last line."""
-        from clinic.services.api_tokens import create_token
-
         try:
-            token, raw = create_token(name, Actor())
-        except Refused as refusal:
-            raise click.ClickException(refusal.message) from None
-        click.echo(f"Created API token {token.name!r} ({token.prefix}…). It is shown only now; "
-                   "send it as 'Authorization: Bearer <token>':")
+            token, raw = create_token(name, scopes, Actor())
+        except FieldErrors as problems:
+            raise click.ClickException(" ".join(problems.errors.values())) from None
+        click.echo(f"Created API token {token.name!r} ({token.prefix}…) with the scopes {', '.join(token.scopes)}. "
+                   "It is shown only now; send it as 'Authorization: Bearer <token>':")
         click.echo(raw)
 
     @app.cli.command("erase-patient")

@@ -68,7 +68,7 @@ def load_config(instance_path: Path) -> dict:
         "JOB_QUEUE": os.environ.get("JOB_QUEUE", "clinic-jobs"),
         "JOB_TIMEOUT_SECONDS": int(os.environ.get("JOB_TIMEOUT_SECONDS", "1800")),
         # Webhooks (README "Webhooks"). Receivers on loopback or private addresses are refused unless
-        # WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 (an on-premise HIS); link-local ones (cloud metadata) always.
+        # WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 (an on-premise HIS); link-local and cloud metadata ones always.
         "WEBHOOK_ALLOW_PRIVATE_NETWORKS": os.environ.get("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "0") == "1",
         # Send right after the commit that queued an event (a job); `flask deliver-webhooks` retries.
         "WEBHOOK_SEND_AFTER_COMMIT": os.environ.get("WEBHOOK_SEND_AFTER_COMMIT", "1") != "0",

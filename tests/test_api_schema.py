@@ -43,7 +43,7 @@ CHECKS = {GenerationMode.POSITIVE: CONFORMANCE, GenerationMode.NEGATIVE: [*CONFO
 def token(app, monkeypatch, make_patient) -> str:
     monkeypatch.setattr(jobs, "submit", lambda *args: None)  # card batches stay queued: no PDFs rendered here
     make_patient(full_name="Wang Li", phone="13811112222", external_id="MRN-1")
-    return api_tokens.create_token("schemathesis", Actor())[1]
+    return api_tokens.create_token("schemathesis", api_tokens.SCOPES, Actor())[1]
 
 
 def test_the_document_is_a_valid_openapi_3_1_document(app):

@@ -565,7 +565,8 @@ ROUTES: dict[str, Route] = {
                                                 "notification_consent": choices(["y", ""])},
                                                {"preferred_channel": "sms", "preferred_language": "en",
                                                 "notification_consent": "y"}),
-    "api_tokens.create": Route({"name": text}, {"name": "Hospital HIS"}),
+    "api_tokens.create": Route({"name": text, "scopes": choices(["patients:read", "cards:write", "everything"])},
+                               {"name": "Hospital HIS", "scopes": "milestones:write"}),
     # The baseline erases a fresh friend; the nonsense then meets a form error or "already erased", never a 500.
     "patients.erase": Route({"reason": st.one_of(text, choices(["patient_request", "duplicate", "entered_by_mistake"])),
                              "confirm": st.one_of(text, choices(["y", ""]))}, {"reason": "duplicate", "confirm": "y"},

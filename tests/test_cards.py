@@ -490,7 +490,8 @@ def test_card_pdfs_are_kept_by_no_browser_or_proxy(app, manager, manager_user, c
         url = f"/cards/batches/{generate(2, actor).id}/cards.pdf"
     else:
         url = f"/api/v1/card-batches/{generate(2, actor).id}/cards.pdf"
-        headers = {"Authorization": f"Bearer {api_tokens.create_token('HIS', Actor(staff_id=manager_user.id))[1]}"}
+        token = api_tokens.create_token("HIS", ["cards:write"], Actor(staff_id=manager_user.id))[1]
+        headers = {"Authorization": f"Bearer {token}"}
     first = manager.get(url, headers=dict(headers))
     assert first.status_code == 200 and first.data.startswith(b"%PDF")
     assert first.headers.getlist("Cache-Control") == ["no-store"]

@@ -146,7 +146,7 @@ def api_call(app, token: str, path: str, body: dict, language: str | None = None
 ])
 def test_api_errors_are_english_unless_chinese_is_asked_for_and_keep_their_code(app, manager_user, body, status, code,
                                                                                  english, chinese):
-    token = api_tokens.create_token("Hospital HIS", Actor(staff_id=manager_user.id))[1]
+    token = api_tokens.create_token("Hospital HIS", api_tokens.SCOPES, Actor(staff_id=manager_user.id))[1]
     staff_service.set_language(manager_user.id, "zh_CN")  # the token's creator's language does not matter
     answers = {language: api_call(app, token, "/api/v1/codes/validate", body, language)
                for language in (None, "zh-CN", "zh-CN,zh;q=0.9,en;q=0.8", "fr")}
@@ -172,7 +172,7 @@ def test_the_money_limit_and_a_currency_without_decimals_read_in_chinese(app, de
     assert "金额不能超过 JP¥2,147,483,647。" in too_much
     decimals = html.unescape(desk.post(f"/patients/{friend_id}/payment", {"amount": "1.5"}).get_data(as_text=True))
     assert "JPY 金额没有小数：请填写整数。" in decimals
-    token = api_tokens.create_token("Hospital HIS", Actor(staff_id=manager_user.id))[1]
+    token = api_tokens.create_token("Hospital HIS", api_tokens.SCOPES, Actor(staff_id=manager_user.id))[1]
     answer = api_call(app, token, f"/api/v1/patients/{friend_id}/payment", {"amount": 2**31}, "zh-CN")
     assert answer.get_json()["error"]["message"] == (
         "amount 必须是以最小货币单位计的整数，范围 0 到 2147483647（即 JP¥2,147,483,647）。")

@@ -9,7 +9,7 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, text
 
 from clinic.extensions import db
-from clinic.models import AuditEvent, Voucher
+from clinic.models import ApiToken, AuditEvent, Voucher
 from clinic.services import clinic_settings, redemption
 from clinic.services.transaction import Actor
 from tests.conftest import CAMPAIGN, friend
@@ -223,6 +223,26 @@ def test_the_yearly_total_keeps_its_value_and_then_holds_more_than_32_bits(app):
         connection.execute(text("UPDATE referrer_year_totals SET rewarded_value = rewarded_value + 2147483647"))
         assert connection.execute(text("SELECT rewarded_value FROM referrer_year_totals")).scalar() == 2**32 - 2
         connection.execute(text("DELETE FROM referrer_year_totals"))  # an INTEGER cannot take it back down
+    downgrade(revision="base")
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")
+
+
+def test_tokens_made_before_scopes_keep_every_scope_so_that_no_integration_breaks(app):
+    """f3b9c2d41e07 gives each existing API token every scope there was then; a downgrade drops the column."""
+    db.drop_all()
+    upgrade(revision="c4e1d8a0b7f2")
+    with db.engine.begin() as connection:
+        connection.execute(text("INSERT INTO api_tokens (id, name, token_hash, prefix, created_at) "
+                                "VALUES (1, 'Hospital HIS', :hash, 'clk_abcdefgh', '2026-11-01 10:00:00')"),
+                           {"hash": "1" * 64})
+    upgrade(revision="f3b9c2d41e07")
+    with db.engine.connect() as connection:
+        scopes = connection.execute(db.select(ApiToken.scopes)).scalar_one()
+    assert scopes == ["patients:read", "patients:write", "milestones:write", "redemptions:write", "vouchers:read",
+                      "vouchers:write", "cards:write"]
+    downgrade(revision="c4e1d8a0b7f2")
+    assert "scopes" not in {column["name"] for column in inspect(db.engine).get_columns("api_tokens")}
     downgrade(revision="base")
     with db.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE alembic_version")

@@ -394,6 +394,54 @@ def test_public_addresses_are_accepted_and_private_ones_only_when_allowed(app):
         webhook_sender.check_url("http://10.0.0.7/", allow_private=False)
 
 
+# Spellings of cloud metadata services and of reserved addresses that reach them; none is allowed even when the
+# clinic allows private networks.
+METADATA_URLS = [
+    "http://[64:ff9b::a9fe:a9fe]/",        # NAT64 (well-known prefix) of 169.254.169.254
+    "http://[::ffff:169.254.169.254]/",    # IPv4-mapped
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[2002:a9fe:a9fe::]/",          # 6to4
+    "http://2852039166/",                  # 169.254.169.254 as one decimal number
+    "http://0251.0376.0251.0376/",         # in octal
+    "http://0xa9fea9fe/",                  # in hexadecimal
+    "http://169.254.43518/",
+    "http://100.100.100.200/latest/meta-data/",  # Alibaba Cloud, inside carrier-grade NAT space
+    "http://[fd00:ec2::254]/latest/meta-data/",  # AWS instance metadata over IPv6, inside unique-local space
+    "http://[fd20:ce::254]/",              # Google Cloud over IPv6
+    "http://168.63.129.16/",               # Azure WireServer
+    "http://192.0.0.192/",                 # Oracle Cloud Classic
+    "http://[64:ff9b:1::a9fe:a9fe]/",      # local-use NAT64 prefix: reserved
+    "http://[::169.254.169.254]/",         # IPv4-compatible (deprecated): reserved
+    "http://[::ffff:0:a9fe:a9fe]/",        # IPv4-translated: reserved
+    "http://[2001::a9fe:a9fe]/",           # Teredo: reserved
+    "http://198.18.0.1/",                  # benchmarking: reserved
+]
+
+
+@pytest.mark.parametrize("url", METADATA_URLS)
+@pytest.mark.parametrize("allow_private", [False, True], ids=["public-only", "private-allowed"])
+def test_metadata_services_and_reserved_addresses_are_refused_in_every_spelling(app, url, allow_private):
+    with pytest.raises(Refused) as refused:
+        webhook_sender.check_url(url, allow_private=allow_private)
+    assert refused.value.field == "url"
+    assert "WEBHOOK_ALLOW_PRIVATE_NETWORKS" not in refused.value.message  # allowing them would not help
+
+
+@pytest.mark.parametrize("url, address", [
+    ("http://[64:ff9b::808:808]/", "64:ff9b::808:808"),  # NAT64 of 8.8.8.8: a public receiver behind NAT64
+    ("http://[2002:808:808::1]/", "2002:808:808::1"),
+])
+def test_an_ipv6_address_reaching_a_public_ipv4_address_is_accepted(app, url, address):
+    assert webhook_sender.check_url(url, allow_private=False).address == address
+
+
+@pytest.mark.parametrize("url", ["http://[64:ff9b::a00:7]/", "http://[64:ff9b::7f00:1]/", "http://[2002:a00:7::]/"])
+def test_an_ipv6_address_reaching_a_private_ipv4_address_needs_private_networks_allowed(app, url):
+    with pytest.raises(Refused, match="WEBHOOK_ALLOW_PRIVATE_NETWORKS"):
+        webhook_sender.check_url(url, allow_private=False)
+    assert webhook_sender.check_url(url, allow_private=True)
+
+
 def test_the_address_is_checked_again_when_sending(hooks, receiver, referrer, actor, monkeypatch):
     """Registered while allowed (or while the name resolved elsewhere), refused at send time: nothing leaves."""
     register(receiver, ["referral.redeemed"])
@@ -423,6 +471,25 @@ def test_a_host_name_that_turns_into_a_private_address_is_not_followed(hooks, re
     receiver.secret = endpoint.secret
     assert webhook_sender.deliver_due(utcnow() + timedelta(minutes=1)).delivered == 1
     assert receiver.requests[0]["headers"]["Host"] == f"hooks.example.test:{port}"
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "64:ff9b::a9fe:a9fe", "::ffff:169.254.169.254",
+                                     "2002:a9fe:a9fe::", "100.100.100.200", "fd00:ec2::254"])
+def test_a_host_name_that_turns_into_a_metadata_service_is_not_followed_even_on_premise(
+        hooks, receiver, referrer, actor, monkeypatch, address):
+    """DNS rebinding: public when the endpoint is saved, the metadata service when the event is sent."""
+    answers = {"hooks.example.test": "93.184.215.14"}
+    fake_dns(monkeypatch, answers)
+    webhooks.register_endpoint(webhooks.EndpointRules.from_form(
+        url=f"http://hooks.example.test:{receiver.server.server_address[1]}/hooks", events=["referral.redeemed"]),
+        actor)
+    redemption.redeem_code(referrer.personal_code, friend(), actor)
+    answers["hooks.example.test"] = address
+    connections = []
+    monkeypatch.setattr(webhook_sender.socket, "create_connection", lambda *args, **kwargs: connections.append(args))
+    assert webhook_sender.deliver_due().retrying == 1
+    assert connections == [] and receiver.requests == []
+    assert "Webhooks cannot go to hooks.example.test" in deliveries()[0].last_error
 
 
 def fake_dns(monkeypatch, answers: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ clinic/api/spec.py documents every code with its status.
 from __future__ import annotations
 
 from flask import jsonify
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from clinic.services.errors import Refused
@@ -48,6 +49,15 @@ def api_error(status: int, code: str | None = None, message: str | None = None, 
                       "message": str(message or HTTP_ERROR_MESSAGES.get(status, "")),
                       "field": field}}
     return jsonify(body), status, headers or {}
+
+
+def insufficient_scope(scope: str):
+    """403 for a token without the scope the operation needs, named in the message and, as RFC 6750 says, in the
+    challenge; nothing of the request was looked at."""
+    message = _("This token may not do this: it needs the scope %(scope)s. A manager can create a token with it "
+                "on Settings → API tokens.", scope=scope)
+    challenge = f'Bearer realm="clinic-api", error="insufficient_scope", scope="{scope}"'
+    return api_error(403, "insufficient_scope", message, headers={"WWW-Authenticate": challenge})
 
 
 # Where a service's message speaks of a form, the API says it in its own terms.

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from functools import cache
 
+from flask_babel import force_locale
+
 from clinic.api.inputs import IDEMPOTENCY_KEY, MAX_ID
+from clinic.api.scopes import ENDPOINT_SCOPES
+from clinic.services.api_tokens import SCOPES
 from clinic.services.cards import DESIGNS, MAX_BATCH_SIZE
 from clinic.services.money import MAX_AMOUNT_MINOR
 
 # Every error code: its HTTP status and what it means. Codes from the services are their refusal reasons.
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "unauthorized": (401, "No bearer token, an unknown one, or a revoked one."),
+    "insufficient_scope": (403, "The token does not hold the scope this operation needs (named in the message and in "
+                                "the WWW-Authenticate header). Nothing was done; a manager can make a token with it."),
     "rate_limited": (429, "Too many requests with this token, or too many unknown or mistyped codes; "
                           "wait for Retry-After seconds."),
     "malformed_json": (400, "The body is not valid JSON (or could not be read)."),
@@ -270,13 +276,17 @@ def _json(status_description: str, schema: dict, headers: dict | None = None) ->
     return response
 
 
-def _operation(operation_id: str, tag: str, summary: str, description: str, success: dict, *,
+def _operation(operation_id: str, endpoint: str, tag: str, summary: str, description: str, success: dict, *,
                errors: tuple = (), body: dict | None = None, body_required: bool = True,
                parameters: list | None = None, idempotent: bool = False) -> dict:
-    """One operation; its error responses are grouped by status from the codes it may answer."""
+    """One operation; its error responses are grouped by status from the codes it may answer.
+
+    ``endpoint`` is its Flask endpoint, whose scope (clinic/api/scopes.py) the operation's security names.
+    """
     # 422 for an unknown query parameter; bad_host for a Host header that is not a host name; the database's
     # refusals for any of them.
-    codes = ["unauthorized", "rate_limited", "validation_error", "bad_host", *errors, *DATABASE_ERRORS]
+    codes = ["unauthorized", "insufficient_scope", "rate_limited", "validation_error", "bad_host", *errors,
+             *DATABASE_ERRORS]
     if body is not None:
         codes += list(BODY_ERRORS)
     parameters = list(parameters or [])
@@ -298,12 +308,17 @@ def _operation(operation_id: str, tag: str, summary: str, description: str, succ
         responses[str(status)] = _error_response(status_codes)
     responses["401"]["headers"] = {"WWW-Authenticate": {"schema": STRING, "required": True,
                                                         "description": "Bearer realm=\"clinic-api\""}}
+    responses["403"]["headers"] = {"WWW-Authenticate": {
+        "schema": STRING, "required": True,
+        "description": "Bearer realm=\"clinic-api\", error=\"insufficient_scope\", scope=\"<the scope needed>\""}}
     responses["429"]["headers"] = {"Retry-After": {"schema": STRING, "required": True,
                                                    "description": "Seconds to wait."}}
     responses["503"]["headers"] = {"Retry-After": {"schema": STRING, "required": False,
                                                    "description": "Seconds to wait (with the database's codes)."}}
-    operation = {"operationId": operation_id, "tags": [tag], "summary": summary, "description": description,
-                 "parameters": parameters, "responses": responses}
+    scope = ENDPOINT_SCOPES[endpoint]
+    operation = {"operationId": operation_id, "tags": [tag], "summary": summary,
+                 "description": f"{description} Scope: `{scope}`.", "parameters": parameters,
+                 "responses": responses, "security": [{"bearer": [scope]}]}
     if body is not None:
         operation["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": body}}}
     return operation
@@ -326,13 +341,13 @@ def _paths() -> dict:
     return {
         "/api/v1/patients": {
             "post": _operation(
-                "createPatient", "patients", "Enrol a patient",
+                "createPatient", "api.create_patient", "patients", "Enrol a patient",
                 "Enrols a patient with a personal code. The answer holds the invite URL and, this once, the "
                 "private progress URL.",
                 {"201": _json("Enrolled.", _ref("PatientWithProgressLink"), {"Location": HEADER_LOCATION})},
                 errors=("existing_patient",), body=_ref("NewPatient")),
             "get": _operation(
-                "findPatients", "patients", "Find a patient by record number or phone",
+                "findPatients", "api.find_patients", "patients", "Find a patient by record number or phone",
                 "Exactly one of `external_id` or `phone` (normalised as at the desk). A list of at most one "
                 "patient; empty when nobody matches.",
                 {"200": _json("The patients found.", _ref("PatientList"))},
@@ -342,21 +357,21 @@ def _paths() -> dict:
         },
         "/api/v1/patients/{patient_id}": {
             "get": _operation(
-                "getPatient", "patients", "Get a patient",
+                "getPatient", "api.get_patient", "patients", "Get a patient",
                 "The patient with the personal code and invite URL. The progress URL is not included: only a "
                 "hash of it is stored. Issue a new one with POST …/progress-link.",
                 {"200": _json("The patient.", _ref("Patient"))}, parameters=[PATIENT_ID]),
         },
         "/api/v1/patients/{patient_id}/progress-link": {
             "post": _operation(
-                "rotateProgressLink", "patients", "Issue a new progress link",
+                "rotateProgressLink", "api.rotate_progress_link", "patients", "Issue a new progress link",
                 "A new private progress URL for the patient; the old one stops working at once.",
                 {"200": _json("The patient with the new progress URL.", _ref("PatientWithProgressLink"))},
                 errors=("patient_erased",), parameters=[PATIENT_ID]),
         },
         "/api/v1/patients/{patient_id}/visit": {
             "post": _operation(
-                "recordVisit", "milestones", "Report a referred friend's first visit",
+                "recordVisit", "api.record_visit", "milestones", "Report a referred friend's first visit",
                 "Records the first visit of a referred friend and pays the rewards due at a visit. Reporting it "
                 "again changes nothing (`recorded`: false). No body is needed; a body with any field is refused.",
                 {"200": _json("Recorded.", _ref("Milestone"))}, errors=milestone_errors,
@@ -364,7 +379,7 @@ def _paths() -> dict:
         },
         "/api/v1/patients/{patient_id}/payment": {
             "post": _operation(
-                "recordPayment", "milestones", "Report a referred friend's first payment",
+                "recordPayment", "api.record_payment", "milestones", "Report a referred friend's first payment",
                 "Records the first payment (it implies the first visit) and pays the rewards due at a visit "
                 "and at a payment. The amount, in minor units, is optional.",
                 {"200": _json("Recorded.", _ref("Milestone"))}, errors=milestone_errors,
@@ -374,7 +389,7 @@ def _paths() -> dict:
         },
         "/api/v1/codes/validate": {
             "post": _operation(
-                "validateCode", "codes", "Check a code without using it",
+                "validateCode", "api.validate_code", "codes", "Check a code without using it",
                 "The desk's verdict on a typed or scanned code (a URL from a QR code works too): a referral code "
                 "with who referred and what each side gets, or a voucher in its current state.",
                 {"200": _json("The code is a valid referral code or a voucher.", _ref("CodeVerdict"))},
@@ -383,7 +398,7 @@ def _paths() -> dict:
         },
         "/api/v1/redemptions": {
             "post": _operation(
-                "redeem", "redemptions", "Redeem a referral code for a new patient",
+                "redeem", "api.redeem", "redemptions", "Redeem a referral code for a new patient",
                 "Registers the friend, links them to the referrer and issues the vouchers due at redemption, all "
                 "or nothing. The friend's progress URL is not in the answer (so that a replay answers the same); "
                 "issue one with POST /api/v1/patients/{id}/progress-link.",
@@ -397,13 +412,14 @@ def _paths() -> dict:
         },
         "/api/v1/vouchers/{code}": {
             "get": _operation(
-                "getVoucher", "vouchers", "Get a voucher", "The voucher with its value and state.",
+                "getVoucher", "api.get_voucher", "vouchers", "Get a voucher",
+                "The voucher with its value and state.",
                 {"200": _json("The voucher.", _ref("Voucher"))},
                 errors=(*CODE_ERRORS, "not_a_voucher"), parameters=[VOUCHER_CODE]),
         },
         "/api/v1/vouchers/{code}/spend": {
             "post": _operation(
-                "spendVoucher", "vouchers", "Spend a voucher",
+                "spendVoucher", "api.spend_voucher", "vouchers", "Spend a voucher",
                 "Marks an active, unexpired voucher spent, exactly once however many requests race. A voucher is "
                 "spent whole: there is no amount to send, and a body with any field is refused.",
                 {"200": _json("Spent (or replayed).", _ref("Voucher"), {"Idempotent-Replayed": HEADER_REPLAYED})},
@@ -412,7 +428,7 @@ def _paths() -> dict:
         },
         "/api/v1/vouchers/{code}/void": {
             "post": _operation(
-                "voidVoucher", "vouchers", "Void a voucher",
+                "voidVoucher", "api.void_voucher", "vouchers", "Void a voucher",
                 "Voids an active voucher with a reason (3 to 200 characters); spent vouchers stay spent.",
                 {"200": _json("Voided.", _ref("Voucher"))},
                 errors=(*CODE_ERRORS, "not_a_voucher", *VOUCHER_ERRORS), parameters=[VOUCHER_CODE],
@@ -422,7 +438,7 @@ def _paths() -> dict:
         },
         "/api/v1/cards/{serial}/activate": {
             "post": _operation(
-                "activateCard", "cards", "Activate a scratch card for a patient",
+                "activateCard", "api.activate_card", "cards", "Activate a scratch card for a patient",
                 "At discharge: the card's hidden code becomes this patient's single-use referral code.",
                 {"200": _json("Activated.", _ref("Card"))},
                 errors=("bad_serial", "unknown_card", "already_activated", "already_redeemed", "card_void",
@@ -431,7 +447,7 @@ def _paths() -> dict:
         },
         "/api/v1/card-batches": {
             "post": _operation(
-                "createCardBatch", "cards", "Start printing a batch of scratch cards",
+                "createCardBatch", "api.create_batch", "cards", "Start printing a batch of scratch cards",
                 "Queues a batch of 1 to 10,000 cards; it is generated in the background. Poll the Location "
                 "until its status is done, then fetch the PDF.",
                 {"202": _json("Queued.", _ref("CardBatch"), {"Location": HEADER_LOCATION})},
@@ -442,12 +458,13 @@ def _paths() -> dict:
         },
         "/api/v1/card-batches/{batch_id}": {
             "get": _operation(
-                "getCardBatch", "cards", "Poll a batch", "Its status and how many cards are rendered so far.",
+                "getCardBatch", "api.get_batch", "cards", "Poll a batch",
+                "Its status and how many cards are rendered so far.",
                 {"200": _json("The batch.", _ref("CardBatch"))}, parameters=[BATCH_ID]),
         },
         "/api/v1/card-batches/{batch_id}/cards.pdf": {
             "get": _operation(
-                "getCardBatchPdf", "cards", "Download a batch's PDF",
+                "getCardBatchPdf", "api.batch_pdf", "cards", "Download a batch's PDF",
                 "A4 sheets of 2 × 5 cards with crop marks, once the batch is done.",
                 {"200": {"description": "The PDF.", "content": {"application/pdf": {
                     "schema": {"type": "string", "format": "binary"}}}}},
@@ -461,7 +478,10 @@ codes, report visits and payments, spend and void vouchers, activate scratch car
 It calls the same rules as the front desk.
 
 **Authentication**: `Authorization: Bearer <token>`. A manager creates tokens on *Settings → API tokens*
-(or `flask --app wsgi create-api-token NAME`); a token is shown once, stored only as a hash and can be revoked.
+(or `flask --app wsgi create-api-token NAME --scope SCOPE …`); a token is shown once, stored only as a hash and
+can be revoked.
+
+{scopes}
 
 **Errors** all have one shape, `{"error": {"code": "...", "message": "...", "field": "..."}}`; `code` is stable
 (see the table), `message` is for people, `field` names the request field at fault or is null.
@@ -474,11 +494,22 @@ with `key_reused` (409). Keys are kept per token.
 **Money** is an integer in minor units with its currency; **times** are UTC, ISO 8601 with `Z`."""
 
 
+def scopes_description() -> str:
+    """The scopes with what each allows, as the token page words them (in English, as the whole document)."""
+    with force_locale("en"):
+        listed = " · ".join(f"`{name}`: {description}" for name, description in SCOPES.items())
+    return ("**Scopes**: a token may do only what the scopes chosen when it was made allow, and each operation "
+            "needs one (named at the end of its description and in its `security`); without it the answer is 403 "
+            "`insufficient_scope`, before anything in the request is looked at. Tokens made before scopes existed "
+            f"hold them all. {listed}.")
+
+
 @cache
 def openapi_document() -> dict:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Clinic referral portal API", "version": "1.0.0", "description": DESCRIPTION},
+        "info": {"title": "Clinic referral portal API", "version": "1.0.0",
+                 "description": DESCRIPTION.replace("{scopes}", scopes_description())},
         "tags": [{"name": name, "description": text} for name, text in (
             ("patients", "Enrol and find patients; their personal code, invite and progress links."),
             ("codes", "Check a code as the desk would, without using it."),

@@ -1,4 +1,9 @@
-"""Bearer tokens for the integration API: created by a manager, shown once, stored as a hash, revocable."""
+"""Bearer tokens for the integration API: created by a manager, shown once, stored as a hash, revocable.
+
+Each token may do only what its scopes say, chosen when it is made: a HIS that reports visits and payments
+needs no token that reads every patient's phone or spends vouchers, and a leaked token does only the harm its
+scopes allow. clinic/api/scopes.py says which scope each operation needs.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_babel import pgettext
 from sqlalchemy import or_, select, update
 
@@ -16,6 +22,7 @@ from clinic.models import ApiToken, Staff
 from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.errors import Refused
+from clinic.services.patients import check_fields
 from clinic.services.text import clean_text
 from clinic.services.transaction import Actor, atomic, forget_saves
 
@@ -24,6 +31,18 @@ NAME_MAX = 80
 MAX_TOKEN_LENGTH = 200
 PREFIX_SHOWN = 12  # "clk_" and the first 8 random characters: enough to tell tokens apart
 LAST_USED_EVERY = timedelta(minutes=1)
+
+# What a token may do, in the words a clinic's IT person reads on the token page; a token holds some of them.
+# Tokens made before scopes existed hold all of these (migration 20261124_f3b9c2d41e07).
+SCOPES = {
+    "patients:read": _l("Find patients and read their details, phone numbers included"),
+    "patients:write": _l("Enrol patients and issue new progress links"),
+    "milestones:write": _l("Report referred friends' first visits and payments (pays the rewards due)"),
+    "redemptions:write": _l("Check referral codes and redeem them for new patients"),
+    "vouchers:read": _l("Look up vouchers by their code"),
+    "vouchers:write": _l("Spend and void vouchers"),
+    "cards:write": _l("Activate scratch cards, print card batches and download their PDFs (with the hidden codes)"),
+}
 
 
 def hash_token(token: str) -> str:
@@ -37,21 +56,35 @@ class TokenHolder:
     id: int
     name: str
     created_by_id: int | None
+    scopes: frozenset[str]
 
 
-def create_token(name: str | None, actor: Actor) -> tuple[ApiToken, str]:
-    """A new token (256 random bits) named for what uses it; returns it with the raw token, shown once."""
-    try:
-        name = clean_text(name, max_length=NAME_MAX, label=pgettext("API token", "Name"), required=True)
-    except ValueError as problem:
-        raise Refused("validation_error", str(problem), field="name") from None
+def checked_scopes(chosen) -> list[str]:
+    """The scopes chosen, known ones only, in the order of :data:`SCOPES`; at least one."""
+    chosen = set(chosen or ())
+    unknown = sorted(chosen - set(SCOPES))
+    if unknown:
+        raise ValueError(_("Unknown scope: %(names)s. The scopes are %(scopes)s.", names=", ".join(unknown),
+                           scopes=", ".join(SCOPES)))
+    if not chosen:
+        raise ValueError(_("Choose at least one thing the token may do."))
+    return [name for name in SCOPES if name in chosen]
+
+
+def create_token(name: str | None, scopes, actor: Actor) -> tuple[ApiToken, str]:
+    """A new token (256 random bits) named for what uses it, allowed what ``scopes`` say; returns it with the raw
+    token, shown once. Raises :class:`FieldErrors` (``name``, ``scopes``) naming every problem."""
+    values = check_fields({
+        "name": lambda: clean_text(name, max_length=NAME_MAX, label=pgettext("API token", "Name"), required=True),
+        "scopes": lambda: checked_scopes(scopes),
+    })
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with atomic():
-        token = ApiToken(name=name, token_hash=hash_token(raw), prefix=raw[:PREFIX_SHOWN],
-                         created_by_id=actor.staff_id)
+        token = ApiToken(name=values["name"], scopes=values["scopes"], token_hash=hash_token(raw),
+                         prefix=raw[:PREFIX_SHOWN], created_by_id=actor.staff_id)
         db.session.add(token)
         db.session.flush()
-        audit.record("api_token.created", actor, token=name, prefix=token.prefix)
+        audit.record("api_token.created", actor, token=token.name, prefix=token.prefix, scopes=token.scopes)
     return token, raw
 
 
@@ -84,7 +117,8 @@ def authenticate(raw: str | None) -> TokenHolder | None:
         or_(ApiToken.created_by_id.is_(None), Staff.enabled.is_(True))))
     if token is None:
         return None
-    holder = TokenHolder(id=token.id, name=token.name, created_by_id=token.created_by_id)
+    holder = TokenHolder(id=token.id, name=token.name, created_by_id=token.created_by_id,
+                         scopes=frozenset(token.scopes))
     now = utcnow()
     if token.last_used_at is None or token.last_used_at <= now - LAST_USED_EVERY:
         with atomic():

@@ -91,22 +91,57 @@ def allow_private_networks() -> bool:
     return bool(current_app.config.get("WEBHOOK_ALLOW_PRIVATE_NETWORKS"))
 
 
+def _networks(*cidrs: str) -> tuple:
+    return tuple(ipaddress.ip_network(cidr) for cidr in cidrs)
+
+
+# Cloud providers' metadata and platform services: they hand out credentials to whoever asks from inside, so no
+# webhook may reach them, even with private networks allowed. (169.254.169.254 and fe80::… are link-local anyway.)
+METADATA_SERVICES = _networks(
+    "100.100.100.200/32",  # Alibaba Cloud ECS metadata (inside the carrier-grade NAT range)
+    "168.63.129.16/32",    # Azure WireServer (a public address that answers only inside Azure)
+    "192.0.0.192/32",      # Oracle Cloud Classic metadata
+    "fd00:ec2::/64",       # AWS over IPv6: instance metadata fd00:ec2::254, DNS ::253, time ::123
+    "fd20:ce::254/128",    # Google Cloud metadata over IPv6
+)
+# Where a receiver inside the clinic's network may be, with WEBHOOK_ALLOW_PRIVATE_NETWORKS.
+PRIVATE_NETWORKS = _networks("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                             "100.64.0.0/10",  # carrier-grade NAT, and VPNs such as Tailscale
+                             "fc00::/7")       # unique local IPv6
+# Not reachable on the internet, though Python's ``is_global`` (3.11) says they are: IETF protocol assignments
+# (192.0.0.0/24), the retired 6to4 relay anycast and IPv6 documentation.
+NOT_GLOBAL = _networks("192.0.0.0/24", "192.88.99.0/24", "3fff::/20")
+# NAT64's well-known prefix: a translator on the way delivers 64:ff9b::a9fe:a9fe to 169.254.169.254. The other
+# IPv6 forms that carry an IPv4 address (the local-use NAT64 prefix 64:ff9b:1::/48, IPv4-translated
+# ::ffff:0:a.b.c.d, the old IPv4-compatible ::a.b.c.d) lie in the reserved ::/8: refused whatever they carry.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _ipv4_reached(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a packet to this IPv6 address is delivered to: IPv4-mapped, 6to4 or NAT64; else None."""
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return ip.ipv4_mapped or ip.sixtofour
+
+
 def _address_problem(address: str, allow_private: bool) -> str | None:
     """Why a webhook may not go to this address, or None when it may."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone ("fe80::1%eth0") is link-local anyway
     if ip.version == 6:
-        ip = ip.ipv4_mapped or ip.sixtofour or ip  # ::ffff:127.0.0.1 is 127.0.0.1
+        ip = _ipv4_reached(ip) or ip  # ::ffff:127.0.0.1 is 127.0.0.1
     if ip.is_unspecified or ip.is_multicast:
         return _("an address no web server answers on")
     if ip.is_link_local:
         return _("a link-local address (such as a cloud metadata service)")
+    if any(ip in network for network in METADATA_SERVICES):
+        return _("a cloud provider's metadata service")
     if ip.is_loopback:
         return None if allow_private else _("a loopback address (this computer)")
-    if ip.is_global:
+    if any(ip in network for network in PRIVATE_NETWORKS):
+        return None if allow_private else _("a private network address")
+    if ip.is_global and not ip.is_reserved and not any(ip in network for network in NOT_GLOBAL):
         return None
-    if ip.is_reserved:
-        return _("a reserved address")
-    return None if allow_private else _("a private network address")
+    return _("a reserved address")
 
 
 def check_url(url: str | None, *, allow_private: bool) -> Target:
@@ -114,7 +149,10 @@ def check_url(url: str | None, *, allow_private: bool) -> Target:
 
     Only ``http`` and ``https``; no user name or password in the address; the host must resolve, and
     every address it resolves to must be public unless ``allow_private`` (an on-premise HIS).
-    Link-local, multicast, unspecified and reserved addresses are refused either way.
+    Link-local, multicast, unspecified and reserved addresses and cloud metadata services are refused either
+    way. An IPv6 address that reaches an IPv4 one (IPv4-mapped, 6to4, NAT64) is judged by that IPv4 address.
+    The host is resolved by the system, so every spelling of an IPv4 address (``2852039166``, ``0251.0376.…``)
+    is judged by the address it means.
     """
     def refuse(message: str) -> Refused:
         return Refused("unsafe_url", message, field="url")

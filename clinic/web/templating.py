@@ -179,7 +179,7 @@ AUDIT_DETAIL_LABELS = {
     "api_token": _l("api token"), "phone": _l("phone"), "address": _l("address"), "currency": _l("currency"),
     "timezone": _l("timezone"), "brand_colour": _l("brand colour"), "public_base_url": _l("public base url"),
     "logo_filename": _l("logo filename"), "voucher_valid_days": _l("voucher valid days"),
-    "cancelled_messages": _l("cancelled messages"),
+    "cancelled_messages": _l("cancelled messages"), "scopes": _l("scopes"),
     "erasure_reason": _l("why"), "cards_voided": _l("cards voided"), "rewards_cancelled": _l("rewards cancelled"),
     "reviews_rejected": _l("requests rejected"), "messages_cancelled": _l("messages cancelled"),
     "events_redacted": _l("events redacted"), "vouchers_kept": _l("vouchers kept"), "bytes": _l("bytes"),
