@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select
 
 from clinic.extensions import db
-from clinic.models import Card, CardBatch, Patient, Referral, Reward, Voucher
-from clinic.services import cards, clinic_settings, erasure, redemption
+from clinic.models import Card, CardBatch, Patient, Reward, WebhookDelivery
+from clinic.services import cards, clinic_settings, erasure, notifications, redemption
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor
 from tests.conftest import friend
 from tests.test_cards import GIFT_PACK
+from tests.test_erasure import (DISPLAY_NAME, FRIEND_NAME, FRIEND_PHONE, NAME, PHONE, RECORD,  # noqa: F401 - fixture
+                                everything_stored, hooks)
+from tests.test_rules import set_campaign
 
 
 def test_a_personal_card_printed_while_the_patient_is_erased_is_not_left_working(make_patient, actor, monkeypatch):
@@ -38,3 +43,47 @@ def test_a_personal_card_printed_while_the_patient_is_erased_is_not_left_working
     assert db.session.scalars(select(CardBatch.pdf_filename).where(CardBatch.personal.is_(True),
                                                                    CardBatch.pdf_filename.is_not(None))).all() == []
     assert db.session.scalar(select(CardBatch.status).where(CardBatch.personal.is_(True))) == "failed"
+
+
+def test_a_redemption_with_the_code_of_a_patient_erased_meanwhile_leaves_nothing_of_them(
+        hooks, app, make_patient, actor, backend, monkeypatch):
+    """The redemption reads the referrer inside its transaction; an erasure committed before the redemption does
+    must either make it refuse the code or find (and clean) what it wrote: no reward left due to the erased patient,
+    no record number or phone in the outbox, no message queued to them."""
+    if backend == "sqlite":
+        pytest.skip("SQLite's writer lock runs the two one after the other")
+    set_campaign(referrer_reward_stage="visit")
+    patient, _token = make_patient(full_name=NAME, phone=PHONE, external_id=RECORD, display_name=DISPLAY_NAME)
+    notifications.set_preferences(patient.id, "sms", "en", True, actor)
+    patient_id, code = patient.id, patient.personal_code
+    redeem = redemption._redeem
+    erasing: list[threading.Thread] = []
+
+    def erase_in_another_session():
+        with app.app_context():
+            erasure.erase_patient(patient_id, "patient_request", Actor())
+            db.session.remove()
+
+    def erased_meanwhile(*args, **kwargs):
+        thread = threading.Thread(target=erase_in_another_session)
+        erasing.append(thread)
+        thread.start()
+        thread.join(timeout=3)  # done unless the redemption's lock holds it until the redemption commits
+        return redeem(*args, **kwargs)
+
+    monkeypatch.setattr(redemption, "_redeem", erased_meanwhile)
+    try:
+        redemption.redeem_code(code, friend(FRIEND_NAME, FRIEND_PHONE), actor)
+    except Refused as refused:
+        assert refused.reason == "code_withdrawn"
+    erasing[0].join(timeout=30)
+    db.session.rollback()
+    db.session.expire_all()
+    assert db.session.get(Patient, patient_id).erased_at is not None
+    assert db.session.scalars(select(Reward.status).where(
+        Reward.patient_id == patient_id, Reward.status.in_(("pending", "review")))).all() == []
+    stored = everything_stored()
+    for value in (NAME, DISPLAY_NAME, PHONE, RECORD):
+        assert value not in stored, value
+    assert db.session.scalars(select(WebhookDelivery.id).join(WebhookDelivery.event).where(
+        WebhookDelivery.status == "pending", WebhookDelivery.event.has(event_type=notifications.EVENT))).all() == []
