@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
+import pypdfium2 as pdfium
 import pytest
 from sqlalchemy import select
 
 from clinic.extensions import db
 from clinic.models import Card, CardBatch, Patient, Reward, WebhookDelivery
-from clinic.services import cards, clinic_settings, erasure, notifications, redemption
+from clinic.services import cards, clinic_settings, erasure, importer, notifications, redemption
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor
 from tests.conftest import friend
@@ -87,3 +89,22 @@ def test_a_redemption_with_the_code_of_a_patient_erased_meanwhile_leaves_nothing
         assert value not in stored, value
     assert db.session.scalars(select(WebhookDelivery.id).join(WebhookDelivery.event).where(
         WebhookDelivery.status == "pending", WebhookDelivery.event.has(event_type=notifications.EVENT))).all() == []
+
+
+def test_an_imported_patient_erased_before_the_links_are_downloaded_leaves_no_name_on_disk(app, actor):
+    """An import keeps each new patient's name and raw progress token for 15 minutes (links.json), and its result
+    page prints posters for its patients: a record imported by mistake and erased at once must be in neither."""
+    folder = app.config["IMPORT_FOLDER"]
+    data = f"name,phone,external_id\r\n{NAME},{PHONE},{RECORD}\r\nLi Na,13977778888,\r\n".encode()
+    token = importer.store_upload(folder, data)
+    result = importer.import_upload(folder, token, actor, expected=None)
+    mistaken = next(patient for patient in result.patients if patient.full_name == NAME)
+
+    erasure.erase_patient(mistaken.id, "entered_by_mistake", Actor())
+
+    for path in Path(folder).iterdir():
+        assert NAME.encode() not in path.read_bytes(), path.name
+    links = importer.take_progress_links_csv(folder, token, actor)
+    assert NAME not in links and "Li Na" in links
+    posters = importer.batch_posters_pdf(folder, token, 1)
+    assert len(pdfium.PdfDocument(posters)) == 1  # Li Na's poster only: the erased code invites nobody
