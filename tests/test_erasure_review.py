@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from clinic.extensions import db
-from clinic.models import Card, CardBatch, Patient, Reward, WebhookDelivery
-from clinic.services import cards, clinic_settings, erasure, importer, notifications, redemption
+from clinic.models import Card, CardBatch, OutboxEvent, Patient, Reward, WebhookDelivery
+from clinic.services import cards, clinic_settings, erasure, importer, milestones, notifications, redemption
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor
 from tests.conftest import friend
@@ -108,3 +108,51 @@ def test_an_imported_patient_erased_before_the_links_are_downloaded_leaves_no_na
     assert NAME not in links and "Li Na" in links
     posters = importer.batch_posters_pdf(folder, token, 1)
     assert len(pdfium.PdfDocument(posters)) == 1  # Li Na's poster only: the erased code invites nobody
+
+
+def test_approving_an_existing_patients_review_while_the_referrer_is_erased_leaves_nothing_of_them(
+        hooks, app, make_patient, actor, backend, monkeypatch):
+    """A manager approves "the friend was already a patient" as another erases the referrer (PostgreSQL): whichever
+    comes first, no reward stays due to the erased referrer and no record number, phone or message of theirs stays
+    in the outbox."""
+    if backend == "sqlite":
+        pytest.skip("SQLite's writer lock runs the two one after the other")
+    set_campaign(referrer_reward_stage="visit")
+    patient, _token = make_patient(full_name=NAME, phone=PHONE, external_id=RECORD, display_name=DISPLAY_NAME)
+    notifications.set_preferences(patient.id, "sms", "en", True, actor)
+    existing, _token = make_patient(full_name=FRIEND_NAME, phone=FRIEND_PHONE)
+    review = milestones.send_existing_patient_for_review(patient.personal_code, existing.id, actor)
+    patient_id, review_id = patient.id, review.id
+    link = milestones._link_existing_patient
+    erasing: list[threading.Thread] = []
+
+    def erase_in_another_session():
+        with app.app_context():
+            erasure.erase_patient(patient_id, "patient_request", Actor())
+            db.session.remove()
+
+    def erased_meanwhile(*args, **kwargs):
+        thread = threading.Thread(target=erase_in_another_session)
+        erasing.append(thread)
+        thread.start()
+        thread.join(timeout=3)  # done unless a lock this approval holds makes it wait for the approval
+        return link(*args, **kwargs)
+
+    monkeypatch.setattr(milestones, "_link_existing_patient", erased_meanwhile)
+    try:
+        milestones.decide_review(review_id, True, "Checked their file", actor)
+    except Refused as refused:
+        assert refused.reason in ("code_withdrawn", "already_decided")
+    erasing[0].join(timeout=30)
+    assert not erasing[0].is_alive()
+    db.session.rollback()
+    db.session.expire_all()
+    assert db.session.get(Patient, patient_id).erased_at is not None
+    assert db.session.scalars(select(Reward.status).where(
+        Reward.patient_id == patient_id, Reward.status.in_(("pending", "review")))).all() == []
+    stored = everything_stored()
+    for value in (NAME, DISPLAY_NAME, PHONE, RECORD):
+        assert value not in stored, value
+    assert db.session.scalars(select(WebhookDelivery.id).join(WebhookDelivery.event).where(
+        WebhookDelivery.status == "pending", WebhookDelivery.event.has(event_type=notifications.EVENT),
+        WebhookDelivery.event.has(OutboxEvent.payload[("to", "patient_id")].as_integer() == patient_id))).all() == []

@@ -130,6 +130,10 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor) -> ErasureR
     reason = check_reason(reason)
     now = utcnow()
     with atomic():
+        # Waiting reviews first, the patient's row after: a manager approving one of them holds the review's row and
+        # then needs the patient's (a referral names them), so the other order deadlocks (PostgreSQL); this one waits
+        # for the approval and then cleans what it paid.
+        reviews = _reject_reviews(patient_id, now, actor)
         claimed = db.session.execute(
             update(Patient).where(Patient.id == patient_id, Patient.erased_at.is_(None))
             .values(erased_at=now, erased_by_id=actor.staff_id, full_name="", display_name="", phone=None,
@@ -147,7 +151,7 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor) -> ErasureR
         cards = _void_cards(patient_id, now, actor)
         card_files = _forget_personal_card_files(patient_id)
         rewards = _cancel_rewards(patient_id, now, actor)
-        reviews = _reject_reviews(patient_id, now, actor)
+        reviews += _reject_reviews(patient_id, now, actor)  # one sent while the first ones were rejected
         messages = notifications.cancel_withheld_messages(patient)
         events = _redact_events(patient_id)
         db.session.execute(
