@@ -11,13 +11,14 @@ from sqlalchemy import select
 
 from clinic.extensions import db
 from clinic.models import Card, CardBatch, OutboxEvent, Patient, Reward, WebhookDelivery
-from clinic.services import cards, clinic_settings, erasure, importer, milestones, notifications, redemption
+from clinic.services import cards, clinic_settings, erasure, importer, milestones, notifications, patients, redemption
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor
 from tests.conftest import friend
 from tests.test_cards import GIFT_PACK
 from tests.test_erasure import (DISPLAY_NAME, FRIEND_NAME, FRIEND_PHONE, NAME, PHONE, RECORD,  # noqa: F401 - fixture
                                 everything_stored, hooks)
+from tests.test_redemption import run_at_once
 from tests.test_rules import set_campaign
 
 
@@ -156,3 +157,34 @@ def test_approving_an_existing_patients_review_while_the_referrer_is_erased_leav
     assert db.session.scalars(select(WebhookDelivery.id).join(WebhookDelivery.event).where(
         WebhookDelivery.status == "pending", WebhookDelivery.event.has(event_type=notifications.EVENT),
         WebhookDelivery.event.has(OutboxEvent.payload[("to", "patient_id")].as_integer() == patient_id))).all() == []
+
+
+def test_erasing_twice_at_once_and_redeeming_the_code_at_the_same_time_erase_once_and_never_crash(
+        hooks, app, make_patient, actor):
+    """Two managers erase, two desks redeem the code and one corrects the details, all at the same moment (both
+    backends): one erasure, no crash, and nothing left due to or naming the erased patient."""
+    set_campaign(referrer_reward_stage="visit")
+    patient, _token = make_patient(full_name=NAME, phone=PHONE, external_id=RECORD, display_name=DISPLAY_NAME)
+    notifications.set_preferences(patient.id, "sms", "en", True, actor)
+    patient_id, code = patient.id, patient.personal_code
+    seen = patients.details_fingerprint(db.session.get(Patient, patient_id))
+
+    def work(index):
+        if index < 2:
+            return erasure.erase_patient(patient_id, "patient_request", Actor()).patient.id
+        if index < 4:
+            return redemption.redeem_code(code, friend(f"Friend {index}", f"1390000000{index}"), actor).referral.id
+        return patients.correct_details(patient_id, patients.PatientDetails(full_name=NAME + " Jr", phone=PHONE),
+                                        actor, seen=seen)
+
+    outcomes = run_at_once(app, 5, work)
+    assert [outcome for outcome, _ in outcomes[:2]].count("ok") == 1, outcomes
+    assert all(outcome in ("ok", "refused") for outcome, _ in outcomes), outcomes
+    assert {reason for outcome, reason in outcomes if outcome == "refused"} <= {
+        "already_erased", "code_withdrawn", "patient_erased"}, outcomes
+    db.session.expire_all()
+    assert db.session.scalars(select(Reward.status).where(
+        Reward.patient_id == patient_id, Reward.status.in_(("pending", "review")))).all() == []
+    stored = everything_stored()
+    for value in (NAME, DISPLAY_NAME, PHONE, RECORD):
+        assert value not in stored, value
