@@ -267,6 +267,8 @@ def _finish(batch_id, attempt: int, serials, codes, temporary: Path, final: Path
         if batch.status != BatchStatus.RUNNING.value or batch.attempts != attempt:
             raise BatchTakenOver(batch_id)
         db.session.execute(insert(IssuedCode), [{"code": code, "kind": "card"} for code in codes])
+        if activate_for:  # erased while the sheet was rendered: no card activated for them (the batch fails)
+            patient_to_change(activate_for.id)
         status = CardStatus.ACTIVATED.value if activate_for else CardStatus.PRINTED.value
         db.session.execute(insert(Card), [{
             "batch_id": batch_id, "serial": serial, "code": code, "status": status,
@@ -408,6 +410,8 @@ def print_personal_card(patient_id: int, design: str, actor: Actor) -> CardBatch
     with atomic():
         db.session.get(CardBatch, batch.id).personal = True
     if not run_batch(batch.id, activate_for=db.session.get(Patient, patient_id), actor=actor):
+        with atomic():
+            patient_to_change(patient_id)  # erased meanwhile: say so rather than "try again"
         raise Refused("print_failed", _("The card could not be printed; please try again."), status=503)
     return db.session.get(CardBatch, batch.id)
 

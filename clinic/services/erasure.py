@@ -21,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from flask import current_app
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import or_, select, update
@@ -29,7 +30,7 @@ from clinic.extensions import db
 from clinic.models import (Card, CardBatch, CardStatus, DeliveryStatus, FormSubmission, OutboxEvent, Patient,
                            Referral, ReviewRequest, Reward, RewardStatus, Voucher, VoucherStatus, WebhookDelivery)
 from clinic.models._time import utcnow
-from clinic.services import audit, notifications
+from clinic.services import audit, importer, notifications
 from clinic.services.cards import batch_folder
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
@@ -129,6 +130,10 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor) -> ErasureR
     reason = check_reason(reason)
     now = utcnow()
     with atomic():
+        # Waiting reviews first, the patient's row after: a manager approving one of them holds the review's row and
+        # then needs the patient's (a referral names them), so the other order deadlocks (PostgreSQL); this one waits
+        # for the approval and then cleans what it paid.
+        reviews = _reject_reviews(patient_id, now, actor)
         claimed = db.session.execute(
             update(Patient).where(Patient.id == patient_id, Patient.erased_at.is_(None))
             .values(erased_at=now, erased_by_id=actor.staff_id, full_name="", display_name="", phone=None,
@@ -146,7 +151,7 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor) -> ErasureR
         cards = _void_cards(patient_id, now, actor)
         card_files = _forget_personal_card_files(patient_id)
         rewards = _cancel_rewards(patient_id, now, actor)
-        reviews = _reject_reviews(patient_id, now, actor)
+        reviews += _reject_reviews(patient_id, now, actor)  # one sent while the first ones were rejected
         messages = notifications.cancel_withheld_messages(patient)
         events = _redact_events(patient_id)
         db.session.execute(
@@ -160,6 +165,8 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor) -> ErasureR
                      events_redacted=events, vouchers_kept=vouchers_kept)
     for path in card_files:  # after the commit: a rolled-back erasure must leave the card sheet it would remove
         path.unlink(missing_ok=True)
+    # An import made in the last 15 minutes keeps its patients' names and progress links for the manager to download.
+    importer.forget_patient(current_app.config["IMPORT_FOLDER"], patient_id)
     return ErasureReport(patient=patient, cards_voided=len(cards), rewards_cancelled=rewards, reviews_rejected=reviews,
                          messages_cancelled=len(messages), events_redacted=events, vouchers_kept=vouchers_kept)
 

@@ -502,8 +502,39 @@ def batch_posters_pdf(folder: str, token: str, part: int) -> bytes:
     ids = import_batch(folder, token).patient_ids[(part - 1) * MAX_POSTERS:part * MAX_POSTERS] if part >= 1 else []
     if not ids:
         raise Refused("not_found", _("There is no such part of this import."), status=404)
-    patients = {patient.id: patient for patient in db.session.scalars(select(Patient).where(Patient.id.in_(ids)))}
+    patients = {patient.id: patient for patient in db.session.scalars(select(Patient).where(
+        Patient.id.in_(ids), Patient.erased_at.is_(None)))}  # an erased patient's code invites nobody
     return posters_pdf([patients[patient_id] for patient_id in ids if patient_id in patients], "classic", "A4")
+
+
+def forget_patient(folder: str | Path, patient_id: int) -> int:
+    """Drop an erased patient's row (name, raw progress token) from the imports' kept progress links; returns how
+    many files changed. Each file is claimed by renaming it, as a download does, and keeps its age."""
+    changed = 0
+    try:
+        paths = [path for path in Path(folder).iterdir() if path.name.endswith(_SUFFIXES["links"])]
+    except FileNotFoundError:
+        return 0
+    for path in paths:
+        claimed = path.with_name(f".{path.name}.erasing-{secrets.token_hex(4)}")
+        try:
+            os.rename(path, claimed)  # a download at this moment finds it gone (410): the links are issued again
+        except FileNotFoundError:
+            continue
+        try:
+            rows = json.loads(claimed.read_text())
+            kept = [row for row in rows if row[0] != patient_id]
+            if kept != rows:
+                age = claimed.stat()
+                _write_private(claimed, json.dumps(kept).encode())
+                os.utime(claimed, (age.st_atime, age.st_mtime))
+                changed += 1
+        finally:
+            try:
+                os.rename(claimed, path)
+            except FileNotFoundError:  # a sweep took it meanwhile: it was past its 15 minutes
+                pass
+    return changed
 
 
 def take_progress_links_csv(folder: str, token: str, actor: Actor) -> str:

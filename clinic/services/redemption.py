@@ -125,8 +125,7 @@ def _offer_for(parsed: ParsedCode, campaign_id: int | None = None) -> ReferralOf
             raise Refused("unknown_code", _("No patient holds this code. Check it with the friend."),
                           field="code", status=404)
         if referrer.erased_at is not None:
-            raise Refused("code_withdrawn", _("This code is no longer in use: the friend can be enrolled as a new "
-                                              "patient without it."), field="code", status=409)
+            raise _code_withdrawn()
         return ReferralOffer(code=parsed, referrer=referrer, campaign=_campaign(False, campaign_id))
     card = find_card_by_code(parsed.code)
     if card is not None:
@@ -137,6 +136,11 @@ def _offer_for(parsed: ParsedCode, campaign_id: int | None = None) -> ReferralOf
         raise Refused("not_a_referral_code", _("This is a voucher code: spend it at checkout instead."),
                       field="code")
     raise Refused("unknown_code", _("No card or voucher has this code."), field="code", status=404)
+
+
+def _code_withdrawn() -> Refused:
+    return Refused("code_withdrawn", _("This code is no longer in use: the friend can be enrolled as a new patient "
+                                       "without it."), field="code", status=409)
 
 
 def _campaign(for_cards: bool, campaign_id: int | None) -> Campaign:
@@ -218,6 +222,11 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     # redemption's friend and refuse ("existing patient") instead of waiting here to replay it.
     if not idempotency.claim(key, "redeem", request_fingerprint):
         return _result_for(idempotency.previous_result(key, "redeem", request_fingerprint))
+    # The referrer read FOR SHARE (PostgreSQL): an erasure at this moment waits for this redemption, then cleans
+    # what it wrote, or came first and the code is withdrawn. SQLite's write lock already orders the two.
+    referrer = db.session.get(Patient, offer.referrer.id, with_for_update={"read": True}, populate_existing=True)
+    if referrer.erased_at is not None:
+        raise _code_withdrawn()
     if offer.card is not None:
         redeemed_at = use_card(offer.card.id)
         # The loaded copy, as the row now is (the webhook event and the audit read its serial).
