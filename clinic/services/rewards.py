@@ -48,6 +48,22 @@ def campaign_in_force(for_cards: bool, now: datetime | None = None) -> CampaignR
     return current_settings().campaign_in_force(for_cards, now or utcnow())
 
 
+def campaign_for_card(printed_campaign_id: int | None, now: datetime | None = None) -> CampaignRow | None:
+    """The campaign a scratch card pays: the one its batch was printed with, while that one runs and covers cards.
+
+    The card in the friend's hand prints that campaign's offer, so a newer campaign does not change what it pays.
+    Once its campaign has ended, the card pays the campaign in force for cards, as a personal code would (the desk
+    and the receipt say so); with none, None. A batch printed before batches named their campaign has no printed
+    campaign: it pays the one in force.
+    """
+    now = now or utcnow()
+    settings = current_settings()
+    printed = next((campaign for campaign in settings.campaigns if campaign.id == printed_campaign_id), None)
+    if printed is not None and printed.covers_cards() and printed.is_running(now):
+        return printed
+    return settings.campaign_in_force(True, now)
+
+
 _MONTH_COUNTS = CampaignMonthCount.__table__
 _TAKE_QUOTA_PLACE = (update(_MONTH_COUNTS)
                      .where(_MONTH_COUNTS.c.campaign_id == bindparam("counted_campaign"),
