@@ -137,6 +137,42 @@ def test_a_referrers_yearly_total_adds_up_past_a_32_bit_integer(referrer, actor,
     assert (total.rewarded_count, total.rewarded_value) == (3, 3 * MAX_AMOUNT_MINOR)
 
 
+def add_campaign(**terms) -> Campaign:
+    """A campaign newer than the default one, so in force for the codes it covers."""
+    with atomic():
+        campaign = Campaign(**{"name": "Newer", "covers": "both", "referrer_reward_kind": "money",
+                               "referrer_reward_amount": 1000, "friend_reward_kind": "money", "friend_reward_amount": 500,
+                               "voucher_valid_days": 30, **terms})
+        db.session.add(campaign)
+    return campaign
+
+
+def test_each_reward_is_checked_against_the_caps_of_the_campaign_its_referral_was_made_under(referrer, actor):
+    """One rule for every stage: the referral's campaign, as it reads when the reward is paid, not today's campaign.
+
+    At redemption the two are the same campaign; a reward paid later at a milestone keeps its referral's caps, even
+    once a newer campaign with other caps runs, or when its own has ended. Every campaign's rewards count in the
+    referrer's one yearly total.
+    """
+    set_campaign(referrer_reward_stage="payment", cap_referrals_per_year=1)
+    capped = redeem(referrer, actor)
+    newer = add_campaign(name="No cap", cap_referrals_per_year=None)
+    assert reward_status(redeem(referrer, actor), "referrer") == "issued"  # today's campaign: no cap
+    milestones.record_payment(capped.friend.id, None, actor)
+    assert reward_status(capped, "referrer") == "review"  # its own campaign's cap of 1 is reached
+
+    with atomic():
+        db.session.get(Campaign, newer.id).ends_at = utcnow()
+    set_campaign(cap_referrals_per_year=None)
+    uncapped = redeem(referrer, actor)
+    add_campaign(name="Capped", cap_referrals_per_year=1)
+    assert reward_status(redeem(referrer, actor), "referrer") == "review"  # today's cap of 1 is reached
+    set_campaign(ends_at=utcnow())  # the referral's campaign has ended; it still sets the rules of its rewards
+    milestones.record_payment(uncapped.friend.id, None, actor)
+    assert reward_status(uncapped, "referrer") == "issued"
+    assert db.session.scalar(select(ReferrerYearTotal.rewarded_count)) == 2
+
+
 def test_a_manager_may_approve_or_reject_a_reward_over_the_cap(referrer, actor, manager_user):
     set_campaign(cap_referrals_per_year=1)
     redeem(referrer, actor)
