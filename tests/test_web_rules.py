@@ -320,6 +320,36 @@ def test_a_manager_reverses_a_referral_and_sees_what_needs_following_up(manager,
     assert manager.post("/referrals/99999/reverse", {"reason": "No such thing"}).status_code == 404
 
 
+def redeem_at_the_desk(desk, code: str, number: int):
+    return desk.post("/desk/redeem", {**FRIEND_FORM, "code": code, "full_name": f"Chen Jie{number:02d}",
+                                      "phone": f"1393333{number:04d}"})
+
+
+def test_a_referral_reversed_before_the_friend_came_gives_its_monthly_place_back(manager, desk, referrer, actor):
+    """The quota counts friends welcomed: a referral reversed as a mistake frees its place; a friend who came keeps it."""
+    set_campaign(friend_monthly_quota=2, quota_label="expert appointments")
+    assert redeem_at_the_desk(desk, referrer.personal_code, 1).status_code == 303
+    assert redeem_at_the_desk(desk, referrer.personal_code, 2).status_code == 303
+    came, mistaken = db.session.scalars(select(Referral).order_by(Referral.id)).all()
+    db.session.rollback()
+    full = redeem_at_the_desk(desk, referrer.personal_code, 3)
+    assert full.status_code == 409 and "2 expert appointments are all taken" in text_of(full)
+
+    assert desk.post(f"/patients/{came.friend_id}/visit").status_code == 303
+    assert manager.post(f"/referrals/{came.id}/reverse", {"reason": "Refunded after the visit"}).status_code == 303
+    assert "All of this month's expert appointments are taken" in text_of(desk.get(f"/r/{referrer.personal_code}"))
+    assert manager.post(f"/referrals/{mistaken.id}/reverse", {"reason": "Registered twice"}).status_code == 303
+    assert "Only 1 expert appointments left this month" in text_of(desk.get(f"/r/{referrer.personal_code}"))
+    events = db.session.scalars(select(AuditEvent.details).where(AuditEvent.action == "referral.reversed")
+                                .order_by(AuditEvent.id)).all()
+    month = db.session.get(Referral, mistaken.id).quota_month
+    assert "quota_place_returned" not in events[0] and events[1]["quota_place_returned"] == month
+    db.session.rollback()
+
+    assert redeem_at_the_desk(desk, referrer.personal_code, 3).status_code == 303
+    assert redeem_at_the_desk(desk, referrer.personal_code, 4).status_code == 409
+
+
 def test_the_reversal_report_lists_voided_vouchers(manager, referrer, actor):
     result = redeem(referrer, actor)
     codes = [v.code for v in result.vouchers]

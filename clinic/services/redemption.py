@@ -247,10 +247,10 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     # statement). It comes before the quota, so an existing patient hears that rather than "quota full".
     friend, token = add_patient(details, actor, referred_by=referrer)
     now = utcnow()
-    take_quota_place(campaign, now)
+    quota_month = take_quota_place(campaign, now)
     referral = insert_row(Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
                                    code_used=offer.code.code, staff_id=actor.staff_id, branch_id=actor.branch_id,
-                                   card_id=offer.card.id if offer.card else None))
+                                   card_id=offer.card.id if offer.card else None, quota_month=quota_month))
     set_committed_value(referral, "referrer", referrer)
     set_committed_value(referral, "friend", friend)
     set_committed_value(referral, "card", offer.card)

@@ -72,10 +72,14 @@ _TAKE_QUOTA_PLACE = (update(_MONTH_COUNTS)
                      .values(used=_MONTH_COUNTS.c.used + 1))
 
 
-def take_quota_place(campaign: Campaign, now: datetime) -> None:
-    """Use one of this month's places for referred friends, or refuse when none is left."""
+def take_quota_place(campaign: Campaign, now: datetime) -> str | None:
+    """Use one of this month's places for referred friends, or refuse when none is left.
+
+    Returns the month whose place was taken (for the referral to keep, see :func:`return_quota_place`); None when
+    the campaign has no quota.
+    """
     if not campaign.friend_monthly_quota:
-        return
+        return None
     month = clinic_local(now).strftime("%Y-%m")
     # The counter row exists before the conditional UPDATE locks it.
     insert_ignoring_duplicates(CampaignMonthCount, {"campaign_id": campaign.id, "month": month, "used": 0})
@@ -89,6 +93,23 @@ def take_quota_place(campaign: Campaign, now: datetime) -> None:
             message = _("This month's %(count)s places for referred friends are all taken. Please invite the "
                         "friend to come next month.", count=campaign.friend_monthly_quota)
         raise Refused("quota_full", message, field="code", status=409)
+    return month
+
+
+def return_quota_place(referral: Referral) -> str | None:
+    """A reversed referral gives its place in its month's quota back, unless the friend came (the place was used).
+
+    The quota counts friends welcomed; a referral reversed before the friend's first visit was a mistake, a
+    duplicate or a fraud, and its place goes to the next friend. As a spent voucher keeps counting under a cap,
+    a friend who came keeps their place. Returns the month given a place back, or None.
+    """
+    if referral.quota_month is None or referral.visited_at is not None:
+        return None
+    returned = db.session.execute(
+        update(_MONTH_COUNTS).where(_MONTH_COUNTS.c.campaign_id == referral.campaign_id,
+                                    _MONTH_COUNTS.c.month == referral.quota_month, _MONTH_COUNTS.c.used > 0)
+        .values(used=_MONTH_COUNTS.c.used - 1)).rowcount
+    return referral.quota_month if returned else None
 
 
 def quota_left(campaign: Campaign | None, now: datetime | None = None) -> int | None:
