@@ -1,6 +1,6 @@
 """Reward rules at the service level: stages, caps, quotas, reversal, campaign choice and the review queue."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -274,6 +274,40 @@ def test_reversing_frees_the_slot_of_a_referrer_voucher_voided_by_hand_before(re
     assert reward_status(redeem(referrer, actor), "referrer") == "review"  # and the cap still holds
     milestones.reverse_referral(first.referral.id, "Refunded", as_manager)  # its voucher active: voided and freed
     assert db.session.scalar(total) == 1
+
+
+def clinic_clock(monkeypatch, moment) -> None:
+    """Every service that stamps a redemption, a milestone, a reversal or a voucher reads ``moment`` as now."""
+    for module in (redemption, rewards, milestones, vouchers):
+        monkeypatch.setattr(module, "utcnow", lambda: moment)
+
+
+def year_totals(referrer) -> dict[int, int]:
+    totals = dict(db.session.execute(select(ReferrerYearTotal.year, ReferrerYearTotal.rewarded_count)
+                                     .where(ReferrerYearTotal.referrer_id == referrer.id)).all())
+    db.session.rollback()
+    return totals
+
+
+def test_a_reversal_frees_the_cap_slot_of_the_year_that_counted_it_whatever_the_time_zone_became(
+        referrer, actor, manager, monkeypatch):
+    """Near New Year, a time-zone change moves the clinic's year under a paid reward: its reversal still frees the
+    year that counted it, not the year its voucher's time falls in now."""
+    set_campaign(cap_referrals_per_year=1)
+    clinic_clock(monkeypatch, datetime(2026, 12, 31, 17, 0))  # 1 January 2027, 01:00 in Shanghai
+    new_year = redeem(referrer, actor)
+    assert year_totals(referrer) == {2027: 1}
+    settings = {"name": "Test Clinic", "currency": "CNY", "timezone": "America/Los_Angeles", "phone": "",
+                "address": "", "brand_colour": "#0f766e", "public_base_url": ""}
+    assert manager.post("/admin/settings", settings).status_code == 303  # 31 December 2026, 09:00 there
+    last_day = redeem(referrer, actor)
+    assert reward_status(last_day, "referrer") == "issued" and year_totals(referrer) == {2026: 1, 2027: 1}
+
+    milestones.reverse_referral(new_year.referral.id, "Registered by mistake", actor)
+    assert year_totals(referrer) == {2026: 1, 2027: 0}
+    assert reward_status(redeem(referrer, actor), "referrer") == "review"  # 2026 still has its one
+    clinic_clock(monkeypatch, datetime(2027, 1, 2, 17, 0))
+    assert reward_status(redeem(referrer, actor), "referrer") == "issued"  # 2027's slot was freed
 
 
 def test_a_refused_void_is_in_the_audit_log(referrer, actor, manager_user):
