@@ -385,6 +385,39 @@ def test_a_payment_that_lifts_the_referrer_into_a_tier_is_audited(referrer, acto
     assert (event.patient_id, event.details["tier"]) == (referrer.id, "VIP")
 
 
+@pytest.mark.app_settings(WEBHOOK_SEND_AFTER_COMMIT=False)
+def test_a_tier_lost_by_a_reversal_and_regained_is_reached_once_per_window(referrer, actor, manager, monkeypatch):
+    """VIP regained with the next paid friend after a reversal is no news: no second event, webhook or message."""
+    from clinic.models import AuditEvent, OutboxEvent, Tier, WebhookEndpoint
+
+    with atomic():
+        db.session.add(Tier(name="VIP", min_paid_referrals=2, window_months=6))
+        db.session.add(WebhookEndpoint(url="https://his.example/hooks", events=["tier.reached"], secret="s" * 64))
+    friends = [redeem(referrer, actor) for _ in range(4)]
+
+    def announced() -> int:
+        count = db.session.scalar(select(func.count()).select_from(OutboxEvent)
+                                  .where(OutboxEvent.event_type == "tier.reached"))
+        assert count == db.session.scalar(select(func.count()).select_from(AuditEvent)
+                                          .where(AuditEvent.action == "tier.reached"))
+        db.session.rollback()
+        return count
+
+    milestones.record_payment(friends[0].friend.id, None, actor)
+    milestones.record_payment(friends[1].friend.id, None, actor)
+    assert announced() == 1
+    assert manager.post(f"/referrals/{friends[1].referral.id}/reverse", {"reason": "Refunded"}).status_code == 303
+    milestones.record_payment(friends[2].friend.id, None, actor)
+    assert announced() == 1  # reached again within its 6 months: already said
+    assert manager.post(f"/referrals/{friends[2].referral.id}/reverse", {"reason": "Refunded"}).status_code == 303
+    clinic_clock(monkeypatch, utcnow() + timedelta(days=200))  # a whole window later, it is news again
+    milestones.record_payment(friends[3].friend.id, None, actor)
+    assert announced() == 1
+    late = redeem(referrer, actor)
+    milestones.record_payment(late.friend.id, None, actor)
+    assert announced() == 2
+
+
 def test_sending_the_same_existing_patient_twice_makes_one_request(referrer, actor, make_patient):
     existing, _ = make_patient(full_name="Already Here", phone="13955556666")
     first = milestones.send_existing_patient_for_review(referrer.personal_code, existing.id, actor)

@@ -133,9 +133,10 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor, *,
         audit.record("referral.paid", actor, patient_id=patient_id, referral_id=referral.id, amount=amount,
                      currency=current_clinic().currency if amount is not None else None,
                      rewards_paid=len([r for r in paid if r.status == RewardStatus.ISSUED.value]))
-        for tier in tiers.tiers_reached_by(referral.referrer_id, paid_before, now=now):
+        reached = tiers.tiers_reached_by(referral.referrer_id, paid_before, now=now)
+        for tier in tiers.newly_reached(referral.referrer_id, reached, now):
             audit.record("tier.reached", actor, patient_id=referral.referrer_id, referral_id=referral.id,
-                         tier=tier.name)
+                         tier=tier.name, tier_id=tier.id)
             events.tier_reached(referral.referrer_id, tier, referral, now)
         return MilestoneResult(referral, recorded=True, paid=paid)
 
