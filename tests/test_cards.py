@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from werkzeug.http import http_date
 
 from clinic.extensions import db
-from clinic.models import AuditEvent, Card, CardBatch, IssuedCode, Referral, Voucher
+from clinic.models import AuditEvent, Campaign, Card, CardBatch, IssuedCode, Referral, Voucher
 from clinic.models._time import utcnow
 from clinic.services import api_tokens, card_sheet, cards, clinic_settings, colours, jobs, redemption, vouchers
 from clinic.services.errors import Refused
@@ -295,6 +295,74 @@ def test_a_card_pays_the_gift_pack_rewards_once(activated, actor, referrer):
         redemption.redeem_code(activated.code, friend(full_name="Second", phone="13900000002"), actor)
     assert refused.value.reason == "already_redeemed" and "already redeemed" in refused.value.message
     assert counts() == before
+
+
+SMALLER_OFFER = {"name": "Smaller offer", "covers": "both", "voucher_valid_days": "30",
+                 "referrer_reward_kind": "money", "referrer_reward_amount": "10", "referrer_reward_stage": "redemption",
+                 "friend_reward_kind": "money", "friend_reward_amount": "5", "friend_reward_stage": "redemption"}
+
+
+def desk_offer(desk, code: str) -> tuple[int, list[str], str]:
+    """What the desk sees for a code before Redeem: the status, the rewards it names and the page."""
+    page = desk.post("/desk/lookup", {"code": code}, htmx=True)
+    text = html.unescape(page.get_data(as_text=True))
+    return page.status_code, re.findall(r"gets <strong>([^<]*)</strong>", text), text
+
+
+def redeem_at_the_desk(desk, code: str, phone: str) -> str:
+    """The friend's details confirmed at the desk; the receipt it shows."""
+    receipt = desk.post("/desk/redeem", {"code": code, "full_name": f"Friend {phone[-4:]}", "phone": phone,
+                                         "display_name": "", "external_id": ""}, htmx=True)
+    assert receipt.status_code == 200, receipt.get_data(as_text=True)
+    return html.unescape(receipt.get_data(as_text=True))
+
+
+def paid_to(code: str) -> dict[str, str]:
+    referral = db.session.scalar(select(Referral).where(Referral.code_used == code))
+    paid = {voucher.beneficiary: voucher.label or str(voucher.amount) for voucher in referral.vouchers}
+    db.session.rollback()
+    return paid
+
+
+def test_a_card_pays_the_offer_printed_on_it_while_its_campaign_runs(manager, desk, chinese_clinic, actor, referrer):
+    """A newer campaign does not change what a card already in a friend's hand pays: its batch's campaign does."""
+    card = cards.activate_card(db.session.scalar(select(Card.serial).where(Card.batch_id == generate(1, actor).id)),
+                               referrer.id, actor)
+    assert manager.post("/admin/campaigns/new", SMALLER_OFFER).status_code == 303  # newer, covers cards too
+
+    status, offer, page = desk_offer(desk, card.code)
+    assert status == 200 and offer == ["1 bed-day waived (gift pack)", "¥200 meal voucher"]
+    assert "printed-campaign-ended" not in page
+    assert "1 bed-day waived (gift pack)" in html.unescape(desk.get(f"/r/{card.code}").get_data(as_text=True))
+    receipt = redeem_at_the_desk(desk, card.code, "13900000001")
+    assert paid_to(card.code) == {"friend": "1 bed-day waived (gift pack)", "referrer": "¥200 meal voucher"}
+    assert "printed-campaign-ended" not in receipt
+    # A personal code pays the newest running campaign, as before.
+    redeem_at_the_desk(desk, referrer.personal_code, "13900000002")
+    assert paid_to(referrer.personal_code) == {"friend": "500", "referrer": "1000"}
+
+
+def test_a_card_whose_campaign_has_ended_pays_today_s_offer_and_the_desk_says_so(manager, desk, chinese_clinic,
+                                                                                  actor, referrer):
+    batch = generate(2, actor)
+    serials = db.session.scalars(select(Card.serial).where(Card.batch_id == batch.id).order_by(Card.id)).all()
+    first, second = (cards.activate_card(serial, referrer.id, actor) for serial in serials)
+    assert manager.post("/admin/campaigns/new", SMALLER_OFFER).status_code == 303
+    with atomic():
+        db.session.get(CardBatch, batch.id).campaign.ends_at = utcnow() - timedelta(minutes=1)
+
+    status, offer, page = desk_offer(desk, first.code)
+    assert status == 200 and offer == ["CN¥5.00 off", "CN¥10.00 off"]
+    assert "printed for the campaign “Bring a friend”, which has ended" in page and "“Smaller offer”" in page
+    assert "CN¥5.00 off" in html.unescape(desk.get(f"/r/{first.code}").get_data(as_text=True))
+    receipt = redeem_at_the_desk(desk, first.code, "13900000001")
+    assert paid_to(first.code) == {"friend": "500", "referrer": "1000"}
+    assert "Your card was printed for an earlier offer, which had ended" in receipt
+
+    with atomic():
+        db.session.scalar(select(Campaign).where(Campaign.name == "Smaller offer")).ends_at = utcnow()
+    status, offer, page = desk_offer(desk, second.code)
+    assert status == 409 and offer == [] and "The referral campaign has ended" in page
 
 
 def test_cards_not_activated_or_void_are_refused_with_their_own_message(chinese_clinic, actor, referrer):

@@ -1,6 +1,6 @@
 """Reward rules at the service level: stages, caps, quotas, reversal, campaign choice and the review queue."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -137,6 +137,42 @@ def test_a_referrers_yearly_total_adds_up_past_a_32_bit_integer(referrer, actor,
     assert (total.rewarded_count, total.rewarded_value) == (3, 3 * MAX_AMOUNT_MINOR)
 
 
+def add_campaign(**terms) -> Campaign:
+    """A campaign newer than the default one, so in force for the codes it covers."""
+    with atomic():
+        campaign = Campaign(**{"name": "Newer", "covers": "both", "referrer_reward_kind": "money",
+                               "referrer_reward_amount": 1000, "friend_reward_kind": "money", "friend_reward_amount": 500,
+                               "voucher_valid_days": 30, **terms})
+        db.session.add(campaign)
+    return campaign
+
+
+def test_each_reward_is_checked_against_the_caps_of_the_campaign_its_referral_was_made_under(referrer, actor):
+    """One rule for every stage: the referral's campaign, as it reads when the reward is paid, not today's campaign.
+
+    At redemption the two are the same campaign; a reward paid later at a milestone keeps its referral's caps, even
+    once a newer campaign with other caps runs, or when its own has ended. Every campaign's rewards count in the
+    referrer's one yearly total.
+    """
+    set_campaign(referrer_reward_stage="payment", cap_referrals_per_year=1)
+    capped = redeem(referrer, actor)
+    newer = add_campaign(name="No cap", cap_referrals_per_year=None)
+    assert reward_status(redeem(referrer, actor), "referrer") == "issued"  # today's campaign: no cap
+    milestones.record_payment(capped.friend.id, None, actor)
+    assert reward_status(capped, "referrer") == "review"  # its own campaign's cap of 1 is reached
+
+    with atomic():
+        db.session.get(Campaign, newer.id).ends_at = utcnow()
+    set_campaign(cap_referrals_per_year=None)
+    uncapped = redeem(referrer, actor)
+    add_campaign(name="Capped", cap_referrals_per_year=1)
+    assert reward_status(redeem(referrer, actor), "referrer") == "review"  # today's cap of 1 is reached
+    set_campaign(ends_at=utcnow())  # the referral's campaign has ended; it still sets the rules of its rewards
+    milestones.record_payment(uncapped.friend.id, None, actor)
+    assert reward_status(uncapped, "referrer") == "issued"
+    assert db.session.scalar(select(ReferrerYearTotal.rewarded_count)) == 2
+
+
 def test_a_manager_may_approve_or_reject_a_reward_over_the_cap(referrer, actor, manager_user):
     set_campaign(cap_referrals_per_year=1)
     redeem(referrer, actor)
@@ -240,6 +276,40 @@ def test_reversing_frees_the_slot_of_a_referrer_voucher_voided_by_hand_before(re
     assert db.session.scalar(total) == 1
 
 
+def clinic_clock(monkeypatch, moment) -> None:
+    """Every service that stamps a redemption, a milestone, a reversal or a voucher reads ``moment`` as now."""
+    for module in (redemption, rewards, milestones, vouchers):
+        monkeypatch.setattr(module, "utcnow", lambda: moment)
+
+
+def year_totals(referrer) -> dict[int, int]:
+    totals = dict(db.session.execute(select(ReferrerYearTotal.year, ReferrerYearTotal.rewarded_count)
+                                     .where(ReferrerYearTotal.referrer_id == referrer.id)).all())
+    db.session.rollback()
+    return totals
+
+
+def test_a_reversal_frees_the_cap_slot_of_the_year_that_counted_it_whatever_the_time_zone_became(
+        referrer, actor, manager, monkeypatch):
+    """Near New Year, a time-zone change moves the clinic's year under a paid reward: its reversal still frees the
+    year that counted it, not the year its voucher's time falls in now."""
+    set_campaign(cap_referrals_per_year=1)
+    clinic_clock(monkeypatch, datetime(2026, 12, 31, 17, 0))  # 1 January 2027, 01:00 in Shanghai
+    new_year = redeem(referrer, actor)
+    assert year_totals(referrer) == {2027: 1}
+    settings = {"name": "Test Clinic", "currency": "CNY", "timezone": "America/Los_Angeles", "phone": "",
+                "address": "", "brand_colour": "#0f766e", "public_base_url": ""}
+    assert manager.post("/admin/settings", settings).status_code == 303  # 31 December 2026, 09:00 there
+    last_day = redeem(referrer, actor)
+    assert reward_status(last_day, "referrer") == "issued" and year_totals(referrer) == {2026: 1, 2027: 1}
+
+    milestones.reverse_referral(new_year.referral.id, "Registered by mistake", actor)
+    assert year_totals(referrer) == {2026: 1, 2027: 0}
+    assert reward_status(redeem(referrer, actor), "referrer") == "review"  # 2026 still has its one
+    clinic_clock(monkeypatch, datetime(2027, 1, 2, 17, 0))
+    assert reward_status(redeem(referrer, actor), "referrer") == "issued"  # 2027's slot was freed
+
+
 def test_a_refused_void_is_in_the_audit_log(referrer, actor, manager_user):
     from clinic.models import AuditEvent
 
@@ -313,6 +383,39 @@ def test_a_payment_that_lifts_the_referrer_into_a_tier_is_audited(referrer, acto
     milestones.record_payment(second.friend.id, None, actor)
     event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "tier.reached"))
     assert (event.patient_id, event.details["tier"]) == (referrer.id, "VIP")
+
+
+@pytest.mark.app_settings(WEBHOOK_SEND_AFTER_COMMIT=False)
+def test_a_tier_lost_by_a_reversal_and_regained_is_reached_once_per_window(referrer, actor, manager, monkeypatch):
+    """VIP regained with the next paid friend after a reversal is no news: no second event, webhook or message."""
+    from clinic.models import AuditEvent, OutboxEvent, Tier, WebhookEndpoint
+
+    with atomic():
+        db.session.add(Tier(name="VIP", min_paid_referrals=2, window_months=6))
+        db.session.add(WebhookEndpoint(url="https://his.example/hooks", events=["tier.reached"], secret="s" * 64))
+    friends = [redeem(referrer, actor) for _ in range(4)]
+
+    def announced() -> int:
+        count = db.session.scalar(select(func.count()).select_from(OutboxEvent)
+                                  .where(OutboxEvent.event_type == "tier.reached"))
+        assert count == db.session.scalar(select(func.count()).select_from(AuditEvent)
+                                          .where(AuditEvent.action == "tier.reached"))
+        db.session.rollback()
+        return count
+
+    milestones.record_payment(friends[0].friend.id, None, actor)
+    milestones.record_payment(friends[1].friend.id, None, actor)
+    assert announced() == 1
+    assert manager.post(f"/referrals/{friends[1].referral.id}/reverse", {"reason": "Refunded"}).status_code == 303
+    milestones.record_payment(friends[2].friend.id, None, actor)
+    assert announced() == 1  # reached again within its 6 months: already said
+    assert manager.post(f"/referrals/{friends[2].referral.id}/reverse", {"reason": "Refunded"}).status_code == 303
+    clinic_clock(monkeypatch, utcnow() + timedelta(days=200))  # a whole window later, it is news again
+    milestones.record_payment(friends[3].friend.id, None, actor)
+    assert announced() == 1
+    late = redeem(referrer, actor)
+    milestones.record_payment(late.friend.id, None, actor)
+    assert announced() == 2
 
 
 def test_sending_the_same_existing_patient_twice_makes_one_request(referrer, actor, make_patient):

@@ -13,6 +13,7 @@ from clinic.services import clinic_settings, milestones, redemption
 from clinic.services.money import MAX_AMOUNT_MINOR
 from clinic.services.transaction import Actor, atomic
 from tests.conftest import friend
+from tests.test_rules import clinic_clock
 
 FULL_FORM = {
     "name": "Spring 2027", "starts_at": "2027-01-01", "ends_at": "2027-03-31", "covers": "personal",
@@ -123,6 +124,34 @@ def test_a_manager_edits_every_field_and_blank_caps_mean_no_cap(manager):
                               .order_by(AuditEvent.id.desc()).limit(1))
     assert event.details["changes"]["covers"] == ["personal", "cards"]
     assert event.details["changes"]["ends_at"] == ["2027-03-31T16:00:00", "2027-12-31T16:00:00"]
+
+
+def test_a_time_zone_change_keeps_the_days_campaigns_run_and_vouchers_last(manager, desk, referrer, actor, monkeypatch):
+    """A campaign's last day and a voucher's, as the manager typed and the receipt printed, stay those days."""
+    set_campaign(ends_at=datetime(2026, 1, 1))
+    autumn = {**FULL_FORM, "name": "Autumn", "starts_at": "", "ends_at": "2026-12-31", "covers": "both",
+              "referrer_reward_stage": "redemption", "friend_reward_stage": "redemption", "voucher_valid_days": "30",
+              "cap_referrals_per_year": "", "cap_value_per_year": "", "friend_monthly_quota": ""}
+    assert manager.post("/admin/campaigns/new", autumn).status_code == 303
+    clinic_clock(monkeypatch, datetime(2026, 12, 1, 2, 0))  # 1 December, 10:00 in Shanghai
+    voucher_code = redeem(referrer, actor).friend_voucher.code  # valid 30 days: its last day is 31 December
+
+    clinic_clock(monkeypatch, datetime(2026, 12, 31, 18, 0))  # 02:00 on 1 January in Shanghai: both are over
+    assert desk.post("/desk/lookup", {"code": referrer.personal_code}, htmx=True).status_code == 409
+    settings = {"name": "Test Clinic", "currency": "CNY", "timezone": "America/Los_Angeles", "phone": "",
+                "address": "", "brand_colour": "#0f766e", "public_base_url": ""}
+    assert manager.post("/admin/settings", settings).status_code == 303  # 10:00 on 31 December in Los Angeles
+    campaign_id = db.session.scalar(select(Campaign.id).where(Campaign.name == "Autumn"))
+    db.session.rollback()
+    assert 'value="2026-12-31"' in manager.get(f"/admin/campaigns/{campaign_id}").get_data(as_text=True)
+    assert desk.post("/desk/lookup", {"code": referrer.personal_code}, htmx=True).status_code == 200
+    spent = desk.post("/desk/spend", {"code": voucher_code, "idempotency_key": "spend-form-key-0123456789"})
+    assert spent.status_code == 200 and "Take the voucher off the bill" in text_of(spent)
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "settings.changed")
+                              .order_by(AuditEvent.id.desc()).limit(1))
+    assert event.details["changes"]["timezone"] == ["Asia/Shanghai", "America/Los_Angeles"]
+    assert event.details["campaign_days"][f"{campaign_id}.ends_at"] == ["2026-12-31T16:00:00", "2027-01-01T08:00:00"]
+    assert event.details["voucher_expiries_kept"] == 2
 
 
 def test_the_old_campaign_page_leads_to_editing_the_default_campaign(manager):
@@ -318,6 +347,36 @@ def test_a_manager_reverses_a_referral_and_sees_what_needs_following_up(manager,
     assert again.status_code == 409 and "already reversed" in again.get_data(as_text=True)
     assert desk.post(f"/patients/{result.friend.id}/visit").status_code == 409
     assert manager.post("/referrals/99999/reverse", {"reason": "No such thing"}).status_code == 404
+
+
+def redeem_at_the_desk(desk, code: str, number: int):
+    return desk.post("/desk/redeem", {**FRIEND_FORM, "code": code, "full_name": f"Chen Jie{number:02d}",
+                                      "phone": f"1393333{number:04d}"})
+
+
+def test_a_referral_reversed_before_the_friend_came_gives_its_monthly_place_back(manager, desk, referrer, actor):
+    """The quota counts friends welcomed: a referral reversed as a mistake frees its place; a friend who came keeps it."""
+    set_campaign(friend_monthly_quota=2, quota_label="expert appointments")
+    assert redeem_at_the_desk(desk, referrer.personal_code, 1).status_code == 303
+    assert redeem_at_the_desk(desk, referrer.personal_code, 2).status_code == 303
+    came, mistaken = db.session.scalars(select(Referral).order_by(Referral.id)).all()
+    db.session.rollback()
+    full = redeem_at_the_desk(desk, referrer.personal_code, 3)
+    assert full.status_code == 409 and "2 expert appointments are all taken" in text_of(full)
+
+    assert desk.post(f"/patients/{came.friend_id}/visit").status_code == 303
+    assert manager.post(f"/referrals/{came.id}/reverse", {"reason": "Refunded after the visit"}).status_code == 303
+    assert "All of this month's expert appointments are taken" in text_of(desk.get(f"/r/{referrer.personal_code}"))
+    assert manager.post(f"/referrals/{mistaken.id}/reverse", {"reason": "Registered twice"}).status_code == 303
+    assert "Only 1 expert appointments left this month" in text_of(desk.get(f"/r/{referrer.personal_code}"))
+    events = db.session.scalars(select(AuditEvent.details).where(AuditEvent.action == "referral.reversed")
+                                .order_by(AuditEvent.id)).all()
+    month = db.session.get(Referral, mistaken.id).quota_month
+    assert "quota_place_returned" not in events[0] and events[1]["quota_place_returned"] == month
+    db.session.rollback()
+
+    assert redeem_at_the_desk(desk, referrer.personal_code, 3).status_code == 303
+    assert redeem_at_the_desk(desk, referrer.personal_code, 4).status_code == 409
 
 
 def test_the_reversal_report_lists_voided_vouchers(manager, referrer, actor):

@@ -29,6 +29,8 @@ class Referral(db.Model):
     # Set when the friend came with a scratch card rather than the referrer's personal code.
     card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"), unique=True)
     status: Mapped[str] = mapped_column(String(16), default=ReferralStatus.ACTIVE.value)
+    # The month (YYYY-MM, the clinic's) whose quota place for friends this referral took, when its campaign had one.
+    quota_month: Mapped[str | None] = mapped_column(String(7))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     branch_id: Mapped[int | None] = mapped_column(ForeignKey("branches.id"), index=True)

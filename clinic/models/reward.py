@@ -45,6 +45,8 @@ class Reward(db.Model):
     status: Mapped[str] = mapped_column(String(16), default=RewardStatus.PENDING.value, index=True)
     voucher_id: Mapped[int | None] = mapped_column(ForeignKey("vouchers.id"), unique=True)
     overridden: Mapped[bool] = mapped_column(default=False)  # issued by a manager despite a cap
+    # The year whose ReferrerYearTotal counted this reward (a referrer's, once paid): a reversal takes it out of that one.
+    counted_year: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))

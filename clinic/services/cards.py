@@ -19,6 +19,7 @@ from pathlib import Path
 from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import joinedload
 
 from clinic.extensions import db
 from clinic.i18n import format_moment
@@ -417,7 +418,8 @@ def print_personal_card(patient_id: int, design: str, actor: Actor) -> CardBatch
 
 
 def find_card_by_code(code: str) -> Card | None:
-    return db.session.scalar(select(Card).where(Card.code == code))
+    """The card with its batch, in one query: the batch's campaign is the offer the card printed."""
+    return db.session.scalar(select(Card).options(joinedload(Card.batch)).where(Card.code == code))
 
 
 def list_batches(limit: int = 50) -> list[CardBatch]:

@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask_babel import gettext as _
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 
 from clinic.extensions import db
 from clinic.i18n import LANGUAGES, current_language
-from clinic.models import Campaign, Clinic, Referral, RewardKind, Voucher
+from clinic.models import Campaign, Clinic, Referral, RewardKind, Voucher, VoucherStatus
 from clinic.services import audit
 from clinic.services.errors import Refused, stored_by_the_server
 from clinic.services.images import bytes_after_image
@@ -100,11 +100,53 @@ def update_clinic(values: dict, actor: Actor) -> Clinic:
         clinic = get_clinic()
         moved = {}
         if values.get("currency", clinic.currency) != clinic.currency:
-            moved = _move_campaigns_to_currency(clinic.currency, values["currency"])
+            moved["campaign_amounts"] = _move_campaigns_to_currency(clinic.currency, values["currency"])
+        if values.get("timezone", clinic.timezone) != clinic.timezone:
+            moved.update(_keep_calendar_days(_zone(clinic.timezone), _zone(values["timezone"])))
         changes = _apply(clinic, values, CLINIC_FIELDS)
         if changes:
-            audit.record("settings.changed", actor, changes=changes, **({"campaign_amounts": moved} if moved else {}))
+            audit.record("settings.changed", actor, changes=changes, **{key: value for key, value in moved.items()
+                                                                         if value})
     return clinic
+
+
+def _zone(name: str | None):
+    """A time zone by name, UTC if unusable (as :func:`clinic_zone`)."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+def _same_wall_time(moment: datetime, old, new) -> datetime:
+    """A stored naive-UTC moment moved to show, in zone ``new``, the wall time it showed in zone ``old``."""
+    local = moment.replace(tzinfo=timezone.utc).astimezone(old).replace(tzinfo=new)
+    return local.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _keep_calendar_days(old, new) -> dict:
+    """Before the clinic's time zone changes: keep the days campaigns run and vouchers last on the clinic's calendar.
+
+    Both are stored as moments (the local midnights that begin and end them) and both were shown, printed and sent by
+    webhook as days: "last day 31 December". Left as moments, a move west would end a campaign or a voucher at 08:00
+    on its last day (the friend or the patient refused), and a move east would run them into the next day. So each
+    keeps its wall times in the new zone. Returns what moved, for the settings' audit event.
+    """
+    campaign_days = {}
+    for campaign in db.session.scalars(select(Campaign).order_by(Campaign.id)):
+        for field in ("starts_at", "ends_at"):
+            moment = getattr(campaign, field)
+            if moment is not None and (kept := _same_wall_time(moment, old, new)) != moment:
+                setattr(campaign, field, kept)
+                campaign_days[f"{campaign.id}.{field}"] = [_audit_value(moment), _audit_value(kept)]
+    expiries = [{"voucher": voucher_id, "kept": kept} for voucher_id, expires_at in db.session.execute(
+                    select(Voucher.id, Voucher.expires_at).where(Voucher.status == VoucherStatus.ACTIVE.value))
+                if (kept := _same_wall_time(expires_at, old, new)) != expires_at]
+    if expiries:
+        vouchers = Voucher.__table__
+        db.session.execute(update(vouchers).where(vouchers.c.id == bindparam("voucher"))
+                           .values(expires_at=bindparam("kept")), expiries)
+    return {"campaign_days": campaign_days, "voucher_expiries_kept": len(expiries)}
 
 
 # A campaign's amounts, in the minor units of the clinic's currency (the campaign has no currency of its own).

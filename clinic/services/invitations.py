@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 
-from clinic.models import Card, CardStatus, Patient
+from clinic.models import Card, CardBatch, CardStatus, Patient
 from clinic.models.rows import (PUBLIC_PATIENT_KEYS, CampaignRow, CardRow, PublicPatientRow, column_keys,
                                 columns_of)
 from clinic.services.cards import explain_card
 from clinic.services.clinic_settings import card_friend_reward, current_clinic, friend_reward
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
-from clinic.services.rewards import campaign_in_force
+from clinic.services.rewards import campaign_for_card, campaign_in_force
 from clinic.services.settings_snapshot import STAMP_COLUMN, settings_read_with
 from clinic.services.transaction import read_connection
 
@@ -25,8 +25,10 @@ from clinic.services.transaction import read_connection
 # An erased patient's code invites nobody: it reads as unknown.
 _REFERRER_BY_PERSONAL_CODE = select(*columns_of(Patient, PUBLIC_PATIENT_KEYS), STAMP_COLUMN).where(
     Patient.personal_code == bindparam("code"), Patient.erased_at.is_(None))
-# A card and its holder (none until the card is activated at discharge), in one query.
-_CARD_AND_HOLDER = (select(*columns_of(Card), *columns_of(Patient, PUBLIC_PATIENT_KEYS), STAMP_COLUMN)
+# A card, its holder (none until the card is activated at discharge) and the campaign it was printed with, in one query.
+_CARD_AND_HOLDER = (select(*columns_of(Card), *columns_of(Patient, PUBLIC_PATIENT_KEYS), CardBatch.campaign_id,
+                           STAMP_COLUMN)
+                    .join(CardBatch, CardBatch.id == Card.batch_id)
                     .outerjoin(Patient, Patient.id == Card.patient_id).where(Card.code == bindparam("code")))
 _CARD_COLUMNS = len(column_keys(Card))
 
@@ -37,7 +39,7 @@ class Invitation:
     referrer: PublicPatientRow
     offer: str | None  # None when no campaign is running: the friend is still welcome
     card: CardRow | None = None
-    campaign: CampaignRow | None = None  # the campaign in force for this kind of code, found once
+    campaign: CampaignRow | None = None  # the campaign this code pays, found once
 
 
 def invitation(raw: str | None) -> Invitation | None:
@@ -59,15 +61,16 @@ def invitation(raw: str | None) -> Invitation | None:
         settings_read_with(row[-1], connection)
     if parsed.kind is CodeKind.PERSONAL:
         referrer = PublicPatientRow(*row[:-1])
+        campaign = campaign_in_force(for_cards=False)
     else:
         card = CardRow(*row[:_CARD_COLUMNS])
         if card.status == CardStatus.REDEEMED.value:
             raise explain_card(card)
         activated = card.status == CardStatus.ACTIVATED.value and card.patient_id is not None
-        referrer = PublicPatientRow(*row[_CARD_COLUMNS:-1]) if activated else None
+        referrer = PublicPatientRow(*row[_CARD_COLUMNS:-2]) if activated else None
+        campaign = campaign_for_card(row[-2])  # what the desk will pay for it (redemption.referral_offer)
     if referrer is None:
         return None
-    campaign = campaign_in_force(for_cards=card is not None)
     offer = None
     if campaign is not None:
         reward = card_friend_reward(campaign) if card else friend_reward(campaign)

@@ -30,7 +30,8 @@ from clinic.services.errors import Refused
 from clinic.services.money import check_amount
 from clinic.services.patients import patient_to_change
 from clinic.services.redemption import ReferralOffer, referral_offer, use_card
-from clinic.services.rewards import pay_due_rewards, pay_reward, promise_rewards, release_cap_slot, take_quota_place
+from clinic.services.rewards import (pay_due_rewards, pay_reward, promise_rewards, release_cap_slot, return_quota_place,
+                                     take_quota_place)
 from clinic.services.text import clean_reason
 from clinic.services.transaction import Actor, atomic
 
@@ -132,9 +133,10 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor, *,
         audit.record("referral.paid", actor, patient_id=patient_id, referral_id=referral.id, amount=amount,
                      currency=current_clinic().currency if amount is not None else None,
                      rewards_paid=len([r for r in paid if r.status == RewardStatus.ISSUED.value]))
-        for tier in tiers.tiers_reached_by(referral.referrer_id, paid_before, now=now):
+        reached = tiers.tiers_reached_by(referral.referrer_id, paid_before, now=now)
+        for tier in tiers.newly_reached(referral.referrer_id, reached, now):
             audit.record("tier.reached", actor, patient_id=referral.referrer_id, referral_id=referral.id,
-                         tier=tier.name)
+                         tier=tier.name, tier_id=tier.id)
             events.tier_reached(referral.referrer_id, tier, referral, now)
         return MilestoneResult(referral, recorded=True, paid=paid)
 
@@ -193,13 +195,15 @@ def reverse_referral(referral_id: int, reason: str | None, actor: Actor, *,
                 spent.append(voucher)  # money taken: it keeps counting under the cap
             elif voucher.status == VoucherStatus.VOID.value and reward.beneficiary == "referrer":
                 release_cap_slot(reward)  # voided by hand earlier (lost): the referral no longer counts either
+        place_returned = return_quota_place(referral)
         db.session.execute(
             update(ReviewRequest).where(ReviewRequest.reward_id.in_([r.id for r in cancelled] or [-1]),
                                         ReviewRequest.status == "pending")
             .values(status="rejected", decided_at=now, decided_by_id=actor.staff_id,
                     decision_reason="Referral reversed").execution_options(synchronize_session=False))
         audit.record("referral.reversed", actor, patient_id=referral.friend_id, referral_id=referral_id,
-                     reason_text=reason, voided=len(voided), already_spent=len(spent), cancelled=len(cancelled))
+                     reason_text=reason, voided=len(voided), already_spent=len(spent), cancelled=len(cancelled),
+                     quota_place_returned=place_returned)
         return ReversalReport(referral, voided, spent, cancelled)
 
     report, _replayed = idempotency.run_once("reverse", idempotency_key, (referral_id, reason), reverse,
@@ -376,10 +380,10 @@ def _link_existing_patient(review: ReviewRequest, actor: Actor, now) -> Referral
         use_card(offer.card.id)
     if db.session.scalar(select(Referral.id).where(Referral.friend_id == review.patient_id)) is not None:
         raise Refused("already_referred", _("This patient was referred in the meantime."), status=409)
-    take_quota_place(offer.campaign, now)
+    quota_month = take_quota_place(offer.campaign, now)
     referral = Referral(referrer_id=offer.referrer.id, friend_id=review.patient_id, campaign_id=offer.campaign.id,
                         code_used=offer.code.code, staff_id=review.created_by_id, branch_id=review.branch_id,
-                        card_id=offer.card.id if offer.card else None)
+                        card_id=offer.card.id if offer.card else None, quota_month=quota_month)
     db.session.add(referral)
     db.session.flush()
     friend = db.session.get(Patient, review.patient_id)

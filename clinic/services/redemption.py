@@ -41,7 +41,7 @@ from clinic.services.patients import (
 )
 from clinic.services.settings_snapshot import keep_settings_checked_by
 from clinic.services.transaction import Actor, atomic, insert_row
-from clinic.services.rewards import campaign_in_force, reward_redemption, take_quota_place
+from clinic.services.rewards import campaign_for_card, campaign_in_force, reward_redemption, take_quota_place
 from clinic.services.vouchers import find_voucher
 
 
@@ -69,6 +69,14 @@ class RedemptionResult:
     def friend_voucher(self) -> Voucher | None:
         return next((v for v in self.vouchers if v.beneficiary == "friend"), None)
 
+    @property
+    def printed_campaign(self) -> Campaign | None:
+        """The campaign the friend's card was printed with, when it had ended and the redemption paid another."""
+        card = self.referral.card
+        if card is None or card.batch.campaign_id in (None, self.referral.campaign_id):
+            return None
+        return card.batch.campaign
+
 
 @dataclass
 class ReferralOffer:
@@ -81,6 +89,8 @@ class ReferralOffer:
     referrer: Patient
     campaign: Campaign
     card: Card | None = None
+    # The campaign the card was printed with when it no longer runs: the card then pays ``campaign`` instead.
+    printed_campaign: Campaign | None = None
 
     @property
     def referrer_reward(self) -> RewardTerms:
@@ -131,7 +141,12 @@ def _offer_for(parsed: ParsedCode, campaign_id: int | None = None) -> ReferralOf
     if card is not None:
         if card.status != CardStatus.ACTIVATED.value:
             raise explain_card(card)
-        return ReferralOffer(code=parsed, referrer=card.patient, campaign=_campaign(True, campaign_id), card=card)
+        if campaign_id is not None:
+            return ReferralOffer(code=parsed, referrer=card.patient, campaign=_campaign(True, campaign_id), card=card)
+        printed_id = card.batch.campaign_id
+        campaign = _refuse_without(campaign_for_card(printed_id))
+        printed = None if printed_id in (None, campaign.id) else db.session.get(Campaign, printed_id)
+        return ReferralOffer(code=parsed, referrer=card.patient, campaign=campaign, card=card, printed_campaign=printed)
     if find_voucher(parsed.code) is not None:
         raise Refused("not_a_referral_code", _("This is a voucher code: spend it at checkout instead."),
                       field="code")
@@ -147,7 +162,10 @@ def _campaign(for_cards: bool, campaign_id: int | None) -> Campaign:
     """The offer's campaign: the one named (an offer already made), else the one in force now, else a refusal."""
     if campaign_id is not None:
         return db.session.get(Campaign, campaign_id)
-    campaign = campaign_in_force(for_cards)
+    return _refuse_without(campaign_in_force(for_cards))
+
+
+def _refuse_without(campaign: Campaign | None) -> Campaign:
     if campaign is None:
         raise Refused("campaign_ended", _("The referral campaign has ended: no rewards can be issued."),
                       field="code", status=409)
@@ -238,10 +256,10 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     # statement). It comes before the quota, so an existing patient hears that rather than "quota full".
     friend, token = add_patient(details, actor, referred_by=referrer)
     now = utcnow()
-    take_quota_place(campaign, now)
+    quota_month = take_quota_place(campaign, now)
     referral = insert_row(Referral(referrer_id=referrer.id, friend_id=friend.id, campaign_id=campaign.id,
                                    code_used=offer.code.code, staff_id=actor.staff_id, branch_id=actor.branch_id,
-                                   card_id=offer.card.id if offer.card else None))
+                                   card_id=offer.card.id if offer.card else None, quota_month=quota_month))
     set_committed_value(referral, "referrer", referrer)
     set_committed_value(referral, "friend", friend)
     set_committed_value(referral, "card", offer.card)

@@ -48,6 +48,22 @@ def campaign_in_force(for_cards: bool, now: datetime | None = None) -> CampaignR
     return current_settings().campaign_in_force(for_cards, now or utcnow())
 
 
+def campaign_for_card(printed_campaign_id: int | None, now: datetime | None = None) -> CampaignRow | None:
+    """The campaign a scratch card pays: the one its batch was printed with, while that one runs and covers cards.
+
+    The card in the friend's hand prints that campaign's offer, so a newer campaign does not change what it pays.
+    Once its campaign has ended, the card pays the campaign in force for cards, as a personal code would (the desk
+    and the receipt say so); with none, None. A batch printed before batches named their campaign has no printed
+    campaign: it pays the one in force.
+    """
+    now = now or utcnow()
+    settings = current_settings()
+    printed = next((campaign for campaign in settings.campaigns if campaign.id == printed_campaign_id), None)
+    if printed is not None and printed.covers_cards() and printed.is_running(now):
+        return printed
+    return settings.campaign_in_force(True, now)
+
+
 _MONTH_COUNTS = CampaignMonthCount.__table__
 _TAKE_QUOTA_PLACE = (update(_MONTH_COUNTS)
                      .where(_MONTH_COUNTS.c.campaign_id == bindparam("counted_campaign"),
@@ -56,10 +72,14 @@ _TAKE_QUOTA_PLACE = (update(_MONTH_COUNTS)
                      .values(used=_MONTH_COUNTS.c.used + 1))
 
 
-def take_quota_place(campaign: Campaign, now: datetime) -> None:
-    """Use one of this month's places for referred friends, or refuse when none is left."""
+def take_quota_place(campaign: Campaign, now: datetime) -> str | None:
+    """Use one of this month's places for referred friends, or refuse when none is left.
+
+    Returns the month whose place was taken (for the referral to keep, see :func:`return_quota_place`); None when
+    the campaign has no quota.
+    """
     if not campaign.friend_monthly_quota:
-        return
+        return None
     month = clinic_local(now).strftime("%Y-%m")
     # The counter row exists before the conditional UPDATE locks it.
     insert_ignoring_duplicates(CampaignMonthCount, {"campaign_id": campaign.id, "month": month, "used": 0})
@@ -73,6 +93,23 @@ def take_quota_place(campaign: Campaign, now: datetime) -> None:
             message = _("This month's %(count)s places for referred friends are all taken. Please invite the "
                         "friend to come next month.", count=campaign.friend_monthly_quota)
         raise Refused("quota_full", message, field="code", status=409)
+    return month
+
+
+def return_quota_place(referral: Referral) -> str | None:
+    """A reversed referral gives its place in its month's quota back, unless the friend came (the place was used).
+
+    The quota counts friends welcomed; a referral reversed before the friend's first visit was a mistake, a
+    duplicate or a fraud, and its place goes to the next friend. As a spent voucher keeps counting under a cap,
+    a friend who came keeps their place. Returns the month given a place back, or None.
+    """
+    if referral.quota_month is None or referral.visited_at is not None:
+        return None
+    returned = db.session.execute(
+        update(_MONTH_COUNTS).where(_MONTH_COUNTS.c.campaign_id == referral.campaign_id,
+                                    _MONTH_COUNTS.c.month == referral.quota_month, _MONTH_COUNTS.c.used > 0)
+        .values(used=_MONTH_COUNTS.c.used - 1)).rowcount
+    return referral.quota_month if returned else None
 
 
 def quota_left(campaign: Campaign | None, now: datetime | None = None) -> int | None:
@@ -128,8 +165,11 @@ _COUNT_REWARD = {(dialect, count, value): _count_reward_statement(dialect, count
                  for dialect in ("sqlite", "postgresql") for count in (False, True) for value in (False, True)}
 
 
-def _take_cap_slot(referrer_id: int, value: int, campaign: Campaign, now: datetime, *, force: bool) -> bool:
-    """Count one rewarded referral (and its value) against the referrer's yearly caps, if they allow it."""
+def _take_cap_slot(referrer_id: int, value: int, campaign: Campaign, now: datetime, *, force: bool) -> int | None:
+    """Count one rewarded referral (and its value) against the referrer's yearly caps, if they allow it.
+
+    Returns the year that counted it (the reward keeps it, see :func:`release_cap_slot`), or None when the caps refuse.
+    """
     year = clinic_local(now).year
     count_capped = not force and campaign.cap_referrals_per_year is not None
     value_capped = not force and campaign.cap_value_per_year is not None
@@ -140,16 +180,23 @@ def _take_cap_slot(referrer_id: int, value: int, campaign: Campaign, now: dateti
                      and (not value_capped or value <= campaign.cap_value_per_year))
     if first_allowed:
         statement = _COUNT_REWARD[connection.dialect.name, count_capped, value_capped]
-        return connection.execute(statement, parameters).first() is not None
-    # The row exists before the conditional UPDATE locks it.
-    insert_ignoring_duplicates(ReferrerYearTotal, {"referrer_id": referrer_id, "year": year,
-                                                  "rewarded_count": 0, "rewarded_value": 0})
-    return connection.execute(_TAKE_CAP_SLOT[count_capped, value_capped], parameters).rowcount == 1
+        counted = connection.execute(statement, parameters).first() is not None
+    else:
+        # The row exists before the conditional UPDATE locks it.
+        insert_ignoring_duplicates(ReferrerYearTotal, {"referrer_id": referrer_id, "year": year,
+                                                      "rewarded_count": 0, "rewarded_value": 0})
+        counted = connection.execute(_TAKE_CAP_SLOT[count_capped, value_capped], parameters).rowcount == 1
+    return year if counted else None
 
 
 def release_cap_slot(reward: Reward) -> None:
-    """A reversed referral's voided referrer voucher frees its place under the cap."""
-    year = clinic_local(reward.voucher.issued_at if reward.voucher else utcnow()).year
+    """A reversed referral's voided referrer voucher frees its place under the cap, in the year that counted it.
+
+    A reward paid before rewards kept that year: the clinic's year of its voucher's issue, in today's time zone.
+    """
+    year = reward.counted_year
+    if year is None:
+        year = clinic_local(reward.voucher.issued_at if reward.voucher else utcnow()).year
     value = capped_value(reward.kind, reward.amount)
     db.session.execute(
         update(ReferrerYearTotal).where(ReferrerYearTotal.referrer_id == reward.patient_id,
@@ -176,7 +223,7 @@ def _new_reward(referral: Referral, patient_id: int, beneficiary: str, terms: Re
     """What one side of a referral is owed, not yet written: pending until its stage is reached."""
     return Reward(referral_id=referral.id, patient_id=patient_id, beneficiary=beneficiary, kind=terms.kind,
                   amount=terms.amount, label=terms.label, currency=currency, stage=terms.stage,
-                  valid_days=valid_days, status=RewardStatus.PENDING.value, voucher_id=None)
+                  valid_days=valid_days, status=RewardStatus.PENDING.value, voucher_id=None, counted_year=None)
 
 
 def capped_value(kind: str, amount: int) -> int:
@@ -214,11 +261,13 @@ def reward_redemption(referral: Referral, referrer: Patient, friend: Patient, re
         rewards.append(reward)
         if STAGE_ORDER[terms.stage] > STAGE_ORDER[Stage.REDEMPTION.value]:
             continue
-        value = capped_value(terms.kind, terms.amount)
-        if beneficiary == "referrer" and not _take_cap_slot(patient.id, value, campaign, now, force=False):
-            reward.status = RewardStatus.REVIEW.value
-            audited.append(_held_for_review_event(patient.id, referral.id))
-            continue
+        if beneficiary == "referrer":
+            reward.counted_year = _take_cap_slot(patient.id, capped_value(terms.kind, terms.amount), campaign, now,
+                                                 force=False)
+            if reward.counted_year is None:
+                reward.status = RewardStatus.REVIEW.value
+                audited.append(_held_for_review_event(patient.id, referral.id))
+                continue
         due.append((reward, patient))
     vouchers = insert_rows([voucher_row(code, patient, RewardTerms(reward.kind, reward.amount, reward.label),
                                         beneficiary=reward.beneficiary, currency=currency,
@@ -249,9 +298,9 @@ def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetim
     paid, issued = [], []
     for reward in due:
         if STAGE_ORDER[reward.stage] <= STAGE_ORDER[reached]:
-            voucher = _voucher_for(reward, campaign, referral, actor, now, force=False)
-            if voucher is not None:
-                issued.append((reward, voucher))
+            paying = _voucher_for(reward, campaign, referral, actor, now, force=False)
+            if paying is not None:
+                issued.append((reward, *paying))
             paid.append(reward)
     _issue(issued, actor, force=False)
     return paid
@@ -260,31 +309,36 @@ def pay_due_rewards(referral: Referral, reached: str, actor: Actor, now: datetim
 def pay_reward(reward: Reward, campaign: Campaign, referral: Referral, actor: Actor, now: datetime, *,
                force: bool) -> None:
     """Issue the voucher; a referrer's reward over a cap goes to review unless ``force`` (manager approval)."""
-    voucher = _voucher_for(reward, campaign, referral, actor, now, force=force)
-    _issue([(reward, voucher)] if voucher is not None else [], actor, force=force)
+    paying = _voucher_for(reward, campaign, referral, actor, now, force=force)
+    _issue([(reward, *paying)] if paying is not None else [], actor, force=force)
 
 
 def _voucher_for(reward: Reward, campaign: Campaign, referral: Referral, actor: Actor, now: datetime, *,
-                 force: bool) -> Voucher | None:
-    """The reward's voucher, written but not yet audited; None when a referrer's reward over a cap goes to review."""
+                 force: bool) -> tuple[Voucher, int | None] | None:
+    """The reward's voucher, written but not yet audited, and the year whose caps counted it (a referrer's reward);
+    None when a referrer's reward over a cap goes to review."""
+    counted_year = None
     if reward.beneficiary == "referrer":
         value = capped_value(reward.kind, reward.amount)
-        if not _take_cap_slot(reward.patient_id, value, campaign, now, force=force):
+        counted_year = _take_cap_slot(reward.patient_id, value, campaign, now, force=force)
+        if counted_year is None:
             _set_reward(reward, status=RewardStatus.REVIEW.value)
             db.session.add(_review_request(reward, referral.id, actor))
             action, arguments = _held_for_review_event(reward.patient_id, referral.id)
             audit.record(action, actor, **arguments)
             return None
-    return new_voucher(reward.patient, RewardTerms(reward.kind, reward.amount, reward.label),
-                       beneficiary=reward.beneficiary, currency=reward.currency, valid_days=reward.valid_days,
-                       referral=referral)
+    voucher = new_voucher(reward.patient, RewardTerms(reward.kind, reward.amount, reward.label),
+                          beneficiary=reward.beneficiary, currency=reward.currency, valid_days=reward.valid_days,
+                          referral=referral)
+    return voucher, counted_year
 
 
-def _issue(issued: list[tuple[Reward, Voucher]], actor: Actor, *, force: bool) -> None:
-    """Audit and announce each reward's new voucher, and mark the reward paid by it."""
-    for reward, voucher in issued:
+def _issue(issued: list[tuple[Reward, Voucher, int | None]], actor: Actor, *, force: bool) -> None:
+    """Audit and announce each reward's new voucher, and mark the reward paid by it (in the year that counted it)."""
+    for reward, voucher, counted_year in issued:
         record_issued(voucher, reward.patient, actor)
-        _set_reward(reward, status=RewardStatus.ISSUED.value, voucher_id=voucher.id, overridden=force)
+        _set_reward(reward, status=RewardStatus.ISSUED.value, voucher_id=voucher.id, overridden=force,
+                    counted_year=counted_year)
         # Also keeps the voucher in the session for the caller's answer (the identity map is weak).
         set_committed_value(reward, "voucher", voucher)
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
 from clinic.i18n import format_day
-from clinic.models import Patient, Referral, ReferralStatus, Tier
+from clinic.models import AuditEvent, Patient, Referral, ReferralStatus, Tier
 from clinic.models._time import utcnow
 from clinic.models.rows import TierRow
 from clinic.services import audit
@@ -298,6 +298,28 @@ def tiers_reached_by(referrer_id: int, before_paid: int | Mapping[int, int],
         after_paid = paid_counts(referrer_id, now)
     return [tier for tier in list_tiers()
             if count(before_paid, tier) < tier.min_paid_referrals <= count(after_paid, tier)]
+
+
+def newly_reached(referrer_id: int, reached: Iterable[Tier], now: datetime) -> list[Tier]:
+    """Of the tiers a referrer has just crossed into, those not already reached within each tier's window.
+
+    A tier is reached once per window: a referrer who lost it (a paid friend's referral reversed) and regains it with
+    the next paid friend was told already, and hears it again only once a whole window has passed since. What was
+    reached is the audit log's ``tier.reached`` events (by tier id; by name for events recorded before they had it).
+    """
+    reached = list(reached)
+    if not reached:
+        return []
+    since = window_start(now, max(tier.window_months for tier in reached))
+    earlier = db.session.execute(select(AuditEvent.at, AuditEvent.details).where(
+        AuditEvent.action == "tier.reached", AuditEvent.patient_id == referrer_id, AuditEvent.at >= since)).all()
+
+    def already(tier: Tier) -> bool:
+        start = window_start(now, tier.window_months)
+        return any(at >= start and (details.get("tier_id") == tier.id if "tier_id" in details
+                                    else details.get("tier") == tier.name) for at, details in earlier)
+
+    return [tier for tier in reached if not already(tier)]
 
 
 @dataclass(frozen=True)
