@@ -6,7 +6,7 @@ and the month is the clinic's, whose time zone a manager may change. NULL: no pl
 this column (its place is not given back, as before).
 
 Revision ID: 4fe8ecfe1eda
-Revises: c4e1d8a0b7f2
+Revises: f3b9c2d41e07
 Create Date: 2026-11-24 09:00:00.000000
 
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '4fe8ecfe1eda'
-down_revision = 'c4e1d8a0b7f2'
+down_revision = 'f3b9c2d41e07'
 branch_labels = None
 depends_on = None
 
