@@ -1,0 +1,74 @@
+"""Accessibility (WCAG 2.2 AA) in a real browser, in English and in Chinese: axe-core's rules on the pages patients,
+friends and staff use, and what axe cannot see by itself (a brand colour the clinic picks, zoomed phone pages).
+
+Patients open their progress link and friends an invite on small phones, often with large text or a screen reader;
+the desk works from the keyboard and a USB scanner. axe-core comes with axe-playwright-python (PyPI); it is
+evaluated by Playwright, which the page's Content-Security-Policy does not block, so the pages are checked as
+served. The servers are tests/browser_harness.py's, shared with tests/test_browser_journeys.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from axe_playwright_python.base import AXE_SCRIPT
+
+from clinic.services import clinic_settings
+from clinic.services.transaction import Actor
+from tests.browser_harness import DESK, MANAGER, Journey, log_in, restore_look
+
+pytestmark = pytest.mark.browser
+
+# What fails a page: axe's two worst levels. WCAG failures of lesser impact are named by their own tests.
+FAILING_IMPACTS = {"serious", "critical"}
+# Brand colours a clinic may pick, each unreadable under white text or as text on white.
+HARD_BRAND_COLOURS = {"yellow": "#facc15", "lime": "#84cc16", "pale": "#e0f2fe"}
+
+
+@pytest.fixture
+def journey(chromium, site, request):
+    journey = Journey(chromium, site, f"a11y-{request.node.originalname.removeprefix('test_')}")
+    yield journey
+    problems = journey.close()
+    if problems:
+        pytest.fail("The browser reported problems:\n" + "\n".join(problems), pytrace=False)
+
+
+def axe(page, rules: list[str] | None = None) -> list[dict]:
+    """axe-core's violations on the page as it is now (``rules``: only these)."""
+    page.evaluate(AXE_SCRIPT + "\n;0")
+    options = {"resultTypes": ["violations"]}
+    if rules:
+        options["runOnly"] = {"type": "rule", "values": rules}
+    return page.evaluate("options => axe.run(document, options).then(results => results.violations)", options)
+
+
+def describe(violations: list[dict]) -> str:
+    lines = []
+    for violation in violations:
+        lines.append(f"{violation['impact']}: {violation['id']} ({violation['help']})")
+        for node in violation["nodes"][:5]:
+            summary = " ".join(node.get("failureSummary", "").split())[:200]
+            lines.append(f"    {' '.join(map(str, node['target']))}: {summary}")
+    return "\n".join(lines)
+
+
+def expect_accessible(page, impacts=FAILING_IMPACTS, rules: list[str] | None = None) -> None:
+    found = [violation for violation in axe(page, rules) if violation["impact"] in impacts]
+    assert not found, f"{page.url}\n{describe(found)}"
+
+
+@pytest.mark.parametrize("colour", HARD_BRAND_COLOURS.values(), ids=HARD_BRAND_COLOURS.keys())
+def test_staff_pages_stay_readable_on_any_brand_colour(journey, site, colour):
+    """The brand colour fills the top bar and the buttons and colours the links: whichever colour the manager
+    picks in the settings, their text reads at WCAG AA (4.5:1)."""
+    with site.database():
+        clinic_settings.update_clinic({"brand_colour": colour}, Actor())
+    try:
+        page = journey.staff_page(MANAGER)
+        for path in ("/desk/", "/admin/dashboard", "/admin/settings", "/admin/reviews", "/patients/new"):
+            page.goto(path)
+            expect_accessible(page, rules=["color-contrast"])
+        desk = journey.staff_page(DESK)
+        expect_accessible(desk, rules=["color-contrast"])
+    finally:
+        restore_look(site)
