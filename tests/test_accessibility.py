@@ -72,3 +72,44 @@ def test_staff_pages_stay_readable_on_any_brand_colour(journey, site, colour):
         expect_accessible(desk, rules=["color-contrast"])
     finally:
         restore_look(site)
+
+
+# Every keyboard stop's focus outline, and the contrast between its colour and what is behind it (WCAG 2.4.7 and
+# 1.4.11: at least 3:1). The outline is drawn around the element, so what is behind it is its parent's background.
+FOCUS_RINGS = """() => {
+  const rgb = colour => (colour.match(/[\\d.]+/g) || []).map(Number);
+  const luminance = ([r, g, b]) => [r, g, b].map(c => c / 255).map(c => c <= 0.04045 ? c / 12.92
+    : ((c + 0.055) / 1.055) ** 2.4).reduce((sum, c, i) => sum + c * [0.2126, 0.7152, 0.0722][i], 0);
+  const contrast = (a, b) => { const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p); return (x + .05) / (y + .05); };
+  const behind = element => { for (let node = element.parentElement; node; node = node.parentElement) {
+      const colour = rgb(getComputedStyle(node).backgroundColor);
+      if (colour.length < 4 || colour[3] > 0) return colour; } return [255, 255, 255]; };
+  const element = document.activeElement, style = getComputedStyle(element);
+  return {what: element.tagName + " " + (element.innerText || element.name || element.id || "").trim().slice(0, 30),
+          style: style.outlineStyle, width: parseFloat(style.outlineWidth),
+          contrast: contrast(rgb(style.outlineColor), behind(element))};
+}"""
+
+
+@pytest.mark.parametrize("colour", ["#0f766e", HARD_BRAND_COLOURS["yellow"], "#1d4ed8"], ids=["teal", "yellow", "blue"])
+def test_the_keyboard_focus_is_always_visible(journey, site, colour):
+    """Front-desk staff work from the keyboard: each stop Tab reaches, in the top bar (on the brand colour) and on
+    the page, shows a focus outline of at least 2 px at 3:1 or more against what is behind it."""
+    with site.database():
+        clinic_settings.update_clinic({"brand_colour": colour}, Actor())
+    try:
+        page = journey.staff_page(MANAGER)
+        page.goto("/desk/")
+        weak, seen = [], set()
+        for _ in range(60):
+            page.keyboard.press("Tab")
+            ring = page.evaluate(FOCUS_RINGS)
+            if ring["what"] in seen or ring["what"].startswith("BODY"):
+                continue
+            seen.add(ring["what"])
+            if ring["style"] == "none" or ring["width"] < 2 or ring["contrast"] < 3:
+                weak.append(ring)
+        assert len(seen) > 15, seen
+        assert not weak, "focus outlines that do not show:\n" + "\n".join(map(str, weak))
+    finally:
+        restore_look(site)
