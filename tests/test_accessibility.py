@@ -14,7 +14,7 @@ from axe_playwright_python.base import AXE_SCRIPT
 
 from clinic.services import clinic_settings
 from clinic.services.transaction import Actor
-from tests.browser_harness import DESK, MANAGER, Journey, log_in, restore_look
+from tests.browser_harness import DESK, MANAGER, Journey, enrol, redeem, restore_look
 
 pytestmark = pytest.mark.browser
 
@@ -113,3 +113,56 @@ def test_the_keyboard_focus_is_always_visible(journey, site, colour):
         assert not weak, "focus outlines that do not show:\n" + "\n".join(map(str, weak))
     finally:
         restore_look(site)
+
+
+def phone_pages(site) -> dict[str, str]:
+    """The pages patients and friends open on a phone: a referrer's progress (a friend, a voucher), a new patient's,
+    the invite, and the voucher page with its 12-symbol code."""
+    redeemed = redeem(site)
+    newcomer = enrol(site)
+    return {"progress": site.local(redeemed.referrer.progress_url), "progress-new": site.local(newcomer.progress_url),
+            "invite": site.local(redeemed.referrer.invite_url), "voucher": site.local(redeemed.voucher_url)}
+
+
+def expect_no_sideways_scroll(page) -> None:
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"{page.url} scrolls sideways by {overflow}px"
+
+
+def test_phone_pages_fit_a_small_phone(journey, site):
+    page = journey.context(phone=True).new_page()
+    for name, url in phone_pages(site).items():
+        page.goto(url)
+        expect_no_sideways_scroll(page)
+        journey.shot(page, name)
+
+
+def test_phone_pages_reflow_at_200_percent_zoom(journey, site):
+    """A 360 px phone zoomed to 200 % lays pages out 180 CSS px wide (WCAG 1.4.4, 1.4.10): nothing scrolls
+    sideways, and the big code wraps between its groups instead of running off the screen."""
+    context = journey.browser.new_context(viewport={"width": 180, "height": 370}, device_scale_factor=4,
+                                          is_mobile=True, has_touch=True, base_url=site.base_url)
+    journey.watch.attach(context)
+    try:
+        page = context.new_page()
+        for name, url in phone_pages(site).items():
+            page.goto(url)
+            expect_no_sideways_scroll(page)
+            journey.shot(page, f"zoom-{name}")
+    finally:
+        context.close()
+
+
+def test_phone_pages_follow_the_readers_text_size(journey, site):
+    """A reader who set a large default font (twice the usual 16 px) gets all of the page's text larger, not
+    only the parts sized in rem: the body text follows it too."""
+    page = journey.context(phone=True).new_page()
+    session = page.context.new_cdp_session(page)
+    session.send("Page.enable")
+    session.send("Page.setFontSizes", {"fontSizes": {"standard": 32, "fixed": 26}})
+    for name, url in phone_pages(site).items():
+        page.goto(url)
+        size = page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
+        assert size >= 32, f"{name}: the body text stays {size}px"
+        expect_no_sideways_scroll(page)
+        journey.shot(page, f"large-text-{name}")
