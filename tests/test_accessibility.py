@@ -9,10 +9,14 @@ served. The servers are tests/browser_harness.py's, shared with tests/test_brows
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from axe_playwright_python.base import AXE_SCRIPT
+from playwright.sync_api import expect
 
 from clinic.services import clinic_settings
+from clinic.services.tiers import TierRules, create_tier, list_tiers
 from clinic.services.transaction import Actor
 from tests.browser_harness import DESK, MANAGER, Journey, enrol, redeem, restore_look
 
@@ -166,3 +170,32 @@ def test_phone_pages_follow_the_readers_text_size(journey, site):
         assert size >= 32, f"{name}: the body text stays {size}px"
         expect_no_sideways_scroll(page)
         journey.shot(page, f"large-text-{name}")
+
+
+# A tier the referrers of these tests are on their way to, named in the clinic's language (the journeys check
+# that a Chinese page shows no English word).
+TIER_NAMES = {"en": "Gold", "zh_CN": "金卡会员"}
+
+
+def ensure_tier(site) -> None:
+    with site.database():
+        if not any(tier.name == TIER_NAMES[site.language] for tier in list_tiers()):
+            create_tier(TierRules(name=TIER_NAMES[site.language], min_paid_referrals=3), Actor())
+
+
+def test_phone_pages_pass_axe(journey, site):
+    """The patient's and the friend's pages have no axe-core violation at all, whatever its impact: a page heading
+    to jump to, every control named, every figure said."""
+    ensure_tier(site)
+    page = journey.context(phone=True).new_page()
+    for name, url in phone_pages(site).items():
+        page.goto(url)
+        for details in page.locator("details").all():  # the QR codes, as a patient opens them
+            details.evaluate("details => { details.open = true; }")
+        expect_accessible(page, impacts={"minor", "moderate", "serious", "critical"})
+        assert page.locator("h1").count() == 1, f"{name}: one main heading"
+        if name.startswith("progress"):
+            # The bar towards the next tier says what it measures; a friend's milestones are said as words,
+            # not as the ✓ and ○ drawn for the eye.
+            expect(page.locator("#tier progress")).to_have_accessible_name(re.compile(TIER_NAMES[site.language]))
+            assert "○" not in page.locator("main").aria_snapshot() and "✓" not in page.locator("main").aria_snapshot()
