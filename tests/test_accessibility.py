@@ -18,7 +18,18 @@ from playwright.sync_api import expect
 from clinic.services import clinic_settings
 from clinic.services.tiers import TierRules, create_tier, list_tiers
 from clinic.services.transaction import Actor
-from tests.browser_harness import DESK, MANAGER, Journey, enrol, redeem, restore_look
+from tests.browser_harness import (
+    DESK,
+    MANAGER,
+    PEOPLE,
+    Journey,
+    enrol,
+    ensure_campaign,
+    log_in,
+    new_phone,
+    redeem,
+    restore_look,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -28,19 +39,26 @@ FAILING_IMPACTS = {"serious", "critical"}
 HARD_BRAND_COLOURS = {"yellow": "#facc15", "lime": "#84cc16", "pale": "#e0f2fe"}
 
 
+# A form sent with errors on purpose comes back with 422 and its errors, which Chromium logs as a failed resource.
+REFUSED_FORM = "the server responded with a status of 422"
+
+
 @pytest.fixture
 def journey(chromium, site, request):
     journey = Journey(chromium, site, f"a11y-{request.node.originalname.removeprefix('test_')}")
     yield journey
-    problems = journey.close()
+    problems = [problem for problem in journey.close() if REFUSED_FORM not in problem]
     if problems:
         pytest.fail("The browser reported problems:\n" + "\n".join(problems), pytrace=False)
 
 
 def axe(page, rules: list[str] | None = None) -> list[dict]:
-    """axe-core's violations on the page as it is now (``rules``: only these)."""
+    """axe-core's violations on the page as it is now (``rules``: only these).
+
+    With WCAG 2.5.3 (label in name), which this axe-core still marks experimental and leaves out by default.
+    """
     page.evaluate(AXE_SCRIPT + "\n;0")
-    options = {"resultTypes": ["violations"]}
+    options = {"resultTypes": ["violations"], "rules": {"label-content-name-mismatch": {"enabled": True}}}
     if rules:
         options["runOnly"] = {"type": "rule", "values": rules}
     return page.evaluate("options => axe.run(document, options).then(results => results.violations)", options)
@@ -199,3 +217,70 @@ def test_phone_pages_pass_axe(journey, site):
             # not as the ✓ and ○ drawn for the eye.
             expect(page.locator("#tier progress")).to_have_accessible_name(re.compile(TIER_NAMES[site.language]))
             assert "○" not in page.locator("main").aria_snapshot() and "✓" not in page.locator("main").aria_snapshot()
+
+
+STAFF_PAGE_IMPACTS = {"minor", "moderate", "serious", "critical"}
+# templates/patients/show.html is being reworked elsewhere: its cards and vouchers tables still have a column
+# without a header (axe: empty-table-header, minor), so the patient page is held to the rest.
+PATIENT_PAGE_IMPACTS = {"moderate", "serious", "critical"}
+
+
+def test_desk_pages_pass_axe(journey, site):
+    """The front desk through a redemption, from the keyboard as a scanner drives it: the code, Enter, the friend's
+    form sent empty (its errors), filled, Enter, the receipt; then a voucher looked up, and a mistyped code."""
+    ensure_campaign(site)
+    for _ in range(2):  # the recent list, with a visit to mark
+        redeem(site)
+    referrer = enrol(site)
+    page = journey.context().new_page()
+    page.goto("/login")
+    expect_accessible(page, STAFF_PAGE_IMPACTS)
+    page.fill("input[name=email]", DESK)
+    page.fill("input[name=password]", "not the password")
+    with page.expect_navigation():
+        page.press("input[name=password]", "Enter")
+    expect_accessible(page, STAFF_PAGE_IMPACTS)
+    log_in(page, DESK)
+    expect_accessible(page, STAFF_PAGE_IMPACTS)
+    page.keyboard.type(referrer.invite_url, delay=5)
+    page.keyboard.press("Enter")
+    page.locator("#desk-panel [name=full_name]").wait_for()
+    expect_accessible(page, STAFF_PAGE_IMPACTS)
+    page.keyboard.press("Enter")
+    page.locator("#desk-panel .field-error").wait_for()
+    expect_accessible(page, STAFF_PAGE_IMPACTS)
+    page.keyboard.type(PEOPLE[site.language]["friend"][0])
+    page.keyboard.press("Tab")
+    page.keyboard.type(new_phone())
+    page.keyboard.press("Enter")
+    page.locator("#receipt").wait_for()
+    expect_accessible(page, STAFF_PAGE_IMPACTS)
+    journey.shot(page, "receipt")
+    page.keyboard.type(redeem(site).voucher_url, delay=5)
+    page.keyboard.press("Enter")
+    page.locator("#desk-panel form[action$='/desk/spend']").wait_for()
+    expect_accessible(page, STAFF_PAGE_IMPACTS)
+    page.keyboard.type(referrer.code[:-1] + ("0" if referrer.code[-1] != "0" else "1"), delay=5)
+    page.keyboard.press("Enter")
+    page.locator("#desk-panel [role=alert]").wait_for()
+    expect_accessible(page, STAFF_PAGE_IMPACTS)
+
+
+def test_manager_pages_pass_axe(journey, site):
+    ensure_campaign(site)
+    ensure_tier(site)
+    redeemed = redeem(site)
+    page = journey.staff_page(MANAGER)
+    page.goto(f"/patients/{redeemed.referrer.patient_id}")
+    expect_accessible(page, PATIENT_PAGE_IMPACTS)
+    for path in ("/patients/", f"/patients/{redeemed.referrer.patient_id}/welcome",
+                 "/admin/dashboard", "/admin/settings", "/admin/campaigns", "/admin/campaigns/new", "/admin/audit",
+                 "/cards/", "/admin/staff", "/admin/branches", "/admin/reviews", "/admin/posters", "/admin/import",
+                 "/admin/tiers", "/admin/honours", "/admin/webhooks", "/admin/notifications"):
+        page.goto(path)
+        expect_accessible(page, STAFF_PAGE_IMPACTS)
+    page.goto("/patients/new")
+    with page.expect_navigation():
+        page.locator("main form button[type=submit]").click()
+    assert page.locator(".field-error").count(), "the enrol form sent empty shows its errors"
+    expect_accessible(page, STAFF_PAGE_IMPACTS)
