@@ -284,3 +284,37 @@ def test_manager_pages_pass_axe(journey, site):
         page.locator("main form button[type=submit]").click()
     assert page.locator(".field-error").count(), "the enrol form sent empty shows its errors"
     expect_accessible(page, STAFF_PAGE_IMPACTS)
+
+
+def field_error_text(page, field) -> str:
+    return " ".join(page.locator(f"#{field.get_attribute('id')}-error, [id^='{field.get_attribute('id')}-error-']")
+                    .all_inner_texts())
+
+
+def test_form_errors_and_hints_are_said_with_their_field(journey, site):
+    """A form sent back with errors puts the keyboard on the first field to correct, and a screen reader says the
+    field's error (and its hint) with it, not only somewhere on the page."""
+    page = journey.context().new_page()
+    page.goto("/login")
+    page.fill("input[name=email]", MANAGER)
+    page.fill("input[name=password]", "not the password")
+    with page.expect_navigation():
+        page.press("input[name=password]", "Enter")
+    focused = page.locator(":focus")
+    expect(focused).to_have_attribute("name", "password")  # not the e-mail field, which autofocus would pick
+    expect(focused).to_have_accessible_description(field_error_text(page, focused))
+
+    log_in(page, MANAGER)
+    page.goto("/patients/new")
+    page.fill("#full_name", PEOPLE[site.language]["referrer"][0])
+    page.fill("#phone", "12")
+    page.select_option("#preferred_channel", index=1)  # a channel without the patient's consent
+    with page.expect_navigation():
+        page.locator("main form button[type=submit]").click()
+    focused = page.locator(":focus")
+    expect(focused).to_have_attribute("name", "phone")
+    expect(focused).to_have_accessible_description(field_error_text(page, focused))
+    for field in page.locator("main [aria-invalid=true]").all():
+        expect(field).to_have_accessible_description(re.compile(r"\S"))
+    # A hint is part of its field's description too (the display name says what friends see).
+    expect(page.locator("#display_name")).to_have_accessible_description(re.compile(r"\S"))

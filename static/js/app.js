@@ -8,6 +8,11 @@
     if (csrf) { event.detail.headers["X-CSRFToken"] = csrf.content; }
   });
 
+  // A page sent back with a form's errors: the keyboard starts on the first field to correct, whose description
+  // says what is wrong, and not on the field the page autofocuses (the e-mail field when the password was wrong).
+  var firstInvalid = document.querySelector("main [aria-invalid=true]");
+  if (firstInvalid) { firstInvalid.focus(); }
+
   // The desk: one code field that a USB scanner types into (the QR's URL, then Enter) and a keyboard
   // does everything. Focus comes back to the code field after each action, so that the next scan lands there.
   function codeField() { return document.getElementById("code"); }
