@@ -318,3 +318,22 @@ def test_form_errors_and_hints_are_said_with_their_field(journey, site):
         expect(field).to_have_accessible_description(re.compile(r"\S"))
     # A hint is part of its field's description too (the display name says what friends see).
     expect(page.locator("#display_name")).to_have_accessible_description(re.compile(r"\S"))
+
+
+def test_staff_pages_let_the_keyboard_skip_the_top_bar(journey, site):
+    """A manager's top bar has some twenty stops: the first Tab offers to skip them (WCAG 2.4.1), the bar is a
+    named navigation landmark, and it says which page is open."""
+    page = journey.staff_page(MANAGER)
+    page.goto("/admin/settings")
+    page.keyboard.press("Tab")
+    skip = page.locator(":focus")
+    expect(skip).to_have_attribute("href", "#main")
+    assert skip.is_visible() and skip.bounding_box()["width"] > 20, "the skip link shows when it has the focus"
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.closest('main') !== null"), "the next stop is in the page"
+    navigation = page.get_by_role("navigation")
+    expect(navigation).to_have_count(1)
+    expect(navigation).to_have_accessible_name(re.compile(r"\S"))
+    expect(navigation.locator("[aria-current=page]")).to_have_attribute("href", "/admin/settings")
