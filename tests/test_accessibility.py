@@ -337,3 +337,18 @@ def test_staff_pages_let_the_keyboard_skip_the_top_bar(journey, site):
     expect(navigation).to_have_count(1)
     expect(navigation).to_have_accessible_name(re.compile(r"\S"))
     expect(navigation.locator("[aria-current=page]")).to_have_attribute("href", "/admin/settings")
+
+
+def test_staff_pages_fit_a_phone(journey, site):
+    """A nurse or a manager on a phone: wide tables scroll inside their own box (which the keyboard can reach),
+    the page itself never sideways."""
+    ensure_campaign(site)
+    redeem(site)
+    context = journey.context(phone=True)
+    page = context.new_page()
+    log_in(page, MANAGER)
+    for path in ("/desk/", "/patients/", "/admin/staff", "/admin/branches", "/admin/api-tokens/", "/admin/campaigns",
+                 "/admin/audit", "/cards/", "/admin/dashboard"):
+        page.goto(path)
+        expect_no_sideways_scroll(page)
+        expect_accessible(page, STAFF_PAGE_IMPACTS)
