@@ -246,6 +246,8 @@ def test_desk_pages_pass_axe(journey, site):
     page.keyboard.press("Enter")
     page.locator("#desk-panel [name=full_name]").wait_for()
     expect_accessible(page, STAFF_PAGE_IMPACTS)
+    # "Working…" shows while the form is being sent: until then a screen reader does not read it either.
+    expect(page.locator("#desk-panel .htmx-indicator")).to_be_hidden()
     page.keyboard.press("Enter")
     page.locator("#desk-panel .field-error").wait_for()
     expect_accessible(page, STAFF_PAGE_IMPACTS)
