@@ -79,6 +79,15 @@ def expect_accessible(page, impacts=FAILING_IMPACTS, rules: list[str] | None = N
     assert not found, f"{page.url}\n{describe(found)}"
 
 
+def expect_named_pictures(page) -> None:
+    """Every picture a screen reader meets says what it is: axe-core checks <img> and role=img, not a bare <svg>
+    (a QR code drawn inline), which Chromium still exposes as an image without a name."""
+    pictures = page.locator("main img:not([alt='']), main svg:not([aria-hidden=true])")
+    assert pictures.count(), f"{page.url}: no picture to check"
+    for picture in pictures.all():
+        expect(picture).to_have_accessible_name(re.compile(r"\S"))
+
+
 @pytest.mark.parametrize("colour", HARD_BRAND_COLOURS.values(), ids=HARD_BRAND_COLOURS.keys())
 def test_staff_pages_stay_readable_on_any_brand_colour(journey, site, colour):
     """The brand colour fills the top bar and the buttons and colours the links: whichever colour the manager
@@ -212,6 +221,8 @@ def test_phone_pages_pass_axe(journey, site):
             details.evaluate("details => { details.open = true; }")
         expect_accessible(page, impacts={"minor", "moderate", "serious", "critical"})
         assert page.locator("h1").count() == 1, f"{name}: one main heading"
+        if name != "invite":  # the invite page has no picture without a logo
+            expect_named_pictures(page)
         if name.startswith("progress"):
             # The bar towards the next tier says what it measures; a friend's milestones are said as words,
             # not as the ✓ and ○ drawn for the eye.
@@ -257,6 +268,7 @@ def test_desk_pages_pass_axe(journey, site):
     page.keyboard.press("Enter")
     page.locator("#receipt").wait_for()
     expect_accessible(page, STAFF_PAGE_IMPACTS)
+    expect_named_pictures(page)
     journey.shot(page, "receipt")
     page.keyboard.type(redeem(site).voucher_url, delay=5)
     page.keyboard.press("Enter")
