@@ -89,12 +89,17 @@ def expect_named_pictures(page) -> None:
 
 
 @pytest.mark.parametrize("colour", HARD_BRAND_COLOURS.values(), ids=HARD_BRAND_COLOURS.keys())
-def test_staff_pages_stay_readable_on_any_brand_colour(journey, site, colour):
-    """The brand colour fills the top bar and the buttons and colours the links: whichever colour the manager
-    picks in the settings, their text reads at WCAG AA (4.5:1)."""
+def test_pages_stay_readable_on_any_brand_colour(journey, site, colour):
+    """The brand colour fills the top bar, the buttons and the patients' hero boxes and colours the links: whichever
+    colour the manager picks in the settings, their text reads at WCAG AA (4.5:1)."""
+    pages = phone_pages(site)
     with site.database():
         clinic_settings.update_clinic({"brand_colour": colour}, Actor())
     try:
+        phone = journey.context(phone=True).new_page()
+        for url in pages.values():
+            phone.goto(url)
+            expect_accessible(phone, rules=["color-contrast"])
         page = journey.staff_page(MANAGER)
         for path in ("/desk/", "/admin/dashboard", "/admin/settings", "/admin/reviews", "/patients/new"):
             page.goto(path)
