@@ -10,8 +10,8 @@ violations (the ``securitypolicyviolation`` event, reported by an init script, a
 console message) are collected, and the journey fails when there is any.
 
 The session's Chromium (``chromium``) and sites (``sites``, and ``site``: one test per language) are fixtures
-shared by every test marked ``browser`` (tests/conftest.py loads this module as a plugin): the journeys and the accessibility
-checks run against the same servers.
+shared by every test marked ``browser`` (tests/conftest.py loads this module as a plugin): the journeys and the
+accessibility checks run against the same servers.
 """
 
 from __future__ import annotations
@@ -299,8 +299,11 @@ def chromium():
 @pytest.fixture(scope="session")
 def sites(request, tmp_path_factory):
     # Only the languages this run has browser tests for (`-k zh_CN` starts one site).
-    wanted = {item.callspec.params["site"] for item in request.session.items
-              if item.get_closest_marker("browser") and "site" in getattr(getattr(item, "callspec", None), "params", {})}
+    def language(item) -> str | None:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("site") if callspec and item.get_closest_marker("browser") else None
+
+    wanted = {language(item) for item in request.session.items}
     sites = Sites(tmp_path_factory.mktemp("browser-sites"), [language for language in LANGUAGES if language in wanted])
     yield sites
     sites.close()
