@@ -8,6 +8,10 @@ starts its own sites (own ports, own databases) on first use and keeps them for 
 Every browser context is watched: console errors, uncaught page errors and Content-Security-Policy
 violations (the ``securitypolicyviolation`` event, reported by an init script, and Chromium's own
 console message) are collected, and the journey fails when there is any.
+
+The session's Chromium (``chromium``) and sites (``sites``, and ``site``: one test per language) are fixtures
+shared by every test marked ``browser`` (tests/conftest.py loads this module as a plugin): the journeys and the
+accessibility checks run against the same servers.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import pytest
 
 from clinic import create_app
 from clinic.extensions import db
@@ -276,6 +282,36 @@ def log_in(page, email: str, password: str = PASSWORD) -> None:
         page.press("input[name=password]", "Enter")
     if urlsplit(page.url).path == "/login":
         raise AssertionError(f"log-in as {email} failed: still on {page.url}")
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def sites(request, tmp_path_factory):
+    # Only the languages this run has browser tests for (`-k zh_CN` starts one site).
+    def language(item) -> str | None:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("site") if callspec and item.get_closest_marker("browser") else None
+
+    wanted = {language(item) for item in request.session.items}
+    sites = Sites(tmp_path_factory.mktemp("browser-sites"), [language for language in LANGUAGES if language in wanted])
+    yield sites
+    sites.close()
+
+
+@pytest.fixture(params=LANGUAGES)
+def site(request, sites):
+    return sites(request.param)
 
 
 _phones = itertools.count(1)

@@ -37,7 +37,8 @@ from clinic.services.patients import PatientDetails, enrol_patient
 from clinic.services.staff import create_staff
 from clinic.services.transaction import Actor
 
-pytest_plugins = ["tests.api_error_coverage"]
+# browser_harness: the real-browser tests' Chromium and served sites, shared by every test marked `browser`.
+pytest_plugins = ["tests.api_error_coverage", "tests.browser_harness"]
 
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
 PASSWORD = "correct horse battery"

@@ -31,15 +31,12 @@ from clinic.services.redemption import redeem_code
 from clinic.services.transaction import Actor
 from tests.browser_harness import (
     CAMPAIGNS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESK,
     LANGUAGES,
     MANAGER,
     PEOPLE,
     PUBLIC_ADDRESSES,
     Journey,
-    Sites,
     enrol,
     ensure_campaign,
     log_in,
@@ -88,31 +85,10 @@ RECENT_ROWS = 10  # what the desk lists of its latest redemptions
 CARD_BATCH_SIZE = 12  # two A4 sheets: enough for the job to report progress, small enough to be quick
 
 
-@pytest.fixture(scope="session")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="session")
-def sites(request, tmp_path_factory):
-    # Only the languages this run has journeys for (`-k zh_CN` starts one site).
-    wanted = {item.callspec.params["site"] for item in request.session.items
-              if item.path == Path(__file__) and hasattr(item, "callspec") and "site" in item.callspec.params}
-    sites = Sites(tmp_path_factory.mktemp("browser-sites"), [language for language in LANGUAGES if language in wanted])
-    yield sites
-    sites.close()
-
-
-@pytest.fixture(params=LANGUAGES)
-def site(request, sites):
-    return sites(request.param)
+@pytest.fixture
+def browser(chromium):
+    """Debian's Chromium (tests/browser_harness.py), under the name these journeys have always used."""
+    return chromium
 
 
 @pytest.fixture

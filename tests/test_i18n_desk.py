@@ -110,7 +110,7 @@ def test_marking_a_visit_from_the_recent_list_in_chinese(zh_desk, wang, actor):
     result = redemption.redeem_code(wang.personal_code, friend(), actor)
     desk_page = page(zh_desk.get("/desk/"))
     assert "最近核销" in desk_page and ">标记已就诊</button>" in desk_page
-    assert 'aria-label="标记Chen Jie已首次就诊"' in desk_page
+    assert 'aria-label="标记已就诊：Chen Jie"' in desk_page  # the button's visible words first (WCAG 2.5.3)
     row = page(zh_desk.post(f"/desk/recent/{result.friend.id}/visit", {"idempotency_key": "visit-key-0123456789"},
                             htmx=True))
     assert row.strip().startswith("<tr ") and row.strip().endswith("</tr>"), "a bare row: app.js says its message"

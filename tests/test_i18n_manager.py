@@ -53,7 +53,7 @@ def text(response) -> str:
 
 def test_the_settings_page_offers_the_languages_named_in_themselves(manager):
     page = text(manager.get("/admin/settings"))
-    assert "Default language" in page and '<select id="language" name="language">' in page
+    assert "Default language" in page and '<select aria-describedby="language-hint" id="language" name="language">' in page
     assert '<option selected value="en">English</option>' in page and '<option value="zh_CN">简体中文</option>' in page
 
 

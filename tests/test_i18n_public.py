@@ -21,7 +21,7 @@ from clinic.models import Voucher
 from clinic.services import cards, colours, jobs, posters, redemption, tiers
 from clinic.services.clinic_settings import get_clinic, update_clinic
 from clinic.services.transaction import Actor
-from clinic.web.public import PAGE_BACKGROUND, brand_palette
+from clinic.web.public import FUNNEL_TINT, PAGE_BACKGROUND, brand_palette
 from tests.conftest import friend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,6 +183,8 @@ def test_the_brand_palette_reads_on_the_brand_and_on_the_page(brand):
     assert colours.contrast_ratio(palette["--on-brand"], palette["--brand"]) >= 4.5
     for background in (PAGE_BACKGROUND, "#ffffff"):
         assert colours.contrast_ratio(palette["--brand-text"], colours.parse_hex(background)) >= 4.5
+    tint = colours.blend(palette["--brand"], colours.WHITE, FUNNEL_TINT)
+    assert colours.contrast_ratio(palette["--on-brand-tint"], tint) >= 4.5
 
 
 def test_a_light_brand_colour_gets_dark_text_and_an_ochre_for_links(browser):

@@ -386,7 +386,7 @@ def test_the_progress_page_shows_the_tier_and_the_funnel(browser, make_patient, 
     assert [int(n) for n in re.findall(r"<strong>(\d+)</strong>", funnel)][:3] == [4, 2, 1]
     friends = page[page.index('class="friend-list"'):]
     assert "Zhao 1." in friends and not re.search(r"Zhao \d{2}", page)  # masked: "Zhao 10042" shows as "Zhao 1."
-    assert friends.count("✓ paid") == 1 and friends.count("✓ visited") == 2
+    assert friends.count("✓</span> paid") == 1 and friends.count("✓</span> visited") == 2
     for state in ("You: CN¥200.00 off · issued", "pending at payment", "pending at visit", "awaiting approval"):
         assert state in friends, state
     assert "Referral code" not in friends

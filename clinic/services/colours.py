@@ -39,6 +39,12 @@ def contrast_ratio(first: tuple[int, ...], second: tuple[int, ...]) -> float:
     return (lighter + 0.05) / (darker + 0.05)
 
 
+def blend(colour: tuple[int, ...], background: tuple[int, ...] = WHITE, opacity: float = 1.0) -> RGB:
+    """``colour`` painted at ``opacity`` over ``background`` (a chart's lighter bar), as seen on screen."""
+    mixed = tuple(round(c * opacity + b * (1 - opacity)) for c, b in zip(colour, background))
+    return mixed  # type: ignore[return-value]
+
+
 def ink_on(background: tuple[int, ...], minimum: float = AA_TEXT) -> RGB:
     """The text colour for ``background``: white when it reads, else the pages' near-black, else black.
 

@@ -40,7 +40,8 @@ def qr_svg(data: str, *, scale: int = 4, title: str | None = None) -> Markup:
     moves = zip((starts[1:] - ends[:-1]).tolist(), (rows[1:] - rows[:-1]).tolist(), lengths[1:])
     path = [f"M{starts[0] + QUIET_ZONE} {rows[0] + QUIET_ZONE}.5h{lengths[0]}", *map("m%d %dh%d".__mod__, moves)] \
         if lengths else []
-    title_element = f"<title>{escape(title)}</title>" if title else ""
-    return Markup(f'<svg viewBox="0 0 {size * scale} {size * scale}" class="qr">{title_element}'
+    # A titled code is an image named by its title for screen readers (an untitled one is drawn for an <img>).
+    named = f' role="img"><title>{escape(title)}</title>' if title else ">"
+    return Markup(f'<svg viewBox="0 0 {size * scale} {size * scale}" class="qr"{named}'
                   f'<g transform="scale({scale})"><path fill="#fff" d="M0 0h{size}v{size}h-{size}z"/>'
                   f'<path stroke="#000" d="{"".join(path)}"/></g></svg>')

@@ -8,6 +8,22 @@
     if (csrf) { event.detail.headers["X-CSRFToken"] = csrf.content; }
   });
 
+  // A page sent back with a form's errors: the keyboard starts on the first field to correct, whose description
+  // says what is wrong, and not on the field the page autofocuses (the e-mail field when the password was wrong).
+  var firstInvalid = document.querySelector("main [aria-invalid=true]");
+  if (firstInvalid) { firstInvalid.focus(); }
+
+  // A wide table or chart scrolls sideways in its box on a narrow screen: the box then takes the keyboard's focus,
+  // so that the arrow keys scroll it (WCAG 2.1.1), and is no extra Tab stop where it fits.
+  function keyboardScrollableBoxes() {
+    document.querySelectorAll(".table-wrap, .chart-scroll").forEach(function (box) {
+      if (box.scrollWidth > box.clientWidth) { box.setAttribute("tabindex", "0"); } else { box.removeAttribute("tabindex"); }
+    });
+  }
+  keyboardScrollableBoxes();
+  window.addEventListener("resize", keyboardScrollableBoxes);
+  document.body.addEventListener("htmx:afterSettle", keyboardScrollableBoxes);
+
   // The desk: one code field that a USB scanner types into (the QR's URL, then Enter) and a keyboard
   // does everything. Focus comes back to the code field after each action, so that the next scan lands there.
   function codeField() { return document.getElementById("code"); }
