@@ -22,6 +22,24 @@ from tests.test_redemption import run_at_once
 from tests.test_rules import set_campaign
 
 
+def erased_before(step, app, patient_id: int, erasing: list[threading.Thread]):
+    """``step`` that first erases the patient from another session (a thread, kept in ``erasing``) and waits up to
+    3 s: long enough to finish, unless a lock the calling transaction holds makes the erasure wait for it."""
+    def erase_in_another_session():
+        with app.app_context():
+            erasure.erase_patient(patient_id, "patient_request", Actor())
+            db.session.remove()
+
+    def erased_meanwhile(*args, **kwargs):
+        thread = threading.Thread(target=erase_in_another_session)
+        erasing.append(thread)
+        thread.start()
+        thread.join(timeout=3)
+        return step(*args, **kwargs)
+
+    return erased_meanwhile
+
+
 def test_a_personal_card_printed_while_the_patient_is_erased_is_not_left_working(make_patient, actor, monkeypatch):
     """print_personal_card checks the patient before rendering and activates the card after: an erasure in between
     must not leave an activated card (a code that pays the erased patient) or its sheet on disk."""
@@ -59,22 +77,8 @@ def test_a_redemption_with_the_code_of_a_patient_erased_meanwhile_leaves_nothing
     patient, _token = make_patient(full_name=NAME, phone=PHONE, external_id=RECORD, display_name=DISPLAY_NAME)
     notifications.set_preferences(patient.id, "sms", "en", True, actor)
     patient_id, code = patient.id, patient.personal_code
-    redeem = redemption._redeem
     erasing: list[threading.Thread] = []
-
-    def erase_in_another_session():
-        with app.app_context():
-            erasure.erase_patient(patient_id, "patient_request", Actor())
-            db.session.remove()
-
-    def erased_meanwhile(*args, **kwargs):
-        thread = threading.Thread(target=erase_in_another_session)
-        erasing.append(thread)
-        thread.start()
-        thread.join(timeout=3)  # done unless the redemption's lock holds it until the redemption commits
-        return redeem(*args, **kwargs)
-
-    monkeypatch.setattr(redemption, "_redeem", erased_meanwhile)
+    monkeypatch.setattr(redemption, "_redeem", erased_before(redemption._redeem, app, patient_id, erasing))
     try:
         redemption.redeem_code(code, friend(FRIEND_NAME, FRIEND_PHONE), actor)
     except Refused as refused:
@@ -124,22 +128,9 @@ def test_approving_an_existing_patients_review_while_the_referrer_is_erased_leav
     existing, _token = make_patient(full_name=FRIEND_NAME, phone=FRIEND_PHONE)
     review = milestones.send_existing_patient_for_review(patient.personal_code, existing.id, actor)
     patient_id, review_id = patient.id, review.id
-    link = milestones._link_existing_patient
     erasing: list[threading.Thread] = []
-
-    def erase_in_another_session():
-        with app.app_context():
-            erasure.erase_patient(patient_id, "patient_request", Actor())
-            db.session.remove()
-
-    def erased_meanwhile(*args, **kwargs):
-        thread = threading.Thread(target=erase_in_another_session)
-        erasing.append(thread)
-        thread.start()
-        thread.join(timeout=3)  # done unless a lock this approval holds makes it wait for the approval
-        return link(*args, **kwargs)
-
-    monkeypatch.setattr(milestones, "_link_existing_patient", erased_meanwhile)
+    monkeypatch.setattr(milestones, "_link_existing_patient",
+                        erased_before(milestones._link_existing_patient, app, patient_id, erasing))
     try:
         milestones.decide_review(review_id, True, "Checked their file", actor)
     except Refused as refused:

@@ -15,6 +15,7 @@ from clinic.services import notifications, patients, redemption
 from clinic.services.errors import Refused
 from clinic.services.patients import FieldErrors, PatientDetails, correct_details, details_fingerprint
 from tests.conftest import counts, friend
+from tests.test_web_patients import BAD_PATIENT_DETAILS
 
 
 def details_of(patient_id: int, **changes) -> PatientDetails:
@@ -134,15 +135,16 @@ def test_details_changed_since_the_form_was_opened_are_not_overwritten(referrer,
 
 def test_two_corrections_at_the_same_moment_one_wins_the_other_is_told(app, referrer, actor):
     """Both forms were opened on the same details: the second to reach the patient's row finds them changed."""
-    opened = seen(referrer.id)
-    wanted = [details_of(referrer.id, full_name="Wang Lei"), details_of(referrer.id, phone="13811113333")]
+    patient_id = referrer.id  # read here: the threads must not load the test session's objects
+    opened = seen(patient_id)
+    wanted = [details_of(patient_id, full_name="Wang Lei"), details_of(patient_id, phone="13811113333")]
     start, outcomes = threading.Barrier(2), []
 
     def correct(details):
         with app.app_context():
             try:
                 start.wait(10)
-                outcomes.append(correct_details(referrer.id, details, actor, seen=opened))
+                outcomes.append(correct_details(patient_id, details, actor, seen=opened))
             except Refused as refusal:
                 outcomes.append(refusal.reason)
             finally:
@@ -249,15 +251,7 @@ def test_sending_the_form_unchanged_says_nothing_changed(desk, referrer):
     assert counts() == before
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"full_name": ""}, "Enter the full name"),
-    ({"full_name": "   "}, "Enter the full name"),
-    ({"full_name": "x" * 10_000}, "at most 120"),
-    ({"phone": "12ab34"}, "only digits"),
-    ({"phone": "+" + "1" * 20}, "6 to 15 digits"),
-    ({"external_id": "e" * 65}, "at most 64"),
-    ({"display_name": "Bad\u202eName"}, "cannot be printed"),
-])
+@pytest.mark.parametrize("changes, message", BAD_PATIENT_DETAILS)
 def test_bad_input_re_renders_the_form_with_the_error_and_the_values(desk, referrer, changes, message):
     form = open_form(desk, referrer.id)
     before, values = counts(), stored(referrer.id)

@@ -53,7 +53,7 @@ def test_the_progress_token_is_stored_only_as_a_hash(desk):
     assert len(token) >= 22  # at least 128 random bits in url-safe base64
 
 
-@pytest.mark.parametrize("changes, message", [
+BAD_PATIENT_DETAILS = [
     ({"full_name": ""}, "Enter the full name"),
     ({"full_name": "   "}, "Enter the full name"),
     ({"full_name": "x" * 10_000}, "at most 120"),
@@ -61,7 +61,10 @@ def test_the_progress_token_is_stored_only_as_a_hash(desk):
     ({"phone": "+" + "1" * 20}, "6 to 15 digits"),
     ({"external_id": "e" * 65}, "at most 64"),
     ({"display_name": "Bad\u202eName"}, "cannot be printed"),
-])
+]
+
+
+@pytest.mark.parametrize("changes, message", BAD_PATIENT_DETAILS)
 def test_bad_enrolment_input_re_renders_with_the_error_and_keeps_values(desk, changes, message):
     before = counts()
     response = desk.post("/patients/new", {**ENROL, **changes})
