@@ -240,11 +240,14 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     # redemption's friend and refuse ("existing patient") instead of waiting here to replay it.
     if not idempotency.claim(key, "redeem", request_fingerprint):
         return _result_for(idempotency.previous_result(key, "redeem", request_fingerprint))
-    # The referrer read FOR SHARE (PostgreSQL): an erasure at this moment waits for this redemption, then cleans
-    # what it wrote, or came first and the code is withdrawn. SQLite's write lock already orders the two.
-    referrer = db.session.get(Patient, offer.referrer.id, with_for_update={"read": True}, populate_existing=True)
-    if referrer.erased_at is not None:
-        raise _code_withdrawn()
+    # On PostgreSQL the referrer is read again FOR SHARE: an erasure at this moment waits for this redemption, then
+    # cleans what it wrote, or came first and the code is withdrawn. On SQLite the code was looked up under the
+    # write lock this transaction holds, which already orders the two: no statement more.
+    referrer = offer.referrer
+    if db.session.get_bind().dialect.name == "postgresql":
+        referrer = db.session.get(Patient, referrer.id, with_for_update={"read": True}, populate_existing=True)
+        if referrer.erased_at is not None:
+            raise _code_withdrawn()
     if offer.card is not None:
         redeemed_at = use_card(offer.card.id)
         # The loaded copy, as the row now is (the webhook event and the audit read its serial).
