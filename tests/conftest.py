@@ -91,6 +91,8 @@ def app(request, tmp_path):
         "PUBLIC_BASE_URL": "https://clinic.test",
         **(marker.kwargs if marker else {}),
     })
+    # Files the app writes at run time (the demo's logins) go to the test's folder, not the project's instance/.
+    app.instance_path = str(tmp_path / "instance")
     with app.app_context():
         db.drop_all()
         db.create_all()

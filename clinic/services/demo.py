@@ -131,6 +131,7 @@ def seed_demo_clinic(password: str | None = None) -> DemoSummary:
                 "cards": DEMO_CARDS},
     )
     logins = Path(current_app.instance_path) / "demo-logins.txt"
+    logins.parent.mkdir(parents=True, exist_ok=True)
     logins.write_text("\n".join(summary.lines()) + "\n")
     logins.chmod(0o600)
     return summary
