@@ -31,7 +31,7 @@ from clinic.models import (Card, CardBatch, CardStatus, DeliveryStatus, FormSubm
                            Referral, ReviewRequest, Reward, RewardStatus, Voucher, VoucherStatus, WebhookDelivery)
 from clinic.models._time import utcnow
 from clinic.services import audit, importer, notifications
-from clinic.services.cards import batch_folder
+from clinic.services.cards import VOIDABLE, batch_folder
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 
@@ -81,8 +81,7 @@ def erasure_plan(patient_id: int) -> ErasurePlan | None:
         return None
     return ErasurePlan(
         patient=patient,
-        active_vouchers=list(db.session.scalars(select(Voucher).where(
-            Voucher.patient_id == patient_id, Voucher.status == VoucherStatus.ACTIVE.value).order_by(Voucher.id))),
+        active_vouchers=list(db.session.scalars(_active_vouchers(patient_id).order_by(Voucher.id))),
         cards_to_void=list(db.session.scalars(_cards_to_void(patient_id).order_by(Card.id))),
         rewards_to_cancel=list(db.session.scalars(_rewards_to_cancel(patient_id).order_by(Reward.id))),
         reviews_to_reject=len(db.session.scalars(_reviews_to_reject(patient_id)).all()),
@@ -90,9 +89,12 @@ def erasure_plan(patient_id: int) -> ErasurePlan | None:
     )
 
 
+def _active_vouchers(patient_id: int):
+    return select(Voucher).where(Voucher.patient_id == patient_id, Voucher.status == VoucherStatus.ACTIVE.value)
+
+
 def _cards_to_void(patient_id: int):
-    return select(Card).where(Card.patient_id == patient_id,
-                              Card.status.in_((CardStatus.PRINTED.value, CardStatus.ACTIVATED.value)))
+    return select(Card).where(Card.patient_id == patient_id, Card.status.in_(VOIDABLE))
 
 
 def _rewards_to_cancel(patient_id: int):
@@ -158,8 +160,7 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor) -> ErasureR
             update(FormSubmission).where(FormSubmission.action == "redeem", FormSubmission.result_id.in_(
                 select(Referral.id).where(Referral.friend_id == patient_id)))
             .values(fingerprint=ERASED_FINGERPRINT).execution_options(synchronize_session=False))
-        vouchers_kept = len(db.session.scalars(select(Voucher.id).where(
-            Voucher.patient_id == patient_id, Voucher.status == VoucherStatus.ACTIVE.value)).all())
+        vouchers_kept = len(db.session.scalars(_active_vouchers(patient_id)).all())
         audit.record("patient.erased", actor, patient_id=patient_id, erasure_reason=reason, cards_voided=len(cards),
                      rewards_cancelled=rewards, reviews_rejected=reviews, messages_cancelled=len(messages),
                      events_redacted=events, vouchers_kept=vouchers_kept)
@@ -176,8 +177,7 @@ def _void_cards(patient_id: int, now, actor: Actor) -> list[Card]:
     cards = list(db.session.scalars(_cards_to_void(patient_id).order_by(Card.id).with_for_update()))
     if cards:
         db.session.execute(
-            update(Card).where(Card.id.in_([card.id for card in cards]),
-                               Card.status.in_((CardStatus.PRINTED.value, CardStatus.ACTIVATED.value)))
+            update(Card).where(Card.id.in_([card.id for card in cards]), Card.status.in_(VOIDABLE))
             .values(status=CardStatus.VOID.value, voided_at=now, voided_by_id=actor.staff_id, void_reason=ROW_REASON)
             .execution_options(synchronize_session=False))
         audit.record_all(actor, [("card.voided", {"patient_id": patient_id, "serial": card.serial,
