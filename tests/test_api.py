@@ -483,6 +483,7 @@ def test_an_erased_patient_shows_empty_and_their_code_and_card_are_refused(api, 
     body = api.get(f"/api/v1/patients/{referrer.id}").get_json()
     assert (body["name"], body["display_name"], body["phone"], body["external_id"]) == ("", "", None, None)
     assert body["erased_at"].endswith("Z")
+    assert (body["personal_code"], body["personal_code_display"], body["invite_url"]) == (None, None, None)
     assert error_of(api.post("/api/v1/codes/validate", {"code": referrer.personal_code})) == (
         409, "code_withdrawn", "code")
     assert error_of(redeem(api, referrer.personal_code))[:2] == (409, "code_withdrawn")

@@ -30,16 +30,21 @@ def value_of(kind: str, amount: int, label: str, currency: str) -> dict:
 
 
 def patient(p: Patient, token: str | None = None) -> dict:
-    """A patient; the progress URL only when the raw token is at hand (creation or rotation)."""
+    """A patient; the progress URL only when the raw token is at hand (creation or rotation).
+
+    An erased patient's personal code is withdrawn (it answers ``code_withdrawn``): no code and no invite URL, so an
+    HIS does not print or send a link that refers nobody.
+    """
+    code = p.personal_code if p.erased_at is None else None
     body = {
         "id": p.id,
         "name": p.full_name,
         "display_name": p.display_name,
         "phone": p.phone,
         "external_id": p.external_id,
-        "personal_code": p.personal_code,
-        "personal_code_display": format_code(p.personal_code),
-        "invite_url": invite_url(p.personal_code),
+        "personal_code": code,
+        "personal_code_display": code and format_code(code),
+        "invite_url": code and invite_url(code),
         "name_on_posters": p.name_on_posters,
         "referred_by_id": p.referred_by_id,
         "enrolled_at": timestamp(p.enrolled_at),

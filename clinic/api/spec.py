@@ -114,9 +114,11 @@ PATIENT = {
     "display_name": STRING,
     "phone": _nullable(STRING),
     "external_id": _nullable(STRING),
-    "personal_code": {"type": "string", "description": "8 symbols, Crockford base32 with a check symbol."},
-    "personal_code_display": {"type": "string", "description": "Grouped for people: XXXX-XXXX."},
-    "invite_url": {**URL, "description": "The friend's invite page, /r/<code>; what posters' QR codes encode."},
+    "personal_code": _nullable({"type": "string", "description": "8 symbols, Crockford base32 with a check symbol; "
+                                                                 "null once the patient is erased (withdrawn)."}),
+    "personal_code_display": _nullable({"type": "string", "description": "Grouped for people: XXXX-XXXX."}),
+    "invite_url": _nullable({**URL, "description": "The friend's invite page, /r/<code>; what posters' QR codes "
+                                                   "encode."}),
     "name_on_posters": {"type": "boolean"},
     "referred_by_id": _nullable(ID),
     "enrolled_at": TIME,
