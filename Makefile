@@ -110,6 +110,8 @@ translations: venv
 	$(PY) -m clinic.catalog build
 	@$(PY) -m clinic.catalog check || true
 
+# The demo's QR codes and printed links point at the address `make run` serves, unless PUBLIC_BASE_URL says otherwise.
+run: export PUBLIC_BASE_URL ?= http://$(BIND)
 run: venv system-deps $(CATALOGUE).mo
 	$(FLASK) db upgrade
 	$(FLASK) seed-demo --if-empty
