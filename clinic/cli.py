@@ -232,6 +232,17 @@ def register(app: Flask) -> None:
         click.echo(f"Deleted {report.deliveries} finished deliveries and {report.events} events older than "
                    f"{days} days.")
 
+    @app.cli.command("remind-expiring-vouchers")
+    @click.option("--days", type=click.IntRange(min=1, max=365), default=7, show_default=True,
+                  help="Remind of vouchers that expire within this many days.")
+    def remind_expiring_vouchers(days: int) -> None:
+        """Message patients who agreed to messages about their vouchers expiring within DAYS (each voucher once)."""
+        from datetime import timedelta
+
+        from clinic.services.voucher_reminders import remind_expiring_vouchers as remind
+
+        click.echo(remind(Actor(), timedelta(days=days)).describe())
+
     @app.cli.command("prune-imports")
     def prune_imports() -> None:
         """Delete import files past their time: progress links after 15 minutes, uploads and results after a day."""

@@ -28,13 +28,14 @@ from sqlalchemy import func, select, update
 
 from clinic import create_app
 from clinic.extensions import db
-from clinic.models import (AuditEvent, NotificationTemplate, OutboxEvent, Patient, Tier, WebhookDelivery,
-                           WebhookEndpoint)
+from clinic.models import (AuditEvent, NotificationTemplate, OutboxEvent, Patient, Tier, Voucher, VoucherReminder,
+                           WebhookDelivery, WebhookEndpoint)
 from clinic.models._time import utcnow
-from clinic.services import (audit, jobs, milestones, notifications, patients, redemption, vouchers, webhook_sender,
-                             webhooks)
+from clinic.services import (audit, erasure, jobs, milestones, notifications, patients, redemption, vouchers,
+                             webhook_sender, webhooks)
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
+from clinic.services.voucher_reminders import remind_expiring_vouchers
 from tests.conftest import counts, friend
 
 BUSINESS_EVENTS = ["referral.redeemed", "voucher.issued", "voucher.spent", "referral.milestone", "tier.reached"]
@@ -1144,3 +1145,128 @@ def test_a_corrected_name_leaves_the_waiting_messages_to_go(hooks, referrer, act
                                                                   external_id="MRN-1"),
                              actor, seen=patients.details_fingerprint(patient))
     assert delivery_of("notification.requested").status == "pending"
+
+
+# --- reminders of vouchers about to expire (clinic/services/voucher_reminders.py) ---------------------------------
+
+
+WEEK = timedelta(days=7)
+
+
+def _reminders(receiver) -> list[dict]:
+    webhook_sender.deliver_due()
+    return [event["data"] for event in receiver.events() if event["data"].get("template") == "voucher_expiring"]
+
+
+def _expiring_in(voucher: Voucher, days: int):
+    """The moment that is ``days`` before the voucher's expiry."""
+    return voucher.expires_at - timedelta(days=days)
+
+
+def test_a_patient_who_agreed_is_reminded_once_of_each_voucher_about_to_expire(hooks, receiver, referrer, actor):
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)  # SMS, in Chinese
+    first = redemption.redeem_code(referrer.personal_code, friend(), actor).referrer_voucher
+    second = redemption.redeem_code(referrer.personal_code, friend("Sun Li", "13900002222"), actor).referrer_voucher
+    receiver.requests.clear()
+    now = _expiring_in(first, 3)
+
+    report = remind_expiring_vouchers(Actor(), WEEK, now=now)
+
+    assert (report.patients, report.vouchers) == (1, 2)
+    [message] = _reminders(receiver)  # one message naming both vouchers, not two
+    assert message["to"]["patient_id"] == referrer.id and message["channel"] == "sms"
+    assert message["text"].startswith("Wang Li，您在Test Clinic的奖励¥200.00代金券、¥200.00代金券将于")
+    assert message["about"] == {"event": "voucher.expiring", "voucher_ids": [first.id, second.id]}
+    [event] = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "vouchers.expiry_reminded")).all()
+    assert event.details["vouchers"] == [first.id, second.id]
+
+    # The next day's run (and every later one) reminds nobody again.
+    again = remind_expiring_vouchers(Actor(), WEEK, now=now + timedelta(days=1))
+    assert (again.patients, again.vouchers) == (0, 0)
+    assert len(_reminders(receiver)) == 1
+
+
+def test_nobody_is_reminded_who_should_not_be(hooks, receiver, referrer, make_patient, actor, manager_user):
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    spent = redemption.redeem_code(referrer.personal_code, friend(), actor).referrer_voucher
+    vouchers.spend_voucher(spent.code, actor)
+    # Issued within the window: its "reward earned" message gave the date days ago.
+    recent = redemption.redeem_code(referrer.personal_code, friend("Sun Li", "13900002222"), actor).referrer_voucher
+    with atomic():
+        db.session.execute(update(Voucher).where(Voucher.id == recent.id)
+                           .values(expires_at=recent.issued_at + timedelta(days=5)))
+    silent, _token = make_patient(full_name="Zhao Min", phone="13822223333")  # never agreed
+    unheard = redemption.redeem_code(silent.personal_code, friend("Qian Bo", "13900003333"), actor).referrer_voucher
+    erased, _token = make_patient(full_name="Li Na", phone="13822224444")
+    consenting(erased.id)
+    redemption.redeem_code(erased.personal_code, friend("He Yu", "13900004444"), actor)
+    erasure.erase_patient(erased.id, "patient_request", Actor(staff_id=manager_user.id))
+    receiver.requests.clear()
+
+    for now in (recent.issued_at + timedelta(days=2), _expiring_in(unheard, 3)):
+        assert remind_expiring_vouchers(Actor(), WEEK, now=now).patients == 0
+    assert remind_expiring_vouchers(Actor(), WEEK, now=unheard.expires_at + timedelta(hours=1)).patients == 0
+    assert _reminders(receiver) == []
+    assert db.session.scalar(select(func.count()).select_from(VoucherReminder)) == 0
+
+
+def test_without_a_gateway_nothing_is_sent_or_recorded(hooks, receiver, referrer, actor):
+    register(receiver, ["voucher.issued"])
+    consenting(referrer.id)
+    voucher = redemption.redeem_code(referrer.personal_code, friend(), actor).referrer_voucher
+
+    report = remind_expiring_vouchers(Actor(), WEEK, now=_expiring_in(voucher, 3))
+
+    assert not report.gateway and "Webhooks page" in report.describe()
+    assert db.session.scalar(select(func.count()).select_from(VoucherReminder)) == 0
+    # A gateway added later still reminds of it.
+    register(receiver, ["notification.requested"])
+    assert remind_expiring_vouchers(Actor(), WEEK, now=_expiring_in(voucher, 2)).vouchers == 1
+
+
+def test_two_runs_at_the_same_moment_remind_once(hooks, receiver, referrer, actor):
+    """Two hosts' crons: the voucher's reminder row is inserted by one of them; the other queues nothing."""
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    voucher = redemption.redeem_code(referrer.personal_code, friend(), actor).referrer_voucher
+    now = _expiring_in(voucher, 3)
+    db.session.rollback()
+    start, reports, errors = threading.Barrier(2), [], []
+
+    def run():
+        with hooks.app_context():
+            try:
+                start.wait(10)
+                reports.append(remind_expiring_vouchers(Actor(), WEEK, now=now))
+            except Exception as problem:  # noqa: BLE001 - reported below
+                errors.append(problem)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert sorted(report.vouchers for report in reports) == [0, 1]
+    assert len(_reminders(receiver)) == 1
+
+
+def test_the_command_reports_what_it_did(hooks, receiver, referrer, actor):
+    register(receiver, ["notification.requested"])
+    consenting(referrer.id)
+    voucher = redemption.redeem_code(referrer.personal_code, friend(), actor).referrer_voucher
+    runner = hooks.test_cli_runner()
+    assert "Reminded 0 patients of 0 vouchers" in runner.invoke(args=["remind-expiring-vouchers"]).output
+
+    now = voucher.issued_at
+    with atomic():  # issued a month ago, three days left
+        db.session.execute(update(Voucher).where(Voucher.id == voucher.id).values(
+            issued_at=now - timedelta(days=30), expires_at=now + timedelta(days=3)))
+    assert "Reminded 0 patients" in runner.invoke(args=["remind-expiring-vouchers", "--days", "2"]).output
+    assert "Reminded 1 patient of 1 voucher " in runner.invoke(args=["remind-expiring-vouchers"]).output
+    refused = runner.invoke(args=["remind-expiring-vouchers", "--days", "0"])
+    assert refused.exit_code == 2 and "--days" in refused.output

@@ -20,7 +20,7 @@ from clinic.models.reward import (
 )
 from clinic.models.settings_stamp import SettingsStamp
 from clinic.models.staff import Role, Staff, StaffSession
-from clinic.models.voucher import Voucher, VoucherStatus
+from clinic.models.voucher import Voucher, VoucherReminder, VoucherStatus
 from clinic.models.webhook import DeliveryStatus, NotificationTemplate, OutboxEvent, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "Staff",
     "StaffSession",
     "Voucher",
+    "VoucherReminder",
     "VoucherStatus",
     "DeliveryStatus",
     "NotificationTemplate",

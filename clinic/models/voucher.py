@@ -56,3 +56,16 @@ class Voucher(VoucherState, db.Model):
 
     patient = relationship("Patient")
     referral = relationship("Referral", back_populates="vouchers")
+
+
+class VoucherReminder(db.Model):
+    """That the holder of a voucher was reminded it is about to expire: one row per voucher, so once only.
+
+    Its own table rather than a column of ``vouchers``: a reminder changes nothing about the voucher's value, and
+    the primary key lets two reminder runs at the same moment decide by INSERT … ON CONFLICT DO NOTHING.
+    """
+
+    __tablename__ = "voucher_reminders"
+
+    voucher_id: Mapped[int] = mapped_column(ForeignKey("vouchers.id"), primary_key=True)
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)

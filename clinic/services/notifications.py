@@ -48,6 +48,8 @@ KINDS = {
     "reward_earned": (_l("A voucher was issued to the patient"), ("name", "clinic", "reward", "expires")),
     "friend_visited": (_l("A friend the patient referred came for their first visit"), ("name", "clinic", "friend")),
     "tier_reached": (_l("The patient reached a tier (VIP)"), ("name", "clinic", "tier")),
+    "voucher_expiring": (_l("The patient's unspent vouchers are about to expire"),
+                         ("name", "clinic", "reward", "expires")),
 }
 DEFAULT_TEXTS = {
     ("reward_earned", "zh_CN"): "{name}，您在{clinic}获得一份奖励：{reward}，有效期至{expires}。到院时请在前台出示。",
@@ -58,6 +60,9 @@ DEFAULT_TEXTS = {
     ("tier_reached", "zh_CN"): "{name}，恭喜您成为{clinic}的{tier}会员，感谢您一直以来的推荐！",
     ("tier_reached", "en"): "{name}, congratulations: you are now a {tier} member of {clinic}. "
                             "Thank you for recommending us!",
+    ("voucher_expiring", "zh_CN"): "{name}，您在{clinic}的奖励{reward}将于{expires}到期，请在到期前到院使用。",
+    ("voucher_expiring", "en"): "{name}, your reward from {clinic}, {reward}, can be used until {expires}. "
+                                "Show it at the front desk before then.",
 }
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 # Why a waiting message was cancelled (WebhookDelivery.cancel_reason), for the manager's list of deliveries.
@@ -269,6 +274,17 @@ def reward_earned(voucher: Voucher, patient: Patient):
                     {"reward": lambda language: describe_reward(voucher, language),
                      "expires": lambda language: format_day(last_day_before(voucher.expires_at), language)},
                     {"event": "voucher.issued", "voucher_id": voucher.id})
+
+
+def vouchers_expiring(vouchers: list[Voucher], patient: Patient):
+    """One message for the patient's vouchers about to expire: each reward named, and the first last day."""
+    separator = {"zh_CN": "、"}
+    return _request(patient, "voucher_expiring",
+                    {"reward": lambda language: separator.get(language, ", ").join(
+                        describe_reward(voucher, language) for voucher in vouchers),
+                     "expires": lambda language: format_day(
+                         last_day_before(min(voucher.expires_at for voucher in vouchers)), language)},
+                    {"event": "voucher.expiring", "voucher_ids": [voucher.id for voucher in vouchers]})
 
 
 def friend_visited(referral: Referral):

@@ -152,6 +152,7 @@ AUDIT_LABELS = {
     "patient.erased": _l("Personal data erased"),
     "export.patient_data": _l("A patient's data exported (JSON)"),
     "patient.details_corrected": _l("Patient details corrected"),
+    "vouchers.expiry_reminded": _l("Patients reminded of vouchers about to expire"),
 }
 
 
@@ -185,6 +186,7 @@ AUDIT_DETAIL_LABELS = {
     "events_redacted": _l("events redacted"), "vouchers_kept": _l("vouchers kept"), "bytes": _l("bytes"),
     "fields": _l("fields"), "full_name": _l("full name"), "display_name": _l("display name"),
     "external_id": _l("record number"), "name_on_posters": _l("name on posters"),
+    "vouchers": _l("vouchers"), "window_days": _l("days before expiry"),
 }
 
 
