@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from datetime import datetime, timedelta
 from itertools import count
 
@@ -153,6 +154,46 @@ def test_a_payment_at_the_desk_audits_the_tier_reached(referrer, actor):
     milestones.record_payment(friends[1], 50000, actor)
     event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "tier.reached"))
     assert event.patient_id == referrer.id and event.details["tier"] == "VIP"
+
+
+def test_two_payments_at_the_same_moment_announce_the_tier_once(app, referrer, actor, monkeypatch):
+    """Each payment counts the referrer's paid friends as its transaction sees them: two at once, each seeing only
+    itself, would both miss the threshold they cross together. The first payment waits (up to 2 s) before
+    counting for the second to count too; the second may only count once the first has committed."""
+    add_tier("VIP", 2)
+    friends = [db.session.get(Referral, i).friend_id for i in refer(referrer, actor, 2)]
+    db.session.rollback()
+    real_reached, first_counting, second_counting = tiers.tiers_reached_by, threading.Event(), threading.Event()
+
+    def tiers_reached_by(*args, **kwargs):
+        if not first_counting.is_set():
+            first_counting.set()
+            second_counting.wait(2)
+        else:
+            second_counting.set()
+        return real_reached(*args, **kwargs)
+
+    monkeypatch.setattr(tiers, "tiers_reached_by", tiers_reached_by)
+    errors = []
+
+    def pay_friend(friend_id: int):
+        with app.app_context():
+            try:
+                milestones.record_payment(friend_id, None, actor)
+            except Exception as problem:  # noqa: BLE001 - reported below
+                errors.append(problem)
+            finally:
+                db.session.remove()
+
+    first = threading.Thread(target=pay_friend, args=(friends[0],))
+    first.start()
+    assert first_counting.wait(30)
+    second = threading.Thread(target=pay_friend, args=(friends[1],))
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert not errors
+    assert audit_count("tier.reached") == 1
 
 
 def test_tier_changes_are_validated_and_audited(app):

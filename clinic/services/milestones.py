@@ -114,6 +114,7 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor, *,
     def payment() -> MilestoneResult:
         referral = _referral_of_friend(patient_id)
         now = utcnow()
+        _one_payment_per_referrer_at_a_time(referral.referrer_id)
         paid_before = tiers.paid_counts(referral.referrer_id, now)
         recorded = db.session.execute(
             update(Referral).where(Referral.id == referral.id, Referral.paid_at.is_(None))
@@ -144,6 +145,18 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor, *,
         "payment", idempotency_key, (patient_id, amount), payment, lambda done: done.referral.id,
         _replayed_milestone("payment"))
     return result
+
+
+def _one_payment_per_referrer_at_a_time(referrer_id: int) -> None:
+    """Two friends of one referrer paying at the same moment are counted one after the other (PostgreSQL).
+
+    A payment counts the referrer's paid friends to announce a tier it crosses. Each of two concurrent payments
+    would count itself without the other, uncommitted, and neither would announce the tier they reach together.
+    So the referrer's row is locked first (FOR NO KEY UPDATE: new referrals and vouchers may still refer to it), and
+    the second payment counts after the first has committed. SQLite already runs one writer at a time.
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(select(Patient.id).where(Patient.id == referrer_id).with_for_update(key_share=True))
 
 
 @dataclass
