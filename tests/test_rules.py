@@ -1,5 +1,6 @@
 """Reward rules at the service level: stages, caps, quotas, reversal, campaign choice and the review queue."""
 
+import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -249,6 +250,57 @@ def test_reversal_voids_unspent_vouchers_lists_spent_ones_and_frees_the_cap(refe
     report = milestones.reverse_referral(second.referral.id, "Cancelled visit", as_manager)
     assert report.voided == [] and {r.beneficiary for r in report.cancelled} == {"referrer", "friend"}
     assert db.session.scalar(select(ReviewRequest.status)) == "rejected"
+
+
+def test_a_first_visit_racing_a_reversal_is_refused_and_the_quota_place_stays_returned(app, referrer, actor,
+                                                                                      manager_user, monkeypatch):
+    """The visit passed its reversed-referral check before the reversal committed; its own UPDATE comes after.
+    It must not record a visit on the reversed referral: the reversal gave the friend's quota place back
+    because they had not come, and the referral no longer pays anything."""
+    set_campaign(friend_monthly_quota=5)
+    result = redeem(referrer, actor)
+    referral_id, friend_id = result.referral.id, result.friend.id
+    db.session.rollback()
+    real_return, reversing, visit_checked = milestones.return_quota_place, threading.Event(), threading.Event()
+
+    def return_quota_place(referral):
+        reversing.set()
+        visit_checked.wait(2)  # the visit checks the referral (still active to it) meanwhile, then waits for the row
+        return real_return(referral)
+
+    monkeypatch.setattr(milestones, "return_quota_place", return_quota_place)
+    real_referral_of_friend = milestones._referral_of_friend
+
+    def referral_of_friend(patient_id):
+        found = real_referral_of_friend(patient_id)
+        visit_checked.set()
+        return found
+
+    monkeypatch.setattr(milestones, "_referral_of_friend", referral_of_friend)
+    outcomes = []
+
+    def in_app(action):
+        with app.app_context():
+            try:
+                outcomes.append(action())
+            except Refused as refusal:
+                outcomes.append(refusal.reason)
+            finally:
+                db.session.remove()
+
+    reversal = threading.Thread(target=in_app, args=(lambda: milestones.reverse_referral(
+        referral_id, "Entered twice", Actor(staff_id=manager_user.id)),))
+    reversal.start()
+    assert reversing.wait(30)
+    visit = threading.Thread(target=in_app, args=(lambda: milestones.record_visit(friend_id, actor),))
+    visit.start()
+    reversal.join(60)
+    visit.join(60)
+    assert "reversed" in outcomes
+    db.session.rollback()
+    referral = db.session.get(Referral, referral_id, populate_existing=True)
+    assert referral.status == "reversed" and referral.visited_at is None
+    assert rewards.quota_left(db.session.get(Campaign, referral.campaign_id)) == 5
 
 
 def test_reversing_frees_the_referrers_slot_when_its_voucher_is_voided(referrer, actor, manager_user):

@@ -35,6 +35,10 @@ from clinic.services.rewards import (pay_due_rewards, pay_reward, promise_reward
 from clinic.services.text import clean_reason
 from clinic.services.transaction import Actor, atomic
 
+def _reversed() -> Refused:
+    return Refused("reversed", _("This referral was reversed: milestones no longer pay rewards."), status=409)
+
+
 def _referral_of_friend(patient_id: int) -> Referral:
     referral = db.session.scalar(select(Referral).where(Referral.friend_id == patient_id)
                                  .execution_options(populate_existing=True))
@@ -44,8 +48,21 @@ def _referral_of_friend(patient_id: int) -> Referral:
         raise Refused("not_referred", _("This patient was not referred by anyone: there is no reward to pay."),
                       status=409)
     if referral.status == ReferralStatus.REVERSED.value:
-        raise Refused("reversed", _("This referral was reversed: milestones no longer pay rewards."), status=409)
+        raise _reversed()
     return referral
+
+
+# A milestone's UPDATE also asks that the referral is still active: a reversal committed after the referral was read
+# (at the same moment) makes it a no-op, as a reversal before would have refused it.
+_STILL_ACTIVE = Referral.status == ReferralStatus.ACTIVE.value
+
+
+def _not_recorded(referral: Referral) -> "MilestoneResult":
+    """The milestone was recorded already (nothing changed), or the referral was reversed meanwhile (refused)."""
+    db.session.refresh(referral)
+    if referral.status == ReferralStatus.REVERSED.value:
+        raise _reversed()
+    return MilestoneResult(referral, recorded=False)
 
 
 @dataclass
@@ -83,11 +100,11 @@ def record_visit(patient_id: int, actor: Actor, *, idempotency_key: str | None =
         referral = _referral_of_friend(patient_id)
         now = utcnow()
         recorded = db.session.execute(
-            update(Referral).where(Referral.id == referral.id, Referral.visited_at.is_(None))
+            update(Referral).where(Referral.id == referral.id, Referral.visited_at.is_(None), _STILL_ACTIVE)
             .values(visited_at=now, visited_by_id=actor.staff_id)
             .execution_options(synchronize_session=False)).rowcount == 1
         if not recorded:
-            return MilestoneResult(referral, recorded=False)
+            return _not_recorded(referral)
         db.session.refresh(referral)
         events.milestone_reached(referral, "visited")
         paid = pay_due_rewards(referral, Stage.VISIT.value, actor, now)
@@ -117,11 +134,11 @@ def record_payment(patient_id: int, amount: int | None, actor: Actor, *,
         _one_payment_per_referrer_at_a_time(referral.referrer_id)
         paid_before = tiers.paid_counts(referral.referrer_id, now)
         recorded = db.session.execute(
-            update(Referral).where(Referral.id == referral.id, Referral.paid_at.is_(None))
+            update(Referral).where(Referral.id == referral.id, Referral.paid_at.is_(None), _STILL_ACTIVE)
             .values(paid_at=now, paid_by_id=actor.staff_id, paid_amount=amount)
             .execution_options(synchronize_session=False)).rowcount == 1
         if not recorded:
-            return MilestoneResult(referral, recorded=False)
+            return _not_recorded(referral)
         visited_now = db.session.execute(
             update(Referral).where(Referral.id == referral.id, Referral.visited_at.is_(None))
             .values(visited_at=now, visited_by_id=actor.staff_id).execution_options(synchronize_session=False)
