@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -14,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from clinic.extensions import db
 from clinic.models import Referral
 from clinic.services import redemption
+from clinic.services.database_trouble import database_trouble
 from clinic.services.transaction import _WRITER_LOCKS
 from tests.conftest import PASSWORD, counts
 from tests.test_web_desk import FRIEND_FORM, form_key
@@ -176,6 +178,20 @@ def test_a_full_disk_or_an_unwritable_database_tells_staff_to_fetch_the_manager(
     response = desk.post("/desk/redeem", form, htmx=True)
     assert response.status_code == 503 and response.headers["Retry-After"] == "60"
     assert expected in html.unescape(response.get_data(as_text=True))
+
+
+@pytest.mark.parametrize("driver_error, expected", [
+    (sqlite3.OperationalError("no such table: vouchers"), None),  # a migration not applied: a fault, 500
+    (sqlite3.OperationalError("no such column: vouchers.label"), None),
+    (sqlite3.OperationalError("unable to open database file"), "unavailable"),  # the disk went away
+    (psycopg.errors.lookup("XX000")("internal error"), None),
+    (psycopg.errors.lookup("08006")("connection failure"), "unavailable"),
+    (psycopg.errors.lookup("57P01")("terminating connection due to administrator command"), "unavailable"),
+    (psycopg.errors.lookup("53300")("too many connections"), "unavailable"),
+    (psycopg.OperationalError("connection refused"), "unavailable"),  # no server answered: no SQLSTATE
+])
+def test_only_an_unreachable_database_is_a_moment_to_wait_not_a_statement_it_refused(driver_error, expected):
+    assert database_trouble(OperationalError("SELECT", {}, driver_error)) == expected
 
 
 def test_a_database_error_page_is_translated(desk, app, monkeypatch, desk_user):

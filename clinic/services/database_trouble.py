@@ -7,6 +7,8 @@ what to do (clinic/web/errors.py), not the 500 "something went wrong" page.
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from clinic.services.transaction import UNWRITABLE_SQLITE_ERRORS, DatabaseBusy
@@ -27,6 +29,8 @@ _SQLSTATES = {
     "53100": DISK_FULL,  # disk_full
     "25006": NOT_WRITABLE,  # read_only_sql_transaction: a standby, or default_transaction_read_only
 }
+# The server is shutting down, restarting, or has no connection to spare: out of reach for a moment.
+_SERVER_GOING_AWAY = ("57P01", "57P02", "57P03", "53300")
 # SQLite's words for the same, in its error messages.
 _SQLITE_WORDS = (("database is locked", UNAVAILABLE), ("database table is locked", UNAVAILABLE),
                  ("disk is full", DISK_FULL), *((words, NOT_WRITABLE) for words in UNWRITABLE_SQLITE_ERRORS))
@@ -45,6 +49,18 @@ def database_trouble(error: BaseException) -> str | None:
     kind = next((kind for words, kind in _SQLITE_WORDS if words in message), None)
     if kind:
         return kind
-    if error.connection_invalidated or isinstance(error, OperationalError):
+    if error.connection_invalidated or isinstance(error, OperationalError) and _out_of_reach(error.orig):
         return UNAVAILABLE  # the connection was lost or could not be made
     return None
+
+
+def _out_of_reach(driver_error: BaseException) -> bool:
+    """The database could not be reached, as opposed to a statement it refused as wrong.
+
+    Both are OperationalErrors: SQLite raises one for "no such table" (a migration not applied) too, which is a
+    fault to fix and log as a 500, not a moment to wait for.
+    """
+    if isinstance(driver_error, sqlite3.Error):
+        return "unable to open database file" in str(driver_error)
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_GOING_AWAY
