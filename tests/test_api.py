@@ -6,6 +6,7 @@ import contextvars
 import hashlib
 import io
 import json
+import re
 import threading
 from datetime import timedelta
 from functools import cached_property
@@ -18,7 +19,7 @@ from clinic import create_app
 from clinic.api.scopes import ENDPOINT_SCOPES
 from clinic.api.spec import ERROR_CODES, openapi_document
 from clinic.extensions import db
-from clinic.models import ApiToken, AuditEvent, Campaign, Card, CardBatch, Voucher
+from clinic.models import ApiToken, AuditEvent, Campaign, Card, CardBatch, Patient, Voucher
 from clinic.models._time import utcnow
 from clinic.services import api_tokens, cards, codes, erasure, jobs, redemption
 from clinic.services.clinic_settings import clinic_day_of
@@ -61,6 +62,9 @@ class Api:
 
     def post(self, path: str, body=None, **kwargs):
         return self.request("POST", path, body, **kwargs)
+
+    def patch(self, path: str, body=None, **kwargs):
+        return self.request("PATCH", path, body, **kwargs)
 
 
 def error_of(response) -> tuple[int, str, str | None]:
@@ -266,6 +270,8 @@ SCOPED_REQUESTS = {
     "api.find_patients": lambda w: ("GET", "/api/v1/patients?phone=13811112222", None, 200),
     "api.get_patient": lambda w: ("GET", f"/api/v1/patients/{w.referrer.id}", None, 200),
     "api.create_patient": lambda w: ("POST", "/api/v1/patients", {"name": "Zhao Min"}, 201),
+    "api.correct_patient": lambda w: ("PATCH", f"/api/v1/patients/{w.referrer.id}", {"name": "Wang Lili"}, 200,
+                                      {"If-Match": "*"}),
     "api.rotate_progress_link": lambda w: ("POST", f"/api/v1/patients/{w.referrer.id}/progress-link", None, 200),
     "api.record_visit": lambda w: ("POST", f"/api/v1/patients/{w.redemption.friend.id}/visit", None, 200),
     "api.record_payment": lambda w: ("POST", f"/api/v1/patients/{w.redemption.friend.id}/payment", {"amount": 100},
@@ -294,14 +300,18 @@ def test_every_api_route_needs_exactly_one_known_scope_and_every_scope_is_used(a
     assert set(SCOPED_REQUESTS) == set(ENDPOINT_SCOPES)
 
 
+def openapi_path(rule) -> str:
+    """A Flask rule as the document writes its path: ``<int(max=None):patient_id>`` is ``{patient_id}``."""
+    return re.sub(r"<(?:[^:>]*:)?([^>]+)>", r"{\1}", rule.rule)
+
+
 def test_the_document_names_each_operations_scope_and_its_403(app):
     document = openapi_document()
     for rule in app.url_map.iter_rules():
         if rule.endpoint not in ENDPOINT_SCOPES:
             continue
-        path = rule.rule.replace("<int:", "{").replace("<", "{").replace(">", "}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
-            operation = document["paths"][path][method.lower()]
+            operation = document["paths"][openapi_path(rule)][method.lower()]
             scope = ENDPOINT_SCOPES[rule.endpoint]
             assert operation["security"] == [{"bearer": [scope]}], rule.endpoint
             assert f"Scope: `{scope}`." in operation["description"]
@@ -318,7 +328,7 @@ def test_a_token_with_one_scope_does_what_it_allows_and_nothing_else(app, manage
     """Every operation against a token of each single scope: the one it needs succeeds; the others are refused with
     403 insufficient_scope naming that scope, change nothing and write nothing in the audit log."""
     monkeypatch.setattr(jobs, "submit", lambda *args: None)  # a new batch stays queued: no PDF rendered
-    method, path, body, success = SCOPED_REQUESTS[endpoint](ScopeWorld(actor, referrer))
+    method, path, body, success, *headers = SCOPED_REQUESTS[endpoint](ScopeWorld(actor, referrer))
     needed = ENDPOINT_SCOPES[endpoint]
     clients = {scope: Api(app, api_tokens.create_token(f"Only {scope}", [scope], Actor(staff_id=manager_user.id))[1])
                for scope in api_tokens.SCOPES}
@@ -326,7 +336,7 @@ def test_a_token_with_one_scope_does_what_it_allows_and_nothing_else(app, manage
     for scope, client in clients.items():
         if scope == needed:
             continue
-        refused = client.request(method, path, body)
+        refused = client.request(method, path, body, *headers)
         assert error_of(refused) == (403, "insufficient_scope", None), scope
         assert needed in refused.get_json()["error"]["message"]
         assert refused.headers["WWW-Authenticate"] == (
@@ -336,7 +346,7 @@ def test_a_token_with_one_scope_does_what_it_allows_and_nothing_else(app, manage
                         )[:2] == (403, "insufficient_scope")
     assert counts() == before
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == audited
-    allowed = clients[needed].request(method, path, body)
+    allowed = clients[needed].request(method, path, body, *headers)
     assert allowed.status_code == success, allowed.get_data(as_text=True)
 
 
@@ -368,7 +378,7 @@ def test_the_document_and_the_reference_page_are_open_and_list_every_operation(a
 
 def test_every_api_route_is_in_the_document(app):
     documented = {(method.upper(), path) for path, methods in openapi_document()["paths"].items() for method in methods}
-    routes = {(method, rule.rule.replace("<int:", "{").replace("<", "{").replace(">", "}"))
+    routes = {(method, openapi_path(rule))
               for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
               and rule.endpoint not in ("api.openapi", "api.docs")
               for method in rule.methods - {"HEAD", "OPTIONS"}}
@@ -490,6 +500,48 @@ def test_an_erased_patient_shows_empty_and_their_code_and_card_are_refused(api, 
     assert error_of(api.post(f"/api/v1/patients/{referrer.id}/progress-link")) == (409, "patient_erased", None)
     assert error_of(api.post(f"/api/v1/cards/{card.serial}/activate", {"patient_id": referrer.id}))[:2] == (
         409, "patient_erased")
+
+
+def test_an_his_corrects_a_patient_with_the_etag_it_read(api, referrer, make_patient):
+    """PATCH changes the fields sent; If-Match guards against overwriting a correction made meanwhile."""
+    read = api.get(f"/api/v1/patients/{referrer.id}")
+    etag = read.headers["ETag"]
+    corrected = api.patch(f"/api/v1/patients/{referrer.id}", {"phone": "139 0000 1111"}, headers={"If-Match": etag})
+    assert corrected.status_code == 200, corrected.get_json()
+    body = corrected.get_json()
+    assert (body["name"], body["phone"], body["external_id"]) == ("Wang Li", "13900001111", "MRN-1")
+    assert corrected.headers["ETag"] != etag
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "patient.details_corrected"))
+    assert event.details["fields"] == ["phone"] and "13900001111" not in str(event.details)
+
+    make_patient(full_name="Zhao Min", phone="13822223333")
+    before = counts()
+    stale = api.patch(f"/api/v1/patients/{referrer.id}", {"name": "Wang Lili"}, headers={"If-Match": etag})
+    assert error_of(stale)[:2] == (412, "changed_meanwhile")
+    assert error_of(api.patch(f"/api/v1/patients/{referrer.id}", {"name": "Wang Lili"}))[:2] == (
+        428, "precondition_required")
+    taken = api.patch(f"/api/v1/patients/{referrer.id}", {"phone": "13822223333"}, headers={"If-Match": "*"})
+    assert error_of(taken)[:2] == (409, "existing_patient")
+    for wrong, field in (({"name": None}, "name"), ({"name": ""}, "name"), ({"phone": "12ab"}, "phone"),
+                         ({"age": 40}, "age"), ({}, None), ({"name": 7}, "name")):
+        answer = api.patch(f"/api/v1/patients/{referrer.id}", wrong, headers={"If-Match": "*"})
+        assert error_of(answer)[:2] == (422, "validation_error") and error_of(answer)[2] == field, wrong
+    assert counts() == before and db.session.get(Patient, referrer.id).full_name == "Wang Li"
+
+    # "*" corrects whatever is there now; sending the same values again changes nothing.
+    for _ in range(2):
+        assert api.patch(f"/api/v1/patients/{referrer.id}", {"name": "Wang Lili", "external_id": None},
+                         headers={"If-Match": "*"}).get_json()["name"] == "Wang Lili"
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "patient.details_corrected")) == 2
+
+
+def test_an_erased_or_unknown_patient_cannot_be_corrected(api, referrer, actor):
+    erasure.erase_patient(referrer.id, "patient_request", actor)
+    assert error_of(api.patch(f"/api/v1/patients/{referrer.id}", {"name": "Back"}, headers={"If-Match": "*"}))[:2] == (
+        409, "patient_erased")
+    assert error_of(api.patch("/api/v1/patients/999999", {"name": "Nobody"}, headers={"If-Match": "*"}))[:2] == (
+        404, "not_found")
 
 
 # --- codes ----------------------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_the_document_is_a_valid_openapi_3_1_document(app):
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]  # .ok() raises on an invalid operation
     assert schema.raw_schema["openapi"] == "3.1.0"
-    assert len(operations) == 15
+    assert len(operations) == 16
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda mode: mode.value)

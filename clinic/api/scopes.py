@@ -12,6 +12,7 @@ ENDPOINT_SCOPES: dict[str, str] = {
     "api.find_patients": "patients:read",
     "api.get_patient": "patients:read",
     "api.create_patient": "patients:write",
+    "api.correct_patient": "patients:write",
     "api.rotate_progress_link": "patients:write",
     "api.record_visit": "milestones:write",
     "api.record_payment": "milestones:write",

@@ -50,6 +50,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "quota_full": (409, "This month's places for referred friends are all taken."),
     "code_withdrawn": (409, "The personal code belonged to a patient whose personal data was erased: it refers nobody "
                             "now. Register the friend as a new patient without it."),
+    "changed_meanwhile": (412, "The patient's details changed since the ETag sent in If-Match: get the patient again "
+                               "and decide on the new values."),
+    "precondition_required": (428, "A correction needs If-Match: the ETag of GET /api/v1/patients/{id}, or * to "
+                                   "correct whatever the details are now."),
     "patient_erased": (409, "The patient's personal data was erased: nothing about them can be changed."),
     "already_spent": (409, "The voucher was already spent."),
     "voided": (409, "The voucher was voided."),
@@ -148,6 +152,14 @@ SCHEMAS = {
                                                                   "characters."},
         "name_on_posters": {"type": "boolean", "description": "The patient agreed to have the display name printed."},
     }, required=["name"]),
+    "PatientCorrection": {**_obj({
+        "name": {"type": "string", "minLength": 1, "description": "Full name, as for a new patient."},
+        "display_name": {"type": ["string", "null"], "description": "A new one ends the patient's agreement to have "
+                                                                    "their name printed (name_on_posters)."},
+        "phone": {"type": ["string", "null"], "description": "null removes it, unless the patient agreed to "
+                                                             "messages, which go to it."},
+        "external_id": {"type": ["string", "null"], "description": "The clinic's record number."},
+    }, required=[], description="Only the fields sent change."), "minProperties": 1},
     "Patient": _obj(PATIENT),
     "PatientWithProgressLink": _obj({**PATIENT, "progress_url": {
         **URL, "description": "The patient's private progress page, /p/<token>. Shown only in this answer: only a "
@@ -266,6 +278,8 @@ def _error_response(codes: list[str]) -> dict:
 
 
 HEADER_LOCATION = {"description": "Where to find what was created.", "schema": STRING, "required": True}
+HEADER_ETAG = {"description": "A digest of the correctable details: send it in If-Match to correct them.",
+               "schema": STRING, "required": True}
 HEADER_REPLAYED = {"description": "Present (true) when this answer replays an earlier request with the same "
                                   "Idempotency-Key; the body is the same.", "schema": {"type": "string",
                                                                                         "enum": ["true"]}}
@@ -362,7 +376,18 @@ def _paths() -> dict:
                 "getPatient", "api.get_patient", "patients", "Get a patient",
                 "The patient with the personal code and invite URL. The progress URL is not included: only a "
                 "hash of it is stored. Issue a new one with POST …/progress-link.",
-                {"200": _json("The patient.", _ref("Patient"))}, parameters=[PATIENT_ID]),
+                {"200": _json("The patient.", _ref("Patient"), {"ETag": HEADER_ETAG})}, parameters=[PATIENT_ID]),
+            "patch": _operation(
+                "correctPatient", "api.correct_patient", "patients", "Correct a patient's details",
+                "Corrects the name, display name, phone or record number sent (a typo, or the patient's right to "
+                "have their data corrected); the fields not sent stay. Send the ETag of GET in If-Match: if "
+                "someone changed the details since, nothing is written (412). The audit log records which fields "
+                "changed, not their values; messages waiting for the old phone number are cancelled.",
+                {"200": _json("Corrected (or already so).", _ref("Patient"), {"ETag": HEADER_ETAG})},
+                errors=("existing_patient", "patient_erased", "changed_meanwhile", "precondition_required"),
+                body=_ref("PatientCorrection"),
+                parameters=[PATIENT_ID, {"name": "If-Match", "in": "header", "required": True, "schema": STRING,
+                                         "description": "The ETag of GET /api/v1/patients/{id}, or *."}]),
         },
         "/api/v1/patients/{patient_id}/progress-link": {
             "post": _operation(

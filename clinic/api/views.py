@@ -34,6 +34,7 @@ from clinic.services import vouchers as voucher_service
 from clinic.services.clinic_settings import current_clinic
 from clinic.services.codes import format_code
 from clinic.services.errors import Refused
+from clinic.services.patients import PatientDetails
 from clinic.services.text import clean_text
 from clinic.web.helpers import send_private_file
 
@@ -93,9 +94,61 @@ def find_patients():
     return jsonify(patients=[payloads.patient(p) for p in found])
 
 
-@bp.get("/patients/<int:patient_id>")
+# Two rules on one path (GET and PATCH): an id beyond the bounded converter would then answer the second method 405
+# (werkzeug checks methods before converters), so these take any id and patient_or_404 answers 404 above MAX_ID.
+ANY_PATIENT_ID = "/patients/<int(max=None):patient_id>"
+
+
+@bp.get(ANY_PATIENT_ID)
 def get_patient(patient_id: int):
-    return jsonify(payloads.patient(patient_or_404(patient_id)))
+    patient = patient_or_404(patient_id)
+    return jsonify(payloads.patient(patient)), {"ETag": _etag(patient)}
+
+
+# What PATCH may correct, by the API's field names, with the patient's attribute each stands for.
+CORRECTABLE = {"name": "full_name", "display_name": "display_name", "phone": "phone", "external_id": "external_id"}
+
+
+@bp.patch(ANY_PATIENT_ID)
+def correct_patient(patient_id: int):
+    """Correct the fields sent (the others stay), if nobody changed the patient since the ETag in If-Match."""
+    body = json_body()
+    only_fields(body, set(CORRECTABLE))
+    if not body:
+        raise invalid(_("Send at least one of name, display_name, phone, external_id."))
+    patient = patient_service.patient_to_change(patient_or_404(patient_id).id)
+    seen = _if_match(patient)
+    sent = {name: text_field(body, name, required=name == "name") for name in body}
+    details = PatientDetails.from_form(**{attribute: sent[name] if name in sent else getattr(patient, attribute)
+                                          for name, attribute in CORRECTABLE.items()})
+    try:
+        patient_service.correct_details(patient_id, details, api_actor(), seen=seen)
+    except Refused as refusal:
+        if refusal.reason != "changed_meanwhile":
+            raise
+        raise Refused("changed_meanwhile", _("The patient's details changed since the ETag in If-Match: get the "
+                                             "patient again, then send the correction with the new ETag."),
+                      status=412) from None
+    patient = db.session.get(Patient, patient_id, populate_existing=True)
+    return jsonify(payloads.patient(patient)), {"ETag": _etag(patient)}
+
+
+def _etag(patient: Patient) -> str:
+    """A digest of the details a correction may change: what a client sends back in If-Match."""
+    return f'"{patient_service.details_fingerprint(patient)}"'
+
+
+def _if_match(patient: Patient) -> str:
+    """The fingerprint the client saw (If-Match), or the current one for ``*``: a correction overwriting whatever
+    is there, which the client asked for by name."""
+    wanted = request.headers.get("If-Match")
+    if wanted is None:
+        raise Refused("precondition_required", _("Send If-Match with the ETag of GET /api/v1/patients/%(id)s (or * "
+                                                 "to correct whatever the details are now).", id=patient.id),
+                      status=428, field="If-Match")
+    if wanted.strip() == "*":
+        return patient_service.details_fingerprint(patient)
+    return wanted.strip().removeprefix('"').removesuffix('"')
 
 
 @bp.post("/patients/<int:patient_id>/progress-link")

@@ -127,6 +127,7 @@ ACCESS: dict[str, Access] = {
     "api.openapi": Access.ANYONE,
     "api.docs": Access.ANYONE,
     "api.create_patient": Access.API_TOKEN,
+    "api.correct_patient": Access.API_TOKEN,
     "api.find_patients": Access.API_TOKEN,
     "api.get_patient": Access.API_TOKEN,
     "api.rotate_progress_link": Access.API_TOKEN,
