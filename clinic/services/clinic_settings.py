@@ -220,6 +220,7 @@ def update_default_campaign(values: dict, actor: Actor) -> Campaign:
 
     Its printed offer is kept as :func:`update_campaign` keeps it.
     """
+    values = {field: values[field] for field in CAMPAIGN_FIELDS if field in values}
     try:
         with atomic():
             campaign = db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True)).limit(1)
