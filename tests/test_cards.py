@@ -5,6 +5,7 @@ import html
 import io
 import re
 import subprocess
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -477,6 +478,48 @@ def test_a_card_redeemed_after_a_refused_change_pays_its_printed_offer(activated
     result = redemption.redeem_code(activated.code, friend(), actor)
     assert {voucher.beneficiary: voucher.label for voucher in result.vouchers} == {
         "friend": "1 bed-day waived (gift pack)", "referrer": "¥200 meal voucher"}
+
+
+def test_a_change_waits_for_a_batch_being_queued_and_then_sees_it(app, actor):
+    """The database orders the two: the batch's INSERT locks its campaign (foreign key), the change locks it FOR
+    UPDATE, so a change that came while a batch was being queued waits for it and is refused (without the lock, on
+    PostgreSQL, it read no batch and changed the offer the batch was about to print)."""
+    campaign_id = default_campaign_id()
+    inserted, proceed, outcome = threading.Event(), threading.Event(), []
+
+    def queue_a_batch():
+        with app.app_context():
+            try:
+                with atomic():
+                    db.session.add(CardBatch(size=5, design="classic", bleed=False, campaign_id=campaign_id))
+                    db.session.flush()
+                    inserted.set()
+                    proceed.wait(10)
+            finally:
+                db.session.remove()
+
+    def change_the_offer():
+        with app.app_context():
+            try:
+                clinic_settings.update_campaign(campaign_id, {"friend_reward_label": "Half a bed-day waived"}, actor)
+                outcome.append("changed")
+            except Refused as refusal:
+                outcome.append(refusal.reason)
+            finally:
+                db.session.remove()
+
+    batch = threading.Thread(target=queue_a_batch)
+    batch.start()
+    assert inserted.wait(10)
+    change = threading.Thread(target=change_the_offer)
+    change.start()
+    change.join(0.5)
+    waited = change.is_alive()
+    proceed.set()
+    batch.join(10)
+    change.join(10)
+    assert waited and outcome == ["offer_printed"]
+    assert campaign_row(campaign_id)["friend_reward_label"] == "1 bed-day waived"
 
 
 def test_the_campaign_form_refuses_a_change_of_the_printed_offer_and_says_what_to_do(manager, activated):
