@@ -374,7 +374,8 @@ def test_a_card_whose_campaign_has_ended_pays_today_s_offer_and_the_desk_says_so
 GIFT_PACK_FORM = {"name": "Bring a friend", "starts_at": "", "ends_at": "", "covers": "both",
                   "referrer_reward_kind": "money", "referrer_reward_amount": "200", "referrer_reward_label": "",
                   "referrer_reward_stage": "redemption",
-                  "friend_reward_kind": "service", "friend_reward_amount": "", "friend_reward_label": "1 bed-day waived",
+                  "friend_reward_kind": "service", "friend_reward_amount": "",
+                  "friend_reward_label": "1 bed-day waived",
                   "friend_reward_stage": "redemption", "card_rewards_differ": "y",
                   "card_referrer_reward_kind": "service", "card_referrer_reward_amount": "",
                   "card_referrer_reward_label": "¥200 meal voucher",
@@ -537,14 +538,15 @@ def test_the_campaign_form_refuses_a_change_of_the_printed_offer_and_says_what_t
         assert "create a new campaign; ending this one makes its unredeemed cards pay the campaign in force" in page
     assert campaign_row(campaign_id) == before and audit_events() == audited + 2
 
-    saved = manager.post(f"/admin/campaigns/{campaign_id}", {**GIFT_PACK_FORM, "name": "Gift pack", "ends_at": "2099-12-31"})
+    saved = manager.post(f"/admin/campaigns/{campaign_id}",
+                         {**GIFT_PACK_FORM, "name": "Gift pack", "ends_at": "2099-12-31"})
     assert saved.status_code == 303
     assert campaign_row(campaign_id)["name"] == "Gift pack"
 
 
 def test_the_campaign_form_says_posters_printed_earlier_keep_their_offer(manager):
     page = text_of(manager.get(f"/admin/campaigns/{default_campaign_id()}"))
-    assert "posters printed or shared earlier keep showing it after a change" in page
+    assert "Posters print the friend's reward in force on the day they are made, and keep showing it" in page
     assert "scratch cards that can still be redeemed" not in page  # no card printed yet
 
 

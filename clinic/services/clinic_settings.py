@@ -173,10 +173,10 @@ def _move_campaigns_to_currency(old: str, new: str) -> dict:
 
     Vouchers, rewards and paid amounts were given in the old currency, and the yearly caps count them: after the
     first referral the currency stays (a clinic sets it up once); so it does while scratch cards that can still be
-    redeemed print an amount in it (a card saying CN¥200.00 would pay ¥200). Before that, a campaign's amounts keep the number the
-    manager typed (200.00 CNY becomes 200 JPY), not its minor units (20000, which would read 20,000 JPY); an amount the
-    new currency cannot show (199.99 in JPY, which has no decimals), or one whose minor units would not fit its column
-    (2,000,000,000 JPY is 200,000,000,000 fen), is refused, for the manager to change first.
+    redeemed print an amount in it (a card saying CN¥200.00 would pay ¥200). Before that, a campaign's amounts keep
+    the number the manager typed (200.00 CNY becomes 200 JPY), not its minor units (20000, which would read 20,000
+    JPY); an amount the new currency cannot show (199.99 in JPY, which has no decimals), or one whose minor units
+    would not fit its column (2,000,000,000 JPY is 200,000,000,000 fen), is refused, for the manager to change first.
     Returns the amounts changed, for the audit log.
     """
     if db.session.scalar(select(Voucher.id).limit(1)) or db.session.scalar(select(Referral.id).limit(1)):
