@@ -5,6 +5,7 @@ import html
 import io
 import re
 import subprocess
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from clinic.services.transaction import Actor, atomic
 from tests.conftest import CAMPAIGN, counts, friend
 from tests.printcheck import decode_pages, embedded_fonts, pdf_text, word_boxes
 from tests.test_redemption import run_at_once
+from tests.test_web_admin import SETTINGS
+from tests.test_web_rules import default_campaign_id, text_of
 
 GIFT_PACK = {**CAMPAIGN,
              "card_referrer_reward_kind": "service", "card_referrer_reward_amount": 0,
@@ -363,6 +366,206 @@ def test_a_card_whose_campaign_has_ended_pays_today_s_offer_and_the_desk_says_so
         db.session.scalar(select(Campaign).where(Campaign.name == "Smaller offer")).ends_at = utcnow()
     status, offer, page = desk_offer(desk, second.code)
     assert status == 409 and offer == [] and "The referral campaign has ended" in page
+
+
+# The offer printed on cards
+
+# The gift-pack campaign (GIFT_PACK) as its form shows it: saved unchanged, nothing changes.
+GIFT_PACK_FORM = {"name": "Bring a friend", "starts_at": "", "ends_at": "", "covers": "both",
+                  "referrer_reward_kind": "money", "referrer_reward_amount": "200", "referrer_reward_label": "",
+                  "referrer_reward_stage": "redemption",
+                  "friend_reward_kind": "service", "friend_reward_amount": "",
+                  "friend_reward_label": "1 bed-day waived",
+                  "friend_reward_stage": "redemption", "card_rewards_differ": "y",
+                  "card_referrer_reward_kind": "service", "card_referrer_reward_amount": "",
+                  "card_referrer_reward_label": "¥200 meal voucher",
+                  "card_friend_reward_kind": "service", "card_friend_reward_amount": "",
+                  "card_friend_reward_label": "1 bed-day waived (gift pack)",
+                  "voucher_valid_days": "90", "cap_referrals_per_year": "", "cap_value_per_year": "",
+                  "friend_monthly_quota": "", "quota_label": ""}
+# Changes of what a gift-pack card prints (or when it pays), each with the field the refusal is shown next to.
+PRINTED_CHANGES = [
+    ({"card_friend_reward_label": "Half a bed-day waived"}, "card_friend_reward_label"),
+    ({"card_referrer_reward_label": "¥100 meal voucher"}, "card_referrer_reward_label"),
+    ({"card_friend_reward_kind": "money", "card_friend_reward_amount": 5000, "card_friend_reward_label": ""},
+     "card_friend_reward_kind"),
+    ({"friend_reward_stage": "payment"}, "friend_reward_stage"),
+    ({"referrer_reward_stage": "visit"}, "referrer_reward_stage"),
+    # Cards then pay as personal codes do: the friend one bed-day waived, without "(gift pack)".
+    ({f"card_{side}_reward_{part}": None for side in ("referrer", "friend") for part in ("kind", "amount", "label")},
+     "friend_reward_label"),
+]
+# Changes of what no card prints: the days, the codes covered, caps, quota, validity, the name, and the personal
+# codes' rewards when cards pay their own.
+UNPRINTED_CHANGES = {"name": "Gift pack 2027", "ends_at": utcnow() + timedelta(days=30), "covers": "cards",
+                     "cap_referrals_per_year": 5, "cap_value_per_year": 100_000, "friend_monthly_quota": 30,
+                     "quota_label": "gift packs", "voucher_valid_days": 30, "referrer_reward_amount": 15_000,
+                     "friend_reward_label": "Free first consultation", "card_friend_reward_amount": 7}
+
+
+def campaign_row(campaign_id: int) -> dict:
+    row = db.session.get(Campaign, campaign_id, populate_existing=True)
+    snapshot = {column.name: getattr(row, column.name) for column in Campaign.__table__.columns}
+    db.session.rollback()
+    return snapshot
+
+
+def audit_events() -> int:
+    return db.session.scalar(select(func.count()).select_from(AuditEvent))
+
+
+@pytest.mark.parametrize(("change", "field", "through"), [
+    (change, field, through) for change, field in PRINTED_CHANGES for through in ("update_campaign",
+                                                                                  "update_default_campaign")
+    if through == "update_campaign" or not field.endswith("_stage")])  # the default campaign's setter sets no stage
+def test_the_offer_printed_on_cards_that_can_still_be_redeemed_cannot_change(activated, manager_user, change, field,
+                                                                              through):
+    campaign_id = default_campaign_id()
+    before, audited = campaign_row(campaign_id), audit_events()
+    manager = Actor(staff_id=manager_user.id)
+    with pytest.raises(Refused) as refused:
+        if through == "update_campaign":
+            clinic_settings.update_campaign(campaign_id, change, manager)
+        else:
+            clinic_settings.update_default_campaign({**GIFT_PACK, **change}, manager)
+    assert (refused.value.reason, refused.value.status, refused.value.field) == ("offer_printed", 409, field)
+    assert refused.value.message.startswith("3 scratch cards that can still be redeemed print this campaign's offer")
+    assert campaign_row(campaign_id) == before
+    event = db.session.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()))
+    assert audit_events() == audited + 1
+    assert (event.action, event.outcome, event.reason, event.staff_id) == (
+        "campaign.change", "refused", "offer_printed", manager_user.id)
+    assert event.details == {"campaign_id": campaign_id, "cards": 3, "field": field}
+
+
+def test_what_no_card_prints_still_changes(activated, actor):
+    campaign_id = default_campaign_id()
+    clinic_settings.update_campaign(campaign_id, GIFT_PACK | {"covers": "both"}, actor)  # the same terms again
+    clinic_settings.update_campaign(campaign_id, UNPRINTED_CHANGES, actor)
+    row = campaign_row(campaign_id)
+    assert {field: row[field] for field in UNPRINTED_CHANGES} == UNPRINTED_CHANGES
+    # A service's amount and a money reward's label print nowhere: what the card says is the same.
+    assert clinic_settings.printed_card_offer(db.session.get(Campaign, campaign_id)) == (
+        clinic_settings.RewardTerms("service", 0, "1 bed-day waived (gift pack)"),
+        clinic_settings.RewardTerms("service", 0, "¥200 meal voucher"))
+
+
+def test_the_offer_changes_again_once_no_card_can_redeem_it(chinese_clinic, actor, referrer, manager_user):
+    """Redeemed and void cards are owed nothing more; a queued batch's cards will print the offer."""
+    campaign_id = default_campaign_id()
+    batch = generate(2, actor)
+    used, lost = db.session.scalars(select(Card).where(Card.batch_id == batch.id).order_by(Card.id)).all()
+    cards.activate_card(used.serial, referrer.id, actor)
+    redemption.redeem_code(used.code, friend(), actor)
+    assert clinic_settings.cards_carrying_offer(campaign_id) == 1
+    cards.void_card(lost.serial, "Lost on the ward", Actor(staff_id=manager_user.id))
+    assert clinic_settings.cards_carrying_offer(campaign_id) == 0
+    clinic_settings.update_campaign(campaign_id, {"card_friend_reward_label": "Two bed-days waived"}, actor)
+
+    queued = cards.create_batch(4, "classic", False, actor)
+    assert clinic_settings.cards_carrying_offer(campaign_id) == 4
+    with pytest.raises(Refused, match="^4 scratch cards"):
+        clinic_settings.update_campaign(campaign_id, {"card_friend_reward_label": "Three bed-days waived"}, actor)
+    with atomic():
+        db.session.get(CardBatch, queued.id).status = "failed"  # a failed batch has no cards; retried, it prints anew
+    assert clinic_settings.cards_carrying_offer(campaign_id) == 0
+
+
+def test_a_card_redeemed_after_a_refused_change_pays_its_printed_offer(activated, actor, manager_user):
+    with pytest.raises(Refused):
+        clinic_settings.update_campaign(default_campaign_id(), {"card_friend_reward_label": "Half a bed-day waived",
+                                                                "card_referrer_reward_label": "¥50 meal voucher"},
+                                        Actor(staff_id=manager_user.id))
+    result = redemption.redeem_code(activated.code, friend(), actor)
+    assert {voucher.beneficiary: voucher.label for voucher in result.vouchers} == {
+        "friend": "1 bed-day waived (gift pack)", "referrer": "¥200 meal voucher"}
+
+
+def test_a_change_waits_for_a_batch_being_queued_and_then_sees_it(app, actor):
+    """The database orders the two: the batch's INSERT locks its campaign (foreign key), the change locks it FOR
+    UPDATE, so a change that came while a batch was being queued waits for it and is refused (without the lock, on
+    PostgreSQL, it read no batch and changed the offer the batch was about to print)."""
+    campaign_id = default_campaign_id()
+    inserted, proceed, outcome = threading.Event(), threading.Event(), []
+
+    def queue_a_batch():
+        with app.app_context():
+            try:
+                with atomic():
+                    db.session.add(CardBatch(size=5, design="classic", bleed=False, campaign_id=campaign_id))
+                    db.session.flush()
+                    inserted.set()
+                    proceed.wait(10)
+            finally:
+                db.session.remove()
+
+    def change_the_offer():
+        with app.app_context():
+            try:
+                clinic_settings.update_campaign(campaign_id, {"friend_reward_label": "Half a bed-day waived"}, actor)
+                outcome.append("changed")
+            except Refused as refusal:
+                outcome.append(refusal.reason)
+            finally:
+                db.session.remove()
+
+    batch = threading.Thread(target=queue_a_batch)
+    batch.start()
+    assert inserted.wait(10)
+    change = threading.Thread(target=change_the_offer)
+    change.start()
+    change.join(0.5)
+    waited = change.is_alive()
+    proceed.set()
+    batch.join(10)
+    change.join(10)
+    assert waited and outcome == ["offer_printed"]
+    assert campaign_row(campaign_id)["friend_reward_label"] == "1 bed-day waived"
+
+
+def test_the_campaign_form_refuses_a_change_of_the_printed_offer_and_says_what_to_do(manager, activated):
+    campaign_id = default_campaign_id()
+    page = text_of(manager.get(f"/admin/campaigns/{campaign_id}"))
+    assert "3 scratch cards that can still be redeemed print this campaign's offer" in page
+    before, audited = campaign_row(campaign_id), audit_events()
+    for url in (f"/admin/campaigns/{campaign_id}", "/admin/campaign"):  # the default campaign's former page too
+        refused = manager.post(url, {**GIFT_PACK_FORM, "card_friend_reward_label": "Half a bed-day waived"})
+        page = text_of(refused)
+        assert refused.status_code == 409
+        assert "Nothing was saved" in page and 'value="Half a bed-day waived"' in page
+        error = re.search(r'<p class="field-error" id="card_friend_reward_label-error" role="alert">([^<]*)</p>', page)
+        assert error and error.group(1).startswith("3 scratch cards that can still be redeemed print")
+        assert "create a new campaign; ending this one makes its unredeemed cards pay the campaign in force" in page
+    assert campaign_row(campaign_id) == before and audit_events() == audited + 2
+
+    saved = manager.post(f"/admin/campaigns/{campaign_id}",
+                         {**GIFT_PACK_FORM, "name": "Gift pack", "ends_at": "2099-12-31"})
+    assert saved.status_code == 303
+    assert campaign_row(campaign_id)["name"] == "Gift pack"
+
+
+def test_the_campaign_form_says_posters_printed_earlier_keep_their_offer(manager):
+    page = text_of(manager.get(f"/admin/campaigns/{default_campaign_id()}"))
+    assert "Posters print the friend's reward in force on the day they are made, and keep showing it" in page
+    assert "scratch cards that can still be redeemed" not in page  # no card printed yet
+
+
+def test_the_currency_stays_while_cards_print_an_amount_in_it(manager, activated, actor):
+    """A card printed "CN¥200.00 off" would pay ¥200 in yen; cards that print only services do not hold it."""
+    settings = {**SETTINGS, "currency": "JPY"}
+    assert manager.post("/admin/settings", settings).status_code == 303  # the gift pack prints services only
+    assert manager.post("/admin/settings", {**settings, "currency": "CNY"}).status_code == 303
+    campaign_id = default_campaign_id()
+    for batch_id in db.session.scalars(select(CardBatch.id)).all():
+        cards.void_batch(batch_id, "Reprinted with money off", actor)
+    clinic_settings.update_campaign(campaign_id, {"card_friend_reward_kind": "money",
+                                                  "card_friend_reward_amount": 5000}, actor)
+    generate(2, actor)
+    refused = manager.post("/admin/settings", settings)
+    assert refused.status_code == 422
+    assert ("2 scratch cards that can still be redeemed print amounts in CNY: the currency cannot change while "
+            "they are out.") in text_of(refused)
+    assert clinic_settings.current_clinic().currency == "CNY"
 
 
 def test_cards_not_activated_or_void_are_refused_with_their_own_message(chinese_clinic, actor, referrer):

@@ -4,7 +4,7 @@ from clinic.models.api_token import ApiToken
 from clinic.models.audit import AuditEvent
 from clinic.models.branch import Branch
 from clinic.models.campaign import Campaign, RewardKind
-from clinic.models.card import BatchStatus, Card, CardBatch, CardStatus, IssuedCode
+from clinic.models.card import UNREDEEMED_CARD_STATUSES, BatchStatus, Card, CardBatch, CardStatus, IssuedCode
 from clinic.models.clinic import Clinic
 from clinic.models.idempotency import FormSubmission
 from clinic.models.patient import Patient
@@ -39,6 +39,7 @@ __all__ = [
     "Card",
     "CardBatch",
     "CardStatus",
+    "UNREDEEMED_CARD_STATUSES",
     "IssuedCode",
     "Campaign",
     "Clinic",

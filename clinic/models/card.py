@@ -24,6 +24,11 @@ class CardStatus(str, Enum):
     VOID = "void"
 
 
+# A card neither redeemed nor void: it can still be given out and redeemed, so the offer printed on it is still
+# owed, and it can still be voided.
+UNREDEEMED_CARD_STATUSES = (CardStatus.PRINTED.value, CardStatus.ACTIVATED.value)
+
+
 class CardBatch(db.Model):
     """A print run of scratch cards. Its cards exist only once the whole run has succeeded."""
 

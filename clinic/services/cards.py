@@ -23,7 +23,7 @@ from sqlalchemy.orm import joinedload
 
 from clinic.extensions import db
 from clinic.i18n import format_moment
-from clinic.models import BatchStatus, Card, CardBatch, CardStatus, IssuedCode, Patient
+from clinic.models import UNREDEEMED_CARD_STATUSES, BatchStatus, Card, CardBatch, CardStatus, IssuedCode, Patient
 from clinic.models._time import utcnow
 from clinic.services import audit, jobs
 from clinic.services.card_sheet import BLEED, CARD_HEIGHT, CARD_WIDTH, PrintedCard, write_card_sheets
@@ -365,7 +365,7 @@ def _card_by_serial(serial: str) -> Card | None:
     return db.session.scalar(select(Card).where(Card.serial == serial).execution_options(populate_existing=True))
 
 
-VOIDABLE = (CardStatus.PRINTED.value, CardStatus.ACTIVATED.value)
+VOIDABLE = UNREDEEMED_CARD_STATUSES  # until it is redeemed
 
 
 def void_card(raw_serial: str | None, reason: str | None, actor: Actor) -> Card:

@@ -5,18 +5,31 @@ from __future__ import annotations
 import io
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from clinic.extensions import db
 from clinic.i18n import LANGUAGES, current_language
-from clinic.models import Campaign, Clinic, Referral, RewardKind, Voucher, VoucherStatus
+from clinic.models import (
+    UNREDEEMED_CARD_STATUSES,
+    BatchStatus,
+    Campaign,
+    Card,
+    CardBatch,
+    Clinic,
+    Referral,
+    RewardKind,
+    Voucher,
+    VoucherStatus,
+)
 from clinic.services import audit
 from clinic.services.errors import Refused, stored_by_the_server
 from clinic.services.images import bytes_after_image
@@ -155,22 +168,33 @@ CAMPAIGN_MONEY_FIELDS = ("referrer_reward_amount", "friend_reward_amount", "card
 
 
 def _move_campaigns_to_currency(old: str, new: str) -> dict:
-    """Before the clinic's currency changes: refuse once money was given in the old one; else keep campaigns' amounts.
+    """Before the clinic's currency changes: refuse once money was given or printed on cards in the old one; else keep
+    campaigns' amounts.
 
     Vouchers, rewards and paid amounts were given in the old currency, and the yearly caps count them: after the
-    first referral the currency stays (a clinic sets it up once). Before that, a campaign's amounts keep the number the
-    manager typed (200.00 CNY becomes 200 JPY), not its minor units (20000, which would read 20,000 JPY); an amount the
-    new currency cannot show (199.99 in JPY, which has no decimals), or one whose minor units would not fit its column
-    (2,000,000,000 JPY is 200,000,000,000 fen), is refused, for the manager to change first.
+    first referral the currency stays (a clinic sets it up once); so it does while scratch cards that can still be
+    redeemed print an amount in it (a card saying CN¥200.00 would pay ¥200). Before that, a campaign's amounts keep
+    the number the manager typed (200.00 CNY becomes 200 JPY), not its minor units (20000, which would read 20,000
+    JPY); an amount the new currency cannot show (199.99 in JPY, which has no decimals), or one whose minor units
+    would not fit its column (2,000,000,000 JPY is 200,000,000,000 fen), is refused, for the manager to change first.
     Returns the amounts changed, for the audit log.
     """
     if db.session.scalar(select(Voucher.id).limit(1)) or db.session.scalar(select(Referral.id).limit(1)):
         raise Refused("currency_in_use", _("The currency cannot change once friends have been referred or vouchers "
                                            "issued: their amounts are in %(currency)s.", currency=old),
                       field="currency")
+    campaigns = list(db.session.scalars(select(Campaign).order_by(Campaign.id)))
+    printed = sum(cards_carrying_offer(campaign.id) for campaign in campaigns
+                  if any(terms.kind == RewardKind.MONEY.value for terms in printed_card_offer(campaign)))
+    if printed:
+        raise Refused("currency_printed", ngettext(
+            "%(num)d scratch card that can still be redeemed prints an amount in %(currency)s: the currency cannot "
+            "change while it is out.",
+            "%(num)d scratch cards that can still be redeemed print amounts in %(currency)s: the currency cannot "
+            "change while they are out.", printed, currency=old), field="currency")
     shift = minor_digits(new) - minor_digits(old)
     moved = {}
-    for campaign in db.session.scalars(select(Campaign).order_by(Campaign.id)):
+    for campaign in campaigns:
         for field in CAMPAIGN_MONEY_FIELDS:
             amount = getattr(campaign, field)
             if not amount or not shift:
@@ -192,15 +216,27 @@ def _move_campaigns_to_currency(old: str, new: str) -> dict:
 
 
 def update_default_campaign(values: dict, actor: Actor) -> Campaign:
-    with atomic():
-        campaign = default_campaign()
-        if campaign is None:
-            campaign = Campaign(is_default=True, name=values.get("name") or "Refer a friend")
-            db.session.add(campaign)
-            db.session.flush()
-        changes = _apply(campaign, values, CAMPAIGN_FIELDS)
-        if changes:
-            audit.record("campaign.changed", actor, campaign_id=campaign.id, changes=changes)
+    """Set the default campaign's rewards (the demo and setup scripts), creating it the first time.
+
+    Its printed offer is kept as :func:`update_campaign` keeps it.
+    """
+    values = {field: values[field] for field in CAMPAIGN_FIELDS if field in values}
+    try:
+        with atomic():
+            campaign = db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True)).limit(1)
+                                         .with_for_update().execution_options(populate_existing=True))
+            if campaign is None:
+                campaign = Campaign(is_default=True, name=values.get("name") or "Refer a friend")
+                db.session.add(campaign)
+                db.session.flush()
+            else:
+                _keep_printed_offer(campaign, values)
+            changes = _apply(campaign, values, CAMPAIGN_FIELDS)
+            if changes:
+                audit.record("campaign.changed", actor, campaign_id=campaign.id, changes=changes)
+    except PrintedOfferRefused as refusal:
+        refusal.record(actor)
+        raise
     return campaign
 
 
@@ -226,17 +262,103 @@ def update_campaign(campaign_id: int, values: dict, actor: Actor) -> Campaign:
     """Change a campaign's terms for redemptions from now on.
 
     Rewards already promised keep the terms of their redemption (each ``Reward`` row holds them),
-    so no voucher, issued or pending, changes value here.
+    so no voucher, issued or pending, changes value here. The offer printed on scratch cards that can still
+    be redeemed cannot change at all (:func:`_keep_printed_offer`).
     """
-    with atomic():
-        campaign = db.session.get(Campaign, campaign_id)
-        if campaign is None:
-            raise Refused("not_found", _("No such campaign."), status=404)
-        _check_campaign_rules({field: getattr(campaign, field) for field in CAMPAIGN_RULE_FIELDS} | values)
-        changes = _apply(campaign, values, CAMPAIGN_RULE_FIELDS)
-        if changes:
-            audit.record("campaign.changed", actor, campaign_id=campaign.id, changes=changes)
+    try:
+        with atomic():
+            # Locked (PostgreSQL; SQLite's write lock already orders it) against a batch being queued meanwhile:
+            # inserting a batch locks the campaign it names (its foreign key), so one of the two waits for the other.
+            campaign = db.session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
+            if campaign is None:
+                raise Refused("not_found", _("No such campaign."), status=404)
+            _check_campaign_rules({field: getattr(campaign, field) for field in CAMPAIGN_RULE_FIELDS} | values)
+            _keep_printed_offer(campaign, values)
+            changes = _apply(campaign, values, CAMPAIGN_RULE_FIELDS)
+            if changes:
+                audit.record("campaign.changed", actor, campaign_id=campaign.id, changes=changes)
+    except PrintedOfferRefused as refusal:
+        refusal.record(actor)
+        raise
     return campaign
+
+
+def printed_card_offer(campaign) -> tuple[RewardTerms, RewardTerms]:
+    """What a scratch card printed with this campaign promises: the friend's reward and the referrer's.
+
+    The card prints each as :meth:`RewardTerms.describe` words it (an amount off, or a named service), so a money
+    reward's label and a service's amount, which print nowhere, are left out. The stage stays in: the card tells the
+    friend to show it at the front desk, and a reward moved from that moment to a first payment is not what it said.
+    ``campaign`` is a campaign or anything with its attributes (the terms a form proposes).
+    """
+    return tuple(replace(terms, label="") if terms.kind == RewardKind.MONEY.value else replace(terms, amount=0)
+                 for terms in (card_friend_reward(campaign), card_referrer_reward(campaign)))
+
+
+def cards_carrying_offer(campaign_id: int) -> int:
+    """How many scratch cards print this campaign's offer and can still be redeemed.
+
+    The cards neither redeemed nor void, and every card of a batch queued or being printed (its sheets print the
+    offer as it is when its job runs). A failed batch has no cards; retried, it prints the offer of that moment.
+    """
+    printed = db.session.scalar(select(func.count(Card.id)).join(CardBatch, Card.batch_id == CardBatch.id)
+                                .where(CardBatch.campaign_id == campaign_id,
+                                       Card.status.in_(UNREDEEMED_CARD_STATUSES)))
+    coming = db.session.scalar(select(func.coalesce(func.sum(CardBatch.size), 0))
+                               .where(CardBatch.campaign_id == campaign_id,
+                                      CardBatch.status.in_((BatchStatus.QUEUED.value, BatchStatus.RUNNING.value))))
+    return printed + coming
+
+
+class PrintedOfferRefused(Refused):
+    """A change of the offer printed on scratch cards that can still be redeemed (see :func:`_keep_printed_offer`)."""
+
+    def __init__(self, campaign_id: int, cards: int, field: str):
+        super().__init__("offer_printed", ngettext(
+            "%(num)d scratch card that can still be redeemed prints this campaign's offer: what each side gets, and "
+            "when, cannot change while it is out. To offer something else, create a new campaign; ending this one "
+            "makes its unredeemed card pay the campaign in force (the desk says so).",
+            "%(num)d scratch cards that can still be redeemed print this campaign's offer: what each side gets, and "
+            "when, cannot change while they are out. To offer something else, create a new campaign; ending this one "
+            "makes its unredeemed cards pay the campaign in force (the desk says so).", cards),
+            field=field, status=409)
+        self.campaign_id, self.cards = campaign_id, cards
+
+    def record(self, actor: Actor) -> None:
+        """Audited, after the refused transaction: a manager tried to change what printed cards promise."""
+        audit.record_refusal("campaign.change", actor, self.reason, campaign_id=self.campaign_id, cards=self.cards,
+                             field=self.field)
+
+
+def _keep_printed_offer(campaign: Campaign, values: dict) -> None:
+    """Refuse a change of the offer printed on the campaign's scratch cards while any of them can be redeemed.
+
+    A card pays its batch's campaign while that runs (rewards.campaign_for_card): edited terms would pay the friend
+    and the patient in whose hands the card is something else than it says. Not printed, and free to change: the
+    days the campaign runs (ending it makes its cards pay the campaign in force, and the desk says so), which codes
+    it covers, caps, quotas, the vouchers' validity (each voucher shows its own) and the name. Refused even where the
+    change favours the patient (a larger amount): the card would then no longer say what it pays, and a clinic that
+    wants to give more makes a new campaign and ends this one, which its cards then follow.
+    """
+    proposed = SimpleNamespace(**{field: getattr(campaign, field) for field in CAMPAIGN_RULE_FIELDS} | values)
+    before, after = printed_card_offer(campaign), printed_card_offer(proposed)
+    if before == after:
+        return
+    count = cards_carrying_offer(campaign.id)
+    if count:
+        raise PrintedOfferRefused(campaign.id, count, _changed_offer_field(before, after, proposed))
+
+
+def _changed_offer_field(before: tuple[RewardTerms, RewardTerms], after: tuple[RewardTerms, RewardTerms],
+                         proposed) -> str:
+    """The form field to show the refusal next to: the first that changes the printed offer."""
+    side, old, new = ("friend", before[0], after[0]) if before[0] != after[0] else ("referrer", before[1], after[1])
+    if old.stage != new.stage:
+        return f"{side}_reward_stage"
+    prefix = f"card_{side}" if getattr(proposed, f"card_{side}_reward_kind") else side
+    if old.kind != new.kind:
+        return f"{prefix}_reward_kind"
+    return f"{prefix}_reward_amount" if new.kind == RewardKind.MONEY.value else f"{prefix}_reward_label"
 
 
 def _check_campaign_rules(values: dict) -> None:

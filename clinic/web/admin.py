@@ -103,7 +103,7 @@ def new_campaign():
     form = CampaignForm()
     if request.method == "POST":
         return _save_campaign(form, None)
-    return render_template("admin/campaign.html", form=form, campaign=None)
+    return _campaign_page(form, None)
 
 
 @bp.route("/campaigns/<int:campaign_id>", methods=["GET", "POST"])
@@ -115,12 +115,14 @@ def edit_campaign(campaign_id: int):
         return _save_campaign(CampaignForm(), campaign)
     form = CampaignForm(obj=campaign)
     form.fill_from(campaign, clinic_settings.current_clinic().currency)
-    return render_template("admin/campaign.html", form=form, campaign=campaign)
+    return _campaign_page(form, campaign)
 
 
 def _save_campaign(form: CampaignForm, campaign: Campaign | None):
-    """Create or update from the posted form; on any problem the same form comes back with 422."""
+    """Create or update from the posted form; on any problem the same form comes back with 422 (409 for a change
+    of the offer printed on cards)."""
     values = form.campaign_values(clinic_settings.current_clinic().currency)
+    status = 422
     if values is not None:
         try:
             if campaign is None:
@@ -129,11 +131,18 @@ def _save_campaign(form: CampaignForm, campaign: Campaign | None):
                 saved = clinic_settings.update_campaign(campaign.id, values, current_actor())
         except Refused as refusal:
             form.add_error(refusal.field, refusal.message)
+            status = refusal.status
         else:
             flash(_("Campaign “%(name)s” saved. Rewards already promised and vouchers already issued keep "
                     "their terms.", name=saved.name))
             return redirect(url_for("admin.campaigns"), code=303)
-    return render_template("admin/campaign.html", form=form, campaign=campaign), 422
+    return _campaign_page(form, campaign), status
+
+
+def _campaign_page(form: CampaignForm, campaign: Campaign | None) -> str:
+    """The campaign form, saying how many scratch cards print the campaign's offer (which then cannot change)."""
+    printed_cards = clinic_settings.cards_carrying_offer(campaign.id) if campaign else 0
+    return render_template("admin/campaign.html", form=form, campaign=campaign, printed_cards=printed_cards)
 
 
 @bp.route("/vouchers/<int:voucher_id>/void", methods=["GET", "POST"])

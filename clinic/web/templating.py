@@ -106,6 +106,7 @@ AUDIT_LABELS = {
     "logout": _l("Logged out"),
     "settings.changed": _l("Settings changed"),
     "campaign.changed": _l("Campaign changed"),
+    "campaign.change": _l("Campaign change attempt"),
     "staff.created": _l("Staff account created"),
     "staff.disabled": _l("Staff account disabled (logged out everywhere)"),
     "staff.enabled": _l("Staff account enabled"),
