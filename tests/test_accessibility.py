@@ -435,6 +435,14 @@ def unknown_card_serial(journey, site):
     return page
 
 
+def message_settings_on_an_unknown_channel(journey, site):
+    page = journey.staff_page(MANAGER)
+    page.goto(f"/patients/{enrol(site).patient_id}")
+    page.locator("#preferred_channel").evaluate("select => { select.options[0].value = 'pigeon'; select.selectedIndex = 0; }")
+    submit(page, "#messages form")
+    return page
+
+
 def webhook_without_events(journey, site):
     page = journey.staff_page(MANAGER)
     page.goto("/admin/webhooks")
@@ -497,6 +505,7 @@ def batch_void_without_reason(journey, site):
 
 # The forms whose fields are drawn by hand (no WTForms form), each sent back with an error.
 FORMS_WITH_AN_ERROR = {"poster-consent": stale_poster_consent, "card-serial": unknown_card_serial,
+                       "message-settings": message_settings_on_an_unknown_channel,
                        "webhook": webhook_without_events, "branch": branch_without_name,
                        "staff-branch": staff_sent_to_a_branch_gone_meanwhile,
                        "notifications": notification_with_an_unknown_placeholder,
