@@ -274,6 +274,15 @@ class Journey:
         return self.watch.problems
 
 
+def watched(journey: Journey, tolerated: tuple[str, ...] = ()):
+    """A journey fixture's body: the journey for the test, then its browsers closed, and the test failed when a
+    page reported a problem (console error, page error, CSP violation) other than one containing a ``tolerated`` text."""
+    yield journey
+    problems = [problem for problem in journey.close() if not any(text in problem for text in tolerated)]
+    if problems:
+        pytest.fail("The browser reported problems:\n" + "\n".join(problems), pytrace=False)
+
+
 def log_in(page, email: str, password: str = PASSWORD) -> None:
     page.goto("/login")
     page.fill("input[name=email]", email)

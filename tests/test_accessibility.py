@@ -14,8 +14,14 @@ import re
 import pytest
 from axe_playwright_python.base import AXE_SCRIPT
 from playwright.sync_api import expect
+from sqlalchemy import select
 
+from clinic.models import Patient, Referral
 from clinic.services import clinic_settings
+from clinic.services.branches import create_branch, list_branches
+from clinic.services.cards import print_personal_card
+from clinic.services.milestones import record_payment, record_visit
+from clinic.services.patients import PatientDetails, enrol_patient
 from clinic.services.tiers import TierRules, create_tier, list_tiers
 from clinic.services.transaction import Actor
 from tests.browser_harness import (
@@ -29,15 +35,13 @@ from tests.browser_harness import (
     new_phone,
     redeem,
     restore_look,
+    watched,
 )
 
 pytestmark = pytest.mark.browser
 
 # What fails a page: a violation of any level axe-core reports, minor ones included.
 EVERY_IMPACT = {"minor", "moderate", "serious", "critical"}
-# templates/patients/show.html is being reworked elsewhere: its cards and vouchers tables still have a column
-# without a header (axe: empty-table-header, minor), so the patient page is held to the rest.
-PATIENT_PAGE_IMPACTS = {"moderate", "serious", "critical"}
 # Brand colours a clinic may pick, each unreadable under white text or as text on white.
 HARD_BRAND_COLOURS = {"yellow": "#facc15", "lime": "#84cc16", "pale": "#e0f2fe"}
 # A form sent with errors on purpose comes back with 422 and its errors, which Chromium logs as a failed resource.
@@ -46,11 +50,8 @@ REFUSED_FORM = "the server responded with a status of 422"
 
 @pytest.fixture
 def journey(chromium, site, request):
-    journey = Journey(chromium, site, f"a11y-{request.node.originalname.removeprefix('test_')}")
-    yield journey
-    problems = [problem for problem in journey.close() if REFUSED_FORM not in problem]
-    if problems:
-        pytest.fail("The browser reported problems:\n" + "\n".join(problems), pytrace=False)
+    name = f"a11y-{request.node.originalname.removeprefix('test_')}"
+    yield from watched(Journey(chromium, site, name), (REFUSED_FORM,))
 
 
 def axe(page, rules: list[str] | None = None) -> list[dict]:
@@ -299,13 +300,14 @@ def test_manager_pages_pass_axe(journey, site):
     ensure_campaign(site)
     ensure_tier(site)
     redeemed = redeem(site)
+    with site.database():  # the patient page's tables of cards and vouchers, each with a column of links
+        batch_id = print_personal_card(redeemed.referrer.patient_id, "classic", Actor()).id
     page = journey.staff_page(MANAGER)
-    page.goto(f"/patients/{redeemed.referrer.patient_id}")
-    expect_accessible(page, PATIENT_PAGE_IMPACTS)
-    for path in ("/patients/", f"/patients/{redeemed.referrer.patient_id}/welcome",
+    for path in (f"/patients/{redeemed.referrer.patient_id}", f"/cards/batches/{batch_id}",
+                 "/patients/", f"/patients/{redeemed.referrer.patient_id}/welcome",
                  "/admin/dashboard", "/admin/settings", "/admin/campaigns", "/admin/campaigns/new", "/admin/audit",
                  "/cards/", "/admin/staff", "/admin/branches", "/admin/reviews", "/admin/posters", "/admin/import",
-                 "/admin/tiers", "/admin/honours", "/admin/webhooks", "/admin/notifications"):
+                 "/admin/tiers", "/admin/honours", "/admin/webhooks", "/admin/notifications", "/admin/api-tokens/"):
         page.goto(path)
         expect_accessible(page)
     page.goto("/patients/new")
@@ -376,3 +378,220 @@ def test_staff_pages_fit_a_phone(journey, site):
         page.goto(path)
         expect_no_sideways_scroll(page)
         expect_accessible(page)
+
+
+# The ids a field is described by: its own, or its group's (a fieldset of checkboxes says its errors once, on entry).
+DESCRIBED_BY = "field => field.getAttribute('aria-describedby') || field.closest('fieldset')?.getAttribute('aria-describedby')"
+
+
+def expect_errors_said_with_their_fields(page) -> None:
+    """Each error message on the page is the description (aria-describedby) of the field it is about, which says it
+    with its name; a field marked invalid is described by its errors; the keyboard starts on the first such field."""
+    errors = page.locator("main .field-error")
+    assert errors.count(), f"{page.url}: no error shown"
+    for error in errors.all():
+        error_id = error.get_attribute("id")
+        assert error_id, f"{page.url}: an error without an id, which no field can point at: {error.inner_text()}"
+        described = page.locator(f"main [aria-describedby~='{error_id}']")
+        assert described.count(), f"{page.url}: no field is described by its error “{error.inner_text()}”"
+        for element in described.all():
+            expect(element).to_have_accessible_description(re.compile(re.escape(error.inner_text().strip())))
+    for field in page.locator("main [aria-invalid=true]").all():
+        ids = (field.evaluate(DESCRIBED_BY) or "").split()
+        assert any(page.locator(f"[id='{i}'].field-error").count() for i in ids), \
+            f"{page.url}: {field.get_attribute('name')} is marked invalid but does not say why"
+    first = page.locator("main .field-error").first.get_attribute("id")
+    focused = page.locator(":focus")
+    expect(focused).to_have_count(1)
+    assert first in (focused.evaluate(DESCRIBED_BY) or "").split(), \
+        f"{page.url}: the keyboard is not on the first field to correct but on {focused.evaluate('f => f.outerHTML')[:200]}"
+
+
+def submit(page, form: str) -> None:
+    with page.expect_navigation():
+        page.locator(f"{form} button[type=submit]").first.click()
+
+
+def stale_poster_consent(journey, site):
+    """The patient agrees to have their name printed, but another member of staff removed the name meanwhile."""
+    patient_id = enrol(site).patient_id
+    with site.database() as session:
+        session.get(Patient, patient_id).name_on_posters = False
+        session.commit()
+    page = journey.staff_page(MANAGER)
+    page.goto(f"/patients/{patient_id}")
+    with site.database() as session:
+        session.get(Patient, patient_id).display_name = ""
+        session.commit()
+    submit(page, f"form[action$='/patients/{patient_id}/poster-consent']")
+    return page
+
+
+def unknown_card_serial(journey, site):
+    page = journey.staff_page(MANAGER)
+    page.goto(f"/patients/{enrol(site).patient_id}")
+    page.fill("#serial", "B001-00O3X")  # mistyped: a letter O for a zero, and a stray X
+    submit(page, "form[action*='/cards/activate/']")
+    return page
+
+
+def message_settings_on_an_unknown_channel(journey, site):
+    page = journey.staff_page(MANAGER)
+    page.goto(f"/patients/{enrol(site).patient_id}")
+    page.locator("#preferred_channel").evaluate("select => { select.options[0].value = 'pigeon'; select.selectedIndex = 0; }")
+    submit(page, "#messages form")
+    return page
+
+
+def webhook_without_events(journey, site):
+    page = journey.staff_page(MANAGER)
+    page.goto("/admin/webhooks")
+    page.fill("#url", "https://his.example/hooks")
+    submit(page, "main form[method=post]")
+    return page
+
+
+def branch_without_name(journey, site):
+    page = journey.staff_page(MANAGER)
+    page.goto("/admin/branches")
+    submit(page, "form[action$='/admin/branches']")
+    return page
+
+
+def staff_sent_to_a_branch_gone_meanwhile(journey, site):
+    with site.database():
+        if not list_branches():
+            create_branch("North", "", Actor())
+    page = journey.staff_page(MANAGER)
+    page.goto("/admin/branches")
+    page.locator("select[name^=branch-]").first.evaluate("select => { select.options[1].value = '999999'; "
+                                                        "select.selectedIndex = 1; }")
+    submit(page, "form[action$='/branches/staff']")
+    return page
+
+
+def notification_with_an_unknown_placeholder(journey, site):
+    page = journey.staff_page(MANAGER)
+    page.goto("/admin/notifications")
+    page.locator("main textarea").first.fill("Hello {nobody}")
+    submit(page, "main form[method=post]")
+    return page
+
+
+def card_batch_of_an_unknown_design(journey, site):
+    page = journey.staff_page(MANAGER)
+    page.goto("/cards/")
+    page.locator("#design").evaluate("select => { select.options[0].value = 'gold-leaf'; select.selectedIndex = 0; }")
+    submit(page, "form[action$='/cards/batches']")
+    return page
+
+
+def api_token_without_name_or_scope(journey, site):
+    page = journey.staff_page(MANAGER)
+    page.goto("/admin/api-tokens/")
+    submit(page, "main form[method=post]")
+    return page
+
+
+def batch_void_without_reason(journey, site):
+    ensure_campaign(site)  # the one that covers cards
+    with site.database():
+        batch_id = print_personal_card(enrol(site).patient_id, "classic", Actor()).id
+    page = journey.staff_page(MANAGER)
+    page.goto(f"/cards/batches/{batch_id}")
+    submit(page, "form[action$='/void']")
+    return page
+
+
+# The forms whose fields are drawn by hand (no WTForms form), each sent back with an error.
+FORMS_WITH_AN_ERROR = {"poster-consent": stale_poster_consent, "card-serial": unknown_card_serial,
+                       "message-settings": message_settings_on_an_unknown_channel,
+                       "webhook": webhook_without_events, "branch": branch_without_name,
+                       "staff-branch": staff_sent_to_a_branch_gone_meanwhile,
+                       "notifications": notification_with_an_unknown_placeholder,
+                       "card-batch": card_batch_of_an_unknown_design, "api-token": api_token_without_name_or_scope,
+                       "batch-void": batch_void_without_reason}
+
+
+@pytest.mark.parametrize("form", FORMS_WITH_AN_ERROR.values(), ids=FORMS_WITH_AN_ERROR.keys())
+def test_hand_drawn_form_errors_are_said_with_their_field(journey, site, form):
+    """Forms checked without WTForms tie their errors to their fields as templates/_macros.html's field() does: a
+    screen reader says the error with the field, the field is marked invalid, and the keyboard starts there."""
+    page = form(journey, site)
+    assert page.locator("main .field-error").count(), "the form came back with its error"
+    journey.shot(page, form.__name__.replace("_", "-"))
+    expect_errors_said_with_their_fields(page)
+    expect_accessible(page)
+
+
+# What the search's live region says, per language: one patient found, several, none.
+FOUND = {"en": ("1 patient found", "{n} patients found", "No patient matches “{q}”."),
+         "zh_CN": ("找到1位患者", "找到{n}位患者", "没有与“{q}”匹配的患者。")}
+
+
+def test_patient_search_results_are_announced(journey, site):
+    """htmx swaps the results under the search field as staff type: a live region, which stays in place (a region
+    put in the page with its text is not read), says how many patients were found."""
+    referrer = enrol(site)
+    name = f"{PEOPLE[site.language]['friend'][0]} {new_phone()}"  # a name no other test gives
+    with site.database():
+        for _ in range(3):
+            enrol_patient(PatientDetails(full_name=name, phone=new_phone()), Actor())
+    one, many, none = FOUND[site.language]
+    page = journey.staff_page(DESK)
+    page.goto("/patients/")
+    region = page.locator("#patient-count")
+    expect(region).to_have_attribute("role", "status")
+    assert not region.evaluate("region => region.closest('#patient-rows')"), "the region is not what htmx replaces"
+    region.evaluate("region => { region.dataset.kept = 'yes'; }")
+    for step, query, said in (("one", referrer.code, one), ("several", name, many.format(n=3)),
+                              ("none", "zqzqzq", none.format(q="zqzqzq"))):
+        page.fill("#q", query)
+        expect(page.locator("#patient-count[data-kept=yes]")).to_have_text(said)
+        journey.shot(page, step)
+    expect_accessible(page)
+
+
+# Each bar, bar segment and legend swatch of the dashboard's charts against the card behind it (WCAG 1.4.11: 3:1).
+CHART_FILLS = """() => {
+  const rgb = colour => (colour.match(/[\\d.]+/g) || []).map(Number);
+  const luminance = ([r, g, b]) => [r, g, b].map(c => c / 255).map(c => c <= 0.04045 ? c / 12.92
+    : ((c + 0.055) / 1.055) ** 2.4).reduce((sum, c, i) => sum + c * [0.2126, 0.7152, 0.0722][i], 0);
+  const contrast = (a, b) => { const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p);
+                               return (x + .05) / (y + .05); };
+  const over = (colour, alpha, ground) => colour.slice(0, 3).map((c, i) => c * alpha + ground[i] * (1 - alpha));
+  const card = [255, 255, 255];
+  return [...document.querySelectorAll(".chart rect:not(.bar-hit):not(.share-none), .swatch, .spark rect")]
+    .map(element => {
+      const style = getComputedStyle(element);
+      const svg = element instanceof SVGElement;
+      const colour = rgb(svg ? style.fill : style.backgroundColor);
+      const alpha = (colour.length > 3 ? colour[3] : 1) * parseFloat(svg ? style.fillOpacity : "1") *
+                    parseFloat(style.opacity);
+      return {what: element.getAttribute("class"), contrast: contrast(over(colour, alpha, card), card)};
+    });
+}"""
+
+
+@pytest.mark.parametrize("colour", [*HARD_BRAND_COLOURS.values(), "#1d4ed8"], ids=[*HARD_BRAND_COLOURS, "blue"])
+def test_dashboard_charts_stand_out_on_any_brand_colour(journey, site, colour):
+    """The dashboard draws its bars in the brand colour: a pale or yellow brand still gives bars that stand out from
+    the white card at 3:1 (WCAG 1.4.11), the lighter "registered" bars included."""
+    redeemed = redeem(site)
+    with site.database() as session:
+        friend_id = session.scalar(select(Referral.friend_id).where(Referral.referrer_id == redeemed.referrer.patient_id))
+        record_visit(friend_id, Actor())
+        record_payment(friend_id, 30000, Actor())
+        clinic_settings.update_clinic({"brand_colour": colour}, Actor())
+    try:
+        page = journey.staff_page(MANAGER)
+        page.goto("/admin/dashboard")
+        fills = page.evaluate(CHART_FILLS)
+        drawn = {fill["what"] for fill in fills}
+        assert {"bar-registered", "bar-paid", "funnel-bar funnel-bar-1", "share-code"} <= drawn, drawn
+        faint = [fill for fill in fills if fill["contrast"] < 3]
+        assert not faint, "chart parts that do not stand out from the card:\n" + "\n".join(map(str, faint))
+        expect_accessible(page)
+        journey.shot(page, f"dashboard-{colour.lstrip('#')}")
+    finally:
+        restore_look(site)

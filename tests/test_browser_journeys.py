@@ -42,6 +42,7 @@ from tests.browser_harness import (
     log_in,
     new_phone,
     redeem,
+    watched,
 )
 
 pytestmark = pytest.mark.browser
@@ -94,11 +95,7 @@ def browser(chromium):
 @pytest.fixture
 def journey(request, browser, site):
     """The journey's browsers; after the test, no page may have logged an error or a CSP violation."""
-    journey = Journey(browser, site, JOURNEYS[request.node.originalname])
-    yield journey
-    problems = journey.close()
-    if problems:
-        pytest.fail("The browser reported problems:\n" + "\n".join(problems), pytrace=False)
+    yield from watched(Journey(browser, site, JOURNEYS[request.node.originalname]))
 
 
 def expect_language(page, language: str, words: list[str]) -> None:

@@ -1,5 +1,6 @@
 """Enrolment, search, the patient page, the welcome slip and rotating the progress link."""
 
+import html
 import re
 
 import pytest
@@ -8,6 +9,7 @@ from sqlalchemy import select
 from clinic.extensions import db
 from clinic.models import Patient
 from clinic.services import codes
+from clinic.services import patients as patient_service
 from tests.conftest import counts
 
 ENROL = {"full_name": "Li Na", "display_name": "Na", "phone": "+86 138-0013-8000", "external_id": "MRN-77"}
@@ -99,6 +101,27 @@ def test_live_search_finds_by_name_phone_record_number_and_code(desk, make_patie
     assert "138****8000" in rows or "+86****8000" in rows or "+86" in rows
 
 
+def test_live_search_says_how_many_it_found(desk, make_patient, monkeypatch):
+    """The sentence a screen reader hears after each search (#patient-count, filled out of band into the page's live
+    region; tests/test_accessibility.py checks it is read): a count, and at the limit that the list is cut."""
+    monkeypatch.setattr(patient_service, "SEARCH_LIMIT", 2)
+    for name in ("Li Na", "Li Na", "Li Na", "Wang Wu"):
+        make_patient(full_name=name)
+
+    def said(query: str) -> str:
+        rows = desk.get("/patients/", query_string={"q": query}, htmx=True).get_data(as_text=True)
+        found = re.search(r'<p id="patient-count" hx-swap-oob="innerHTML">([^<]*)</p>', rows)
+        return html.unescape(found.group(1)) if found else rows
+
+    assert said("Wang Wu") == "1 patient found"
+    assert said("Li Na") == "The first 2 patients found: type more to narrow the search."
+    assert said("Nobody") == "No patient matches “Nobody”."
+    assert said("") == "The 2 newest patients"
+    page = desk.get("/patients/", query_string={"q": "Wang Wu"}).get_data(as_text=True)
+    assert '<p id="patient-count" class="muted" role="status">1 patient found</p>' in page
+    assert "hx-swap-oob" not in page
+
+
 @pytest.mark.parametrize("query", ["%", "_", "\\", "'", "<script>", "王", "🎉", "x" * 5000, "\x00"])
 def test_search_survives_any_query(desk, make_patient, query):
     make_patient(full_name="Li Na")
@@ -134,7 +157,9 @@ def test_a_refused_poster_consent_is_said_on_the_consent_form(desk, referrer):
     page = response.get_data(as_text=True)
     form = page[page.index(f'action="/patients/{referrer.id}/poster-consent"'):]
     form = form[:form.index("</form>")]
-    assert '<p class="field-error" role="alert">Add a display name first: it is the name a poster would show.</p>' \
-        in form
+    assert ('<p class="field-error" id="name_on_posters-error" role="alert">Add a display name first: it is the name '
+            'a poster would show.</p>') in form
+    # The way to a display name, which the message describes (the consent's button is gone without one).
+    assert re.search(rf'<a href="/patients/{referrer.id}/details" [^>]*aria-describedby="name_on_posters-error"', form)
     assert 'role="status"' not in page
     assert counts() == before and db.session.get(Patient, referrer.id).name_on_posters is False

@@ -14,6 +14,7 @@ NEAR_BLACK: RGB = (17, 24, 39)  # #111827, the pages' ink
 BLACK: RGB = (0, 0, 0)
 AA_TEXT = 4.5  # WCAG AA, normal text
 AA_LARGE_TEXT = 3.0  # WCAG AA, large text (18pt, or 14pt bold) such as a poster's headings
+AA_GRAPHICS = 3.0  # WCAG 1.4.11: a chart's bars against what is next to them
 
 
 def parse_hex(colour: str) -> RGB:
@@ -62,3 +63,18 @@ def readable_on(colour: tuple[int, ...], background: tuple[int, ...] = WHITE, mi
     while contrast_ratio(rgb, background) < minimum and any(rgb):
         rgb = tuple(round(c * 0.9) for c in rgb)
     return rgb  # type: ignore[return-value]
+
+
+def lightest_tint(colour: tuple[int, ...], background: tuple[int, ...] = WHITE, minimum: float = AA_GRAPHICS) -> RGB:
+    """The lightest mix of ``colour`` with ``background`` that still stands out from it at ``minimum``.
+
+    A chart's lighter bars: a dark brand is lightened (in 5 % steps towards the background) only as far as they stay
+    visible, a pale or yellow brand darkened first until they are.
+    """
+    full = tint = readable_on(colour, background, minimum)
+    for step in range(1, 20):
+        lighter = blend(full, background, 1 - 0.05 * step)
+        if contrast_ratio(lighter, background) < minimum:
+            break
+        tint = lighter
+    return tint

@@ -36,7 +36,8 @@ def _staff_only():
 def search():
     query = (request.args.get("q") or "")[:100]
     return render_fragment_or_page("patients/_rows.html", "patients/index.html",
-                                   patients=patient_service.search_patients(query), q=query)
+                                   patients=patient_service.search_patients(query), q=query,
+                                   search_limit=patient_service.SEARCH_LIMIT)
 
 
 @bp.route("/new", methods=["GET", "POST"])

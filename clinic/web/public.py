@@ -31,8 +31,6 @@ bp = Blueprint("public", __name__)
 PRIVATE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
 # The page background of static/css/public.css (--bg): the brand colour used as text must read on it.
 PAGE_BACKGROUND = "#f5f6f8"
-# The opacity of the dashboard funnel's middle bar (static/css/app.css .funnel-bar-2), which carries its figure.
-FUNNEL_TINT = 0.65
 
 
 def _parse(raw: str, kind: CodeKind) -> str | None:
@@ -154,13 +152,18 @@ def brand_palette(colour: str) -> dict[str, str]:
     """The brand colour and the colours that stay readable with it (WCAG AA, 4.5:1), as CSS variables.
 
     ``--on-brand``: text on the brand colour (white, or near-black on a light brand such as yellow);
-    ``--brand-text``: the brand colour darkened until it reads as text, links and outlines on the page;
-    ``--on-brand-tint``: text on the brand colour at 65 % over white (the dashboard funnel's middle bar).
+    ``--brand-text``: the brand colour darkened until it reads as text, links and outlines on the page, and the
+    dashboard's solid bars (paid);
+    ``--brand-tint``: the dashboard's lighter bars (registered): the lightest tint of ``--brand-text`` that still
+    stands out from the white card at 3:1 (WCAG 1.4.11), not the brand colour made transparent, which a pale or
+    yellow brand leaves all but invisible; ``--on-brand-tint``: the figures written on those bars.
     """
     rgb = colours.parse_hex(colour)
+    brand_text = colours.readable_on(rgb, colours.parse_hex(PAGE_BACKGROUND))
+    brand_tint = colours.lightest_tint(brand_text, colours.WHITE)
     return {"--brand": colour.lower(), "--on-brand": colours.to_hex(colours.ink_on(rgb)),
-            "--brand-text": colours.to_hex(colours.readable_on(rgb, colours.parse_hex(PAGE_BACKGROUND))),
-            "--on-brand-tint": colours.to_hex(colours.ink_on(colours.blend(rgb, colours.WHITE, FUNNEL_TINT)))}
+            "--brand-text": colours.to_hex(brand_text), "--brand-tint": colours.to_hex(brand_tint),
+            "--on-brand-tint": colours.to_hex(colours.ink_on(brand_tint))}
 
 
 @bp.get("/brand.css")

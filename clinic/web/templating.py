@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections import ChainMap
+from dataclasses import dataclass
 from datetime import datetime
 
 from flask import Flask, current_app, request, url_for
@@ -20,6 +21,7 @@ from clinic.services.clinic_settings import (clinic_day_of, clinic_local, friend
                                              last_day_before, referrer_reward, to_clinic_time)
 from clinic.services.codes import format_code
 from clinic.services.erasure import ERASURE_REASONS
+from clinic.services.errors import Refused
 from clinic.services.money import format_money
 from clinic.services.privacy import mask_name, mask_phone
 from clinic.services.qr import qr_svg
@@ -259,6 +261,25 @@ def fixed_url(endpoint: str, **values) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class PlainField:
+    """A field a view checks by itself, without a WTForms form, shaped as templates/_macros.html's error macros read a
+    WTForms field (its ``id`` and its ``errors``): hand-drawn forms then say their errors as field() does."""
+
+    id: str
+    errors: tuple[str, ...] = ()
+
+
+def plain_field(field_id: str, *errors: str | None) -> PlainField:
+    """The field ``field_id`` with its messages; none given (or only empty ones): the field is fine."""
+    return PlainField(field_id, tuple(error for error in errors if error))
+
+
+def refused_field(field_id: str, refusal: Refused | None) -> PlainField:
+    """The field ``field_id``, with a view's refusal as its error when the refusal names that field."""
+    return plain_field(field_id, refusal.message if refusal is not None and refusal.field == field_id else None)
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(
         money=money,
@@ -279,7 +300,8 @@ def init_app(app: Flask) -> None:
     )
     app.jinja_env.globals.update(qr_svg=qr_svg, csrf_token=generate_csrf, new_form_key=lambda: secrets.token_urlsafe(24),
                                   invite_url=invite_url, progress_url=progress_url, voucher_url=voucher_url,
-                                  fixed_url=fixed_url, current_user=current_user)
+                                  fixed_url=fixed_url, current_user=current_user, plain_field=plain_field,
+                                  refused_field=refused_field)
 
     @app.context_processor
     def _inject():
