@@ -612,6 +612,17 @@ def test_voiding_a_batch_spares_redeemed_cards(chinese_clinic, actor, referrer, 
         cards.void_batch(batch.id, "", Actor(staff_id=manager_user.id))
 
 
+def test_a_batch_voided_before_it_was_printed_prints_only_void_cards(chinese_clinic, actor, referrer, manager_user):
+    """Voided while queued (a mistake seen at once): the job that prints it later must not bring its cards to life."""
+    batch = cards.create_batch(2, "classic", False, actor)
+    assert cards.void_batch(batch.id, "Wrong campaign", Actor(staff_id=manager_user.id)) == 0
+    cards.run_batch(batch.id)
+    printed = db.session.scalars(select(Card).where(Card.batch_id == batch.id)).all()
+    assert [(card.status, card.void_reason) for card in printed] == [("void", "Wrong campaign")] * 2
+    with pytest.raises(Refused):
+        cards.activate_card(printed[0].serial, referrer.id, actor)
+
+
 def test_the_serials_csv_has_serials_but_never_codes(chinese_clinic, actor):
     batch = generate(3, actor)
     text = cards.serials_csv(batch.id)

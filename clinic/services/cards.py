@@ -271,11 +271,15 @@ def _finish(batch_id, attempt: int, serials, codes, temporary: Path, final: Path
         if activate_for:  # erased while the sheet was rendered: no card activated for them (the batch fails)
             patient_to_change(activate_for.id)
         status = CardStatus.ACTIVATED.value if activate_for else CardStatus.PRINTED.value
+        # A batch voided while it waited or printed (void_batch found no cards yet): its cards are born void.
+        voided = {"status": CardStatus.VOID.value, "voided_at": batch.voided_at,
+                  "void_reason": batch.void_reason} if batch.voided_at is not None else {}
         db.session.execute(insert(Card), [{
             "batch_id": batch_id, "serial": serial, "code": code, "status": status,
             "patient_id": activate_for.id if activate_for else None,
             "activated_at": now if activate_for else None,
             "activated_by_id": actor.staff_id if activate_for else None,
+            **voided,
         } for serial, code in zip(serials, codes)])
         os.replace(temporary, final)
         batch.status = BatchStatus.DONE.value
