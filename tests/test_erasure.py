@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -243,6 +244,10 @@ def test_a_manager_erases_from_the_patient_page_after_reading_what_it_changes(wa
                           ({"reason": "<script>", "confirm": "y"}, "Not a valid choice")):
         refused = manager.post(f"/patients/{wang.id}/erase", data)
         assert refused.status_code == 422 and message in refused.get_data(as_text=True), data
+        # Each choice of a refused radio group is marked invalid: the keyboard is taken there (static/js/app.js).
+        reasons = re.findall(r'<input[^>]*name="reason"[^>]*>', refused.get_data(as_text=True))
+        assert reasons and all(('aria-invalid="true"' in choice) == ("reason" not in data or data["reason"] == "<script>")
+                               for choice in reasons), reasons
     assert counts() == before
 
     done = manager.post(f"/patients/{wang.id}/erase", {"reason": "patient_request", "confirm": "y"})
