@@ -37,6 +37,7 @@ from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
 from clinic.services.voucher_reminders import remind_expiring_vouchers
 from tests.conftest import counts, friend
+from tests.test_redemption import run_at_once
 
 BUSINESS_EVENTS = ["referral.redeemed", "voucher.issued", "voucher.spent", "referral.milestone", "tier.reached"]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -1233,25 +1234,8 @@ def test_two_runs_at_the_same_moment_remind_once(hooks, receiver, referrer, acto
     voucher = redemption.redeem_code(referrer.personal_code, friend(), actor).referrer_voucher
     now = _expiring_in(voucher, 3)
     db.session.rollback()
-    start, reports, errors = threading.Barrier(2), [], []
-
-    def run():
-        with hooks.app_context():
-            try:
-                start.wait(10)
-                reports.append(remind_expiring_vouchers(Actor(), WEEK, now=now))
-            except Exception as problem:  # noqa: BLE001 - reported below
-                errors.append(problem)
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors
-    assert sorted(report.vouchers for report in reports) == [0, 1]
+    outcomes = run_at_once(hooks, 2, lambda _: remind_expiring_vouchers(Actor(), WEEK, now=now).vouchers)
+    assert sorted(outcomes) == [("ok", 0), ("ok", 1)]
     assert len(_reminders(receiver)) == 1
 
 
