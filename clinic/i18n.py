@@ -127,6 +127,22 @@ def _translations():
     return translations
 
 
+def gettext(string: str, /, **variables) -> str:
+    """``flask_babel.gettext`` for code on a request's path: the same text, the translations found once.
+
+    Flask-Babel looks its context up through Flask's proxies four times a message, and the locale's name,
+    to find the translations it already found; this asks once per context (_translations).
+    """
+    translated = _translations().ugettext(string)
+    return translated % variables if variables else translated
+
+
+def pgettext(context: str, string: str, /, **variables) -> str:
+    """``flask_babel.pgettext``, as :func:`gettext`."""
+    translated = _translations().upgettext(context, string)
+    return translated % variables if variables else translated
+
+
 class _FinishedMessages:
     """One catalogue's messages as templates print them: translated, made Markup and %-formatted, once.
 

@@ -10,12 +10,12 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask_babel import gettext as _
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import bindparam, select, update
 
 from clinic.extensions import db
 from clinic.i18n import LANGUAGES, current_language
+from clinic.i18n import gettext as _
 from clinic.models import Campaign, Clinic, Referral, RewardKind, Voucher, VoucherStatus
 from clinic.services import audit
 from clinic.services.errors import Refused, stored_by_the_server

@@ -10,13 +10,12 @@ from flask import Flask, current_app, request, url_for
 from flask.templating import Environment
 from jinja2.compiler import CodeGenerator
 from markupsafe import Markup, escape
-from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_babel import pgettext
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
-from clinic.i18n import MacroModuleAwareTemplate, current_language, format_day, format_moment
+from clinic.i18n import MacroModuleAwareTemplate, current_language, format_day, format_moment, pgettext
+from clinic.i18n import gettext as _
 from clinic.models._time import utcnow
 from clinic.services.clinic_settings import (clinic_day_of, clinic_local, friend_reward, current_clinic,
                                              last_day_before, referrer_reward, to_clinic_time)
