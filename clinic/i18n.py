@@ -283,14 +283,15 @@ class LiteralMessages(Extension):
     a call followed by ``.``, ``[`` or ``(``, which a filter's result cannot take in Jinja's grammar.
     """
 
-    FILTERS = {name: f"_{name}_" for name in ("_", "gettext", "ngettext", "pgettext", "npgettext")}
-    FILTERS["_"] = "_gettext_"
+    # The template function's name -> its filter's.
+    FILTERS = {"_": "_gettext_", "gettext": "_gettext_", "ngettext": "_ngettext_", "pgettext": "_pgettext_",
+               "npgettext": "_npgettext_"}
 
     def __init__(self, environment):
         super().__init__(environment)
-        functions = {"_gettext_": _template_gettext, "_ngettext_": _template_ngettext,
-                     "_pgettext_": _template_pgettext, "_npgettext_": _template_npgettext}
-        environment.filters.update({name: _as_filter(function) for name, function in functions.items()})
+        environment.filters.update({
+            "_gettext_": _as_filter(_template_gettext), "_ngettext_": _as_filter(_template_ngettext),
+            "_pgettext_": _as_filter(_template_pgettext), "_npgettext_": _as_filter(_template_npgettext)})
 
     def filter_stream(self, stream):
         tokens = list(stream)
