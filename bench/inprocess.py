@@ -29,12 +29,22 @@ from bench.http_load import (CSRF_META, DESK_EMAIL, DESK_PASSWORD, PAGE_PATIENTS
 from tests.liveserver import fresh_postgresql_database, migrate, server_environment  # noqa: E402
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="measured requests per endpoint")
-    parser.add_argument("--only", choices=("livez", "progress", "invite", "redeem", "friend"))
+ENDPOINTS = ("livez", "progress", "invite", "redeem", "friend")
+
+
+def argument_parser(prog: str, description: str, requests: int) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--requests", type=int, default=requests, help="measured requests per endpoint")
+    parser.add_argument("--only", choices=ENDPOINTS)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
-    options = parser.parse_args()
+    return parser
+
+
+def prepare(options: argparse.Namespace):
+    """The seeded app and one callable per endpoint (request number -> answer); and the statement counter.
+
+    Shared with bench/instructions.py, which counts the same requests' instructions under callgrind.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="bench-inprocess-"))
     url = (f"sqlite:///{workdir / 'bench.db'}" if options.backend == "sqlite"
            else fresh_postgresql_database(POSTGRESQL_URL, "bench_inprocess"))
@@ -81,16 +91,24 @@ def main() -> int:
         "redeem": redeem,
         "friend": lambda i: anonymous.get(f"/p/{befriended[i % len(befriended)]}"),
     }
+    return seeder, {name: request for name, request in endpoints.items() if options.only in (None, name)}, statements
+
+
+def warmup(name: str) -> int:
+    """Requests made before measuring: the first ones build caches, compile templates, open connections."""
+    return 20 if name != "redeem" else 10
+
+
+def main() -> int:
+    options = argument_parser("python -m bench.inprocess", __doc__.splitlines()[0], 300).parse_args()
+    seeder, endpoints, statements = prepare(options)
     for name, request in endpoints.items():
-        if options.only and name != options.only:
-            continue
-        warmup = 20 if name != "redeem" else 10
-        for number in range(warmup):
+        for number in range(warmup(name)):
             request(number)
         statements[0] = 0
         started = time.process_time()
         for number in range(options.requests):
-            answer = request(warmup + number)
+            answer = request(warmup(name) + number)
             if answer.status_code != 200:
                 raise SystemExit(f"{name}: answered {answer.status_code}")
         per_request = (time.process_time() - started) / options.requests * 1000

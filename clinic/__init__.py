@@ -22,9 +22,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
+    from clinic.web.sessions import CookieSessionInterface
     from clinic.web.templating import TemplateEnvironment
 
     app.jinja_environment = TemplateEnvironment  # before anything creates app.jinja_env
+    app.session_interface = CookieSessionInterface()
     app.config.update(load_config(Path(app.instance_path)))
     if test_config:
         app.config.update(test_config)

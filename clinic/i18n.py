@@ -22,8 +22,10 @@ from babel.dates import format_date
 from flask import Flask, current_app, g, has_request_context, request
 from flask_babel import Babel, get_locale, get_translations
 from flask_babel import _get_current_context as _babel_context
-from jinja2 import Template, pass_eval_context
+from jinja2 import Template, pass_context, pass_eval_context
 from jinja2.environment import TemplateModule
+from jinja2.ext import Extension
+from jinja2.lexer import Token
 from markupsafe import Markup
 
 LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
@@ -123,6 +125,22 @@ def _translations():
     if translations is None:
         translations = context.babel_translations = get_translations()
     return translations
+
+
+def gettext(string: str, /, **variables) -> str:
+    """``flask_babel.gettext`` for code on a request's path: the same text, the translations found once.
+
+    Flask-Babel looks its context up through Flask's proxies four times a message, and the locale's name,
+    to find the translations it already found; this asks once per context (_translations).
+    """
+    translated = _translations().ugettext(string)
+    return translated % variables if variables else translated
+
+
+def pgettext(context: str, string: str, /, **variables) -> str:
+    """``flask_babel.pgettext``, as :func:`gettext`."""
+    translated = _translations().upgettext(context, string)
+    return translated % variables if variables else translated
 
 
 class _FinishedMessages:
@@ -244,6 +262,71 @@ def _template_npgettext(evaluation, string_context: str, singular: str, plural: 
     return _formatted(evaluation, translated, variables)
 
 
+def _as_filter(message_function):
+    """A template gettext function as a filter of the message's first literal (see LiteralMessages)."""
+    @pass_context
+    def message_filter(context, first: str, /, *arguments, **variables) -> str:
+        return message_function(context.eval_ctx, first, *arguments, **variables)
+    return message_filter
+
+
+class LiteralMessages(Extension):
+    """Compiles ``_("literal", …)`` (and gettext, ngettext, pgettext, npgettext) as a filter of the literal.
+
+    Jinja compiles a call of a template global into ``context.call(…)``, which inspects the function for what
+    to pass it on every call: about a quarter of a message's cost, and a patient's page prints two dozen.
+    A filter is called directly. ``_("Hello %(name)s", name=n)`` becomes ``"Hello %(name)s"|_gettext_(name=n)``
+    in the token stream, so the same function gets the same arguments and prints the same text. The filters
+    take the Context, not the EvalContext: Jinja's optimizer calls an EvalContext filter of a constant at
+    compile time, which would fix the message in the language of the page that first compiled the template.
+    Left as calls: a message that is not a literal, a name after ``.`` or ``|`` (someone else's ``_``), and
+    a call followed by ``.``, ``[`` or ``(``, which a filter's result cannot take in Jinja's grammar.
+    """
+
+    # The template function's name -> its filter's.
+    FILTERS = {"_": "_gettext_", "gettext": "_gettext_", "ngettext": "_ngettext_", "pgettext": "_pgettext_",
+               "npgettext": "_npgettext_"}
+
+    def __init__(self, environment):
+        super().__init__(environment)
+        environment.filters.update({
+            "_gettext_": _as_filter(_template_gettext), "_ngettext_": _as_filter(_template_ngettext),
+            "_pgettext_": _as_filter(_template_pgettext), "_npgettext_": _as_filter(_template_npgettext)})
+
+    def filter_stream(self, stream):
+        tokens = list(stream)
+        index = 0
+        while index < len(tokens):
+            token = tokens[index]
+            if self._literal_message_at(tokens, index):
+                literal = tokens[index + 2]
+                yield literal
+                yield Token(token.lineno, "pipe", "|")
+                yield Token(token.lineno, "name", self.FILTERS[token.value])
+                yield tokens[index + 1]  # "("
+                index += 4 if tokens[index + 3].type == "comma" else 3
+                continue
+            yield token
+            index += 1
+
+    def _literal_message_at(self, tokens, index: int) -> bool:
+        token = tokens[index]
+        if token.type != "name" or token.value not in self.FILTERS or index + 3 >= len(tokens):
+            return False
+        if index and tokens[index - 1].type in ("dot", "pipe"):
+            return False
+        if (tokens[index + 1].type, tokens[index + 2].type) != ("lparen", "string") \
+                or tokens[index + 3].type not in ("comma", "rparen"):
+            return False
+        depth = 0
+        for after in range(index + 1, len(tokens)):
+            kind = tokens[after].type
+            depth += (kind == "lparen") - (kind == "rparen")
+            if depth == 0:
+                return after + 1 < len(tokens) and tokens[after + 1].type not in ("dot", "lbracket", "lparen")
+        return False
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, locale_selector=select_language)
@@ -257,6 +340,7 @@ def init_app(app: Flask) -> None:
     # alias: ours already are newstyle, so the template globals name them directly.
     app.jinja_env.globals.update(_=_template_gettext, gettext=_template_gettext, ngettext=_template_ngettext,
                                  pgettext=_template_pgettext, npgettext=_template_npgettext)
+    app.jinja_env.add_extension(LiteralMessages)
     # {% trans %} blocks collapse their whitespace, as babel.cfg extracts them.
     app.jinja_env.policies["ext.i18n.trimmed"] = True
     app.jinja_env.globals.update(LANGUAGES=LANGUAGES, current_language=current_language)

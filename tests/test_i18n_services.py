@@ -227,3 +227,19 @@ def test_templates_translate_escape_and_format_as_jinja_does_in_each_language(ap
             with force_locale(other):
                 rendered = render_template_string(TEMPLATE_MESSAGES, who="<b>Li")
     assert rendered == expected
+
+
+def test_a_template_compiled_for_one_language_prints_the_next_readers_language(app):
+    """Templates' literal messages compile to filters (clinic/i18n.py, LiteralMessages) that translate when the
+    page is rendered: never folded into the compiled template in the language of the page that compiled it."""
+    from flask_babel import force_locale
+
+    source = TEMPLATE_MESSAGES + '|{{ _("Copy link").upper() }}|{{ _("Copy link")|length }}|{{ (_("Copy link")) }}'
+    with app.test_request_context("/"):
+        with force_locale("zh_CN"):
+            template = app.jinja_env.from_string(source)
+            chinese = template.render(who="<b>Li")
+        with force_locale("en"):
+            english = template.render(who="<b>Li")
+    assert chinese == "复制链接|&lt;b&gt;Li，您好|已就诊|<b>Li，您好|2 cards|复制链接|4|复制链接"
+    assert english == "Copy link|Hello &lt;b&gt;Li|visited|Hello <b>Li|2 cards|COPY LINK|9|Copy link"

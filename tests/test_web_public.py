@@ -228,3 +228,19 @@ def test_fixed_links_are_built_once_per_script_root(app):
         with app.test_request_context("/", base_url=f"http://localhost{prefix}/"):
             assert fixed_url("static", filename="css/public.css") == f"{prefix}/static/css/public.css"
             assert fixed_url("public.brand_css", palette=1) == f"{prefix}/brand.css?palette=1"
+
+
+def test_pages_escape_what_they_print_as_jinja_does(app):
+    """Templates print through escape_output (clinic/web/templating.py): text and other values escaped, Markup and
+    objects with ``__html__`` as they are, and a ``{% autoescape false %}`` block left alone."""
+    from markupsafe import Markup
+
+    class Safe:
+        def __html__(self):
+            return "<i>safe</i>"
+
+    source = "{{ text }}|{{ number }}|{{ markup }}|{{ safe }}|{% autoescape false %}{{ text }}{% endautoescape %}"
+    with app.test_request_context("/"):
+        rendered = app.jinja_env.from_string(source).render(
+            text="<b>&'\"", number=7, markup=Markup("<b>ok</b>"), safe=Safe())
+    assert rendered == "&lt;b&gt;&amp;&#39;&#34;|7|<b>ok</b>|<i>safe</i>|<b>&'\""

@@ -11,13 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask_babel import gettext as _
 from flask_babel import ngettext
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import bindparam, func, select, update
 
 from clinic.extensions import db
 from clinic.i18n import LANGUAGES, current_language
+from clinic.i18n import gettext as _
 from clinic.models import (
     UNREDEEMED_CARD_STATUSES,
     BatchStatus,

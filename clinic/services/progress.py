@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask_babel import pgettext
 from sqlalchemy import bindparam, select
 
-from clinic.i18n import current_language
+from clinic.i18n import current_language, pgettext
 from clinic.models import Patient, Referral, ReferralStatus, Reward, RewardStatus, Stage, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 from clinic.models.rows import PUBLIC_PATIENT_KEYS, PublicPatientRow, VoucherRow, columns_of
