@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -221,22 +222,18 @@ def update_default_campaign(values: dict, actor: Actor) -> Campaign:
     Its printed offer is kept as :func:`update_campaign` keeps it.
     """
     values = {field: values[field] for field in CAMPAIGN_FIELDS if field in values}
-    try:
-        with atomic():
-            campaign = db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True)).limit(1)
-                                         .with_for_update().execution_options(populate_existing=True))
-            if campaign is None:
-                campaign = Campaign(is_default=True, name=values.get("name") or "Refer a friend")
-                db.session.add(campaign)
-                db.session.flush()
-            else:
-                _keep_printed_offer(campaign, values)
-            changes = _apply(campaign, values, CAMPAIGN_FIELDS)
-            if changes:
-                audit.record("campaign.changed", actor, campaign_id=campaign.id, changes=changes)
-    except PrintedOfferRefused as refusal:
-        refusal.record(actor)
-        raise
+    with _refusals_audited(actor), atomic():
+        campaign = db.session.scalar(select(Campaign).where(Campaign.is_default.is_(True)).limit(1)
+                                     .with_for_update().execution_options(populate_existing=True))
+        if campaign is None:
+            campaign = Campaign(is_default=True, name=values.get("name") or "Refer a friend")
+            db.session.add(campaign)
+            db.session.flush()
+        else:
+            _keep_printed_offer(campaign, values)
+        changes = _apply(campaign, values, CAMPAIGN_FIELDS)
+        if changes:
+            audit.record("campaign.changed", actor, campaign_id=campaign.id, changes=changes)
     return campaign
 
 
@@ -265,21 +262,17 @@ def update_campaign(campaign_id: int, values: dict, actor: Actor) -> Campaign:
     so no voucher, issued or pending, changes value here. The offer printed on scratch cards that can still
     be redeemed cannot change at all (:func:`_keep_printed_offer`).
     """
-    try:
-        with atomic():
-            # Locked (PostgreSQL; SQLite's write lock already orders it) against a batch being queued meanwhile:
-            # inserting a batch locks the campaign it names (its foreign key), so one of the two waits for the other.
-            campaign = db.session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
-            if campaign is None:
-                raise Refused("not_found", _("No such campaign."), status=404)
-            _check_campaign_rules({field: getattr(campaign, field) for field in CAMPAIGN_RULE_FIELDS} | values)
-            _keep_printed_offer(campaign, values)
-            changes = _apply(campaign, values, CAMPAIGN_RULE_FIELDS)
-            if changes:
-                audit.record("campaign.changed", actor, campaign_id=campaign.id, changes=changes)
-    except PrintedOfferRefused as refusal:
-        refusal.record(actor)
-        raise
+    with _refusals_audited(actor), atomic():
+        # Locked (PostgreSQL; SQLite's write lock already orders it) against a batch being queued meanwhile:
+        # inserting a batch locks the campaign it names (its foreign key), so one of the two waits for the other.
+        campaign = db.session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
+        if campaign is None:
+            raise Refused("not_found", _("No such campaign."), status=404)
+        _check_campaign_rules({field: getattr(campaign, field) for field in CAMPAIGN_RULE_FIELDS} | values)
+        _keep_printed_offer(campaign, values)
+        changes = _apply(campaign, values, CAMPAIGN_RULE_FIELDS)
+        if changes:
+            audit.record("campaign.changed", actor, campaign_id=campaign.id, changes=changes)
     return campaign
 
 
@@ -328,6 +321,16 @@ class PrintedOfferRefused(Refused):
         """Audited, after the refused transaction: a manager tried to change what printed cards promise."""
         audit.record_refusal("campaign.change", actor, self.reason, campaign_id=self.campaign_id, cards=self.cards,
                              field=self.field)
+
+
+@contextmanager
+def _refusals_audited(actor: Actor):
+    """Audit a refused change of a printed offer once its transaction has rolled back (PrintedOfferRefused.record)."""
+    try:
+        yield
+    except PrintedOfferRefused as refusal:
+        refusal.record(actor)
+        raise
 
 
 def _keep_printed_offer(campaign: Campaign, values: dict) -> None:
