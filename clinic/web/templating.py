@@ -9,11 +9,11 @@ from datetime import datetime
 
 from flask import Flask, current_app, request, url_for
 from flask.templating import Environment
-from jinja2.compiler import CodeGenerator
-from markupsafe import Markup, escape
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
+from jinja2.compiler import CodeGenerator
+from markupsafe import Markup, escape
 
 from clinic.i18n import MacroModuleAwareTemplate, current_language, format_day, format_moment, pgettext
 from clinic.i18n import gettext as _
