@@ -477,6 +477,14 @@ def test_a_staff_form_not_as_the_page_made_it_is_refused_whole(manager, programm
     assert db.session.get(Staff, programme.desk_north).branch_id == programme.north
 
 
+def test_a_branch_for_a_staff_member_the_page_does_not_list_is_said_above_the_form(manager, programme):
+    """The error names branch-0, which no select on the page is: it must still be said (it was said nowhere)."""
+    response = manager.post("/admin/branches/staff", {"branch-0": "-1"})
+    assert response.status_code == 422
+    assert "Pick one of the listed branches." in response.get_data(as_text=True)
+    assert db.session.get(Staff, programme.desk_north).branch_id == programme.north
+
+
 def test_renaming_an_unknown_branch_is_404(manager):
     assert manager.get("/admin/branches/999").status_code == 404
     assert manager.post("/admin/branches/999", {"name": "x"}).status_code == 404

@@ -129,8 +129,12 @@ def export(kind: str):
 
 
 def _branches_page(error: Refused | None = None, values: dict | None = None):
-    return render_template("reports/branches.html", branches=branch_service.list_branches(),
-                           staff=branch_service.staff_with_branches(), error=error,
+    """The page; an error is said under the field it names, or above everything when the page draws no such field
+    (a form not sent as the page made it, a staff member gone meanwhile)."""
+    staff = branch_service.staff_with_branches()
+    drawn = {"name", "address", *(f"branch-{member.id}" for member in staff)}
+    return render_template("reports/branches.html", branches=branch_service.list_branches(), staff=staff, error=error,
+                           page_error=error if error is not None and error.field not in drawn else None,
                            values=values or {}), error.status if error else 200
 
 
