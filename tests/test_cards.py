@@ -25,6 +25,7 @@ from clinic.services.transaction import Actor, atomic
 from tests.conftest import CAMPAIGN, counts, friend
 from tests.printcheck import decode_pages, embedded_fonts, pdf_text, word_boxes
 from tests.test_redemption import run_at_once
+from tests.test_rules import set_campaign
 from tests.test_web_admin import SETTINGS
 from tests.test_web_rules import default_campaign_id, text_of
 
@@ -132,23 +133,56 @@ LOGO_MAX_WIDTH = 30.5  # mm
 CLEARANCE = 0.5  # mm between the offer's last line and the scratch area
 
 
+# When each side's reward is paid, as the card says it (stage: the friend's words, the referrer's words).
+PAID_WHEN = {"en": {"redemption": ("", ""), "visit": ("at their first visit", "after your friend's first visit"),
+                    "payment": ("at their first payment", "after your friend's first payment")},
+             "zh_CN": {"redemption": ("", ""), "visit": ("（首次就诊时发放）", "（好友首次就诊后发放）"),
+                       "payment": ("（首次缴费时发放）", "（好友首次缴费后发放）")}}
+
+
+def card_offer(tmp_path, design: str) -> str:
+    """The text of the card design between the band and the scratch area (the offer), spaces left out."""
+    path = tmp_path / "card.pdf"
+    path.write_bytes(cards.card_design_pdf(CardBatch(design=design, bleed=False, size=1)))
+    (page,) = word_boxes(path)
+    return "".join(word for word, _, top, _, bottom in page.words
+                   if top >= BAND_BOTTOM and bottom <= SCRATCH_TOP - CLEARANCE)
+
+
 @pytest.mark.parametrize("language", ["en", "zh_CN"])
-@pytest.mark.parametrize(("design", "labels"), [(design, LONG_LABELS) for design in cards.DESIGNS]
-                         + [("classic", MEDIUM_LABELS)])
-def test_long_card_rewards_print_whole_above_the_scratch_area(app, actor, tmp_path, language, design, labels):
+@pytest.mark.parametrize(("design", "labels", "stage"),
+                         [(design, LONG_LABELS, "payment") for design in cards.DESIGNS]
+                         + [("classic", LONG_LABELS, "redemption"), ("classic", MEDIUM_LABELS, "visit")])
+def test_long_card_rewards_print_whole_above_the_scratch_area(app, actor, tmp_path, language, design, labels, stage):
+    """Up to the form's 80 characters a side, with when each is paid after the longest reward."""
     friend_gets, you_get = labels
     assert len(friend_gets) <= 80 and len(you_get) <= 80
     clinic_settings.update_default_campaign({**GIFT_PACK, "card_friend_reward_label": friend_gets,
                                              "card_referrer_reward_label": you_get}, actor)
+    set_campaign(friend_reward_stage=stage, referrer_reward_stage=stage)
     clinic_settings.get_clinic().language = language
     db.session.commit()
-    path = tmp_path / "card.pdf"
-    path.write_bytes(cards.card_design_pdf(CardBatch(design=design, bleed=False, size=1)))
-    (page,) = word_boxes(path)
-    offer = "".join(word for word, _, top, _, bottom in page.words
-                    if top >= BAND_BOTTOM and bottom <= SCRATCH_TOP - CLEARANCE)
-    for label in labels:
-        assert label.replace(" ", "") in offer, f"{label!r} is not all above the scratch area"
+    offer = card_offer(tmp_path, design)
+    for text in (*labels, *PAID_WHEN[language][stage]):
+        assert text.replace(" ", "") in offer, f"{text!r} is not all above the scratch area"
+
+
+@pytest.mark.parametrize("language", ["en", "zh_CN"])
+@pytest.mark.parametrize(("friend_stage", "referrer_stage"),
+                         [("redemption", "redemption"), ("visit", "payment"), ("redemption", "visit")])
+def test_a_card_says_when_each_reward_is_paid(app, actor, tmp_path, language, friend_stage, referrer_stage):
+    """A reward paid at the friend's first visit must not read as paid at the desk: the card is a promise."""
+    clinic_settings.update_default_campaign(GIFT_PACK, actor)
+    set_campaign(friend_reward_stage=friend_stage, referrer_reward_stage=referrer_stage)
+    clinic_settings.get_clinic().language = language
+    db.session.commit()
+    offer = card_offer(tmp_path, "classic")
+    friend_when, referrer_when = PAID_WHEN[language][friend_stage][0], PAID_WHEN[language][referrer_stage][1]
+    assert f"1bed-daywaived(giftpack){friend_when}".replace(" ", "") in offer
+    assert f"¥200mealvoucher{referrer_when}".replace(" ", "") in offer
+    every_when = {phrase.replace(" ", "") for stages in PAID_WHEN.values() for pair in stages.values() for phrase in pair}
+    said = {phrase for phrase in every_when - {""} if phrase in offer}
+    assert said == {phrase.replace(" ", "") for phrase in (friend_when, referrer_when)} - {""}
 
 
 NAMES = {"39 characters": "Riverside Family Dental Clinic 河畔家庭口腔诊所",

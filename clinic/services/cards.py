@@ -23,7 +23,8 @@ from sqlalchemy.orm import joinedload
 
 from clinic.extensions import db
 from clinic.i18n import format_moment
-from clinic.models import UNREDEEMED_CARD_STATUSES, BatchStatus, Card, CardBatch, CardStatus, IssuedCode, Patient
+from clinic.models import (UNREDEEMED_CARD_STATUSES, BatchStatus, Card, CardBatch, CardStatus, IssuedCode, Patient,
+                           Stage)
 from clinic.models._time import utcnow
 from clinic.services import audit, jobs
 from clinic.services.card_sheet import BLEED, CARD_HEIGHT, CARD_WIDTH, PrintedCard, write_card_sheets
@@ -51,9 +52,10 @@ DESIGNS = ("classic", "bold", "minimal")
 MAX_BATCH_SIZE = 10_000
 STALE_AFTER = timedelta(seconds=60)  # a running job that has not reported for this long has died
 PROGRESS_EVERY = 200  # cards between progress reports
-# A reward longer than this (half-ems, text.print_width) no longer fits one line of the card's offer beside
-# "Your friend gets": the offer then takes a smaller type, so that two such rewards stay above the scratch area.
-LONG_REWARD = 40
+# A reward (with when it is paid) longer than these (half-ems, text.print_width) no longer fits one line of the
+# card's offer beside "Your friend gets", or two of its smaller type: the offer then steps its type down, so that
+# both rewards stay above the scratch area.
+LONG_REWARD, LONGER_REWARD = 40, 130
 # A clinic name wider than these (half-ems) takes a smaller type in the card's band, beside a logo of up to 30 mm:
 # the band holds three lines of its usual type, and a name may have 120 characters.
 LONG_NAME, LONGER_NAME = 30, 60
@@ -177,13 +179,35 @@ def card_design_pdf(batch: CardBatch) -> bytes:
     name_width = print_width(clinic.name)
     name_size = "is-longer" if name_width > LONGER_NAME else "is-long" if name_width > LONG_NAME else ""
     margin = BLEED if batch.bleed else 0
-    friend_gets = card_friend_reward(campaign).describe(currency)
-    referrer_gets = card_referrer_reward(campaign).describe(currency)
+    friend_terms, referrer_terms = card_friend_reward(campaign), card_referrer_reward(campaign)
+    friend_gets, referrer_gets = friend_terms.describe(currency), referrer_terms.describe(currency)
+    friend_when, referrer_when = _friend_paid_when(friend_terms.stage), _referrer_paid_when(referrer_terms.stage)
+    offer_width = max(print_width(f"{friend_gets} {friend_when}"), print_width(f"{referrer_gets} {referrer_when}"))
     return render_pdf("pdf/card.html", design=batch.design, bleed=margin, brand=Brand.from_colour(brand_colour()),
                       page_width=CARD_WIDTH + 2 * margin, page_height=CARD_HEIGHT + 2 * margin,
                       friend_gets=friend_gets, referrer_gets=referrer_gets,
-                      long_offer=max(print_width(friend_gets), print_width(referrer_gets)) > LONG_REWARD,
-                      name_size=name_size)
+                      friend_when=friend_when, referrer_when=referrer_when,
+                      offer_size="is-longer" if offer_width > LONGER_REWARD else "is-long" if offer_width > LONG_REWARD
+                      else "", name_size=name_size)
+
+
+def _friend_paid_when(stage: str) -> str:
+    """When the friend gets the card's reward, unless at once: a reward at the first visit that read as paid at
+    the desk would be a promise broken in front of the friend."""
+    if stage == Stage.VISIT.value:
+        return _("at their first visit")
+    if stage == Stage.PAYMENT.value:
+        return _("at their first payment")
+    return ""
+
+
+def _referrer_paid_when(stage: str) -> str:
+    """When the patient who hands the card out gets their reward, unless as soon as the friend redeems it."""
+    if stage == Stage.VISIT.value:
+        return _("after your friend's first visit")
+    if stage == Stage.PAYMENT.value:
+        return _("after your friend's first payment")
+    return ""
 
 
 def run_batch(batch_id: int, *, activate_for: Patient | None = None, actor: Actor | None = None) -> bool:
