@@ -394,12 +394,33 @@ def test_a_card_whose_campaign_has_ended_pays_today_s_offer_and_the_desk_says_so
     assert "CN¥5.00 off" in html.unescape(desk.get(f"/r/{first.code}").get_data(as_text=True))
     receipt = redeem_at_the_desk(desk, first.code, "13900000001")
     assert paid_to(first.code) == {"friend": "500", "referrer": "1000"}
-    assert "Your card was printed for an earlier offer, which had ended" in receipt
+    assert "Your card was printed for an offer that no longer applies" in receipt
 
     with atomic():
         db.session.scalar(select(Campaign).where(Campaign.name == "Smaller offer")).ends_at = utcnow()
     status, offer, page = desk_offer(desk, second.code)
     assert status == 409 and offer == [] and "The referral campaign has ended" in page
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"covers": "personal"}, "which no longer covers scratch cards: it pays the rewards of today's campaign for cards"),
+    ({"starts_at": utcnow() + timedelta(days=3)}, "whose start has been moved later"),
+])
+def test_the_desk_says_why_a_card_s_printed_campaign_no_longer_pays_it(manager, desk, chinese_clinic, actor, referrer,
+                                                                        change, said):
+    """Not "has ended" for a campaign that still runs for personal codes, or that a manager moved to start later."""
+    card = cards.activate_card(db.session.scalar(select(Card.serial).where(Card.batch_id == generate(1, actor).id)),
+                               referrer.id, actor)
+    assert manager.post("/admin/campaigns/new", SMALLER_OFFER).status_code == 303
+    set_campaign(**change)  # the printed (default) campaign
+
+    status, offer, page = desk_offer(desk, card.code)
+    assert status == 200 and offer == ["CN¥5.00 off", "CN¥10.00 off"]
+    assert f"printed for the campaign “Bring a friend”, {said}" in page and "“Smaller offer”" in page
+    assert "has ended" not in page
+    receipt = redeem_at_the_desk(desk, card.code, "13900000001")
+    assert paid_to(card.code) == {"friend": "500", "referrer": "1000"}
+    assert "Your card was printed for an offer that no longer applies" in receipt
 
 
 # The offer printed on cards

@@ -78,6 +78,21 @@ class RedemptionResult:
         return card.batch.campaign
 
 
+def printed_campaign_lapse(campaign: Campaign | None, now: datetime | None = None) -> str | None:
+    """Why a card's printed campaign no longer pays it: "ended", "not_for_cards" (a manager made it cover personal
+    codes only) or "not_started" (its start moved later); None without such a campaign.
+
+    The desk tells the friend before confirming that the card pays today's offer instead, and a wrong reason
+    ("has ended" for a campaign still on the posters) would start an argument at the counter.
+    """
+    if campaign is None:
+        return None
+    now = now or utcnow()
+    if campaign.has_ended(now):
+        return "ended"
+    return "not_for_cards" if not campaign.covers_cards() else "not_started"
+
+
 @dataclass
 class ReferralOffer:
     """What the desk shows for a valid referral code before the friend's details are taken.
@@ -91,6 +106,11 @@ class ReferralOffer:
     card: Card | None = None
     # The campaign the card was printed with when it no longer runs: the card then pays ``campaign`` instead.
     printed_campaign: Campaign | None = None
+
+    @property
+    def printed_campaign_lapse(self) -> str | None:
+        """Why the card's printed campaign does not pay it (see :func:`printed_campaign_lapse`)."""
+        return printed_campaign_lapse(self.printed_campaign)
 
     @property
     def referrer_reward(self) -> RewardTerms:
