@@ -744,6 +744,52 @@ def test_desk_staff_cannot_manage_batches(desk, chinese_clinic):
     assert desk.post("/cards/batches", {"size": "5", "design": "classic"}).status_code == 403
 
 
+def test_the_cards_page_shows_the_offer_new_cards_carry_and_a_preview_of_one(manager, desk, chinese_clinic, tmp_path):
+    """A manager about to print a thousand cards sees what they will say, in the card's own words, first."""
+    set_campaign(friend_reward_stage="visit")
+    page = html.unescape(manager.get("/cards/").get_data(as_text=True))
+    offer = re.search(r'id="card-offer">(.*?)</div>', page, re.S).group(1)
+    assert "the campaign “Bring a friend”" in offer
+    assert re.search(r"Your friend gets <strong>1 bed-day waived \(gift pack\)</strong> at their first visit", offer)
+    assert re.search(r"You get <strong>¥200 meal voucher</strong>\s*</p>", offer)  # paid at once: nothing after
+    for design in cards.DESIGNS:
+        assert f'href="/cards/preview/{design}.pdf"' in offer
+
+    preview = manager.get("/cards/preview/bold.pdf")
+    assert preview.status_code == 200 and preview.mimetype == "application/pdf"
+    assert preview.headers["Cache-Control"] == "no-store"
+    path = tmp_path / "preview.pdf"
+    path.write_bytes(preview.get_data())
+    text = " ".join(pdf_text(path).split())
+    assert "1 bed-day waived (gift pack) at their first visit" in text and "港湾口腔 Harbour Dental" in text
+    assert db.session.scalar(select(func.count()).select_from(CardBatch)) == 0  # a preview prints no batch
+
+    nonsense = manager.get("/cards/preview/%3Cscript%3E.pdf")
+    assert nonsense.status_code == 404 and "Pick one of the card designs" in nonsense.get_data(as_text=True)
+    assert desk.get("/cards/preview/classic.pdf").status_code == 403
+
+
+def test_without_a_campaign_for_cards_the_cards_page_says_so_and_nothing_previews(manager, chinese_clinic):
+    set_campaign(covers="personal")
+    page = " ".join(manager.get("/cards/").get_data(as_text=True).split())
+    assert 'No running campaign covers scratch cards, and cards print its offer: <a href="/admin/campaigns">' in page
+    assert 'href="/cards/preview/' not in page
+    preview = manager.get("/cards/preview/classic.pdf")
+    assert preview.status_code == 409 and "No running campaign covers scratch cards" in preview.get_data(as_text=True)
+
+
+def test_the_batches_list_counts_the_cards_handed_out_and_brought_back(manager, chinese_clinic, actor, referrer):
+    batch = generate(4, actor)
+    serials = db.session.scalars(select(Card.serial).where(Card.batch_id == batch.id).order_by(Card.id)).all()
+    first, _second = (cards.activate_card(serial, referrer.id, actor) for serial in serials[:2])
+    redemption.redeem_code(first.code, friend(), actor)
+    generate(2, actor)  # another batch, untouched
+    page = manager.get("/cards/").get_data(as_text=True)
+    rows = {label: re.findall(r'<td class="num">([\d,]+)</td>', row)
+            for label, row in re.findall(r'>(B\d{3})</a></td>(.*?)</tr>', page, re.S)}
+    assert rows == {batch.label: ["4", "2", "1"], "B002": ["2", "0", "0"]}
+
+
 def test_a_nurse_activates_a_card_from_the_patient_page(desk, chinese_clinic, actor, referrer):
     batch = generate(1, actor)
     serial = db.session.scalar(select(Card.serial).where(Card.batch_id == batch.id))

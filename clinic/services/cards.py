@@ -13,6 +13,7 @@ import io
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -175,18 +176,14 @@ def card_design_pdf(batch: CardBatch) -> bytes:
     """
     campaign = batch.campaign or campaign_in_force(for_cards=True)
     clinic = current_clinic()
-    currency = clinic.currency
     name_width = print_width(clinic.name)
     name_size = "is-longer" if name_width > LONGER_NAME else "is-long" if name_width > LONG_NAME else ""
     margin = BLEED if batch.bleed else 0
-    friend_terms, referrer_terms = card_friend_reward(campaign), card_referrer_reward(campaign)
-    friend_gets, referrer_gets = friend_terms.describe(currency), referrer_terms.describe(currency)
-    friend_when, referrer_when = _friend_paid_when(friend_terms.stage), _referrer_paid_when(referrer_terms.stage)
-    offer_width = max(print_width(f"{friend_gets} {friend_when}"), print_width(f"{referrer_gets} {referrer_when}"))
+    offer = card_offer(campaign)
+    offer_width = max(print_width(f"{offer.friend_gets} {offer.friend_when}"),
+                      print_width(f"{offer.referrer_gets} {offer.referrer_when}"))
     return render_pdf("pdf/card.html", design=batch.design, bleed=margin, brand=Brand.from_colour(brand_colour()),
-                      page_width=CARD_WIDTH + 2 * margin, page_height=CARD_HEIGHT + 2 * margin,
-                      friend_gets=friend_gets, referrer_gets=referrer_gets,
-                      friend_when=friend_when, referrer_when=referrer_when,
+                      page_width=CARD_WIDTH + 2 * margin, page_height=CARD_HEIGHT + 2 * margin, offer=offer,
                       offer_size="is-longer" if offer_width > LONGER_REWARD else "is-long" if offer_width > LONG_REWARD
                       else "", name_size=name_size)
 
@@ -456,9 +453,54 @@ def list_batches(limit: int = 50) -> list[CardBatch]:
 
 
 def card_counts(batch_id: int) -> dict[str, int]:
-    rows = db.session.execute(select(Card.status, func.count()).where(Card.batch_id == batch_id)
-                              .group_by(Card.status))
-    return {status: count for status, count in rows}
+    return card_counts_by_batch([batch_id]).get(batch_id, {})
+
+
+def card_counts_by_batch(batch_ids: list[int]) -> dict[int, dict[str, int]]:
+    """How many cards of each batch are in each state, in one query: how many were handed out, how many came back."""
+    counts: dict[int, dict[str, int]] = {}
+    if not batch_ids:
+        return counts
+    rows = db.session.execute(select(Card.batch_id, Card.status, func.count()).where(Card.batch_id.in_(batch_ids))
+                              .group_by(Card.batch_id, Card.status))
+    for batch_id, status, count in rows:
+        counts.setdefault(batch_id, {})[status] = count
+    return counts
+
+
+@dataclass(frozen=True)
+class CardOffer:
+    """What cards printed now would say: the campaign in force for cards and each side's reward, in print words."""
+
+    campaign_name: str
+    friend_gets: str
+    friend_when: str
+    referrer_gets: str
+    referrer_when: str
+
+
+def card_offer(campaign=None) -> CardOffer | None:
+    """The offer a card of ``campaign`` (default: the one a new batch would print) carries; None without one.
+
+    The manager sees it before printing a thousand cards, in the same words as the card itself.
+    """
+    campaign = campaign or campaign_in_force(for_cards=True)
+    if campaign is None:
+        return None
+    currency = current_clinic().currency
+    friend, referrer = card_friend_reward(campaign), card_referrer_reward(campaign)
+    return CardOffer(campaign.name, friend.describe(currency), _friend_paid_when(friend.stage),
+                     referrer.describe(currency), _referrer_paid_when(referrer.stage))
+
+
+def preview_card_pdf(design: str) -> bytes:
+    """The design of a card a new batch would print now, without serial, code or QR (those are stamped per card)."""
+    if design not in DESIGNS:
+        raise Refused("validation_error", _("Pick one of the card designs."), field="design", status=404)
+    if campaign_in_force(for_cards=True) is None:
+        raise Refused("no_campaign", _("No running campaign covers scratch cards: set one up first, "
+                                        "the cards print its offer."), status=409)
+    return card_design_pdf(CardBatch(design=design, bleed=False, size=1))
 
 
 def patient_cards(patient_id: int) -> list[Card]:

@@ -84,6 +84,7 @@ ACCESS: dict[str, Access] = {
     "admin.end_staff_sessions": Access.MANAGER,
     "cards.index": Access.MANAGER,
     "cards.create_batch": Access.MANAGER,
+    "cards.preview": Access.MANAGER,
     "cards.batch": Access.MANAGER,
     "cards.batch_pdf": Access.MANAGER,
     "cards.serials_csv": Access.MANAGER,

@@ -11,9 +11,11 @@ from clinic.extensions import db
 from clinic.models import CardBatch
 from clinic.services import cards as card_service
 from clinic.services.errors import Refused
+from clinic.web.errors import render_error
 from clinic.web.helpers import (current_actor, form_value, manager_required, render_fragment_or_page, parse_id,
                                 send_private_file)
 from clinic.web.patients import render_patient_page
+from clinic.web.posters import file_response
 
 bp = Blueprint("cards", __name__, url_prefix="/cards")
 
@@ -26,9 +28,11 @@ def _batch_or_404(batch_id: int) -> CardBatch:
 
 
 def _batches_page(status: int = 200, errors: dict | None = None, values: dict | None = None):
-    return render_template("cards/index.html", batches=card_service.list_batches(), designs=card_service.DESIGNS,
+    batches = card_service.list_batches()
+    return render_template("cards/index.html", batches=batches, designs=card_service.DESIGNS,
                            errors=errors or {}, values=values or {"size": "100", "design": "classic"},
-                           status_of=card_service.effective_status), status
+                           status_of=card_service.effective_status, offer=card_service.card_offer(),
+                           counts=card_service.card_counts_by_batch([batch.id for batch in batches])), status
 
 
 @bp.get("/")
@@ -53,6 +57,17 @@ def create_batch():
     return redirect(url_for("cards.batch", batch_id=batch.id), code=303)
 
 
+@bp.get("/preview/<design>.pdf")
+@manager_required
+def preview(design: str):
+    """One card of the design as a new batch would print it now: checked before a thousand are printed."""
+    try:
+        pdf = card_service.preview_card_pdf(design)
+    except Refused as refusal:
+        return render_error(refusal.status, refusal.message)
+    return file_response(pdf, "application/pdf", f"card-preview-{design}.pdf")
+
+
 def _start(batch_id: int) -> None:
     """Queue the batch; if the queue is out of reach the batch has failed, and its page says why."""
     try:
@@ -67,7 +82,8 @@ def batch(batch_id: int):
     batch = _batch_or_404(batch_id)
     return render_fragment_or_page("cards/_batch_status.html", "cards/batch.html", batch=batch,
                                    batch_status=card_service.effective_status(batch),
-                                   counts=card_service.card_counts(batch.id))
+                                   counts=card_service.card_counts(batch.id),
+                                   offer=card_service.card_offer(batch.campaign) if batch.campaign else None)
 
 
 @bp.post("/batches/<int:batch_id>/retry")
