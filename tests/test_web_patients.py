@@ -8,9 +8,9 @@ from sqlalchemy import select
 
 from clinic.extensions import db
 from clinic.models import Patient
-from clinic.services import codes
+from clinic.services import codes, milestones, redemption
 from clinic.services import patients as patient_service
-from tests.conftest import counts
+from tests.conftest import counts, friend
 
 ENROL = {"full_name": "Li Na", "display_name": "Na", "phone": "+86 138-0013-8000", "external_id": "MRN-77"}
 
@@ -163,3 +163,24 @@ def test_a_refused_poster_consent_is_said_on_the_consent_form(desk, referrer):
     assert re.search(rf'<a href="/patients/{referrer.id}/details" [^>]*aria-describedby="name_on_posters-error"', form)
     assert 'role="status"' not in page
     assert counts() == before and db.session.get(Patient, referrer.id).name_on_posters is False
+
+
+def test_the_patient_page_says_where_each_referred_friend_is_and_its_timeline_reads_for_people(desk, actor, referrer):
+    """Staff see which friends came and paid (the referrer's next reward may wait on it), and the timeline names the
+    campaign and the referrer and groups the code as printed, instead of database ids."""
+    came = redemption.redeem_code(referrer.personal_code, friend("Came Once", "13900000001"), actor).friend
+    paid = redemption.redeem_code(referrer.personal_code, friend("Paid Too", "13900000002"), actor).friend
+    redemption.redeem_code(referrer.personal_code, friend("Not Yet", "13900000003"), actor)
+    milestones.record_visit(came.id, actor)
+    milestones.record_payment(paid.id, 68000, actor)
+
+    page = " ".join(html.unescape(desk.get(f"/patients/{referrer.id}").get_data(as_text=True)).split())
+    friends = re.search(r"Friends they referred \(3\)</h2>(.*?)</ul>", page).group(1)
+    states = dict(re.findall(r">([A-Za-z ]+)</a> · [\d-]+ [\d:]+ · (?:<span class=\"muted\">)?([A-Za-z]+ ?[\w-]*)", friends))
+    assert states["Came Once"].startswith("Visited ") and states["Paid Too"].startswith("Paid ")
+    assert states["Not Yet"] == "not visited"
+    timeline = re.search(r'<ul class="timeline">(.*?)</ul>', page).group(1)
+    code = codes.format_code(referrer.personal_code)
+    assert f"code: {code}; referrer: {referrer.full_name}; campaign: Bring a friend" in timeline
+    assert "campaign id" not in timeline and "referrer id" not in timeline
+    assert "rewards paid: none" in timeline  # the payment paid nothing more: all was paid at redemption

@@ -15,8 +15,10 @@ from flask_wtf.csrf import generate_csrf
 from jinja2.compiler import CodeGenerator
 from markupsafe import Markup, escape
 
+from clinic.extensions import db
 from clinic.i18n import MacroModuleAwareTemplate, current_language, format_day, format_moment, pgettext
 from clinic.i18n import gettext as _
+from clinic.models import Patient
 from clinic.models._time import utcnow
 from clinic.services.clinic_settings import (clinic_day_of, clinic_local, friend_reward, current_clinic,
                                              last_day_before, referrer_reward, to_clinic_time)
@@ -26,6 +28,7 @@ from clinic.services.errors import Refused
 from clinic.services.money import format_money
 from clinic.services.privacy import mask_name, mask_phone
 from clinic.services.qr import qr_svg
+from clinic.services.settings_snapshot import current_settings
 from clinic.services.urls import invite_url, progress_url, voucher_url
 from clinic.services.webhook_sender import redacted_url
 
@@ -191,7 +194,7 @@ def audit_label(action: str) -> str:
 AUDIT_DETAIL_LABELS = {
     "email": _l("email"), "role": _l("role"), "staff_member": _l("staff member"), "batch": _l("batch"),
     "size": _l("size"), "design": _l("design"), "bleed": _l("bleed"), "serial": _l("serial"), "card": _l("card"),
-    "cards": _l("cards"), "code": _l("code"), "referrer_id": _l("referrer id"), "campaign_id": _l("campaign id"),
+    "cards": _l("cards"), "code": _l("code"), "referrer": _l("referrer"), "campaign": _l("campaign"),
     "amount": _l("amount"), "beneficiary": _l("beneficiary"), "kind": _l("kind"), "label": _l("label"),
     "reason_text": _l("reason text"), "changes": _l("changes"), "rewards_paid": _l("rewards paid"),
     "voided": _l("voided"), "already_spent": _l("already spent"), "cancelled": _l("cancelled"), "tier": _l("tier"),
@@ -227,9 +230,19 @@ def audit_details(event) -> str:
     # Amounts are in the clinic's currency unless the event says otherwise (events before the paid amount
     # carried its currency said nothing).
     currency = details.pop("currency", None) or current_clinic().currency
+    if "tier" in details:
+        details.pop("tier_id", None)  # the tier's name says it
     parts = []
     for key, value in details.items():
-        if key == "amount":
+        if key == "campaign_id":
+            key, value = "campaign", _campaign_name(value)
+        elif key == "referrer_id":
+            key, value = "referrer", _patient_name(value)
+        elif key == "code" and isinstance(value, str) and value.isalnum():
+            value = format_code(value)  # as the desk shows and the patient reads it
+        elif key == "rewards_paid" and value == 0:
+            value = _("none")
+        elif key == "amount":
             if not value:
                 continue  # a service voucher has no amount
             value = format_money(int(value), currency, current_language())
@@ -243,6 +256,18 @@ def audit_details(event) -> str:
             value = ", ".join(_detail_label(str(field)) for field in value)
         parts.append(f"{_detail_label(key)}: {value}")
     return "; ".join(parts)
+
+
+def _campaign_name(campaign_id) -> str:
+    """A campaign named as the manager named it; its id only if it is not (or no longer) there."""
+    name = next((campaign.name for campaign in current_settings().campaigns if campaign.id == campaign_id), None)
+    return name if name is not None else f"#{campaign_id}"
+
+
+def _patient_name(patient_id) -> str:
+    """The patient named for staff (an erased one is called so); the id of one that cannot be found."""
+    patient = db.session.get(Patient, patient_id) if isinstance(patient_id, int) else None
+    return patient.staff_name if patient is not None else f"#{patient_id}"
 
 
 STAGE_LABELS = {"redemption": _l("when the code is redeemed"), "visit": _l("at the friend's first visit"),
