@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Patient
-from clinic.services import notifications, patients, redemption
+from clinic.services import notifications, patients, redemption, text
 from clinic.services.errors import Refused
 from clinic.services.patients import FieldErrors, PatientDetails, correct_details, details_fingerprint
 from tests.conftest import counts, friend
@@ -309,3 +309,28 @@ def test_a_form_opened_before_someone_else_s_correction_shows_the_details_as_the
 def test_an_unknown_patient_s_form_is_404(desk):
     assert desk.get("/patients/999999/details").status_code == 404
     assert desk.post("/patients/999999/details", {"full_name": "Nobody", "seen": ""}).status_code == 404
+
+
+# Names that need a zero-width joiner or non-joiner to be spelled right, and ones where it only hides.
+SPELLED_WITH_JOINERS = {"Persian (ZWNJ)": "محمد\u200cرضا", "Sinhala 'Sri' (ZWJ after a virama)": "ශ්\u200dරී ලංකා",
+                        "Malayalam chillu (ZWJ)": "അവന\u0d4d\u200d", "Bengali ra-phala (ZWJ)": "র\u200d্যাব",
+                        "Hindi (ZWNJ)": "क्\u200cष"}
+HIDING_JOINERS = {"between Latin letters": "Wang\u200dLi", "between Chinese": "王\u200c丽", "at the end": "محمد\u200c",
+                  "doubled": "ශ්\u200d\u200dරී", "at the start": "\u200dශ්රී"}
+
+
+@pytest.mark.parametrize("name", SPELLED_WITH_JOINERS.values(), ids=SPELLED_WITH_JOINERS)
+def test_a_name_spelled_with_a_joiner_is_kept_as_typed(desk, name):
+    """They were refused as 'characters that cannot be printed': a Sri Lankan or Iranian patient could not be enrolled."""
+    assert text.clean_text(name, max_length=200, label="Name", required=True) == name
+    response = desk.post("/patients/new", {"full_name": name, "display_name": name, "phone": "", "external_id": "R-1"})
+    assert response.status_code == 303, response.get_data(as_text=True)
+    enrolled = db.session.scalar(select(Patient).where(Patient.external_id == "R-1"))
+    assert (enrolled.full_name, enrolled.display_name) == (name, name)
+    assert [p.id for p in patients.search_patients(name)] == [enrolled.id]  # found as typed
+
+
+@pytest.mark.parametrize("name", HIDING_JOINERS.values(), ids=HIDING_JOINERS)
+def test_a_joiner_that_only_hides_is_refused(app, name):
+    with pytest.raises(ValueError, match="cannot be printed"):
+        text.clean_text(name, max_length=200, label="Name", required=True)

@@ -26,7 +26,7 @@ from clinic.services import audit
 from clinic.services.codes import InvalidCode, generate_personal_code, normalize_code, parse_code, CodeKind
 from clinic.services.errors import Refused
 from clinic.services.settings_snapshot import STAMP_COLUMN, last_known_settings, settings_read_with
-from clinic.services.text import CONTROL_CHARACTERS, clean_text
+from clinic.services.text import clean_text, without_hidden_characters
 from clinic.services.transaction import Actor, atomic, insert_row_unless_taken
 
 _PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
@@ -341,7 +341,7 @@ TIMELINE_LIMIT = 100
 
 def search_patients(query: str | None) -> list[Patient]:
     """Find patients by name, phone digits or personal code; newest first."""
-    text = " ".join(CONTROL_CHARACTERS.sub("", query or "").split())[:100]
+    text = " ".join(without_hidden_characters(query or "").split())[:100]
     statement = select(Patient).order_by(Patient.id.desc()).limit(SEARCH_LIMIT)
     if not text:
         return list(db.session.scalars(statement))

@@ -17,10 +17,46 @@ CONTROL_CHARACTERS = re.compile(
     r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]")
 
 
+# The zero-width non-joiner and joiner are format characters, but some scripts need them to spell a name: Persian
+# (محمد‌رضا, a ZWNJ between two Arabic letters), Sinhala (ශ්‍රී "Sri", a ZWJ after a virama), Malayalam, Bengali,
+# Devanagari conjuncts. There they are kept; between Latin or Chinese letters, doubled, or at an edge (but after a
+# virama) they change nothing a reader sees and are refused like any other invisible character.
+JOINERS = "\u200c\u200d"
+_JOINING_SCRIPTS = re.compile(r"[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufeff"  # Arabic
+                              r"\u0900-\u0dff"  # Devanagari, Bengali, Gurmukhi, Gujarati, Oriya, Tamil … Sinhala
+                              r"\u1000-\u109f\u1780-\u17ff]")  # Myanmar, Khmer
+
+
+def _joins_its_script(text: str, index: int) -> bool:
+    """Whether the joiner at ``index`` follows a letter or mark of a script that spells with joiners, and either
+    precedes another or ends a virama (a Malayalam chillu, "അവന്‍", ends a word with one)."""
+    if index == 0:
+        return False
+    before, after = text[index - 1], text[index + 1:index + 2]
+    return _spells_with_joiners(before) and (_spells_with_joiners(after) or unicodedata.combining(before) == 9)
+
+
+def _spells_with_joiners(character: str) -> bool:
+    return bool(character) and bool(_JOINING_SCRIPTS.match(character)) and unicodedata.category(character)[0] in "LM"
+
+
+def has_hidden_characters(text: str) -> bool:
+    """Whether ``text`` holds a character that prints as nothing or reorders what follows (CONTROL_CHARACTERS),
+    other than a joiner its script needs (JOINERS)."""
+    return any(match.group() not in JOINERS or not _joins_its_script(text, match.start())
+               for match in CONTROL_CHARACTERS.finditer(text))
+
+
+def without_hidden_characters(text: str) -> str:
+    """``text`` without the characters :func:`has_hidden_characters` refuses (a search box's query)."""
+    return "".join(c for i, c in enumerate(text)
+                   if not CONTROL_CHARACTERS.match(c) or (c in JOINERS and _joins_its_script(text, i)))
+
+
 def clean_text(raw: str | None, *, max_length: int, label: str, required: bool) -> str:
     """Trim and fold white space; refuse control characters, over-long and missing text."""
     text = " ".join((raw or "").split())
-    if CONTROL_CHARACTERS.search(text):
+    if has_hidden_characters(text):
         raise ValueError(_("%(label)s contains characters that cannot be printed.", label=label))
     if required and not text:
         raise ValueError(_("Enter the %(label)s.", label=label.lower()))

@@ -37,7 +37,7 @@ from clinic.services.patients import FieldErrors, check_fields, patient_to_chang
 from clinic.services.pdf import render_pdf
 from clinic.services.posters import Brand
 from clinic.services.privacy import mask_name
-from clinic.services.text import CONTROL_CHARACTERS, clean_text
+from clinic.services.text import clean_text, has_hidden_characters
 from clinic.services.transaction import Actor, atomic
 
 NAME_MAX = 40
@@ -86,7 +86,7 @@ def _multiline_text(raw: str | None, max_length: int, label: str) -> str:
     """Like :func:`clean_text`, but keeping line breaks: privileges are often a list, one per line."""
     lines = [" ".join(line.split()) for line in (raw or "").replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     text = "\n".join(lines).strip("\n")
-    if CONTROL_CHARACTERS.search(text.replace("\n", " ")):
+    if has_hidden_characters(text.replace("\n", " ")):
         raise ValueError(_("%(label)s contains characters that cannot be printed.", label=label))
     if len(text) > max_length:
         raise ValueError(_("%(label)s can be at most %(count)s characters.", label=label, count=max_length))

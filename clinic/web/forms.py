@@ -25,11 +25,11 @@ from clinic.services.money import major_units_text, parse_money
 from clinic.services.patients import CORRECTABLE_DETAILS, FieldErrors, PatientDetails
 from clinic.services.tiers import TierRules
 from clinic.services.webhooks import EVENT_TYPES, EndpointRules
-from clinic.services.text import CONTROL_CHARACTERS
+from clinic.services.text import has_hidden_characters
 
 def printable(form, field):
     """Refuse control, zero-width and direction-override characters in free text."""
-    if field.data and CONTROL_CHARACTERS.search(field.data.replace("\r\n", " ").replace("\n", " ")):
+    if field.data and has_hidden_characters(field.data.replace("\r\n", " ").replace("\n", " ")):
         raise ValidationError(_("This contains characters that cannot be printed."))
 
 
@@ -151,7 +151,7 @@ def parse_reward(form, prefix: str, currency: str) -> dict | None:
         if not label or len(label) > 80:
             field.errors.append(_("Name the service in 1 to 80 characters."))
             return None
-        if CONTROL_CHARACTERS.search(label):
+        if has_hidden_characters(label):
             field.errors.append(_("This contains characters that cannot be printed."))
             return None
         values[f"{prefix}_reward_label"] = label
