@@ -184,3 +184,14 @@ def test_the_patient_page_says_where_each_referred_friend_is_and_its_timeline_re
     assert f"code: {code}; referrer: {referrer.full_name}; campaign: Bring a friend" in timeline
     assert "campaign id" not in timeline and "referrer id" not in timeline
     assert "rewards paid: none" in timeline  # the payment paid nothing more: all was paid at redemption
+
+
+def test_the_timeline_says_who_a_voucher_is_for_and_its_kind_in_the_reader_s_language(desk, actor, referrer):
+    """The stored words ("friend", "service") showed untranslated in a Chinese timeline."""
+    redemption.redeem_code(referrer.personal_code, friend("Chen Jie", "13900000001"), actor)
+    assert desk.post("/account/language", {"language": "zh_CN", "next": "/desk/"}).status_code == 303
+    page = html.unescape(desk.get(f"/patients/{referrer.id}").get_data(as_text=True))
+    timeline = re.search(r'<ul class="timeline">(.*?)</ul>', page, re.S).group(1)
+    assert "受益方: 被推荐人" in timeline and "受益方: 推荐人" in timeline
+    assert "类型: 指定服务" in timeline and "类型: 现金抵扣" in timeline
+    assert not re.search(r": (friend|referrer|service|money)\b", timeline)

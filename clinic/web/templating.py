@@ -242,6 +242,10 @@ def audit_details(event) -> str:
             value = format_code(value)  # as the desk shows and the patient reads it
         elif key == "rewards_paid" and value == 0:
             value = _("none")
+        elif key == "beneficiary" and value in ("referrer", "friend"):
+            value = pgettext("beneficiary", value)  # stored in English, read in the reader's language
+        elif key == "kind" and value in ("money", "service"):
+            value = _("money off") if value == "money" else _("a named service")
         elif key == "amount":
             if not value:
                 continue  # a service voucher has no amount
