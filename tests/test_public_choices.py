@@ -261,3 +261,15 @@ def test_the_page_speaks_chinese(browser, enrol):
     assert "Your choices" not in page and "Save my choices" not in page
     refused = save(browser, token, {"leaderboard": "maybe"}, headers={"Cookie": "lang=zh_CN"})
     assert "未保存任何更改" in refused.get_data(as_text=True)
+
+
+def test_saving_is_rate_limited_per_client_like_the_other_public_pages(app, enrol):
+    from tests.test_limits import GUESSER, NEIGHBOUR, browser_from, limited_app
+
+    limited = limited_app(app, RATELIMIT_PUBLIC_PAGES="5/minute", RATELIMIT_WRONG_CODES="3/minute")
+    _patient_id, token = enrol()
+    phone = browser_from(GUESSER, limited)
+    assert [save(phone, token, EVERYTHING_NO).status_code for _ in range(6)] == [303] * 5 + [429]
+    guesser = browser_from(NEIGHBOUR, limited)
+    assert [save(guesser, "x" * 32, EVERYTHING_NO).status_code for _ in range(4)] == [404] * 3 + [429]
+    assert guesser.get(f"/p/{token}/choices").status_code == 429  # wrong links use up the reader's allowance
