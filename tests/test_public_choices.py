@@ -1,4 +1,4 @@
-"""A patient's own privacy choices on their private link (/p/<token>/choices): messages, name on posters, leaderboard."""
+"""A patient's own privacy choices on their private link (/p/<token>/choices): messages, posters, leaderboard."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ PHONES = count(1)
 EVERYTHING_NO = {"messages": "no", "name_on_posters": "no", "leaderboard": "no"}
 AUDITED = {"messages": "patient.notification_consent", "name_on_posters": "patient.poster_consent",
            "leaderboard": "patient.leaderboard_consent"}
-COLUMNS = {"messages": "notification_consent", "name_on_posters": "name_on_posters", "leaderboard": "leaderboard_opt_in"}
+COLUMNS = {"messages": "notification_consent", "name_on_posters": "name_on_posters",
+           "leaderboard": "leaderboard_opt_in"}
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Pages anyone may open: the invite page, the progress page, a voucher, health and brand CSS.
+"""Pages anyone may open: the invite page, the progress page and the patient's choices, a voucher, health, brand CSS.
 
 The invite and progress pages are read on phones, often in a chat app's browser on a slow network:
 one small stylesheet (static/css/public.css), the brand colours (/brand.css), no web fonts, and
@@ -88,11 +88,11 @@ def choices(token: str):
 def save_choices(token: str):
     """Save the patient's choices: 303 back to the page, which says so; or the page again with what is wrong (422).
 
-    Exempt from the CSRF check, and only this public form: a patient's phone has no staff session, so there is
-    no session token to check against, and none is needed. The authority is the unguessable token in the URL,
-    which a forging site cannot know (and, with ``no-referrer`` everywhere, is never told): a request that
-    knows it comes from the patient's link, as every GET of their pages does. An unknown, rotated or erased
-    link is the progress page's 404 before anything is read from the form.
+    Exempt from the CSRF check, and only this public form: a patient's phone has no session, so there is no
+    session token to check against, and none is needed. The authority is the unguessable token in the URL (192
+    random bits), which a forging site cannot know (the patient pages send ``no-referrer``, so no link out of
+    them tells it): whoever sends it holds the patient's own link, as for every GET of their pages. An unknown,
+    rotated or erased link gets the progress page's 404 before anything is read from the form.
     """
     if patient_by_progress_token(token) is None:
         return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
