@@ -92,10 +92,11 @@ def expect_named_pictures(page) -> None:
 
 def phone_pages(site) -> dict[str, str]:
     """The pages patients and friends open on a phone: a referrer's progress (a friend, a voucher), a new patient's,
-    the invite, and the voucher page with its 12-symbol code."""
+    the new patient's privacy choices, the invite, and the voucher page with its 12-symbol code."""
     redeemed = redeem(site)
     newcomer = enrol(site)
     return {"progress": site.local(redeemed.referrer.progress_url), "progress-new": site.local(newcomer.progress_url),
+            "choices": site.local(newcomer.progress_url) + "/choices",
             "invite": site.local(redeemed.referrer.invite_url), "voucher": site.local(redeemed.voucher_url)}
 
 
@@ -243,7 +244,7 @@ def test_phone_pages_pass_axe(journey, site):
             details.evaluate("details => { details.open = true; }")
         expect_accessible(page)
         assert page.locator("h1").count() == 1, f"{name}: one main heading"
-        if name != "invite":  # the invite page has no picture without a logo
+        if name not in ("invite", "choices"):  # the invite page has no picture without a logo, the choices none
             expect_named_pictures(page)
         if name.startswith("progress"):
             # The bar towards the next tier says what it measures; a friend's milestones are said as words,

@@ -29,7 +29,8 @@ FIELDS = ["code", "full_name", "display_name", "phone", "external_id", "idempote
           "name_on_posters", "card_rewards_differ", "card_referrer_reward_kind", "card_friend_reward_label",
           "amount", "token", "expected", "decision", "approve", "starts_on", "ends_on", "covers", "cap_referrals_per_year",
           "cap_value_per_year", "friend_monthly_quota", "quota_label", "min_paid_referrals", "window_months",
-          "privileges", "staff_id", "branch_id", "consent", "referrer_reward_stage", "friend_reward_stage", "seen"]
+          "privileges", "staff_id", "branch_id", "consent", "referrer_reward_stage", "friend_reward_stage", "seen",
+          "messages", "leaderboard"]
 
 
 # Routes that take no input at all: there is no nonsense to send them.
@@ -50,15 +51,15 @@ LENIENT = {
 }
 
 
-def post_urls(app, ids: dict[str, int]) -> list[tuple[str, str]]:
-    """(endpoint, url) for every POST route, with real ids in place of the URL variables."""
+def post_urls(app, ids: dict[str, int | str]) -> list[tuple[str, str]]:
+    """(endpoint, url) for every POST route, with real ids (and a real progress token) in place of the URL variables."""
     urls = []
     for rule in app.url_map.iter_rules():
         # The JSON API (bearer tokens, no forms) is fuzzed from its OpenAPI document: tests/test_api_schema.py.
         if "POST" in rule.methods and rule.endpoint not in INPUTLESS and not rule.endpoint.startswith("api."):
             url = rule.rule
             for name, value in ids.items():
-                url = url.replace(f"<int:{name}>", str(value))
+                url = url.replace(f"<int:{name}>", str(value)).replace(f"<{name}>", str(value))
             assert "<" not in url, f"no id for {rule.rule}"
             urls.append((rule.endpoint, url))
     return sorted(urls, key=lambda item: item[0] in LENIENT)
@@ -67,6 +68,7 @@ def post_urls(app, ids: dict[str, int]) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("value", NASTY_VALUES, ids=range(len(NASTY_VALUES)))
 def test_every_post_route_survives_nonsense(app, manager, referrer, actor, value):
     from clinic.services import cards, redemption
+    from clinic.services.patients import rotate_progress_link
     from tests.conftest import friend
 
     result = redemption.redeem_code(referrer.personal_code, friend(), actor)
@@ -81,7 +83,7 @@ def test_every_post_route_survives_nonsense(app, manager, referrer, actor, value
         db.session.add(review)
     ids = {"patient_id": referrer.id, "voucher_id": result.friend_voucher.id, "batch_id": batch.id,
            "branch_id": branch.id, "tier_id": tier.id, "review_id": review.id, "referral_id": result.referral.id,
-           "campaign_id": db.session.scalar(select(Campaign.id))}
+           "campaign_id": db.session.scalar(select(Campaign.id)), "token": rotate_progress_link(referrer.id, actor)}
     before = counts()
     checked_unchanged = False
     for endpoint, url in post_urls(app, ids):

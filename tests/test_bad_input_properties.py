@@ -278,6 +278,13 @@ class World:
         self.correcting = patient.id
         return patient.id
 
+    def new_patient_link(self) -> str:
+        """The progress token of a patient offered every choice on their own page (a phone, SMS, a display name)."""
+        _patient, token = enrol_patient(PatientDetails(full_name="Qian Li", display_name="Li",
+                                                       phone=f"1384444{next(self.numbers):04d}",
+                                                       preferred_channel="sms"), self.actor())
+        return token
+
     def correction_form(self) -> dict:
         """The correction form as it is opened: the patient's details and their fingerprint."""
         patient = db.session.get(Patient, self.correcting)
@@ -571,6 +578,12 @@ ROUTES: dict[str, Route] = {
     "patients.erase": Route({"reason": st.one_of(text, choices(["patient_request", "duplicate", "entered_by_mistake"])),
                              "confirm": st.one_of(text, choices(["y", ""]))}, {"reason": "duplicate", "confirm": "y"},
                             ids=lambda w: {"patient_id": w.new_redemption().friend.id}),
+    # The patient's own choices, posted from their phone: no login, the link's token is the authority.
+    "public.save_choices": Route({"messages": choices(["yes", "no"]), "name_on_posters": choices(["yes", "no"]),
+                                  "leaderboard": choices(["yes", "no"])},
+                                 {"messages": "yes", "name_on_posters": "no", "leaderboard": "yes"}, anonymous=True,
+                                 ids=lambda w: {"token": w.new_patient_link()},
+                                 examples=({"messages": "YES"}, {"leaderboard": OMIT}, {"name_on_posters": "yes\x00"})),
     "auth.language": Route({"language": st.one_of(text, choices(["en", "zh_CN", "zh-cn", "fr"])),
                             "next": st.one_of(urls, text)}, {"language": "zh_CN", "next": "/desk"}),
 }

@@ -8,6 +8,10 @@ from clinic.extensions import db
 from clinic.models import AuditEvent
 from clinic.services.transaction import Actor, atomic, insert_row
 
+# details[BY] of an event no staff member caused: PATIENT_LINK, the patient on their own private link.
+BY = "by"
+PATIENT_LINK = "patient_link"
+
 
 def record(action: str, actor: Actor, *, outcome: str = "ok", reason: str | None = None,
            patient_id: int | None = None, voucher_id: int | None = None,
@@ -46,7 +50,8 @@ def _event_values(action: str, actor: Actor, *, outcome: str = "ok", reason: str
         "patient_id": patient_id,
         "voucher_id": voucher_id,
         "referral_id": referral_id,
-        "details": {key: value for key, value in {**details, "api_token": actor.api_token}.items()
+        "details": {key: value for key, value in {**details, "api_token": actor.api_token,
+                                                   BY: PATIENT_LINK if actor.patient_link else None}.items()
                     if value is not None},
     }
 

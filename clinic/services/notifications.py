@@ -160,23 +160,32 @@ def set_preferences(patient_id: int, channel: str | None, language: str | None, 
                            "preferred_language": lambda: check_language(language)})
     with atomic():
         patient = patient_to_change(patient_id)
-        problem = consent_problem(consent, values["preferred_channel"], patient.phone)
-        if problem:
-            raise FieldErrors({"notification_consent": problem})
-        before = (patient.preferred_channel, patient.preferred_language, patient.notification_consent)
-        patient.preferred_channel = values["preferred_channel"]
-        patient.preferred_language = values["preferred_language"]
-        if consent and not patient.notification_consent:
-            patient.notification_consent_at = utcnow()
-        elif not consent:
-            patient.notification_consent_at = None
-        patient.notification_consent = consent
-        cancelled = cancel_withheld_messages(patient)
-        if before != (patient.preferred_channel, patient.preferred_language, consent) or cancelled:
-            audit.record("patient.notification_consent", actor, patient_id=patient.id, consent=consent,
-                         channel=patient.preferred_channel, language=patient.preferred_language,
-                         cancelled_messages=cancelled or None)
+        record_preferences(patient, values["preferred_channel"], values["preferred_language"], consent, actor)
     return patient
+
+
+def record_preferences(patient: Patient, channel: str, language: str, consent: bool, actor: Actor) -> None:
+    """Checked channel and language and the consent, in the current transaction; audited only when they change.
+
+    Apart from :func:`set_preferences` so that the patient's own choices (clinic/services/consents.py) save
+    it in one transaction with their other consents.
+    """
+    problem = consent_problem(consent, channel, patient.phone)
+    if problem:
+        raise FieldErrors({"notification_consent": problem})
+    before = (patient.preferred_channel, patient.preferred_language, patient.notification_consent)
+    patient.preferred_channel = channel
+    patient.preferred_language = language
+    if consent and not patient.notification_consent:
+        patient.notification_consent_at = utcnow()
+    elif not consent:
+        patient.notification_consent_at = None
+    patient.notification_consent = consent
+    cancelled = cancel_withheld_messages(patient)
+    if before != (patient.preferred_channel, patient.preferred_language, consent) or cancelled:
+        audit.record("patient.notification_consent", actor, patient_id=patient.id, consent=consent,
+                     channel=patient.preferred_channel, language=patient.preferred_language,
+                     cancelled_messages=cancelled or None)
 
 
 def withheld_because(payload: dict, patient: Patient | None = None) -> str | None:

@@ -298,13 +298,22 @@ def set_poster_consent(patient_id: int, consent: bool, actor: Actor) -> Patient:
     """Record whether the patient agreed to have their display name printed on posters."""
     with atomic():
         patient = patient_to_change(patient_id)
-        if consent and not patient.display_name:
-            raise Refused("validation_error", _("Add a display name first: it is the name a poster would show."),
-                          field="name_on_posters")
-        if patient.name_on_posters != consent:
-            patient.name_on_posters = consent
-            audit.record("patient.poster_consent", actor, patient_id=patient.id, consent=consent)
+        record_poster_consent(patient, consent, actor)
     return patient
+
+
+def record_poster_consent(patient: Patient, consent: bool, actor: Actor) -> None:
+    """The poster consent, changed and audited in the current transaction only if it differs.
+
+    Apart from :func:`set_poster_consent` so that the patient's own choices (clinic/services/consents.py)
+    save it in one transaction with their other consents.
+    """
+    if consent and not patient.display_name:
+        raise Refused("validation_error", _("Add a display name first: it is the name a poster would show."),
+                      field="name_on_posters")
+    if patient.name_on_posters != consent:
+        patient.name_on_posters = consent
+        audit.record("patient.poster_consent", actor, patient_id=patient.id, consent=consent)
 
 
 # Built once: the public pages look a patient up on every request, and building a statement

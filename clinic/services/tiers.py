@@ -421,10 +421,19 @@ def set_leaderboard_consent(patient_id: int, consent: bool, actor: Actor) -> Pat
     """Record whether the patient agreed to appear, with a masked name, on the public leaderboard."""
     with atomic():
         patient = patient_to_change(patient_id)
-        if patient.leaderboard_opt_in != consent:
-            patient.leaderboard_opt_in = consent
-            audit.record("patient.leaderboard_consent", actor, patient_id=patient.id, consent=consent)
+        record_leaderboard_consent(patient, consent, actor)
     return patient
+
+
+def record_leaderboard_consent(patient: Patient, consent: bool, actor: Actor) -> None:
+    """The leaderboard consent, changed and audited in the current transaction only if it differs.
+
+    Apart from :func:`set_leaderboard_consent` so that the patient's own choices (clinic/services/consents.py)
+    save it in one transaction with their other consents.
+    """
+    if patient.leaderboard_opt_in != consent:
+        patient.leaderboard_opt_in = consent
+        audit.record("patient.leaderboard_consent", actor, patient_id=patient.id, consent=consent)
 
 
 def certificate_pdf(patient: Patient, title: str, period_label: str, friends: int, *, title_zh: str = "") -> bytes:

@@ -41,6 +41,8 @@ class Actor:
     ip: str | None = None
     branch_id: int | None = None
     api_token: str | None = None  # the name of the integration API token the request came with
+    # The patient themself, through their private progress link (clinic/services/consents.py): no staff member.
+    patient_link: bool = False
 
 
 def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

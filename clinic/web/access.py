@@ -32,6 +32,8 @@ ACCESS: dict[str, Access] = {
     "public.invite_qr": Access.ANYONE,
     "public.progress": Access.ANYONE,
     "public.progress_poster": Access.ANYONE,
+    "public.choices": Access.ANYONE,
+    "public.save_choices": Access.ANYONE,
     "public.voucher": Access.ANYONE,
     "public.voucher_qr": Access.ANYONE,
     "public.healthz": Access.ANYONE,

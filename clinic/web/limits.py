@@ -174,6 +174,8 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
     "public.invite_qr": _public_page,
     "public.progress": _public_page,
     "public.progress_poster": _public_page,
+    "public.choices": _public_page,
+    "public.save_choices": _public_page,
     "public.voucher": _public_page,
     "public.voucher_qr": _public_page,
     "api.create_patient": _api_request,

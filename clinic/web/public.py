@@ -1,4 +1,4 @@
-"""Pages anyone may open: the invite page, the progress page, a voucher, health and brand CSS.
+"""Pages anyone may open: the invite page, the progress page and the patient's choices, a voucher, health, brand CSS.
 
 The invite and progress pages are read on phones, often in a chat app's browser on a slow network:
 one small stylesheet (static/css/public.css), the brand colours (/brand.css), no web fonts, and
@@ -8,19 +8,21 @@ clinic's language unless the reader switched (clinic/i18n.py).
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request, send_from_directory
+from flask import (Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request,
+                   send_from_directory, url_for)
+from flask_babel import gettext as _
 
-from clinic.extensions import db
+from clinic.extensions import csrf, db
 from clinic.models._time import utcnow
 from clinic.services import progress as progress_service
-from clinic.services.patients import patient_by_progress_token
+from clinic.services.patients import FieldErrors, patient_by_progress_token
 from clinic.services.errors import Refused
-from clinic.services import colours, invitations
+from clinic.services import colours, consents, invitations
 from clinic.services.clinic_settings import brand_colour, current_clinic
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
 from clinic.services.database_trouble import DISK_FULL, NOT_WRITABLE, database_trouble
 from clinic.services.rewards import quota_left
-from clinic.services.transaction import check_database
+from clinic.services.transaction import Actor, check_database
 from clinic.services.qr import qr_svg
 from clinic.services.urls import invite_url, voucher_url
 from clinic.services.vouchers import find_voucher
@@ -70,6 +72,72 @@ def progress(token: str):
         return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
     return render_template("public/progress.html", page=page, token=token,
                            invite_link=invite_url(page.patient.personal_code)), 200, PRIVATE_HEADERS
+
+
+@bp.get("/p/<token>/choices")
+def choices(token: str):
+    """The patient's own privacy choices (clinic/services/consents.py), linked from their progress page."""
+    patient = patient_by_progress_token(token)
+    if patient is None:
+        return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
+    return _choices_page(patient, token, saved=request.args.get("saved") == "1")
+
+
+@bp.post("/p/<token>/choices")
+@csrf.exempt
+def save_choices(token: str):
+    """Save the patient's choices: 303 back to the page, which says so; or the page again with what is wrong (422).
+
+    Exempt from the CSRF check, and only this public form: a patient's phone has no session, so there is no
+    session token to check against, and none is needed. The authority is the unguessable token in the URL (192
+    random bits), which a forging site cannot know (the patient pages send ``no-referrer``, so no link out of
+    them tells it): whoever sends it holds the patient's own link, as for every GET of their pages. An unknown,
+    rotated or erased link gets the progress page's 404 before anything is read from the form.
+    """
+    if patient_by_progress_token(token) is None:
+        return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
+    wanted, errors = _answers(request.form)
+    if not errors:
+        try:
+            # No address: the audit log is append-only, and a patient's erasure could never take it out again.
+            consents.save_own_choices(token, wanted, Actor(patient_link=True))
+        except FieldErrors as problems:
+            errors = problems.errors
+        except Refused:  # the link was rotated or erased a moment ago
+            return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
+        else:
+            return redirect(url_for("public.choices", token=token, saved=1), code=303), PRIVATE_HEADERS
+    patient = patient_by_progress_token(token)
+    if patient is None:
+        return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
+    return _choices_page(patient, token, sent=wanted, errors=errors, status=422)
+
+
+ANSWERS = {"yes": True, "no": False}
+
+
+def _answers(form) -> tuple[dict[str, bool], dict[str, str]]:
+    """Each choice sent, as agreed or not, and the choices sent oddly (twice, or neither yes nor no).
+
+    A choice not sent is left to the service, which knows which ones the page offered.
+    """
+    wanted, errors = {}, {}
+    for choice in consents.CHOICES:
+        values = form.getlist(choice)
+        if len(values) == 1 and values[0] in ANSWERS:
+            wanted[choice] = ANSWERS[values[0]]
+        elif values:
+            errors[choice] = _("Choose yes or no.")
+    return wanted, errors
+
+
+def _choices_page(patient, token: str, *, saved: bool = False, sent: dict[str, bool] | None = None,
+                  errors: dict[str, str] | None = None, status: int = 200):
+    """The page with the patient's choices as saved, or as they sent them when something was wrong."""
+    now = consents.own_choices(patient)
+    shown = {choice: getattr(now, choice) for choice in consents.CHOICES} | (sent or {})
+    return render_template("public/choices.html", patient=patient, token=token, now=now, shown=shown,
+                           errors=errors or {}, saved=saved), status, PRIVATE_HEADERS
 
 
 @bp.get("/r/<raw_code>/qr.svg")

@@ -22,6 +22,7 @@ from clinic.models import Patient
 from clinic.models._time import utcnow
 from clinic.services.clinic_settings import (clinic_day_of, clinic_local, friend_reward, current_clinic,
                                              last_day_before, referrer_reward, to_clinic_time)
+from clinic.services import audit
 from clinic.services.codes import format_code
 from clinic.services.erasure import ERASURE_REASONS
 from clinic.services.errors import Refused
@@ -224,9 +225,19 @@ def _detail_label(key: str) -> str:
     return str(AUDIT_DETAIL_LABELS.get(key, key.replace("_", " ")))
 
 
+def audit_actor(event) -> str:
+    """Who acted: the staff member's email, or the patient on their own private link, or "—" (the system)."""
+    if event.staff is not None:
+        return event.staff.email
+    if (event.details or {}).get(audit.BY) == audit.PATIENT_LINK:
+        return _("The patient, on their own link")
+    return "—"
+
+
 def audit_details(event) -> str:
     """The event's details for people: money in the clinic's currency, not raw minor units."""
     details = dict(event.details or {})
+    details.pop(audit.BY, None)  # said in the actor's column (audit_actor)
     # Amounts are in the clinic's currency unless the event says otherwise (events before the paid amount
     # carried its currency said nothing).
     currency = details.pop("currency", None) or current_clinic().currency
@@ -342,6 +353,7 @@ def init_app(app: Flask) -> None:
         voucher_status=voucher_status,
         audit_label=audit_label,
         audit_details=audit_details,
+        audit_actor=audit_actor,
         stage_label=stage_label,
         campaign_reward=campaign_reward,
         clinic_day=local_date,
