@@ -1,11 +1,13 @@
 """Admin tasks as flask commands."""
 
 import re
+from datetime import datetime
 
 from sqlalchemy import func, select
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Card, Patient, Referral, Staff, Voucher
+from clinic.services.reports import Scope, campaign_comparison
 
 
 def test_create_user_prompts_for_the_password(app):
@@ -39,6 +41,9 @@ def test_seed_demo_creates_a_working_clinic_once(app, browser):
     assert db.session.scalar(select(func.count()).select_from(Voucher)) == 30
     assert db.session.scalar(select(func.count()).select_from(Card)) == 20
     assert db.session.scalar(select(func.count()).select_from(Referral).where(Referral.card_id.is_not(None))) == 1
+    every_day = Scope(datetime(2000, 1, 1), datetime(2100, 1, 1))
+    assert {row.name: row.registered for row in campaign_comparison(every_day)} == {
+        "Bring a friend": 11, "¥100 off for both": 4}  # the dashboard has two campaigns to compare
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)
                              .where(AuditEvent.action == "voucher.spent")) == 5
     invite = re.search(r"invite page:\s+https://clinic\.test(/r/\S+)", result.output).group(1)

@@ -165,11 +165,12 @@ def test_manager_pages_speak_the_clinic_s_chinese_words(manager, chinese_program
 def test_the_dashboard_in_chinese_shows_yuan_and_chinese_days(manager, chinese_programme):
     page = text(manager.get("/admin/dashboard"))
     assert "转介绍数据看板" in page and "已推荐" in page and "已就诊" in page and "已缴费" in page
+    assert "活动效果对比" in page and "推荐人：¥200.00代金券" in page
     liability = re.search(r'id="stat-liability">(.*?)</span>', page, re.S).group(1)
     assert liability.strip().startswith("¥") and "CN¥" not in page
     period = re.search(r'class="muted period-line">(.*?)</p>', page, re.S).group(1)
     assert len(CHINESE_DAY.findall(period)) == 2 and not ISO_DAY.search(period)
-    assert "Friends registered" not in page and "Outstanding liability" not in page
+    assert "Friends registered" not in page and "Outstanding liability" not in page and "Campaigns compared" not in page
 
 
 def test_the_audit_log_in_chinese_dates_its_events_in_chinese(manager, chinese_programme):

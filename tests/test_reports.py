@@ -328,7 +328,7 @@ def test_bad_filters_re_render_with_a_message_and_400(manager, programme, query,
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     assert message in page and 'name="from"' in page
-    for kind in ("referrals", "vouchers", "patients"):
+    for kind in ("referrals", "vouchers", "patients", "campaigns"):
         export = manager.get(f"/admin/exports/{kind}.csv?{query}")
         assert export.status_code == 400 and message in export.get_data(as_text=True)
 
@@ -360,7 +360,7 @@ def test_the_referrals_export_opens_in_a_spreadsheet(manager, programme, manager
 
 
 def test_no_cell_can_run_as_a_formula(manager, programme):
-    for kind in ("referrals", "vouchers", "patients"):
+    for kind in ("referrals", "vouchers", "patients", "campaigns"):
         response = manager.get(f"/admin/exports/{kind}.csv?from=2026-01-01&to=2026-12-31")
         for row in csv.reader(io.StringIO(response.get_data().decode("utf-8-sig"))):
             assert not any(cell.startswith(("=", "+", "-", "@")) for cell in row), row
@@ -393,7 +393,8 @@ def test_the_patients_export_has_phones_but_no_progress_tokens(manager, programm
 
 
 @pytest.mark.parametrize("url", ["/admin/dashboard", "/admin/exports/referrals.csv", "/admin/exports/vouchers.csv",
-                                 "/admin/exports/patients.csv", "/admin/branches"])
+                                 "/admin/exports/patients.csv", "/admin/exports/campaigns.csv",
+                                 "/admin/branches"])
 def test_desk_staff_get_403(desk, url):
     assert desk.get(url).status_code == 403
     assert desk.post("/admin/branches", {"name": "Sneaky"}).status_code == 403

@@ -11,6 +11,7 @@ from flask import current_app
 from clinic.models import Role
 from clinic.extensions import db
 from clinic.models import Branch, Staff, Tier
+from clinic.models._time import utcnow
 from clinic.services import cards, clinic_settings, milestones, redemption, vouchers
 from clinic.services.patients import PatientDetails, enrol_patient
 from clinic.services.staff import create_staff
@@ -26,6 +27,13 @@ REFERRERS = [
     ("Tan Mei Ling", "Mei Ling", "13800138006"),
 ]
 DEMO_CARDS = 20
+EARLIER_CAMPAIGN = {
+    "name": "¥100 off for both",
+    "referrer_reward_kind": "money", "referrer_reward_amount": 10000, "referrer_reward_label": "",
+    "friend_reward_kind": "money", "friend_reward_amount": 10000, "friend_reward_label": "",
+    "voucher_valid_days": 180,
+}
+EARLIER_FRIENDS = 4  # the first friends, one for each referrer who brought any
 FRIENDS = [
     ("刘洋", "13900139001"), ("Lucy Wong", "13900139002"), ("赵敏", "13900139003"),
     ("Daniel Koh", "13900139004"), ("孙悦", "13900139005"), ("Peter Ng", "13900139006"),
@@ -80,6 +88,26 @@ def seed_demo_clinic(password: str | None = None) -> DemoSummary:
         "currency": "CNY",
         "timezone": "Asia/Shanghai",
     }, as_manager)
+
+    referrers = []
+    tokens = {}
+    for full_name, display_name, phone in REFERRERS:
+        # Those with a display name agreed to have it on their posters and (masked) on their invite page.
+        patient, token = enrol_patient(PatientDetails(full_name=full_name, display_name=display_name, phone=phone,
+                                                      name_on_posters=bool(display_name)), as_desk)
+        referrers.append(patient)
+        tokens[patient.id] = token
+
+    def bring_friend(index: int) -> redemption.RedemptionResult:
+        full_name, phone = FRIENDS[index]
+        referrer = referrers[index % 4]  # four referrers brought friends, two not yet
+        return redemption.redeem_code(referrer.personal_code, PatientDetails(full_name=full_name, phone=phone),
+                                      as_desk)
+
+    # The first friends came under an earlier offer, ended since: the dashboard compares the two campaigns.
+    earlier = clinic_settings.create_campaign(EARLIER_CAMPAIGN, as_manager)
+    results = [bring_friend(index) for index in range(EARLIER_FRIENDS)]
+    clinic_settings.update_campaign(earlier.id, {"ends_at": utcnow()}, as_manager)
     clinic_settings.update_default_campaign({
         "name": "Bring a friend",
         "referrer_reward_kind": "money", "referrer_reward_amount": 20000, "referrer_reward_label": "",
@@ -92,19 +120,7 @@ def seed_demo_clinic(password: str | None = None) -> DemoSummary:
         "voucher_valid_days": 180,
     }, as_manager)
 
-    referrers = []
-    tokens = {}
-    for full_name, display_name, phone in REFERRERS:
-        # Those with a display name agreed to have it on their posters and (masked) on their invite page.
-        patient, token = enrol_patient(PatientDetails(full_name=full_name, display_name=display_name, phone=phone,
-                                                      name_on_posters=bool(display_name)), as_desk)
-        referrers.append(patient)
-        tokens[patient.id] = token
-    results = []
-    for index, (full_name, phone) in enumerate(FRIENDS):
-        referrer = referrers[index % 4]  # four referrers brought friends, two not yet
-        results.append(redemption.redeem_code(referrer.personal_code, PatientDetails(full_name=full_name, phone=phone),
-                                              as_desk))
+    results += [bring_friend(index) for index in range(EARLIER_FRIENDS, len(FRIENDS))]
     for result in results[:5]:
         vouchers.spend_voucher(result.friend_voucher.code, as_desk)
     vouchers.void_voucher(results[5].referrer_voucher.id, "Demo: issued in error", as_manager)

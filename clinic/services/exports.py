@@ -1,4 +1,4 @@
-"""CSV exports for managers: referrals, vouchers and patients, each one audited.
+"""CSV exports for managers: referrals, vouchers, patients and the campaign comparison, each one audited.
 
 The files are for spreadsheets: UTF-8 with a byte-order mark (so Excel reads Chinese names),
 times in the clinic's zone, money as decimal text in major units with a currency column, and
@@ -24,7 +24,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.codes import format_code
 from clinic.services.money import major_units_text
-from clinic.services.reports import Scope
+from clinic.services.reports import Scope, campaign_comparison
 from clinic.services.text import spreadsheet_cell
 from clinic.services.transaction import Actor, atomic
 
@@ -33,7 +33,7 @@ BOM = "\ufeff"
 
 @dataclass(frozen=True)
 class Export:
-    kind: str  # referrals | vouchers | patients
+    kind: str  # referrals | vouchers | patients | campaigns
     text: str
     rows: int
 
@@ -141,3 +141,29 @@ def export_patients(scope: Scope, actor: Actor) -> Export:
              p.name_on_posters, p.leaderboard_opt_in]
             for p, referred_by, friends in db.session.execute(query)]
     return _audited("patients", scope, header, rows, actor)
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _terms(terms, currency: str) -> str:
+    return terms.describe_with_stage(currency) if terms is not None else ""
+
+
+def export_campaigns(scope: Scope, currency: str, actor: Actor) -> Export:
+    """The dashboard's campaign comparison, row for row (no personal data: figures per campaign).
+
+    The offer is worded in the manager's language, as the page words it; percentages have one decimal.
+    """
+    header = ["campaign id", "campaign", "referrer's reward", "friend's reward", "referrer's reward (card)",
+              "friend's reward (card)", "friends registered", "visited", "visited %", "paid", "paid %",
+              "friends' first payments", "reward money issued", "service vouchers issued",
+              "reward money per paying friend", "currency"]
+    rows = [[c.campaign_id, c.name, _terms(c.referrer_reward, currency), _terms(c.friend_reward, currency),
+             _terms(c.card_referrer_reward, currency), _terms(c.card_friend_reward, currency), c.registered,
+             c.visited, _percent(c.visited_percent), c.paid, _percent(c.paid_percent),
+             _money(c.paid_amount, currency), _money(c.reward_money, currency), c.service_vouchers,
+             _money(c.reward_money_per_paid, currency), currency]
+            for c in campaign_comparison(scope)]
+    return _audited("campaigns", scope, header, rows, actor)

@@ -9,7 +9,8 @@ Referrals count by when they were registered (``Referral.created_at``) and where
 follows the referrals registered in the period: how many of *them* have visited and paid, at any
 time since. Vouchers count by their own dates and belong to the branch of the referral that
 earned them. Staff attribution counts audit events, where the branch is the one the staff member
-worked at when they acted.
+worked at when they acted. The campaign comparison splits the funnel's referrals by the campaign each was
+registered under, with the vouchers issued for them (whenever issued, voided ones left out).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from sqlalchemy.sql import Select
 
 from clinic.extensions import db
 from clinic.i18n import format_day
-from clinic.models import AuditEvent, Patient, Referral, ReferralStatus, RewardKind, Staff, Voucher, VoucherStatus
+from clinic.models import (AuditEvent, Campaign, Patient, Referral, ReferralStatus, RewardKind, Staff, Voucher,
+                           VoucherStatus)
 from clinic.models._time import utcnow
+from clinic.services.clinic_settings import (RewardTerms, card_friend_reward, card_referrer_reward, friend_reward,
+                                             referrer_reward)
 
 TOP_REFERRERS = 10
 DAILY_UP_TO_DAYS = 31
@@ -268,6 +272,84 @@ def referrals_over_time(scope: Scope) -> Series:
 
 
 @dataclass(frozen=True)
+class CampaignFigures:
+    """One campaign's row of the comparison: its offer, its part of the funnel, and what its rewards cost."""
+
+    campaign_id: int
+    name: str
+    # The offer as the campaign words it now: for a friend with a personal code (None when it covers only cards),
+    # and for one with a scratch card when that differs or is all it covers (else None).
+    referrer_reward: RewardTerms | None
+    friend_reward: RewardTerms | None
+    card_referrer_reward: RewardTerms | None
+    card_friend_reward: RewardTerms | None
+    registered: int
+    visited: int
+    paid: int
+    paid_amount: int  # the paying friends' first payments, where the desk recorded them, minor units
+    reward_money: int  # face value of the money vouchers issued for these referrals, both sides, minor units
+    service_vouchers: int  # service vouchers issued for them: counted, they have no money value
+
+    @property
+    def visited_percent(self) -> float | None:
+        return percent(self.visited, self.registered)
+
+    @property
+    def paid_percent(self) -> float | None:
+        return percent(self.paid, self.registered)
+
+    @property
+    def reward_money_per_paid(self) -> int | None:
+        """Reward money per paying friend, whole minor units rounded half up; None when nobody paid."""
+        if not self.paid:
+            return None
+        return (2 * self.reward_money + self.paid) // (2 * self.paid)
+
+
+def _offer(campaign: Campaign) -> tuple[RewardTerms | None, ...]:
+    """Referrer's and friend's terms for personal codes, then for scratch cards where a card gets something else."""
+    personal = (referrer_reward(campaign), friend_reward(campaign))
+    card = (card_referrer_reward(campaign), card_friend_reward(campaign))
+    if not campaign.covers_personal_codes():
+        personal = (None, None)
+    if not campaign.covers_cards() or card == personal:
+        card = (None, None)
+    return *personal, *card
+
+
+def campaign_comparison(scope: Scope) -> list[CampaignFigures]:
+    """Per campaign with referrals registered in the scope (the funnel's), newest campaign first: what it offered,
+    how many of its friends visited and paid, what they paid, and the vouchers issued for those referrals.
+
+    One query: the referrals and their vouchers are each grouped by campaign, then joined to the campaigns. Vouchers
+    count whenever they were issued (a reward at the first payment comes after the period, as the payment does);
+    voided ones are left out, they cost nothing. The offer is the campaign's terms now: a referral keeps the terms
+    of its redemption, so after an edit the vouchers may differ from the offer shown.
+    """
+    paid = Referral.paid_at.is_not(None)
+    referrals = (select(Referral.campaign_id.label("campaign_id"), func.count(Referral.id).label("registered"),
+                        func.count(Referral.visited_at).label("visited"), func.count(Referral.paid_at).label("paid"),
+                        func.coalesce(func.sum(case((paid, Referral.paid_amount))), 0).label("paid_amount"))
+                 .where(*_registered(scope)).group_by(Referral.campaign_id).subquery())
+    money = Voucher.kind == RewardKind.MONEY.value
+    vouchers = (select(Referral.campaign_id.label("campaign_id"),
+                       func.coalesce(func.sum(case((money, Voucher.amount))), 0).label("reward_money"),
+                       func.count(case((Voucher.kind == RewardKind.SERVICE.value, Voucher.id)))
+                       .label("service_vouchers"))
+                .join(Referral, Voucher.referral_id == Referral.id)
+                .where(*_registered(scope), Voucher.status != VoucherStatus.VOID.value)
+                .group_by(Referral.campaign_id).subquery())
+    rows = db.session.execute(
+        select(Campaign, referrals.c.registered, referrals.c.visited, referrals.c.paid, referrals.c.paid_amount,
+               func.coalesce(vouchers.c.reward_money, 0), func.coalesce(vouchers.c.service_vouchers, 0))
+        .join(referrals, referrals.c.campaign_id == Campaign.id)
+        .outerjoin(vouchers, vouchers.c.campaign_id == Campaign.id)
+        .order_by(Campaign.id.desc())).all()
+    return [CampaignFigures(campaign.id, campaign.name, *_offer(campaign), *(int(figure) for figure in figures))
+            for campaign, *figures in rows]
+
+
+@dataclass(frozen=True)
 class Dashboard:
     scope: Scope
     funnel: Funnel
@@ -275,9 +357,10 @@ class Dashboard:
     top_referrers: list[ReferrerRow]
     staff: list[StaffRow]
     series: Series
+    campaigns: list[CampaignFigures]
 
 
 def dashboard(scope: Scope, now: datetime | None = None) -> Dashboard:
     return Dashboard(scope=scope, funnel=funnel(scope), vouchers=voucher_figures(scope, now),
                      top_referrers=top_referrers(scope), staff=staff_attribution(scope),
-                     series=referrals_over_time(scope))
+                     series=referrals_over_time(scope), campaigns=campaign_comparison(scope))

@@ -102,12 +102,13 @@ def dashboard():
                            export_args={k: v for k, v in values.items() if v}, **context)
 
 
-EXPORTS = {"referrals", "vouchers", "patients"}
+EXPORTS = {"referrals", "vouchers", "patients", "campaigns"}
 
 
 @bp.get("/exports/<kind>.csv")
 def export(kind: str):
-    """A CSV of referrals, vouchers or patients for the dashboard's period and branch (audited)."""
+    """A CSV of referrals, vouchers, patients or the campaign comparison for the dashboard's period and branch
+    (audited)."""
     if kind not in EXPORTS:
         abort(404)
     try:
@@ -119,6 +120,8 @@ def export(kind: str):
         result = export_service.export_referrals(scope, current_clinic().currency, actor)
     elif kind == "vouchers":
         result = export_service.export_vouchers(scope, actor)
+    elif kind == "campaigns":
+        result = export_service.export_campaigns(scope, current_clinic().currency, actor)
     else:
         result = export_service.export_patients(scope, actor)
     return Response(result.text.encode("utf-8"), mimetype="text/csv", headers={

@@ -154,6 +154,7 @@ AUDIT_LABELS = {
     "export.referrals": _l("Referrals exported (CSV)"),
     "export.vouchers": _l("Vouchers exported (CSV)"),
     "export.patients": _l("Patients exported (CSV)"),
+    "export.campaigns": _l("Campaign comparison exported (CSV)"),
     "campaign.created": _l("Campaign created"),
     "referral.visited": _l("First visit recorded"),
     "referral.paid": _l("First payment recorded"),
