@@ -198,7 +198,7 @@ def test_a_manager_resets_a_lost_phone_from_the_staff_page(app, manager, desk_us
 
 def test_a_manager_turns_off_their_own_only_with_password_and_code(manager, manager_user, enable_two_step):
     enable_two_step(manager_user)
-    assert "Reset two-step login" not in manager.get("/admin/staff").get_data(as_text=True)
+    assert f"/admin/staff/{manager_user.id}/two-step/reset" not in manager.get("/admin/staff").get_data(as_text=True)
     response = manager.post(f"/admin/staff/{manager_user.id}/two-step/reset")
     assert response.status_code == 409 and "your two-step login page" in response.get_data(as_text=True)
     assert db.session.get(Staff, manager_user.id).two_step_on
