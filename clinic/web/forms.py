@@ -46,7 +46,7 @@ class LoginForm(FlaskForm):
 class TwoStepCodeForm(FlaskForm):
     """The second step of a login, and the confirmation of a new authenticator app: one code."""
 
-    code = StringField(_l("Code"), validators=[DataRequired(_l("Type the code from your authenticator app.")),
+    code = StringField(_l("Verification code"), validators=[DataRequired(_l("Type the code from your authenticator app.")),
                                               Length(max=40, message=_l("That is longer than any code."))])
 
 
