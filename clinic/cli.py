@@ -137,6 +137,22 @@ def register(app: Flask) -> None:
         """Let a disabled staff account log in again."""
         _set_enabled(email, True)
 
+    @app.cli.command("reset-two-step")
+    @click.argument("email")
+    def reset_two_step(email: str) -> None:
+        """Turn off an account's two-step login (a lost phone): the password alone logs in again."""
+        from clinic.services import two_step
+        from clinic.services.staff import staff_by_email
+
+        staff = staff_by_email(email)
+        if staff is None:
+            raise click.ClickException(f"No staff account has the email {email}.")
+        try:
+            two_step.reset(staff.id, Actor())
+        except Refused as refusal:
+            raise click.ClickException(refusal.message) from None
+        click.echo(f"Two-step login is off for {staff.email}: the password alone logs in until it is turned on again.")
+
     @app.cli.command("create-api-token")
     @click.argument("name")
     @click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(list(SCOPES)),

@@ -121,6 +121,31 @@ def make_staff(app):
 
 
 @pytest.fixture
+def enable_two_step(app):
+    """``enable_two_step(staff) -> (pyotp.TOTP, recovery codes)``: two-step login turned on through the service.
+
+    The confirming code is the current step's, so it is used up: a login's code is ``next_code(totp)``.
+    """
+    import pyotp
+
+    from clinic.services import two_step
+
+    def enable(staff):
+        totp = pyotp.TOTP(two_step.start_enrolment(staff.id, Actor()))
+        return totp, two_step.confirm_enrolment(staff.id, totp.now(), Actor())
+
+    return enable
+
+
+def next_code(totp, steps: int = 1) -> str:
+    """The authenticator's code ``steps`` x 30 s from now (pyotp's ``at``: no sleeping); one step ahead is
+    still accepted, and is later than the step the enrolment used."""
+    import time
+
+    return totp.at(time.time() + 30 * steps)
+
+
+@pytest.fixture
 def desk_user(make_staff):
     return make_staff(Role.FRONT_DESK.value, "desk@example.com")
 

@@ -67,7 +67,7 @@ from clinic.services.patients import CORRECTABLE_DETAILS, PatientDetails, detail
 from clinic.services.text import CONTROL_CHARACTERS, clean_text
 from clinic.services.transaction import Actor, atomic
 from clinic.web.forms import CURRENCIES
-from tests.conftest import PASSWORD, Browser, friend
+from tests.conftest import PASSWORD, Browser, friend, next_code
 
 EXAMPLES = int(os.environ.get("BAD_INPUT_EXAMPLES", "1"))
 # Slow examples and big strings are the point here; a test's examples share its world on purpose.
@@ -499,6 +499,33 @@ def _new_tier() -> dict:
             "privileges": "Free parking\nA gift"}
 BRANCH_FIELDS = {"name": text, "address": text}
 
+def _two_step_enrolment_code() -> dict:
+    """A fresh pending secret for the manager, and its code now."""
+    import pyotp
+
+    from clinic.services import two_step
+    from clinic.services.staff import staff_by_email
+
+    manager_id = staff_by_email("manager@example.com").id
+    if two_step.state(manager_id).on:
+        two_step.reset(manager_id, Actor())
+    return {"code": pyotp.TOTP(two_step.start_enrolment(manager_id, Actor())).now()}
+
+
+def _two_step_off_form() -> dict:
+    import pyotp
+
+    from clinic.services import two_step
+    from clinic.services.staff import staff_by_email
+
+    manager_id = staff_by_email("manager@example.com").id
+    if two_step.state(manager_id).on:
+        two_step.reset(manager_id, Actor())
+    totp = pyotp.TOTP(two_step.start_enrolment(manager_id, Actor()))
+    two_step.confirm_enrolment(manager_id, totp.now(), Actor())
+    return {"password": PASSWORD, "code": next_code(totp)}
+
+
 ROUTES: dict[str, Route] = {
     # A NUL in the email: PostgreSQL refused the lookup, a 500.
     "auth.login": Route({"email": email_like, "password": text},
@@ -584,11 +611,19 @@ ROUTES: dict[str, Route] = {
                                  {"messages": "yes", "name_on_posters": "no", "leaderboard": "yes"}, anonymous=True,
                                  ids=lambda w: {"token": w.new_patient_link()},
                                  examples=({"messages": "YES"}, {"leaderboard": OMIT}, {"name_on_posters": "yes\x00"})),
+    # Two-step login, as the world's manager: turned on with a right code, then off with the password and the
+    # next step's code (the enrolment used the current one). Without a pending login /login/code sends a
+    # visitor back to the password with a flashed refusal: its code field is fuzzed in tests/test_two_step.py.
+    "auth.login_code": Route({"code": text}, {"code": "123456"}, anonymous=True),
+    "auth.two_step_confirm": Route({"code": st.one_of(text, numbers)}, lambda w: _two_step_enrolment_code(),
+                                   audits_refusal="two_step.enable"),
+    "auth.two_step_off": Route({"code": st.one_of(text, numbers), "password": text}, lambda w: _two_step_off_form(),
+                               audits_refusal="two_step.disable"),
     "auth.language": Route({"language": st.one_of(text, choices(["en", "zh_CN", "zh-cn", "fr"])),
                             "next": st.one_of(urls, text)}, {"language": "zh_CN", "next": "/desk"}),
 }
 # POST routes that read nothing but their URL: there is no field to send nonsense in.
-INPUTLESS = {"auth.logout", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",
+INPUTLESS = {"auth.logout", "auth.two_step_start", "admin.reset_two_step", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",
              "referrals.visit", "cards.retry", "admin.disable_staff", "admin.enable_staff",
              "admin.end_staff_sessions", "webhooks.enable", "webhooks.disable", "webhooks.delete",
              "webhooks.resend", "webhooks.rotate_secret", "api_tokens.revoke"}

@@ -19,7 +19,7 @@ from clinic.models.reward import (
     Tier,
 )
 from clinic.models.settings_stamp import SettingsStamp
-from clinic.models.staff import Role, Staff, StaffSession
+from clinic.models.staff import RecoveryCode, Role, Staff, StaffSession
 from clinic.models.voucher import Voucher, VoucherReminder, VoucherStatus
 from clinic.models.webhook import DeliveryStatus, NotificationTemplate, OutboxEvent, WebhookDelivery, WebhookEndpoint
 
@@ -30,6 +30,7 @@ __all__ = [
     "Branch",
     "CampaignMonthCount",
     "ReferrerYearTotal",
+    "RecoveryCode",
     "ReferralStatus",
     "ReviewRequest",
     "Reward",

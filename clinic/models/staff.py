@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import Enum
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, String
 from sqlalchemy.orm import relationship
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -30,8 +30,21 @@ class Staff(UserMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The language this person reads the portal in (clinic.i18n.LANGUAGES); None: the clinic's default.
     language: Mapped[str | None] = mapped_column(String(8))
+    # Two-step login (clinic/services/two_step.py): the authenticator app's shared secret (base32), once confirmed;
+    # a new one waits in the pending column until the person has typed a code from it, so a half-done
+    # enrolment never locks anyone out.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(64))
+    two_step_enabled_at: Mapped[datetime | None] = mapped_column()
+    # The time step (30 s) of the last code accepted: a code is refused at or before it, so a code seen over
+    # someone's shoulder cannot be used again within its window.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     branch = relationship("Branch")
+
+    @property
+    def two_step_on(self) -> bool:
+        return self.totp_secret is not None
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
@@ -77,3 +90,18 @@ class StaffSession(db.Model):
     user_agent: Mapped[str] = mapped_column(String(200), default="")
 
     staff = relationship("Staff")
+
+
+class RecoveryCode(db.Model):
+    """A one-time code that stands in for the authenticator app (a lost or flat phone).
+
+    Shown once, when two-step login is turned on; only its hash is kept, as for session tokens.
+    """
+
+    __tablename__ = "staff_recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column()

@@ -50,11 +50,11 @@ def create_staff(email: str, password: str, role: str, actor: Actor | None = Non
     return staff
 
 
-def authenticate(email: str | None, password: str | None, actor: Actor, user_agent: str = "") -> Staff | None:
-    """The enabled staff member with these credentials, logged in on a new session, or None.
+def check_credentials(email: str | None, password: str | None, actor: Actor) -> Staff | None:
+    """The enabled staff member with these credentials, or None (audited as a refused login).
 
-    Both outcomes are audited. The returned staff member carries the new session's token
-    (``session_token``) for Flask-Login to put in the cookie.
+    Only the first step of logging in: no session is opened here. An account with two-step login on
+    still has to give a code (clinic/services/two_step.py) before ``open_session`` runs.
     """
     email = normalize_email(email)
     stand_in = _stand_in_password_hash()  # before the lookup: its one-off cost falls on every first login alike
@@ -66,14 +66,34 @@ def authenticate(email: str | None, password: str | None, actor: Actor, user_age
     if staff is None or not staff.enabled or not password_matches:
         audit.record_refusal("login", actor, "bad_credentials", email=email[:254])
         return None
+    return staff
+
+
+def open_session(staff_id: int, actor: Actor, user_agent: str = "", *, audited_as: str = "login",
+                 **details) -> Staff:
+    """Log this staff member in on a new session (audited); the caller has checked every step of the login.
+
+    The returned staff member carries the new session's token (``session_token``) for Flask-Login to put in
+    the cookie.
+    """
     token = secrets.token_urlsafe(32)
     with atomic():
+        staff = _staff_or_refuse(staff_id)
         db.session.add(StaffSession(token_hash=_token_hash(token), staff_id=staff.id, ip=actor.ip,
                                     user_agent=(user_agent or "")[:200]))
-        audit.record("login", Actor(staff_id=staff.id, ip=actor.ip, branch_id=staff.branch_id))
-    staff = db.session.get(Staff, staff.id)
+        audit.record(audited_as, Actor(staff_id=staff.id, ip=actor.ip, branch_id=staff.branch_id), **details)
+    staff = db.session.get(Staff, staff_id)
     staff.session_token = token
     return staff
+
+
+def authenticate(email: str | None, password: str | None, actor: Actor, user_agent: str = "") -> Staff | None:
+    """A password-only login in one call (the CLI and tests): None also for an account with two-step login on,
+    whose session only the second step opens (two_step.finish_login)."""
+    staff = check_credentials(email, password, actor)
+    if staff is None or staff.two_step_on:
+        return None
+    return open_session(staff.id, actor, user_agent)
 
 
 @cache

@@ -43,9 +43,14 @@ ACCESS: dict[str, Access] = {
     "honours.leaderboard": Access.ANYONE,
     "static": Access.ANYONE,
     "auth.login": Access.ANYONE,
+    "auth.login_code": Access.ANYONE,  # the second step: nobody is logged in until it is done
     # The front desk.
     "auth.logout": Access.STAFF,
     "auth.language": Access.STAFF,
+    "auth.security": Access.STAFF,
+    "auth.two_step_start": Access.STAFF,
+    "auth.two_step_confirm": Access.STAFF,
+    "auth.two_step_off": Access.STAFF,
     "desk.index": Access.STAFF,
     "desk.lookup": Access.STAFF,
     "desk.redeem": Access.STAFF,
@@ -84,6 +89,7 @@ ACCESS: dict[str, Access] = {
     "admin.disable_staff": Access.MANAGER,
     "admin.enable_staff": Access.MANAGER,
     "admin.end_staff_sessions": Access.MANAGER,
+    "admin.reset_two_step": Access.MANAGER,
     "cards.index": Access.MANAGER,
     "cards.create_batch": Access.MANAGER,
     "cards.preview": Access.MANAGER,

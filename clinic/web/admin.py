@@ -15,6 +15,7 @@ from clinic.services import audit as audit_service
 from clinic.services import clinic_settings
 from clinic.services import posters as poster_service
 from clinic.services import staff as staff_service
+from clinic.services import two_step
 from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
 from clinic.services.rewards import campaign_in_force
@@ -198,6 +199,14 @@ def end_staff_sessions(staff_id: int):
     """Log someone out on every device (a lost phone, a password seen by others)."""
     return _staff_action(lambda: staff_service.end_sessions(staff_id, current_actor()), staff_id,
                          _("Logged out on every device."))
+
+
+@bp.post("/staff/<int:staff_id>/two-step/reset")
+def reset_two_step(staff_id: int):
+    """Turn off someone's two-step login (a lost phone): they log in with their password, then set it up again."""
+    return _staff_action(lambda: two_step.reset(staff_id, current_actor()), staff_id,
+                         _("Two-step login is off for that account: the password alone logs in until its owner "
+                           "turns it on again."))
 
 
 def _int_arg(name: str) -> int | None:

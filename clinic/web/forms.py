@@ -43,6 +43,17 @@ class LoginForm(FlaskForm):
     password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")), Length(max=200)])
 
 
+class TwoStepCodeForm(FlaskForm):
+    """The second step of a login, and the confirmation of a new authenticator app: one code."""
+
+    code = StringField(_l("Verification code"), validators=[DataRequired(_l("Type the code from your authenticator app.")),
+                                              Length(max=40, message=_l("That is longer than any code."))])
+
+
+class TwoStepOffForm(TwoStepCodeForm):
+    password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")), Length(max=200)])
+
+
 CHANNELS = [SelectChoice("none", _l("No messages")), SelectChoice("sms", _l("SMS")),
             SelectChoice("wechat", _l("WeChat"))]
 LANGUAGES = [SelectChoice("zh_CN", "简体中文"), SelectChoice("en", "English")]

@@ -141,6 +141,21 @@ def _login(config) -> list[Rule]:
     return [_rule(config["RATELIMIT_LOGIN"], "login", client_address, methods=["POST"], deduct_when=_login_failed)]
 
 
+def pending_login_account() -> str:
+    """The account a login waiting for its code is for: its code is guessed from any number of addresses."""
+    from clinic.web.auth import pending_login
+
+    pending = pending_login()
+    return f"two-step:{pending['staff']}" if pending else f"anonymous:{client_address()}"
+
+
+def _login_code(config) -> list[Rule]:
+    """A wrong second-step code counts like a wrong password, per address and per account."""
+    return [_rule(config["RATELIMIT_LOGIN"], "login", client_address, methods=["POST"], deduct_when=_login_failed),
+            _rule(config["RATELIMIT_LOGIN"], "login-code-account", pending_login_account, methods=["POST"],
+                  deduct_when=_login_failed)]
+
+
 def _api_request(config) -> list[Rule]:
     """Every integration API request, per token (an HIS behind one address may hold several tokens)."""
     return [_rule(config["RATELIMIT_API"], "api", api_token)]
@@ -165,6 +180,7 @@ def _api_code_entry(config) -> list[Rule]:
 # every view reading a code is listed.
 LIMITED_ENDPOINTS: dict[str, Callable] = {
     "auth.login": _login,
+    "auth.login_code": _login_code,
     "desk.lookup": _code_entry,
     "desk.redeem": _code_entry,
     "desk.spend": _code_entry,
