@@ -90,13 +90,12 @@ def _registered(scope: Scope) -> list:
     return conditions
 
 
-@dataclass(frozen=True)
-class Funnel:
+class _FunnelShares:
+    """The funnel's percentages, for any figures with ``registered``, ``visited`` and ``paid``."""
+
     registered: int
-    visited: int  # of those registered in the period, how many have visited (at any time)
+    visited: int
     paid: int
-    paid_with_card: int  # of the paid ones, how many came with a scratch card rather than a personal code
-    paid_amount: int  # what those friends paid, where the desk recorded it, minor units
 
     @property
     def visited_percent(self) -> float | None:
@@ -105,6 +104,15 @@ class Funnel:
     @property
     def paid_percent(self) -> float | None:
         return percent(self.paid, self.registered)
+
+
+@dataclass(frozen=True)
+class Funnel(_FunnelShares):
+    registered: int
+    visited: int  # of those registered in the period, how many have visited (at any time)
+    paid: int
+    paid_with_card: int  # of the paid ones, how many came with a scratch card rather than a personal code
+    paid_amount: int  # what those friends paid, where the desk recorded it, minor units
 
     @property
     def paid_with_code(self) -> int:
@@ -272,7 +280,7 @@ def referrals_over_time(scope: Scope) -> Series:
 
 
 @dataclass(frozen=True)
-class CampaignFigures:
+class CampaignFigures(_FunnelShares):
     """One campaign's row of the comparison: its offer, its part of the funnel, and what its rewards cost."""
 
     campaign_id: int
@@ -289,14 +297,6 @@ class CampaignFigures:
     paid_amount: int  # the paying friends' first payments, where the desk recorded them, minor units
     reward_money: int  # face value of the money vouchers issued for these referrals, both sides, minor units
     service_vouchers: int  # service vouchers issued for them: counted, they have no money value
-
-    @property
-    def visited_percent(self) -> float | None:
-        return percent(self.visited, self.registered)
-
-    @property
-    def paid_percent(self) -> float | None:
-        return percent(self.paid, self.registered)
 
     @property
     def reward_money_per_paid(self) -> int | None:
