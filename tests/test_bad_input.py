@@ -35,8 +35,8 @@ FIELDS = ["code", "full_name", "display_name", "phone", "external_id", "idempote
 
 # Routes that take no input at all: there is no nonsense to send them.
 INPUTLESS = ("auth.logout", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",
-             "referrals.visit", "admin.disable_staff", "admin.enable_staff", "admin.end_staff_sessions",
-             "webhooks.enable", "webhooks.disable", "webhooks.delete", "webhooks.resend", "webhooks.rotate_secret",
+             "referrals.visit", "admin.disable_staff", "admin.enable_staff", "admin.end_staff_sessions", "admin.reset_two_step",
+             "auth.two_step_start", "webhooks.enable", "webhooks.disable", "webhooks.delete", "webhooks.resend", "webhooks.rotate_secret",
              "api_tokens.revoke")
 # Routes for which some of the nonsense is valid input; they run last and must only answer without a 5xx.
 LENIENT = {
