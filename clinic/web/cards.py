@@ -82,8 +82,7 @@ def batch(batch_id: int):
     batch = _batch_or_404(batch_id)
     return render_fragment_or_page("cards/_batch_status.html", "cards/batch.html", batch=batch,
                                    batch_status=card_service.effective_status(batch),
-                                   counts=card_service.card_counts(batch.id),
-                                   offer=card_service.card_offer(batch.campaign) if batch.campaign else None)
+                                   counts=card_service.card_counts(batch.id))
 
 
 @bp.post("/batches/<int:batch_id>/retry")
