@@ -8,7 +8,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import select
 
+from clinic.extensions import db
+from clinic.models import Patient
 from clinic.services import clinic_settings, redemption
 from clinic.services.staff import set_language
 from clinic.services.transaction import Actor
@@ -182,3 +185,24 @@ def test_a_full_page_has_no_out_of_band_fragment(desk, referrer):
     response = desk.post("/desk/lookup", {"code": referrer.personal_code})
     assert response.status_code == 200
     assert "hx-swap-oob" not in page(response)
+
+
+@pytest.mark.parametrize("clinic_language", ["en", "zh_CN"])
+def test_a_friend_registered_at_the_desk_gets_messages_in_the_clinics_language(desk, referrer, app, clinic_language):
+    """The desk's form asks no language: the friend's messages follow the clinic's (they were always Chinese)."""
+    clinic_settings.update_clinic({"language": clinic_language}, Actor())
+    offer = page(desk.post("/desk/lookup", {"code": referrer.personal_code}))
+    response = desk.post("/desk/redeem", {**FRIEND_FORM, "code": referrer.personal_code,
+                                          "idempotency_key": form_key(offer)})
+    assert response.status_code == 303, page(response)
+    with app.app_context():
+        assert db.session.scalar(select(Patient.preferred_language).where(Patient.full_name == "Chen Jie")) \
+            == clinic_language
+
+
+@pytest.mark.parametrize("clinic_language", ["en", "zh_CN"])
+def test_the_enrolment_form_offers_the_clinics_language_for_messages(desk, clinic_language):
+    clinic_settings.update_clinic({"language": clinic_language}, Actor())
+    form = page(desk.get("/patients/new"))
+    selected = re.search(r'<select[^>]*name="preferred_language".*?</select>', form, re.S).group(0)
+    assert re.search(rf'<option selected value="{clinic_language}"|<option value="{clinic_language}" selected', selected), selected

@@ -23,6 +23,7 @@ from clinic.models import AuditEvent, Patient, Referral, Voucher
 from clinic.models.patient import NOTIFICATION_CHANNELS, NOTIFICATION_LANGUAGES
 from clinic.models._time import utcnow
 from clinic.services import audit
+from clinic.services.clinic_settings import current_clinic
 from clinic.services.codes import InvalidCode, generate_personal_code, normalize_code, parse_code, CodeKind
 from clinic.services.errors import Refused
 from clinic.services.settings_snapshot import STAMP_COLUMN, last_known_settings, settings_read_with
@@ -98,8 +99,19 @@ def check_channel(raw: str | None) -> str:
     return channel
 
 
+def default_message_language() -> str:
+    """The language of a patient's messages when nobody chose one: the clinic's own, when messages can be written in it.
+
+    A friend registered at the desk (whose form asks no language) or a patient imported without one reads the
+    clinic's language far more often than any other; they were all set to Chinese before, so an English-speaking
+    clinic's reminders would have gone out in Chinese once someone recorded their consent.
+    """
+    language = current_clinic().language
+    return language if language in NOTIFICATION_LANGUAGES else NOTIFICATION_LANGUAGES[0]
+
+
 def check_language(raw: str | None) -> str:
-    language = (raw or NOTIFICATION_LANGUAGES[0]).strip()
+    language = (raw or "").strip() or default_message_language()
     if language not in NOTIFICATION_LANGUAGES:
         raise ValueError(_("Pick the language of the patient's messages."))
     return language

@@ -54,6 +54,7 @@ def enrol():
                 flash(_("%(name)s is enrolled. Print the welcome slip for them now.", name=patient.full_name))
                 return redirect(url_for("patients.welcome", patient_id=patient.id), code=303)
         return render_template("patients/new.html", form=form), 422
+    form.preferred_language.data = patient_service.default_message_language()
     return render_template("patients/new.html", form=form)
 
 
