@@ -97,6 +97,12 @@ def test_redeeming_in_chinese_shows_vouchers_with_chinese_dates(zh_desk, wang):
     assert '<span class="status status-active">有效</span>' in panel
     assert OOB_STATUS.search(panel)["text"] == "完成。Chen Jie已登记，双方代金券已发放。"
     assert "data-next-patient" in panel
+    # The friend's part is printed in the clinic's language (English), the desk's own part stays in Chinese.
+    assert "收据以English打印。" in panel and ">改用简体中文打印</a>" in panel
+    printed = re.findall(r'<div lang="en">(.*?)</div>\s*(?:<div class="no-print">|<div class="actions)', panel, re.S)
+    assert len(printed) == 2, panel
+    assert "Welcome, " in printed[0] and "Your voucher:" in printed[0] and "欢迎" not in printed[0]
+    assert "Your own code to share" in printed[1] and "Friends scan this to see your invitation." in printed[1]
 
 
 def test_spending_in_chinese_is_said_to_the_live_region(zh_desk, wang, actor):
@@ -142,8 +148,56 @@ def test_the_welcome_slip_in_chinese(zh_desk):
                                               "preferred_language": "zh_CN"})
     assert response.status_code == 303, page(response)
     slip = page(zh_desk.get(response.headers["Location"]))
-    assert "李华已登记。请现在为其打印欢迎单。" in slip
-    assert "您的专属推荐码：" in slip and ">打印欢迎单</button>" in slip
+    assert "李华已登记。请现在为其打印欢迎单。" in slip and ">打印欢迎单</button>" in slip
+    # What is printed and handed over is in the clinic's language (English here), marked so, and the desk is told.
+    printed = re.search(r'<div lang="en">(.*?)<div class="actions no-print">', slip, re.S)
+    assert printed and "Your personal referral code:" in printed[1] and "您的专属推荐码" not in slip
+    assert "欢迎单以English打印。" in slip
+
+
+def test_the_welcome_slip_prints_in_a_chinese_clinics_language_for_english_staff(desk):
+    clinic_settings.update_clinic({"language": "zh_CN"}, Actor())
+    response = desk.post("/patients/new", {"full_name": "Li Hua", "phone": "13900001112", "display_name": "",
+                                           "external_id": "", "preferred_channel": "sms", "preferred_language": "zh_CN"})
+    assert response.status_code == 303
+    slip = page(desk.get(response.headers["Location"] + "?lang=en"))  # this member of staff reads English
+    assert '<html lang="en">' in slip and ">Print slip</button>" in slip
+    assert '<div lang="zh-CN">' in slip and "您的专属推荐码：" in slip and "Your personal referral code" not in slip
+    assert "The slip prints in 简体中文." in slip
+    # The patient reads English: the desk prints it in English instead.
+    english = page(desk.get(response.headers["Location"] + "?lang=en&print=en"))
+    assert "Your personal referral code:" in english and "<div lang=" not in english and "您的" not in english
+    assert "Print it in 简体中文 instead" in english and "The slip prints in" not in english
+
+
+def test_a_slip_in_the_pages_own_language_says_nothing_about_it(desk):
+    response = desk.post("/patients/new", {"full_name": "Li Hua", "phone": "13900001113", "display_name": "",
+                                           "external_id": "", "preferred_channel": "sms", "preferred_language": "en"})
+    slip = page(desk.get(response.headers["Location"]))
+    assert "Your personal referral code:" in slip
+    assert "<div lang=" not in slip and "The slip prints in" not in slip
+    assert ">Print it in 简体中文 instead</a>" in slip
+
+
+def test_the_desk_reprints_a_receipt_in_the_friends_language(desk, referrer):
+    offer = page(desk.post("/desk/lookup", {"code": referrer.personal_code}))
+    response = desk.post("/desk/redeem", {**FRIEND_FORM, "code": referrer.personal_code,
+                                          "idempotency_key": form_key(offer)})
+    receipt = page(desk.get(response.headers["Location"]))
+    assert "Your own code to share" in receipt and "<div lang=" not in receipt
+    link = re.search(r'<a href="([^"]+)">Print it in 简体中文 instead</a>', receipt)[1]
+    chinese = page(desk.get(link.replace("&amp;", "&")))
+    assert '<html lang="en">' in chinese and ">Print receipt</button>" in chinese
+    assert chinese.count('<div lang="zh-CN">') == 2 and "欢迎您，Chen Jie" in chinese and "您的专属推荐码" in chinese
+    assert "Your own code to share" not in chinese and "The receipt prints in 简体中文." in chinese
+
+
+@pytest.mark.parametrize("nonsense", ["xx", "", "zh_TW", "en" * 600, "<script>", "\x00"])
+def test_a_print_language_that_is_not_ours_is_refused_with_a_message(desk, referrer, make_patient, nonsense):
+    patient, _token = make_patient()
+    response = desk.get(f"/patients/{patient.id}/welcome", query_string={"print": nonsense})
+    assert response.status_code == 400
+    assert "There is no such language to print in." in page(response)
 
 
 def test_cards_and_errors_in_chinese(manager, manager_user):

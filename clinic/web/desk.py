@@ -19,7 +19,8 @@ from clinic.services.redemption import ReferralOffer
 from clinic.services.transaction import read_only_session
 from clinic.services.urls import invite_url, progress_url
 from clinic.web.forms import PatientDetailsForm
-from clinic.web.helpers import current_actor, form_value, is_htmx, render_fragment_or_page
+from clinic.web.helpers import (current_actor, form_value, is_htmx, print_language, print_language_choice,
+                                render_fragment_or_page, render_printed)
 from clinic.web.fresh_links import fresh_progress_token, remember_fresh_progress_token
 from clinic.web.referrals import milestone_message
 
@@ -99,11 +100,16 @@ def _result(result, status: int = 200):
     token = fresh_progress_token(result.friend.id)
     # An htmx receipt for a new redemption adds its own row to the desk's list (desk/_result.html).
     whole_list = result.replayed or not is_htmx()
+    # What the friend takes home is in the clinic's language (or one the desk picks); the desk's own part, in theirs.
+    language = print_language()
+    printed = dict(result=result, friend_progress_url=progress_url(token) if token else None,
+                   friend_invite_url=invite_url(result.friend.personal_code))
     return render_fragment_or_page(
         "desk/_result.html", "desk/redemption.html", status, result=result,
         recent=redemption_service.recent_redemptions() if whole_list else None,
-        friend_progress_url=progress_url(token) if token else None,
-        friend_invite_url=invite_url(result.friend.personal_code))
+        receipt_welcome=render_printed("desk/_receipt_slip.html", language, part="welcome", **printed),
+        receipt_code=render_printed("desk/_receipt_slip.html", language, part="code", **printed),
+        **print_language_choice(language))
 
 
 @bp.get("/redemptions/<int:referral_id>")

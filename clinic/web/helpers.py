@@ -5,8 +5,13 @@ from __future__ import annotations
 from functools import wraps
 
 from flask import Response, abort, render_template, request, send_file
+from flask_babel import force_locale
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
+from markupsafe import Markup
 from werkzeug.routing import IntegerConverter
+
+from clinic.i18n import LANGUAGES, clinic_language, current_language, valid_language
 
 from clinic.services.transaction import Actor
 
@@ -19,6 +24,44 @@ def is_htmx() -> bool:
 def render_fragment_or_page(fragment: str, page: str, status: int = 200, **context):
     """The fragment alone for htmx, else the full page that includes it."""
     return render_template(fragment if is_htmx() else page, **context), status
+
+
+PRINT_LANGUAGE_ARG = "print"
+
+
+def print_language() -> str:
+    """The language of the slips this page prints: the one the desk picked (``?print=zh_CN``), else the clinic's.
+
+    Anything but one of the portal's languages is refused (400) rather than quietly printed in another.
+    """
+    raw = request.args.get(PRINT_LANGUAGE_ARG)
+    if raw is None:
+        return clinic_language()
+    language = valid_language(raw[:20])
+    if language is None:
+        abort(400, description=_("There is no such language to print in."))
+    return language
+
+
+def render_printed(template: str, language: str, **context) -> Markup:
+    """A part of a page that is printed and handed to a patient (the desk's receipt, the welcome slip), rendered in
+    ``language`` (:func:`print_language`); the rest of the page stays in the staff member's own.
+
+    A receptionist who reads the portal in English at a Chinese-speaking clinic would otherwise hand out English
+    slips. In another language than the page's, the part says so in its ``lang`` (screen readers switch voice).
+    """
+    if language == current_language():
+        return Markup(render_template(template, **context))
+    with force_locale(language):
+        html = render_template(template, **context)
+    return Markup('<div lang="{}">').format(language.replace("_", "-")) + Markup(html) + Markup("</div>")
+
+
+def print_language_choice(language: str) -> dict:
+    """What a printable page shows about its slip's language: the language's name when it is not the page's, and the
+    other languages the desk can print it in instead (for the friend who reads another)."""
+    return {"print_language": LANGUAGES[language] if language != current_language() else None,
+            "print_alternatives": {code: name for code, name in LANGUAGES.items() if code != language}}
 
 
 def send_private_file(path, mimetype: str, download_name: str) -> Response:

@@ -20,7 +20,8 @@ from clinic.services.urls import invite_url, progress_url
 from clinic.web.forms import (CorrectDetailsForm, ErasureForm, NotificationPreferencesForm, PatientDetailsForm,
                               PaymentForm, ReasonForm, VoidVoucherForm)
 from clinic.web.fresh_links import fresh_progress_token, remember_fresh_progress_token
-from clinic.web.helpers import current_actor, manager_required, render_fragment_or_page
+from clinic.web.helpers import (current_actor, manager_required, print_language, print_language_choice,
+                                render_fragment_or_page, render_printed)
 from clinic.web.posters import FORMATS, poster_response
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
@@ -155,9 +156,12 @@ def welcome(patient_id: int):
     timeline = _timeline_or_404(patient_id)
     _refuse_erased(timeline.patient)
     token = fresh_progress_token(patient_id)
-    return render_template("patients/welcome.html", patient=timeline.patient,
-                           invite_link=invite_url(timeline.patient.personal_code),
-                           progress_link=progress_url(token) if token else None)
+    progress_link = progress_url(token) if token else None
+    language = print_language()
+    slip = render_printed("patients/_welcome_slip.html", language, patient=timeline.patient,
+                          progress_link=progress_link, invite_link=invite_url(timeline.patient.personal_code))
+    return render_template("patients/welcome.html", patient=timeline.patient, slip=slip, progress_link=progress_link,
+                           **print_language_choice(language))
 
 
 @bp.route("/<int:patient_id>/erase", methods=["GET", "POST"])
