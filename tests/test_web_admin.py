@@ -13,6 +13,7 @@ from clinic.models import AuditEvent, Campaign, Clinic, Voucher
 from clinic.services import redemption
 from clinic.services.money import MAX_AMOUNT_MINOR
 from tests.conftest import counts, friend
+from tests.test_importer import counted_statements
 
 SETTINGS = {"name": "港湾口腔 Harbour Dental", "phone": "+86 21 5555 0100", "address": "88 Harbour Road",
             "brand_colour": "#123456", "currency": "CNY", "timezone": "Asia/Shanghai",
@@ -318,6 +319,17 @@ def test_a_manager_voids_a_voucher_with_a_reason(manager, referrer, actor):
     again = manager.post(f"/admin/vouchers/{voucher.id}/void", {"reason": "Twice"})
     assert again.status_code == 422 and "voided" in again.get_data(as_text=True)
     assert manager.post("/admin/vouchers/99999/void", {"reason": "nope"}).status_code == 404
+
+
+def test_the_audit_log_names_many_patients_without_a_query_each(manager, make_patient, actor):
+    referrers = [make_patient(full_name=f"Referrer {n}")[0] for n in range(12)]
+    for n, patient in enumerate(referrers):
+        redemption.redeem_code(patient.personal_code, friend(f"Friend {n}", f"1393333{n:04d}"), actor)
+    with counted_statements() as statements:
+        page = manager.get("/admin/audit", query_string={"action": "redemption"}).get_data(as_text=True)
+    assert all(f"Referrer {n}" in page for n in range(12))
+    patient_reads = [s for s in statements if "FROM patients" in s]
+    assert len(patient_reads) == 1, "\n".join(s.replace("\n", " ")[:60] + s.replace("\n", " ")[-60:] for s in statements)
 
 
 def test_the_audit_log_filters_by_action_and_outcome(manager, referrer, actor):
