@@ -1,5 +1,7 @@
 """Pages anyone can open: invite, progress, voucher, health; privacy and caching headers."""
 
+import html
+import io
 import re
 
 import pytest
@@ -7,7 +9,9 @@ import pytest
 from clinic.services import codes, redemption, vouchers
 from clinic.services.patients import rotate_progress_link
 from clinic.services.transaction import Actor
+from clinic.services.urls import invite_url
 from tests.conftest import friend
+from tests.test_web_admin import SETTINGS, image_bytes
 
 
 @pytest.fixture
@@ -244,3 +248,43 @@ def test_pages_escape_what_they_print_as_jinja_does(app):
         rendered = app.jinja_env.from_string(source).render(
             text="<b>&'\"", number=7, markup=Markup("<b>ok</b>"), safe=Safe())
     assert rendered == "&lt;b&gt;&amp;&#39;&#34;|7|<b>ok</b>|<i>safe</i>|<b>&'\""
+
+
+def _meta(page: str, key: str) -> str | None:
+    """The content of the page's <meta property|name="key">, unescaped; None without one."""
+    found = re.search(rf'<meta (?:property|name)="{re.escape(key)}" content="([^"]*)">', page)
+    return html.unescape(found[1]) if found else None
+
+
+def test_a_shared_invite_link_previews_the_clinic_the_masked_friend_and_the_gift(browser, invited):
+    """Chat apps show a link's Open Graph title and description: what the page itself shows, masked as there."""
+    patient, _ = invited
+    page = browser.get(f"/r/{patient.personal_code}").get_data(as_text=True)
+    clinic = _meta(page, "og:site_name")
+    assert _meta(page, "og:title") == f"An invitation to {clinic}"
+    assert _meta(page, "og:description") == f"王** recommends {clinic}. Your welcome gift: 1 bed-day waived"
+    assert _meta(page, "description") == _meta(page, "og:description")
+    assert _meta(page, "og:url") == invite_url(patient.personal_code)  # the printed, canonical address
+    assert _meta(page, "robots") == "noindex" and _meta(page, "og:image") is None  # no logo
+    chinese = browser.get(f"/r/{patient.personal_code}?lang=zh_CN").get_data(as_text=True)
+    assert _meta(chinese, "og:description").startswith(f"王**向您推荐{clinic}。您的见面礼：")
+    assert "王小明" not in page + chinese and "13811112222" not in page + chinese
+
+
+def test_a_shared_invite_link_of_someone_who_kept_their_name_says_a_friend(browser, make_patient):
+    patient, _ = make_patient(full_name="王小明", display_name="王小明", name_on_posters=False)
+    page = browser.get(f"/r/{patient.personal_code}").get_data(as_text=True)
+    assert _meta(page, "og:description").startswith("A friend recommends ")
+    assert "王" not in page
+
+
+def test_a_shared_invite_link_shows_the_clinic_logo_at_its_public_address(manager, browser, invited):
+    response = manager.post("/admin/settings", {**SETTINGS, "logo": (io.BytesIO(image_bytes("PNG")), "logo.png")},
+                            content_type="multipart/form-data")
+    assert response.status_code in (200, 303), response.get_data(as_text=True)[:500]
+    patient, _ = invited
+    page = browser.get(f"/r/{patient.personal_code}").get_data(as_text=True)
+    image = _meta(page, "og:image")
+    assert re.fullmatch(r"https://refer\.harbour\.example/uploads/logo-[0-9a-f]{16}\.png", image), image
+    assert browser.get(image.removeprefix("https://refer.harbour.example")).status_code == 200
+    assert _meta(page, "og:url") == f"https://refer.harbour.example/r/{patient.personal_code}"

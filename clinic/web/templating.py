@@ -30,7 +30,7 @@ from clinic.services.money import format_money
 from clinic.services.privacy import mask_name, mask_phone
 from clinic.services.qr import qr_svg
 from clinic.services.settings_snapshot import current_settings
-from clinic.services.urls import invite_url, progress_url, voucher_url
+from clinic.services.urls import invite_url, progress_url, public_base_url, voucher_url
 from clinic.services.webhook_sender import redacted_url
 
 CONTENT_SECURITY_POLICY = "; ".join([
@@ -371,6 +371,7 @@ def init_app(app: Flask) -> None:
     )
     app.jinja_env.globals.update(qr_svg=qr_svg, csrf_token=generate_csrf, new_form_key=lambda: secrets.token_urlsafe(24),
                                   invite_url=invite_url, progress_url=progress_url, voucher_url=voucher_url,
+                                  public_base_url=public_base_url,
                                   fixed_url=fixed_url, current_user=current_user, plain_field=plain_field,
                                   refused_field=refused_field)
 
