@@ -36,6 +36,7 @@ FIELDS = ["code", "full_name", "display_name", "phone", "external_id", "idempote
 # Routes that take no input at all: there is no nonsense to send them.
 INPUTLESS = ("auth.logout", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",
              "referrals.visit", "admin.disable_staff", "admin.enable_staff", "admin.end_staff_sessions", "admin.reset_two_step",
+             "accounts.reset_password",
              "auth.two_step_start", "webhooks.enable", "webhooks.disable", "webhooks.delete", "webhooks.resend", "webhooks.rotate_secret",
              "api_tokens.revoke")
 # Routes for which some of the nonsense is valid input; they run last and must only answer without a 5xx.
@@ -83,7 +84,8 @@ def test_every_post_route_survives_nonsense(app, manager, referrer, actor, value
         db.session.add(review)
     ids = {"patient_id": referrer.id, "voucher_id": result.friend_voucher.id, "batch_id": batch.id,
            "branch_id": branch.id, "tier_id": tier.id, "review_id": review.id, "referral_id": result.referral.id,
-           "campaign_id": db.session.scalar(select(Campaign.id)), "token": rotate_progress_link(referrer.id, actor)}
+           "campaign_id": db.session.scalar(select(Campaign.id)), "token": rotate_progress_link(referrer.id, actor),
+           "staff_id": actor.staff_id}
     before = counts()
     checked_unchanged = False
     for endpoint, url in post_urls(app, ids):

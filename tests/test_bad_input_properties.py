@@ -567,6 +567,13 @@ ROUTES: dict[str, Route] = {
     # Each valid design prints a card, so the valid one comes only from the baseline.
     "cards.print_personal": Route({"design": st.one_of(text, st.sampled_from(["CLASSIC", " classic", "classic\x00"]))},
                                   {"design": "classic"}),
+    "accounts.add_staff": Route({"email": email_like, "role": choices(["front_desk", "manager"])},
+                                lambda w: {"email": f"new{next(w.numbers)}@example.com", "role": "front_desk"}),
+    "accounts.change_role": Route({"role": choices(["front_desk", "manager"])}, {"role": "manager"},
+                                  ids=lambda w: {"staff_id": w.staff_ids[0]}),
+    "accounts.change_password": Route({"current_password": text, "new_password": text, "repeat_password": text},
+                                      {"current_password": PASSWORD, "new_password": "a quiet harbour at dawn",
+                                       "repeat_password": "a quiet harbour at dawn"}),
     "admin.settings": Route(SETTINGS_FIELDS, SETTINGS),
     "admin.campaign": Route(CAMPAIGN_FIELDS, CAMPAIGN),
     "admin.new_campaign": Route(CAMPAIGN_FIELDS, CAMPAIGN),
@@ -623,7 +630,7 @@ ROUTES: dict[str, Route] = {
                             "next": st.one_of(urls, text)}, {"language": "zh_CN", "next": "/desk"}),
 }
 # POST routes that read nothing but their URL: there is no field to send nonsense in.
-INPUTLESS = {"auth.logout", "auth.two_step_start", "admin.reset_two_step", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",
+INPUTLESS = {"auth.logout", "auth.two_step_start", "admin.reset_two_step", "accounts.reset_password", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",
              "referrals.visit", "cards.retry", "admin.disable_staff", "admin.enable_staff",
              "admin.end_staff_sessions", "webhooks.enable", "webhooks.disable", "webhooks.delete",
              "webhooks.resend", "webhooks.rotate_secret", "api_tokens.revoke"}

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import Enum
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, String, false
 from sqlalchemy.orm import relationship
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -39,6 +39,10 @@ class Staff(UserMixin, db.Model):
     # The time step (30 s) of the last code accepted: a code is refused at or before it, so a code seen over
     # someone's shoulder cannot be used again within its window.
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+    # A temporary password a manager gave (a new account, a reset): it only lets its holder choose their own.
+    password_change_required: Mapped[bool] = mapped_column(default=False, server_default=false())
+    password_changed_at: Mapped[datetime | None] = mapped_column()
 
     branch = relationship("Branch")
 

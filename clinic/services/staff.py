@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 
@@ -18,19 +20,27 @@ from clinic.models import Role, Staff, StaffSession
 from clinic.models._time import utcnow
 from clinic.models.rows import column_keys, columns_of
 from clinic.services import audit
+from clinic.services.codes import ALPHABET
 from clinic.services.errors import Refused
+from clinic.services.text import has_hidden_characters
 from clinic.services.transaction import Actor, atomic, read_connection
 
 MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 200  # hashing a megabyte "password" is work for nothing
+
+
+# One @, something either side, a dot in the domain, no spaces or control characters: a login name, not RFC 5322.
+_PLAUSIBLE_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
 
 
 def normalize_email(email: str | None) -> str:
     return (email or "").strip().lower()
 
 
-def create_staff(email: str, password: str, role: str, actor: Actor | None = None) -> Staff:
+def create_staff(email: str, password: str, role: str, actor: Actor | None = None, *,
+                 password_change_required: bool = False) -> Staff:
     email = normalize_email(email)
-    if "@" not in email or len(email) > 254 or any(c.isspace() for c in email):
+    if not _PLAUSIBLE_EMAIL.fullmatch(email) or len(email) > 254 or has_hidden_characters(email):
         raise Refused("validation_error", _("Give a valid email address."), field="email")
     if role not in {r.value for r in Role}:
         raise Refused("validation_error", _("Role must be one of: %(roles)s.", roles=", ".join(r.value for r in Role)),
@@ -42,7 +52,7 @@ def create_staff(email: str, password: str, role: str, actor: Actor | None = Non
     with atomic():
         if db.session.scalar(select(Staff.id).where(func.lower(Staff.email) == email)) is not None:
             raise Refused("exists", _("%(email)s already has an account.", email=email), field="email", status=409)
-        staff = Staff(email=email, role=role)
+        staff = Staff(email=email, role=role, password_change_required=password_change_required)
         staff.set_password(password)
         db.session.add(staff)
         db.session.flush()
@@ -228,3 +238,104 @@ def _enabled_managers() -> int:
 
 def staff_by_email(email: str) -> Staff | None:
     return db.session.scalar(select(Staff).where(Staff.email == normalize_email(email)))
+
+
+# Accounts a manager makes or resets on the staff page (no shell needed): a temporary password, shown once, that
+# only lets its holder choose their own (web/accounts.py keeps them on that page until they have).
+
+TEMPORARY_PASSWORD_SYMBOLS = 12  # XXXX-XXXX-XXXX from the codes' alphabet: 60 random bits, read out and typed once
+
+
+@dataclass(frozen=True)
+class IssuedPassword:
+    """A temporary password for ``staff``: shown to the manager once, stored only as its hash."""
+
+    staff: Staff
+    password: str
+
+
+def temporary_password() -> str:
+    symbols = "".join(secrets.choice(ALPHABET) for _ in range(TEMPORARY_PASSWORD_SYMBOLS))
+    return "-".join(symbols[start:start + 4] for start in range(0, TEMPORARY_PASSWORD_SYMBOLS, 4))
+
+
+def add_staff(email: str | None, role: str | None, actor: Actor) -> IssuedPassword:
+    """A new account with a temporary password, to be changed at its first login (audited as ``staff.created``)."""
+    if role not in {r.value for r in Role}:
+        raise Refused("validation_error", _("Choose front desk or manager."), field="role")
+    password = temporary_password()
+    staff = create_staff(email or "", password, role, actor, password_change_required=True)
+    return IssuedPassword(staff, password)
+
+
+def reset_password(staff_id: int, actor: Actor) -> IssuedPassword:
+    """A forgotten password: a temporary one instead, every session of the account ended (a password someone else
+    may know is what a reset is often for). One's own password is changed on one's account page instead."""
+    password = temporary_password()
+    with atomic():
+        staff = _staff_or_refuse(staff_id)
+        if staff.id == actor.staff_id:
+            raise Refused("own_account", _("Change your own password on your account page."), status=409)
+        staff.set_password(password)
+        staff.password_change_required = True
+        ended = _end_sessions(StaffSession.staff_id == staff.id, "password_reset")
+        audit.record("staff.password_reset", actor, email=staff.email, staff_member=staff.id, sessions=ended)
+    return IssuedPassword(staff, password)
+
+
+def change_role(staff_id: int, role: str | None, actor: Actor) -> Staff:
+    """Front desk <-> manager. Not one's own (a slip would lock a manager out of the staff page), and never the
+    clinic's last enabled manager's."""
+    if role not in {r.value for r in Role}:
+        raise Refused("validation_error", _("Choose front desk or manager."), field="role")
+    with atomic():
+        staff = _staff_or_refuse(staff_id)
+        if staff.role == role:
+            return staff
+        if staff.id == actor.staff_id:
+            raise Refused("own_account", _("Another manager has to change your own role."), status=409)
+        if staff.role == Role.MANAGER.value and staff.enabled and _enabled_managers() <= 1:
+            raise Refused("last_manager", _("This is the only enabled manager: make someone else a manager first."),
+                          status=409)
+        audit.record("staff.role_changed", actor, email=staff.email, staff_member=staff.id,
+                     changes={"role": (staff.role, role)})
+        staff.role = role
+    return staff
+
+
+class PasswordProblems(Refused):
+    """What is wrong with a password change, per form field (the form shows each under its field)."""
+
+    def __init__(self, problems: dict[str, str]):
+        super().__init__("validation_error", next(iter(problems.values())), field=next(iter(problems)), status=422)
+        self.problems = problems
+
+
+def change_own_password(staff_id: int, current: str | None, new: str | None, repeated: str | None,
+                        session_token: str | None, actor: Actor) -> Staff:
+    """A staff member chooses their own password, proving the one they have; their other sessions end (a changed
+    password is often a suspected one), the one they are using stays. Audited without either password."""
+    current, new, repeated = current or "", new or "", repeated or ""
+    with atomic():
+        staff = _staff_or_refuse(staff_id)
+        problems = {}
+        if not staff.check_password(current):
+            problems["current_password"] = _("That is not your current password.")
+        if len(new) < MIN_PASSWORD_LENGTH:
+            problems["new_password"] = _("The password needs at least %(count)s characters.", count=MIN_PASSWORD_LENGTH)
+        elif len(new) > MAX_PASSWORD_LENGTH:
+            problems["new_password"] = _("The password can have at most %(count)s characters.",
+                                         count=MAX_PASSWORD_LENGTH)
+        elif new == current:
+            problems["new_password"] = _("Choose a password other than the one you have now.")
+        elif new != repeated:
+            problems["repeat_password"] = _("The two new passwords are not the same.")
+        if problems:
+            raise PasswordProblems(problems)
+        staff.set_password(new)
+        staff.password_change_required = False
+        staff.password_changed_at = utcnow()
+        ended = _end_sessions((StaffSession.staff_id == staff.id)
+                              & (StaffSession.token_hash != _token_hash(session_token or "")), "password_changed")
+        audit.record("staff.password_changed", actor, other_sessions_ended=ended)
+    return staff

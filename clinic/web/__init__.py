@@ -9,6 +9,7 @@ def register_web(app: Flask) -> None:
     from clinic import api
     from clinic.web import (
         access,
+        accounts,
         admin,
         api_tokens,
         auth,
@@ -33,7 +34,7 @@ def register_web(app: Flask) -> None:
     errors.init_app(app)
     auth.init_app(app)
     for module in (auth, desk, patients, referrals, cards, admin, reviews, honours, reports, imports, public,
-                   api_tokens, webhooks):
+                   api_tokens, webhooks, accounts):
         app.register_blueprint(module.bp)
     api.register(app)
     limits.init_app(app)  # after the blueprints: it wraps their views

@@ -15,6 +15,7 @@ from clinic.services import audit as audit_service
 from clinic.services import clinic_settings
 from clinic.services import posters as poster_service
 from clinic.services import staff as staff_service
+from clinic.web.accounts import staff_page
 from clinic.services import two_step
 from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
@@ -169,15 +170,14 @@ def void_voucher(voucher_id: int):
 @bp.get("/staff")
 def staff():
     """Who has an account, whether it is enabled, and on how many devices it is logged in."""
-    return render_template("admin/staff.html", accounts=staff_service.staff_list())
+    return staff_page()
 
 
 def _staff_action(action, staff_id: int, done: str):
     try:
         action()
     except Refused as refusal:
-        return render_template("admin/staff.html", accounts=staff_service.staff_list(), refusal=refusal,
-                               refused_id=staff_id), refusal.status
+        return staff_page(refusal.status, refusal=refusal, refused_id=staff_id)
     flash(done)
     return redirect(url_for("admin.staff"), code=303)
 

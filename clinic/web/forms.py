@@ -387,3 +387,26 @@ class CorrectDetailsForm(PatientNameAndContactForm):
         asked = {name: getattr(self.details, name) for name in CORRECTABLE_DETAILS}
         self.fill_from(patient, fingerprint)
         return {name: value or "—" for name, value in asked.items() if value != getattr(patient, name)}
+
+
+STAFF_ROLES = [SelectChoice("front_desk", _l("Front desk")), SelectChoice("manager", _l("Manager"))]
+
+
+class NewStaffForm(FlaskForm):
+    """A manager adds a member of staff; the service checks the address and the role, and makes the password."""
+
+    email = EmailField(_l("Email"), validators=[DataRequired(_l("Enter their email address.")),
+                                                Length(max=254, message=_l("An email address has at most 254 characters."))])
+    role = SelectField(_l("Role"), choices=STAFF_ROLES, validate_choice=False)
+
+
+class StaffRoleForm(FlaskForm):
+    role = SelectField(_l("Role"), choices=STAFF_ROLES, validate_choice=False)
+
+
+class PasswordChangeForm(FlaskForm):
+    """A staff member's own new password; the service checks the current one and the rules (one message a field)."""
+
+    current_password = PasswordField(_l("Current password"), validators=[Length(max=200)])
+    new_password = PasswordField(_l("New password"), validators=[Length(max=200)])
+    repeat_password = PasswordField(_l("New password again"), validators=[Length(max=200)])

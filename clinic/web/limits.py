@@ -181,6 +181,7 @@ def _api_code_entry(config) -> list[Rule]:
 LIMITED_ENDPOINTS: dict[str, Callable] = {
     "auth.login": _login,
     "auth.login_code": _login_code,
+    "accounts.change_password": _login,  # a wrong current password counts as a failed log-in
     "desk.lookup": _code_entry,
     "desk.redeem": _code_entry,
     "desk.spend": _code_entry,
