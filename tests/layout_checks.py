@@ -191,10 +191,12 @@ def main(argv: list[str]) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     totals: Counter = Counter()
     pages_with: Counter = Counter()
+    views = 0
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for language, who, path, width, problems in walk(browser, base, manager, desk, password, public, folder,
                                                                  extra, desk_codes):
+            views += 1
             kinds = Counter(kind for kind, _, _ in problems)
             totals.update(kinds)
             pages_with.update(kinds.keys())
@@ -204,7 +206,7 @@ def main(argv: list[str]) -> int:
                 for kind, what, detail in sorted(set(problems))[:12]:
                     print(f"        {kind:9} {what[:90]}  {detail}")
         browser.close()
-    print("\nper kind: problems (page×width views with it)")
+    print(f"\n{views} page×width views; per kind: problems (views with it)")
     for kind in KINDS:
         print(f"  {kind:9} {totals[kind]:5} ({pages_with[kind]})")
     return 0
