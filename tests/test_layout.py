@@ -23,7 +23,7 @@ WIDTHS = (390, 768)
 NOTES = {"small"}
 STAFF_PAGES = ("/desk/", "/patients/", "/admin/dashboard", "/admin/campaigns", "/admin/campaigns/new", "/cards/",
                "/admin/settings", "/admin/staff", "/admin/audit", "/admin/webhooks", "/admin/api-tokens/",
-               "/admin/posters", "/admin/import", "/admin/tiers", "/admin/honours", "/account/security", "/api/v1/docs")
+               "/admin/posters", "/admin/import", "/admin/tiers", "/admin/honours", "/account/security", "/account/password", "/api/v1/docs")
 
 
 @pytest.fixture
@@ -49,7 +49,8 @@ def test_pages_fit_a_tablet_and_a_phone(journey, site):
     page = journey.context(phone=True).new_page()
     log_in(page, MANAGER)
     found = []
-    for path in (*STAFF_PAGES, f"/desk/redemptions/{referral_id}", patient, f"{patient}/erase",
+    for path in (*STAFF_PAGES, f"/desk/redemptions/{referral_id}", f"/desk/redemptions/{referral_id}?print=zh_CN",
+                 patient, f"{patient}/welcome", f"{patient}/erase",
                  f"/admin/vouchers/{voucher_id}/void", site.local(redeemed.referrer.progress_url),
                  site.local(redeemed.referrer.progress_url) + "/choices", site.local(redeemed.referrer.invite_url),
                  site.local(redeemed.voucher_url)):
