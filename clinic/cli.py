@@ -153,6 +153,14 @@ def register(app: Flask) -> None:
             raise click.ClickException(refusal.message) from None
         click.echo(f"Two-step login is off for {staff.email}: the password alone logs in until it is turned on again.")
 
+    @app.cli.command("seal-two-step-secrets")
+    def seal_two_step_secrets() -> None:
+        """Seal the two-step login secrets still stored in clear (from before they were sealed) with the app's key."""
+        from clinic.services import two_step
+
+        sealed = two_step.seal_clear_secrets()
+        click.echo(f"Sealed {sealed} two-step login secret(s) with this server's key; none is left in clear.")
+
     @app.cli.command("create-api-token")
     @click.argument("name")
     @click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(list(SCOPES)),

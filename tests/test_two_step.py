@@ -18,6 +18,7 @@ from clinic.services import staff as staff_service
 from clinic.services import two_step
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor
+from clinic.services.two_step_secrets import open_secret
 from clinic.web import auth
 from tests.conftest import PASSWORD, Browser, next_code
 
@@ -64,7 +65,8 @@ def test_enrolment_shows_a_qr_and_the_key_and_turns_on_only_with_a_right_code(de
     codes = RECOVERY_ON_PAGE.findall(body)
     assert len(codes) == 8 and len(set(codes)) == 8
     staff = db.session.get(Staff, desk_user.id)
-    assert staff.totp_secret == secret and staff.totp_pending_secret is None and staff.two_step_enabled_at
+    assert secret not in staff.totp_secret and open_secret(staff.totp_secret) == secret  # sealed, not in clear
+    assert staff.totp_pending_secret is None and staff.two_step_enabled_at
     assert db.session.scalar(select(func.count()).select_from(RecoveryCode)) == 8
     assert all(code.replace("-", "") not in {r.code_hash for r in db.session.scalars(select(RecoveryCode))}
                for code in codes)  # only hashes are kept
