@@ -140,7 +140,7 @@ def register(app: Flask) -> None:
     @app.cli.command("reset-two-step")
     @click.argument("email")
     def reset_two_step(email: str) -> None:
-        """Turn off an account's two-step login (a lost phone): the password alone logs in again."""
+        """Turn off an account's two-step login (a lost phone) and end its sessions: the password alone logs in."""
         from clinic.services import two_step
         from clinic.services.staff import staff_by_email
 
@@ -151,7 +151,8 @@ def register(app: Flask) -> None:
             two_step.reset(staff.id, Actor())
         except Refused as refusal:
             raise click.ClickException(refusal.message) from None
-        click.echo(f"Two-step login is off for {staff.email}: the password alone logs in until it is turned on again.")
+        click.echo(f"Two-step login is off for {staff.email}, logged out everywhere: the password alone logs in until "
+                   "it is turned on again.")
 
     @app.cli.command("seal-two-step-secrets")
     def seal_two_step_secrets() -> None:

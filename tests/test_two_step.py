@@ -198,6 +198,27 @@ def test_a_manager_resets_a_lost_phone_from_the_staff_page(app, manager, desk_us
     assert again.status_code == 409 and "does not use two-step login" in again.get_data(as_text=True)
 
 
+def test_a_managers_reset_logs_that_person_out_everywhere_at_once(app, manager, desk_user, enable_two_step):
+    totp, codes = enable_two_step(desk_user)
+    desks = [Browser(app.test_client()) for _ in range(2)]  # the desk PC, and the lost phone
+    for browser, code in zip(desks, (next_code(totp), codes[0])):
+        password_step(browser, desk_user.email)
+        assert browser.post("/login/code", {"code": code}).status_code == 303
+    waiting = Browser(app.test_client())  # someone with the password, waiting for a code
+    password_step(waiting, desk_user.email)
+    assert open_sessions(desk_user.id) == 2
+    assert manager.post(f"/admin/staff/{desk_user.id}/two-step/reset").status_code == 303
+    assert "logged out everywhere" in manager.get("/admin/staff").get_data(as_text=True)
+    for browser in desks:
+        assert browser.get("/desk/").status_code == 302
+    assert waiting.post("/login/code", {"code": codes[1]}).status_code == 303  # back to the password
+    assert waiting.get("/desk/").status_code == 302
+    db.session.rollback()
+    ended = db.session.scalars(select(StaffSession.ended_reason).where(StaffSession.staff_id == desk_user.id)).all()
+    assert ended == ["two_step_reset", "two_step_reset"]
+    assert [e.details["sessions"] for e in events("two_step.reset")] == [2]
+
+
 def test_a_manager_turns_off_their_own_only_with_password_and_code(manager, manager_user, enable_two_step):
     enable_two_step(manager_user)
     assert f"/admin/staff/{manager_user.id}/two-step/reset" not in manager.get("/admin/staff").get_data(as_text=True)
@@ -217,6 +238,7 @@ def test_the_cli_resets_the_only_manager(app, manager_user, enable_two_step):
     runner = app.test_cli_runner()
     result = runner.invoke(args=["reset-two-step", "MANAGER@example.com"])
     assert result.exit_code == 0 and "Two-step login is off for manager@example.com" in result.output
+    assert "logged out everywhere" in result.output
     db.session.rollback()
     assert not db.session.get(Staff, manager_user.id).two_step_on
     assert len(events("two_step.reset")) == 1

@@ -84,7 +84,7 @@ class StaffSession(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column()
-    # logout / disabled / ended_by_manager / idle
+    # logout / disabled / ended_by_manager / two_step_reset / idle
     ended_reason: Mapped[str | None] = mapped_column(String(24))
     ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str] = mapped_column(String(200), default="")

@@ -292,7 +292,11 @@ def _clear(staff_id: int) -> None:
 def reset(staff_id: int, actor: Actor) -> str:
     """A manager (or the reset-two-step command) turns off someone's two-step login: a lost phone and no
     recovery code. They log in with their password alone until they turn it on again with the new phone.
-    Returns their email, for the answer."""
+    Returns their email, for the answer.
+
+    Every session of theirs ends at once: a lost (or stolen) phone may be logged in too, and whoever holds it
+    must not keep the account after its second step was removed. They log in again with the password.
+    """
     if actor.staff_id == staff_id:  # turning off one's own takes the password and a code (turn_off)
         raise Refused("own_account", _("Turn off your own two-step login on your two-step login page."), status=409)
     with atomic():
@@ -300,7 +304,8 @@ def reset(staff_id: int, actor: Actor) -> str:
         if not staff.two_step_on and staff.totp_pending_secret is None:
             raise Refused("already_off", _("%(email)s does not use two-step login.", email=staff.email), status=409)
         _clear(staff_id)
-        audit.record("two_step.reset", actor, email=staff.email, staff_member=staff_id)
+        ended = staff_service.end_every_session(staff_id, "two_step_reset")
+        audit.record("two_step.reset", actor, email=staff.email, staff_member=staff_id, sessions=ended)
         email = staff.email
     return email
 
