@@ -271,3 +271,53 @@ def test_nonsense_in_the_code_field_is_refused_clearly(app, desk_user, enable_tw
     assert response.status_code == 422 and 'role="alert"' in body
     assert "<b>123456</b>" not in body
     assert open_sessions(desk_user.id) == 0
+
+
+def logged_in_with_code(app, staff, totp) -> Browser:
+    browser = Browser(app.test_client())
+    password_step(browser, staff.email)
+    assert browser.post("/login/code", {"code": next_code(totp)}).status_code == 303
+    return browser
+
+
+def test_new_recovery_codes_take_the_password_and_a_code_and_replace_the_old_ones(app, desk_user, enable_two_step):
+    totp, old_codes = enable_two_step(desk_user)
+    browser = logged_in_with_code(app, desk_user, totp)
+    assert "Make new recovery codes" in browser.get("/account/security").get_data(as_text=True)
+    wrong_password = browser.post("/account/security/recovery-codes",
+                                  {"renew-password": "not my password", "renew-code": old_codes[0]})
+    assert wrong_password.status_code == 422 and "password is not right" in wrong_password.get_data(as_text=True)
+    wrong_code = browser.post("/account/security/recovery-codes", {"renew-password": PASSWORD, "renew-code": "12345"})
+    assert wrong_code.status_code == 422 and "That code is not right" in wrong_code.get_data(as_text=True)
+    assert [e.reason for e in events("two_step.recovery_codes", "refused")] == ["wrong_password", "wrong_code"]
+    assert two_step.recovery_codes_left(desk_user.id) == 8
+
+    done = browser.post("/account/security/recovery-codes", {"renew-password": PASSWORD, "renew-code": old_codes[0]})
+    body = done.get_data(as_text=True)
+    assert done.status_code == 200 and done.headers["Cache-Control"] == "no-store"
+    assert "Your earlier recovery codes no longer work" in body
+    new_codes = RECOVERY_ON_PAGE.findall(body)
+    assert len(set(new_codes)) == 8 and not set(new_codes) & set(old_codes)
+    assert len(events("two_step.recovery_codes_renewed")) == 1
+    assert "8 recovery codes left" in browser.get("/account/security").get_data(as_text=True)
+    for code, status in ((old_codes[1], 422), (new_codes[0], 303)):
+        other = Browser(app.test_client())
+        password_step(other, desk_user.email)
+        assert other.post("/login/code", {"code": code}).status_code == status
+
+
+def test_new_recovery_codes_are_only_for_an_account_with_two_step_on(desk):
+    response = desk.post("/account/security/recovery-codes", {"renew-password": PASSWORD, "renew-code": "123456"})
+    assert response.status_code == 409 and "already off" in response.get_data(as_text=True)
+    assert events("two_step.recovery_codes_renewed") == []
+
+
+def test_wrong_codes_for_new_recovery_codes_are_rate_limited(app, desk_user, enable_two_step):
+    from tests.test_limits import limited_app
+
+    totp, _codes = enable_two_step(desk_user)
+    browser = logged_in_with_code(limited_app(app, RATELIMIT_LOGIN="2/minute"), desk_user, totp)
+    statuses = [browser.post("/account/security/recovery-codes",
+                             {"renew-password": PASSWORD, "renew-code": "000000"}).status_code for _ in range(3)]
+    assert statuses == [422, 422, 429]
+    assert two_step.recovery_codes_left(desk_user.id) == 8

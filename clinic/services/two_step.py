@@ -260,26 +260,46 @@ def finish_login(staff_id: int, code: str | None, actor: Actor, user_agent: str 
     return staff_service.open_session(staff_id, actor, user_agent, with_code=how)
 
 
-def turn_off(staff_id: int, password: str | None, code: str | None, actor: Actor,
-             for_time: datetime | None = None) -> None:
-    """The owner turns two-step login off: it takes the password and a code, so an unattended logged-in desk
-    PC is not enough to remove it."""
+def _with_password_and_code(staff_id: int, password: str | None, code: str | None, actor: Actor, refused_as: str,
+                            then, for_time: datetime | None) -> None:
+    """Run ``then`` (in the code's transaction) for the account's owner only: its password and a code, so an
+    unattended logged-in desk PC is not enough. Refusals are audited as ``refused_as``."""
     staff = _staff(staff_id)
     if not staff.two_step_on:
         raise already_off()
     stored, secret = staff.totp_secret, _readable_secret(staff)
     if not staff.check_password((password or "")[:200]):
-        audit.record_refusal("two_step.disable", actor, "wrong_password", staff_member=staff_id)
+        audit.record_refusal(refused_as, actor, "wrong_password", staff_member=staff_id)
         raise Refused("wrong_password", _("That password is not right."), field="password", status=422)
+    if _use_code(staff_id, stored, secret, code, for_time, then=then) is None:
+        reason, refusal = _code_refusal(staff_id, secret, code, for_time)
+        audit.record_refusal(refused_as, actor, reason, staff_member=staff_id)
+        raise refusal
 
+
+def turn_off(staff_id: int, password: str | None, code: str | None, actor: Actor,
+             for_time: datetime | None = None) -> None:
+    """The owner turns two-step login off, with the password and a code."""
     def turned_off():
         _clear(staff_id)
         audit.record("two_step.disabled", actor, staff_member=staff_id)
 
-    if _use_code(staff_id, stored, secret, code, for_time, then=turned_off) is None:
-        reason, refusal = _code_refusal(staff_id, secret, code, for_time)
-        audit.record_refusal("two_step.disable", actor, reason, staff_member=staff_id)
-        raise refusal
+    _with_password_and_code(staff_id, password, code, actor, "two_step.disable", turned_off, for_time)
+
+
+def renew_recovery_codes(staff_id: int, password: str | None, code: str | None, actor: Actor,
+                         for_time: datetime | None = None) -> list[str]:
+    """New recovery codes for the owner (the old ones used up, lost, or seen by someone): with the password
+    and a code, like turning it off. Every earlier code stops working in the same transaction; the new ones are
+    returned to be shown once, only their hashes kept."""
+    codes: list[str] = []
+
+    def renewed():
+        codes.extend(_new_recovery_codes(staff_id))
+        audit.record("two_step.recovery_codes_renewed", actor, staff_member=staff_id)
+
+    _with_password_and_code(staff_id, password, code, actor, "two_step.recovery_codes", renewed, for_time)
+    return codes
 
 
 def _clear(staff_id: int) -> None:

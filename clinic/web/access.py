@@ -51,6 +51,7 @@ ACCESS: dict[str, Access] = {
     "auth.two_step_start": Access.STAFF,
     "auth.two_step_confirm": Access.STAFF,
     "auth.two_step_off": Access.STAFF,
+    "auth.recovery_codes": Access.STAFF,
     "desk.index": Access.STAFF,
     "desk.lookup": Access.STAFF,
     "desk.redeem": Access.STAFF,
