@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from enum import Enum
 
-from flask import Flask, abort, current_app, request
+from flask import Flask, abort, current_app, redirect, request, url_for
 from flask_login import current_user
 
 from clinic.extensions import login_manager
 from clinic.services.transaction import read_only_session
+from clinic.web.helpers import is_htmx
 
 
 class Access(str, Enum):
@@ -171,6 +172,30 @@ def _check_access():
     return None
 
 
+# What a manager who must use two-step login (Clinic.managers_need_two_step) and does not yet can still open.
+TWO_STEP_SET_UP = frozenset({"auth.security", "auth.two_step_start", "auth.two_step_confirm", "auth.logout",
+                             "auth.language"})
+
+
+def _managers_set_up_two_step_first():
+    """When the clinic requires it, a manager without two-step login is sent to set it up before any staff page.
+
+    Only staff pages: public pages and styles stay as they are for anyone, and the set-up itself, the language
+    switch (to read it) and logging out stay open. Checked on every request, so a manager already logged in
+    when the setting is turned on meets it on their next page.
+    """
+    if (request.endpoint in TWO_STEP_SET_UP or ACCESS.get(request.endpoint) not in (Access.STAFF, Access.MANAGER)
+            or not current_user.is_authenticated or not current_user.is_manager or current_user.two_step_on):
+        return None
+    from clinic.services.clinic_settings import managers_need_two_step
+
+    if not managers_need_two_step():
+        return None
+    if is_htmx():
+        return "", 204, {"HX-Redirect": url_for("auth.security")}
+    return redirect(url_for("auth.security"), 303)
+
+
 def _staff_pages_only_read():
     """A staff page opened with GET or HEAD reads outside a database transaction (transaction.read_only_session).
 
@@ -185,4 +210,5 @@ def _staff_pages_only_read():
 def init_app(app: Flask) -> None:
     # Runs before every blueprint's own before_request hooks (app-level hooks come first).
     app.before_request(_check_access)
+    app.before_request(_managers_set_up_two_step_first)
     app.before_request(_staff_pages_only_read)

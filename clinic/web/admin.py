@@ -63,6 +63,7 @@ def settings():
             values = {field: " ".join((form[field].data or "").split()) for field in SETTINGS_FORM_FIELDS}
             values["public_base_url"] = values["public_base_url"].rstrip("/") or None
             values["address"] = (form.address.data or "").strip()
+            values["managers_need_two_step"] = bool(form.managers_need_two_step.data)
             upload = form.logo.data
             try:
                 if upload and upload.filename:

@@ -124,6 +124,7 @@ def _security_page(confirm_form=None, off_form=None, renew_form=None, refusal: R
         qr = qr_svg(uri, title=_("QR code for your authenticator app"))
     response = make_response(render_template(
         "auth/security.html", state=state, qr=qr, secret=secret, refusal=refusal,
+        required=current_user.is_manager and current_clinic().managers_need_two_step,
         confirm_form=confirm_form or TwoStepCodeForm(), off_form=off_form or TwoStepOffForm(),
         renew_form=renew_form or TwoStepOffForm(prefix="renew")), status)
     response.headers["Cache-Control"] = "no-store"  # the secret is on the page
