@@ -140,7 +140,7 @@ def register(app: Flask) -> None:
     @app.cli.command("reset-two-step")
     @click.argument("email")
     def reset_two_step(email: str) -> None:
-        """Turn off an account's two-step login (a lost phone): the password alone logs in again."""
+        """Turn off an account's two-step login (a lost phone) and end its sessions: the password alone logs in."""
         from clinic.services import two_step
         from clinic.services.staff import staff_by_email
 
@@ -151,7 +151,16 @@ def register(app: Flask) -> None:
             two_step.reset(staff.id, Actor())
         except Refused as refusal:
             raise click.ClickException(refusal.message) from None
-        click.echo(f"Two-step login is off for {staff.email}: the password alone logs in until it is turned on again.")
+        click.echo(f"Two-step login is off for {staff.email}, logged out everywhere: the password alone logs in until "
+                   "it is turned on again.")
+
+    @app.cli.command("seal-two-step-secrets")
+    def seal_two_step_secrets() -> None:
+        """Seal the two-step login secrets still stored in clear (from before they were sealed) with the app's key."""
+        from clinic.services import two_step
+
+        sealed = two_step.seal_clear_secrets()
+        click.echo(f"Sealed {sealed} two-step login secret(s) with this server's key; none is left in clear.")
 
     @app.cli.command("create-api-token")
     @click.argument("name")

@@ -41,6 +41,8 @@ def load_config(instance_path: Path) -> dict:
     return {
         "SECRET_KEY": _secret_key(instance_path),
         "SQLALCHEMY_DATABASE_URI": database_url,
+        # Seals two-step login secrets (clinic/services/two_step_secrets.py); unset: derived from SECRET_KEY.
+        "TWO_STEP_KEY": os.environ.get("TWO_STEP_KEY") or None,
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
         "UPLOAD_FOLDER": str(instance_path / "uploads"),
         "BATCH_FOLDER": os.environ.get("BATCH_FOLDER") or str(instance_path / "batches"),

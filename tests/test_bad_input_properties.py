@@ -512,7 +512,8 @@ def _two_step_enrolment_code() -> dict:
     return {"code": pyotp.TOTP(two_step.start_enrolment(manager_id, Actor())).now()}
 
 
-def _two_step_off_form() -> dict:
+def _two_step_off_form(prefix: str = "") -> dict:
+    """Two-step login on for the manager, and the password and next code to prove it (its fields' ``prefix``)."""
     import pyotp
 
     from clinic.services import two_step
@@ -523,7 +524,7 @@ def _two_step_off_form() -> dict:
         two_step.reset(manager_id, Actor())
     totp = pyotp.TOTP(two_step.start_enrolment(manager_id, Actor()))
     two_step.confirm_enrolment(manager_id, totp.now(), Actor())
-    return {"password": PASSWORD, "code": next_code(totp)}
+    return {f"{prefix}password": PASSWORD, f"{prefix}code": next_code(totp)}
 
 
 ROUTES: dict[str, Route] = {
@@ -626,6 +627,8 @@ ROUTES: dict[str, Route] = {
                                    audits_refusal="two_step.enable"),
     "auth.two_step_off": Route({"code": st.one_of(text, numbers), "password": text}, lambda w: _two_step_off_form(),
                                audits_refusal="two_step.disable"),
+    "auth.recovery_codes": Route({"renew-code": st.one_of(text, numbers), "renew-password": text},
+                                 lambda w: _two_step_off_form("renew-"), audits_refusal="two_step.recovery_codes"),
     "auth.language": Route({"language": st.one_of(text, choices(["en", "zh_CN", "zh-cn", "fr"])),
                             "next": st.one_of(urls, text)}, {"language": "zh_CN", "next": "/desk"}),
 }

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Card, Patient, Referral, Staff, Voucher
+from clinic.services.clinic_settings import get_clinic
 from clinic.services.reports import Scope, campaign_comparison
 
 
@@ -40,6 +41,7 @@ def test_seed_demo_creates_a_working_clinic_once(app, browser):
     assert db.session.scalar(select(func.count()).select_from(Referral)) == 15
     assert db.session.scalar(select(func.count()).select_from(Voucher)) == 30
     assert db.session.scalar(select(func.count()).select_from(Card)) == 20
+    assert not get_clinic().managers_need_two_step  # the demo's manager logs in with the password alone
     assert db.session.scalar(select(func.count()).select_from(Referral).where(Referral.card_id.is_not(None))) == 1
     every_day = Scope(datetime(2000, 1, 1), datetime(2100, 1, 1))
     assert {row.name: row.registered for row in campaign_comparison(every_day)} == {

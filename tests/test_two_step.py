@@ -18,6 +18,7 @@ from clinic.services import staff as staff_service
 from clinic.services import two_step
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor
+from clinic.services.two_step_secrets import open_secret
 from clinic.web import auth
 from tests.conftest import PASSWORD, Browser, next_code
 
@@ -64,7 +65,8 @@ def test_enrolment_shows_a_qr_and_the_key_and_turns_on_only_with_a_right_code(de
     codes = RECOVERY_ON_PAGE.findall(body)
     assert len(codes) == 8 and len(set(codes)) == 8
     staff = db.session.get(Staff, desk_user.id)
-    assert staff.totp_secret == secret and staff.totp_pending_secret is None and staff.two_step_enabled_at
+    assert secret not in staff.totp_secret and open_secret(staff.totp_secret) == secret  # sealed, not in clear
+    assert staff.totp_pending_secret is None and staff.two_step_enabled_at
     assert db.session.scalar(select(func.count()).select_from(RecoveryCode)) == 8
     assert all(code.replace("-", "") not in {r.code_hash for r in db.session.scalars(select(RecoveryCode))}
                for code in codes)  # only hashes are kept
@@ -196,6 +198,27 @@ def test_a_manager_resets_a_lost_phone_from_the_staff_page(app, manager, desk_us
     assert again.status_code == 409 and "does not use two-step login" in again.get_data(as_text=True)
 
 
+def test_a_managers_reset_logs_that_person_out_everywhere_at_once(app, manager, desk_user, enable_two_step):
+    totp, codes = enable_two_step(desk_user)
+    desks = [Browser(app.test_client()) for _ in range(2)]  # the desk PC, and the lost phone
+    for browser, code in zip(desks, (next_code(totp), codes[0])):
+        password_step(browser, desk_user.email)
+        assert browser.post("/login/code", {"code": code}).status_code == 303
+    waiting = Browser(app.test_client())  # someone with the password, waiting for a code
+    password_step(waiting, desk_user.email)
+    assert open_sessions(desk_user.id) == 2
+    assert manager.post(f"/admin/staff/{desk_user.id}/two-step/reset").status_code == 303
+    assert "logged out everywhere" in manager.get("/admin/staff").get_data(as_text=True)
+    for browser in desks:
+        assert browser.get("/desk/").status_code == 302
+    assert waiting.post("/login/code", {"code": codes[1]}).status_code == 303  # back to the password
+    assert waiting.get("/desk/").status_code == 302
+    db.session.rollback()
+    ended = db.session.scalars(select(StaffSession.ended_reason).where(StaffSession.staff_id == desk_user.id)).all()
+    assert ended == ["two_step_reset", "two_step_reset"]
+    assert [e.details["sessions"] for e in events("two_step.reset")] == [2]
+
+
 def test_a_manager_turns_off_their_own_only_with_password_and_code(manager, manager_user, enable_two_step):
     enable_two_step(manager_user)
     assert f"/admin/staff/{manager_user.id}/two-step/reset" not in manager.get("/admin/staff").get_data(as_text=True)
@@ -215,6 +238,7 @@ def test_the_cli_resets_the_only_manager(app, manager_user, enable_two_step):
     runner = app.test_cli_runner()
     result = runner.invoke(args=["reset-two-step", "MANAGER@example.com"])
     assert result.exit_code == 0 and "Two-step login is off for manager@example.com" in result.output
+    assert "logged out everywhere" in result.output
     db.session.rollback()
     assert not db.session.get(Staff, manager_user.id).two_step_on
     assert len(events("two_step.reset")) == 1
@@ -247,3 +271,53 @@ def test_nonsense_in_the_code_field_is_refused_clearly(app, desk_user, enable_tw
     assert response.status_code == 422 and 'role="alert"' in body
     assert "<b>123456</b>" not in body
     assert open_sessions(desk_user.id) == 0
+
+
+def logged_in_with_code(app, staff, totp) -> Browser:
+    browser = Browser(app.test_client())
+    password_step(browser, staff.email)
+    assert browser.post("/login/code", {"code": next_code(totp)}).status_code == 303
+    return browser
+
+
+def test_new_recovery_codes_take_the_password_and_a_code_and_replace_the_old_ones(app, desk_user, enable_two_step):
+    totp, old_codes = enable_two_step(desk_user)
+    browser = logged_in_with_code(app, desk_user, totp)
+    assert "Make new recovery codes" in browser.get("/account/security").get_data(as_text=True)
+    wrong_password = browser.post("/account/security/recovery-codes",
+                                  {"renew-password": "not my password", "renew-code": old_codes[0]})
+    assert wrong_password.status_code == 422 and "password is not right" in wrong_password.get_data(as_text=True)
+    wrong_code = browser.post("/account/security/recovery-codes", {"renew-password": PASSWORD, "renew-code": "12345"})
+    assert wrong_code.status_code == 422 and "That code is not right" in wrong_code.get_data(as_text=True)
+    assert [e.reason for e in events("two_step.recovery_codes", "refused")] == ["wrong_password", "wrong_code"]
+    assert two_step.recovery_codes_left(desk_user.id) == 8
+
+    done = browser.post("/account/security/recovery-codes", {"renew-password": PASSWORD, "renew-code": old_codes[0]})
+    body = done.get_data(as_text=True)
+    assert done.status_code == 200 and done.headers["Cache-Control"] == "no-store"
+    assert "Your earlier recovery codes no longer work" in body
+    new_codes = RECOVERY_ON_PAGE.findall(body)
+    assert len(set(new_codes)) == 8 and not set(new_codes) & set(old_codes)
+    assert len(events("two_step.recovery_codes_renewed")) == 1
+    assert "8 recovery codes left" in browser.get("/account/security").get_data(as_text=True)
+    for code, status in ((old_codes[1], 422), (new_codes[0], 303)):
+        other = Browser(app.test_client())
+        password_step(other, desk_user.email)
+        assert other.post("/login/code", {"code": code}).status_code == status
+
+
+def test_new_recovery_codes_are_only_for_an_account_with_two_step_on(desk):
+    response = desk.post("/account/security/recovery-codes", {"renew-password": PASSWORD, "renew-code": "123456"})
+    assert response.status_code == 409 and "already off" in response.get_data(as_text=True)
+    assert events("two_step.recovery_codes_renewed") == []
+
+
+def test_wrong_codes_for_new_recovery_codes_are_rate_limited(app, desk_user, enable_two_step):
+    from tests.test_limits import limited_app
+
+    totp, _codes = enable_two_step(desk_user)
+    browser = logged_in_with_code(limited_app(app, RATELIMIT_LOGIN="2/minute"), desk_user, totp)
+    statuses = [browser.post("/account/security/recovery-codes",
+                             {"renew-password": PASSWORD, "renew-code": "000000"}).status_code for _ in range(3)]
+    assert statuses == [422, 422, 429]
+    assert two_step.recovery_codes_left(desk_user.id) == 8

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import String
+from sqlalchemy import String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clinic.extensions import db
@@ -22,3 +22,6 @@ class Clinic(db.Model):
     # The clinic's default language (clinic.i18n.LANGUAGES): patient pages, printed PDFs, staff who chose none.
     language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     public_base_url: Mapped[str | None] = mapped_column(String(200))
+    # Managers change rewards, void vouchers and export phone numbers: when on, a manager without two-step login
+    # is sent to set it up before any other staff page (clinic/web/access.py). Desk staff are not affected.
+    managers_need_two_step: Mapped[bool] = mapped_column(default=False, server_default=false())

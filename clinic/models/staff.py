@@ -30,11 +30,11 @@ class Staff(UserMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The language this person reads the portal in (clinic.i18n.LANGUAGES); None: the clinic's default.
     language: Mapped[str | None] = mapped_column(String(8))
-    # Two-step login (clinic/services/two_step.py): the authenticator app's shared secret (base32), once confirmed;
+    # Two-step login (clinic/services/two_step.py): the authenticator app's shared secret, once confirmed;
     # a new one waits in the pending column until the person has typed a code from it, so a half-done
-    # enrolment never locks anyone out.
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
-    totp_pending_secret: Mapped[str | None] = mapped_column(String(64))
+    # enrolment never locks anyone out. Both sealed with the app's key (two_step_secrets.py): ~145 characters.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(255))
     two_step_enabled_at: Mapped[datetime | None] = mapped_column()
     # The time step (30 s) of the last code accepted: a code is refused at or before it, so a code seen over
     # someone's shoulder cannot be used again within its window.
@@ -88,7 +88,7 @@ class StaffSession(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column()
-    # logout / disabled / ended_by_manager / idle
+    # logout / disabled / ended_by_manager / two_step_reset / idle
     ended_reason: Mapped[str | None] = mapped_column(String(24))
     ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str] = mapped_column(String(200), default="")

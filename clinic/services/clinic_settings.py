@@ -28,6 +28,7 @@ from clinic.models import (
     Clinic,
     Referral,
     RewardKind,
+    Staff,
     Voucher,
     VoucherStatus,
 )
@@ -36,13 +37,13 @@ from clinic.services.errors import Refused, stored_by_the_server
 from clinic.services.images import bytes_after_image
 from clinic.services.money import MAX_AMOUNT_MINOR, check_amount, format_money, major_units_text, minor_digits
 from clinic.services.settings_snapshot import ClinicRow, current_settings
-from clinic.services.transaction import Actor, atomic
+from clinic.services.transaction import Actor, atomic, read_connection
 
 LOGO_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 MAX_LOGO_PIXELS = 4000
 MAX_LOGO_BYTES = 1024 * 1024  # checked by the settings form (web/forms.py), which says so next to the field
 CLINIC_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "language", "timezone", "public_base_url",
-                 "logo_filename")
+                 "logo_filename", "managers_need_two_step")
 CAMPAIGN_FIELDS = (
     "name",
     "referrer_reward_kind",
@@ -110,6 +111,8 @@ def update_clinic(values: dict, actor: Actor) -> Clinic:
     """Save the settings form; the audit event lists what changed, old and new."""
     if "language" in values and values["language"] not in LANGUAGES:
         raise Refused("bad_language", _("Choose one of the languages offered."), field="language")
+    if values.get("managers_need_two_step") and not get_clinic().managers_need_two_step:
+        _check_own_two_step_first(actor)  # before the transaction: its refusal is audited in one of its own
     with atomic():
         clinic = get_clinic()
         moved = {}
@@ -122,6 +125,27 @@ def update_clinic(values: dict, actor: Actor) -> Clinic:
             audit.record("settings.changed", actor, changes=changes, **{key: value for key, value in moved.items()
                                                                          if value})
     return clinic
+
+
+def managers_need_two_step() -> bool:
+    """Whether the clinic requires two-step login of managers, read on its own before a view runs.
+
+    Not through current_clinic(): that copy would be kept for the rest of the request, and the settings page
+    saving a new language would then still speak the old one in its "saved" message.
+    """
+    with read_connection() as connection:
+        return bool(connection.execute(select(Clinic.managers_need_two_step).where(Clinic.id == 1)).scalar())
+
+
+def _check_own_two_step_first(actor: Actor) -> None:
+    """Requiring two-step login of managers takes a manager who uses it: else the one turning it on would be
+    sent to set it up on their very next page, which is the lesson, but a refusal says it before anything changes."""
+    staff = db.session.get(Staff, actor.staff_id) if actor.staff_id is not None else None
+    if staff is None or not staff.two_step_on:
+        audit.record_refusal("settings.change", actor, "two_step_first")
+        raise Refused("two_step_first", _("Turn on your own two-step login first (Two-step login, in the top bar): "
+                                          "only then can you require it of every manager."),
+                      field="managers_need_two_step", status=422)
 
 
 def _zone(name: str | None):

@@ -196,11 +196,16 @@ def staff_list() -> list[tuple[Staff, int]]:
         select(Staff, open_count).order_by(Staff.enabled.desc(), Staff.email))]
 
 
+def end_every_session(staff_id: int, reason: str) -> int:
+    """Log this account out on every device, in the open transaction (its caller audits why). Returns how many."""
+    return _end_sessions(StaffSession.staff_id == staff_id, reason)
+
+
 def end_sessions(staff_id: int, actor: Actor) -> int:
     """A manager logs someone out everywhere (a lost phone, a shared password). Returns how many."""
     with atomic():
         staff = _staff_or_refuse(staff_id)
-        ended = _end_sessions(StaffSession.staff_id == staff.id, "ended_by_manager")
+        ended = end_every_session(staff.id, "ended_by_manager")
         audit.record("staff.sessions_ended", actor, email=staff.email, staff_member=staff.id, sessions=ended)
     return ended
 
@@ -217,7 +222,7 @@ def set_enabled(staff_id: int, enabled: bool, actor: Actor) -> Staff:
             if staff.role == Role.MANAGER.value and _enabled_managers() <= 1:
                 raise Refused("last_manager", _("This is the only enabled manager: enable or create another first."),
                               status=409)
-            _end_sessions(StaffSession.staff_id == staff.id, "disabled")
+            end_every_session(staff.id, "disabled")
         staff.enabled = enabled
         audit.record("staff.enabled" if enabled else "staff.disabled", actor, email=staff.email,
                      staff_member=staff.id)

@@ -9,6 +9,9 @@ staff page, and for the last manager by ``flask --app wsgi reset-two-step EMAIL`
 A code is accepted in the 30-second step it belongs to and one step either side (clocks drift), and only
 once: the step of the last accepted code is kept, and a conditional UPDATE refuses any code at or before it,
 so one code seen over a shoulder cannot be replayed, even by two logins at the same moment.
+
+The secrets are stored sealed with the app's key (clinic/services/two_step_secrets.py); a secret that cannot be
+opened (the key changed) refuses its account's login with "ask a manager to reset it".
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from clinic.services import staff as staff_service
 from clinic.services.codes import ALPHABET
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
+from clinic.services.two_step_secrets import SEALED_PREFIX, is_sealed, open_secret, seal
 
 CODE_DIGITS = 6
 VALID_WINDOW = 1  # steps either side of now: a phone's clock a little off still works
@@ -115,6 +119,20 @@ def not_started() -> Refused:
     return Refused("not_started", _("Start again: scan a new QR code with your authenticator app."), status=409)
 
 
+def unreadable() -> Refused:
+    return Refused("secret_unreadable", _("Your two-step login cannot be checked on this server (its key has "
+                                          "changed). Ask a manager to reset your two-step login, then set it up "
+                                          "again."), field="code", status=409)
+
+
+def _readable_secret(staff: Staff) -> str:
+    """The account's confirmed secret, opened; refused (never a 500, never a pass) when it cannot be."""
+    secret = open_secret(staff.totp_secret)
+    if secret is None:
+        raise unreadable()
+    return secret
+
+
 def start_enrolment(staff_id: int, actor: Actor) -> str:
     """A new secret, kept pending until a code made from it is typed (confirm_enrolment). Returns the secret.
 
@@ -125,9 +143,10 @@ def start_enrolment(staff_id: int, actor: Actor) -> str:
         staff = _staff(staff_id)
         if staff.two_step_on:
             raise already_on()
-        staff.totp_pending_secret = pyotp.random_base32()
+        secret = pyotp.random_base32()
+        staff.totp_pending_secret = seal(secret)
         audit.record("two_step.enrolment_started", actor, staff_member=staff.id)
-        return staff.totp_pending_secret
+        return secret
 
 
 def confirm_enrolment(staff_id: int, code: str | None, actor: Actor, for_time: datetime | None = None) -> list[str]:
@@ -136,8 +155,9 @@ def confirm_enrolment(staff_id: int, code: str | None, actor: Actor, for_time: d
     staff = _staff(staff_id)
     if staff.two_step_on:
         raise already_on()
-    pending = staff.totp_pending_secret
-    if pending is None:
+    stored_pending = staff.totp_pending_secret
+    pending = open_secret(stored_pending)
+    if pending is None:  # none, or sealed under a key this server no longer has: a new QR code mends both
         raise not_started()
     step = matching_step(pending, (code or "")[:MAX_CODE_INPUT], for_time)
     if step is None:
@@ -145,8 +165,9 @@ def confirm_enrolment(staff_id: int, code: str | None, actor: Actor, for_time: d
         raise _wrong_code()
     with atomic():
         changed = db.session.execute(
-            update(Staff).where(Staff.id == staff_id, Staff.totp_secret.is_(None), Staff.totp_pending_secret == pending)
-            .values(totp_secret=pending, totp_pending_secret=None, two_step_enabled_at=utcnow(), totp_last_step=step)
+            update(Staff).where(Staff.id == staff_id, Staff.totp_secret.is_(None),
+                                Staff.totp_pending_secret == stored_pending)
+            .values(totp_secret=seal(pending), totp_pending_secret=None, two_step_enabled_at=utcnow(), totp_last_step=step)
             .execution_options(synchronize_session=False)).rowcount
         if changed != 1:  # another tab confirmed or started again meanwhile
             raise not_started()
@@ -155,16 +176,17 @@ def confirm_enrolment(staff_id: int, code: str | None, actor: Actor, for_time: d
     return codes
 
 
-def _accept_code(staff_id: int, secret: str, code: str, for_time: datetime | None = None) -> str | None:
+def _accept_code(staff_id: int, stored: str, secret: str, code: str, for_time: datetime | None = None) -> str | None:
     """Use up this code for this account, in the open transaction: 'totp' or 'recovery_code', or None.
 
     Both are decided by the database: the step only moves forward (a replayed or concurrent code finds it
-    already there), and a recovery code is marked used only if it was not.
+    already there), and a recovery code is marked used only if it was not. ``stored`` is the column as read:
+    the UPDATE checks the secret did not change (a reset, a new set-up) since.
     """
     step = matching_step(secret, code, for_time)
     if step is not None:
         moved = db.session.execute(
-            update(Staff).where(Staff.id == staff_id, Staff.totp_secret == secret,
+            update(Staff).where(Staff.id == staff_id, Staff.totp_secret == stored,
                                 or_(Staff.totp_last_step.is_(None), Staff.totp_last_step < step))
             .values(totp_last_step=step).execution_options(synchronize_session=False)).rowcount
         return "totp" if moved == 1 else None
@@ -178,15 +200,22 @@ def _accept_code(staff_id: int, secret: str, code: str, for_time: datetime | Non
     return None
 
 
-def _use_code(staff_id: int, secret: str, code: str | None, for_time: datetime | None, then=None) -> str | None:
-    """Accept the code and run ``then`` in one transaction; nothing is written when the code is not accepted."""
+def _use_code(staff_id: int, stored: str, secret: str, code: str | None, for_time: datetime | None,
+              then=None) -> str | None:
+    """Accept the code and run ``then`` in one transaction; nothing is written when the code is not accepted.
+
+    A secret still stored in clear (from before sealing) is sealed in that transaction: its owner has just
+    proved they hold it, so this is the first moment it is known to be worth keeping.
+    """
     code = (code or "")[:MAX_CODE_INPUT]
     accepted = None
     try:
         with atomic():
-            accepted = _accept_code(staff_id, secret, code, for_time)
+            accepted = _accept_code(staff_id, stored, secret, code, for_time)
             if accepted is None:
                 raise _NotAccepted
+            if not is_sealed(stored):
+                _seal_clear(Staff.totp_secret, stored, staff_id)
             if then is not None:
                 then()
     except _NotAccepted:
@@ -218,8 +247,12 @@ def finish_login(staff_id: int, code: str | None, actor: Actor, user_agent: str 
         audit.record_refusal("login", Actor(staff_id=staff_id if staff else None, ip=actor.ip), "account_changed")
         raise Refused("login_again", _("Log in again: this account changed since you typed the password."),
                       status=409)
-    secret = staff.totp_secret
-    how = _use_code(staff_id, secret, code, for_time)
+    try:
+        secret = _readable_secret(staff)
+    except Refused as refusal:
+        audit.record_refusal("login.code", Actor(staff_id=staff_id, ip=actor.ip), refusal.reason)
+        raise
+    how = _use_code(staff_id, staff.totp_secret, secret, code, for_time)
     if how is None:
         reason, refusal = _code_refusal(staff_id, secret, code, for_time)
         audit.record_refusal("login.code", Actor(staff_id=staff_id, ip=actor.ip), reason)
@@ -227,26 +260,46 @@ def finish_login(staff_id: int, code: str | None, actor: Actor, user_agent: str 
     return staff_service.open_session(staff_id, actor, user_agent, with_code=how)
 
 
-def turn_off(staff_id: int, password: str | None, code: str | None, actor: Actor,
-             for_time: datetime | None = None) -> None:
-    """The owner turns two-step login off: it takes the password and a code, so an unattended logged-in desk
-    PC is not enough to remove it."""
+def _with_password_and_code(staff_id: int, password: str | None, code: str | None, actor: Actor, refused_as: str,
+                            then, for_time: datetime | None) -> None:
+    """Run ``then`` (in the code's transaction) for the account's owner only: its password and a code, so an
+    unattended logged-in desk PC is not enough. Refusals are audited as ``refused_as``."""
     staff = _staff(staff_id)
     if not staff.two_step_on:
         raise already_off()
-    secret = staff.totp_secret
+    stored, secret = staff.totp_secret, _readable_secret(staff)
     if not staff.check_password((password or "")[:200]):
-        audit.record_refusal("two_step.disable", actor, "wrong_password", staff_member=staff_id)
+        audit.record_refusal(refused_as, actor, "wrong_password", staff_member=staff_id)
         raise Refused("wrong_password", _("That password is not right."), field="password", status=422)
+    if _use_code(staff_id, stored, secret, code, for_time, then=then) is None:
+        reason, refusal = _code_refusal(staff_id, secret, code, for_time)
+        audit.record_refusal(refused_as, actor, reason, staff_member=staff_id)
+        raise refusal
 
+
+def turn_off(staff_id: int, password: str | None, code: str | None, actor: Actor,
+             for_time: datetime | None = None) -> None:
+    """The owner turns two-step login off, with the password and a code."""
     def turned_off():
         _clear(staff_id)
         audit.record("two_step.disabled", actor, staff_member=staff_id)
 
-    if _use_code(staff_id, secret, code, for_time, then=turned_off) is None:
-        reason, refusal = _code_refusal(staff_id, secret, code, for_time)
-        audit.record_refusal("two_step.disable", actor, reason, staff_member=staff_id)
-        raise refusal
+    _with_password_and_code(staff_id, password, code, actor, "two_step.disable", turned_off, for_time)
+
+
+def renew_recovery_codes(staff_id: int, password: str | None, code: str | None, actor: Actor,
+                         for_time: datetime | None = None) -> list[str]:
+    """New recovery codes for the owner (the old ones used up, lost, or seen by someone): with the password
+    and a code, like turning it off. Every earlier code stops working in the same transaction; the new ones are
+    returned to be shown once, only their hashes kept."""
+    codes: list[str] = []
+
+    def renewed():
+        codes.extend(_new_recovery_codes(staff_id))
+        audit.record("two_step.recovery_codes_renewed", actor, staff_member=staff_id)
+
+    _with_password_and_code(staff_id, password, code, actor, "two_step.recovery_codes", renewed, for_time)
+    return codes
 
 
 def _clear(staff_id: int) -> None:
@@ -259,7 +312,11 @@ def _clear(staff_id: int) -> None:
 def reset(staff_id: int, actor: Actor) -> str:
     """A manager (or the reset-two-step command) turns off someone's two-step login: a lost phone and no
     recovery code. They log in with their password alone until they turn it on again with the new phone.
-    Returns their email, for the answer."""
+    Returns their email, for the answer.
+
+    Every session of theirs ends at once: a lost (or stolen) phone may be logged in too, and whoever holds it
+    must not keep the account after its second step was removed. They log in again with the password.
+    """
     if actor.staff_id == staff_id:  # turning off one's own takes the password and a code (turn_off)
         raise Refused("own_account", _("Turn off your own two-step login on your two-step login page."), status=409)
     with atomic():
@@ -267,7 +324,8 @@ def reset(staff_id: int, actor: Actor) -> str:
         if not staff.two_step_on and staff.totp_pending_secret is None:
             raise Refused("already_off", _("%(email)s does not use two-step login.", email=staff.email), status=409)
         _clear(staff_id)
-        audit.record("two_step.reset", actor, email=staff.email, staff_member=staff_id)
+        ended = staff_service.end_every_session(staff_id, "two_step_reset")
+        audit.record("two_step.reset", actor, email=staff.email, staff_member=staff_id, sessions=ended)
         email = staff.email
     return email
 
@@ -284,5 +342,30 @@ def state(staff_id: int) -> TwoStepState:
     """What the account page shows about this staff member's two-step login."""
     staff = _staff(staff_id)
     return TwoStepState(on=staff.two_step_on, enabled_at=staff.two_step_enabled_at,
-                        pending_secret=None if staff.two_step_on else staff.totp_pending_secret,
+                        pending_secret=None if staff.two_step_on else open_secret(staff.totp_pending_secret),
                         recovery_codes_left=recovery_codes_left(staff_id) if staff.two_step_on else 0)
+
+
+def _seal_clear(column, clear: str, staff_id: int | None = None) -> int:
+    """Seal one clear secret in ``column`` (of one account, or of every account holding it), if still there."""
+    which = [column == clear] + ([Staff.id == staff_id] if staff_id is not None else [])
+    return db.session.execute(update(Staff).where(*which).values({column.key: seal(clear)})
+                              .execution_options(synchronize_session=False)).rowcount
+
+
+def seal_clear_secrets() -> int:
+    """Seal every secret still stored in clear (``flask --app wsgi seal-two-step-secrets``); returns how many.
+
+    Why a command and first use, not a migration or start-up: a migration runs without the app's key (it may be
+    set only in the server's environment), and sealing at start-up would write to the database from every
+    worker on every boot. Sealing at the next accepted code covers whoever logs in; this command covers the rest
+    at once (say, before a backup leaves the building). Each row is sealed only if it still holds the clear
+    secret read, so a login or reset meanwhile is never overwritten.
+    """
+    sealed = 0
+    with atomic():
+        for column in (Staff.totp_secret, Staff.totp_pending_secret):
+            clear = db.session.scalars(select(column).where(column.is_not(None),
+                                                            ~column.startswith(SEALED_PREFIX))).all()
+            sealed += sum(_seal_clear(column, value) for value in set(clear))
+    return sealed

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from enum import Enum
 
-from flask import Flask, abort, current_app, request
+from flask import Flask, abort, current_app, redirect, request, url_for
 from flask_login import current_user
 
 from clinic.extensions import login_manager
 from clinic.services.transaction import read_only_session
+from clinic.web.helpers import is_htmx
 
 
 class Access(str, Enum):
@@ -52,6 +53,7 @@ ACCESS: dict[str, Access] = {
     "auth.two_step_start": Access.STAFF,
     "auth.two_step_confirm": Access.STAFF,
     "auth.two_step_off": Access.STAFF,
+    "auth.recovery_codes": Access.STAFF,
     "desk.index": Access.STAFF,
     "desk.lookup": Access.STAFF,
     "desk.redeem": Access.STAFF,
@@ -174,6 +176,53 @@ def _check_access():
     return None
 
 
+# What someone holding a temporary password (web/accounts.py) may still open: choosing their own, leaving.
+WHILE_PASSWORD_IS_TEMPORARY = frozenset({"accounts.change_password", "auth.logout", "auth.language"})
+
+
+def _temporary_password_changed_first():
+    """A login with a temporary password (a new account, a reset) goes to "choose your password" before any other
+    staff page, and before a required two-step set-up: that one follows once the password is their own.
+
+    Public pages, the API and the static files are not asked (they need no staff login).
+    """
+    if (request.endpoint in WHILE_PASSWORD_IS_TEMPORARY or ACCESS.get(request.endpoint) not in (Access.STAFF,
+                                                                                                  Access.MANAGER)
+            or not current_user.is_authenticated or not current_user.password_change_required):
+        return None
+    return _send_to("accounts.change_password")
+
+
+def _send_to(endpoint: str):
+    """A redirect to a page that must come first: the whole page for htmx too (not swapped into a panel)."""
+    if is_htmx():
+        return "", 204, {"HX-Redirect": url_for(endpoint)}
+    return redirect(url_for(endpoint), 303)
+
+
+# What a manager who must use two-step login (Clinic.managers_need_two_step) and does not yet can still open
+# (choosing their own password first, after a temporary one, too).
+TWO_STEP_SET_UP = frozenset({"auth.security", "auth.two_step_start", "auth.two_step_confirm", "auth.logout",
+                             "auth.language", "accounts.change_password"})
+
+
+def _managers_set_up_two_step_first():
+    """When the clinic requires it, a manager without two-step login is sent to set it up before any staff page.
+
+    Only staff pages: public pages and styles stay as they are for anyone, and the set-up itself, the language
+    switch (to read it) and logging out stay open. Checked on every request, so a manager already logged in
+    when the setting is turned on meets it on their next page.
+    """
+    if (request.endpoint in TWO_STEP_SET_UP or ACCESS.get(request.endpoint) not in (Access.STAFF, Access.MANAGER)
+            or not current_user.is_authenticated or not current_user.is_manager or current_user.two_step_on):
+        return None
+    from clinic.services.clinic_settings import managers_need_two_step
+
+    if not managers_need_two_step():
+        return None
+    return _send_to("auth.security")
+
+
 def _staff_pages_only_read():
     """A staff page opened with GET or HEAD reads outside a database transaction (transaction.read_only_session).
 
@@ -188,4 +237,6 @@ def _staff_pages_only_read():
 def init_app(app: Flask) -> None:
     # Runs before every blueprint's own before_request hooks (app-level hooks come first).
     app.before_request(_check_access)
+    app.before_request(_temporary_password_changed_first)
+    app.before_request(_managers_set_up_two_step_first)
     app.before_request(_staff_pages_only_read)

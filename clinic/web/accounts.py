@@ -11,30 +11,10 @@ from flask_login import current_user, login_required
 
 from clinic.services import staff as staff_service
 from clinic.services.errors import Refused
-from clinic.web.access import ACCESS, Access
 from clinic.web.forms import NewStaffForm, PasswordChangeForm, StaffRoleForm
 from clinic.web.helpers import current_actor, manager_required
 
 bp = Blueprint("accounts", __name__)
-
-# What someone holding a temporary password may still open: the page to change it, logging out, their language.
-_WHILE_PASSWORD_IS_TEMPORARY = frozenset({"accounts.change_password", "auth.logout", "auth.language"})
-
-
-@bp.before_app_request
-def _temporary_password_changes_first():
-    """A login with a temporary password goes to "choose your password" before any other staff page.
-
-    Public pages, the API and the static files are not asked (they need no staff login, and looking the user up
-    would cost every patient's page a session read).
-    """
-    if ACCESS.get(request.endpoint) not in (Access.STAFF, Access.MANAGER) \
-            or request.endpoint in _WHILE_PASSWORD_IS_TEMPORARY:
-        return None
-    if current_user.is_authenticated and current_user.password_change_required:
-        return redirect(url_for("accounts.change_password"), code=303)
-    return None
-
 
 def staff_page(status: int = 200, **context):
     """The manager's staff page (admin/staff.html), with a form to add someone and any refusal or new password."""

@@ -64,6 +64,7 @@ def settings():
             values = {field: " ".join((form[field].data or "").split()) for field in SETTINGS_FORM_FIELDS}
             values["public_base_url"] = values["public_base_url"].rstrip("/") or None
             values["address"] = (form.address.data or "").strip()
+            values["managers_need_two_step"] = bool(form.managers_need_two_step.data)
             upload = form.logo.data
             try:
                 if upload and upload.filename:
@@ -203,10 +204,11 @@ def end_staff_sessions(staff_id: int):
 
 @bp.post("/staff/<int:staff_id>/two-step/reset")
 def reset_two_step(staff_id: int):
-    """Turn off someone's two-step login (a lost phone): they log in with their password, then set it up again."""
+    """Turn off someone's two-step login (a lost phone) and log them out everywhere: they log in with their
+    password, then set it up again."""
     return _staff_action(lambda: two_step.reset(staff_id, current_actor()), staff_id,
-                         _("Two-step login is off for that account: the password alone logs in until its owner "
-                           "turns it on again."))
+                         _("Two-step login is off for that account and it is logged out everywhere: the password "
+                           "alone logs in until its owner turns two-step login on again."))
 
 
 def _int_arg(name: str) -> int | None:

@@ -114,7 +114,8 @@ def security():
     return _security_page()
 
 
-def _security_page(confirm_form=None, off_form=None, refusal: Refused | None = None, status: int = 200):
+def _security_page(confirm_form=None, off_form=None, renew_form=None, refusal: Refused | None = None,
+                   status: int = 200):
     state = two_step.state(current_user.id)
     qr = secret = None
     if state.pending_secret:
@@ -123,12 +124,14 @@ def _security_page(confirm_form=None, off_form=None, refusal: Refused | None = N
         qr = qr_svg(uri, title=_("QR code for your authenticator app"))
     response = make_response(render_template(
         "auth/security.html", state=state, qr=qr, secret=secret, refusal=refusal,
-        confirm_form=confirm_form or TwoStepCodeForm(), off_form=off_form or TwoStepOffForm()), status)
+        required=current_user.is_manager and current_clinic().managers_need_two_step,
+        confirm_form=confirm_form or TwoStepCodeForm(), off_form=off_form or TwoStepOffForm(),
+        renew_form=renew_form or TwoStepOffForm(prefix="renew")), status)
     response.headers["Cache-Control"] = "no-store"  # the secret is on the page
     return response
 
 
-def _form_refused(confirm_form=None, off_form=None):
+def _form_refused(confirm_form=None, off_form=None, renew_form=None):
     """A form with errors, shown again; unless the page no longer draws it (set up or turned off in another tab):
     then say so, rather than errors nobody sees."""
     state = two_step.state(current_user.id)
@@ -136,9 +139,16 @@ def _form_refused(confirm_form=None, off_form=None):
         return _security_page(refusal=two_step.already_on(), status=409)
     if confirm_form is not None and not state.pending_secret:
         return _security_page(refusal=two_step.not_started(), status=409)
-    if off_form is not None and not state.on:
+    if (off_form is not None or renew_form is not None) and not state.on:
         return _security_page(refusal=two_step.already_off(), status=409)
-    return _security_page(confirm_form=confirm_form, off_form=off_form, status=422)
+    return _security_page(confirm_form=confirm_form, off_form=off_form, renew_form=renew_form, status=422)
+
+
+def _recovery_codes_page(codes: list[str], renewed: bool = False):
+    """The recovery codes, shown on this answer only (never stored, never in a page that can be reloaded)."""
+    response = make_response(render_template("auth/recovery_codes.html", codes=codes, renewed=renewed))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/account/security/start")
@@ -165,26 +175,44 @@ def two_step_confirm():
             return _security_page(refusal=refusal, status=refusal.status)
         form.code.errors.append(refusal.message)
         return _security_page(confirm_form=form, status=refusal.status)
-    response = make_response(render_template("auth/recovery_codes.html", codes=codes))
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _recovery_codes_page(codes)
+
+
+def _with_password_and_code(action, form_name: str):
+    """Parse the password-and-code form ``form_name`` (off, renew) and run ``action(password, code)``; its
+    result, or the security page again with the form's errors. The renew form's fields are prefixed: both forms
+    are on one page, and their fields' ids must differ."""
+    form = TwoStepOffForm(prefix="" if form_name == "off" else form_name)
+    if not form.validate_on_submit():
+        return None, _form_refused(**{f"{form_name}_form": form})
+    try:
+        return action(form.password.data, form.code.data), None
+    except Refused as refusal:
+        if refusal.field is None:
+            return None, _security_page(refusal=refusal, status=refusal.status)
+        getattr(form, refusal.field).errors.append(refusal.message)
+        return None, _security_page(**{f"{form_name}_form": form}, status=refusal.status)
 
 
 @bp.post("/account/security/off")
 @login_required
 def two_step_off():
-    form = TwoStepOffForm()
-    if not form.validate_on_submit():
-        return _form_refused(off_form=form)
-    try:
-        two_step.turn_off(current_user.id, form.password.data, form.code.data, current_actor())
-    except Refused as refusal:
-        if refusal.field is None:
-            return _security_page(refusal=refusal, status=refusal.status)
-        getattr(form, refusal.field).errors.append(refusal.message)
-        return _security_page(off_form=form, status=refusal.status)
+    _done, refused = _with_password_and_code(
+        lambda password, code: two_step.turn_off(current_user.id, password, code, current_actor()), "off")
+    if refused is not None:
+        return refused
     flash(_("Two-step login is off: your password alone logs you in."))
     return redirect(url_for("auth.security"), 303)
+
+
+@bp.post("/account/security/recovery-codes")
+@login_required
+def recovery_codes():
+    """New recovery codes (with the password and a code): the earlier ones stop working; these are shown once."""
+    codes, refused = _with_password_and_code(
+        lambda password, code: two_step.renew_recovery_codes(current_user.id, password, code, current_actor()),
+        "renew")
+    return refused if refused is not None else _recovery_codes_page(codes, renewed=True)
 
 
 @bp.post("/account/language")

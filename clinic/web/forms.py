@@ -133,6 +133,11 @@ class ClinicSettingsForm(FlaskForm):
                          "The logo file can be at most %(size)s MB: save it with fewer pixels, or as a JPEG or WebP.",
                          size=LOGO_MB))])
 
+    managers_need_two_step = BooleanField(
+        _l("Managers must use two-step login"),
+        description=_l("A manager without it is sent to set it up before any other page. Front-desk staff choose "
+                       "for themselves. You need two-step login on your own account to turn this on."))
+
     def validate_timezone(self, field):
         if field.data not in available_timezones():
             raise ValidationError(_("Unknown time zone: use a name like Asia/Shanghai."))

@@ -156,6 +156,14 @@ def _login_code(config) -> list[Rule]:
                   deduct_when=_login_failed)]
 
 
+def _own_two_step(config) -> list[Rule]:
+    """Steps of one's own two-step login that take a code (and a password): wrong ones count like a failed login,
+    per address and per account, so a logged-in desk PC left open cannot be used to guess either."""
+    return [_rule(config["RATELIMIT_LOGIN"], "login", client_address, methods=["POST"], deduct_when=_login_failed),
+            _rule(config["RATELIMIT_LOGIN"], "two-step-account", staff_account, methods=["POST"],
+                  deduct_when=_login_failed)]
+
+
 def _api_request(config) -> list[Rule]:
     """Every integration API request, per token (an HIS behind one address may hold several tokens)."""
     return [_rule(config["RATELIMIT_API"], "api", api_token)]
@@ -182,6 +190,9 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
     "auth.login": _login,
     "auth.login_code": _login_code,
     "accounts.change_password": _login,  # a wrong current password counts as a failed log-in
+    "auth.two_step_confirm": _own_two_step,
+    "auth.two_step_off": _own_two_step,
+    "auth.recovery_codes": _own_two_step,
     "desk.lookup": _code_entry,
     "desk.redeem": _code_entry,
     "desk.spend": _code_entry,
