@@ -22,3 +22,5 @@ class Clinic(db.Model):
     # The clinic's default language (clinic.i18n.LANGUAGES): patient pages, printed PDFs, staff who chose none.
     language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     public_base_url: Mapped[str | None] = mapped_column(String(200))
+    # Erase patients' personal data after this many months without activity (clinic/services/retention.py); NULL: off.
+    retention_months: Mapped[int | None]

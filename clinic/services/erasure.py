@@ -41,6 +41,10 @@ ERASURE_REASONS = {
     "entered_by_mistake": _l("The record was entered by mistake"),
     "duplicate": _l("The record duplicates another one"),
 }
+# The reason the retention rule gives (clinic/services/retention.py): not offered to a manager erasing one patient.
+RETENTION_REASON = "retention_period"
+ERASURE_REASON_LABELS = {**ERASURE_REASONS, RETENTION_REASON: _l(
+    "No activity for longer than the clinic keeps personal data (its retention rule)")}
 # Written where a reason is recorded on a row the erasure changes (a card's void, a cancelled reward): words for
 # staff reading that row later; the language of the rows' other reasons, which staff type.
 ROW_REASON = "Patient data erased"
@@ -118,7 +122,8 @@ def _waiting_messages(patient_id: int):
 
 
 def check_reason(reason: str | None) -> str:
-    if reason not in ERASURE_REASONS:
+    """One of ERASURE_REASON_LABELS; the forms and the command offer people only ERASURE_REASONS."""
+    if reason not in ERASURE_REASON_LABELS:
         raise Refused("validation_error", _("Choose why the data is erased."), field="reason")
     return reason
 
