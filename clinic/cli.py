@@ -203,6 +203,26 @@ def register(app: Flask) -> None:
                    f"{report.messages_cancelled} messages cancelled, {report.events_redacted} events redacted; "
                    f"{report.vouchers_kept} active vouchers kept.")
 
+    @app.cli.command("erase-inactive-patients")
+    @click.option("--dry-run", is_flag=True, help="Only say how many patients are due, and their ids.")
+    def erase_inactive_patients(dry_run: bool) -> None:
+        """Erase the personal data of patients inactive longer than the clinic's retention rule (daily, from cron)."""
+        from clinic.services import retention
+
+        if dry_run:
+            months = retention.retention_months()
+            if not months:
+                click.echo("The retention rule is off: nothing to erase.")
+                return
+            ids = retention.due_patient_ids()
+            click.echo(f"{len(ids)} patients are due for erasure (no activity for {months} months)"
+                       + (f": {', '.join(map(str, ids))}." if ids else "."))
+            return
+        report = retention.erase_inactive_patients(Actor())
+        click.echo(report.describe())
+        if report.failed:
+            raise SystemExit(1)
+
     @app.cli.command("worker")
     @click.option("--burst", is_flag=True, help="Stop when the queue is empty (for cron or tests).")
     def worker(burst: bool) -> None:

@@ -480,10 +480,11 @@ CAMPAIGN = {"name": "Spring", "starts_at": "", "ends_at": "", "covers": "both", 
             "cap_value_per_year": "", "friend_monthly_quota": "", "quota_label": ""}
 SETTINGS_FIELDS = {"name": text, "phone": phones, "address": text, "brand_colour": colours,
                    "currency": choices(CURRENCIES), "language": choices(["en", "zh_CN"]), "timezone": time_zones,
-                   "public_base_url": st.one_of(urls, text)}
+                   "public_base_url": st.one_of(urls, text),
+                   "retention_months": st.one_of(numbers, text, choices(["", "12", "24", "36", "60", "84"]))}
 SETTINGS = {"name": "港湾口腔 Harbour Dental", "phone": "+86 21 5555 0100", "address": "88 Harbour Road",
             "brand_colour": "#123456", "currency": "CNY", "language": "en", "timezone": "Asia/Shanghai",
-            "public_base_url": "https://refer.harbour.example"}
+            "public_base_url": "https://refer.harbour.example", "retention_months": "36"}
 TIER_FIELDS = {"name": text, "min_paid_referrals": numbers, "window_months": numbers, "privileges": text}
 
 
@@ -613,6 +614,8 @@ ROUTES: dict[str, Route] = {
     "patients.erase": Route({"reason": st.one_of(text, choices(["patient_request", "duplicate", "entered_by_mistake"])),
                              "confirm": st.one_of(text, choices(["y", ""]))}, {"reason": "duplicate", "confirm": "y"},
                             ids=lambda w: {"patient_id": w.new_redemption().friend.id}),
+    # The retention rule's button: the world's patients are new, so the baseline erases nobody; nonsense is a 422.
+    "admin.retention": Route({"confirm": st.one_of(text, choices(["y", ""]))}, {"confirm": "y"}),
     # The patient's own choices, posted from their phone: no login, the link's token is the authority.
     "public.save_choices": Route({"messages": choices(["yes", "no"]), "name_on_posters": choices(["yes", "no"]),
                                   "leaderboard": choices(["yes", "no"])},

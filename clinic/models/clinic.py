@@ -25,3 +25,5 @@ class Clinic(db.Model):
     # Managers change rewards, void vouchers and export phone numbers: when on, a manager without two-step login
     # is sent to set it up before any other staff page (clinic/web/access.py). Desk staff are not affected.
     managers_need_two_step: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Erase patients' personal data after this many months without activity (clinic/services/retention.py); NULL: off.
+    retention_months: Mapped[int | None]

@@ -8,9 +8,11 @@ from clinic.extensions import db
 from clinic.models import AuditEvent, Patient
 from clinic.services.transaction import Actor, atomic, insert_row
 
-# details[BY] of an event no staff member caused: PATIENT_LINK, the patient on their own private link.
+# details[BY] of an event no staff member caused: PATIENT_LINK, the patient on their own private link, or a rule of the
+# clinic's acting by itself (Actor.rule): RETENTION_RULE, the erasure of patients inactive too long (services/retention.py).
 BY = "by"
 PATIENT_LINK = "patient_link"
+RETENTION_RULE = "retention_rule"
 
 
 def record(action: str, actor: Actor, *, outcome: str = "ok", reason: str | None = None,
@@ -51,7 +53,7 @@ def _event_values(action: str, actor: Actor, *, outcome: str = "ok", reason: str
         "voucher_id": voucher_id,
         "referral_id": referral_id,
         "details": {key: value for key, value in {**details, "api_token": actor.api_token,
-                                                   BY: PATIENT_LINK if actor.patient_link else None}.items()
+                                                   BY: PATIENT_LINK if actor.patient_link else actor.rule}.items()
                     if value is not None},
     }
 

@@ -43,7 +43,10 @@ LOGO_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 MAX_LOGO_PIXELS = 4000
 MAX_LOGO_BYTES = 1024 * 1024  # checked by the settings form (web/forms.py), which says so next to the field
 CLINIC_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "language", "timezone", "public_base_url",
-                 "logo_filename", "managers_need_two_step")
+                 "logo_filename", "managers_need_two_step",
+                 "retention_months")
+# The retention periods a clinic may choose, in months (clinic/services/retention.py); None: keep data until erased.
+RETENTION_CHOICES = (12, 24, 36, 60, 84)
 CAMPAIGN_FIELDS = (
     "name",
     "referrer_reward_kind",
@@ -111,6 +114,9 @@ def update_clinic(values: dict, actor: Actor) -> Clinic:
     """Save the settings form; the audit event lists what changed, old and new."""
     if "language" in values and values["language"] not in LANGUAGES:
         raise Refused("bad_language", _("Choose one of the languages offered."), field="language")
+    if values.get("retention_months") not in (None, *RETENTION_CHOICES):
+        raise Refused("validation_error", _("Choose one of the periods offered, or never."), field="retention_months",
+                      status=422)
     if values.get("managers_need_two_step") and not get_clinic().managers_need_two_step:
         _check_own_two_step_first(actor)  # before the transaction: its refusal is audited in one of its own
     with atomic():

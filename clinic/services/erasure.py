@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,10 @@ ERASURE_REASONS = {
     "entered_by_mistake": _l("The record was entered by mistake"),
     "duplicate": _l("The record duplicates another one"),
 }
+# The reason the retention rule gives (clinic/services/retention.py): not offered to a manager erasing one patient.
+RETENTION_REASON = "retention_period"
+ERASURE_REASON_LABELS = {**ERASURE_REASONS, RETENTION_REASON: _l(
+    "No activity for longer than the clinic keeps personal data (its retention rule)")}
 # Written where a reason is recorded on a row the erasure changes (a card's void, a cancelled reward): words for
 # staff reading that row later; the language of the rows' other reasons, which staff type.
 ROW_REASON = "Patient data erased"
@@ -118,16 +123,19 @@ def _waiting_messages(patient_id: int):
 
 
 def check_reason(reason: str | None) -> str:
-    if reason not in ERASURE_REASONS:
+    """One of ERASURE_REASON_LABELS; the forms and the command offer people only ERASURE_REASONS."""
+    if reason not in ERASURE_REASON_LABELS:
         raise Refused("validation_error", _("Choose why the data is erased."), field="reason")
     return reason
 
 
-def erase_patient(patient_id: int, reason: str | None, actor: Actor) -> ErasureReport:
+def erase_patient(patient_id: int, reason: str | None, actor: Actor, *,
+                  only_if: Callable[[], bool] | None = None) -> ErasureReport:
     """Erase the patient's personal data everywhere the portal keeps it, in one transaction (see the module).
 
     Refused with 404 for an unknown patient and 409 for one already erased; the claim is a conditional UPDATE,
-    so two managers erasing at once erase once.
+    so two managers erasing at once erase once. ``only_if``: a condition asked with the patient's row locked,
+    just before the claim (the retention rule's "still inactive"); refused with 409 ``no_longer_due`` when false.
     """
     reason = check_reason(reason)
     now = utcnow()
@@ -136,6 +144,13 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor) -> ErasureR
         # then needs the patient's (a referral names them), so the other order deadlocks (PostgreSQL); this one waits
         # for the approval and then cleans what it paid.
         reviews = _reject_reviews(patient_id, now, actor)
+        if only_if is not None:
+            # Locked first (PostgreSQL; SQLite's write lock already orders it): a redemption paying this patient
+            # either committed before the condition is read, or waits and then finds them erased.
+            db.session.execute(select(Patient.id).where(Patient.id == patient_id).with_for_update())
+            if not only_if():
+                raise Refused("no_longer_due", _("This patient was active again since the list was made: not "
+                                                 "erased."), status=409)
         claimed = db.session.execute(
             update(Patient).where(Patient.id == patient_id, Patient.erased_at.is_(None))
             .values(erased_at=now, erased_by_id=actor.staff_id, full_name="", display_name="", phone=None,

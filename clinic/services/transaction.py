@@ -43,6 +43,8 @@ class Actor:
     api_token: str | None = None  # the name of the integration API token the request came with
     # The patient themself, through their private progress link (clinic/services/consents.py): no staff member.
     patient_link: bool = False
+    # A rule of the clinic's acting by itself, named in the audit log (audit.RETENTION_RULE): no staff member asked.
+    rule: str | None = None
 
 
 def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -78,6 +78,7 @@ ACCESS: dict[str, Access] = {
     "cards.personal_pdf": Access.STAFF,
     # Managers.
     "admin.settings": Access.MANAGER,
+    "admin.retention": Access.MANAGER,
     "admin.campaign": Access.MANAGER,
     "admin.campaigns": Access.MANAGER,
     "admin.new_campaign": Access.MANAGER,

@@ -6,6 +6,7 @@ from datetime import date
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_babel import refresh as refresh_language
 
 from clinic.extensions import db
@@ -14,18 +15,22 @@ from clinic.models._time import utcnow
 from clinic.services import audit as audit_service
 from clinic.services import clinic_settings
 from clinic.services import posters as poster_service
+from clinic.services import retention as retention_service
 from clinic.services import staff as staff_service
 from clinic.web.accounts import staff_page
 from clinic.services import two_step
 from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
 from clinic.services.rewards import campaign_in_force
-from clinic.web.forms import CampaignForm, ClinicSettingsForm, VoidVoucherForm
+from clinic.web.forms import CampaignForm, ClinicSettingsForm, RetentionForm, VoidVoucherForm
 from clinic.web.helpers import current_actor, form_value, manager_required, parse_id
 from clinic.web.posters import file_response
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE = 100
+RETENTION_LIST = 200  # patients listed by name (masked) before the retention rule's button; the count says the rest
+# Patients the button erases per press: some 10 ms each, so a press stays well within gunicorn's timeout (60 s).
+RETENTION_PRESS = 1000
 SETTINGS_FORM_FIELDS = ("name", "phone", "address", "brand_colour", "currency", "language", "timezone",
                         "public_base_url")
 # The settings form with a logo far over clinic_settings.MAX_LOGO_BYTES (a photo straight from a phone): still read,
@@ -65,6 +70,7 @@ def settings():
             values["public_base_url"] = values["public_base_url"].rstrip("/") or None
             values["address"] = (form.address.data or "").strip()
             values["managers_need_two_step"] = bool(form.managers_need_two_step.data)
+            values["retention_months"] = form.retention_months.data
             upload = form.logo.data
             try:
                 if upload and upload.filename:
@@ -74,12 +80,40 @@ def settings():
                     clinic_settings.update_clinic(values, current_actor())
             except Refused as refusal:
                 form[refusal.field if refusal.field in form else "logo"].errors.append(refusal.message)
-                return render_template("admin/settings.html", form=form), refusal.status
+                return _settings_page(form, refusal.status)
             refresh_language()  # a new default language: say "saved" in it, as the next page will be
             flash(_("Settings saved."))
             return redirect(url_for("admin.settings"), code=303)
-        return render_template("admin/settings.html", form=form), 422
-    return render_template("admin/settings.html", form=form)
+        return _settings_page(form, 422)
+    return _settings_page(form)
+
+
+def _settings_page(form: ClinicSettingsForm, status: int = 200):
+    return render_template("admin/settings.html", form=form, retention_due=retention_service.due_count()), status
+
+
+@bp.route("/retention", methods=["GET", "POST"])
+def retention():
+    """Who the retention rule would erase now (masked), and the button that erases them, as the nightly command does.
+
+    Pressing twice erases nothing more: the second press finds none due.
+    """
+    form = RetentionForm()
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.validate():
+            report = retention_service.erase_inactive_patients(current_actor(), limit=RETENTION_PRESS)
+            flash(ngettext("The personal data of %(num)d patient was erased.",
+                           "The personal data of %(num)d patients was erased.", len(report.erased)))
+            if report.failed:
+                flash(ngettext("%(num)d erasure failed: that patient stays due and is tried again next time.",
+                               "%(num)d erasures failed: those patients stay due and are tried again next time.",
+                               len(report.failed)))
+            return redirect(url_for("admin.retention"), code=303)
+    due, listed = retention_service.due_patients(limit=RETENTION_LIST)
+    return render_template("admin/retention.html", form=form, due=due, listed=listed,
+                           months=retention_service.retention_months()), status
 
 
 @bp.route("/campaign", methods=["GET", "POST"])

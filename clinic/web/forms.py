@@ -19,8 +19,8 @@ from zoneinfo import available_timezones
 from clinic.i18n import LANGUAGES as PORTAL_LANGUAGES
 from clinic.models import RewardKind
 from clinic.services.erasure import ERASURE_REASONS
-from clinic.services.clinic_settings import (MAX_LOGO_BYTES, MAX_LOGO_PIXELS, clinic_day_of, last_day_before,
-                                             start_of_clinic_day)
+from clinic.services.clinic_settings import (MAX_LOGO_BYTES, MAX_LOGO_PIXELS, RETENTION_CHOICES, clinic_day_of,
+                                             last_day_before, start_of_clinic_day)
 from clinic.services.money import major_units_text, parse_money
 from clinic.services.patients import CORRECTABLE_DETAILS, FieldErrors, PatientDetails
 from clinic.services.tiers import TierRules
@@ -105,6 +105,18 @@ class PatientDetailsForm(PatientNameAndContactForm):
 LOGO_MB = MAX_LOGO_BYTES // (1024 * 1024)
 
 
+def _months_or_never(value) -> int | None:
+    """The retention field's value: "" is never (None); anything not a whole number fails the choice check."""
+    if value in (None, ""):
+        return None
+    return int(value)
+
+
+RETENTION_OPTIONS = [SelectChoice("", _l("Never: keep it until someone erases it"))] + [
+    SelectChoice(str(months), _l("After %(years)s years without activity", years=months // 12))
+    for months in RETENTION_CHOICES]
+
+
 class ClinicSettingsForm(FlaskForm):
     name = StringField(_l("Clinic name"), validators=[DataRequired(_l("Enter the clinic's name.")), Length(max=120),
                                                       printable])
@@ -132,6 +144,15 @@ class ClinicSettingsForm(FlaskForm):
                      validators=[FileSize(MAX_LOGO_BYTES, message=_l(
                          "The logo file can be at most %(size)s MB: save it with fewer pixels, or as a JPEG or WebP.",
                          size=LOGO_MB))])
+    retention_months = SelectField(_l("Erase patients' personal data"), choices=RETENTION_OPTIONS,
+                                   coerce=_months_or_never)
+
+    def validate(self, extra_validators=None) -> bool:
+        """As WTForms, with the retention field's refusal in our words (WTForms says "Not a valid choice")."""
+        valid = super().validate(extra_validators)
+        if self.retention_months.errors:
+            self.retention_months.errors[:] = [_("Choose one of the periods offered, or never.")]
+        return valid
 
     managers_need_two_step = BooleanField(
         _l("Managers must use two-step login"),
@@ -367,6 +388,13 @@ class ErasureForm(FlaskForm):
     reason = RadioField(_l("Why"), choices=[SelectChoice(key, label) for key, label in ERASURE_REASONS.items()],
                         validators=[InputRequired(_l("Choose why the data is erased."))])
     confirm = BooleanField(_l("I understand that this cannot be undone."),
+                           validators=[DataRequired(_l("Tick the box to confirm: erasing cannot be undone."))])
+
+
+class RetentionForm(FlaskForm):
+    """A manager's confirmation before the retention rule erases every patient due."""
+
+    confirm = BooleanField(_l("I have read the list: erase these patients' personal data. This cannot be undone."),
                            validators=[DataRequired(_l("Tick the box to confirm: erasing cannot be undone."))])
 
 

@@ -24,7 +24,7 @@ from clinic.services.clinic_settings import (clinic_day_of, clinic_local, friend
                                              last_day_before, referrer_reward, to_clinic_time)
 from clinic.services import audit
 from clinic.services.codes import format_code
-from clinic.services.erasure import ERASURE_REASONS
+from clinic.services.erasure import ERASURE_REASON_LABELS
 from clinic.services.errors import Refused
 from clinic.services.money import format_money
 from clinic.services.privacy import mask_name, mask_phone
@@ -190,6 +190,7 @@ AUDIT_LABELS = {
     "export.patient_data": _l("A patient's data exported (JSON)"),
     "patient.details_corrected": _l("Patient details corrected"),
     "vouchers.expiry_reminded": _l("Patients reminded of vouchers about to expire"),
+    "retention.run": _l("Inactive patients' data erased (retention rule)"),
 }
 
 
@@ -224,6 +225,7 @@ AUDIT_DETAIL_LABELS = {
     "fields": _l("fields"), "full_name": _l("full name"), "display_name": _l("display name"),
     "external_id": _l("record number"), "name_on_posters": _l("name on posters"),
     "vouchers": _l("vouchers"), "window_days": _l("days before expiry"),
+    "retention_months": _l("erase after months without activity"), "erased": _l("erased"), "failed": _l("failed"),
 }
 
 
@@ -234,10 +236,17 @@ def _detail_label(key: str) -> str:
 
 
 def audit_actor(event) -> str:
-    """Who acted: the staff member's email, or the patient on their own private link, or "—" (the system)."""
+    """Who acted: the staff member's email, the patient on their own private link, a rule of the clinic's, or "—".
+
+    A manager who pressed the retention rule's button is named, with the rule: they chose the moment, the rule whom.
+    """
+    by = (event.details or {}).get(audit.BY)
+    if by == audit.RETENTION_RULE:
+        rule = _("The clinic's retention rule")
+        return f"{rule} ({event.staff.email})" if event.staff is not None else rule
     if event.staff is not None:
         return event.staff.email
-    if (event.details or {}).get(audit.BY) == audit.PATIENT_LINK:
+    if by == audit.PATIENT_LINK:
         return _("The patient, on their own link")
     return "—"
 
@@ -272,7 +281,7 @@ def audit_details(event) -> str:
         elif key == "url" and isinstance(value, str):
             value = redacted_url(value)  # events written before addresses were redacted kept their keys
         elif key == "erasure_reason":
-            value = ERASURE_REASONS.get(value, value)
+            value = ERASURE_REASON_LABELS.get(value, value)
         elif key == "changes" and isinstance(value, dict):
             value = ", ".join(f"{_detail_label(field)} {old!r} → {new!r}" for field, (old, new) in value.items())
         elif key == "fields" and isinstance(value, list):  # the names of the fields changed, never their values
