@@ -283,7 +283,7 @@ def reset_password(staff_id: int, actor: Actor) -> IssuedPassword:
             raise Refused("own_account", _("Change your own password on your account page."), status=409)
         staff.set_password(password)
         staff.password_change_required = True
-        ended = _end_sessions(StaffSession.staff_id == staff.id, "password_reset")
+        ended = end_every_session(staff.id, "password_reset")
         audit.record("staff.password_reset", actor, email=staff.email, staff_member=staff.id, sessions=ended)
     return IssuedPassword(staff, password)
 

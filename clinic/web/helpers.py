@@ -12,7 +12,6 @@ from markupsafe import Markup
 from werkzeug.routing import IntegerConverter
 
 from clinic.i18n import LANGUAGES, clinic_language, current_language, valid_language
-
 from clinic.services.transaction import Actor
 
 
