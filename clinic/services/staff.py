@@ -22,6 +22,7 @@ from clinic.models.rows import column_keys, columns_of
 from clinic.services import audit
 from clinic.services.codes import ALPHABET
 from clinic.services.errors import Refused
+from clinic.services.patients import FieldErrors
 from clinic.services.text import has_hidden_characters
 from clinic.services.transaction import Actor, atomic, read_connection
 
@@ -308,14 +309,6 @@ def change_role(staff_id: int, role: str | None, actor: Actor) -> Staff:
     return staff
 
 
-class PasswordProblems(Refused):
-    """What is wrong with a password change, per form field (the form shows each under its field)."""
-
-    def __init__(self, problems: dict[str, str]):
-        super().__init__("validation_error", next(iter(problems.values())), field=next(iter(problems)), status=422)
-        self.problems = problems
-
-
 def change_own_password(staff_id: int, current: str | None, new: str | None, repeated: str | None,
                         session_token: str | None, actor: Actor) -> Staff:
     """A staff member chooses their own password, proving the one they have; their other sessions end (a changed
@@ -336,7 +329,7 @@ def change_own_password(staff_id: int, current: str | None, new: str | None, rep
         elif new != repeated:
             problems["repeat_password"] = _("The two new passwords are not the same.")
         if problems:
-            raise PasswordProblems(problems)
+            raise FieldErrors(problems)
         staff.set_password(new)
         staff.password_change_required = False
         staff.password_changed_at = utcnow()

@@ -11,6 +11,7 @@ from flask_login import current_user, login_required
 
 from clinic.services import staff as staff_service
 from clinic.services.errors import Refused
+from clinic.services.patients import FieldErrors
 from clinic.web.forms import NewStaffForm, PasswordChangeForm, StaffRoleForm
 from clinic.web.helpers import current_actor, manager_required
 
@@ -73,8 +74,8 @@ def change_password():
                 staff_service.change_own_password(current_user.id, form.current_password.data, form.new_password.data,
                                                   form.repeat_password.data, current_user.session_token,
                                                   current_actor())
-            except staff_service.PasswordProblems as problems:
-                for name, message in problems.problems.items():
+            except FieldErrors as problems:
+                for name, message in problems.errors.items():
                     form[name].errors.append(message)
             else:
                 flash(_("Your password is changed. Any other device you were logged in on is logged out."))
