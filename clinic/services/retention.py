@@ -151,7 +151,7 @@ def due_patients(limit: int, now: datetime | None = None) -> tuple[int, list[Due
 class RetentionReport:
     months: int | None
     erased: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)  # erased meanwhile by someone else, or gone
+    skipped: list[int] = field(default_factory=list)  # erased meanwhile, gone, or active again since the list
     failed: dict[int, str] = field(default_factory=dict)  # patient id -> what went wrong
 
     def describe(self) -> str:
@@ -160,7 +160,7 @@ class RetentionReport:
         text = f"Erased the personal data of {len(self.erased)} patients inactive for {self.months} months"
         text += f": {', '.join(map(str, self.erased))}." if self.erased else "."
         if self.skipped:
-            text += f" Already erased meanwhile: {', '.join(map(str, self.skipped))}."
+            text += f" Skipped (erased meanwhile, or active again): {', '.join(map(str, self.skipped))}."
         if self.failed:
             text += " Failed: " + "; ".join(f"{pid} ({problem})" for pid, problem in self.failed.items()) + "."
         return text
@@ -170,8 +170,8 @@ def erase_inactive_patients(actor: Actor, now: datetime | None = None, limit: in
     """Erase each patient due (the ``limit`` oldest, when given), one transaction each, and audit the run as a whole.
 
     ``actor`` says who pressed (a manager) or nobody (the command); either way the audit log names the retention rule
-    (``Actor.rule``). A patient erased meanwhile (another run, a manager) is skipped; one whose erasure fails is
-    reported and left for the next run, after the others. Running it twice erases nothing the second time.
+    (``Actor.rule``). A patient erased meanwhile (another run, a manager) or active again since the list was read is
+    skipped; one whose erasure fails is reported and left for the next run, after the others. Running it twice erases nothing the second time.
     """
     actor = Actor(staff_id=actor.staff_id, ip=actor.ip, branch_id=actor.branch_id, rule=audit.RETENTION_RULE)
     report = RetentionReport(months=retention_months())
