@@ -61,6 +61,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         _warn_about_printing(app)
         for problem in folder_problems(app.config):
             app.logger.warning(problem)
+        _warn_about_two_step_key(app)
     return app
 
 
@@ -81,6 +82,32 @@ def folder_problems(config) -> list[str]:
             problems.append(f"{setting} ({folder}) cannot be written by this user (uid {os.getuid()}): "
                             f"uploads and batches stored there will fail until its owner is set right")
     return problems
+
+
+def _warn_about_two_step_key(app: Flask) -> None:
+    """Said at start-up: accounts whose two-step secret this server's key cannot open (a changed SECRET_KEY).
+
+    Such a change turns those accounts' authenticator codes off silently (only recovery codes still work), so the
+    person who changed the key should hear it in the log at once, not from the staff the next morning. A database
+    not migrated yet (first start) or not reachable is left for the app's own checks to report.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from clinic.services.two_step import accounts_with_unreadable_secrets
+
+    with app.app_context():
+        try:
+            unreadable = [staff.email for staff in accounts_with_unreadable_secrets()]
+        except SQLAlchemyError:
+            return
+        finally:
+            db.session.remove()
+            db.engine.dispose()  # no connection of the master is handed down to gunicorn's forked workers
+    if unreadable:
+        app.logger.warning(
+            "two-step login: this server's key (TWO_STEP_KEY, else SECRET_KEY) cannot open the authenticator secret "
+            "of %d account(s): %s. Their app codes are refused and only recovery codes work until the old key is "
+            "put back or a manager resets their two-step login.", len(unreadable), ", ".join(unreadable))
 
 
 def _warn_about_printing(app: Flask) -> None:

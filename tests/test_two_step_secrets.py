@@ -33,32 +33,63 @@ def test_the_database_holds_no_secret_in_clear(app, desk_user, enable_two_step):
     assert open_secret(row.totp_secret) == pending
 
 
-def test_a_new_secret_key_refuses_the_code_clearly_until_a_manager_resets(app, manager_user, desk_user,
-                                                                         enable_two_step):
-    totp, codes = enable_two_step(desk_user)
+def test_a_new_secret_key_refuses_app_codes_clearly_and_a_manager_can_reset(app, manager_user, desk_user,
+                                                                           enable_two_step):
+    totp, _codes = enable_two_step(desk_user)
     app.config["SECRET_KEY"] = "a different key, as after a careless move to a new server"
     browser = Browser(app.test_client())
     password_step(browser, desk_user.email)
-    for code in (next_code(totp), codes[0]):  # neither the app's code nor a recovery code lets anyone in
-        response = browser.post("/login/code", {"code": code})
-        body = response.get_data(as_text=True)
-        assert response.status_code == 422 and "Ask a manager to reset your two-step login" in body
-        assert 'role="alert"' in body
+    response = browser.post("/login/code", {"code": next_code(totp)})
+    body = response.get_data(as_text=True)
+    assert response.status_code == 422 and "Type one of your recovery codes instead" in body
+    assert 'role="alert"' in body
     assert open_sessions(desk_user.id) == 0 and browser.get("/desk/").status_code == 302
     assert {e.reason for e in events("login.code", "refused")} == {"secret_unreadable"}
     manager = Browser(app.test_client())
     manager.login(manager_user.email)
+    staff_page = manager.get("/admin/staff").get_data(as_text=True)
+    assert 'id="two-step-key-changed"' in staff_page and desk_user.email in staff_page.split("two-step-key-changed")[1]
     assert manager.post(f"/admin/staff/{desk_user.id}/two-step/reset").status_code == 303
     assert Browser(app.test_client()).login(desk_user.email).location == "/desk/"
+    assert 'id="two-step-key-changed"' not in manager.get("/admin/staff").get_data(as_text=True)
 
 
-def test_an_unreadable_secret_cannot_be_turned_off_either(app, desk_user, enable_two_step):
+def test_after_a_key_change_a_recovery_code_still_logs_in_and_turns_two_step_off(app, desk_user, enable_two_step):
+    """Recovery codes are kept as hashes, not under the key: they are the way back in, for a manager above all
+    (a clinic requiring two-step login would otherwise have every manager locked out by a key change)."""
     _totp, codes = enable_two_step(desk_user)
     app.config["TWO_STEP_KEY"] = "another key"
-    with pytest.raises(Refused) as refused:
+    browser = Browser(app.test_client())
+    password_step(browser, desk_user.email)
+    assert browser.post("/login/code", {"code": "AAAAA-AAAAA"}).status_code == 422  # a wrong one is still wrong
+    assert browser.post("/login/code", {"code": codes[0]}).status_code == 303
+    assert open_sessions(desk_user.id) == 1
+    page = browser.get("/account/security").get_data(as_text=True)
+    assert "cannot check the codes of your authenticator app any more" in page
+    with pytest.raises(Refused) as refused:  # the same code twice: used up, whatever the key
         two_step.turn_off(desk_user.id, PASSWORD, codes[0], Actor(staff_id=desk_user.id))
-    assert refused.value.reason == "secret_unreadable"
-    assert stored(desk_user.id).two_step_on
+    assert refused.value.reason == "wrong_code"
+    with pytest.raises(Refused) as refused:  # an app code cannot be checked: said so, nothing changed
+        two_step.turn_off(desk_user.id, PASSWORD, "123456", Actor(staff_id=desk_user.id))
+    assert refused.value.reason == "secret_unreadable" and stored(desk_user.id).two_step_on
+    two_step.turn_off(desk_user.id, PASSWORD, codes[1], Actor(staff_id=desk_user.id))
+    assert not stored(desk_user.id).two_step_on
+
+
+def test_start_up_says_which_accounts_the_key_cannot_open(app, manager_user, desk_user, enable_two_step, caplog):
+    from clinic import _warn_about_two_step_key
+
+    enable_two_step(desk_user)
+    enable_two_step(manager_user)
+    with caplog.at_level("WARNING"):
+        _warn_about_two_step_key(app)
+    assert caplog.records == []
+    app.config["SECRET_KEY"] = "rotated without a TWO_STEP_KEY"
+    with caplog.at_level("WARNING"):
+        _warn_about_two_step_key(app)
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "2 account(s)" in message and desk_user.email in message and manager_user.email in message
 
 
 def test_two_step_key_keeps_secrets_readable_when_secret_key_changes(app, desk_user, enable_two_step):

@@ -58,10 +58,13 @@ def _digits(code: str) -> str | None:
     return digits if len(digits) == CODE_DIGITS and digits.isascii() and digits.isdigit() else None
 
 
-def matching_step(secret: str, code: str, for_time: datetime | None = None) -> int | None:
-    """The time step whose code this is, within the valid window around ``for_time`` (now), or None."""
+def matching_step(secret: str | None, code: str, for_time: datetime | None = None) -> int | None:
+    """The time step whose code this is, within the valid window around ``for_time`` (now), or None.
+
+    No secret (one this server cannot open) matches no code.
+    """
     digits = _digits(code)
-    if digits is None:
+    if digits is None or secret is None:
         return None
     totp = _totp(secret)
     now_step = totp.timecode(for_time or datetime.now())
@@ -120,17 +123,38 @@ def not_started() -> Refused:
 
 
 def unreadable() -> Refused:
-    return Refused("secret_unreadable", _("Your two-step login cannot be checked on this server (its key has "
-                                          "changed). Ask a manager to reset your two-step login, then set it up "
-                                          "again."), field="code", status=409)
+    return Refused("secret_unreadable", _("This server cannot check the codes of your authenticator app (its key "
+                                          "has changed). Type one of your recovery codes instead, or ask a manager "
+                                          "to reset your two-step login."), field="code", status=409)
 
 
-def _readable_secret(staff: Staff) -> str:
-    """The account's confirmed secret, opened; refused (never a 500, never a pass) when it cannot be."""
+def _secret_for_code(staff: Staff, code: str | None) -> str | None:
+    """The account's confirmed secret, opened, to check ``code`` with; None when it cannot be opened.
+
+    A secret sealed under another key (SECRET_KEY changed without a TWO_STEP_KEY) makes the app's codes
+    uncheckable, and such a code is refused as that (never a 500, never a pass). A recovery code does not depend
+    on the secret (its hash is kept), so it still works: that is what recovery codes are for, and without it a
+    key change would lock out every manager of a clinic that requires two-step login.
+    """
     secret = open_secret(staff.totp_secret)
-    if secret is None:
+    if secret is None and _digits((code or "")[:MAX_CODE_INPUT]) is not None:
         raise unreadable()
     return secret
+
+
+def secret_unreadable(staff: Staff) -> bool:
+    """Two-step login is on but this server cannot open its secret: only recovery codes work for it."""
+    return staff.two_step_on and open_secret(staff.totp_secret) is None
+
+
+def accounts_with_unreadable_secrets() -> list[Staff]:
+    """Enabled accounts whose two-step secret this server's key cannot open, for the manager and the start-up log.
+
+    Few rows (a clinic's staff), each opened in Python: the key is not in the database, so SQL cannot tell.
+    """
+    accounts = db.session.scalars(select(Staff).where(Staff.enabled.is_(True), Staff.totp_secret.is_not(None))
+                                  .order_by(Staff.email))
+    return [staff for staff in accounts if open_secret(staff.totp_secret) is None]
 
 
 def start_enrolment(staff_id: int, actor: Actor) -> str:
@@ -176,7 +200,7 @@ def confirm_enrolment(staff_id: int, code: str | None, actor: Actor, for_time: d
     return codes
 
 
-def _accept_code(staff_id: int, stored: str, secret: str, code: str, for_time: datetime | None = None) -> str | None:
+def _accept_code(staff_id: int, stored: str, secret: str | None, code: str, for_time: datetime | None = None) -> str | None:
     """Use up this code for this account, in the open transaction: 'totp' or 'recovery_code', or None.
 
     Both are decided by the database: the step only moves forward (a replayed or concurrent code finds it
@@ -200,7 +224,7 @@ def _accept_code(staff_id: int, stored: str, secret: str, code: str, for_time: d
     return None
 
 
-def _use_code(staff_id: int, stored: str, secret: str, code: str | None, for_time: datetime | None,
+def _use_code(staff_id: int, stored: str, secret: str | None, code: str | None, for_time: datetime | None,
               then=None) -> str | None:
     """Accept the code and run ``then`` in one transaction; nothing is written when the code is not accepted.
 
@@ -227,7 +251,7 @@ class _NotAccepted(Exception):
     """Rolls back the transaction of a code that was not accepted."""
 
 
-def _code_refusal(staff_id: int, secret: str, code: str | None, for_time: datetime | None) -> tuple[str, Refused]:
+def _code_refusal(staff_id: int, secret: str | None, code: str | None, for_time: datetime | None) -> tuple[str, Refused]:
     """Why a code was not accepted: a right code used before (replayed), or a wrong one."""
     if matching_step(secret, (code or "")[:MAX_CODE_INPUT], for_time) is not None:
         return "replayed_code", Refused("replayed_code", _("That code was already used. Wait for the next code in "
@@ -248,7 +272,7 @@ def finish_login(staff_id: int, code: str | None, actor: Actor, user_agent: str 
         raise Refused("login_again", _("Log in again: this account changed since you typed the password."),
                       status=409)
     try:
-        secret = _readable_secret(staff)
+        secret = _secret_for_code(staff, code)
     except Refused as refusal:
         audit.record_refusal("login.code", Actor(staff_id=staff_id, ip=actor.ip), refusal.reason)
         raise
@@ -267,10 +291,14 @@ def _with_password_and_code(staff_id: int, password: str | None, code: str | Non
     staff = _staff(staff_id)
     if not staff.two_step_on:
         raise already_off()
-    stored, secret = staff.totp_secret, _readable_secret(staff)
     if not staff.check_password((password or "")[:200]):
         audit.record_refusal(refused_as, actor, "wrong_password", staff_member=staff_id)
         raise Refused("wrong_password", _("That password is not right."), field="password", status=422)
+    try:
+        stored, secret = staff.totp_secret, _secret_for_code(staff, code)
+    except Refused as refusal:
+        audit.record_refusal(refused_as, actor, refusal.reason, staff_member=staff_id)
+        raise
     if _use_code(staff_id, stored, secret, code, for_time, then=then) is None:
         reason, refusal = _code_refusal(staff_id, secret, code, for_time)
         audit.record_refusal(refused_as, actor, reason, staff_member=staff_id)
@@ -336,6 +364,7 @@ class TwoStepState:
     enabled_at: datetime | None
     pending_secret: str | None  # shown to its owner while they set up the app
     recovery_codes_left: int
+    secret_unreadable: bool = False  # on, but this server's key cannot open the secret: recovery codes only
 
 
 def state(staff_id: int) -> TwoStepState:
@@ -343,7 +372,8 @@ def state(staff_id: int) -> TwoStepState:
     staff = _staff(staff_id)
     return TwoStepState(on=staff.two_step_on, enabled_at=staff.two_step_enabled_at,
                         pending_secret=None if staff.two_step_on else open_secret(staff.totp_pending_secret),
-                        recovery_codes_left=recovery_codes_left(staff_id) if staff.two_step_on else 0)
+                        recovery_codes_left=recovery_codes_left(staff_id) if staff.two_step_on else 0,
+                        secret_unreadable=secret_unreadable(staff))
 
 
 def _seal_clear(column, clear: str, staff_id: int | None = None) -> int:

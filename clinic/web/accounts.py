@@ -10,6 +10,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from clinic.services import staff as staff_service
+from clinic.services import two_step
 from clinic.services.errors import Refused
 from clinic.services.patients import FieldErrors
 from clinic.web.forms import NewStaffForm, PasswordChangeForm, StaffRoleForm
@@ -20,7 +21,8 @@ bp = Blueprint("accounts", __name__)
 def staff_page(status: int = 200, **context):
     """The manager's staff page (admin/staff.html), with a form to add someone and any refusal or new password."""
     context.setdefault("new_staff_form", NewStaffForm(formdata=None))
-    return render_template("admin/staff.html", accounts=staff_service.staff_list(), **context), status
+    return render_template("admin/staff.html", accounts=staff_service.staff_list(),
+                           unreadable_two_step=two_step.accounts_with_unreadable_secrets(), **context), status
 
 
 @bp.post("/admin/staff/new")
