@@ -72,3 +72,24 @@ def test_pages_fit_a_tablet_and_a_phone(journey, site):
     page.wait_for_selector("#desk-panel .voucher")
     found += problems_at_each_width(page)
     assert not found, "\n".join(found[:40])
+
+
+def test_a_managers_top_bar_folds_behind_menu_on_a_phone(journey):
+    """Two dozen links took a third of a 390 px screen; on a phone they wait behind "Menu", on a PC they show."""
+    page = journey.context(phone=True).new_page()
+    log_in(page, MANAGER)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto("/admin/staff")
+    toggle = page.locator(".menu-toggle")
+    assert toggle.is_visible() and toggle.get_attribute("aria-expanded") == "false"
+    assert not page.locator(".topbar a[href='/admin/audit']").is_visible()
+    assert page.locator(".topbar").bounding_box()["height"] < 844 / 6
+    toggle.click()
+    assert toggle.get_attribute("aria-expanded") == "true"
+    page.locator(".topbar a[href='/admin/audit']").click()
+    page.wait_for_url("**/admin/audit")
+    assert not page.locator(".topbar a[href='/admin/staff']").is_visible()  # folded again on the next page
+
+    page.set_viewport_size({"width": 1280, "height": 800})
+    assert not page.locator(".menu-toggle").is_visible()
+    assert page.locator(".topbar a[href='/admin/staff']").is_visible()

@@ -8,6 +8,16 @@
     if (csrf) { event.detail.headers["X-CSRFToken"] = csrf.content; }
   });
 
+  // The top bar on a phone: "Menu" shows and hides the links folded behind it (app.css, "the top bar on a phone").
+  var menuToggle = document.querySelector(".menu-toggle");
+  if (menuToggle) {
+    menuToggle.addEventListener("click", function () {
+      var open = menuToggle.getAttribute("aria-expanded") !== "true";
+      menuToggle.setAttribute("aria-expanded", open ? "true" : "false");
+      document.getElementById(menuToggle.getAttribute("aria-controls")).classList.toggle("open", open);
+    });
+  }
+
   // A page sent back with a form's errors: the keyboard starts on the first field to correct, whose description
   // says what is wrong, and not on the field the page autofocuses (the e-mail field when the password was wrong).
   var firstInvalid = document.querySelector("main [aria-invalid=true]");
