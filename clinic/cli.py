@@ -66,6 +66,20 @@ def register(app: Flask) -> None:
             raise SystemExit(1)
         click.echo("Printing is ready: WeasyPrint found libharfbuzz-subset and a Noto CJK font.")
 
+    @app.cli.command("check")
+    def check() -> None:
+        """Is this server set up right? Database, public address, printing, two-step key, Redis, background work.
+
+        Exits 1 when something is broken (a PROBLEM line), so that it can end an install script or a monitor.
+        """
+        from clinic.services.installation import PROBLEM, check_installation
+
+        findings = check_installation(app.config)
+        for finding in findings:
+            click.echo(f"{finding.level.upper():8} {finding.topic:15} {finding.text}")
+        if any(finding.level == PROBLEM for finding in findings):
+            raise SystemExit(1)
+
     @app.cli.command("seed-demo")
     @click.option("--password", help="Password for the demo logins (a random one is printed if omitted).")
     @click.option("--if-empty", is_flag=True, help="Do nothing when the database already has staff (first run only).")
