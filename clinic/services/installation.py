@@ -56,20 +56,20 @@ def _database(config) -> list[Finding]:
     from clinic.services.transaction import check_database
 
     engine = db.engine.dialect.name
+    head = ScriptDirectory.from_config(current_app.extensions["migrate"].migrate.get_config()).get_current_head()
     try:
-        check_database()
         with db.engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_heads()
+        if tuple(current) != (head,):  # asked first: an empty database fails every other question
+            return [Finding(PROBLEM, "database", f"The database's schema is at "
+                                                 f"{', '.join(current) or 'nothing (empty)'}, this release needs "
+                                                 f"{head}: run `flask --app wsgi db upgrade` (after a backup).")]
+        check_database()
     except SQLAlchemyError as error:
         return [Finding(PROBLEM, "database", f"The database ({engine}) does not answer or cannot be written: "
                                              f"{str(error).splitlines()[0][:300]}")]
     finally:
         db.session.rollback()
-    head = ScriptDirectory.from_config(current_app.extensions["migrate"].migrate.get_config()).get_current_head()
-    if tuple(current) != (head,):
-        return [Finding(PROBLEM, "database", f"The database's schema is at {', '.join(current) or 'nothing (empty)'}, "
-                                             f"this release needs {head}: run `flask --app wsgi db upgrade` "
-                                             f"(after a backup).")]
     return [Finding(OK, "database", f"The database ({engine}) answers, takes writes and is migrated ({head}).")]
 
 
