@@ -65,7 +65,7 @@ WRONG_CODE_REASONS = ("unknown_code", "mistyped_code")
 
 # A flagged referrer: what the page shows of them (the phone masked there) and links to.
 REFERRER_KEYS = ["id", "full_name", "display_name", "name_on_posters", "phone"]
-ReferrerRow = row_class(Patient, PatientNames, keys=REFERRER_KEYS, name="ReferrerRow")
+FlaggedReferrer = row_class(Patient, PatientNames, keys=REFERRER_KEYS, name="FlaggedReferrer")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Check:
     count: int  # the referrals the rule counted (for WRONG_CODES: the refused attempts)
     first_at: datetime  # the first and last of them, stored time
     last_at: datetime
-    referrer: ReferrerRow | None = None  # None for WRONG_CODES; its staff_name says "Erased patient" once erased
+    referrer: FlaggedReferrer | None = None  # None for WRONG_CODES; its staff_name says "Erased patient" once erased
     staff_id: int | None = None
     staff_email: str | None = None
     share: int | None = None  # ONE_DESK: the staff member's redemptions of the referrer's friends in the period, %
@@ -153,7 +153,7 @@ def _checks(rule: str, members: Subquery, extra: dict | None = None, staff: bool
         key = tuple(row[:len(keys)])
         count, first_at, last_at, *rest = row[len(keys):]
         checks.append(Check(
-            rule, int(count), first_at, last_at, referrer=ReferrerRow(*rest[:len(REFERRER_KEYS)]),
+            rule, int(count), first_at, last_at, referrer=FlaggedReferrer(*rest[:len(REFERRER_KEYS)]),
             staff_id=key[1] if staff else None, staff_email=rest[len(REFERRER_KEYS)] if staff else None,
             money=paid.get(key, {}), service_vouchers=services.get(key, 0),
             **(extra or {}).get(key[0] if not staff else key, {})))

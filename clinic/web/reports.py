@@ -111,8 +111,8 @@ def _checks_period() -> tuple[date, date]:
 
 @bp.get("/checks")
 def checks():
-    """Referrals to check (clinic/services/referral_checks.py): the last CHECKS_DAYS days by default, so that friends
-    old enough to have visited are in it; this month alone would hold none."""
+    """Referrals to check (clinic/services/referral_checks.py): the last CHECKS_DAYS days by default, so that it holds
+    friends registered long enough ago to have visited (this month alone would hold almost none)."""
     values = _filter_values()
     context = {"values": values, "branches": branch_service.list_branches(), "rules": check_service}
     try:
