@@ -979,6 +979,7 @@ QUERIES: dict[str, dict[str, st.SearchStrategy]] = {
     "admin.audit": {"action": url_text, "outcome": st.one_of(st.sampled_from(["ok", "refused"]), url_text),
                     "staff_id": url_numbers, "patient_id": url_numbers, "before": url_numbers},
     "reports.dashboard": PERIOD,
+    "reports.checks": PERIOD,
     "reports.export": PERIOD,
     "honours.honours": {"year": url_numbers, **PERIOD},
     "honours.certificate": {"patient_id": url_numbers, "year": url_numbers, **PERIOD},

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.browser
 WIDTHS = (390, 768)
 # What a page may show and still pass: an undersized target with room around it meets WCAG 2.5.8.
 NOTES = {"small"}
-STAFF_PAGES = ("/desk/", "/patients/", "/admin/dashboard", "/admin/campaigns", "/admin/campaigns/new", "/cards/",
+STAFF_PAGES = ("/desk/", "/patients/", "/admin/dashboard", "/admin/checks", "/admin/campaigns", "/admin/campaigns/new", "/cards/",
                "/admin/settings", "/admin/staff", "/admin/audit", "/admin/webhooks", "/admin/api-tokens/",
                "/admin/posters", "/admin/import", "/admin/tiers", "/admin/honours", "/account/security", "/account/password", "/api/v1/docs")
 
@@ -49,7 +49,9 @@ def test_pages_fit_a_tablet_and_a_phone(journey, site):
         # A referrer whose name has no space to break at (a record system's export): the dashboard's top referrers
         # once grew 600 px past a phone's screen for one of these.
         unbroken, _token = enrol_patient(PatientDetails(full_name="W" * 110, phone=new_phone()), Actor())
-        redeem_code(unbroken.personal_code, PatientDetails(full_name="Friend of W", phone=new_phone()), Actor())
+        # Three friends at once: a burst on the referrals to check, where the name must wrap too.
+        for _friend in range(3):
+            redeem_code(unbroken.personal_code, PatientDetails(full_name="Friend of W", phone=new_phone()), Actor())
         referral_id = session.scalar(select(Referral.id).where(Referral.referrer_id == redeemed.referrer.patient_id))
         voucher_id = session.scalar(select(Voucher.id).where(Voucher.code == redeemed.referrer_voucher_code))
     patient = f"/patients/{redeemed.referrer.patient_id}"

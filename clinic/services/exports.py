@@ -1,4 +1,5 @@
-"""CSV exports for managers: referrals, vouchers, patients and the campaign comparison, each one audited.
+"""CSV exports for managers: referrals, vouchers, patients, the campaign comparison and the referrals to check, each
+one audited.
 
 The files are for spreadsheets: UTF-8 with a byte-order mark (so Excel reads Chinese names),
 times in the clinic's zone, money as decimal text in major units with a currency column, and
@@ -23,6 +24,8 @@ from clinic.models import Branch, Patient, Referral, ReferralStatus, Staff, Vouc
 from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.codes import format_code
+from clinic.services.privacy import mask_phone
+from clinic.services.referral_checks import referral_checks
 from clinic.services.money import major_units_text
 from clinic.services.reports import Scope, campaign_comparison
 from clinic.services.text import spreadsheet_cell
@@ -167,3 +170,20 @@ def export_campaigns(scope: Scope, currency: str, actor: Actor) -> Export:
              _money(c.reward_money_per_paid, currency), currency]
             for c in campaign_comparison(scope)]
     return _audited("campaigns", scope, header, rows, actor)
+
+
+def export_checks(scope: Scope, actor: Actor, now: datetime | None = None) -> Export:
+    """The referrals to check, row for row as the page lists them; phones masked as the page shows them (this file
+    is for a second look, not for calling anyone). Money per currency: one line per currency a row's vouchers had."""
+    header = ["rule", "referrer id", "referrer", "referrer phone", "staff", "count", "first", "last",
+              "share of the referrer's friends %", "friends' phones", "reward money", "currency", "service vouchers"]
+    rows = []
+    for check in referral_checks(scope, now):
+        person = check.referrer
+        shared = [check.rule, person.id if person else "", person.staff_name if person else "",
+                  mask_phone(person.phone) if person else "", check.staff_email or "", check.count,
+                  _time(scope, check.first_at), _time(scope, check.last_at),
+                  "" if check.share is None else check.share, " ".join(mask_phone(phone) for phone in check.phones)]
+        money = sorted(check.money.items()) or [("", None)]
+        rows += [[*shared, _money(amount, currency), currency, check.service_vouchers] for currency, amount in money]
+    return _audited("checks", scope, header, rows, actor)

@@ -81,7 +81,7 @@ def percent(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 1) if whole else None
 
 
-def _registered(scope: Scope) -> list:
+def registered_in(scope: Scope) -> list:
     """Conditions for the referrals registered in the scope (reversed ones left out)."""
     conditions = [Referral.created_at >= scope.start, Referral.created_at < scope.end,
                   Referral.status != ReferralStatus.REVERSED.value]
@@ -135,7 +135,7 @@ def funnel(scope: Scope) -> Funnel:
         func.count(Referral.paid_at),
         func.count(case((and_(paid, Referral.card_id.is_not(None)), Referral.id))),
         func.coalesce(func.sum(case((paid, Referral.paid_amount))), 0),
-    ).where(*_registered(scope))).one()
+    ).where(*registered_in(scope))).one()
     return Funnel(*(int(value) for value in row))
 
 
@@ -191,7 +191,7 @@ def top_referrers(scope: Scope, limit: int = TOP_REFERRERS) -> list[ReferrerRow]
     paid = func.count(Referral.paid_at)
     rows = db.session.execute(
         select(Patient.id, Patient.full_name, registered, paid)
-        .join(Referral, Referral.referrer_id == Patient.id).where(*_registered(scope))
+        .join(Referral, Referral.referrer_id == Patient.id).where(*registered_in(scope))
         .group_by(Patient.id, Patient.full_name)
         .order_by(registered.desc(), paid.desc(), Patient.full_name, Patient.id).limit(limit)).all()
     return [ReferrerRow(*row) for row in rows]
@@ -271,7 +271,7 @@ def referrals_over_time(scope: Scope) -> Series:
     registered: Counter[int] = Counter()
     paid: Counter[int] = Counter()
     for created_at, paid_at in db.session.execute(select(Referral.created_at, Referral.paid_at)
-                                                  .where(*_registered(scope))):
+                                                  .where(*registered_in(scope))):
         index = bisect_right(starts, scope.local(created_at).date()) - 1
         registered[index] += 1
         paid[index] += paid_at is not None
@@ -330,14 +330,14 @@ def campaign_comparison(scope: Scope) -> list[CampaignFigures]:
     referrals = (select(Referral.campaign_id.label("campaign_id"), func.count(Referral.id).label("registered"),
                         func.count(Referral.visited_at).label("visited"), func.count(Referral.paid_at).label("paid"),
                         func.coalesce(func.sum(case((paid, Referral.paid_amount))), 0).label("paid_amount"))
-                 .where(*_registered(scope)).group_by(Referral.campaign_id).subquery())
+                 .where(*registered_in(scope)).group_by(Referral.campaign_id).subquery())
     money = Voucher.kind == RewardKind.MONEY.value
     vouchers = (select(Referral.campaign_id.label("campaign_id"),
                        func.coalesce(func.sum(case((money, Voucher.amount))), 0).label("reward_money"),
                        func.count(case((Voucher.kind == RewardKind.SERVICE.value, Voucher.id)))
                        .label("service_vouchers"))
                 .join(Referral, Voucher.referral_id == Referral.id)
-                .where(*_registered(scope), Voucher.status != VoucherStatus.VOID.value)
+                .where(*registered_in(scope), Voucher.status != VoucherStatus.VOID.value)
                 .group_by(Referral.campaign_id).subquery())
     rows = db.session.execute(
         select(Campaign, referrals.c.registered, referrals.c.visited, referrals.c.paid, referrals.c.paid_amount,

@@ -122,6 +122,7 @@ ACCESS: dict[str, Access] = {
     "imports.links": Access.MANAGER,
     "reports.dashboard": Access.MANAGER,
     "reports.export": Access.MANAGER,
+    "reports.checks": Access.MANAGER,
     "reports.branches": Access.MANAGER,
     "reports.create_branch": Access.MANAGER,
     "reports.edit_branch": Access.MANAGER,

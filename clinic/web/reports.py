@@ -13,6 +13,7 @@ from clinic.i18n import format_day
 from clinic.models import Branch
 from clinic.services import branches as branch_service
 from clinic.services import exports as export_service
+from clinic.services import referral_checks as check_service
 from clinic.services import reports as report_service
 from clinic.services.clinic_settings import clinic_today, clinic_zone, current_clinic
 from clinic.services.errors import Refused
@@ -22,6 +23,7 @@ from clinic.web.helpers import current_actor, form_value, manager_required, pars
 
 bp = Blueprint("reports", __name__, url_prefix="/admin")
 MAX_DAYS = 3661  # ten years and their leap days
+CHECKS_DAYS = 90  # the referrals to check cover the last 90 days unless asked otherwise
 EARLIEST_YEAR, LATEST_YEAR = 1900, 2999  # beyond these, time-zone arithmetic overflows or means nothing
 
 
@@ -63,9 +65,9 @@ def _filter_values() -> dict[str, str]:
     return {name: (request.args.get(name) or "").strip()[:20] for name in ("from", "to", "branch")}
 
 
-def _scope(values: dict[str, str]) -> report_service.Scope:
-    """The period and branch asked for in the query string; this month and all branches by default."""
-    first, last = _this_month()
+def _scope(values: dict[str, str], default: tuple[date, date] | None = None) -> report_service.Scope:
+    """The period and branch asked for in the query string; ``default`` (this month) and all branches by default."""
+    first, last = default or _this_month()
     if values["from"]:
         first = _day(values["from"], "from")
     if values["to"]:
@@ -102,17 +104,40 @@ def dashboard():
                            export_args={k: v for k, v in values.items() if v}, **context)
 
 
-EXPORTS = {"referrals", "vouchers", "patients", "campaigns"}
+def _checks_period() -> tuple[date, date]:
+    today = clinic_today()
+    return today - timedelta(days=CHECKS_DAYS - 1), today
+
+
+@bp.get("/checks")
+def checks():
+    """Referrals to check (clinic/services/referral_checks.py): the last CHECKS_DAYS days by default, so that it holds
+    friends registered long enough ago to have visited (this month alone would hold almost none)."""
+    values = _filter_values()
+    context = {"values": values, "branches": branch_service.list_branches(), "rules": check_service}
+    try:
+        scope = _scope(values, _checks_period())
+    except Refused as refusal:
+        return render_template("reports/checks.html", error=refusal.message, error_field=refusal.field,
+                               **context), refusal.status
+    values.update({"from": scope.first_day.isoformat(), "to": scope.last_day.isoformat()})
+    return render_template("reports/checks.html", checks=check_service.referral_checks(scope),
+                           period_days=(format_day(scope.first_day), format_day(scope.last_day)),
+                           branch=db.session.get(Branch, scope.branch_id) if scope.branch_id else None,
+                           export_args={k: v for k, v in values.items() if v}, **context)
+
+
+EXPORTS = {"referrals", "vouchers", "patients", "campaigns", "checks"}
 
 
 @bp.get("/exports/<kind>.csv")
 def export(kind: str):
-    """A CSV of referrals, vouchers, patients or the campaign comparison for the dashboard's period and branch
-    (audited)."""
+    """A CSV of referrals, vouchers, patients, the campaign comparison or the referrals to check, for the page's
+    period and branch (audited)."""
     if kind not in EXPORTS:
         abort(404)
     try:
-        scope = _scope(_filter_values())
+        scope = _scope(_filter_values(), _checks_period() if kind == "checks" else None)
     except Refused as refusal:
         return render_error(refusal.status, refusal.message)
     actor = current_actor()
@@ -122,6 +147,8 @@ def export(kind: str):
         result = export_service.export_vouchers(scope, actor)
     elif kind == "campaigns":
         result = export_service.export_campaigns(scope, current_clinic().currency, actor)
+    elif kind == "checks":
+        result = export_service.export_checks(scope, actor)
     else:
         result = export_service.export_patients(scope, actor)
     return Response(result.text.encode("utf-8"), mimetype="text/csv", headers={
