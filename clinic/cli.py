@@ -302,6 +302,26 @@ def register(app: Flask) -> None:
 
         click.echo(remind(Actor(), timedelta(days=days)).describe())
 
+    @app.cli.command("send-invitations")
+    @click.option("--enrolled-within-days", type=click.IntRange(min=1, max=3650), default=None,
+                  help="Only patients enrolled within this many days.")
+    @click.option("--not-within-days", type=click.IntRange(min=1, max=3650), default=90, show_default=True,
+                  help="Leave out patients sent their code within this many days.")
+    @click.option("--limit", type=click.IntRange(min=1, max=1000), default=1000, show_default=True,
+                  help="At most this many patients per run; run again for the rest.")
+    @click.option("--dry-run", is_flag=True, help="Say who would be sent their code, and send nothing.")
+    def send_invitations(enrolled_within_days: int | None, not_within_days: int, limit: int, dry_run: bool) -> None:
+        """Send patients who agreed to messages their referral code and invite link (each once per NOT_WITHIN_DAYS)."""
+        from clinic.services.invitation_messages import Audience
+        from clinic.services.invitation_messages import send_invitations as send
+
+        audience = Audience(not_within_days=not_within_days, enrolled_within_days=enrolled_within_days)
+        try:
+            run = send(audience, Actor(), limit=limit, dry_run=dry_run)
+        except Refused as refusal:
+            raise click.ClickException(refusal.message) from None
+        click.echo(run.describe())
+
     @app.cli.command("prune-imports")
     def prune_imports() -> None:
         """Delete import files past their time: progress links after 15 minutes, uploads and results after a day."""

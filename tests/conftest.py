@@ -24,6 +24,7 @@ from clinic.models import (
     Branch,
     Campaign,
     FormSubmission,
+    OutboxEvent,
     Patient,
     Referral,
     ReviewRequest,
@@ -32,7 +33,7 @@ from clinic.models import (
     Tier,
     Voucher,
 )
-from clinic.services import clinic_settings, jobs
+from clinic.services import clinic_settings, jobs, webhooks
 from clinic.services.patients import PatientDetails, enrol_patient
 from clinic.services.staff import create_staff
 from clinic.services.transaction import Actor
@@ -166,15 +167,35 @@ def make_patient(app):
     numbers = count(1)
 
     def make(full_name: str | None = None, phone: str | None = "auto", external_id: str | None = None,
-             display_name: str = "", name_on_posters: bool = False):
+             display_name: str = "", name_on_posters: bool = False, messages: str | None = None,
+             language: str = "zh_CN"):
+        """``messages="sms"``/``"wechat"``: the patient agreed to messages by that channel, in ``language``."""
         number = next(numbers)
         if phone == "auto":
             phone = f"1380000{number:04d}"
         details = PatientDetails(full_name=full_name or f"Patient {number}", display_name=display_name,
-                                 phone=phone, external_id=external_id, name_on_posters=name_on_posters)
+                                 phone=phone, external_id=external_id, name_on_posters=name_on_posters,
+                                 preferred_channel=messages or "none", preferred_language=language,
+                                 notification_consent=messages is not None)
         return enrol_patient(details, Actor())
 
     return make
+
+
+@pytest.fixture
+def gateway(app):
+    """An SMS gateway subscribed to patients' messages; nothing is posted to it unless a test sends (it never does)."""
+    app.config.update(WEBHOOK_ALLOW_PRIVATE_NETWORKS=True, WEBHOOK_SEND_AFTER_COMMIT=False)
+    return webhooks.register_endpoint(webhooks.EndpointRules.from_form(
+        url="http://127.0.0.1:9/sms", events=["notification.requested"], description="SMS gateway"), Actor())
+
+
+def messages_sent(template: str | None = None) -> list[dict]:
+    """The ``notification.requested`` events written so far (of one template), oldest first."""
+    events = db.session.scalars(select(OutboxEvent).where(OutboxEvent.event_type == "notification.requested")
+                                .order_by(OutboxEvent.id)).all()
+    db.session.rollback()
+    return [event.payload for event in events if template is None or event.payload["template"] == template]
 
 
 @pytest.fixture

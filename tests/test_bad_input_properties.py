@@ -528,6 +528,16 @@ def _two_step_off_form(prefix: str = "") -> dict:
     return {f"{prefix}password": PASSWORD, f"{prefix}code": next_code(totp)}
 
 
+def _invitations_form() -> dict:
+    """The bulk send of invitations, with a gateway to send them (added once) so that the baseline is sent."""
+    from clinic.services import webhooks
+
+    if not webhooks.subscribed("notification.requested"):
+        webhooks.register_endpoint(webhooks.EndpointRules.from_form(
+            url="https://93.184.215.14/sms", events=["notification.requested"], description="SMS"), Actor())
+    return {"not_within_days": "90", "enrolled_within_days": "", "confirm": "y"}
+
+
 ROUTES: dict[str, Route] = {
     # A NUL in the email: PostgreSQL refused the lookup, a 500.
     "auth.login": Route({"email": email_like, "password": text},
@@ -603,6 +613,11 @@ ROUTES: dict[str, Route] = {
                                           "tier_reached-en": text},
                                          {"reward_earned-en": "Hi {name}: {reward}", "friend_visited-zh_CN": "",
                                           "tier_reached-en": "{name}: {tier}"}),
+    "webhooks.invitations": Route({"not_within_days": st.one_of(text, numbers),
+                                   "enrolled_within_days": st.one_of(text, numbers),
+                                   "confirm": st.one_of(text, choices(["y", ""]))}, lambda w: _invitations_form(),
+                                  examples=({"not_within_days": "0"}, {"enrolled_within_days": "-5"},
+                                            {"not_within_days": "99999999999999999999"})),
     "patients.notification_preferences": Route({"preferred_channel": choices(["none", "sms", "wechat"]),
                                                 "preferred_language": choices(["zh_CN", "en"]),
                                                 "notification_consent": choices(["y", ""])},
@@ -636,7 +651,7 @@ ROUTES: dict[str, Route] = {
                             "next": st.one_of(urls, text)}, {"language": "zh_CN", "next": "/desk"}),
 }
 # POST routes that read nothing but their URL: there is no field to send nonsense in.
-INPUTLESS = {"auth.logout", "auth.two_step_start", "admin.reset_two_step", "accounts.reset_password", "patients.rotate_progress_link", "honours.delete_tier", "desk.mark_visit",
+INPUTLESS = {"auth.logout", "auth.two_step_start", "admin.reset_two_step", "accounts.reset_password", "patients.rotate_progress_link", "patients.send_invitation", "honours.delete_tier", "desk.mark_visit",
              "referrals.visit", "cards.retry", "admin.disable_staff", "admin.enable_staff",
              "admin.end_staff_sessions", "webhooks.enable", "webhooks.disable", "webhooks.delete",
              "webhooks.resend", "webhooks.rotate_secret", "api_tokens.revoke"}

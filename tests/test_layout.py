@@ -26,7 +26,7 @@ WIDTHS = (390, 768)
 NOTES = {"small"}
 STAFF_PAGES = ("/desk/", "/patients/", "/admin/dashboard", "/admin/checks", "/admin/campaigns", "/admin/campaigns/new", "/cards/",
                "/admin/settings", "/admin/staff", "/admin/audit", "/admin/webhooks", "/admin/api-tokens/",
-               "/admin/posters", "/admin/import", "/admin/tiers", "/admin/honours", "/account/security", "/account/password", "/api/v1/docs")
+               "/admin/posters", "/admin/import", "/admin/tiers", "/admin/honours", "/admin/invitations", "/account/security", "/account/password", "/api/v1/docs")
 
 
 @pytest.fixture

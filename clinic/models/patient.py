@@ -60,6 +60,9 @@ class Patient(PatientNames, db.Model):
     preferred_language: Mapped[str] = mapped_column(String(8), default="zh_CN", server_default="zh_CN")
     notification_consent: Mapped[bool] = mapped_column(default=False, server_default=false())
     notification_consent_at: Mapped[datetime | None]  # when the consent in force was given
+    # When the clinic last sent them their code by message (clinic/services/invitation_messages.py); the clinic's
+    # act, not the patient's: not activity for the retention rule.
+    last_invited_at: Mapped[datetime | None]
     branch_id: Mapped[int | None] = mapped_column(ForeignKey("branches.id"))  # where they were enrolled
     referred_by_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)

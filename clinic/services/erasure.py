@@ -155,7 +155,7 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor, *,
             update(Patient).where(Patient.id == patient_id, Patient.erased_at.is_(None))
             .values(erased_at=now, erased_by_id=actor.staff_id, full_name="", display_name="", phone=None,
                     external_id=None, name_on_posters=False, leaderboard_opt_in=False, notification_consent=False,
-                    notification_consent_at=None, preferred_channel="none",
+                    notification_consent_at=None, preferred_channel="none", last_invited_at=None,
                     # A hash of a token nobody was given: the old link stops working and no new one exists.
                     progress_token_hash=hashlib.sha256(secrets.token_bytes(32)).hexdigest(),
                     progress_link_issued_at=now)

@@ -50,6 +50,8 @@ KINDS = {
     "tier_reached": (_l("The patient reached a tier (VIP)"), ("name", "clinic", "tier")),
     "voucher_expiring": (_l("The patient's unspent vouchers are about to expire"),
                          ("name", "clinic", "reward", "expires")),
+    "invitation": (_l("The patient's own referral code and invite link, to share (sent by staff or a manager, and "
+                      "on enrolment)"), ("name", "clinic", "code", "link", "friend_reward", "reward")),
 }
 DEFAULT_TEXTS = {
     ("reward_earned", "zh_CN"): "{name}，您在{clinic}获得一份奖励：{reward}，有效期至{expires}。到院时请在前台出示。",
@@ -63,6 +65,10 @@ DEFAULT_TEXTS = {
     ("voucher_expiring", "zh_CN"): "{name}，您在{clinic}的奖励{reward}将于{expires}到期，请在到期前到院使用。",
     ("voucher_expiring", "en"): "{name}, your reward from {clinic}, {reward}, can be used until {expires}. "
                                 "Show it at the front desk before then.",
+    ("invitation", "zh_CN"): "{name}，您在{clinic}的专属推荐码是{code}。推荐朋友来院，朋友可得{friend_reward}，"
+                             "您可得{reward}。分享链接：{link}",
+    ("invitation", "en"): "{name}, your referral code at {clinic} is {code}. A friend you recommend gets "
+                          "{friend_reward}, and you get {reward}. Share this link: {link}",
 }
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 # Why a waiting message was cancelled (WebhookDelivery.cancel_reason), for the manager's list of deliveries.
@@ -299,6 +305,11 @@ def vouchers_expiring(vouchers: list[Voucher], patient: Patient):
 def friend_visited(referral: Referral):
     return _request(referral.referrer, "friend_visited", {"friend": mask_name(referral.friend.public_name)},
                     {"event": "referral.milestone", "referral_id": referral.id, "milestone": "visited"})
+
+
+def invitation(patient: Patient, values: dict, about: dict):
+    """The patient's code and invite link (clinic/services/invitation_messages.py decides who and when)."""
+    return _request(patient, "invitation", values, about)
 
 
 def tier_reached(patient: Patient, tier: Tier):

@@ -75,6 +75,7 @@ def _patient(patient: Patient) -> dict:
             "message_channel": patient.preferred_channel,
             "message_language": patient.preferred_language,
         },
+        "last_sent_their_code_at": timestamp(patient.last_invited_at),
         "erased_at": timestamp(patient.erased_at),
     }
 

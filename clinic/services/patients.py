@@ -272,11 +272,17 @@ def enrol_patient(details: PatientDetails, actor: Actor) -> tuple[Patient, str]:
     """Enrol a patient with a personal code and a private progress link (token returned once).
 
     A phone or record number already registered, even by another desk a moment ago, is refused by add_patient.
+    A patient who agreed to messages is sent their code at once (invitation_messages.invite_new_patient), in this
+    transaction: a failed enrolment sends nothing.
     """
+    # invitation_messages reads this module (through notifications): imported here, once both are loaded.
+    from clinic.services.invitation_messages import invite_new_patient
+
     with atomic():
         patient, token = add_patient(details, actor)
         audit.record("patient.enrolled", actor, patient_id=patient.id,
                      notification_consent=details.preferred_channel if details.notification_consent else None)
+        invite_new_patient(patient, actor, utcnow())
     return patient, token
 
 

@@ -15,7 +15,7 @@ messaging consent in force was given).
 Left out, on purpose: a referral's reversal, a voucher's voiding or expiry, corrections of the patient's details and
 data exports (staff acting on the record, not the patient coming back: a clean-up would otherwise keep everyone);
 views of the progress page (not recorded anywhere: it is read without writing); messages sent to them (the clinic
-speaking, not the patient).
+speaking, not the patient), their code sent by message among them (``Patient.last_invited_at``).
 
 Never due, whatever the dates: a patient holding a voucher they could still spend (active, not expired), which
 erasing would leave valid but unnameable; and a patient named by a review waiting for a manager (an existing-patient

@@ -19,6 +19,7 @@ from zoneinfo import available_timezones
 from clinic.i18n import LANGUAGES as PORTAL_LANGUAGES
 from clinic.models import RewardKind
 from clinic.services.erasure import ERASURE_REASONS
+from clinic.services.invitation_messages import DEFAULT_NOT_WITHIN_DAYS, Audience
 from clinic.services.clinic_settings import (MAX_LOGO_BYTES, MAX_LOGO_PIXELS, RETENTION_CHOICES, clinic_day_of,
                                              last_day_before, start_of_clinic_day)
 from clinic.services.money import major_units_text, parse_money
@@ -396,6 +397,31 @@ class RetentionForm(FlaskForm):
 
     confirm = BooleanField(_l("I have read the list: erase these patients' personal data. This cannot be undone."),
                            validators=[DataRequired(_l("Tick the box to confirm: erasing cannot be undone."))])
+
+
+class InvitationAudienceForm(FlaskForm):
+    """Who a bulk send of invitations is for (read from the query string: choosing changes nothing)."""
+
+    class Meta:
+        csrf = False
+
+    enrolled_within_days = IntegerField(_l("Only patients enrolled within the last … days (optional)"), validators=[
+        Optional(), NumberRange(1, 3650, _l("Between 1 and 3650 days."))])
+    not_within_days = IntegerField(_l("Not sent their code within the last … days"), default=90, validators=[
+        Optional(), NumberRange(1, 3650, _l("Between 1 and 3650 days."))])  # empty: the default, 90
+
+    def audience(self) -> Audience:
+        return Audience(self.not_within_days.data or DEFAULT_NOT_WITHIN_DAYS, self.enrolled_within_days.data)
+
+
+class SendInvitationsForm(InvitationAudienceForm):
+    """The same audience, posted with the manager's confirmation."""
+
+    class Meta:
+        csrf = FlaskForm.Meta.csrf  # as every posted form (the audience form turns it off)
+
+    confirm = BooleanField(_l("I have checked the audience and the message: send it."),
+                           validators=[DataRequired(_l("Tick the box to confirm: messages cannot be called back."))])
 
 
 class CorrectDetailsForm(PatientNameAndContactForm):

@@ -10,6 +10,7 @@ from clinic.extensions import db
 from clinic.models import Patient
 from clinic.services import cards as card_service
 from clinic.services import erasure as erasure_service
+from clinic.services import invitation_messages
 from clinic.services import notifications as notification_service
 from clinic.services import patient_data as patient_data_service
 from clinic.services import patients as patient_service
@@ -132,6 +133,19 @@ def notification_preferences(patient_id: int):
                   else _("They will get no messages."))
             return redirect(url_for("patients.show", patient_id=patient_id, _anchor="messages"), code=303)
     return render_patient_page(patient_id, 422, notification_form=form)
+
+
+@bp.post("/<int:patient_id>/invitation")
+def send_invitation(patient_id: int):
+    """Send the patient their code and invite link by message, now (they lost the slip, or never got a poster)."""
+    try:
+        invitation_messages.invite_patient(patient_id, current_actor())
+    except Refused as refusal:
+        if refusal.status == 404:
+            abort(404)
+        return render_patient_page(patient_id, refusal.status, errors={"invitation": refusal.message})
+    flash(_("Their code and invite link are on their way by message."))
+    return redirect(url_for("patients.show", patient_id=patient_id, _anchor="messages"), code=303)
 
 
 @bp.get(f"/<int:patient_id>/poster.<{FORMATS}:kind>")

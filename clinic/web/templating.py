@@ -191,6 +191,8 @@ AUDIT_LABELS = {
     "patient.details_corrected": _l("Patient details corrected"),
     "vouchers.expiry_reminded": _l("Patients reminded of vouchers about to expire"),
     "retention.run": _l("Inactive patients' data erased (retention rule)"),
+    "patient.invited": _l("Patient sent their code by message"),
+    "invitations.sent": _l("Patients sent their code by message"),
 }
 
 
@@ -226,6 +228,8 @@ AUDIT_DETAIL_LABELS = {
     "external_id": _l("record number"), "name_on_posters": _l("name on posters"),
     "vouchers": _l("vouchers"), "window_days": _l("days before expiry"),
     "retention_months": _l("erase after months without activity"), "erased": _l("erased"), "failed": _l("failed"),
+    "via": _l("via"), "patients": _l("patients"), "not_within_days": _l("not sent within days"),
+    "enrolled_within_days": _l("enrolled within days"),
 }
 
 

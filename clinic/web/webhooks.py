@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from clinic.models.patient import NOTIFICATION_LANGUAGES
-from clinic.services import notifications
+from clinic.services import invitation_messages, notifications
 from clinic.services import webhooks as webhook_service
 from clinic.services.errors import Refused
 from clinic.services.patients import FieldErrors
-from clinic.web.forms import WebhookEndpointForm
+from clinic.web.forms import InvitationAudienceForm, SendInvitationsForm, WebhookEndpointForm
 from clinic.web.helpers import current_actor, form_value, manager_required
 
 bp = Blueprint("webhooks", __name__, url_prefix="/admin")
@@ -138,3 +139,46 @@ def notifications_page():
     return render_template("webhooks/notifications.html", templates=notifications.templates(), errors=errors,
                            refusal=refusal, submitted=submitted, languages=notifications.LANGUAGE_NAMES,
                            subscribed=webhook_service.subscribed(notifications.EVENT)), status
+
+
+@bp.route("/invitations", methods=["GET", "POST"])
+def invitations():
+    """Send patients who agreed to messages their code and invite link: choose who, see how many and the message,
+    then send (at most BATCH_LIMIT per press; press again for the rest)."""
+    status = 200
+    send_form = SendInvitationsForm(formdata=None)
+    refusal = None
+    if request.method == "POST":
+        send_form = SendInvitationsForm()
+        audience_form = send_form
+        if send_form.validate():
+            audience = send_form.audience()
+            try:
+                run = invitation_messages.send_invitations(audience, current_actor())
+            except Refused as problem:
+                refusal, status = problem, problem.status
+            else:
+                flash(ngettext("Their code is on its way to %(num)s patient.",
+                               "Their code is on its way to %(num)s patients.", len(run.sent)))
+                if run.remaining:
+                    flash(ngettext("%(num)s more patient is in this audience: press again to send to them.",
+                                   "%(num)s more patients are in this audience: press again to send to them.",
+                                   run.remaining))
+                return redirect(url_for("webhooks.invitations", not_within_days=audience.not_within_days,
+                                        enrolled_within_days=audience.enrolled_within_days), code=303)
+        else:
+            status = 422
+    else:
+        audience_form = InvitationAudienceForm(request.args)
+        if request.args and not audience_form.validate():
+            status = 422
+    preview = None
+    if not (audience_form.enrolled_within_days.errors or audience_form.not_within_days.errors):  # confirm aside
+        audience = audience_form.audience()
+        preview = invitation_messages.preview(audience)
+        if request.method == "GET":
+            send_form.not_within_days.data = audience.not_within_days
+            send_form.enrolled_within_days.data = audience.enrolled_within_days
+    return render_template("webhooks/invitations.html", audience_form=audience_form, send_form=send_form,
+                           preview=preview, refusal=refusal, languages=notifications.LANGUAGE_NAMES,
+                           batch_limit=invitation_messages.BATCH_LIMIT), status
