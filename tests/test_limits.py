@@ -44,6 +44,14 @@ def test_every_limited_endpoint_exists(app):
     assert set(LIMITED_ENDPOINTS) <= set(app.view_functions)
 
 
+def test_every_api_operation_that_needs_a_token_is_limited(app):
+    """A token's requests are counted on every operation (a new one too), not only on those that read a code."""
+    from clinic.web.access import ACCESS, Access
+
+    needs_a_token = {endpoint for endpoint, access in ACCESS.items() if access is Access.API_TOKEN}
+    assert needs_a_token - set(LIMITED_ENDPOINTS) == set()
+
+
 def test_a_thousand_wrong_codes_are_refused_after_the_limit_and_other_desks_carry_on(app, make_staff):
     limited = limited_app(app)
     guesser_account, neighbour_account = make_staff(), make_staff()

@@ -184,8 +184,8 @@ def _api_code_entry(config) -> list[Rule]:
                                          deduct_when=_is_wrong_code_for_api)]
 
 
-# endpoint -> how it is limited. tests/test_limits.py checks every endpoint here exists and that
-# every view reading a code is listed.
+# endpoint -> how it is limited. tests/test_limits.py checks every endpoint here exists, that
+# every view reading a code is listed, and that every API operation needing a token is.
 LIMITED_ENDPOINTS: dict[str, Callable] = {
     "auth.login": _login,
     "auth.login_code": _login_code,
@@ -207,6 +207,7 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
     "public.voucher": _public_page,
     "public.voucher_qr": _public_page,
     "api.create_patient": _api_request,
+    "api.correct_patient": _api_request,
     "api.find_patients": _api_request,
     "api.get_patient": _api_request,
     "api.rotate_progress_link": _api_request,
