@@ -151,6 +151,20 @@ def test_failed_logins_are_limited_per_client_and_successful_ones_cost_nothing(a
         colleague.post("/logout")
 
 
+def test_guessing_one_s_own_current_password_is_limited_per_account_wherever_it_comes_from(app, desk_user):
+    """A desk PC left logged in, or a stolen session cookie, must not become a password oracle from many addresses:
+    wrong current passwords on the password page count per account too, like wrong two-step codes."""
+    limited = limited_app(app, RATELIMIT_LOGIN="2/minute")
+    wrong = {"current_password": "not my password", "new_password": "a quiet harbour at dawn",
+             "repeat_password": "a quiet harbour at dawn"}
+    first = browser_from(GUESSER, limited)
+    first.login(desk_user.email)
+    assert [first.post("/account/password", wrong).status_code for _ in range(2)] == [422, 422]
+    second = browser_from(NEIGHBOUR, limited)  # the same account from another address
+    second.login(desk_user.email)
+    assert second.post("/account/password", wrong).status_code == 429
+
+
 def test_behind_a_proxy_the_forwarded_address_is_the_client(app, desk_user):
     limited = limited_app(app, TRUSTED_PROXY_HOPS=1, RATELIMIT_LOGIN="2/minute")
     proxy = browser_from("127.0.0.1", limited)  # every request arrives from the proxy

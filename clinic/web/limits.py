@@ -156,11 +156,12 @@ def _login_code(config) -> list[Rule]:
                   deduct_when=_login_failed)]
 
 
-def _own_two_step(config) -> list[Rule]:
-    """Steps of one's own two-step login that take a code (and a password): wrong ones count like a failed login,
-    per address and per account, so a logged-in desk PC left open cannot be used to guess either."""
+def _own_secrets(config) -> list[Rule]:
+    """Pages of one's own account that take the current password or a two-step code: wrong ones count like a failed
+    login, per address and per account, so a logged-in desk PC left open (or a stolen session) cannot be used to
+    guess either from any number of addresses."""
     return [_rule(config["RATELIMIT_LOGIN"], "login", client_address, methods=["POST"], deduct_when=_login_failed),
-            _rule(config["RATELIMIT_LOGIN"], "two-step-account", staff_account, methods=["POST"],
+            _rule(config["RATELIMIT_LOGIN"], "own-secrets-account", staff_account, methods=["POST"],
                   deduct_when=_login_failed)]
 
 
@@ -189,10 +190,10 @@ def _api_code_entry(config) -> list[Rule]:
 LIMITED_ENDPOINTS: dict[str, Callable] = {
     "auth.login": _login,
     "auth.login_code": _login_code,
-    "accounts.change_password": _login,  # a wrong current password counts as a failed log-in
-    "auth.two_step_confirm": _own_two_step,
-    "auth.two_step_off": _own_two_step,
-    "auth.recovery_codes": _own_two_step,
+    "accounts.change_password": _own_secrets,  # a wrong current password counts as a failed log-in
+    "auth.two_step_confirm": _own_secrets,
+    "auth.two_step_off": _own_secrets,
+    "auth.recovery_codes": _own_secrets,
     "desk.lookup": _code_entry,
     "desk.redeem": _code_entry,
     "desk.spend": _code_entry,
