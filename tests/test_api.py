@@ -146,6 +146,19 @@ def test_a_token_stops_working_while_its_creator_is_disabled_and_works_again_whe
     assert api.get("/api/v1/patients?phone=13800000000").status_code == 200
 
 
+def test_a_token_stops_working_while_its_creator_is_no_longer_a_manager(app, api, manager_user, make_staff):
+    """Only managers make and revoke tokens: a manager moved to the front desk no longer holds an integration's
+    keys (a leaked one of theirs could not even be revoked by them), as when their account is disabled."""
+    other_manager = make_staff("manager", "second-manager@example.com")
+    staff_service.change_role(manager_user.id, "front_desk", Actor(staff_id=other_manager.id))
+    assert error_of(api.get("/api/v1/patients?phone=13800000000")) == (401, "unauthorized", None)
+    other = Browser(app.test_client())
+    other.login(other_manager.email)
+    assert "Suspended: its creator is no longer a manager." in other.get("/admin/api-tokens/").get_data(as_text=True)
+    staff_service.change_role(manager_user.id, "manager", Actor(staff_id=other_manager.id))
+    assert api.get("/api/v1/patients?phone=13800000000").status_code == 200
+
+
 def test_a_token_made_with_the_cli_has_no_creator_and_keeps_working(app):
     raw = api_tokens.create_token("Lab system", api_tokens.SCOPES, Actor())[1]
     assert Api(app, raw).get("/api/v1/patients?phone=13800000000").status_code == 200

@@ -44,6 +44,14 @@ def test_every_limited_endpoint_exists(app):
     assert set(LIMITED_ENDPOINTS) <= set(app.view_functions)
 
 
+def test_every_api_operation_that_needs_a_token_is_limited(app):
+    """A token's requests are counted on every operation (a new one too), not only on those that read a code."""
+    from clinic.web.access import ACCESS, Access
+
+    needs_a_token = {endpoint for endpoint, access in ACCESS.items() if access is Access.API_TOKEN}
+    assert needs_a_token - set(LIMITED_ENDPOINTS) == set()
+
+
 def test_a_thousand_wrong_codes_are_refused_after_the_limit_and_other_desks_carry_on(app, make_staff):
     limited = limited_app(app)
     guesser_account, neighbour_account = make_staff(), make_staff()
@@ -141,6 +149,20 @@ def test_failed_logins_are_limited_per_client_and_successful_ones_cost_nothing(a
     for _ in range(5):
         colleague.login(desk_user.email)
         colleague.post("/logout")
+
+
+def test_guessing_one_s_own_current_password_is_limited_per_account_wherever_it_comes_from(app, desk_user):
+    """A desk PC left logged in, or a stolen session cookie, must not become a password oracle from many addresses:
+    wrong current passwords on the password page count per account too, like wrong two-step codes."""
+    limited = limited_app(app, RATELIMIT_LOGIN="2/minute")
+    wrong = {"current_password": "not my password", "new_password": "a quiet harbour at dawn",
+             "repeat_password": "a quiet harbour at dawn"}
+    first = browser_from(GUESSER, limited)
+    first.login(desk_user.email)
+    assert [first.post("/account/password", wrong).status_code for _ in range(2)] == [422, 422]
+    second = browser_from(NEIGHBOUR, limited)  # the same account from another address
+    second.login(desk_user.email)
+    assert second.post("/account/password", wrong).status_code == 429
 
 
 def test_behind_a_proxy_the_forwarded_address_is_the_client(app, desk_user):

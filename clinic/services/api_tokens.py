@@ -15,10 +15,10 @@ from datetime import timedelta
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import pgettext
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from clinic.extensions import db
-from clinic.models import ApiToken, Staff
+from clinic.models import ApiToken, Role, Staff
 from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.errors import Refused
@@ -109,12 +109,12 @@ def authenticate(raw: str | None) -> TokenHolder | None:
     """The holder of an active token, or None. Notes the use, at most once a minute per token."""
     if not raw or len(raw) > MAX_TOKEN_LENGTH or not raw.startswith(TOKEN_PREFIX):
         return None
-    # A token works only while the manager who created it may still log in: disabling an account (someone
-    # who left) suspends their tokens too, and enabling it again restores them. Tokens made with the CLI
-    # (no creator) belong to whoever runs the server.
+    # A token works only while the manager who created it may still log in as a manager: disabling an account
+    # (someone who left) or moving it to the front desk suspends their tokens too, and undoing that restores
+    # them. Tokens made with the CLI (no creator) belong to whoever runs the server.
     token = db.session.scalar(select(ApiToken).outerjoin(Staff, Staff.id == ApiToken.created_by_id).where(
         ApiToken.token_hash == hash_token(raw), ApiToken.revoked_at.is_(None),
-        or_(ApiToken.created_by_id.is_(None), Staff.enabled.is_(True))))
+        or_(ApiToken.created_by_id.is_(None), and_(Staff.enabled.is_(True), Staff.role == Role.MANAGER.value))))
     if token is None:
         return None
     holder = TokenHolder(id=token.id, name=token.name, created_by_id=token.created_by_id,

@@ -156,11 +156,12 @@ def _login_code(config) -> list[Rule]:
                   deduct_when=_login_failed)]
 
 
-def _own_two_step(config) -> list[Rule]:
-    """Steps of one's own two-step login that take a code (and a password): wrong ones count like a failed login,
-    per address and per account, so a logged-in desk PC left open cannot be used to guess either."""
+def _own_secrets(config) -> list[Rule]:
+    """Pages of one's own account that take the current password or a two-step code: wrong ones count like a failed
+    login, per address and per account, so a logged-in desk PC left open (or a stolen session) cannot be used to
+    guess either from any number of addresses."""
     return [_rule(config["RATELIMIT_LOGIN"], "login", client_address, methods=["POST"], deduct_when=_login_failed),
-            _rule(config["RATELIMIT_LOGIN"], "two-step-account", staff_account, methods=["POST"],
+            _rule(config["RATELIMIT_LOGIN"], "own-secrets-account", staff_account, methods=["POST"],
                   deduct_when=_login_failed)]
 
 
@@ -184,15 +185,15 @@ def _api_code_entry(config) -> list[Rule]:
                                          deduct_when=_is_wrong_code_for_api)]
 
 
-# endpoint -> how it is limited. tests/test_limits.py checks every endpoint here exists and that
-# every view reading a code is listed.
+# endpoint -> how it is limited. tests/test_limits.py checks every endpoint here exists, that
+# every view reading a code is listed, and that every API operation needing a token is.
 LIMITED_ENDPOINTS: dict[str, Callable] = {
     "auth.login": _login,
     "auth.login_code": _login_code,
-    "accounts.change_password": _login,  # a wrong current password counts as a failed log-in
-    "auth.two_step_confirm": _own_two_step,
-    "auth.two_step_off": _own_two_step,
-    "auth.recovery_codes": _own_two_step,
+    "accounts.change_password": _own_secrets,  # a wrong current password counts as a failed log-in
+    "auth.two_step_confirm": _own_secrets,
+    "auth.two_step_off": _own_secrets,
+    "auth.recovery_codes": _own_secrets,
     "desk.lookup": _code_entry,
     "desk.redeem": _code_entry,
     "desk.spend": _code_entry,
@@ -207,6 +208,7 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
     "public.voucher": _public_page,
     "public.voucher_qr": _public_page,
     "api.create_patient": _api_request,
+    "api.correct_patient": _api_request,
     "api.find_patients": _api_request,
     "api.get_patient": _api_request,
     "api.rotate_progress_link": _api_request,
