@@ -321,3 +321,21 @@ def test_wrong_codes_for_new_recovery_codes_are_rate_limited(app, desk_user, ena
                              {"renew-password": PASSWORD, "renew-code": "000000"}).status_code for _ in range(3)]
     assert statuses == [422, 422, 429]
     assert two_step.recovery_codes_left(desk_user.id) == 8
+
+
+def test_turning_two_step_on_logs_out_every_other_device_and_keeps_this_one(app, desk, desk_user):
+    """Whoever opened a session with a password the owner now fears is known loses it when the second step comes."""
+    elsewhere = Browser(app.test_client())
+    elsewhere.login(desk_user.email)
+    assert elsewhere.get("/desk/").status_code == 200 and open_sessions(desk_user.id) == 2
+    desk.post("/account/security/start")
+    secret = SECRET_ON_PAGE.search(desk.get("/account/security").get_data(as_text=True)).group(1)
+    done = desk.post("/account/security/confirm", {"code": pyotp.TOTP(secret).now()})
+    assert done.status_code == 200 and "Any other device you were logged in on is logged out" in done.get_data(
+        as_text=True)
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(StaffSession).where(
+        StaffSession.staff_id == desk_user.id, StaffSession.ended_at.is_(None))) == 1
+    assert desk.get("/desk/").status_code == 200  # this one stays
+    assert elsewhere.get("/desk/").status_code == 302  # the other one is sent to the login page
+    assert events("two_step.enabled")[0].details["other_sessions_ended"] == 1

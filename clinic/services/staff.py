@@ -202,6 +202,16 @@ def end_every_session(staff_id: int, reason: str) -> int:
     return _end_sessions(StaffSession.staff_id == staff_id, reason)
 
 
+def end_other_sessions(staff_id: int, session_token: str | None, reason: str) -> int:
+    """Log this account out on every device but the one holding ``session_token``, in the open transaction.
+
+    For the moments that make a session opened before them suspect (a new password, two-step login turned on):
+    whoever else may have used the old password is logged out; the person acting stays logged in.
+    """
+    return _end_sessions((StaffSession.staff_id == staff_id)
+                         & (StaffSession.token_hash != _token_hash(session_token or "")), reason)
+
+
 def end_sessions(staff_id: int, actor: Actor) -> int:
     """A manager logs someone out everywhere (a lost phone, a shared password). Returns how many."""
     with atomic():
@@ -333,7 +343,6 @@ def change_own_password(staff_id: int, current: str | None, new: str | None, rep
         staff.set_password(new)
         staff.password_change_required = False
         staff.password_changed_at = utcnow()
-        ended = _end_sessions((StaffSession.staff_id == staff.id)
-                              & (StaffSession.token_hash != _token_hash(session_token or "")), "password_changed")
+        ended = end_other_sessions(staff.id, session_token, "password_changed")
         audit.record("staff.password_changed", actor, other_sessions_ended=ended)
     return staff

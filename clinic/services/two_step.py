@@ -173,9 +173,15 @@ def start_enrolment(staff_id: int, actor: Actor) -> str:
         return secret
 
 
-def confirm_enrolment(staff_id: int, code: str | None, actor: Actor, for_time: datetime | None = None) -> list[str]:
+def confirm_enrolment(staff_id: int, code: str | None, actor: Actor, for_time: datetime | None = None,
+                      session_token: str | None = None) -> list[str]:
     """Turn two-step login on, once a code from the pending secret proves the app has it. Returns the new
-    recovery codes (shown once; only their hashes are kept)."""
+    recovery codes (shown once; only their hashes are kept).
+
+    Every other session of the account ends (all but ``session_token``'s, the one turning it on): a person often
+    turns two-step login on because they fear their password is known, and a session someone opened with it
+    would otherwise outlive the new second step.
+    """
     staff = _staff(staff_id)
     if staff.two_step_on:
         raise already_on()
@@ -196,7 +202,8 @@ def confirm_enrolment(staff_id: int, code: str | None, actor: Actor, for_time: d
         if changed != 1:  # another tab confirmed or started again meanwhile
             raise not_started()
         codes = _new_recovery_codes(staff_id)
-        audit.record("two_step.enabled", actor, staff_member=staff_id)
+        ended = staff_service.end_other_sessions(staff_id, session_token, "two_step_enabled")
+        audit.record("two_step.enabled", actor, staff_member=staff_id, other_sessions_ended=ended)
     return codes
 
 

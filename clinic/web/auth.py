@@ -169,7 +169,8 @@ def two_step_confirm():
     if not form.validate_on_submit():
         return _form_refused(confirm_form=form)
     try:
-        codes = two_step.confirm_enrolment(current_user.id, form.code.data, current_actor())
+        codes = two_step.confirm_enrolment(current_user.id, form.code.data, current_actor(),
+                                           session_token=current_user.session_token)
     except Refused as refusal:
         if refusal.field is None:
             return _security_page(refusal=refusal, status=refusal.status)
