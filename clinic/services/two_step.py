@@ -178,9 +178,9 @@ def confirm_enrolment(staff_id: int, code: str | None, actor: Actor, for_time: d
     """Turn two-step login on, once a code from the pending secret proves the app has it. Returns the new
     recovery codes (shown once; only their hashes are kept).
 
-    Every other session of the account ends (all but ``session_token``'s, the one turning it on): a person often
-    turns two-step login on because they fear their password is known, and a session someone opened with it
-    would otherwise outlive the new second step.
+    Turned on from a session (``session_token``, the web page's), every other session of the account ends: a
+    person often turns two-step login on because they fear their password is known, and a session someone opened
+    with it would otherwise outlive the new second step.
     """
     staff = _staff(staff_id)
     if staff.two_step_on:
@@ -202,7 +202,8 @@ def confirm_enrolment(staff_id: int, code: str | None, actor: Actor, for_time: d
         if changed != 1:  # another tab confirmed or started again meanwhile
             raise not_started()
         codes = _new_recovery_codes(staff_id)
-        ended = staff_service.end_other_sessions(staff_id, session_token, "two_step_enabled")
+        ended = (staff_service.end_other_sessions(staff_id, session_token, "two_step_enabled")
+                 if session_token is not None else 0)
         audit.record("two_step.enabled", actor, staff_member=staff_id, other_sessions_ended=ended)
     return codes
 
