@@ -1,7 +1,9 @@
 """gunicorn's access log without the private parts of URLs (``logger_class`` in gunicorn.conf.py).
 
-A progress link's path is its patient's key (``/p/<token>``) and a voucher's path is its value (``/v/<code>``,
-``/api/v1/vouchers/<code>``); query strings hold phone numbers (``/patients/?q=…``, ``/api/v1/patients?phone=…``).
+A progress link's path is its patient's key (``/p/<token>``), a voucher's path is its value (``/v/<code>``,
+``/api/v1/vouchers/<code>``) and so is a scratch card's invite path (``/r/<card code>``: the code under the
+scratch-off, which its QR code holds); a personal code's (``/r/<8 symbols>``) is printed on posters for anyone to
+read and stays in the log. Query strings hold phone numbers (``/patients/?q=…``, ``/api/v1/patients?phone=…``).
 An access log is kept for weeks and read by whoever runs the server, so it gets paths with those parts masked
 and no query string: in the request line, the path, the query and the Referer alike (the app's Referrer-Policy
 is ``same-origin``, so browsers send the full address of the portal's own pages).
@@ -16,13 +18,19 @@ from gunicorn.glogging import Logger
 
 # Any number of leading slashes: werkzeug answers //p/<token> with a redirect, and gunicorn logs that request too.
 PRIVATE_PATH = re.compile(r"\A(/+(?:p|v|api/v1/vouchers)/).+", re.DOTALL)
+INVITE_PATH = re.compile(r"\A(/+r/)([^/]*).*", re.DOTALL)
+PERSONAL_CODE_LENGTH = 8  # clinic/services/codes.py; a longer code (a card's, 12 symbols) is a bearer secret
 ABSOLUTE_FORM = re.compile(r"\A[A-Za-z][A-Za-z0-9+.-]*://")
 # A request target quoted inside one of gunicorn's error messages: up to the next space or quote.
 TARGET_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*|/[^\s'\"]*")
 
 
 def masked_path(path: str) -> str:
-    """``path`` as it may be logged: whatever follows ``/p/``, ``/v/`` or ``/api/v1/vouchers/`` is ``…``."""
+    """``path`` as it may be logged: whatever follows ``/p/``, ``/v/`` or ``/api/v1/vouchers/`` is ``…``, and so is
+    whatever follows ``/r/`` when it holds more symbols than a personal code (a card code, typed with dashes or not)."""
+    invite = INVITE_PATH.match(path)
+    if invite and sum(symbol.isascii() and symbol.isalnum() for symbol in invite.group(2)) > PERSONAL_CODE_LENGTH:
+        return invite.group(1) + "…"
     return PRIVATE_PATH.sub(r"\1…", path)
 
 

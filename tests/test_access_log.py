@@ -60,6 +60,9 @@ def request(logger, raw_uri: str, referer: str | None = None, routed: bool = Tru
     ("/static/app.css?v=3", f"https://clinic.test/p/{TOKEN}?lang=en", "GET /static/app.css HTTP/1.1",
      "https://clinic.test/p/…"),
     ("/r/%E4%BD%A0", None, "GET /r/%E4%BD%A0 HTTP/1.1", "-"),
+    ("/r/2NRS-VXZ3", None, "GET /r/2NRS-VXZ3 HTTP/1.1", "-"),  # a personal code: on every poster
+    (f"/r/{VOUCHER}", None, "GET /r/… HTTP/1.1", "-"),  # a scratch card's code: what the scratch-off hid
+    (f"/r/{VOUCHER.replace('-', '').lower()}/qr.svg", None, "GET /r/… HTTP/1.1", "-"),
 ])
 def test_access_lines_mask_private_paths_and_leave_out_query_strings(logs, raw_uri, referer, logged,
                                                                      logged_referer):
