@@ -34,12 +34,13 @@ EARLIER_CAMPAIGN = {
     "voucher_valid_days": 180,
 }
 EARLIER_FRIENDS = 4  # the first friends, one for each referrer who brought any
+# Numbers as real friends have them: scattered, not a run (a run of numbers is what "Referrals to check" flags).
 FRIENDS = [
-    ("刘洋", "13900139001"), ("Lucy Wong", "13900139002"), ("赵敏", "13900139003"),
-    ("Daniel Koh", "13900139004"), ("孙悦", "13900139005"), ("Peter Ng", "13900139006"),
-    ("周杰", "13900139007"), ("Grace Teo", "13900139008"), ("吴芳", "13900139009"),
-    ("Ahmad Rahman", "13900139010"), ("郑爽", "13900139011"), ("Olivia Chua", "13900139012"),
-    ("冯磊", "13900139013"), ("Henry Lau", "13900139014"),
+    ("刘洋", "13912604418"), ("Lucy Wong", "13651187723"), ("赵敏", "18621039956"),
+    ("Daniel Koh", "+6581234409"), ("孙悦", "13761520387"), ("Peter Ng", "+6596610235"),
+    ("周杰", "15821947760"), ("Grace Teo", "+6590087154"), ("吴芳", "13585036612"),
+    ("Ahmad Rahman", "+6588413920"), ("郑爽", "17717225830"), ("Olivia Chua", "+6582760043"),
+    ("冯磊", "13482973105"), ("Henry Lau", "15000681947"),
 ]
 
 
