@@ -191,6 +191,10 @@ AUDIT_LABELS = {
     "patient.details_corrected": _l("Patient details corrected"),
     "vouchers.expiry_reminded": _l("Patients reminded of vouchers about to expire"),
     "retention.run": _l("Inactive patients' data erased (retention rule)"),
+    "lead.requested": _l("Call-back requested on the invite page"),
+    "lead.renewed": _l("Call-back requested again"),
+    "lead.status_changed": _l("Call-back status changed"),
+    "leads.pruned": _l("Old call-back requests deleted"),
 }
 
 
@@ -226,6 +230,9 @@ AUDIT_DETAIL_LABELS = {
     "external_id": _l("record number"), "name_on_posters": _l("name on posters"),
     "vouchers": _l("vouchers"), "window_days": _l("days before expiry"),
     "retention_months": _l("erase after months without activity"), "erased": _l("erased"), "failed": _l("failed"),
+    "lead_id": _l("call-back request"), "status": _l("status"), "with_note": _l("with a note"),
+    "older_than_days": _l("older than days"), "call_back": _l("call-back request answered"),
+    "call_back_requests_deleted": _l("call-back requests deleted"),
 }
 
 
@@ -248,6 +255,8 @@ def audit_actor(event) -> str:
         return event.staff.email
     if by == audit.PATIENT_LINK:
         return _("The patient, on their own link")
+    if by == audit.INVITE_PAGE:
+        return _("A friend, on the invite page")
     return "—"
 
 
