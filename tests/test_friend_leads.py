@@ -300,6 +300,13 @@ def test_the_audit_page_names_the_friend_as_the_actor(manager, referrer, make_le
     assert "Call-back requested on the invite page" in page and "A friend, on the invite page" in page
 
 
+def test_the_language_switch_of_the_thank_you_leads_back_to_the_invite_page(browser, referrer):
+    code = referrer.personal_code
+    response = browser.get(f"/r/{code}/call-me?lang=zh_CN")
+    assert response.status_code == 303 and response.location == f"/r/{code}?lang=zh_CN#call-me"
+    assert browser.get(f"/r/{code}/call-me?lang=<x>").location == f"/r/{code}#call-me"
+
+
 def test_the_invite_page_form_comes_back_with_field_errors(browser, referrer):
     page = call_me(browser, referrer.personal_code, name="", consent="").get_data(as_text=True)
     assert re.search(r'id="call-me-name"[^>]*aria-invalid="true"', page, re.S)

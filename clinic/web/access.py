@@ -32,6 +32,7 @@ ACCESS: dict[str, Access] = {
     "public.invite": Access.ANYONE,
     "public.invite_qr": Access.ANYONE,
     "public.call_me": Access.ANYONE,  # a friend's "Call me back" request, from the invite page
+    "public.call_me_page": Access.ANYONE,
     "public.progress": Access.ANYONE,
     "public.progress_poster": Access.ANYONE,
     "public.choices": Access.ANYONE,

@@ -216,6 +216,7 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
     "public.invite": _public_page,
     "public.invite_qr": _public_page,
     "public.call_me": _call_back_request,
+    "public.call_me_page": _public_page,
     "public.progress": _public_page,
     "public.progress_poster": _public_page,
     "public.choices": _public_page,

@@ -13,6 +13,7 @@ from flask import (Blueprint, Response, abort, current_app, jsonify, redirect, r
 from flask_babel import gettext as _
 
 from clinic.extensions import csrf, db
+from clinic.i18n import valid_language
 from clinic.models._time import utcnow
 from clinic.services import progress as progress_service
 from clinic.services.patients import FieldErrors, patient_by_progress_token
@@ -72,6 +73,15 @@ def _invite_page(found: invitations.Invitation, *, sent=None, errors: dict[str, 
                            card=found.card, campaign=campaign, places_left=quota_left(campaign),
                            call_backs=leads.takes_call_backs(found), sent=sent or {}, errors=errors or {},
                            problem=problem, trap=TRAP)
+
+
+@bp.get("/r/<raw_code>/call-me")
+def call_me_page(raw_code: str):
+    """Back to the invite page's form: where the language switch of the thank-you or of a refused form leads
+    (``?lang=``, a link relative to the page it is on). The code is not looked up here; the invite page does."""
+    language = valid_language(request.args.get("lang"))
+    return redirect(url_for("public.invite", raw_code=raw_code, **({"lang": language} if language else {}),
+                            _anchor="call-me"), code=303)
 
 
 @bp.post("/r/<raw_code>/call-me")
