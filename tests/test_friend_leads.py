@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Campaign, CardStatus, FriendLead, Patient
@@ -129,6 +130,16 @@ def test_the_same_phone_twice_is_one_lead_renewed(browser, referrer, desk):
     assert lead.id == first.id and lead.name == "Lucy Chen" and lead.status == "new"
     assert lead.consent_at > lead.created_at
     assert len(audited("lead.requested")) == 1 and len(audited("lead.renewed")) == 1
+
+
+def test_the_database_holds_one_request_per_phone_and_code_whatever_arrives_at_once(referrer, make_lead):
+    """Two requests at the same moment both find nothing to renew: the unique pair leaves one row, and the second
+    INSERT (ON CONFLICT DO NOTHING) renews it instead (services/leads.py)."""
+    lead = make_lead(referrer, phone="13977770001")
+    with pytest.raises(IntegrityError):
+        with atomic():
+            db.session.add(FriendLead(referrer_id=referrer.id, name="Twin", phone=lead.phone, consent_at=utcnow()))
+    assert len(all_leads()) == 1
 
 
 def test_a_patient_s_phone_gets_the_same_answer_as_anyone_s(browser, referrer, make_patient):

@@ -36,7 +36,7 @@ from clinic.services.transaction import Actor, atomic, insert_row_unless_taken
 
 NAME_MAX = 60
 NOTE_MAX = 200
-KEEP_DAYS = 90
+KEEP_DAYS = 90  # the command's default (flask prune-leads), and what the pages promise
 # What the desk may set; "converted" is the redemption's alone, and "new" the friend's (asking again).
 DESK_STATUSES = (LeadStatus.CONTACTED.value, LeadStatus.BOOKED.value, LeadStatus.NOT_INTERESTED.value)
 CLOSED_STATUSES = (LeadStatus.NOT_INTERESTED.value, LeadStatus.CONVERTED.value)
@@ -217,7 +217,7 @@ def _prunable(cutoff):
     return and_(FriendLead.status != LeadStatus.CONVERTED.value, FriendLead.consent_at < cutoff)
 
 
-def prune_leads(days: int, actor: Actor, *, dry_run: bool = False) -> int:
+def prune_leads(days: int = KEEP_DAYS, actor: Actor = Actor(), *, dry_run: bool = False) -> int:
     """Delete the requests never converted whose friend last asked more than ``days`` ago; how many (audited once).
 
     ``dry_run``: only count them. Converted ones stay with their referral, until the friend is erased.
