@@ -102,7 +102,6 @@ def call_me(raw_code: str):
         return render_template("public/invite_unknown.html", message=refusal.message), 410, PRIVATE_HEADERS
     if found is None:
         return render_template("public/invite_unknown.html"), 404, PRIVATE_HEADERS
-    form = request.form
     errors, problem = {}, None
     try:
         # No address in the audit: the log is append-only, and the friend is nobody the clinic knows yet.
@@ -115,8 +114,9 @@ def call_me(raw_code: str):
         problem, status = refusal.message, refusal.status
     else:
         return render_template("public/call_me_thanks.html", code=found.code), 200, PRIVATE_HEADERS
-    # What the friend typed comes back in the page: not kept by any cache.
-    return _invite_page(found, sent=form, errors=errors, problem=problem), status, PRIVATE_HEADERS
+    # What the friend typed comes back in the page (cut short: a huge post is not sent back whole), kept by no cache.
+    sent = {field: form_value(field, max_length=200) for field in ("name", "phone", "consent")}
+    return _invite_page(found, sent=sent, errors=errors, problem=problem), status, PRIVATE_HEADERS
 
 
 @bp.get("/p/<token>")
