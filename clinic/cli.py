@@ -291,6 +291,20 @@ def register(app: Flask) -> None:
         click.echo(f"Deleted {report.deliveries} finished deliveries and {report.events} events older than "
                    f"{days} days.")
 
+    @app.cli.command("prune-leads")
+    @click.option("--days", type=click.IntRange(min=1), default=90, show_default=True,
+                  help="Keep call-back requests this many days after the friend last asked.")
+    @click.option("--dry-run", is_flag=True, help="Only say how many would be deleted.")
+    def prune_leads(days: int, dry_run: bool) -> None:
+        """Delete call-back requests never converted whose friend asked more than DAYS ago (daily, from cron)."""
+        from clinic.services import leads
+
+        count = leads.prune_leads(days, Actor(), dry_run=dry_run)
+        if dry_run:
+            click.echo(f"{count} call-back requests older than {days} days would be deleted (dry run: none was).")
+        else:
+            click.echo(f"Deleted {count} call-back requests older than {days} days that were never converted.")
+
     @app.cli.command("remind-expiring-vouchers")
     @click.option("--days", type=click.IntRange(min=1, max=365), default=7, show_default=True,
                   help="Remind of vouchers that expire within this many days.")

@@ -103,6 +103,8 @@ def rate_limit_settings() -> dict:
         "RATELIMIT_CODE_ATTEMPTS": os.environ.get("RATELIMIT_CODE_ATTEMPTS", "120/minute;2000/hour"),
         "RATELIMIT_WRONG_CODES": os.environ.get("RATELIMIT_WRONG_CODES", "20/minute;200/hour"),
         "RATELIMIT_PUBLIC_PAGES": os.environ.get("RATELIMIT_PUBLIC_PAGES", "60/minute;600/hour"),
+        # The invite page's "Call me back" form, per client address (clinic/web/limits.py).
+        "RATELIMIT_CALL_BACKS": os.environ.get("RATELIMIT_CALL_BACKS", "5/hour"),
         # The integration API, per token: every request, and the unknown or mistyped codes among them.
         "RATELIMIT_API": os.environ.get("RATELIMIT_API", "600/minute"),
         "RATELIMIT_API_WRONG_CODES": os.environ.get("RATELIMIT_API_WRONG_CODES", "60/minute;600/hour"),

@@ -25,6 +25,7 @@ from clinic.models import (
     Campaign,
     FormSubmission,
     OutboxEvent,
+    FriendLead,
     Patient,
     Referral,
     ReviewRequest,
@@ -199,6 +200,23 @@ def messages_sent(template: str | None = None) -> list[dict]:
 
 
 @pytest.fixture
+def make_lead(app):
+    """``make_lead(referrer, name=..., phone=...)`` -> the friend's call-back request, through the service (as the
+    invite page's form sends it)."""
+    from clinic.services import invitations, leads
+
+    numbers = count(1)
+
+    def make(referrer, name: str = "Lucy", phone: str | None = None):
+        phone = phone or f"1397777{next(numbers):04d}"
+        leads.request_call_back(invitations.invitation(referrer.personal_code), name, phone, "yes", "")
+        return db.session.scalar(select(FriendLead).where(FriendLead.referrer_id == referrer.id,
+                                                          FriendLead.phone == phone))
+
+    return make
+
+
+@pytest.fixture
 def referrer(make_patient):
     patient, _token = make_patient(full_name="Wang Li", phone="13811112222", external_id="MRN-1")
     return patient
@@ -210,7 +228,7 @@ def friend(full_name: str = "Chen Jie", phone: str | None = "13933334444", exter
 
 def counts() -> dict:
     """Row counts and states of everything an action could change, to prove that nothing did."""
-    tables = {"patients": Patient, "referrals": Referral, "vouchers": Voucher,
+    tables = {"patients": Patient, "referrals": Referral, "vouchers": Voucher, "friend_leads": FriendLead,
               "form_submissions": FormSubmission, "rewards": Reward, "branches": Branch, "tiers": Tier,
               "campaigns": Campaign, "reviews": ReviewRequest}
     result = {name: db.session.scalar(select(func.count()).select_from(model)) for name, model in tables.items()}

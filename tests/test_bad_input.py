@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import select, text
 
 from clinic.extensions import db
-from clinic.models import Branch, Campaign, ReviewRequest, Tier
+from clinic.models import Branch, Campaign, FriendLead, ReviewRequest, Tier
 from clinic.services.transaction import atomic
 from tests.conftest import counts
 
@@ -30,7 +30,7 @@ FIELDS = ["code", "full_name", "display_name", "phone", "external_id", "idempote
           "amount", "token", "expected", "decision", "approve", "starts_on", "ends_on", "covers", "cap_referrals_per_year",
           "cap_value_per_year", "friend_monthly_quota", "quota_label", "min_paid_referrals", "window_months",
           "privileges", "staff_id", "branch_id", "consent", "referrer_reward_stage", "friend_reward_stage", "seen",
-          "messages", "leaderboard"]
+          "messages", "leaderboard", "status", "note"]
 
 
 # Routes that take no input at all: there is no nonsense to send them.
@@ -82,7 +82,12 @@ def test_every_post_route_survives_nonsense(app, manager, referrer, actor, value
         review = ReviewRequest(kind="existing_patient", code=referrer.personal_code, patient_id=referrer.id,
                                referrer_id=referrer.id)
         db.session.add(review)
+    from clinic.services import invitations, leads
+
+    leads.request_call_back(invitations.invitation(referrer.personal_code), "Lucy", "13966660001", "yes", "")
+    lead_id = db.session.scalar(select(FriendLead.id))
     ids = {"patient_id": referrer.id, "voucher_id": result.friend_voucher.id, "batch_id": batch.id,
+           "raw_code": referrer.personal_code, "lead_id": lead_id,
            "branch_id": branch.id, "tier_id": tier.id, "review_id": review.id, "referral_id": result.referral.id,
            "campaign_id": db.session.scalar(select(Campaign.id)), "token": rotate_progress_link(referrer.id, actor),
            "staff_id": actor.staff_id}

@@ -47,8 +47,8 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from clinic.extensions import db
-from clinic.models import (AuditEvent, Card, CardBatch, CardStatus, IssuedCode, Patient, Referral, ReviewRequest,
-                           RewardKind, Tier, Voucher)
+from clinic.models import (AuditEvent, Card, CardBatch, CardStatus, FriendLead, IssuedCode, Patient, Referral,
+                           ReviewRequest, RewardKind, Tier, Voucher)
 from clinic.models._time import utcnow
 from clinic.services import clinic_settings, jobs, redemption, vouchers
 from clinic.services.clinic_settings import RewardTerms
@@ -292,6 +292,16 @@ class World:
         form["seen"] = details_fingerprint(patient)
         db.session.rollback()
         return form
+
+    def new_lead(self) -> int:
+        """A fresh call-back request through the referrer's code (each status change is made on its own)."""
+        from clinic.services import invitations, leads
+
+        phone = f"1396666{next(self.numbers):04d}"
+        leads.request_call_back(invitations.invitation(self.referrer_code), "Lucy", phone, "yes", "")
+        lead_id = db.session.scalar(select(FriendLead.id).where(FriendLead.phone == phone))
+        db.session.rollback()
+        return lead_id
 
     def new_review(self) -> int:
         with atomic():
@@ -637,6 +647,13 @@ ROUTES: dict[str, Route] = {
                                  {"messages": "yes", "name_on_posters": "no", "leaderboard": "yes"}, anonymous=True,
                                  ids=lambda w: {"token": w.new_patient_link()},
                                  examples=({"messages": "YES"}, {"leaderboard": OMIT}, {"name_on_posters": "yes\x00"})),
+    # A friend's call-back request from the invite page: no login, the code in the URL says whose.
+    "public.call_me": Route({"name": text, "phone": phones, "consent": choices(["yes", "no", "on"]), "website": text},
+                            lambda w: {"name": "Lucy", "phone": f"1395555{next(w.numbers):04d}", "consent": "yes",
+                                       "website": ""}, anonymous=True, ids=lambda w: {"raw_code": w.referrer_code},
+                            examples=({"name": "<script>alert(1)</script>"}, {"website": "x"}, {"consent": OMIT})),
+    "leads.update": Route({"status": choices(["contacted", "booked", "not_interested", "converted", "new"]),
+                           "note": text}, {"status": "booked", "note": ""}, ids=lambda w: {"lead_id": w.new_lead()}),
     # Two-step login, as the world's manager: turned on with a right code, then off with the password and the
     # next step's code (the enrolment used the current one). Without a pending login /login/code sends a
     # visitor back to the password with a flashed refusal: its code field is fuzzed in tests/test_two_step.py.

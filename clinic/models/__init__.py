@@ -7,6 +7,7 @@ from clinic.models.campaign import Campaign, RewardKind
 from clinic.models.card import UNREDEEMED_CARD_STATUSES, BatchStatus, Card, CardBatch, CardStatus, IssuedCode
 from clinic.models.clinic import Clinic
 from clinic.models.idempotency import FormSubmission
+from clinic.models.lead import FriendLead, LeadStatus
 from clinic.models.patient import Patient
 from clinic.models.referral import Referral, ReferralStatus
 from clinic.models.reward import (
@@ -45,6 +46,8 @@ __all__ = [
     "Campaign",
     "Clinic",
     "FormSubmission",
+    "FriendLead",
+    "LeadStatus",
     "Patient",
     "Referral",
     "RewardKind",

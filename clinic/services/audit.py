@@ -13,6 +13,8 @@ from clinic.services.transaction import Actor, atomic, insert_row
 BY = "by"
 PATIENT_LINK = "patient_link"
 RETENTION_RULE = "retention_rule"
+# A friend asking to be called back on the invite page (clinic/services/leads.py): nobody logged in.
+INVITE_PAGE = "invite_page"
 
 
 def record(action: str, actor: Actor, *, outcome: str = "ok", reason: str | None = None,

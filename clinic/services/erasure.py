@@ -25,11 +25,12 @@ from pathlib import Path
 from flask import current_app
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 
 from clinic.extensions import db
-from clinic.models import (Card, CardBatch, CardStatus, DeliveryStatus, FormSubmission, OutboxEvent, Patient,
-                           Referral, ReviewRequest, Reward, RewardStatus, Voucher, VoucherStatus, WebhookDelivery)
+from clinic.models import (Card, CardBatch, CardStatus, DeliveryStatus, FormSubmission, FriendLead, OutboxEvent,
+                           Patient, Referral, ReviewRequest, Reward, RewardStatus, Voucher, VoucherStatus,
+                           WebhookDelivery)
 from clinic.models._time import utcnow
 from clinic.services import audit, importer, notifications
 from clinic.services.cards import VOIDABLE, batch_folder
@@ -151,6 +152,7 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor, *,
             if not only_if():
                 raise Refused("no_longer_due", _("This patient was active again since the list was made: not "
                                                  "erased."), status=409)
+        leads = _delete_call_back_requests(patient_id)  # before the claim: it reads the phone the claim blanks
         claimed = db.session.execute(
             update(Patient).where(Patient.id == patient_id, Patient.erased_at.is_(None))
             .values(erased_at=now, erased_by_id=actor.staff_id, full_name="", display_name="", phone=None,
@@ -178,13 +180,25 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor, *,
         vouchers_kept = len(db.session.scalars(_active_vouchers(patient_id)).all())
         audit.record("patient.erased", actor, patient_id=patient_id, erasure_reason=reason, cards_voided=len(cards),
                      rewards_cancelled=rewards, reviews_rejected=reviews, messages_cancelled=len(messages),
-                     events_redacted=events, vouchers_kept=vouchers_kept)
+                     events_redacted=events, vouchers_kept=vouchers_kept, call_back_requests_deleted=leads or None)
     for path in card_files:  # after the commit: a rolled-back erasure must leave the card sheet it would remove
         path.unlink(missing_ok=True)
     # An import made in the last 15 minutes keeps its patients' names and progress links for the manager to download.
     importer.forget_patient(current_app.config["IMPORT_FOLDER"], patient_id)
     return ErasureReport(patient=patient, cards_voided=len(cards), rewards_cancelled=rewards, reviews_rejected=reviews,
                          messages_cancelled=len(messages), events_redacted=events, vouchers_kept=vouchers_kept)
+
+
+def _delete_call_back_requests(patient_id: int) -> int:
+    """Call-back requests (clinic/services/leads.py) that name the patient: through their code (friends' names and
+    phones, kept for this referrer), and their own, by their phone or converted into the referral that registered
+    them. Deleted, not blanked: a request is nothing but a name and a phone."""
+    phone = select(Patient.phone).where(Patient.id == patient_id).scalar_subquery()
+    their_referral = select(Referral.id).where(Referral.friend_id == patient_id)
+    return db.session.execute(
+        delete(FriendLead).where(or_(FriendLead.referrer_id == patient_id, FriendLead.phone == phone,
+                                     FriendLead.converted_referral_id.in_(their_referral)))
+        .execution_options(synchronize_session=False)).rowcount
 
 
 def _void_cards(patient_id: int, now, actor: Actor) -> list[Card]:

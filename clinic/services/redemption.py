@@ -18,7 +18,7 @@ from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from clinic.extensions import db
-from clinic.models import Campaign, Card, CardStatus, Patient, Referral, Reward, Voucher
+from clinic.models import Campaign, Card, CardStatus, FriendLead, LeadStatus, Patient, Referral, Reward, Voucher
 from clinic.models._time import utcnow
 from clinic.services import audit, events, idempotency
 from clinic.services.cards import explain_card, find_card_by_code
@@ -287,13 +287,19 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     set_committed_value(referral, "friend", friend)
     set_committed_value(referral, "card", offer.card)
     events.referral_redeemed(referral)
+    # The friend asked through this referrer's code to be called back: that request is answered now (one UPDATE, and
+    # only when the friend gave a phone; the request is not loaded). Said in the redemption's own audit event.
+    call_back = details.phone is not None and db.session.execute(_CONVERT_LEAD, {
+        "referrer": referrer.id, "number": details.phone, "referral": referral.id, "now": now,
+        "staff": actor.staff_id}).rowcount > 0
     rewards, issued, audited = reward_redemption(referral, referrer, friend, offer.referrer_reward,
                                                  offer.friend_reward, campaign, actor, now)
     for voucher, holder in issued:
         events.voucher_issued(voucher, holder)
     audit.record_all(actor, [("redemption", dict(patient_id=friend.id, referral_id=referral.id, code=offer.code.code,
                                                  referrer_id=referrer.id, campaign_id=campaign.id,
-                                                 card=offer.card.serial if offer.card else None)), *audited])
+                                                 card=offer.card.serial if offer.card else None,
+                                                 call_back=call_back or None)), *audited])
     # A new referral has exactly these rewards and vouchers: the receipt needs not read them back.
     vouchers = sorted((voucher for voucher, _holder in issued), key=lambda voucher: voucher.id)
     set_committed_value(referral, "rewards", sorted(rewards, key=lambda reward: reward.id))
@@ -306,6 +312,13 @@ _CARDS = Card.__table__
 # Built once: every card redemption runs it, and building a statement costs about as much as running it.
 _USE_CARD = (update(_CARDS).where(_CARDS.c.id == bindparam("card_id"), _CARDS.c.status == CardStatus.ACTIVATED.value)
              .values(status=CardStatus.REDEEMED.value, redeemed_at=bindparam("now")))
+
+
+_LEADS = FriendLead.__table__
+_CONVERT_LEAD = (update(_LEADS).where(_LEADS.c.referrer_id == bindparam("referrer"),
+                                      _LEADS.c.phone == bindparam("number"), _LEADS.c.status != LeadStatus.CONVERTED.value)
+                 .values(status=LeadStatus.CONVERTED.value, converted_referral_id=bindparam("referral"),
+                         status_changed_at=bindparam("now"), status_changed_by_id=bindparam("staff")))
 
 
 def use_card(card_id: int) -> datetime:

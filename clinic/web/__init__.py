@@ -19,6 +19,7 @@ def register_web(app: Flask) -> None:
         errors,
         honours,
         imports,
+        leads,
         limits,
         patients,
         public,
@@ -33,7 +34,7 @@ def register_web(app: Flask) -> None:
     access.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
-    for module in (auth, desk, patients, referrals, cards, admin, reviews, honours, reports, imports, public,
+    for module in (auth, desk, leads, patients, referrals, cards, admin, reviews, honours, reports, imports, public,
                    api_tokens, webhooks, accounts):
         app.register_blueprint(module.bp)
     api.register(app)

@@ -31,6 +31,8 @@ ACCESS: dict[str, Access] = {
     "public.home": Access.ANYONE,
     "public.invite": Access.ANYONE,
     "public.invite_qr": Access.ANYONE,
+    "public.call_me": Access.ANYONE,  # a friend's "Call me back" request, from the invite page
+    "public.call_me_page": Access.ANYONE,
     "public.progress": Access.ANYONE,
     "public.progress_poster": Access.ANYONE,
     "public.choices": Access.ANYONE,
@@ -61,6 +63,8 @@ ACCESS: dict[str, Access] = {
     "desk.send_for_review": Access.STAFF,
     "desk.spend": Access.STAFF,
     "desk.mark_visit": Access.STAFF,
+    "leads.index": Access.STAFF,  # call-backs: whoever answers the phone, front desk or manager
+    "leads.update": Access.STAFF,
     "patients.search": Access.STAFF,
     "patients.enrol": Access.STAFF,
     "patients.show": Access.STAFF,

@@ -7,7 +7,7 @@ from flask.globals import request_ctx
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import (BadHost, BadRequest, Conflict, Forbidden, HTTPException, InternalServerError,
-                                 UnprocessableEntity)
+                                 TooManyRequests, UnprocessableEntity)
 
 from clinic.extensions import db
 from clinic.services.database_trouble import DISK_FULL, NOT_WRITABLE, UNAVAILABLE, database_trouble
@@ -78,8 +78,9 @@ def init_app(app: Flask) -> None:
         if error.code == 413:
             return render_error(413, _("That upload is too large."))
         headers = {name: value for name, value in error.get_headers() if name in KEPT_ERROR_HEADERS}
-        if error.code == 429:
-            return render_error(429, _("Too many tries in a short time. Please wait a minute, then try again."),
+        if error.code == 429:  # the rate limiter's own words (clinic/web/limits.py), or the usual ones
+            said = error.description if error.description != TooManyRequests.description else None
+            return render_error(429, said or _("Too many tries in a short time. Please wait a minute, then try again."),
                                 headers)
         return render_error(error.code or 500, error.description if error.code in (400, 403, 409, 422) else None,
                             headers)

@@ -48,6 +48,11 @@ def too_many_tries() -> str:
     return _("Too many tries in a short time. Please wait a minute, then try again.")
 
 
+def too_many_call_backs() -> str:
+    """A friend over the call-back allowance waits an hour, not a minute: say so, and the way that still works."""
+    return _("Too many call-back requests from this connection. Please call the clinic, or try again in an hour.")
+
+
 class SweptMemoryStorage(MemoryStorage):
     """limits' per-process storage (no ``REDIS_URL``), without its timer thread: ``clinic-memory://``.
 
@@ -111,10 +116,13 @@ class Rule:
     key_func: Callable[[], str]
     methods: frozenset[str] | None = None
     deduct_when: Callable | None = None
+    message: Callable[[], str] = too_many_tries  # the refusal's words
 
 
-def _rule(limits: str, scope: str, key_func: Callable[[], str], *, methods=None, deduct_when=None) -> Rule:
-    return Rule(tuple(parse_many(limits)), scope, key_func, frozenset(methods) if methods else None, deduct_when)
+def _rule(limits: str, scope: str, key_func: Callable[[], str], *, methods=None, deduct_when=None,
+          message: Callable[[], str] = too_many_tries) -> Rule:
+    return Rule(tuple(parse_many(limits)), scope, key_func, frozenset(methods) if methods else None, deduct_when,
+                message)
 
 
 def _code_entry(config) -> list[Rule]:
@@ -134,6 +142,13 @@ def _public_page(config) -> list[Rule]:
     """Pages anyone can open with a code or token in the URL: per client; unknown ones count extra."""
     return [_rule(config["RATELIMIT_PUBLIC_PAGES"], "public-pages", client_address),
             _rule(config["RATELIMIT_WRONG_CODES"], "wrong-codes-client", client_address, deduct_when=_is_wrong_code)]
+
+
+def _call_back_request(config) -> list[Rule]:
+    """The invite page's "Call me back" form: a public page, and few requests per client (a person asks once or
+    twice; a script filling the desk's list with made-up numbers asks all day)."""
+    return [*_public_page(config), _rule(config["RATELIMIT_CALL_BACKS"], "call-backs", client_address,
+                                         methods=["POST"], message=too_many_call_backs)]
 
 
 def _login(config) -> list[Rule]:
@@ -201,6 +216,8 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
     "cards.activate": _code_entry,
     "public.invite": _public_page,
     "public.invite_qr": _public_page,
+    "public.call_me": _call_back_request,
+    "public.call_me_page": _public_page,
     "public.progress": _public_page,
     "public.progress_poster": _public_page,
     "public.choices": _public_page,
@@ -265,7 +282,7 @@ class RouteLimiter:
             for item in rule.limits:
                 if not self._count("hit" if rule.deduct_when is None else "test", item, rule.scope, key):
                     reset_at = self._count("get_window_stats", item, rule.scope, key).reset_time
-                    raise TooManyRequests(too_many_tries(), retry_after=max(1, math.ceil(reset_at - time.time())))
+                    raise TooManyRequests(rule.message(), retry_after=max(1, math.ceil(reset_at - time.time())))
             if rule.deduct_when is not None:
                 deferred.append((rule, key))
         if deferred:

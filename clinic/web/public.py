@@ -13,11 +13,12 @@ from flask import (Blueprint, Response, abort, current_app, jsonify, redirect, r
 from flask_babel import gettext as _
 
 from clinic.extensions import csrf, db
+from clinic.i18n import valid_language
 from clinic.models._time import utcnow
 from clinic.services import progress as progress_service
 from clinic.services.patients import FieldErrors, patient_by_progress_token
 from clinic.services.errors import Refused
-from clinic.services import colours, consents, invitations
+from clinic.services import colours, consents, invitations, leads
 from clinic.services.clinic_settings import brand_colour, current_clinic
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
 from clinic.services.database_trouble import DISK_FULL, NOT_WRITABLE, database_trouble
@@ -26,11 +27,14 @@ from clinic.services.transaction import Actor, check_database
 from clinic.services.qr import qr_svg
 from clinic.services.urls import invite_url, voucher_url
 from clinic.services.vouchers import find_voucher
+from clinic.web.helpers import form_value
 from clinic.web.posters import FORMATS, poster_response
 
 bp = Blueprint("public", __name__)
 
 PRIVATE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
+# The honeypot: a field people never see (static/css/public.css hides it) and robots fill in.
+TRAP = "website"
 # The page background of static/css/public.css (--bg): the brand colour used as text must read on it.
 PAGE_BACKGROUND = "#f5f6f8"
 
@@ -57,11 +61,62 @@ def invite(raw_code: str):
         return render_template("public/invite_unknown.html", message=refusal.message), 410
     if found is None:
         return render_template("public/invite_unknown.html"), 404
+    # The language comes from the cookie when the URL does not say: a cached page must match it.
+    return _invite_page(found), 200, {"Cache-Control": "private, max-age=60", "Vary": "Cookie"}
+
+
+def _invite_page(found: invitations.Invitation, *, sent=None, errors: dict[str, str] | None = None,
+                 problem: str | None = None) -> str:
+    """The invite page; with the call-back form as the friend sent it and what is wrong, when it was refused."""
     campaign = found.campaign if found.offer else None
     return render_template("public/invite.html", referrer=found.referrer, code=found.code, offer=found.offer,
-                           card=found.card, campaign=campaign, places_left=quota_left(campaign)), 200, {
-        # The language comes from the cookie when the URL does not say: a cached page must match it.
-        "Cache-Control": "private, max-age=60", "Vary": "Cookie"}
+                           card=found.card, campaign=campaign, places_left=quota_left(campaign),
+                           call_backs=leads.takes_call_backs(found), sent=sent or {}, errors=errors or {},
+                           problem=problem, trap=TRAP)
+
+
+@bp.get("/r/<raw_code>/call-me")
+def call_me_page(raw_code: str):
+    """Back to the invite page's form: where the language switch of the thank-you or of a refused form leads
+    (``?lang=``, a link relative to the page it is on). The code is not looked up here; the invite page does."""
+    language = valid_language(request.args.get("lang"))
+    return redirect(url_for("public.invite", raw_code=raw_code, **({"lang": language} if language else {}),
+                            _anchor="call-me"), code=303)
+
+
+@bp.post("/r/<raw_code>/call-me")
+@csrf.exempt
+def call_me(raw_code: str):
+    """A friend's "Call me back" request (clinic/services/leads.py): the thank-you, or the page again with what is
+    wrong (422; 409 when the code takes no requests now). Nothing is stored unless the whole form is right.
+
+    Exempt from the CSRF check like the patient's choices: the friend's phone has no session (the invite page sets
+    no cookie, and is cached a minute, so it could not carry a session's token either), and a request holds no
+    authority that a forging site could borrow: it can only ask what anyone may ask on the open page, which the
+    honeypot field and the per-client limit (clinic/web/limits.py) keep to people. The answer is the same for a
+    patient's phone as for anyone's, and the referrer is shown only as the invite page shows them (masked).
+    """
+    try:
+        found = invitations.invitation(raw_code)
+    except Refused as refusal:
+        return render_template("public/invite_unknown.html", message=refusal.message), 410, PRIVATE_HEADERS
+    if found is None:
+        return render_template("public/invite_unknown.html"), 404, PRIVATE_HEADERS
+    errors, problem = {}, None
+    try:
+        # No address in the audit: the log is append-only, and the friend is nobody the clinic knows yet.
+        leads.request_call_back(found, form_value("name"), form_value("phone"), form_value("consent"), form_value(TRAP))
+    except FieldErrors as problems:
+        errors, status = problems.errors, 422
+    except Refused as refusal:
+        if refusal.status == 404:  # the referrer was erased a moment ago: as the invite page would now say
+            return render_template("public/invite_unknown.html"), 404, PRIVATE_HEADERS
+        problem, status = refusal.message, refusal.status
+    else:
+        return render_template("public/call_me_thanks.html", code=found.code), 200, PRIVATE_HEADERS
+    # What the friend typed comes back in the page (cut short: a huge post is not sent back whole), kept by no cache.
+    sent = {field: form_value(field, max_length=200) for field in ("name", "phone", "consent")}
+    return _invite_page(found, sent=sent, errors=errors, problem=problem), status, PRIVATE_HEADERS
 
 
 @bp.get("/p/<token>")

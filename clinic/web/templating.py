@@ -193,6 +193,10 @@ AUDIT_LABELS = {
     "retention.run": _l("Inactive patients' data erased (retention rule)"),
     "patient.invited": _l("Patient sent their code by message"),
     "invitations.sent": _l("Patients sent their code by message"),
+    "lead.requested": _l("Call-back requested on the invite page"),
+    "lead.renewed": _l("Call-back requested again"),
+    "lead.status_changed": _l("Call-back status changed"),
+    "leads.pruned": _l("Old call-back requests deleted"),
 }
 
 
@@ -230,6 +234,9 @@ AUDIT_DETAIL_LABELS = {
     "retention_months": _l("erase after months without activity"), "erased": _l("erased"), "failed": _l("failed"),
     "via": _l("via"), "patients": _l("patients"), "not_within_days": _l("not sent within days"),
     "enrolled_within_days": _l("enrolled within days"),
+    "lead_id": _l("call-back request"), "status": _l("status"), "with_note": _l("with a note"),
+    "older_than_days": _l("older than days"), "call_back": _l("call-back request answered"),
+    "call_back_requests_deleted": _l("call-back requests deleted"),
 }
 
 
@@ -252,6 +259,8 @@ def audit_actor(event) -> str:
         return event.staff.email
     if by == audit.PATIENT_LINK:
         return _("The patient, on their own link")
+    if by == audit.INVITE_PAGE:
+        return _("A friend, on the invite page")
     return "—"
 
 
