@@ -65,6 +65,9 @@ def load_config(instance_path: Path) -> dict:
         # production"). Both well under GUNICORN_TIMEOUT, so a held lock never leaves a worker stuck until killed.
         "DATABASE_LOCK_TIMEOUT_MS": int(os.environ.get("DATABASE_LOCK_TIMEOUT_MS", "5000")),
         "DATABASE_STATEMENT_TIMEOUT_MS": int(os.environ.get("DATABASE_STATEMENT_TIMEOUT_MS", "20000")),
+        # PostgreSQL: how long opening a connection may take. Without it a database host gone silent (a network
+        # fault, not a refusal) held each request for the system's TCP timeout, minutes, past GUNICORN_TIMEOUT.
+        "DATABASE_CONNECT_TIMEOUT_S": int(os.environ.get("DATABASE_CONNECT_TIMEOUT_S", "10")),
         "REDIS_URL": os.environ.get("REDIS_URL") or None,
         # With REDIS_URL, background jobs (card batches) go to this RQ queue for `flask worker`.
         "JOB_QUEUE": os.environ.get("JOB_QUEUE", "clinic-jobs"),
@@ -125,4 +128,7 @@ def database_engine_options(config) -> dict:
     options = " ".join(filter(None, (url.query.get("options"),
                                      f"-c lock_timeout={int(config['DATABASE_LOCK_TIMEOUT_MS'])}",
                                      f"-c statement_timeout={int(config['DATABASE_STATEMENT_TIMEOUT_MS'])}")))
-    return {"hide_parameters": True, "connect_args": {"options": options}}
+    connect_args = {"options": options}
+    if "connect_timeout" not in url.query:  # one in the URL wins
+        connect_args["connect_timeout"] = int(config["DATABASE_CONNECT_TIMEOUT_S"])
+    return {"hide_parameters": True, "connect_args": connect_args}

@@ -272,3 +272,18 @@ def test_a_failed_statement_keeps_its_parameters_out_of_the_error_and_so_out_of_
     db.session.rollback()
     assert "no_such_table" in str(raised.value) and phone not in str(raised.value)
     assert "hidden due to hide_parameters" in str(raised.value)
+
+
+def test_postgresql_connections_give_up_opening_after_a_timeout():
+    """A database host gone silent held each request for the system's TCP timeout (minutes); a URL's own wins."""
+    from clinic.config import database_engine_options
+
+    settings = {"DATABASE_LOCK_TIMEOUT_MS": 5000, "DATABASE_STATEMENT_TIMEOUT_MS": 20000,
+                "DATABASE_CONNECT_TIMEOUT_S": 10}
+    options = database_engine_options({**settings, "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://db.example/c"})
+    assert options["connect_args"]["connect_timeout"] == 10
+    assert "-c lock_timeout=5000" in options["connect_args"]["options"]
+    own = database_engine_options({**settings,
+                                   "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://db.example/c?connect_timeout=3"})
+    assert "connect_timeout" not in own["connect_args"]  # psycopg takes the URL's 3
+    assert "connect_args" not in database_engine_options({**settings, "SQLALCHEMY_DATABASE_URI": "sqlite:///x.db"})
