@@ -300,7 +300,7 @@ def _operation(operation_id: str, endpoint: str, tag: str, summary: str, descrip
                parameters: list | None = None, idempotent: bool = False) -> dict:
     """One operation; its error responses are grouped by status from the codes it may answer.
 
-    ``endpoint`` is its Flask endpoint, whose scope (clinic/api/scopes.py) the operation's security names.
+    ``endpoint`` is its Flask endpoint, whose scopes (clinic/api/scopes.py) the operation's security names.
     """
     # 422 for an unknown query parameter; bad_host for a Host header that is not a host name; the database's
     # refusals for any of them.
