@@ -304,13 +304,22 @@ SCOPED_REQUESTS = {
 }
 
 
-def test_every_api_route_needs_exactly_one_known_scope_and_every_scope_is_used(app):
-    """Adding a route to the API without deciding its scope fails here (and the route is refused to every token)."""
+def test_every_api_route_needs_known_scopes_and_every_scope_is_used(app):
+    """Adding a route to the API without deciding its scopes fails here (and the route is refused to every token)."""
     routes = {rule.endpoint for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")}
     assert routes - set(ENDPOINT_SCOPES) == {"api.openapi", "api.docs"}  # the description of the API is open
     assert set(ENDPOINT_SCOPES) <= routes
-    assert set(ENDPOINT_SCOPES.values()) == set(api_tokens.SCOPES)
+    for endpoint, needed in ENDPOINT_SCOPES.items():
+        assert isinstance(needed, tuple) and needed and len(set(needed)) == len(needed), endpoint
+    assert {scope for needed in ENDPOINT_SCOPES.values() for scope in needed} == set(api_tokens.SCOPES)
     assert set(SCOPED_REQUESTS) == set(ENDPOINT_SCOPES)
+
+
+def test_operations_that_answer_what_another_scope_guards_need_that_scope_too():
+    """A write-only token walking patient ids must not read their records (PATCH answers the record) nor, through a
+    new progress link, their vouchers."""
+    assert ENDPOINT_SCOPES["api.correct_patient"] == ("patients:write", "patients:read")
+    assert ENDPOINT_SCOPES["api.rotate_progress_link"] == ("patients:write", "patients:read", "vouchers:read")
 
 
 def openapi_path(rule) -> str:
@@ -318,16 +327,22 @@ def openapi_path(rule) -> str:
     return re.sub(r"<(?:[^:>]*:)?([^>]+)>", r"{\1}", rule.rule)
 
 
-def test_the_document_names_each_operations_scope_and_its_403(app):
+def test_the_document_names_each_operations_scopes_and_its_403(app):
     document = openapi_document()
     for rule in app.url_map.iter_rules():
         if rule.endpoint not in ENDPOINT_SCOPES:
             continue
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             operation = document["paths"][openapi_path(rule)][method.lower()]
-            scope = ENDPOINT_SCOPES[rule.endpoint]
-            assert operation["security"] == [{"bearer": [scope]}], rule.endpoint
-            assert f"Scope: `{scope}`." in operation["description"]
+            needed = ENDPOINT_SCOPES[rule.endpoint]
+            assert operation["security"] == [{"bearer": list(needed)}], rule.endpoint
+            if len(needed) == 1:
+                assert f"Scope: `{needed[0]}`." in operation["description"]
+            else:
+                assert f"Scopes: {', '.join(f'`{scope}`' for scope in needed)} (all of them)." in (
+                    operation["description"])
+                assert f"`{method} {openapi_path(rule)}` needs {' + '.join(f'`{s}`' for s in needed)}" in (
+                    document["info"]["description"])
             forbidden = operation["responses"]["403"]
             assert "insufficient_scope" in json.dumps(forbidden["content"])
             assert "WWW-Authenticate" in forbidden["headers"]
@@ -335,32 +350,62 @@ def test_the_document_names_each_operations_scope_and_its_403(app):
         assert f"`{scope}`: " in document["info"]["description"]
 
 
+def assert_refused_for_scope(response, needed: tuple[str, ...], missing: set[str]):
+    """403 insufficient_scope, its message naming what is missing, its challenge every scope needed (RFC 6750)."""
+    assert error_of(response) == (403, "insufficient_scope", None)
+    message = response.get_json()["error"]["message"]
+    assert all(scope in message for scope in missing), message
+    assert response.headers["WWW-Authenticate"] == (
+        f'Bearer realm="clinic-api", error="insufficient_scope", scope="{" ".join(needed)}"')
+
+
 @pytest.mark.parametrize("endpoint", sorted(ENDPOINT_SCOPES))
-def test_a_token_with_one_scope_does_what_it_allows_and_nothing_else(app, manager_user, actor, referrer, monkeypatch,
-                                                                      endpoint):
-    """Every operation against a token of each single scope: the one it needs succeeds; the others are refused with
-    403 insufficient_scope naming that scope, change nothing and write nothing in the audit log."""
+def test_a_token_does_what_its_scopes_allow_and_nothing_else(app, manager_user, actor, referrer, monkeypatch,
+                                                             endpoint):
+    """Every operation against tokens of each single scope and, for an operation that needs several, against tokens
+    lacking just one of them: all are refused with 403 insufficient_scope, change nothing and write nothing in the
+    audit log; a token with exactly the scopes needed succeeds."""
     monkeypatch.setattr(jobs, "submit", lambda *args: None)  # a new batch stays queued: no PDF rendered
     method, path, body, success, *headers = SCOPED_REQUESTS[endpoint](ScopeWorld(actor, referrer))
     needed = ENDPOINT_SCOPES[endpoint]
-    clients = {scope: Api(app, api_tokens.create_token(f"Only {scope}", [scope], Actor(staff_id=manager_user.id))[1])
-               for scope in api_tokens.SCOPES}
+
+    def client(scopes) -> Api:
+        return Api(app, api_tokens.create_token(" ".join(scopes), scopes, Actor(staff_id=manager_user.id))[1])
+
+    refused_scopes = [[scope] for scope in api_tokens.SCOPES if [scope] != list(needed)]
+    if len(needed) > 1:
+        refused_scopes += [[scope for scope in needed if scope != left_out] for left_out in needed]
+    clients = [(scopes, client(scopes)) for scopes in refused_scopes]
+    allowed_client = client(list(needed))
     before, audited = counts(), db.session.scalar(select(func.count()).select_from(AuditEvent))
-    for scope, client in clients.items():
-        if scope == needed:
-            continue
-        refused = client.request(method, path, body, *headers)
-        assert error_of(refused) == (403, "insufficient_scope", None), scope
-        assert needed in refused.get_json()["error"]["message"]
-        assert refused.headers["WWW-Authenticate"] == (
-            f'Bearer realm="clinic-api", error="insufficient_scope", scope="{needed}"')
+    for scopes, refused_client in clients:
+        refused = refused_client.request(method, path, body, *headers)
+        assert_refused_for_scope(refused, needed, set(needed) - set(scopes))
         # Refused before its input is read: a broken body or a stray query parameter changes nothing to the answer.
-        assert error_of(client.request(method, path + ("&" if "?" in path else "?") + "stray=1", "not an object")
-                        )[:2] == (403, "insufficient_scope")
+        assert error_of(refused_client.request(method, path + ("&" if "?" in path else "?") + "stray=1",
+                                               "not an object"))[:2] == (403, "insufficient_scope")
     assert counts() == before
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == audited
-    allowed = clients[needed].request(method, path, body, *headers)
+    allowed = allowed_client.request(method, path, body, *headers)
     assert allowed.status_code == success, allowed.get_data(as_text=True)
+
+
+def test_a_write_only_token_can_neither_correct_a_patient_nor_rotate_their_link_nor_read_them(app, manager_user,
+                                                                                              referrer):
+    """The leak the review found: with patients:write alone, PATCH (If-Match: *) and a new progress link answered
+    any patient's full record, and the link opened a page with their voucher codes."""
+    write_only = Api(app, api_tokens.create_token("Enrolment", ["patients:write"], Actor(staff_id=manager_user.id))[1])
+    link_before = referrer.progress_link_issued_at
+    patched = write_only.patch(f"/api/v1/patients/{referrer.id}", {"name": "Wang Lili"}, headers={"If-Match": "*"})
+    assert_refused_for_scope(patched, ("patients:write", "patients:read"), {"patients:read"})
+    rotated = write_only.post(f"/api/v1/patients/{referrer.id}/progress-link")
+    assert_refused_for_scope(rotated, ("patients:write", "patients:read", "vouchers:read"),
+                             {"patients:read", "vouchers:read"})
+    for response in (patched, rotated):
+        assert referrer.phone not in response.get_data(as_text=True)
+    db.session.refresh(referrer)
+    assert referrer.full_name != "Wang Lili" and referrer.progress_link_issued_at == link_before
+    assert write_only.post("/api/v1/patients", {"name": "Zhao Min"}).status_code == 201  # enrolling still works
 
 
 def test_a_route_missing_from_the_scope_table_is_refused_to_every_token(app, api, token, monkeypatch):
@@ -577,6 +622,25 @@ def test_validating_a_code_says_what_the_desk_would_and_changes_nothing(api, ref
     voucher = redemption.redeem_code(referrer.personal_code, friend(), actor).referrer_voucher
     answer = api.post("/api/v1/codes/validate", {"code": voucher.code}).get_json()
     assert (answer["kind"], answer["referral"], answer["voucher"]["status"]) == ("voucher", None, "active")
+
+
+
+def test_validating_a_voucher_code_shows_its_details_only_to_a_token_that_may_read_vouchers(app, manager_user, referrer,
+                                                                                           actor):
+    """Redeeming is not reading vouchers: a redemptions:write token learns that a code is a voucher's, not its value,
+    state or whose it is (what GET /vouchers/{code} shows to vouchers:read)."""
+    voucher = redemption.redeem_code(referrer.personal_code, friend(), actor).referrer_voucher
+
+    def validate(scopes):
+        token = api_tokens.create_token(" ".join(scopes), scopes, Actor(staff_id=manager_user.id))[1]
+        return Api(app, token).post("/api/v1/codes/validate", {"code": voucher.code})
+
+    desk_only = validate(["redemptions:write"])
+    assert desk_only.status_code == 200
+    assert desk_only.get_json() == {"code": voucher.code, "code_display": codes.format_code(voucher.code),
+                                    "kind": "voucher", "referral": None, "voucher": None}
+    reader = validate(["redemptions:write", "vouchers:read"]).get_json()
+    assert (reader["kind"], reader["voucher"]["id"], reader["voucher"]["status"]) == ("voucher", voucher.id, "active")
 
 
 def test_validating_an_activated_card(api, referrer, actor):

@@ -220,12 +220,44 @@ def open_form(browser, patient_id: int) -> dict:
     return form_of(response.get_data(as_text=True))
 
 
-def test_the_patient_page_links_to_a_form_filled_with_the_current_details(desk, referrer):
+def test_the_patient_page_links_to_a_form_filled_with_the_current_details_the_phone_masked_to_the_desk(desk, manager,
+                                                                                                        referrer):
+    """Front-desk staff see phones masked everywhere (DESIGN.md): walking ids on this page must not collect them."""
     page = desk.get(f"/patients/{referrer.id}").get_data(as_text=True)
     assert f'href="/patients/{referrer.id}/details"' in page and "Correct details" in page
+    page = desk.get(f"/patients/{referrer.id}/details").get_data(as_text=True)
+    assert form_of(page) == {"full_name": "Wang Li", "display_name": "", "phone": "", "external_id": "MRN-1",
+                             "seen": seen(referrer.id)}
+    assert "13811112222" not in page and "Now 138****2222 — type the whole new number" in page
+    assert open_form(manager, referrer.id) == {"full_name": "Wang Li", "display_name": "", "phone": "13811112222",
+                                               "external_id": "MRN-1", "seen": seen(referrer.id)}
+
+
+def test_the_desk_leaving_the_phone_empty_keeps_it(desk, referrer):
     form = open_form(desk, referrer.id)
-    assert form == {"full_name": "Wang Li", "display_name": "", "phone": "13811112222", "external_id": "MRN-1",
-                    "seen": seen(referrer.id)}
+    response = desk.post(f"/patients/{referrer.id}/details", {**form, "full_name": "Wang Lei", "phone": " "})
+    assert response.status_code == 303
+    assert stored(referrer.id)["full_name"] == "Wang Lei" and stored(referrer.id)["phone"] == "13811112222"
+    event = corrections()[-1]
+    assert event.details["fields"] == ["full_name"]
+
+
+def test_the_desk_form_re_rendered_with_an_error_shows_no_full_phone(desk, referrer):
+    form = open_form(desk, referrer.id)
+    response = desk.post(f"/patients/{referrer.id}/details", {**form, "full_name": ""})
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert "13811112222" not in page and form_of(page)["phone"] == "" and "Now 138****2222" in page
+    assert stored(referrer.id)["phone"] == "13811112222"
+
+
+def test_a_patient_without_a_phone_gets_one_from_the_desk(desk, make_patient):
+    patient, _token = make_patient(full_name="Zhao Min", phone=None)
+    page = desk.get(f"/patients/{patient.id}/details").get_data(as_text=True)
+    assert "Now " not in page
+    form = form_of(page)
+    assert desk.post(f"/patients/{patient.id}/details", {**form, "phone": "13900001111"}).status_code == 303
+    assert stored(patient.id)["phone"] == "13900001111"
 
 
 def test_a_correction_from_the_form_goes_back_to_the_patient_page_with_the_fields_on_the_timeline(desk, manager,
@@ -277,10 +309,10 @@ def test_a_number_another_patient_holds_is_said_at_the_field_with_409(desk, refe
     assert counts() == before
 
 
-def test_removing_the_phone_of_a_patient_who_agreed_to_messages_is_refused_at_the_field(desk, referrer, actor):
+def test_removing_the_phone_of_a_patient_who_agreed_to_messages_is_refused_at_the_field(manager, referrer, actor):
     notifications.set_preferences(referrer.id, "wechat", "zh_CN", True, actor)
-    form = open_form(desk, referrer.id)
-    response = desk.post(f"/patients/{referrer.id}/details", {**form, "phone": ""})
+    form = open_form(manager, referrer.id)
+    response = manager.post(f"/patients/{referrer.id}/details", {**form, "phone": ""})
     assert response.status_code == 422
     assert re.search(r'id="phone-error" role="alert">The patient agreed to messages on this phone',
                      response.get_data(as_text=True))
@@ -298,12 +330,24 @@ def test_a_form_opened_before_someone_else_s_correction_shows_the_details_as_the
     page = response.get_data(as_text=True)
     assert "changed by someone else since you opened the form" in page
     now = form_of(page)
-    assert (now["full_name"], now["phone"], now["seen"]) == ("Wang Li", "13811113333", seen(referrer.id))
-    assert "You entered: Wang Lei" in page and "You entered: 13811112222" in page
+    assert (now["full_name"], now["phone"], now["seen"]) == ("Wang Li", "", seen(referrer.id))
+    assert "You entered: Wang Lei" in page and "Now 138****3333" in page
+    # The desk left the phone empty: the number it kept is not "entered", and neither number is shown whole.
+    assert "13811112222" not in page and "13811113333" not in page
     assert counts() == before and stored(referrer.id)["full_name"] == "Wang Li"
     # Sent again from the page as it now is, the correction goes through.
     assert desk.post(f"/patients/{referrer.id}/details", {**now, "full_name": "Wang Lei"}).status_code == 303
     assert stored(referrer.id)["full_name"] == "Wang Lei" and stored(referrer.id)["phone"] == "13811113333"
+
+
+def test_a_manager_s_form_opened_before_someone_else_s_correction_says_the_phone_they_typed(manager, desk, referrer):
+    mine = open_form(manager, referrer.id)
+    theirs = open_form(desk, referrer.id)
+    assert desk.post(f"/patients/{referrer.id}/details", {**theirs, "phone": "13811113333"}).status_code == 303
+    response = manager.post(f"/patients/{referrer.id}/details", {**mine, "full_name": "Wang Lei"})
+    assert response.status_code == 409
+    page = response.get_data(as_text=True)
+    assert form_of(page)["phone"] == "13811113333" and "You entered: 13811112222" in page
 
 
 def test_an_unknown_patient_s_form_is_404(desk):

@@ -30,7 +30,7 @@ def bearer_token() -> str | None:
 
 @bp.before_request
 def _authenticate():
-    """Every API request but the spec carries a valid, unrevoked token (else 401) with the scope its operation
+    """Every API request but the spec carries a valid, unrevoked token (else 401) with every scope its operation
     needs (else 403, before its input is looked at). Refusals are not audited: they change nothing."""
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
@@ -41,11 +41,12 @@ def _authenticate():
         return api_error(401, headers={"WWW-Authenticate": challenge})
     g.api_token = holder
     needed = ENDPOINT_SCOPES.get(request.endpoint)
-    if needed is None:
+    if not needed:
         current_app.logger.error("API route %s is missing from the scope table: refused", request.endpoint)
         return api_error(403)
-    if needed not in holder.scopes:
-        return insufficient_scope(needed)
+    missing = [scope for scope in needed if scope not in holder.scopes]
+    if missing:
+        return insufficient_scope(needed, missing)
     return None
 
 

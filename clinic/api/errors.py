@@ -51,12 +51,18 @@ def api_error(status: int, code: str | None = None, message: str | None = None, 
     return jsonify(body), status, headers or {}
 
 
-def insufficient_scope(scope: str):
-    """403 for a token without the scope the operation needs, named in the message and, as RFC 6750 says, in the
-    challenge; nothing of the request was looked at."""
-    message = _("This token may not do this: it needs the scope %(scope)s. A manager can create a token with it "
-                "on Settings → API tokens.", scope=scope)
-    challenge = f'Bearer realm="clinic-api", error="insufficient_scope", scope="{scope}"'
+def insufficient_scope(needed: tuple[str, ...], missing: list[str]):
+    """403 for a token without a scope the operation needs. The message names what is needed and, for an operation
+    that needs several, which of them the token lacks; the challenge names all that are needed, space-separated, as RFC 6750
+    says (its ``scope`` is what a token must hold to be let through). Nothing of the request was looked at."""
+    if len(needed) == 1:
+        message = _("This token may not do this: it needs the scope %(scope)s. A manager can create a token with it "
+                    "on Settings → API tokens.", scope=needed[0])
+    else:
+        message = _("This token may not do this: it needs the scopes %(needed)s, all of them, and lacks %(missing)s. "
+                    "A manager can create a token with them on Settings → API tokens.",
+                    needed=", ".join(needed), missing=", ".join(missing))
+    challenge = f'Bearer realm="clinic-api", error="insufficient_scope", scope="{" ".join(needed)}"'
     return api_error(403, "insufficient_scope", message, headers={"WWW-Authenticate": challenge})
 
 

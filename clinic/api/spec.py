@@ -11,7 +11,7 @@ from functools import cache
 from flask_babel import force_locale
 
 from clinic.api.inputs import IDEMPOTENCY_KEY, MAX_ID
-from clinic.api.scopes import ENDPOINT_SCOPES
+from clinic.api.scopes import ENDPOINT_SCOPES, VOUCHER_DETAILS_SCOPE
 from clinic.services.api_tokens import SCOPES
 from clinic.services.cards import DESIGNS, MAX_BATCH_SIZE
 from clinic.services.money import MAX_AMOUNT_MINOR
@@ -19,8 +19,9 @@ from clinic.services.money import MAX_AMOUNT_MINOR
 # Every error code: its HTTP status and what it means. Codes from the services are their refusal reasons.
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "unauthorized": (401, "No bearer token, an unknown one, or a revoked one."),
-    "insufficient_scope": (403, "The token does not hold the scope this operation needs (named in the message and in "
-                                "the WWW-Authenticate header). Nothing was done; a manager can make a token with it."),
+    "insufficient_scope": (403, "The token does not hold every scope this operation needs (the missing ones are named "
+                                "in the message, all it needs in the WWW-Authenticate header). Nothing was done; a "
+                                "manager can make a token with them."),
     "rate_limited": (429, "Too many requests with this token, or too many unknown or mistyped codes; "
                           "wait for Retry-After seconds."),
     "malformed_json": (400, "The body is not valid JSON (or could not be read)."),
@@ -240,7 +241,9 @@ SCHEMAS = {
         "referral": {"oneOf": [_ref("ReferralOffer"), {"type": "null"}],
                      "description": "For a personal code or an activated card: who referred and what each side gets."},
         "voucher": {"oneOf": [_ref("Voucher"), {"type": "null"}],
-                    "description": "For a voucher code, in whatever state it is (check its status)."},
+                    "description": "For a voucher code, in whatever state it is (check its status), when the "
+                                   f"token also holds `{VOUCHER_DETAILS_SCOPE}`; else null (`kind` still says "
+                                   "voucher)."},
     }),
     "Card": _obj({
         "serial": STRING,
@@ -297,7 +300,7 @@ def _operation(operation_id: str, endpoint: str, tag: str, summary: str, descrip
                parameters: list | None = None, idempotent: bool = False) -> dict:
     """One operation; its error responses are grouped by status from the codes it may answer.
 
-    ``endpoint`` is its Flask endpoint, whose scope (clinic/api/scopes.py) the operation's security names.
+    ``endpoint`` is its Flask endpoint, whose scopes (clinic/api/scopes.py) the operation's security names.
     """
     # 422 for an unknown query parameter; bad_host for a Host header that is not a host name; the database's
     # refusals for any of them.
@@ -326,18 +329,26 @@ def _operation(operation_id: str, endpoint: str, tag: str, summary: str, descrip
                                                         "description": "Bearer realm=\"clinic-api\""}}
     responses["403"]["headers"] = {"WWW-Authenticate": {
         "schema": STRING, "required": True,
-        "description": "Bearer realm=\"clinic-api\", error=\"insufficient_scope\", scope=\"<the scope needed>\""}}
+        "description": "Bearer realm=\"clinic-api\", error=\"insufficient_scope\", scope=\"<the scopes needed, "
+                       "space-separated>\""}}
     responses["429"]["headers"] = {"Retry-After": {"schema": STRING, "required": True,
                                                    "description": "Seconds to wait."}}
     responses["503"]["headers"] = {"Retry-After": {"schema": STRING, "required": False,
                                                    "description": "Seconds to wait (with the database's codes)."}}
-    scope = ENDPOINT_SCOPES[endpoint]
     operation = {"operationId": operation_id, "tags": [tag], "summary": summary,
-                 "description": f"{description} Scope: `{scope}`.", "parameters": parameters,
-                 "responses": responses, "security": [{"bearer": [scope]}]}
+                 "description": f"{description} {scopes_needed(endpoint)}", "parameters": parameters,
+                 "responses": responses, "security": [{"bearer": list(ENDPOINT_SCOPES[endpoint])}]}
     if body is not None:
         operation["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": body}}}
     return operation
+
+
+def scopes_needed(endpoint: str) -> str:
+    """The end of an operation's description: the scope it needs, or all of them, said to be all needed."""
+    needed = ENDPOINT_SCOPES[endpoint]
+    if len(needed) == 1:
+        return f"Scope: `{needed[0]}`."
+    return f"Scopes: {', '.join(f'`{scope}`' for scope in needed)} (all of them)."
 
 
 def _path_id(name: str, what: str) -> dict:
@@ -418,7 +429,8 @@ def _paths() -> dict:
             "post": _operation(
                 "validateCode", "api.validate_code", "codes", "Check a code without using it",
                 "The desk's verdict on a typed or scanned code (a URL from a QR code works too): a referral code "
-                "with who referred and what each side gets, or a voucher in its current state.",
+                "with who referred and what each side gets, or a voucher: its details in their current state only "
+                f"for a token that also holds `{VOUCHER_DETAILS_SCOPE}` (else `voucher` is null).",
                 {"200": _json("The code is a valid referral code or a voucher.", _ref("CodeVerdict"))},
                 errors=(*CODE_ERRORS, "code_withdrawn", *CARD_ERRORS, "campaign_ended"),
                 body=_obj({"code": {"type": "string", "description": "As typed or scanned."}})),
@@ -521,22 +533,32 @@ with `key_reused` (409). Keys are kept per token.
 **Money** is an integer in minor units with its currency; **times** are UTC, ISO 8601 with `Z`."""
 
 
-def scopes_description() -> str:
-    """The scopes with what each allows, as the token page words them (in English, as the whole document)."""
+def scopes_description(paths: dict) -> str:
+    """The scopes with what each allows, as the token page words them (in English, as the whole document), and the
+    operations of ``paths`` that need several."""
     with force_locale("en"):
         listed = " · ".join(f"`{name}`: {description}" for name, description in SCOPES.items())
-    return ("**Scopes**: a token may do only what the scopes chosen when it was made allow, and each operation "
-            "needs one (named at the end of its description and in its `security`); without it the answer is 403 "
-            "`insufficient_scope`, before anything in the request is looked at. Tokens made before scopes existed "
-            f"hold them all. {listed}.")
+    several = " · ".join(f"`{method.upper()} {path}` needs {' + '.join(f'`{scope}`' for scope in needed)}"
+                         for path, methods in paths.items() for method, operation in methods.items()
+                         for needed in [operation["security"][0]["bearer"]] if len(needed) > 1)
+    return ("**Scopes**: a token may do only what the scopes chosen when it was made allow. Each operation needs "
+            "the scopes named at the end of its description and in its `security`, all of them; without any one "
+            "the answer is 403 `insufficient_scope`, before anything in the request is looked at. Tokens made "
+            f"before scopes existed hold them all. {listed}.\n\n"
+            "**Operations that need several scopes**, because their answer shows what another scope guards: "
+            f"{several}. A token that holds only `patients:write` can no longer correct a patient or issue a "
+            "progress link (it could read any patient's record and, through the progress page, their vouchers). "
+            "Validating a voucher code shows the voucher's details only to a token that also holds "
+            f"`{VOUCHER_DETAILS_SCOPE}`.")
 
 
 @cache
 def openapi_document() -> dict:
+    paths = _paths()
     return {
         "openapi": "3.1.0",
         "info": {"title": "Clinic referral portal API", "version": "1.0.0",
-                 "description": DESCRIPTION.replace("{scopes}", scopes_description())},
+                 "description": DESCRIPTION.replace("{scopes}", scopes_description(paths))},
         "tags": [{"name": name, "description": text} for name, text in (
             ("patients", "Enrol and find patients; their personal code, invite and progress links."),
             ("codes", "Check a code as the desk would, without using it."),
@@ -545,7 +567,7 @@ def openapi_document() -> dict:
             ("vouchers", "Look up, spend and void vouchers."),
             ("cards", "Scratch cards: activation at discharge, printing batches."),
         )],
-        "paths": _paths(),
+        "paths": paths,
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",

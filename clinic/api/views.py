@@ -3,12 +3,13 @@ clinic/api/__init__.py; the rules themselves live in clinic/services only."""
 
 from __future__ import annotations
 
-from flask import jsonify, render_template, request, url_for
+from flask import g, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from clinic.api import PUBLIC_ENDPOINTS, api_actor, bp, payloads
 from clinic.api.errors import api_error, refusal_response
+from clinic.api.scopes import VOUCHER_DETAILS_SCOPE
 from clinic.api.inputs import (
     MAX_ID,
     amount_field,
@@ -186,13 +187,16 @@ def record_payment(patient_id: int):
 
 @bp.post("/codes/validate")
 def validate_code():
-    """What the desk would say about a code, without using it."""
+    """What the desk would say about a code, without using it. A voucher's details (its value, state and whose it
+    is) are what GET /vouchers/{code} shows: only to a token that may read vouchers, so that redeeming cannot read
+    through them; any other token learns only that the code is a voucher's."""
     body = json_body()
     only_fields(body, {"code"})
     found = desk_service.identify_code(text_field(body, "code", required=True))
     if isinstance(found, Voucher):
+        details = payloads.voucher(found) if VOUCHER_DETAILS_SCOPE in g.api_token.scopes else None
         return jsonify(code=found.code, code_display=format_code(found.code), kind="voucher",
-                       referral=None, voucher=payloads.voucher(found))
+                       referral=None, voucher=details)
     offer = payloads.offer(found, current_clinic().currency)
     return jsonify(code=offer["code"], code_display=offer["code_display"], kind=offer["kind"], referral=offer,
                    voucher=None)

@@ -36,7 +36,8 @@ LAST_USED_EVERY = timedelta(minutes=1)
 # Tokens made before scopes existed hold all of these (migration 20261124_f3b9c2d41e07).
 SCOPES = {
     "patients:read": _l("Find patients and read their details, phone numbers included"),
-    "patients:write": _l("Enrol patients and issue new progress links"),
+    "patients:write": _l("Enrol patients, correct their details (with patients:read too) and issue new progress "
+                         "links (with patients:read and vouchers:read too: the progress page shows the vouchers)"),
     "milestones:write": _l("Report referred friends' first visits and payments (pays the rewards due)"),
     "redemptions:write": _l("Check referral codes and redeem them for new patients"),
     "vouchers:read": _l("Look up vouchers by their code"),

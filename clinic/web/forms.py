@@ -80,13 +80,16 @@ class PatientNameAndContactForm(FlaskForm):
     def validate(self, extra_validators=None) -> bool:
         valid = super().validate(extra_validators)
         try:
-            self.details = PatientDetails.from_form(**{name: self[name].data for name in PATIENT_DETAIL_FIELDS
-                                                       if name in self})
+            self.details = PatientDetails.from_form(**self.detail_values())
         except FieldErrors as problems:
             for field, message in problems.errors.items():
                 self.add_error(field, message)
             return False
         return valid
+
+    def detail_values(self) -> dict:
+        """What the fields say, by the names PatientDetails takes."""
+        return {name: self[name].data for name in PATIENT_DETAIL_FIELDS if name in self}
 
     def add_error(self, field: str | None, message: str) -> None:
         target = self[field] if field in self else self.full_name
@@ -433,17 +436,37 @@ class CorrectDetailsForm(PatientNameAndContactForm):
     """
 
     seen = HiddenField()
+    # For staff who see phones masked: the number an empty phone field keeps (None: the field shows the number).
+    kept_phone: str | None = None
+
+    def keep_phone_masked(self, patient) -> None:
+        """Front-desk staff see phones masked (DESIGN.md), here too, or walking ids would collect every number: the
+        phone field starts empty and, left empty, keeps the patient's number; a number typed replaces it."""
+        self.kept_phone = patient.phone or ""
+
+    def detail_values(self) -> dict:
+        values = super().detail_values()
+        if self.kept_phone is not None and not (values["phone"] or "").strip():
+            values["phone"] = self.kept_phone
+        return values
 
     def fill_from(self, patient, fingerprint: str) -> None:
-        """Show the patient's details as they are now, and remember them as the ones seen."""
+        """Show the patient's details as they are now (the phone left empty when it is kept masked), and remember
+        them as the ones seen."""
         for name in CORRECTABLE_DETAILS:
             self[name].data = getattr(patient, name) or ""
+        if self.kept_phone is not None:
+            self.keep_phone_masked(patient)
+            self.phone.data = ""
         self.seen.data = fingerprint
 
     def show_current(self, patient, fingerprint: str) -> dict[str, str]:
         """After someone else changed the details: show them as they are now (fill_from), and return what this
-        form asked for instead, field by field, where that differs from them ("—" for nothing)."""
+        form asked for instead, field by field, where that differs from them ("—" for nothing). A masked phone
+        left empty asked for nothing: the number it kept is not shown."""
         asked = {name: getattr(self.details, name) for name in CORRECTABLE_DETAILS}
+        if self.kept_phone is not None and not (self.phone.data or "").strip():
+            del asked["phone"]
         self.fill_from(patient, fingerprint)
         return {name: value or "—" for name, value in asked.items() if value != getattr(patient, name)}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_login import login_required
+from flask_login import current_user, login_required
 
 from clinic.extensions import db
 from clinic.models import Patient
@@ -220,17 +220,19 @@ def data(patient_id: int):
 
 @bp.route("/<int:patient_id>/details", methods=["GET", "POST"])
 def correct_details(patient_id: int):
-    """Correct the patient's name, display name, phone and record number (a typo at the desk, or at their request)."""
+    """Correct the patient's name, display name, phone and record number (a typo at the desk, or at their request).
+    Front-desk staff see the phone masked, as everywhere else, and replace it whole or leave it."""
     patient = db.session.get(Patient, patient_id)
     if patient is None:
         abort(404)
     if patient.erased_at is not None:
         abort(410, _("This patient's personal data was erased: nothing can be changed."))
+    form = CorrectDetailsForm(formdata=None) if request.method == "GET" else CorrectDetailsForm()
+    if not current_user.is_manager:
+        form.keep_phone_masked(patient)
     if request.method == "GET":
-        form = CorrectDetailsForm(formdata=None)
         form.fill_from(patient, patient_service.details_fingerprint(patient))
         return _details_page(patient, form)
-    form = CorrectDetailsForm()
     if not form.validate():
         return _details_page(patient, form, 422)
     try:
