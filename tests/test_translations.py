@@ -114,3 +114,18 @@ def test_the_compiled_catalogue_is_up_to_date():
     po = catalog.catalogue_path("zh_Hans_CN")
     mo = po.with_suffix(".mo")
     assert mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime, "run: make translations"
+
+
+# Four English words in a row: what a merge leaves when it glues a new entry's msgid onto the translation above it
+# (its `msgid ""` line outside the conflict), which then still "has a translation" and compiles.
+ENGLISH_RUN = re.compile(r"[A-Za-z]{3,}(?:[ ,;:]+[a-z]{2,}){3}")
+
+
+def test_no_chinese_translation_carries_a_run_of_english_words():
+    from clinic.catalog import _read, catalogue_path
+
+    glued = []
+    for message in _read(catalogue_path("zh_Hans_CN"), "zh_Hans_CN"):
+        translations = message.string if isinstance(message.string, (list, tuple)) else [message.string]
+        glued += [f"{message.id!r}: {text!r}" for text in translations if text and ENGLISH_RUN.search(text)]
+    assert not glued, "\n".join(glued)
