@@ -32,6 +32,7 @@ from clinic.models import (
     Reward,
     Role,
     Tier,
+    VisitFeedback,
     Voucher,
 )
 from clinic.services import clinic_settings, jobs, webhooks
@@ -184,6 +185,19 @@ def make_patient(app):
 
 
 @pytest.fixture
+def give_feedback(app):
+    """``give_feedback(token, score, now=None, call_me=False)`` -> the answer: a patient's "How was your visit?"
+    answer through the service, and for a detractor with ``call_me`` their wish to be called."""
+    from clinic.services import feedback
+
+    def give(token: str, score: int, now=None, call_me: bool = False):
+        given = feedback.record_answer(token, score, now=now)
+        return feedback.request_callback(token, now=now) if call_me else given
+
+    return give
+
+
+@pytest.fixture
 def gateway(app):
     """An SMS gateway subscribed to patients' messages; nothing is posted to it unless a test sends (it never does)."""
     app.config.update(WEBHOOK_ALLOW_PRIVATE_NETWORKS=True, WEBHOOK_SEND_AFTER_COMMIT=False)
@@ -242,6 +256,9 @@ def counts() -> dict:
     result["referrals_visited"] = db.session.scalar(select(func.count()).select_from(Referral)
                                                     .where(Referral.visited_at.is_not(None)))
     result["campaign_edits"] = db.session.scalar(select(func.max(Campaign.updated_at)))
+    result["visit_feedback"] = db.session.scalar(select(func.count()).select_from(VisitFeedback))
+    result["feedback_calls"] = db.session.scalar(select(func.count()).select_from(VisitFeedback).where(
+        VisitFeedback.callback_requested_at.is_not(None) | VisitFeedback.followed_up_at.is_not(None)))
     db.session.rollback()
     return result
 

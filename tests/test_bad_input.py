@@ -38,7 +38,7 @@ INPUTLESS = ("auth.logout", "patients.rotate_progress_link", "honours.delete_tie
              "referrals.visit", "admin.disable_staff", "admin.enable_staff", "admin.end_staff_sessions", "admin.reset_two_step",
              "accounts.reset_password",
              "auth.two_step_start", "webhooks.enable", "webhooks.disable", "webhooks.delete", "webhooks.resend", "webhooks.rotate_secret",
-             "api_tokens.revoke")
+             "api_tokens.revoke", "public.feedback_callback", "reports.feedback_called")
 # Routes for which some of the nonsense is valid input; they run last and must only answer without a 5xx.
 LENIENT = {
     "admin.void_voucher": "any 3 to 200 printable characters are a reason, 'NaN' included",

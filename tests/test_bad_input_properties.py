@@ -654,6 +654,10 @@ ROUTES: dict[str, Route] = {
                             examples=({"name": "<script>alert(1)</script>"}, {"website": "x"}, {"consent": OMIT})),
     "leads.update": Route({"status": choices(["contacted", "booked", "not_interested", "converted", "new"]),
                            "note": text}, {"status": "booked", "note": ""}, ids=lambda w: {"lead_id": w.new_lead()}),
+    # "How was your visit?", from the patient's phone: one score 0-10 per fresh patient (a second one is a 409).
+    "public.feedback": Route({"score": st.one_of(text, numbers, choices(["-1", "11", "05", "10 ", "x"]))},
+                             {"score": "9"}, anonymous=True, ids=lambda w: {"token": w.new_patient_link()},
+                             examples=({"score": "11"}, {"score": OMIT}, {"score": ["3", "4"]})),
     # Two-step login, as the world's manager: turned on with a right code, then off with the password and the
     # next step's code (the enrolment used the current one). Without a pending login /login/code sends a
     # visitor back to the password with a flashed refusal: its code field is fuzzed in tests/test_two_step.py.
@@ -671,7 +675,8 @@ ROUTES: dict[str, Route] = {
 INPUTLESS = {"auth.logout", "auth.two_step_start", "admin.reset_two_step", "accounts.reset_password", "patients.rotate_progress_link", "patients.send_invitation", "honours.delete_tier", "desk.mark_visit",
              "referrals.visit", "cards.retry", "admin.disable_staff", "admin.enable_staff",
              "admin.end_staff_sessions", "webhooks.enable", "webhooks.disable", "webhooks.delete",
-             "webhooks.resend", "webhooks.rotate_secret", "api_tokens.revoke"}
+             "webhooks.resend", "webhooks.rotate_secret", "api_tokens.revoke", "public.feedback_callback",
+             "reports.feedback_called"}
 
 
 def post_endpoints(app) -> set[str]:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 WIDTHS = (390, 768)
 # What a page may show and still pass: an undersized target with room around it meets WCAG 2.5.8.
 NOTES = {"small"}
-STAFF_PAGES = ("/desk/", "/patients/", "/admin/dashboard", "/admin/checks", "/admin/campaigns", "/admin/campaigns/new", "/cards/",
+STAFF_PAGES = ("/desk/", "/patients/", "/admin/dashboard", "/admin/checks", "/admin/feedback", "/admin/campaigns", "/admin/campaigns/new", "/cards/",
                "/admin/settings", "/admin/staff", "/admin/audit", "/admin/webhooks", "/admin/api-tokens/",
                "/admin/posters", "/admin/import", "/admin/tiers", "/admin/honours", "/admin/invitations", "/account/security",
                "/account/password", "/api/v1/docs", "/desk/leads")
@@ -83,6 +83,20 @@ def test_pages_fit_a_tablet_and_a_phone(journey, site):
     page.check("#call-me input[name=consent]")
     page.click("#call-me button[type=submit]")
     page.wait_for_selector(".thanks")
+    found += problems_at_each_width(page)
+
+    # The progress page's "How was your visit?" card after a low score and after asking for a call; then the
+    # manager's call list with that patient on it.
+    page.set_viewport_size({"width": 1024, "height": 768})
+    page.goto(site.local(redeemed.referrer.progress_url))
+    page.click('#feedback button[name="score"][value="3"]')
+    page.wait_for_selector("#feedback .feedback-thanks")
+    found += problems_at_each_width(page)
+    page.click("#feedback form button")
+    page.wait_for_selector("#feedback .feedback-when")
+    found += problems_at_each_width(page)
+    page.goto("/admin/feedback")
+    page.wait_for_selector("#calls tr.call")
     found += problems_at_each_width(page)
 
     # The desk after a voucher is scanned: its QR, value, code and "valid until" beside each other.

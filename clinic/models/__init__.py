@@ -6,6 +6,7 @@ from clinic.models.branch import Branch
 from clinic.models.campaign import Campaign, RewardKind
 from clinic.models.card import UNREDEEMED_CARD_STATUSES, BatchStatus, Card, CardBatch, CardStatus, IssuedCode
 from clinic.models.clinic import Clinic
+from clinic.models.feedback import VisitFeedback
 from clinic.models.idempotency import FormSubmission
 from clinic.models.lead import FriendLead, LeadStatus
 from clinic.models.patient import Patient
@@ -58,6 +59,7 @@ __all__ = [
     "Voucher",
     "VoucherReminder",
     "VoucherStatus",
+    "VisitFeedback",
     "DeliveryStatus",
     "NotificationTemplate",
     "OutboxEvent",

@@ -7,7 +7,9 @@ elsewhere: queued messages (their address and text), the record number in webhoo
 redemption form that registered them, and the PDF of a card printed with their name. The audit log never held
 them (it records ids), so it keeps its rows and gains one, ``patient.erased``, with no personal data in it either.
 
-What erasing leaves, on purpose: the patient's active vouchers stay valid (bearer value the patient may still
+What erasing leaves, on purpose: their "How was your visit?" answers keep their score, date and branch with no
+patient (and no wish to be called), so the clinic's NPS history stays right and nothing in them names anyone
+(clinic/services/feedback.py); the patient's active vouchers stay valid (bearer value the patient may still
 hold: taking it away for exercising a right would be wrong, and their codes carry no personal data); referrals stay
 linked (the other side's rewards depend on them); free-text reasons that staff typed (a reversal, a void) are kept
 as written. The personal code and the cards given to the patient stop working, since a friend redeeming them would
@@ -32,7 +34,7 @@ from clinic.models import (Card, CardBatch, CardStatus, DeliveryStatus, FormSubm
                            Patient, Referral, ReviewRequest, Reward, RewardStatus, Voucher, VoucherStatus,
                            WebhookDelivery)
 from clinic.models._time import utcnow
-from clinic.services import audit, importer, notifications
+from clinic.services import audit, feedback, importer, notifications
 from clinic.services.cards import VOIDABLE, batch_folder
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
@@ -173,6 +175,7 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor, *,
         reviews += _reject_reviews(patient_id, now, actor)  # one sent while the first ones were rejected
         messages = notifications.cancel_withheld_messages(patient)
         events = _redact_events(patient_id)
+        feedback.forget_patient(patient_id)
         db.session.execute(
             update(FormSubmission).where(FormSubmission.action == "redeem", FormSubmission.result_id.in_(
                 select(Referral.id).where(Referral.friend_id == patient_id)))

@@ -14,7 +14,7 @@ import json
 from sqlalchemy import or_, select
 
 from clinic.extensions import db
-from clinic.models import (AuditEvent, Branch, Card, OutboxEvent, Patient, Referral, Reward, Voucher,
+from clinic.models import (AuditEvent, Branch, Card, OutboxEvent, Patient, Referral, Reward, VisitFeedback, Voucher,
                            WebhookDelivery)
 from clinic.services import audit, notifications
 from clinic.services.codes import format_code
@@ -44,6 +44,8 @@ def patient_data(patient_id: int, actor: Actor) -> tuple[Patient, str]:
         "cards": [_card(card) for card in db.session.scalars(
             select(Card).where(Card.patient_id == patient_id).order_by(Card.id))],
         "messages": _messages(patient_id),
+        "visit_feedback": [_feedback(answer) for answer in db.session.scalars(
+            select(VisitFeedback).where(VisitFeedback.patient_id == patient_id).order_by(VisitFeedback.id))],
         "history": [{"at": timestamp(event.at), "action": event.action, "outcome": event.outcome}
                     for event in db.session.scalars(select(AuditEvent).where(or_(
                         AuditEvent.patient_id == patient_id, AuditEvent.referral_id.in_(select(Referral.id).where(
@@ -110,6 +112,13 @@ def _voucher(voucher: Voucher) -> dict:
             "currency": voucher.currency, "label": voucher.label, "status": voucher.status,
             "issued_at": timestamp(voucher.issued_at), "expires_at": timestamp(voucher.expires_at),
             "spent_at": timestamp(voucher.spent_at), "voided_at": timestamp(voucher.voided_at)}
+
+
+def _feedback(answer: VisitFeedback) -> dict:
+    """Their "How was your visit?" answer (0-10), whether they asked to be called, and when the clinic called."""
+    return {"score": answer.score, "answered_at": timestamp(answer.created_at),
+            "asked_to_be_called_at": timestamp(answer.callback_requested_at),
+            "called_back_at": timestamp(answer.followed_up_at)}
 
 
 def _card(card: Card) -> dict:

@@ -1,9 +1,9 @@
 """What a patient sees on their private progress page.
 
-Patients open it often from a chat link, so it is read as plain rows (models/rows.py) with at most three
-queries — the patient (with the settings stamp, and whether there are friends and vouchers to read), their
-friends with the referrer's rewards, their vouchers — and the clinic, campaign and tiers from the settings
-snapshot: no ORM entity on the way.
+Patients open it often from a chat link, so it is read as plain rows (models/rows.py) with at most four
+queries — the patient (with the settings stamp, and whether there are friends, vouchers and a recent "How was your
+visit?" answer to read), their friends with the referrer's rewards, their vouchers, their answer (services/feedback.py)
+— and the clinic, campaign and tiers from the settings snapshot: no ORM entity on the way.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 
 from clinic.i18n import current_language, pgettext
 from clinic.models import Patient, Referral, ReferralStatus, Reward, RewardStatus, Stage, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 from clinic.models.rows import PUBLIC_PATIENT_KEYS, PublicPatientRow, VoucherRow, columns_of
+from clinic.services import feedback
 from clinic.services.clinic_settings import RewardTerms, current_clinic, friend_reward, referrer_reward
 from clinic.services.patients import hash_token
 from clinic.services.privacy import mask_name
@@ -87,6 +88,8 @@ class ProgressPage:
     reward_per_friend: str | None
     tier: TierStatus
     friends: list[FriendProgress]
+    answer: feedback.GivenAnswer | None = None  # their "How was your visit?" answer of the last 90 days
+    has_phone: bool = False  # the clinic could call them back (the phone itself is not on the page)
 
     @property
     def friends_count(self) -> int:
@@ -108,6 +111,8 @@ _PATIENT_BY_TOKEN_HASH = select(
     *columns_of(Patient, PUBLIC_PATIENT_KEYS),
     select(Referral.id).where(Referral.referrer_id == Patient.id).exists().label("has_friends"),
     select(Voucher.id).where(Voucher.patient_id == Patient.id).exists().label("has_vouchers"),
+    feedback.answered_recently(Patient.id).label("has_feedback"),
+    (func.coalesce(Patient.phone, "") != "").label("has_phone"),
     STAMP_COLUMN,
 ).where(Patient.progress_token_hash == bindparam("token_hash"))
 # Each referral with the friend's names and the referrer's rewards for it (none, one or more rows each).
@@ -150,16 +155,18 @@ def progress_page(token: str) -> ProgressPage | None:
     if not token or len(token) > 128:
         return None
     with read_connection() as connection:
-        row = connection.execute(_PATIENT_BY_TOKEN_HASH, {"token_hash": hash_token(token)}).first()
+        now = utcnow()
+        row = connection.execute(_PATIENT_BY_TOKEN_HASH, {"token_hash": hash_token(token),
+                                                          "feedback_since": feedback.window_start(now)}).first()
         if row is None:
             return None
-        *patient_columns, has_friends, has_vouchers, stamp = row
+        *patient_columns, has_friends, has_vouchers, has_feedback, has_phone, stamp = row
         settings_read_with(stamp, connection)  # first: the friends' rewards are worded in the clinic's language
         patient = PublicPatientRow(*patient_columns)
         friends, milestones = _friends(connection, patient.id) if has_friends else ([], [])
         vouchers = [VoucherRow(*row) for row in connection.execute(_VOUCHERS_OF, {"patient_id": patient.id})] \
             if has_vouchers else []
-    now = utcnow()
+        answer = feedback.latest_answer(connection, patient.id, now) if has_feedback else None
     campaign = campaign_in_force(for_cards=False, now=now)
     currency, language = current_clinic().currency, current_language()
     running = campaign is not None
@@ -171,4 +178,6 @@ def progress_page(token: str) -> ProgressPage | None:
         reward_per_friend=referrer_reward(campaign).describe_with_stage(currency, language) if running else None,
         tier=tier_status(patient.id, now, milestones),
         friends=friends,
+        answer=answer,
+        has_phone=bool(has_phone),
     )

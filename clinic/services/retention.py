@@ -10,10 +10,12 @@ enrolment; any referral where they are the referrer or the friend — its redemp
 first payment; a voucher issued to them, or spent by them; a gift-pack card activated for them (a discharge); a new
 private progress link (the patient asked for one); and a change of their privacy choices — messages, name on
 posters, leaderboard — whoever recorded it (the audit log's ``patient.*_consent`` events, and the moment the
-messaging consent in force was given).
+messaging consent in force was given); an answer to "How was your visit?" on their progress page, and their asking
+the manager to call them (clinic/services/feedback.py).
 
 Left out, on purpose: a referral's reversal, a voucher's voiding or expiry, corrections of the patient's details and
-data exports (staff acting on the record, not the patient coming back: a clean-up would otherwise keep everyone);
+data exports, the manager's call after a feedback (staff acting on the record, not the patient coming back: a
+clean-up would otherwise keep everyone);
 views of the progress page (not recorded anywhere: it is read without writing); messages sent to them (the clinic
 speaking, not the patient), their code sent by message among them (``Patient.last_invited_at``).
 
@@ -32,7 +34,8 @@ from sqlalchemy import exists, func, literal_column, select, union_all
 from sqlalchemy.exc import SQLAlchemyError
 
 from clinic.extensions import db
-from clinic.models import AuditEvent, Card, Patient, Referral, ReviewRequest, Reward, Voucher, VoucherStatus
+from clinic.models import (AuditEvent, Card, Patient, Referral, ReviewRequest, Reward, VisitFeedback, Voucher,
+                           VoucherStatus)
 from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.clinic_settings import current_clinic
@@ -69,6 +72,9 @@ def _activity_moments():
         select(Card.patient_id, Card.activated_at).where(Card.patient_id.is_not(None), Card.activated_at.is_not(None)),
         select(AuditEvent.patient_id, AuditEvent.at).where(AuditEvent.action.in_(PRIVACY_CHOICE_EVENTS),
                                                            AuditEvent.patient_id.is_not(None)),
+        select(VisitFeedback.patient_id, VisitFeedback.created_at).where(VisitFeedback.patient_id.is_not(None)),
+        select(VisitFeedback.patient_id, VisitFeedback.callback_requested_at).where(
+            VisitFeedback.patient_id.is_not(None), VisitFeedback.callback_requested_at.is_not(None)),
     ).subquery("activity")
 
 

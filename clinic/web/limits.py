@@ -222,6 +222,8 @@ LIMITED_ENDPOINTS: dict[str, Callable] = {
     "public.progress_poster": _public_page,
     "public.choices": _public_page,
     "public.save_choices": _public_page,
+    "public.feedback": _public_page,
+    "public.feedback_callback": _public_page,
     "public.voucher": _public_page,
     "public.voucher_qr": _public_page,
     "api.create_patient": _api_request,

@@ -19,6 +19,7 @@ from clinic.services import progress as progress_service
 from clinic.services.patients import FieldErrors, patient_by_progress_token
 from clinic.services.errors import Refused
 from clinic.services import colours, consents, invitations, leads
+from clinic.services import feedback as feedback_service
 from clinic.services.clinic_settings import brand_colour, current_clinic
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
 from clinic.services.database_trouble import DISK_FULL, NOT_WRITABLE, database_trouble
@@ -122,11 +123,49 @@ def call_me(raw_code: str):
 @bp.get("/p/<token>")
 def progress(token: str):
     """A patient's private progress page (a stable, printed contract)."""
+    return _progress_page(token)
+
+
+def _progress_page(token: str, *, status: int = 200, feedback_error: str | None = None):
+    """The progress page; after a refused "How was your visit?" answer, with the reason in its card."""
     page = progress_service.progress_page(token)
     if page is None:
         return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
-    return render_template("public/progress.html", page=page, token=token,
-                           invite_link=invite_url(page.patient.personal_code)), 200, PRIVATE_HEADERS
+    return render_template("public/progress.html", page=page, token=token, feedback_error=feedback_error,
+                           invite_link=invite_url(page.patient.personal_code)), status, PRIVATE_HEADERS
+
+
+@bp.post("/p/<token>/feedback")
+@csrf.exempt
+def feedback(token: str):
+    """The patient's 0-10 answer (clinic/services/feedback.py): 303 back to the card, which thanks them; or the page
+    with the reason (422 a bad score, 409 answered in the last 90 days), nothing saved.
+
+    Exempt from the CSRF check for the reasons of :func:`save_choices`: the unguessable token is the authority.
+    """
+    try:
+        feedback_service.record_answer(token, feedback_service.parse_score(request.form.getlist("score")))
+    except Refused as refusal:
+        return _feedback_refused(token, refusal)
+    return redirect(url_for("public.progress", token=token, _anchor="feedback"), code=303), PRIVATE_HEADERS
+
+
+@bp.post("/p/<token>/feedback/call-me")
+@csrf.exempt
+def feedback_callback(token: str):
+    """A detractor's "Yes, please call me": recorded for the manager's call list, then back to the card (303)."""
+    try:
+        feedback_service.request_callback(token)
+    except Refused as refusal:
+        return _feedback_refused(token, refusal)
+    return redirect(url_for("public.progress", token=token, _anchor="feedback"), code=303), PRIVATE_HEADERS
+
+
+def _feedback_refused(token: str, refusal: Refused):
+    """An unknown (rotated, erased) link gets the progress page's 404 before anything is read from the form."""
+    if refusal.status == 404:
+        return render_template("public/progress_unknown.html"), 404, PRIVATE_HEADERS
+    return _progress_page(token, status=refusal.status, feedback_error=refusal.message)
 
 
 @bp.get("/p/<token>/choices")

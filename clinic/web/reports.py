@@ -13,13 +13,15 @@ from clinic.i18n import format_day
 from clinic.models import Branch
 from clinic.services import branches as branch_service
 from clinic.services import exports as export_service
+from clinic.services import feedback as feedback_service
 from clinic.services import referral_checks as check_service
 from clinic.services import reports as report_service
 from clinic.services.clinic_settings import clinic_today, clinic_zone, current_clinic
 from clinic.services.errors import Refused
 from clinic.web import charts
 from clinic.web.errors import render_error
-from clinic.web.helpers import current_actor, form_value, manager_required, parse_id
+from clinic.web.helpers import (current_actor, form_value, is_htmx, manager_required, parse_id,
+                                render_fragment_or_page)
 
 bp = Blueprint("reports", __name__, url_prefix="/admin")
 MAX_DAYS = 3661  # ten years and their leap days
@@ -102,6 +104,34 @@ def dashboard():
                            card_split=charts.share_split(figures.funnel.paid_with_card, figures.funnel.paid),
                            branch=db.session.get(Branch, scope.branch_id) if scope.branch_id else None,
                            export_args={k: v for k, v in values.items() if v}, **context)
+
+
+@bp.get("/feedback")
+def feedback_calls():
+    """"Patients to call": detractors who asked the manager to call them (clinic/services/feedback.py).
+
+    Full phone numbers, unlike the desk's masked ones (DESIGN.md: masked "except where needed"): the manager is here
+    to dial them, and the patient asked for exactly that. The page is managers' only, as the whole blueprint is.
+    """
+    return render_template("reports/feedback_calls.html", calls=feedback_service.patients_to_call())
+
+
+@bp.post("/feedback/<int:feedback_id>/called")
+def feedback_called(feedback_id: int):
+    """The manager's "Called" (audited): the row again for htmx (swapped in place), else back to the list (303)."""
+    try:
+        row = feedback_service.mark_called(feedback_id, current_actor())
+    except Refused as refusal:
+        if refusal.status == 404:
+            abort(404)
+        row = feedback_service.call_row(feedback_id)
+        return render_fragment_or_page("reports/_feedback_call.html", "reports/feedback_calls.html",
+                                       refusal.status, call=row, calls=feedback_service.patients_to_call(),
+                                       error=refusal.message, error_id=feedback_id)
+    if is_htmx():
+        return render_template("reports/_feedback_call.html", call=row)
+    flash(_("Recorded: %(name)s was called.", name=row.full_name))
+    return redirect(url_for("reports.feedback_calls"), code=303)
 
 
 def _checks_period() -> tuple[date, date]:

@@ -187,6 +187,7 @@ AUDIT_LABELS = {
     "webhook.secret_rotated": _l("Webhook signing secret replaced"),
     "webhook.cancelled": _l("Message to a patient cancelled, not sent"),
     "patient.erased": _l("Personal data erased"),
+    "feedback.called": _l("Patient called back after their feedback"),
     "export.patient_data": _l("A patient's data exported (JSON)"),
     "patient.details_corrected": _l("Patient details corrected"),
     "vouchers.expiry_reminded": _l("Patients reminded of vouchers about to expire"),
