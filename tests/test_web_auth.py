@@ -145,7 +145,11 @@ def test_managers_see_every_page(manager, path):
 
 # POST routes whose authority is a secret in the URL, not the session: a forging site cannot know it, so there is no
 # CSRF to check (the view's docstring says why; the test named here checks it works without a token).
-NO_SESSION_POSTS = {"public.save_choices": "tests/test_public_choices.py"}
+NO_SESSION_POSTS = {"public.save_choices": "tests/test_public_choices.py",
+                    "public.feedback": "tests/test_visit_feedback.py",
+                    "public.feedback_callback": "tests/test_visit_feedback.py",
+                    # The friend on the invite page has no session at all: the code in the URL says whose page it is.
+                    "public.call_me": "tests/test_friend_leads.py"}
 
 
 def test_every_post_route_refuses_a_missing_csrf_token(app, manager):
