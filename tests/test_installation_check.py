@@ -88,6 +88,9 @@ def test_overdue_webhook_deliveries_mean_no_sender_runs(app, migrated):
     level, sentence = by_topic(app)["webhooks"]
     assert level == PROBLEM and sentence.startswith("1 webhook delivery (") and "deliver-webhooks" in sentence
     assert run_check(app).exit_code == 1
+    endpoint.enabled = False  # its deliveries wait on purpose until a manager enables it again: no alarm
+    db.session.commit()
+    assert "webhooks" not in by_topic(app)
 
 
 def test_a_queued_batch_with_redis_and_no_worker(app, migrated):

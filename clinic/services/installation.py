@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from clinic.extensions import db
-from clinic.models import BatchStatus, CardBatch, DeliveryStatus, Staff, WebhookDelivery
+from clinic.models import BatchStatus, CardBatch, DeliveryStatus, Staff, WebhookDelivery, WebhookEndpoint
 from clinic.models._time import utcnow
 
 PROBLEM, NOTE, OK = "problem", "note", "ok"
@@ -93,9 +93,11 @@ def _two_step(config) -> list[Finding]:
 def _background_work(config, now: datetime) -> list[Finding]:
     """Work the database says is waiting for a process that should be running: the webhook sender, the RQ worker."""
     found = []
+    # A disabled endpoint's deliveries wait on purpose (the sender leaves them until it is enabled again).
     overdue = db.session.execute(
         select(func.count(), func.min(WebhookDelivery.next_attempt_at))
-        .where(WebhookDelivery.status == DeliveryStatus.PENDING.value,
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING.value, WebhookEndpoint.enabled.is_(True),
                WebhookDelivery.next_attempt_at < now - OVERDUE)).one()
     if overdue[0]:
         found.append(Finding(PROBLEM, "webhooks",
