@@ -16,10 +16,11 @@ from urllib.parse import unquote, urlsplit
 
 from gunicorn.glogging import Logger
 
+from clinic.services.codes import PERSONAL_CODE_LENGTH  # a longer code (a card's, 12 symbols) is a bearer secret
+
 # Any number of leading slashes: werkzeug answers //p/<token> with a redirect, and gunicorn logs that request too.
 PRIVATE_PATH = re.compile(r"\A(/+(?:p|v|api/v1/vouchers)/).+", re.DOTALL)
 INVITE_PATH = re.compile(r"\A(/+r/)([^/]*).*", re.DOTALL)
-PERSONAL_CODE_LENGTH = 8  # clinic/services/codes.py; a longer code (a card's, 12 symbols) is a bearer secret
 ABSOLUTE_FORM = re.compile(r"\A[A-Za-z][A-Za-z0-9+.-]*://")
 # A request target quoted inside one of gunicorn's error messages: up to the next space or quote.
 TARGET_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*|/[^\s'\"]*")

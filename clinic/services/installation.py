@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from clinic.extensions import db
-from clinic.models import BatchStatus, CardBatch, DeliveryStatus, Staff, WebhookDelivery, WebhookEndpoint
+from clinic.models import BatchStatus, CardBatch, Staff, WebhookDelivery, WebhookEndpoint
 from clinic.models._time import utcnow
 
 PROBLEM, NOTE, OK = "problem", "note", "ok"
@@ -85,25 +85,26 @@ def _two_step(config) -> list[Finding]:
     users = db.session.scalar(select(func.count()).select_from(Staff).where(Staff.totp_secret.is_not(None)))
     if users and not config.get("TWO_STEP_KEY"):
         return [Finding(NOTE, "two-step login",
-                        f"{_count(users, 'account uses', 'accounts use')} two-step login, sealed with a key derived from SECRET_KEY: set "
-                        f"TWO_STEP_KEY (keep it with the backups) so that a new SECRET_KEY does not break them.")]
+                        f"{_count(users, 'account uses', 'accounts use')} two-step login, sealed with a key derived "
+                        f"from SECRET_KEY: set TWO_STEP_KEY (keep it with the backups) so that a new SECRET_KEY "
+                        f"does not break them.")]
     return []
 
 
 def _background_work(config, now: datetime) -> list[Finding]:
     """Work the database says is waiting for a process that should be running: the webhook sender, the RQ worker."""
     found = []
-    # A disabled endpoint's deliveries wait on purpose (the sender leaves them until it is enabled again).
+    from clinic.services.webhook_sender import due
+
     overdue = db.session.execute(
         select(func.count(), func.min(WebhookDelivery.next_attempt_at))
-        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-        .where(WebhookDelivery.status == DeliveryStatus.PENDING.value, WebhookEndpoint.enabled.is_(True),
-               WebhookDelivery.next_attempt_at < now - OVERDUE)).one()
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id).where(*due(now - OVERDUE))).one()
     if overdue[0]:
         found.append(Finding(PROBLEM, "webhooks",
                              f"{_count(overdue[0], 'webhook delivery', 'webhook deliveries')} (patients' messages "
-                             f"among them) waiting since {overdue[1]:%Y-%m-%d %H:%M} UTC: is `flask --app wsgi deliver-webhooks` running as a "
-                             f"service? (Running in production, step 4)"))
+                             f"among them) waiting since {overdue[1]:%Y-%m-%d %H:%M} UTC: is "
+                             f"`flask --app wsgi deliver-webhooks` running as a service? (Running in production, "
+                             f"step 4)"))
     if config.get("REDIS_URL"):
         waiting = db.session.scalar(select(func.count()).select_from(CardBatch).where(
             CardBatch.status == BatchStatus.QUEUED.value, CardBatch.created_at < now - OVERDUE))

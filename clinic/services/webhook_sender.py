@@ -258,7 +258,9 @@ def event_body(event: OutboxEvent) -> bytes:
     return json.dumps(envelope, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _due(now: datetime):
+def due(now: datetime):
+    """The conditions of a delivery the sender takes at ``now``: pending, its time come, its endpoint enabled
+    (a disabled endpoint's deliveries wait on purpose). Also what ``flask check`` calls overdue, some minutes back."""
     return (WebhookDelivery.status == DeliveryStatus.PENDING.value, WebhookDelivery.next_attempt_at <= now,
             WebhookEndpoint.enabled.is_(True))
 
@@ -282,7 +284,7 @@ def claim_next(now: datetime) -> Claim | Cancelled | None:
     # notifications imports webhooks, which imports this module.
     from clinic.services import notifications
 
-    if not db.session.scalar(select(exists().where(WebhookDelivery.endpoint_id == WebhookEndpoint.id, *_due(now)))):
+    if not db.session.scalar(select(exists().where(WebhookDelivery.endpoint_id == WebhookEndpoint.id, *due(now)))):
         db.session.rollback()
         return None
     with atomic():
@@ -290,7 +292,7 @@ def claim_next(now: datetime) -> Claim | Cancelled | None:
             select(WebhookDelivery.id, OutboxEvent.event_type, OutboxEvent.payload)
             .join(WebhookEndpoint, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
             .join(OutboxEvent, WebhookDelivery.event_id == OutboxEvent.id)
-            .where(*_due(now)).order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(5)
+            .where(*due(now)).order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(5)
             .with_for_update(skip_locked=True, of=WebhookDelivery)).all()
         for delivery_id, event_type, payload in candidates:
             withheld = notifications.withheld_because(payload) if event_type == notifications.EVENT else None
