@@ -67,9 +67,8 @@ def message_values(patient: Patient, campaign: CampaignRow) -> dict:
 
 def _may_be_invited(cutoff: datetime) -> list:
     """The conditions a patient must meet to be sent an invitation now: the messaging rule, and none since ``cutoff``."""
-    return [Patient.erased_at.is_(None), Patient.notification_consent.is_(True),
-            Patient.preferred_channel.in_(notifications.MESSAGE_CHANNELS), Patient.phone.is_not(None),
-            Patient.phone != "", or_(Patient.last_invited_at.is_(None), Patient.last_invited_at < cutoff)]
+    return [*notifications.may_message_conditions(),
+            or_(Patient.last_invited_at.is_(None), Patient.last_invited_at < cutoff)]
 
 
 def _claim(patient_ids: list[int], now: datetime, cutoff: datetime) -> list[int]:

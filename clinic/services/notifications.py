@@ -19,7 +19,7 @@ import re
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
@@ -255,6 +255,13 @@ def cancel_withheld_messages(patient: Patient) -> list[int]:
 def may_message(patient: Patient) -> bool:
     """Consent given, a channel chosen and a phone to send to: the only case a message is emitted."""
     return bool(patient.notification_consent and patient.preferred_channel in MESSAGE_CHANNELS and patient.phone)
+
+
+def may_message_conditions() -> tuple:
+    """:func:`may_message` as SQL conditions on ``Patient`` (and not erased), for the runs that pick whom to tell
+    (voucher reminders, invitations): change the two together."""
+    return (Patient.erased_at.is_(None), Patient.notification_consent.is_(True),
+            Patient.preferred_channel.in_(MESSAGE_CHANNELS), func.coalesce(Patient.phone, "") != "")
 
 
 def _request(patient: Patient, kind: str, values: dict[str, str], about: dict):

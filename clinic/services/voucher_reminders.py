@@ -52,8 +52,7 @@ def _vouchers_to_remind(now: datetime, window: timedelta):
             .where(Voucher.status == VoucherStatus.ACTIVE.value, Voucher.expires_at > now,
                    Voucher.expires_at <= now + window, Voucher.issued_at <= now - window,
                    ~select(VoucherReminder.voucher_id).where(VoucherReminder.voucher_id == Voucher.id).exists(),
-                   Patient.erased_at.is_(None), Patient.notification_consent.is_(True),
-                   Patient.preferred_channel.in_(notifications.MESSAGE_CHANNELS))
+                   *notifications.may_message_conditions())
             .order_by(Voucher.patient_id, Voucher.expires_at, Voucher.id))
 
 
