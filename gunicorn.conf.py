@@ -66,3 +66,10 @@ def post_fork(server, worker):
     app = server.app.wsgi()
     with app.app_context():
         db.engine.dispose(close=False)
+
+
+def worker_exit(server, worker):
+    """A worker retired (``max_requests``) or stopped writes the invite page opens it still holds."""
+    from clinic.services.invite_opens import write_all
+
+    write_all()

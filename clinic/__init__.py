@@ -52,11 +52,13 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from clinic import cli, models  # noqa: F401  (models register their tables)
     from clinic.web import register_web
+    from clinic.services import invite_opens
     from clinic.web.helpers import BoundedIntConverter
 
     app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
     register_web(app)
     cli.register(app)
+    invite_opens.init_app(app)
     if not app.testing:
         _warn_about_printing(app)
         for problem in folder_problems(app.config):

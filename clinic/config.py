@@ -82,6 +82,8 @@ def load_config(instance_path: Path) -> dict:
         "WEBHOOK_RETRY_BASE_SECONDS": int(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "30")),
         "WEBHOOK_RETRY_MAX_SECONDS": int(os.environ.get("WEBHOOK_RETRY_MAX_SECONDS", "3600")),
         "WEBHOOK_POLL_SECONDS": float(os.environ.get("WEBHOOK_POLL_SECONDS", "5")),
+        # Invite page opens (clinic/services/invite_opens.py) are written by each process at most this often.
+        "INVITE_OPENS_FLUSH_SECONDS": float(os.environ.get("INVITE_OPENS_FLUSH_SECONDS", "10")),
         # A staff login lasts this long at most (logging out, or a manager, ends it sooner).
         "STAFF_SESSION_HOURS": int(os.environ.get("STAFF_SESSION_HOURS", "24")),
         # How many reverse proxies in front of the app add X-Forwarded-For/-Proto (0: none, the

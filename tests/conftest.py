@@ -86,6 +86,7 @@ def app(request, tmp_path):
     app = create_app({
         "TESTING": True,
         "RATELIMIT_ENABLED": False,  # tests/test_limits.py turns it on where limits are the subject
+        "INVITE_OPENS_FLUSH_SECONDS": 0,  # each open written at once (tests/test_invite_opens.py tries the batches)
         "SECRET_KEY": "test-secret",
         "SQLALCHEMY_DATABASE_URI": _database_url(request.param, tmp_path),
         "UPLOAD_FOLDER": str(tmp_path / "uploads"),

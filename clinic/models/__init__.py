@@ -8,6 +8,7 @@ from clinic.models.card import UNREDEEMED_CARD_STATUSES, BatchStatus, Card, Card
 from clinic.models.clinic import Clinic
 from clinic.models.feedback import VisitFeedback
 from clinic.models.idempotency import FormSubmission
+from clinic.models.invite_open import InviteOpen
 from clinic.models.lead import FriendLead, LeadStatus
 from clinic.models.patient import Patient
 from clinic.models.referral import Referral, ReferralStatus
@@ -47,6 +48,7 @@ __all__ = [
     "Campaign",
     "Clinic",
     "FormSubmission",
+    "InviteOpen",
     "FriendLead",
     "LeadStatus",
     "Patient",

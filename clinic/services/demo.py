@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from flask import current_app
@@ -12,7 +15,8 @@ from clinic.models import Role
 from clinic.extensions import db
 from clinic.models import Branch, Staff, Tier
 from clinic.models._time import utcnow
-from clinic.services import cards, clinic_settings, milestones, redemption, vouchers
+from clinic.services import cards, clinic_settings, invite_opens, milestones, redemption, vouchers
+from clinic.services.clinic_settings import clinic_today
 from clinic.services.patients import PatientDetails, enrol_patient
 from clinic.services.staff import create_staff
 from clinic.services.transaction import Actor, atomic
@@ -139,6 +143,8 @@ def seed_demo_clinic(password: str | None = None) -> DemoSummary:
     for index in (0, 4, 8, 12, 1, 5):  # the first referrer's four friends and two of the second's
         milestones.record_payment(results[index].friend.id, 68_000, as_desk)
 
+    _invite_page_history(referrers, given_to=referrers[4:6])
+
     showcase = referrers[0]
     summary = DemoSummary(
         password=password,
@@ -152,3 +158,19 @@ def seed_demo_clinic(password: str | None = None) -> DemoSummary:
     logins.write_text("\n".join(summary.lines()) + "\n")
     logins.chmod(0o600)
     return summary
+
+
+def _invite_page_history(referrers: list, given_to: list) -> None:
+    """Some weeks of friends opening the referrers' invite pages, so the dashboard's top of the funnel has figures:
+    more for the keen first referrers, some through the two scratch cards handed out (clinic/services/invite_opens.py)."""
+    rolls = random.Random(7)  # the same history on every demo
+    today = clinic_today()
+    history: Counter = Counter()
+    for rank, referrer in enumerate(referrers):
+        for days_ago in range(28):
+            opens = rolls.randint(0, max(0, 4 - rank))
+            if opens:
+                history[today - timedelta(days=days_ago), referrer.id, invite_opens.PERSONAL] += opens
+    for referrer in given_to:
+        history[today, referrer.id, invite_opens.CARD] += rolls.randint(1, 3)
+    invite_opens.add_to_rows(history)

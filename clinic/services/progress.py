@@ -1,7 +1,7 @@
 """What a patient sees on their private progress page.
 
 Patients open it often from a chat link, so it is read as plain rows (models/rows.py) with at most four
-queries — the patient (with the settings stamp, and whether there are friends, vouchers and a recent "How was your
+queries — the patient (with the settings stamp, how often their invite page was opened, and whether there are friends, vouchers and a recent "How was your
 visit?" answer to read), their friends with the referrer's rewards, their vouchers, their answer (services/feedback.py)
 — and the clinic, campaign and tiers from the settings snapshot: no ORM entity on the way.
 """
@@ -17,7 +17,7 @@ from clinic.i18n import current_language, pgettext
 from clinic.models import Patient, Referral, ReferralStatus, Reward, RewardStatus, Stage, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 from clinic.models.rows import PUBLIC_PATIENT_KEYS, PublicPatientRow, VoucherRow, columns_of
-from clinic.services import feedback
+from clinic.services import feedback, invite_opens
 from clinic.services.clinic_settings import RewardTerms, current_clinic, friend_reward, referrer_reward
 from clinic.services.patients import hash_token
 from clinic.services.privacy import mask_name
@@ -90,6 +90,7 @@ class ProgressPage:
     friends: list[FriendProgress]
     answer: feedback.GivenAnswer | None = None  # their "How was your visit?" answer of the last 90 days
     has_phone: bool = False  # the clinic could call them back (the phone itself is not on the page)
+    invite_opens: int = 0  # how often their invite page was opened (clinic/services/invite_opens.py)
 
     @property
     def friends_count(self) -> int:
@@ -113,6 +114,7 @@ _PATIENT_BY_TOKEN_HASH = select(
     select(Voucher.id).where(Voucher.patient_id == Patient.id).exists().label("has_vouchers"),
     feedback.answered_recently(Patient.id).label("has_feedback"),
     (func.coalesce(Patient.phone, "") != "").label("has_phone"),
+    invite_opens.total_opens_column(Patient.id).label("invite_opens"),
     STAMP_COLUMN,
 ).where(Patient.progress_token_hash == bindparam("token_hash"))
 # Each referral with the friend's names and the referrer's rewards for it (none, one or more rows each).
@@ -160,7 +162,7 @@ def progress_page(token: str) -> ProgressPage | None:
                                                           "feedback_since": feedback.window_start(now)}).first()
         if row is None:
             return None
-        *patient_columns, has_friends, has_vouchers, has_feedback, has_phone, stamp = row
+        *patient_columns, has_friends, has_vouchers, has_feedback, has_phone, opens, stamp = row
         settings_read_with(stamp, connection)  # first: the friends' rewards are worded in the clinic's language
         patient = PublicPatientRow(*patient_columns)
         friends, milestones = _friends(connection, patient.id) if has_friends else ([], [])
@@ -180,4 +182,5 @@ def progress_page(token: str) -> ProgressPage | None:
         friends=friends,
         answer=answer,
         has_phone=bool(has_phone),
+        invite_opens=int(opens),
     )

@@ -31,6 +31,7 @@ from clinic.models._time import utcnow
 from clinic.services.clinic_settings import (RewardTerms, card_friend_reward, card_referrer_reward, friend_reward,
                                              referrer_reward)
 from clinic.services.feedback import NpsFigures, nps_figures
+from clinic.services.invite_opens import OpenFigures, open_figures
 
 TOP_REFERRERS = 10
 DAILY_UP_TO_DAYS = 31
@@ -360,9 +361,11 @@ class Dashboard:
     series: Series
     campaigns: list[CampaignFigures]
     nps: NpsFigures  # "How was your visit?" answers given in the period (clinic/services/feedback.py)
+    opens: OpenFigures  # the invite pages opened in the period (clinic/services/invite_opens.py)
 
 
 def dashboard(scope: Scope, now: datetime | None = None) -> Dashboard:
     return Dashboard(scope=scope, funnel=funnel(scope), vouchers=voucher_figures(scope, now),
                      top_referrers=top_referrers(scope), staff=staff_attribution(scope),
-                     series=referrals_over_time(scope), campaigns=campaign_comparison(scope), nps=nps_figures(scope))
+                     series=referrals_over_time(scope), campaigns=campaign_comparison(scope), nps=nps_figures(scope),
+                     opens=open_figures(scope.first_day, scope.last_day, scope.branch_id))

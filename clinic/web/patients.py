@@ -10,7 +10,7 @@ from clinic.extensions import db
 from clinic.models import Patient
 from clinic.services import cards as card_service
 from clinic.services import erasure as erasure_service
-from clinic.services import invitation_messages
+from clinic.services import invitation_messages, invite_opens
 from clinic.services import notifications as notification_service
 from clinic.services import patient_data as patient_data_service
 from clinic.services import patients as patient_service
@@ -87,7 +87,8 @@ def render_patient_page(patient_id: int, status: int = 200, **forms):
     return render_template("patients/show.html", t=timeline, void_form=VoidVoucherForm(formdata=None),
                            cards=card_service.patient_cards(patient_id), card_designs=card_service.DESIGNS,
                            poster_designs=poster_service.DESIGNS, poster_sizes=poster_service.SIZES,
-                           invite_link=invite_url(timeline.patient.personal_code), **forms), status
+                           invite_link=invite_url(timeline.patient.personal_code),
+                           opens=invite_opens.opens_of(patient_id), **forms), status
 
 
 @bp.post("/<int:patient_id>/progress-link")

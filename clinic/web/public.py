@@ -18,7 +18,7 @@ from clinic.models._time import utcnow
 from clinic.services import progress as progress_service
 from clinic.services.patients import FieldErrors, patient_by_progress_token
 from clinic.services.errors import Refused
-from clinic.services import colours, consents, invitations, leads
+from clinic.services import colours, consents, invitations, invite_opens, leads
 from clinic.services import feedback as feedback_service
 from clinic.services.clinic_settings import brand_colour, current_clinic
 from clinic.services.codes import CodeKind, InvalidCode, parse_code
@@ -62,8 +62,10 @@ def invite(raw_code: str):
         return render_template("public/invite_unknown.html", message=refusal.message), 410
     if found is None:
         return render_template("public/invite_unknown.html"), 404
+    page = _invite_page(found)
+    invite_opens.count_open(found.referrer.id, invite_opens.CARD if found.card else invite_opens.PERSONAL)
     # The language comes from the cookie when the URL does not say: a cached page must match it.
-    return _invite_page(found), 200, {"Cache-Control": "private, max-age=60", "Vary": "Cookie"}
+    return page, 200, {"Cache-Control": "private, max-age=60", "Vary": "Cookie"}
 
 
 def _invite_page(found: invitations.Invitation, *, sent=None, errors: dict[str, str] | None = None,
