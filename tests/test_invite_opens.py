@@ -169,7 +169,7 @@ def test_the_patient_page_shows_opens_ever_and_in_the_last_30_days(app, desk, re
                         InviteOpen(day=today, patient_id=referrer.id, via=PERSONAL, opens=1)])
     db.session.commit()
     page = desk.get(f"/patients/{referrer.id}?lang=en").get_data(as_text=True)
-    assert "Invite page opened 8 times" in page
+    assert "Opened 8 times" in page
     assert "3 in the last 30 days" in page
 
 
@@ -191,10 +191,10 @@ def test_the_dashboard_counts_the_periods_opens_by_branch(app, manager, make_pat
     day = today.isoformat()
     page = manager.get(f"/admin/dashboard?from={day}&to={day}&lang=en").get_data(as_text=True)
     assert '<span class="stat-value" id="stat-opens-value">10</span>' in page
-    assert "2 referrers' posters, links and cards: 7 by code, 3 by card" in page
+    assert "7 from posters and links, 3 from cards, of 2 referrers" in page
     page = manager.get(f"/admin/dashboard?from={day}&to={day}&branch={north_id}&lang=en").get_data(as_text=True)
     assert '<span class="stat-value" id="stat-opens-value">3</span>' in page
-    assert "1 referrer's posters, links and cards: 0 by code, 3 by card" in page
+    assert "0 from posters and links, 3 from cards, of 1 referrer" in page
 
 
 def test_the_database_refuses_nonsense_counts(app, referrer):
