@@ -205,3 +205,19 @@ def test_the_database_refuses_nonsense_counts(app, referrer):
             db.session.commit()
         db.session.rollback()
 
+
+
+def test_the_top_referrers_show_their_pages_opens_in_the_period(app, manager, referrer, make_patient):
+    from clinic.services import redemption
+    from tests.conftest import friend
+    redemption.redeem_code(referrer.personal_code, friend(), Actor())
+    today = clinic_today()
+    db.session.add_all([InviteOpen(day=today, patient_id=referrer.id, via=PERSONAL, opens=9),
+                        InviteOpen(day=today, patient_id=referrer.id, via=CARD, opens=2),
+                        InviteOpen(day=today - timedelta(days=40), patient_id=referrer.id, via=PERSONAL, opens=70)])
+    db.session.commit()
+    day = today.isoformat()
+    page = manager.get(f"/admin/dashboard?from={day}&to={day}&lang=en").get_data(as_text=True)
+    row = page[page.index('<table class="top-referrers">'):]
+    row = row[row.index("Wang Li"):]
+    assert row[:row.index("</tr>")].endswith("<td>1</td><td>0</td><td>11</td>")

@@ -197,3 +197,14 @@ def open_figures(first_day: date, last_day: date, branch_id: int | None = None) 
     if branch_id is not None:
         query = query.join(Patient, Patient.id == InviteOpen.patient_id).where(Patient.branch_id == branch_id)
     return OpenFigures(*(int(value) for value in db.session.execute(query).one()))
+
+
+def opens_by_patient(patient_ids: list[int], first_day: date, last_day: date) -> dict[int, int]:
+    """Each of these patients' opens in the clinic days ``first_day`` to ``last_day`` (none: left out)."""
+    if not patient_ids:
+        return {}
+    rows = db.session.execute(
+        select(InviteOpen.patient_id, func.sum(InviteOpen.opens))
+        .where(InviteOpen.patient_id.in_(patient_ids), InviteOpen.day >= first_day, InviteOpen.day <= last_day)
+        .group_by(InviteOpen.patient_id)).all()
+    return {patient_id: int(opens) for patient_id, opens in rows}

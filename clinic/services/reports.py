@@ -31,7 +31,7 @@ from clinic.models._time import utcnow
 from clinic.services.clinic_settings import (RewardTerms, card_friend_reward, card_referrer_reward, friend_reward,
                                              referrer_reward)
 from clinic.services.feedback import NpsFigures, nps_figures
-from clinic.services.invite_opens import OpenFigures, open_figures
+from clinic.services.invite_opens import OpenFigures, open_figures, opens_by_patient
 
 TOP_REFERRERS = 10
 DAILY_UP_TO_DAYS = 31
@@ -185,10 +185,13 @@ class ReferrerRow:
     full_name: str
     registered: int
     paid: int
+    opens: int  # their invite page's opens in the period (clinic/services/invite_opens.py)
 
 
 def top_referrers(scope: Scope, limit: int = TOP_REFERRERS) -> list[ReferrerRow]:
-    """Referrers by friends registered in the period, then by how many of those paid; full names, for staff."""
+    """Referrers by friends registered in the period, then by how many of those paid; full names, for staff. With
+    how often their invite page was opened in the period: many opens and few friends is a poster that reaches
+    people and an offer, or a desk, that loses them."""
     registered = func.count(Referral.id)
     paid = func.count(Referral.paid_at)
     rows = db.session.execute(
@@ -196,7 +199,8 @@ def top_referrers(scope: Scope, limit: int = TOP_REFERRERS) -> list[ReferrerRow]
         .join(Referral, Referral.referrer_id == Patient.id).where(*registered_in(scope))
         .group_by(Patient.id, Patient.full_name)
         .order_by(registered.desc(), paid.desc(), Patient.full_name, Patient.id).limit(limit)).all()
-    return [ReferrerRow(*row) for row in rows]
+    opens = opens_by_patient([row[0] for row in rows], scope.first_day, scope.last_day)
+    return [ReferrerRow(*row, opens=opens.get(row[0], 0)) for row in rows]
 
 
 @dataclass
