@@ -105,6 +105,9 @@ def rate_limit_settings() -> dict:
         "RATELIMIT_STRATEGY": "sliding-window-counter",  # two counters per key, smooth at window edges
         # Per client address and, for staff, per account. See clinic/web/limits.py for what each covers.
         "RATELIMIT_LOGIN": os.environ.get("RATELIMIT_LOGIN", "10/minute;50/hour"),
+        # Failed logins per account (the typed address, whether or not it has an account), from all addresses
+        # together: enough to stop a botnet guessing, short enough that it cannot lock a colleague out for long.
+        "RATELIMIT_LOGIN_ACCOUNT": os.environ.get("RATELIMIT_LOGIN_ACCOUNT", "10 per 15 minutes"),
         "RATELIMIT_CODE_ATTEMPTS": os.environ.get("RATELIMIT_CODE_ATTEMPTS", "120/minute;2000/hour"),
         "RATELIMIT_WRONG_CODES": os.environ.get("RATELIMIT_WRONG_CODES", "20/minute;200/hour"),
         "RATELIMIT_PUBLIC_PAGES": os.environ.get("RATELIMIT_PUBLIC_PAGES", "60/minute;600/hour"),

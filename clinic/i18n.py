@@ -28,6 +28,8 @@ from jinja2.ext import Extension
 from jinja2.lexer import Token
 from markupsafe import Markup
 
+from clinic.web.sessions import cookies_secure
+
 LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
 DEFAULT_LANGUAGE = "en"
 LANGUAGE_COOKIE = "lang"
@@ -350,5 +352,5 @@ def init_app(app: Flask) -> None:
         switched = g.get("switched_language")
         if switched and request.cookies.get(LANGUAGE_COOKIE) != switched:
             response.set_cookie(LANGUAGE_COOKIE, switched, max_age=LANGUAGE_COOKIE_SECONDS, samesite="Lax",
-                                httponly=True, secure=app.config.get("SESSION_COOKIE_SECURE", False))
+                                httponly=True, secure=cookies_secure(app))
         return response

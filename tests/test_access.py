@@ -77,6 +77,46 @@ def test_a_route_missing_from_the_table_is_refused_to_everyone(app, manager_user
     assert browser.get("/admin/forgotten").status_code == 403
 
 
+PRINTED_BY_ID = ["patients.poster", "patients.welcome", "cards.print_personal", "cards.personal_pdf"]
+
+
+def test_what_is_printed_for_a_patient_by_id_has_the_patient_page_s_access(app):
+    """The rule: printing for a patient (poster, slip, personal card) is open exactly to whoever may open their page."""
+    assert {endpoint: ACCESS[endpoint] for endpoint in PRINTED_BY_ID} == dict.fromkeys(PRINTED_BY_ID,
+                                                                                       ACCESS["patients.show"])
+    assert ACCESS["patients.show"] is Access.STAFF
+
+
+def test_desk_staff_of_any_branch_open_and_print_for_a_patient_of_another(app, make_staff):
+    """Patients are the clinic's, not a branch's: a desk at South serves a patient enrolled at North (they came to
+    the other site), so it opens the page, the poster and the personal card by the patient's id; an anonymous visitor
+    guessing ids gets the login page."""
+    from clinic.services import branches
+    from clinic.services.patients import PatientDetails, enrol_patient
+    from clinic.services.transaction import Actor
+
+    north, south = (branches.create_branch(name, "", Actor()) for name in ("North", "South"))
+    patient, _token = enrol_patient(PatientDetails(full_name="Wang Li", phone="13811112222"),
+                                    Actor(branch_id=north.id))
+    assert patient.branch_id == north.id
+    desk_user = make_staff(email="south-desk@example.com")
+    branches.assign_branches({desk_user.id: south.id}, Actor())
+    desk = Browser(app.test_client())
+    desk.login(desk_user.email)
+    assert desk.get(f"/patients/{patient.id}").status_code == 200
+    poster = desk.get(f"/patients/{patient.id}/poster.pdf")
+    assert poster.status_code == 200 and poster.data.startswith(b"%PDF")
+    printed = desk.post(f"/cards/personal/{patient.id}", {"design": "classic"})
+    assert printed.status_code == 303
+    card = desk.get(printed.headers["Location"])
+    assert card.status_code == 200 and card.data.startswith(b"%PDF")
+
+    anonymous = Browser(app.test_client())
+    for url in (f"/patients/{patient.id}", f"/patients/{patient.id}/poster.pdf", printed.headers["Location"]):
+        refused = anonymous.get(url)
+        assert refused.status_code == 302 and "/login" in refused.headers["Location"], url
+
+
 CSP_NEEDS = ["default-src 'self'", "script-src 'self'", "object-src 'none'", "frame-ancestors 'none'",
              "base-uri 'none'", "form-action 'self'"]
 

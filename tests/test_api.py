@@ -692,17 +692,65 @@ def test_a_redemption_answers_201_with_the_friend_the_referral_and_the_vouchers(
     assert (body["friend"]["name"], body["friend"]["phone"], body["friend"]["referred_by_id"]) == (
         "Chen Jie", "13933334444", referrer.id)
     assert (body["referral"]["referrer_id"], body["referral"]["friend_id"]) == (referrer.id, friend_id)
-    by_side = {v["beneficiary"]: v for v in body["vouchers"]}
-    assert by_side["referrer"]["value"] == {"kind": "money", "amount": 20000, "currency": "CNY", "label": ""}
-    assert by_side["friend"]["value"] == {"kind": "service", "amount": 0, "currency": "CNY",
-                                          "label": "1 bed-day waived"}
-    stored = {v.code: v for v in db.session.scalars(select(Voucher))}
-    for voucher in body["vouchers"]:
-        assert voucher["status"] == "active" and codes.has_valid_check(voucher["code"])
-        assert voucher["expires_at"] == stored[voucher["code"]].expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        issued_on = clinic_day_of(stored[voucher["code"]].issued_at)
+    [friend_voucher], [referrer_voucher] = body["vouchers"], body["referrer_vouchers"]
+    assert (friend_voucher["beneficiary"], referrer_voucher["beneficiary"]) == ("friend", "referrer")
+    assert referrer_voucher["value"] == {"kind": "money", "amount": 20000, "currency": "CNY", "label": ""}
+    assert friend_voucher["value"] == {"kind": "service", "amount": 0, "currency": "CNY", "label": "1 bed-day waived"}
+    stored = {v.id: v for v in db.session.scalars(select(Voucher))}
+    assert friend_voucher["code"] == stored[friend_voucher["id"]].code and codes.has_valid_check(friend_voucher["code"])
+    for voucher in body["vouchers"] + body["referrer_vouchers"]:
+        assert voucher["status"] == "active"
+        assert voucher["expires_at"] == stored[voucher["id"]].expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        issued_on = clinic_day_of(stored[voucher["id"]].issued_at)
         assert voucher["valid_until"] == (issued_on + timedelta(days=90)).isoformat()  # the day its pages print
     assert {r["status"] for r in body["rewards"]} == {"issued"}
+    assert {r["voucher_id"] for r in body["rewards"]} == {friend_voucher["id"], referrer_voucher["id"]}
+    assert_keeps_to_the_document(body, "Redemption")
+
+
+def assert_keeps_to_the_document(body: dict, schema: str) -> None:
+    """The answer against its schema in the OpenAPI document (schemathesis seldom guesses a code that redeems)."""
+    import jsonschema_rs  # schemathesis's own validator
+
+    document = openapi_document()
+    jsonschema_rs.Draft202012Validator({"$ref": f"#/components/schemas/{schema}",
+                                        "components": document["components"]}).validate(body)
+
+
+def referrer_codes(referrer) -> set[str]:
+    return set(db.session.scalars(select(Voucher.code).where(Voucher.patient_id == referrer.id)))
+
+
+def test_a_redemption_sends_the_friend_s_voucher_codes_and_never_the_referrer_s(api, referrer):
+    """The referrer's vouchers are bearer money of another person: an integration redeeming for the friend in front
+    of it gets what they are worth and their state, never their codes, anywhere in the answer (rewards included)."""
+    response = redeem(api, referrer.personal_code)
+    body = response.get_json()
+    [owned] = referrer_codes(referrer)
+    answer = response.get_data(as_text=True)
+    assert owned not in answer and codes.format_code(owned) not in answer
+    assert [set(v) & {"code", "code_display", "url"} for v in body["referrer_vouchers"]] == [set()]
+    referrer_reward = next(r for r in body["rewards"] if r["beneficiary"] == "referrer")
+    assert (referrer_reward["voucher_id"], referrer_reward["voucher_code"]) == (body["referrer_vouchers"][0]["id"],
+                                                                                None)
+    friend_reward = next(r for r in body["rewards"] if r["beneficiary"] == "friend")
+    assert friend_reward["voucher_code"] == body["vouchers"][0]["code"]
+
+
+@pytest.mark.parametrize("milestone", ["visit", "payment"])
+def test_a_milestone_sends_the_friend_s_voucher_codes_and_never_the_referrer_s(api, referrer, milestone):
+    set_campaign(referrer_reward_stage=milestone, friend_reward_stage=milestone)
+    friend_id = redeem(api, referrer.personal_code).get_json()["friend"]["id"]
+    response = api.post(f"/api/v1/patients/{friend_id}/{milestone}")
+    body = response.get_json()
+    [owned] = referrer_codes(referrer)
+    assert owned not in response.get_data(as_text=True)
+    assert [v["beneficiary"] for v in body["vouchers"]] == ["friend"] and codes.has_valid_check(
+        body["vouchers"][0]["code"])
+    assert [(v["beneficiary"], v["value"]["amount"]) for v in body["referrer_vouchers"]] == [("referrer", 20000)]
+    assert {r["beneficiary"]: r["voucher_code"] for r in body["rewards"]} == {
+        "friend": body["vouchers"][0]["code"], "referrer": None}
+    assert_keeps_to_the_document(body, "Milestone")
 
 
 def test_a_referrer_over_the_yearly_cap_gets_a_reward_held_for_review(api, referrer, actor):
@@ -793,8 +841,8 @@ def test_a_redemption_replayed_after_the_first_visit_lists_only_its_own_vouchers
     first = redeem(api, referrer.personal_code, key="his-order-000124").get_json()
     visit = api.post(f"/api/v1/patients/{first['friend']['id']}/visit").get_json()
     again = redeem(api, referrer.personal_code, key="his-order-000124").get_json()
-    assert [v["beneficiary"] for v in first["vouchers"]] == ["referrer"]
-    assert [v["code"] for v in again["vouchers"]] == [v["code"] for v in first["vouchers"]]
+    assert (first["vouchers"], [v["beneficiary"] for v in first["referrer_vouchers"]]) == ([], ["referrer"])
+    assert (again["vouchers"], again["referrer_vouchers"]) == ([], first["referrer_vouchers"])
     friend_reward = next(r for r in again["rewards"] if r["beneficiary"] == "friend")
     assert (friend_reward["status"], friend_reward["voucher_code"]) == ("issued", visit["vouchers"][0]["code"])
 
@@ -851,7 +899,7 @@ def test_a_payment_records_its_amount_and_pays_what_is_due(api, referrer):
     body = api.post(f"/api/v1/patients/{friend_id}/payment", {"amount": 35000}).get_json()
     assert (body["recorded"], body["referral"]["paid_amount"]) == (True, 35000)
     assert body["referral"]["visited_at"] == body["referral"]["paid_at"]
-    assert [(v["beneficiary"], v["value"]["amount"]) for v in body["vouchers"]] == [("referrer", 20000)]
+    assert [(v["beneficiary"], v["value"]["amount"]) for v in body["referrer_vouchers"]] == [("referrer", 20000)]
 
 
 @pytest.mark.parametrize("currency, limit", [("CNY", "CN¥21,474,836.47"), ("JPY", "¥2,147,483,647")])

@@ -151,6 +151,52 @@ def test_failed_logins_are_limited_per_client_and_successful_ones_cost_nothing(a
         colleague.post("/logout")
 
 
+def wrong_password_from(address: str, limited, email: str):
+    return browser_from(address, limited).post("/login", {"email": email, "password": "wrong password!"})
+
+
+def test_failed_logins_for_one_account_are_limited_from_every_address_together(app, desk_user, make_staff):
+    """A botnet trying passwords on one account, one try per address, meets the account's own allowance; the account
+    is the typed address as the login reads it (any case, spaces around), and other accounts carry on."""
+    limited = limited_app(app, RATELIMIT_LOGIN_ACCOUNT="3 per 15 minutes")
+    typed = [desk_user.email, desk_user.email.upper(), f"  {desk_user.email} "]
+    statuses = [wrong_password_from(f"203.0.113.{n}", limited, email).status_code for n, email in enumerate(typed)]
+    assert statuses == [422, 422, 422]
+    refused = browser_from("203.0.113.50", limited).post("/login", {"email": desk_user.email, "password": PASSWORD})
+    assert refused.status_code == 429  # even the right password waits: the guesser must not learn it
+    assert "Too many failed log-ins for this account" in refused.get_data(as_text=True)
+    assert 0 < int(refused.headers["Retry-After"]) <= 15 * 60
+
+    colleague = make_staff(email="colleague@example.com")
+    browser_from("203.0.113.50", limited).login(colleague.email)
+
+
+def test_an_address_without_an_account_is_counted_and_refused_the_same_way(app, desk_user):
+    """No account enumeration: an unknown address gets the same answers, in the same order, as a real one."""
+    limited = limited_app(app, RATELIMIT_LOGIN_ACCOUNT="2 per 15 minutes")
+
+    def answers(email: str) -> list[tuple[int, str]]:
+        found = []
+        for n in range(3):
+            response = wrong_password_from(f"198.51.100.{n}", limited, email)
+            body = response.get_data(as_text=True)
+            found.append((response.status_code, "Too many failed log-ins for this account" in body))
+        return found
+
+    assert answers(desk_user.email) == answers("nobody@example.com") == [(422, False), (422, False), (429, True)]
+
+
+def test_by_default_ten_failed_logins_per_account_and_successful_ones_cost_nothing(app, desk_user):
+    """The default numbers (README): 10 failures per account in 15 minutes, whichever addresses they come from.
+    Logging in successfully, however often, uses none of them."""
+    limited = limited_app(app)
+    assert limited.config["RATELIMIT_LOGIN_ACCOUNT"] == "10 per 15 minutes"
+    for n in range(12):
+        browser_from(f"192.0.2.{n}", limited).login(desk_user.email)
+    statuses = [wrong_password_from(f"203.0.113.{n}", limited, desk_user.email).status_code for n in range(11)]
+    assert statuses == [422] * 10 + [429]
+
+
 def test_guessing_one_s_own_current_password_is_limited_per_account_wherever_it_comes_from(app, desk_user):
     """A desk PC left logged in, or a stolen session cookie, must not become a password oracle from many addresses:
     wrong current passwords on the password page count per account too, like wrong two-step codes."""

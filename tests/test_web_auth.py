@@ -71,6 +71,66 @@ def test_every_login_attempt_runs_the_password_hasher_once_at_the_same_cost(monk
     assert hashed == [desk_user.password_hash.split("$")[0]]  # once, of the accounts' kind and cost
 
 
+class ClientAt:
+    """The test client with a base URL of its own (``https://localhost``): every request goes there."""
+
+    def __init__(self, client, base_url: str):
+        self.client, self.base_url = client, base_url
+
+    def get(self, url: str, **kwargs):
+        return self.client.get(url, base_url=self.base_url, **kwargs)
+
+    def post(self, url: str, **kwargs):
+        return self.client.post(url, base_url=self.base_url, **kwargs)
+
+
+def browser_over(app, scheme: str, **environ) -> Browser:
+    """A browser on ``scheme``://localhost. Its Referer says https when the request (directly or through a trusted
+    proxy) is: over HTTPS Flask-WTF checks that a POST came from a page of the same https site."""
+    client = app.test_client()
+    secure = scheme == "https" or environ.get("HTTP_X_FORWARDED_PROTO") == "https"
+    client.environ_base.update({"HTTP_REFERER": f"{'https' if secure else 'http'}://localhost/login", **environ})
+    return Browser(ClientAt(client, f"{scheme}://localhost/"))
+
+
+def set_cookies(response) -> dict[str, str]:
+    """The answer's Set-Cookie headers by cookie name."""
+    return {header.split("=", 1)[0]: header for header in response.headers.getlist("Set-Cookie")}
+
+
+def test_over_https_the_login_cookie_is_secure_even_when_the_public_address_is_http(app, desk_user):
+    """Behind a TLS-terminating proxy PUBLIC_BASE_URL may be unset or http: the cookie follows the request's own
+    scheme as well, else a session cookie set over HTTPS would later go out over plain http to anyone on the way."""
+    app.config.update(SESSION_COOKIE_SECURE=False, PUBLIC_BASE_URL="http://127.0.0.1:5000")
+    browser = browser_over(app, "https")
+    cookies = set_cookies(browser.login(desk_user.email))
+    assert "Secure" in cookies["session"] and "HttpOnly" in cookies["session"]
+    assert "remember_token" not in cookies  # no remember-me cookie: a login lasts as long as its session
+    assert "Secure" in set_cookies(browser.get("/desk/?lang=zh_CN"))["lang"]
+    assert browser.get("/desk/").status_code == 200  # and the browser sends it back over HTTPS
+
+
+def test_over_plain_http_the_cookie_is_not_secure_unless_configured(app, desk_user):
+    """A trial on a clinic PC over http keeps working (a Secure cookie would never come back); SESSION_COOKIE_SECURE
+    (an https PUBLIC_BASE_URL, or forced) still marks it Secure."""
+    app.config.update(SESSION_COOKIE_SECURE=False)
+    assert "Secure" not in set_cookies(browser_over(app, "http").login(desk_user.email))["session"]
+    app.config.update(SESSION_COOKIE_SECURE=True)
+    assert "Secure" in set_cookies(browser_over(app, "http").login(desk_user.email))["session"]
+
+
+@pytest.mark.app_settings(TRUSTED_PROXY_HOPS=1, SESSION_COOKIE_SECURE=False)
+def test_behind_a_trusted_proxy_the_forwarded_https_makes_the_cookie_secure(app, desk_user):
+    through_proxy = browser_over(app, "http", HTTP_X_FORWARDED_PROTO="https", HTTP_X_FORWARDED_FOR="203.0.113.7")
+    assert "Secure" in set_cookies(through_proxy.login(desk_user.email))["session"]
+
+
+def test_without_a_trusted_proxy_a_forwarded_scheme_is_ignored(app, desk_user):
+    app.config.update(SESSION_COOKIE_SECURE=False)
+    forged = browser_over(app, "http", HTTP_X_FORWARDED_PROTO="https")
+    assert "Secure" not in set_cookies(forged.login(desk_user.email))["session"]
+
+
 def test_logging_out_ends_the_session_on_the_server_not_just_the_cookie(app, browser, desk_user):
     browser.login(desk_user.email)
     stolen = app.test_client()

@@ -18,6 +18,8 @@ from clinic.services.codes import format_code
 from clinic.services.redemption import ReferralOffer
 from clinic.services.urls import invite_url, progress_url, voucher_url
 
+FRIEND = "friend"  # a voucher's or reward's beneficiary: the referred friend (else "referrer")
+
 
 def timestamp(value: datetime | None) -> str | None:
     """Naive UTC from the database as ``2026-11-23T09:30:00Z``."""
@@ -57,11 +59,24 @@ def patient(p: Patient, token: str | None = None) -> dict:
 
 
 def voucher(v: Voucher) -> dict:
+    """A voucher in full, its bearer code included: for whoever may spend it (the code was sent, or it is the friend's
+    at their own redemption)."""
     return {
-        "id": v.id,
+        **voucher_without_code(v),
         "code": v.code,
         "code_display": format_code(v.code),
         "url": voucher_url(v.code),
+        "spent_at": timestamp(v.spent_at),
+        "voided_at": timestamp(v.voided_at),
+        "void_reason": v.void_reason,
+    }
+
+
+def voucher_without_code(v: Voucher) -> dict:
+    """Someone else's voucher: what it is worth and its state, never its code, which is money (whoever holds it can
+    spend it) and reaches its owner through their progress page and messages, not through an integration."""
+    return {
+        "id": v.id,
         "value": value_of(v.kind, v.amount, v.label, v.currency),
         "status": v.status_at(utcnow()).value,
         "beneficiary": v.beneficiary,
@@ -70,10 +85,15 @@ def voucher(v: Voucher) -> dict:
         "issued_at": timestamp(v.issued_at),
         "valid_until": last_day_before(v.expires_at).isoformat(),
         "expires_at": timestamp(v.expires_at),
-        "spent_at": timestamp(v.spent_at),
-        "voided_at": timestamp(v.voided_at),
-        "void_reason": v.void_reason,
     }
+
+
+def issued_vouchers(issued: list[Voucher]) -> dict:
+    """The vouchers a redemption or a milestone issued, least privilege: the friend's in full (the integration acts
+    for the friend in front of it and hands them over), the referrer's without their codes (``referrer_vouchers``).
+    """
+    return {"vouchers": [voucher(v) for v in issued if v.beneficiary == FRIEND],
+            "referrer_vouchers": [voucher_without_code(v) for v in issued if v.beneficiary != FRIEND]}
 
 
 def referral(r: Referral) -> dict:
@@ -94,7 +114,8 @@ def referral(r: Referral) -> dict:
 
 
 def reward(r: Reward) -> dict:
-    """One side's reward: ``issued`` (with its voucher code), ``pending`` its stage, or ``review`` over a cap."""
+    """One side's reward: ``issued`` (with its voucher, whose code only for the friend), ``pending`` its stage, or
+    ``review`` over a cap."""
     return {
         "id": r.id,
         "beneficiary": r.beneficiary,
@@ -102,7 +123,9 @@ def reward(r: Reward) -> dict:
         "stage": r.stage,
         "status": r.status,
         "value": value_of(r.kind, r.amount, r.label, r.currency),
-        "voucher_code": r.voucher.code if r.voucher_id else None,
+        "voucher_id": r.voucher_id,
+        # The code only of the friend's voucher, as in issued_vouchers: the referrer's is the referrer's money.
+        "voucher_code": r.voucher.code if r.voucher_id and r.beneficiary == FRIEND else None,
     }
 
 

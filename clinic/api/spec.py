@@ -132,6 +132,26 @@ PATIENT = {
                                                   "record number are then empty); null for everyone else."},
 }
 
+VOUCHER_WITHOUT_CODE = {
+    "id": ID,
+    "value": _ref("Value"),
+    "status": {"type": "string", "enum": ["active", "spent", "void", "expired"]},
+    "beneficiary": {"type": "string", "enum": ["referrer", "friend"]},
+    "patient_id": ID,
+    "referral_id": _nullable(ID),
+    "issued_at": TIME,
+    "valid_until": {"type": "string", "format": "date", "description": "The last day the voucher can be "
+                    "spent, in the clinic's time zone: the day its pages print. ISO 8601 (YYYY-MM-DD)."},
+    "expires_at": {**TIME, "description": "UTC, ISO 8601 with Z: when it stops being spendable, the clinic's "
+                   "midnight at the end of valid_until."},
+}
+ISSUED_VOUCHERS = {
+    "vouchers": {"type": "array", "items": _ref("Voucher"), "description": "The friend's vouchers issued now, in full "
+                 "(codes included), to hand to the friend."},
+    "referrer_vouchers": {"type": "array", "items": _ref("VoucherWithoutCode"), "description": "The referrer's "
+                          "vouchers issued now, without their codes."},
+}
+
 SCHEMAS = {
     "Error": _obj({"error": _obj({
         "code": {"type": "string", "description": "Stable code: see the error codes table."},
@@ -167,24 +187,17 @@ SCHEMAS = {
         "hash is stored, so it cannot be read back later."}}),
     "PatientList": _obj({"patients": {"type": "array", "items": _ref("Patient"), "maxItems": 1}}),
     "Voucher": _obj({
-        "id": ID,
+        **VOUCHER_WITHOUT_CODE,
         "code": {"type": "string", "description": "12 symbols; a bearer code: whoever holds it can spend it."},
         "code_display": STRING,
         "url": {**URL, "description": "The voucher's page with its QR code, /v/<code>."},
-        "value": _ref("Value"),
-        "status": {"type": "string", "enum": ["active", "spent", "void", "expired"]},
-        "beneficiary": {"type": "string", "enum": ["referrer", "friend"]},
-        "patient_id": ID,
-        "referral_id": _nullable(ID),
-        "issued_at": TIME,
-        "valid_until": {"type": "string", "format": "date", "description": "The last day the voucher can be "
-                        "spent, in the clinic's time zone: the day its pages print. ISO 8601 (YYYY-MM-DD)."},
-        "expires_at": {**TIME, "description": "UTC, ISO 8601 with Z: when it stops being spendable, the clinic's "
-                       "midnight at the end of valid_until."},
         "spent_at": NULLABLE_TIME,
         "voided_at": NULLABLE_TIME,
         "void_reason": _nullable(STRING),
     }),
+    "VoucherWithoutCode": _obj(VOUCHER_WITHOUT_CODE, description="Someone else's voucher (the referrer's, in the "
+                               "answer to a redemption or a milestone): its value and state, never its code, which is "
+                               "money; the referrer gets it from their progress page and messages."),
     "Referral": _obj({
         "id": ID,
         "referrer_id": ID,
@@ -208,13 +221,14 @@ SCHEMAS = {
                    "description": "pending: its stage is not reached yet; issued: a voucher exists; review: over "
                                   "the referrer's yearly cap, waiting for a manager."},
         "value": _ref("Value"),
-        "voucher_code": _nullable(STRING),
+        "voucher_id": {**_nullable(ID), "description": "The voucher paying it, once issued."},
+        "voucher_code": {**_nullable(STRING), "description": "The friend's voucher's code once issued; always null for "
+                         "the referrer's reward (their code is theirs: see VoucherWithoutCode)."},
     }),
     "Redemption": _obj({
         "referral": _ref("Referral"),
         "friend": _ref("Patient"),
-        "vouchers": {"type": "array", "items": _ref("Voucher"), "description": "The vouchers the redemption issued "
-                     "(the rewards due at a later stage are paid by the milestones)."},
+        **ISSUED_VOUCHERS,
         "rewards": {"type": "array", "items": _ref("Reward"), "description": "Both sides' rewards, paid or not yet."},
     }),
     "Milestone": _obj({
@@ -222,8 +236,8 @@ SCHEMAS = {
         "referral": _ref("Referral"),
         "rewards": {"type": "array", "items": _ref("Reward"), "description": "Rewards this milestone paid or sent "
                                                                              "for review."},
-        "vouchers": {"type": "array", "items": _ref("Voucher"), "description": "The vouchers issued now."},
-    }),
+        **ISSUED_VOUCHERS,
+    }, description="As for a redemption, the friend's vouchers come in full and the referrer's without their codes."),
     "ReferralOffer": _obj({
         "code": STRING,
         "code_display": STRING,
@@ -439,8 +453,10 @@ def _paths() -> dict:
             "post": _operation(
                 "redeem", "api.redeem", "redemptions", "Redeem a referral code for a new patient",
                 "Registers the friend, links them to the referrer and issues the vouchers due at redemption, all "
-                "or nothing. The friend's progress URL is not in the answer (so that a replay answers the same); "
-                "issue one with POST /api/v1/patients/{id}/progress-link.",
+                "or nothing. The friend's vouchers come in full; the referrer's without their codes (bearer money "
+                "of someone else, which the referrer gets from their progress page). The friend's progress URL is "
+                "not in the answer (so that a replay answers the same); issue one with "
+                "POST /api/v1/patients/{id}/progress-link.",
                 {"201": _json("Redeemed (or replayed: see Idempotent-Replayed).", _ref("Redemption"),
                               {"Location": HEADER_LOCATION, "Idempotent-Replayed": HEADER_REPLAYED})},
                 errors=(*CODE_ERRORS, "code_withdrawn", "not_a_referral_code", *CARD_ERRORS, "campaign_ended",

@@ -164,7 +164,7 @@ def _milestone(result: milestones.MilestoneResult):
     issued = [r for r in result.paid if r.status == RewardStatus.ISSUED.value]
     return jsonify(recorded=result.recorded, referral=payloads.referral(result.referral),
                    rewards=[payloads.reward(r) for r in result.paid],
-                   vouchers=[payloads.voucher(r.voucher) for r in issued])
+                   **payloads.issued_vouchers([r.voucher for r in issued]))
 
 
 @bp.post("/patients/<int:patient_id>/visit")
@@ -224,7 +224,7 @@ def redeem():
     issued = sorted((r.voucher for r in result.referral.rewards if r.stage == Stage.REDEMPTION.value and r.voucher_id),
                     key=lambda voucher: voucher.id)
     return jsonify(referral=payloads.referral(result.referral), friend=payloads.patient(result.friend),
-                   vouchers=[payloads.voucher(v) for v in issued],
+                   **payloads.issued_vouchers(issued),
                    rewards=[payloads.reward(r) for r in result.referral.rewards]), 201, headers
 
 

@@ -135,7 +135,8 @@ def _public_address(config) -> list[Finding]:
                         f"codes keep the address for good).")]
     if parts.scheme != "https":
         return [Finding(NOTE, "public address", f"PUBLIC_BASE_URL is {base}, not https: patients' private links "
-                                                f"travel in clear and cookies are not marked Secure.")]
+                                                f"travel in clear, and cookies are marked Secure only on requests that "
+                                                f"reach the app over HTTPS.")]
     return [Finding(OK, "public address", f"QR codes and links point at {base}.")]
 
 

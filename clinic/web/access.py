@@ -67,11 +67,15 @@ ACCESS: dict[str, Access] = {
     "desk.mark_visit": Access.STAFF,
     "leads.index": Access.STAFF,  # call-backs: whoever answers the phone, front desk or manager
     "leads.update": Access.STAFF,
+    # Patients are the whole clinic's: any staff member, of any branch, finds and opens any patient (a patient enrolled
+    # at one branch is seen at another). Branches only tag what staff do, for reports (services/branches.py). What is
+    # printed for a patient by id (poster, welcome slip, personal card PDF) follows the patient page: same access, no
+    # narrower scoping to guess ids around. tests/test_access.py states it.
     "patients.search": Access.STAFF,
     "patients.enrol": Access.STAFF,
     "patients.show": Access.STAFF,
     "patients.welcome": Access.STAFF,
-    "patients.poster": Access.STAFF,
+    "patients.poster": Access.STAFF,  # as patients.show (above)
     "patients.poster_consent": Access.STAFF,
     "patients.rotate_progress_link": Access.STAFF,
     "patients.notification_preferences": Access.STAFF,
@@ -82,7 +86,7 @@ ACCESS: dict[str, Access] = {
     "referrals.payment": Access.STAFF,
     "cards.activate": Access.STAFF,
     "cards.print_personal": Access.STAFF,
-    "cards.personal_pdf": Access.STAFF,
+    "cards.personal_pdf": Access.STAFF,  # as patients.show (above), whose card list links to it
     # Managers.
     "admin.settings": Access.MANAGER,
     "admin.retention": Access.MANAGER,

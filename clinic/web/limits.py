@@ -19,6 +19,7 @@ itself: a tenth of a patient's page.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -46,6 +47,12 @@ WRONG_CODE_STATUSES = frozenset({404, 422})
 def too_many_tries() -> str:
     """The refusal's message, in the reader's language (translated only when a request is refused)."""
     return _("Too many tries in a short time. Please wait a minute, then try again.")
+
+
+def too_many_logins_for_account() -> str:
+    """Said for any address typed, with or without an account: the answer must not tell which addresses exist."""
+    return _("Too many failed log-ins for this account. Logging in to it is paused for a few minutes to stop password "
+             "guessing: please wait, then try again.")
 
 
 def too_many_call_backs() -> str:
@@ -151,9 +158,25 @@ def _call_back_request(config) -> list[Rule]:
                                          methods=["POST"], message=too_many_call_backs)]
 
 
+def login_account() -> str:
+    """The account a password is being tried for: the typed address normalised as the login looks it up, hashed.
+
+    Taken from the form, never from the database, so an address without an account is counted and refused exactly
+    like one with an account (no lookup, no difference in the answer or its timing). Hashed so that the counters'
+    keys (in Redis) hold no staff addresses and have one length however long the typed text.
+    """
+    from clinic.services.staff import normalize_email
+
+    typed = normalize_email(request.form.get("email"))
+    return "login-account:" + hashlib.sha256(typed.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _login(config) -> list[Rule]:
-    """Failed log-ins per client address (a successful one costs nothing)."""
-    return [_rule(config["RATELIMIT_LOGIN"], "login", client_address, methods=["POST"], deduct_when=_login_failed)]
+    """Failed log-ins per client address, and per account from every address together: a botnet trying passwords
+    on one account from thousands of addresses meets the account's allowance (a successful log-in costs nothing)."""
+    return [_rule(config["RATELIMIT_LOGIN"], "login", client_address, methods=["POST"], deduct_when=_login_failed),
+            _rule(config["RATELIMIT_LOGIN_ACCOUNT"], "login-account", login_account, methods=["POST"],
+                  deduct_when=_login_failed, message=too_many_logins_for_account)]
 
 
 def pending_login_account() -> str:
