@@ -5,7 +5,7 @@ was opened. No visitor is recorded, only the number.
 
 Revision ID: 7c4d2e9a5b31
 Revises: 6a2f9d4c1e58
-Create Date: 2026-11-25 00:00:00.000000
+Create Date: 2026-12-01 00:00:00.000000
 
 """
 from alembic import op
