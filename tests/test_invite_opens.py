@@ -221,3 +221,17 @@ def test_the_top_referrers_show_their_pages_opens_in_the_period(app, manager, re
     row = page[page.index('<table class="top-referrers">'):]
     row = row[row.index("Wang Li"):]
     assert row[:row.index("</tr>")].endswith("<td>1</td><td>0</td><td>11</td>")
+
+
+def test_the_patient_data_export_holds_their_invite_page_opens(app, browser, referrer, manager_user):
+    import json
+
+    from clinic.services import patient_data
+    open_page(browser, referrer.personal_code)
+    card = add_card(CardStatus.ACTIVATED.value, owner_id=referrer.id)
+    open_page(browser, card.code)
+    open_page(browser, card.code)
+    _patient, text = patient_data.patient_data(referrer.id, Actor(staff_id=manager_user.id))
+    today = clinic_today().isoformat()
+    assert json.loads(text)["invite_page_opens"] == [{"day": today, "via": CARD, "opens": 2},
+                                                     {"day": today, "via": PERSONAL, "opens": 1}]

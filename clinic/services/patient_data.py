@@ -14,8 +14,8 @@ import json
 from sqlalchemy import or_, select
 
 from clinic.extensions import db
-from clinic.models import (AuditEvent, Branch, Card, OutboxEvent, Patient, Referral, Reward, VisitFeedback, Voucher,
-                           WebhookDelivery)
+from clinic.models import (AuditEvent, Branch, Card, InviteOpen, OutboxEvent, Patient, Referral, Reward, VisitFeedback,
+                           Voucher, WebhookDelivery)
 from clinic.services import audit, notifications
 from clinic.services.codes import format_code
 from clinic.services.errors import Refused
@@ -46,6 +46,10 @@ def patient_data(patient_id: int, actor: Actor) -> tuple[Patient, str]:
         "messages": _messages(patient_id),
         "visit_feedback": [_feedback(answer) for answer in db.session.scalars(
             select(VisitFeedback).where(VisitFeedback.patient_id == patient_id).order_by(VisitFeedback.id))],
+        # How often their invite page was opened, by clinic day and way in: about their sharing, nobody else's.
+        "invite_page_opens": [{"day": row.day.isoformat(), "via": row.via, "opens": row.opens}
+                              for row in db.session.scalars(select(InviteOpen).where(
+                                  InviteOpen.patient_id == patient_id).order_by(InviteOpen.day, InviteOpen.via))],
         "history": [{"at": timestamp(event.at), "action": event.action, "outcome": event.outcome}
                     for event in db.session.scalars(select(AuditEvent).where(or_(
                         AuditEvent.patient_id == patient_id, AuditEvent.referral_id.in_(select(Referral.id).where(
