@@ -652,6 +652,15 @@ ROUTES: dict[str, Route] = {
                             lambda w: {"name": "Lucy", "phone": f"1395555{next(w.numbers):04d}", "consent": "yes",
                                        "website": ""}, anonymous=True, ids=lambda w: {"raw_code": w.referrer_code},
                             examples=({"name": "<script>alert(1)</script>"}, {"website": "x"}, {"consent": OMIT})),
+    # "Mark as checked" on a row of Referrals to check: the evidence is the newest referral of the referrer's friends.
+    "reports.mark_checked": Route({"rule": st.one_of(text, choices(["burst", "wrong_codes", "one_desk", "BURST"])),
+                                   "referrer": st.one_of(text, numbers), "staff": st.one_of(text, numbers),
+                                   "evidence": st.one_of(text, numbers), "note": text, "from": text, "to": text,
+                                   "branch": st.one_of(text, numbers), "checked": text},
+                                  lambda w: {"rule": "burst", "referrer": str(w.referrer_id), "staff": "",
+                                             "evidence": str(w.new_redemption().referral.id), "note": ""},
+                                  examples=({"note": "n" * 201}, {"referrer": "0"}, {"evidence": "99999999"},
+                                            {"rule": ["burst", "never_came"]})),
     "leads.update": Route({"status": choices(["contacted", "booked", "not_interested", "converted", "new"]),
                            "note": text}, {"status": "booked", "note": ""}, ids=lambda w: {"lead_id": w.new_lead()}),
     # "How was your visit?", from the patient's phone: one score 0-10 per fresh patient (a second one is a 409).

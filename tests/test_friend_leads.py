@@ -7,14 +7,16 @@ import re
 from datetime import timedelta
 
 import pytest
+from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from clinic.extensions import db
-from clinic.models import AuditEvent, Campaign, CardStatus, FriendLead, Patient
+from clinic.models import AuditEvent, Campaign, CardStatus, FriendLead, Patient, Referral
 from clinic.models._time import utcnow
-from clinic.services import erasure, redemption, retention
-from clinic.services.transaction import atomic
+from clinic.services import erasure, milestones, redemption, retention
+from clinic.services.transaction import Actor, atomic
+from clinic.web.templating import local_date
 from tests.conftest import Browser, counts, friend
 
 FORM = {"name": "Lucy", "phone": "139 7777 0001", "consent": "yes", "website": ""}
@@ -322,3 +324,120 @@ def test_the_invite_page_form_comes_back_with_field_errors(browser, referrer):
     page = call_me(browser, referrer.personal_code, name="", consent="").get_data(as_text=True)
     assert re.search(r'id="call-me-name"[^>]*aria-invalid="true"', page, re.S)
     assert "Nothing was sent. Please look at the fields marked below." in page
+
+
+# The desk redeeming a code sees its call-back requests; a manager's approval converts one as a redemption does.
+
+def test_the_desk_looking_up_a_code_sees_its_open_requests_masked(desk, referrer, make_patient, make_lead, actor):
+    lucy = make_lead(referrer, name="Lucy", phone="13977770001")
+    closed = make_lead(referrer, name="Closed Chen", phone="13977770002")
+    desk.post(f"/desk/leads/{closed.id}", {"status": "not_interested"})
+    other, _token = make_patient(full_name="Sun Yue")
+    make_lead(other, name="Theirs Tang", phone="13977770003")
+
+    page = desk.post("/desk/lookup", {"code": referrer.personal_code}, htmx=True).get_data(as_text=True)
+
+    assert "Asked to be called back through this code:" in page
+    assert f"Lucy, 139****0001, asked to be called back on {_day(lucy.consent_at)}" in page
+    assert "13977770001" not in page and "Closed Chen" not in page and "Theirs Tang" not in page
+    assert 'id="desk-call-back"' not in page  # no phone typed yet: no friend is named as the one who asked
+
+
+def test_a_code_with_no_open_request_shows_none(desk, referrer):
+    page = desk.post("/desk/lookup", {"code": referrer.personal_code}, htmx=True).get_data(as_text=True)
+    assert "Referred by" in page and "called back" not in page
+
+
+def test_the_friend_s_form_with_the_phone_of_a_request_says_they_asked(desk, referrer, make_lead):
+    lead = make_lead(referrer, name="Lucy", phone="13977770001")
+    form = {"code": referrer.personal_code, "full_name": "", "phone": "139 7777 0001", "display_name": "",
+            "external_id": ""}
+
+    response = desk.post("/desk/redeem", form, htmx=True)  # no name: the form comes back
+
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert (f"This friend asked to be called back on {_day(lead.consent_at)} (Lucy, 139****0001)."
+            in page)
+    assert all_leads()[0].status == "new"
+
+
+def test_the_receipt_says_the_friend_had_asked_and_the_request_is_closed(desk, referrer, make_lead):
+    lead = make_lead(referrer, name="Lucy", phone="13977770001")
+    receipt = desk.post("/desk/redeem", {"code": referrer.personal_code, "full_name": "Lu Xi", "phone": "13977770001",
+                                         "display_name": "", "external_id": ""}, htmx=True)
+    text = receipt.get_data(as_text=True)
+    assert receipt.status_code == 200, text
+    assert f"Lu Xi had asked to be called back on {_day(lead.consent_at)}: that request is closed now." in text
+    [converted] = all_leads()
+    assert converted.status == "converted"
+    again = desk.get(f"/desk/redemptions/{converted.converted_referral_id}").get_data(as_text=True)
+    assert "had asked to be called back" in again
+
+
+def _review_for(referrer, phone: str, make_patient, actor):
+    """An existing patient with ``phone`` whom the desk sent for approval as the referrer's friend."""
+    existing, _token = make_patient(full_name="Zhou Fan", phone=phone)
+    return milestones.send_existing_patient_for_review(referrer.personal_code, existing.id, actor)
+
+
+def test_approving_an_existing_patient_converts_their_request_in_the_same_transaction(
+        referrer, make_patient, make_lead, actor, manager_user):
+    lead = make_lead(referrer, phone="13977770001")
+    other, _token = make_patient(full_name="Sun Yue")
+    theirs = make_lead(other, phone="13977770001")  # the same phone through another referrer's code stays open
+    review = _review_for(referrer, "13977770001", make_patient, actor)
+    assert {found.id: found.status for found in all_leads()} == {lead.id: "new", theirs.id: "new"}
+
+    milestones.decide_review(review.id, True, "Knows the referrer", Actor(staff_id=manager_user.id))
+
+    by_id = {found.id: found for found in all_leads()}
+    referral_id = db.session.scalar(select(Referral.id).where(Referral.friend_id == review.patient_id))
+    assert (by_id[lead.id].status, by_id[lead.id].converted_referral_id) == ("converted", referral_id)
+    assert by_id[lead.id].status_changed_by_id == manager_user.id
+    assert by_id[theirs.id].status == "new"
+    [event] = [event for event in audited("redemption") if event.details.get("approved_review") == review.id]
+    assert event.details["call_back"] is True
+
+
+def test_a_rejected_review_or_one_without_a_request_converts_nothing(referrer, make_patient, make_lead, actor,
+                                                                    manager_user):
+    lead = make_lead(referrer, phone="13977770001")
+    rejected = _review_for(referrer, "13977770001", make_patient, actor)
+    milestones.decide_review(rejected.id, False, "Not a friend", Actor(staff_id=manager_user.id))
+    assert all_leads()[0].status == "new"
+    approved = _review_for(referrer, "13977770009", make_patient, actor)
+    milestones.decide_review(approved.id, True, "Knows the referrer", Actor(staff_id=manager_user.id))
+    assert [(found.id, found.status) for found in all_leads()] == [(lead.id, "new")]
+    [event] = [event for event in audited("redemption") if event.details.get("approved_review") == approved.id]
+    assert "call_back" not in event.details
+
+
+def test_a_request_renewed_after_the_approval_stays_converted(referrer, make_patient, make_lead, actor, manager_user):
+    """The friend asks again from the invite page once linked: their request was answered, it is not reopened."""
+    make_lead(referrer, phone="13977770001")
+    review = _review_for(referrer, "13977770001", make_patient, actor)
+    milestones.decide_review(review.id, True, "Knows the referrer", Actor(staff_id=manager_user.id))
+    make_lead(referrer, phone="13977770001")
+    assert [found.status for found in all_leads()] == ["converted"]
+
+
+def test_the_desk_sending_a_friend_for_approval_is_told_they_asked(desk, referrer, make_patient, make_lead):
+    lead = make_lead(referrer, name="Lucy", phone="13977770001")
+    make_patient(full_name="Zhou Fan", phone="13977770001")
+    form = {"code": referrer.personal_code, "full_name": "Zhou Fan", "phone": "13977770001", "display_name": "",
+            "external_id": ""}
+    refused = desk.post("/desk/redeem", form, htmx=True)
+    assert refused.status_code == 409 and "This friend asked to be called back" in refused.get_data(as_text=True)
+
+    sent = desk.post("/desk/review", form, htmx=True).get_data(as_text=True)
+
+    assert "Sent for manager approval" in sent
+    assert f"This friend asked to be called back on {_day(lead.consent_at)} (Lucy, 139****0001)." in sent
+    assert "The request is closed when a manager approves." in sent
+
+
+def _day(moment) -> str:
+    """A stored time as the desk's pages write its day (English, the clinic's time zone)."""
+    with current_app.test_request_context():
+        return local_date(moment)

@@ -14,13 +14,14 @@ from datetime import date, datetime, timedelta, timezone
 from itertools import count
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from clinic.extensions import db
-from clinic.models import AuditEvent, Referral, Voucher
+from clinic.models import AuditEvent, CheckMark, Referral, Voucher
 from clinic.models._time import utcnow
 from clinic.services import erasure, milestones, referral_checks, vouchers
 from clinic.services.clinic_settings import update_clinic
+from clinic.services.errors import Refused
 from clinic.services.money import format_money
 from clinic.services.patients import PatientDetails
 from clinic.services.redemption import redeem_code
@@ -277,3 +278,200 @@ def test_the_export_lists_the_rows_masked_and_is_audited(manager, make_patient, 
 def test_the_dashboard_links_to_the_checks(manager):
     assert 'href="/admin/checks"' in manager.get("/admin/dashboard").get_data(as_text=True)
 
+
+
+# "Mark as checked".
+
+def _burst(make_patient, bring, name: str = "Burst Bo", phone: str = "13811112222"):
+    """A referrer with three friends in the last three hours (a burst on the page's default period), and the newest
+    friend's referral id."""
+    referrer = make_patient(full_name=name, phone=phone)[0]
+    newest = [bring(referrer, _now_minus(hours=hours)) for hours in (3, 2, 1)][-1]
+    return referrer, newest
+
+
+def _marks(action: str = "check.marked") -> list[AuditEvent]:
+    events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)).all()
+    db.session.rollback()
+    return events
+
+
+def test_a_marked_flag_is_checked_until_a_newer_friend_comes_then_checked_before(
+        make_patient, bring, manager_actor, manager_user):
+    referrer = make_patient(full_name="Bo")[0]
+    referrals = [bring(referrer, DAY + timedelta(hours=hours)) for hours in (0, 1, 2)]
+
+    mark = referral_checks.mark_checked("burst", referrer.id, None, referrals[-1], "  Her three  sisters ",
+                                        manager_actor)
+
+    assert (mark.evidence_id, mark.evidence_at, mark.checked_by, mark.note) == (
+        referrals[-1], DAY + timedelta(hours=2), manager_user.email, "Her three sisters")
+    [check] = referral_checks.with_marks(referral_checks.bursts(APRIL))
+    assert check.checked and not check.checked_before
+    bring(referrer, DAY + timedelta(hours=3))  # a fourth friend in the same burst: newer evidence
+    [check] = referral_checks.with_marks(referral_checks.bursts(APRIL))
+    assert check.checked_before and not check.checked and check.count == 4
+    referral_checks.mark_checked("burst", referrer.id, None, check.last_id, "", manager_actor)
+    [check] = referral_checks.with_marks(referral_checks.bursts(APRIL))
+    assert check.checked and check.mark.note is None
+    events = _marks()
+    assert [(event.patient_id, event.details["rule"], event.details["evidence_id"]) for event in events] == [
+        (referrer.id, "burst", referrals[-1]), (referrer.id, "burst", check.last_id)]
+    assert "sisters" not in str(events[0].details)  # the note stays out of the append-only log
+
+
+def test_marking_twice_with_the_same_or_older_evidence_records_one_mark(make_patient, bring, manager_actor):
+    referrer = make_patient(full_name="Bo")[0]
+    referrals = [bring(referrer, DAY + timedelta(hours=hours)) for hours in (0, 1, 2)]
+    referral_checks.mark_checked("burst", referrer.id, None, referrals[-1], "first", manager_actor)
+    again = referral_checks.mark_checked("burst", referrer.id, None, referrals[-1], "second", manager_actor)
+    older = referral_checks.mark_checked("burst", referrer.id, None, referrals[0], "older", manager_actor)
+    assert again.note == older.note == "first" and older.evidence_id == referrals[-1]
+    assert len(_marks()) == 1
+
+
+def test_one_desk_and_wrong_codes_are_marked_by_their_staff_member(make_patient, make_staff, bring, manager_actor):
+    desk, other = (make_staff(email=email).id for email in ("one@example.com", "two@example.com"))
+    referrer = make_patient(full_name="Flagged")[0]
+    redeemed = [bring(referrer, DAY + timedelta(days=day), actor=Actor(staff_id=desk)) for day in range(5)]
+    for minute in range(referral_checks.WRONG_CODES_ATTEMPTS):
+        _refused(desk, DAY + timedelta(minutes=minute))
+    [one_desk] = referral_checks.one_desk(APRIL)
+    [wrong] = referral_checks.wrong_codes(APRIL)
+    assert one_desk.last_id == redeemed[-1] and one_desk.subject == f"r{referrer.id}-s{desk}"
+
+    referral_checks.mark_checked("one_desk", referrer.id, desk, one_desk.last_id, "", manager_actor)
+    referral_checks.mark_checked("wrong_codes", None, desk, wrong.last_id, "new receptionist", manager_actor)
+    assert [check.checked for check in referral_checks.with_marks([one_desk, wrong])] == [True, True]
+    _refused(desk, DAY + timedelta(minutes=25))  # one more wrong code, after the mark
+    [wrong] = referral_checks.with_marks(referral_checks.wrong_codes(APRIL))
+    assert wrong.checked_before and wrong.mark.note == "new receptionist"
+    with pytest.raises(Refused) as refused:  # the other desk's attempts and referrals are not this flag's evidence
+        referral_checks.mark_checked("one_desk", referrer.id, other, one_desk.last_id, "", manager_actor)
+    assert refused.value.status == 404
+
+
+@pytest.mark.parametrize("rule, subject, evidence, note, status", [
+    ("bursts", "referrer", "newest", "", 400),  # no such rule
+    ("burst", "both", "newest", "", 400),  # a burst flags a referrer, not a staff member
+    ("wrong_codes", "referrer", "newest", "", 400),  # wrong codes flag a staff member
+    ("burst", "referrer", None, "", 400),
+    ("burst", "other referrer", "newest", "", 404),  # someone else's friend is not this flag's evidence
+    ("burst", "referrer", "other", "", 404),
+    ("burst", "referrer", "newest", "x" * 201, 422),
+    ("burst", "referrer", "newest", "bell\x07", 422),
+])
+def test_bad_marks_are_refused_and_write_nothing(make_patient, make_staff, bring, manager_actor, rule, subject,
+                                                 evidence, note, status):
+    referrer, newest = _burst(make_patient, bring)
+    other = make_patient(full_name="Other")[0]
+    other_referral = bring(other, _now_minus(hours=1))
+    referrer_id = {"referrer": referrer.id, "both": referrer.id, "other referrer": other.id}[subject]
+    staff_id = manager_actor.staff_id if subject == "both" else None
+    evidence_id = {"newest": newest, "other": other_referral, None: None}[evidence]
+    with pytest.raises(Refused) as refused:
+        referral_checks.mark_checked(rule, referrer_id, staff_id, evidence_id, note, manager_actor)
+    assert refused.value.status == status
+    assert _marks() == [] and db.session.scalar(select(func.count()).select_from(CheckMark)) == 0
+
+
+def test_the_page_hides_a_checked_row_until_newer_evidence_then_says_who_checked_it(
+        manager, make_patient, bring, manager_user):
+    referrer, newest = _burst(make_patient, bring)
+    page = manager.get("/admin/checks").get_data(as_text=True)
+    assert f'id="check-burst-r{referrer.id}"' in page and f'name="evidence" value="{newest}"' in page
+
+    response = manager.post("/admin/checks/mark", {"rule": "burst", "referrer": str(referrer.id), "staff": "",
+                                                   "evidence": str(newest), "note": "Family visit"}, htmx=True)
+
+    row = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert f'<tr id="check-burst-r{referrer.id}" class="check check-burst checked">' in row
+    assert f"Checked by {manager_user.email}" in row and "Family visit" in row and "Mark as checked" not in row
+    page = manager.get("/admin/checks").get_data(as_text=True)
+    assert "Burst Bo" not in page and "1 row marked as checked is hidden" in page
+    assert "Nothing to check in this period." in page
+    shown = manager.get("/admin/checks?checked=1").get_data(as_text=True)
+    assert "Burst Bo" in shown and f"Checked by {manager_user.email}" in shown and "Hide checked rows" in shown
+
+    bring(referrer, _now_minus(minutes=5))  # a new friend after the mark
+
+    page = manager.get("/admin/checks").get_data(as_text=True)
+    assert "Burst Bo" in page and f"Checked before by {manager_user.email}" in page and "newer evidence" in page
+    assert "Mark as checked" in page
+
+
+def test_marking_without_htmx_comes_back_to_the_page_with_its_filters(manager, make_patient, bring):
+    referrer, newest = _burst(make_patient, bring)
+    today = utcnow().date()
+    response = manager.post("/admin/checks/mark", {"rule": "burst", "referrer": str(referrer.id),
+                                                   "evidence": str(newest), "from": (today - timedelta(days=9))
+                                                   .isoformat(), "to": today.isoformat(), "checked": "1"})
+    assert response.status_code == 303
+    assert "/admin/checks?" in response.location and "checked=1" in response.location
+    assert f"from={(today - timedelta(days=9)).isoformat()}" in response.location
+
+
+def test_a_double_click_records_one_mark_and_both_answers_show_the_row(manager, make_patient, bring):
+    referrer, newest = _burst(make_patient, bring)
+    form = {"rule": "burst", "referrer": str(referrer.id), "evidence": str(newest)}
+    answers = [manager.post("/admin/checks/mark", form, htmx=True) for _click in range(2)]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert all("Checked by" in answer.get_data(as_text=True) for answer in answers)
+    assert len(_marks()) == 1
+
+
+@pytest.mark.parametrize("form, status, message", [
+    ({"rule": "nonsense"}, 400, "There is no such rule"),
+    ({"referrer": "x"}, 400, "This row was not sent as the page made it"),
+    ({"referrer": "99999999"}, 404, "There is no such row to check"),
+    ({"evidence": ""}, 400, "This row was not sent as the page made it"),
+    ({"staff": "1"}, 400, "This row was not sent as the page made it"),
+    ({"note": "n" * 5000}, 422, "Note can be at most 200 characters."),
+])
+@pytest.mark.parametrize("htmx", [False, True])
+def test_bad_marks_on_the_page_get_a_clear_4xx(manager, make_patient, bring, form, status, message, htmx):
+    referrer, newest = _burst(make_patient, bring)
+    sent = {"rule": "burst", "referrer": str(referrer.id), "staff": "", "evidence": str(newest), **form}
+    response = manager.post("/admin/checks/mark", sent, htmx=htmx)
+    body = response.get_data(as_text=True)
+    assert response.status_code == status and message in body
+    if status == 422:  # the row is drawn again with the message, its form still there
+        assert f'id="check-burst-r{referrer.id}"' in body and "Mark as checked" in body
+    assert _marks() == []
+
+
+def test_desk_staff_may_not_mark_and_a_post_needs_its_csrf_token(desk, manager, make_patient, bring):
+    referrer, newest = _burst(make_patient, bring)
+    form = {"rule": "burst", "referrer": str(referrer.id), "evidence": str(newest)}
+    assert desk.post("/admin/checks/mark", form).status_code == 403
+    assert manager.post("/admin/checks/mark", form, csrf=False).status_code == 400
+    assert _marks() == []
+
+
+def test_the_export_keeps_checked_rows_and_says_so(manager, make_patient, bring, manager_actor, manager_user):
+    checked, newest = _burst(make_patient, bring)
+    fresh, _newest = _burst(make_patient, bring, name="Fresh Fu", phone="13822223333")
+    referral_checks.mark_checked("burst", checked.id, None, newest, "=cmd()", manager_actor)
+
+    response = manager.get("/admin/exports/checks.csv")
+
+    rows = {row["referrer"]: row for row in csv.DictReader(io.StringIO(response.get_data(as_text=True)
+                                                                       .lstrip("\ufeff")))}
+    assert (rows["Burst Bo"]["checked"], rows["Burst Bo"]["checked by"]) == ("yes", manager_user.email)
+    assert rows["Burst Bo"]["check note"] == "'=cmd()"  # a formula typed as a note is not run by the spreadsheet
+    assert (rows["Fresh Fu"]["checked"], rows["Fresh Fu"]["check note"]) == ("", "")
+
+
+def test_erasing_the_referrer_blanks_the_marks_note_and_keeps_the_flag_checked(
+        make_patient, bring, manager_actor):
+    referrer = make_patient(full_name="Bo")[0]
+    referrals = [bring(referrer, DAY + timedelta(hours=hours)) for hours in (0, 1, 2)]
+    referral_checks.mark_checked("burst", referrer.id, None, referrals[-1], "Bo's sisters", manager_actor)
+
+    erasure.erase_patient(referrer.id, "patient_request", manager_actor)
+
+    mark = db.session.scalars(select(CheckMark)).one()
+    assert mark.note is None and mark.referrer_id == referrer.id
+    [check] = referral_checks.with_marks(referral_checks.bursts(APRIL))
+    assert check.checked

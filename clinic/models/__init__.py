@@ -5,6 +5,7 @@ from clinic.models.audit import AuditEvent
 from clinic.models.branch import Branch
 from clinic.models.campaign import Campaign, RewardKind
 from clinic.models.card import UNREDEEMED_CARD_STATUSES, BatchStatus, Card, CardBatch, CardStatus, IssuedCode
+from clinic.models.check_mark import CheckMark
 from clinic.models.clinic import Clinic
 from clinic.models.feedback import VisitFeedback
 from clinic.models.idempotency import FormSubmission
@@ -43,6 +44,7 @@ __all__ = [
     "Card",
     "CardBatch",
     "CardStatus",
+    "CheckMark",
     "UNREDEEMED_CARD_STATUSES",
     "IssuedCode",
     "Campaign",

@@ -9,7 +9,8 @@ them (it records ids), so it keeps its rows and gains one, ``patient.erased``, w
 
 What erasing leaves, on purpose: their "How was your visit?" answers keep their score, date and branch with no
 patient (and no wish to be called), so the clinic's NPS history stays right and nothing in them names anyone
-(clinic/services/feedback.py); the patient's active vouchers stay valid (bearer value the patient may still
+(clinic/services/feedback.py); a manager's "checked" marks on them as a referrer keep their rule, evidence, who
+and when, without the note (clinic/services/referral_checks.py); the patient's active vouchers stay valid (bearer value the patient may still
 hold: taking it away for exercising a right would be wrong, and their codes carry no personal data); referrals stay
 linked (the other side's rewards depend on them); free-text reasons that staff typed (a reversal, a void) are kept
 as written. The personal code and the cards given to the patient stop working, since a friend redeeming them would
@@ -34,7 +35,7 @@ from clinic.models import (Card, CardBatch, CardStatus, DeliveryStatus, FormSubm
                            Patient, Referral, ReviewRequest, Reward, RewardStatus, Voucher, VoucherStatus,
                            WebhookDelivery)
 from clinic.models._time import utcnow
-from clinic.services import audit, feedback, importer, notifications
+from clinic.services import audit, feedback, importer, notifications, referral_checks
 from clinic.services.cards import VOIDABLE, batch_folder
 from clinic.services.errors import Refused
 from clinic.services.transaction import Actor, atomic
@@ -176,6 +177,7 @@ def erase_patient(patient_id: int, reason: str | None, actor: Actor, *,
         messages = notifications.cancel_withheld_messages(patient)
         events = _redact_events(patient_id)
         feedback.forget_patient(patient_id)
+        referral_checks.forget_patient(patient_id)
         db.session.execute(
             update(FormSubmission).where(FormSubmission.action == "redeem", FormSubmission.result_id.in_(
                 select(Referral.id).where(Referral.friend_id == patient_id)))

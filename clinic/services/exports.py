@@ -25,7 +25,7 @@ from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.codes import format_code
 from clinic.services.privacy import mask_phone
-from clinic.services.referral_checks import referral_checks
+from clinic.services.referral_checks import referral_checks, with_marks
 from clinic.services.money import major_units_text
 from clinic.services.reports import Scope, campaign_comparison
 from clinic.services.text import spreadsheet_cell
@@ -173,17 +173,24 @@ def export_campaigns(scope: Scope, currency: str, actor: Actor) -> Export:
 
 
 def export_checks(scope: Scope, actor: Actor, now: datetime | None = None) -> Export:
-    """The referrals to check, row for row as the page lists them; phones masked as the page shows them (this file
-    is for a second look, not for calling anyone). Money per currency: one line per currency a row's vouchers had."""
+    """The referrals to check, row for row as the page lists them with its checked rows shown; phones masked as the
+    page shows them (this file is for a second look, not for calling anyone). Money per currency: one line per
+    currency a row's vouchers had. "checked": "yes" for a row marked as checked with nothing newer since, "before"
+    for one marked before newer evidence came, empty for one never marked."""
     header = ["rule", "referrer id", "referrer", "referrer phone", "staff", "count", "first", "last",
-              "share of the referrer's friends %", "friends' phones", "reward money", "currency", "service vouchers"]
+              "share of the referrer's friends %", "friends' phones", "reward money", "currency", "service vouchers",
+              "checked", "checked by", "checked at", "check note"]
     rows = []
-    for check in referral_checks(scope, now):
+    for check in with_marks(referral_checks(scope, now)):
+        mark = check.mark
+        checked = ["yes" if check.checked else "before", mark.checked_by or "", _time(scope, mark.checked_at),
+                   mark.note or ""] if mark else ["", "", "", ""]
         person = check.referrer
         shared = [check.rule, person.id if person else "", person.staff_name if person else "",
                   mask_phone(person.phone) if person else "", check.staff_email or "", check.count,
                   _time(scope, check.first_at), _time(scope, check.last_at),
                   "" if check.share is None else check.share, " ".join(mask_phone(phone) for phone in check.phones)]
         money = sorted(check.money.items()) or [("", None)]
-        rows += [[*shared, _money(amount, currency), currency, check.service_vouchers] for currency, amount in money]
+        rows += [[*shared, _money(amount, currency), currency, check.service_vouchers, *checked]
+                 for currency, amount in money]
     return _audited("checks", scope, header, rows, actor)

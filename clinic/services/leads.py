@@ -177,6 +177,25 @@ def desk_lead(lead_id: int) -> DeskLead | None:
     return rows[0] if rows else None
 
 
+OPEN_AT_DESK_LIMIT = 5  # the desk's panel for a code names at most this many of its open requests
+
+
+def open_requests(referrer_id: int, limit: int = OPEN_AT_DESK_LIMIT) -> list[FriendLead]:
+    """The open call-back requests through this referrer's code, newest first: the desk redeeming the code sees who
+    asked and when (phones masked there), so the receptionist knows the friend in front of them asked for a call."""
+    return list(db.session.scalars(
+        select(FriendLead).where(FriendLead.referrer_id == referrer_id, FriendLead.status.not_in(CLOSED_STATUSES))
+        .order_by(FriendLead.consent_at.desc(), FriendLead.id.desc()).limit(limit)))
+
+
+def open_request(referrer_id: int, phone: str | None) -> FriendLead | None:
+    """The open request through this referrer's code from this (normalised) phone, if any."""
+    if phone is None:
+        return None
+    return db.session.scalar(select(FriendLead).where(FriendLead.referrer_id == referrer_id, FriendLead.phone == phone,
+                                                      FriendLead.status.not_in(CLOSED_STATUSES)))
+
+
 def new_lead_count() -> int:
     """Requests nobody has answered yet, for the top bar's "Call-backs (n)"."""
     return db.session.scalar(select(func.count()).select_from(FriendLead)

@@ -29,7 +29,7 @@ from clinic.services.clinic_settings import RewardTerms, current_clinic
 from clinic.services.errors import Refused
 from clinic.services.money import check_amount
 from clinic.services.patients import patient_to_change
-from clinic.services.redemption import ReferralOffer, referral_offer, use_card
+from clinic.services.redemption import ReferralOffer, convert_call_back, referral_offer, use_card
 from clinic.services.rewards import (pay_due_rewards, pay_reward, promise_rewards, release_cap_slot, return_quota_place,
                                      take_quota_place)
 from clinic.services.text import clean_reason
@@ -402,7 +402,8 @@ def _link_existing_patient(review: ReviewRequest, actor: Actor, now) -> Referral
     campaign was edited, ended or replaced while the request waited: as for a redemption, editing a campaign never
     changes what was already promised. The code is checked again (a card may have been voided meanwhile), and the
     month's quota and the referrer's yearly caps are checked now, as at any redemption or milestone: the friend is
-    welcomed and the rewards paid now, and a reward over a cap goes to review as any other.
+    welcomed and the rewards paid now, and a reward over a cap goes to review as any other. A call-back request the
+    friend left through this referrer's code (their phone) is converted, as a redemption converts it.
     """
     offer = referral_offer(review.code, campaign_id=review.campaign_id)
     terms = review_offer(review, offer)
@@ -419,8 +420,11 @@ def _link_existing_patient(review: ReviewRequest, actor: Actor, now) -> Referral
     friend = db.session.get(Patient, review.patient_id)
     if friend.referred_by_id is None:
         friend.referred_by_id = offer.referrer.id
+    # As a redemption does: the friend's call-back request through this referrer's code, by their phone, is answered.
+    call_back = convert_call_back(offer.referrer.id, friend.phone, referral.id, now, actor) is not None
     audit.record("redemption", actor, patient_id=review.patient_id, referral_id=referral.id, code=offer.code.code,
-                 referrer_id=offer.referrer.id, campaign_id=offer.campaign.id, approved_review=review.id)
+                 referrer_id=offer.referrer.id, campaign_id=offer.campaign.id, approved_review=review.id,
+                 call_back=call_back or None)
     events.referral_redeemed(referral)
     promise_rewards(referral, terms.referrer_reward, terms.friend_reward, terms.currency, terms.valid_days)
     pay_due_rewards(referral, Stage.REDEMPTION.value, actor, now)

@@ -53,6 +53,9 @@ class RedemptionResult:
     # The friend's progress token, shown once; None when this answer replays an earlier one.
     friend_progress_token: str | None = None
     replayed: bool = False
+    # The friend had asked through this referrer's code to be called back (when they last asked): the redemption
+    # answered that request (clinic/services/leads.py), and the desk's receipt says so.
+    call_back_asked_at: datetime | None = None
 
     @property
     def rewards(self) -> list[Reward]:
@@ -289,9 +292,8 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     events.referral_redeemed(referral)
     # The friend asked through this referrer's code to be called back: that request is answered now (one UPDATE, and
     # only when the friend gave a phone; the request is not loaded). Said in the redemption's own audit event.
-    call_back = details.phone is not None and db.session.execute(_CONVERT_LEAD, {
-        "referrer": referrer.id, "number": details.phone, "referral": referral.id, "now": now,
-        "staff": actor.staff_id}).rowcount > 0
+    call_back_asked_at = convert_call_back(referrer.id, details.phone, referral.id, now, actor)
+    call_back = call_back_asked_at is not None
     rewards, issued, audited = reward_redemption(referral, referrer, friend, offer.referrer_reward,
                                                  offer.friend_reward, campaign, actor, now)
     for voucher, holder in issued:
@@ -305,7 +307,8 @@ def _redeem(offer: ReferralOffer, details: PatientDetails, actor: Actor, key: st
     set_committed_value(referral, "rewards", sorted(rewards, key=lambda reward: reward.id))
     set_committed_value(referral, "vouchers", vouchers)
     idempotency.record_result(key, referral.id)
-    return RedemptionResult(referral=referral, friend=friend, vouchers=vouchers, friend_progress_token=token)
+    return RedemptionResult(referral=referral, friend=friend, vouchers=vouchers, friend_progress_token=token,
+                            call_back_asked_at=call_back_asked_at)
 
 
 _CARDS = Card.__table__
@@ -318,7 +321,20 @@ _LEADS = FriendLead.__table__
 _CONVERT_LEAD = (update(_LEADS).where(_LEADS.c.referrer_id == bindparam("referrer"),
                                       _LEADS.c.phone == bindparam("number"), _LEADS.c.status != LeadStatus.CONVERTED.value)
                  .values(status=LeadStatus.CONVERTED.value, converted_referral_id=bindparam("referral"),
-                         status_changed_at=bindparam("now"), status_changed_by_id=bindparam("staff")))
+                         status_changed_at=bindparam("now"), status_changed_by_id=bindparam("staff"))
+                 .returning(_LEADS.c.consent_at))
+
+
+def convert_call_back(referrer_id: int, phone: str | None, referral_id: int, now: datetime,
+                      actor: Actor) -> datetime | None:
+    """The friend's call-back request through this referrer's code (the same phone) is answered by ``referral``:
+    one conditional UPDATE in the caller's transaction (a redemption, or a manager approving an existing patient as
+    the friend), the request not loaded. Returns when the friend last asked, or None when there was no open request
+    (or no phone to match)."""
+    if phone is None:
+        return None
+    return db.session.execute(_CONVERT_LEAD, {"referrer": referrer_id, "number": phone, "referral": referral_id,
+                                              "now": now, "staff": actor.staff_id}).scalar()
 
 
 def use_card(card_id: int) -> datetime:
@@ -333,8 +349,10 @@ def use_card(card_id: int) -> datetime:
 
 def _result_for(referral_id: int, replayed: bool = True) -> RedemptionResult:
     referral = db.session.get(Referral, referral_id)
+    asked_at = db.session.scalar(select(FriendLead.consent_at).where(FriendLead.converted_referral_id == referral_id)
+                                 .order_by(FriendLead.consent_at.desc()).limit(1))
     return RedemptionResult(referral=referral, friend=referral.friend, vouchers=list(referral.vouchers),
-                            replayed=replayed)
+                            replayed=replayed, call_back_asked_at=asked_at)
 
 
 def redemption_result(referral_id: int) -> RedemptionResult | None:

@@ -20,6 +20,11 @@ reversed ones left out, as on the dashboard; the wrong codes read the audit log'
 - **Wrong codes at the desk** (``WRONG_CODES``): a staff account with at least ``WRONG_CODES_ATTEMPTS`` redemptions
   refused for an unknown or mistyped code within ``WRONG_CODES_WITHIN`` (someone trying codes at a logged-in desk).
 
+A manager who has looked at a flag and found nothing wrong marks it as checked (:func:`mark_checked`, audited), with
+an optional short note. The mark records the newest evidence seen then (``Check.last_id``: the newest referral, or
+refused attempt, the row was built from); the page hides a checked row until newer evidence appears, then shows it
+again saying who checked it before and when. One mark per flag (rule and subject), moved on by a later mark.
+
 "Within" a span means from the first to the last of them at most that long apart, at any time in the period (not per
 calendar day). A flagged referrer's money is the face value of the money vouchers, not void, that the flagged
 referrals issued to both sides; service vouchers are counted, having no money value.
@@ -27,19 +32,25 @@ referrals issued to both sides; service vouchers are counted, having no money va
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, literal_column, select
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import and_, case, func, literal_column, select, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Subquery
 
 from clinic.extensions import db
-from clinic.models import AuditEvent, Patient, Referral, RewardKind, Staff, Voucher, VoucherStatus
+from clinic.models import AuditEvent, CheckMark, Patient, Referral, RewardKind, Staff, Voucher, VoucherStatus
 from clinic.models._time import utcnow
 from clinic.models.patient import PatientNames
 from clinic.models.rows import row_class
+from clinic.services import audit
+from clinic.services.errors import Refused
 from clinic.services.reports import Scope, registered_in
+from clinic.services.text import clean_text
+from clinic.services.transaction import Actor, atomic, insert_ignoring_duplicates
 
 BURST = "burst"
 NEVER_CAME = "never_came"
@@ -63,9 +74,34 @@ WRONG_CODES_WITHIN = timedelta(hours=24)
 # The refusals of a code that no one holds or whose check symbol fails (clinic/services/redemption.py, codes.py).
 WRONG_CODE_REASONS = ("unknown_code", "mistyped_code")
 
+# Whom each rule flags: a referrer, a staff account, or (one desk, one referrer) the pair.
+REFERRER_RULES = (BURST, NEVER_CAME, LOOK_ALIKE)
+STAFF_RULES = (WRONG_CODES,)
+NOTE_LENGTH = 200  # CheckMark.note
+
 # A flagged referrer: what the page shows of them (the phone masked there) and links to.
 REFERRER_KEYS = ["id", "full_name", "display_name", "name_on_posters", "phone"]
 FlaggedReferrer = row_class(Patient, PatientNames, keys=REFERRER_KEYS, name="FlaggedReferrer")
+
+
+def subject_key(referrer_id: int | None, staff_id: int | None) -> str:
+    """A flag's subject in one word, as CheckMark.subject stores it and the page's row ids use it: "r12" (referrer
+    12), "s3" (staff member 3), "r12-s3" (both)."""
+    return "-".join(part for part in (f"r{referrer_id}" if referrer_id is not None else "",
+                                      f"s{staff_id}" if staff_id is not None else "") if part)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A manager's "checked" on a flag: the evidence they saw (the newest referral or attempt id, and its time)."""
+
+    rule: str
+    subject: str
+    evidence_id: int
+    evidence_at: datetime
+    checked_at: datetime
+    checked_by: str | None  # the manager's e-mail address
+    note: str | None
 
 
 @dataclass(frozen=True)
@@ -84,10 +120,26 @@ class Check:
     phones: tuple[str, ...] = ()  # LOOK_ALIKE: the friends' numbers (masked wherever shown)
     money: dict[str, int] = field(default_factory=dict)  # currency -> minor units
     service_vouchers: int = 0
+    last_id: int = 0  # the newest of them: a referral's id (WRONG_CODES: an audit event's), what a mark records
+    mark: Mark | None = None  # the manager's "checked" mark on this flag, if any (see with_marks)
 
     @property
     def money_total(self) -> int:
         return sum(self.money.values())
+
+    @property
+    def subject(self) -> str:
+        return subject_key(self.referrer.id if self.referrer else None, self.staff_id)
+
+    @property
+    def checked(self) -> bool:
+        """Marked as checked, and nothing newer than what the manager saw then."""
+        return self.mark is not None and self.last_id <= self.mark.evidence_id
+
+    @property
+    def checked_before(self) -> bool:
+        """Marked as checked once, but newer evidence has come since: shown again, saying so."""
+        return self.mark is not None and self.last_id > self.mark.evidence_id
 
 
 def _seconds(column):
@@ -132,7 +184,8 @@ def _checks(rule: str, members: Subquery, extra: dict | None = None, staff: bool
     """
     keys = [members.c.referrer_id, *([members.c.staff_id] if staff else [])]
     referrer = [getattr(Patient, key) for key in REFERRER_KEYS]
-    query = (select(*keys, func.count(members.c.id), func.min(members.c.moment), func.max(members.c.moment), *referrer)
+    query = (select(*keys, func.count(members.c.id), func.min(members.c.moment), func.max(members.c.moment),
+                    func.max(members.c.id), *referrer)
              .join(Patient, Patient.id == members.c.referrer_id).group_by(*keys, *referrer))
     if staff:
         query = query.add_columns(Staff.email).join(Staff, Staff.id == members.c.staff_id).group_by(Staff.email)
@@ -151,9 +204,9 @@ def _checks(rule: str, members: Subquery, extra: dict | None = None, staff: bool
     checks = []
     for row in db.session.execute(query):
         key = tuple(row[:len(keys)])
-        count, first_at, last_at, *rest = row[len(keys):]
+        count, first_at, last_at, last_id, *rest = row[len(keys):]
         checks.append(Check(
-            rule, int(count), first_at, last_at, referrer=FlaggedReferrer(*rest[:len(REFERRER_KEYS)]),
+            rule, int(count), first_at, last_at, last_id=last_id, referrer=FlaggedReferrer(*rest[:len(REFERRER_KEYS)]),
             staff_id=key[1] if staff else None, staff_email=rest[len(REFERRER_KEYS)] if staff else None,
             money=paid.get(key, {}), service_vouchers=services.get(key, 0),
             **(extra or {}).get(key[0] if not staff else key, {})))
@@ -224,13 +277,108 @@ def wrong_codes(scope: Scope) -> list[Check]:
     attempts = select(AuditEvent.id, AuditEvent.at.label("moment"), AuditEvent.staff_id).where(*conditions).subquery()
     runs = _in_runs(attempts, ["staff_id"], WRONG_CODES_ATTEMPTS, WRONG_CODES_WITHIN)
     rows = db.session.execute(
-        select(runs.c.staff_id, Staff.email, func.count(runs.c.id), func.min(runs.c.moment), func.max(runs.c.moment))
+        select(runs.c.staff_id, Staff.email, func.count(runs.c.id), func.min(runs.c.moment), func.max(runs.c.moment),
+               func.max(runs.c.id))
         .join(Staff, Staff.id == runs.c.staff_id).group_by(runs.c.staff_id, Staff.email)).all()
-    return sorted((Check(WRONG_CODES, int(count), first_at, last_at, staff_id=staff_id, staff_email=email)
-                   for staff_id, email, count, first_at, last_at in rows), key=lambda check: (-check.count, check.staff_email))
+    return sorted((Check(WRONG_CODES, int(count), first_at, last_at, staff_id=staff_id, staff_email=email,
+                         last_id=last_id)
+                   for staff_id, email, count, first_at, last_at, last_id in rows),
+                  key=lambda check: (-check.count, check.staff_email))
 
 
 def referral_checks(scope: Scope, now: datetime | None = None) -> list[Check]:
     """Every flagged row in the scope, rule by rule in the order of ``RULES``."""
     return [*bursts(scope), *friends_who_never_came(scope, now), *one_desk(scope), *look_alike_phones(scope),
             *wrong_codes(scope)]
+
+
+_MARKS = (select(CheckMark.rule, CheckMark.subject, CheckMark.evidence_id, CheckMark.evidence_at, CheckMark.checked_at,
+                 Staff.email, CheckMark.note).outerjoin(Staff, Staff.id == CheckMark.checked_by_id))
+
+
+def with_marks(checks: list[Check]) -> list[Check]:
+    """The checks, each with the manager's mark on its flag when there is one."""
+    if not checks:
+        return []
+    marks = {(row.rule, row.subject): Mark(*row) for row in db.session.execute(
+        _MARKS.where(CheckMark.subject.in_({check.subject for check in checks})))}
+    return [replace(check, mark=marks.get((check.rule, check.subject))) for check in checks]
+
+
+def check_note(raw: str | None) -> str:
+    """The mark's optional note: one line of printable text, at most NOTE_LENGTH characters (422 otherwise)."""
+    try:
+        return clean_text(raw, max_length=NOTE_LENGTH, label=_l("Note"), required=False)
+    except ValueError as problem:
+        raise Refused("validation_error", str(problem), field="note", status=422) from None
+
+
+def check_subject(rule: str | None, referrer_id: int | None, staff_id: int | None) -> None:
+    """A known rule with the subject it flags (a referrer, a staff member, or both for one desk); 400 otherwise."""
+    if rule not in RULES:
+        raise Refused("unknown_rule", _("There is no such rule: reload the page."), status=400)
+    wants_referrer, wants_staff = rule not in STAFF_RULES, rule not in REFERRER_RULES
+    if (referrer_id is not None) != wants_referrer or (staff_id is not None) != wants_staff:
+        raise Refused("unknown_subject", _("This row was not sent as the page made it: reload the page."),
+                      status=400)
+
+
+def _evidence_at(rule: str, referrer_id: int | None, staff_id: int | None, evidence_id: int) -> datetime | None:
+    """When the evidence the page showed happened, if it is evidence of this flag: a referral of this referrer (and
+    for one desk, redeemed by this staff member), or this staff member's refused attempt with a wrong code.
+
+    So a mark can only record evidence that exists, and a made-up id cannot hide a flag's future evidence.
+    """
+    if rule == WRONG_CODES:
+        return db.session.scalar(select(AuditEvent.at).where(
+            AuditEvent.id == evidence_id, AuditEvent.action == "redemption", AuditEvent.outcome == "refused",
+            AuditEvent.reason.in_(WRONG_CODE_REASONS), AuditEvent.staff_id == staff_id))
+    conditions = [Referral.id == evidence_id, Referral.referrer_id == referrer_id]
+    if rule == ONE_DESK:
+        conditions.append(Referral.staff_id == staff_id)
+    return db.session.scalar(select(Referral.created_at).where(*conditions))
+
+
+def mark_checked(rule: str | None, referrer_id: int | None, staff_id: int | None, evidence_id: int | None,
+                 raw_note: str | None, actor: Actor, now: datetime | None = None) -> Mark:
+    """The manager looked at a flag and found nothing wrong, having seen its evidence up to ``evidence_id``.
+
+    Written once per flag and moved on only by newer evidence: a double click (or two managers at once) records one
+    mark and one audit event; the second press changes nothing and is no error. Refused: an unknown rule or a
+    subject the rule does not flag (400), evidence that is not this flag's (404), a bad note (422). The note is
+    not copied into the append-only audit log (a manager may write a name in it).
+    """
+    note = check_note(raw_note)
+    check_subject(rule, referrer_id, staff_id)
+    if evidence_id is None:
+        raise Refused("unknown_subject", _("This row was not sent as the page made it: reload the page."),
+                      status=400)
+    subject = subject_key(referrer_id, staff_id)
+    now = now or utcnow()
+    with atomic():
+        evidence_at = _evidence_at(rule, referrer_id, staff_id, evidence_id)
+        if evidence_at is None:
+            raise Refused("not_found", _("There is no such row to check: reload the page."), status=404)
+        values = {"evidence_id": evidence_id, "evidence_at": evidence_at, "checked_at": now,
+                  "checked_by_id": actor.staff_id, "note": note or None}
+        marked = insert_ignoring_duplicates(CheckMark, {"rule": rule, "subject": subject, "referrer_id": referrer_id,
+                                                        "staff_id": staff_id, **values})
+        if not marked:
+            marked = db.session.execute(
+                update(CheckMark).where(CheckMark.rule == rule, CheckMark.subject == subject,
+                                        CheckMark.evidence_id < evidence_id)
+                .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+        if marked:
+            audit.record("check.marked", actor, patient_id=referrer_id, rule=rule, flagged_staff_id=staff_id,
+                         evidence_id=evidence_id, with_note=bool(note) or None)
+        mark = Mark(*db.session.execute(_MARKS.where(CheckMark.rule == rule, CheckMark.subject == subject)).one())
+    return mark
+
+
+def forget_patient(patient_id: int) -> int:
+    """For the erasure (in its transaction): marks on the patient as a referrer keep their rule, evidence, who and
+    when (the flag stays checked; its referrals stay linked to the anonymised row), without the note, which a
+    manager may have written their name in. Returns how many."""
+    return db.session.execute(
+        update(CheckMark).where(CheckMark.referrer_id == patient_id, CheckMark.note.is_not(None)).values(note=None)
+        .execution_options(synchronize_session=False)).rowcount

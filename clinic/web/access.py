@@ -136,6 +136,7 @@ ACCESS: dict[str, Access] = {
     "reports.feedback_called": Access.MANAGER,
     "reports.export": Access.MANAGER,
     "reports.checks": Access.MANAGER,
+    "reports.mark_checked": Access.MANAGER,
     "reports.branches": Access.MANAGER,
     "reports.create_branch": Access.MANAGER,
     "reports.edit_branch": Access.MANAGER,

@@ -10,11 +10,12 @@ from sqlalchemy import select
 from clinic.extensions import db
 from clinic.models import Referral, Voucher
 from clinic.services import desk as desk_service
+from clinic.services import leads as lead_service
 from clinic.services import milestones
 from clinic.services import redemption as redemption_service
 from clinic.services import vouchers as voucher_service
 from clinic.services.errors import Refused
-from clinic.services.patients import find_existing
+from clinic.services.patients import find_existing, normalize_phone
 from clinic.services.redemption import ReferralOffer
 from clinic.services.transaction import read_only_session
 from clinic.services.urls import invite_url, progress_url
@@ -34,9 +35,26 @@ def _staff_only():
 
 
 def _panel(status: int = 200, **context):
-    """The panel under the code field: alone for htmx, inside the desk page otherwise."""
+    """The panel under the code field: alone for htmx, inside the desk page otherwise.
+
+    With a referral code's offer, the open call-back requests through that code, and among them the one from the
+    phone typed in the friend's form (when it is one): "asked to be called back on …".
+    """
     context.setdefault("recent", redemption_service.recent_redemptions())
+    offer = context.get("offer")
+    if offer is not None:
+        context["call_backs"] = lead_service.open_requests(offer.referrer.id)
+        form = context.get("form")
+        context["call_back"] = lead_service.open_request(offer.referrer.id, _typed_phone(form)) if form else None
     return render_fragment_or_page("desk/_panel.html", "desk/index.html", status, **context)
+
+
+def _typed_phone(form: PatientDetailsForm) -> str | None:
+    """The friend's phone as typed in the form, normalised; None when empty or not a phone number."""
+    try:
+        return normalize_phone(form.phone.data)
+    except ValueError:
+        return None
 
 
 @bp.get("/")
@@ -146,7 +164,8 @@ def send_for_review():
     if not is_htmx():
         flash(_("Sent for manager approval. No voucher is issued until a manager approves."))
         return redirect(url_for("desk.index"), code=303)
-    return _panel(sent_for_review=review, raw_code="")
+    return _panel(sent_for_review=review, raw_code="",
+                  call_back=lead_service.open_request(review.referrer.id, review.patient.phone))
 
 
 @bp.post("/recent/<int:patient_id>/visit")

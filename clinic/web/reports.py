@@ -139,22 +139,89 @@ def _checks_period() -> tuple[date, date]:
     return today - timedelta(days=CHECKS_DAYS - 1), today
 
 
-@bp.get("/checks")
-def checks():
-    """Referrals to check (clinic/services/referral_checks.py): the last CHECKS_DAYS days by default, so that it holds
-    friends registered long enough ago to have visited (this month alone would hold almost none)."""
-    values = _filter_values()
-    context = {"values": values, "branches": branch_service.list_branches(), "rules": check_service}
+def _checks_page(values: dict[str, str], show_checked: bool, *, error: Refused | None = None,
+                 error_key: tuple[str, str] | None = None):
+    """The page for the filter ``values``; rows marked as checked (and nothing newer since) only with
+    ``show_checked``. ``error``: said at the row ``error_key`` (rule, subject) when there is one, else above."""
+    context = {"values": values, "branches": branch_service.list_branches(), "rules": check_service,
+               "show_checked": show_checked}
     try:
         scope = _scope(values, _checks_period())
     except Refused as refusal:
         return render_template("reports/checks.html", error=refusal.message, error_field=refusal.field,
                                **context), refusal.status
     values.update({"from": scope.first_day.isoformat(), "to": scope.last_day.isoformat()})
-    return render_template("reports/checks.html", checks=check_service.referral_checks(scope),
+    every = check_service.with_marks(check_service.referral_checks(scope))
+    shown = every if show_checked else [check for check in every if not check.checked]
+    keys = {(check.rule, check.subject) for check in shown}
+    return render_template("reports/checks.html", checks=shown, hidden=len(every) - len(shown),
                            period_days=(format_day(scope.first_day), format_day(scope.last_day)),
                            branch=db.session.get(Branch, scope.branch_id) if scope.branch_id else None,
-                           export_args={k: v for k, v in values.items() if v}, **context)
+                           export_args={k: v for k, v in values.items() if v},
+                           row_error=error.message if error and error_key in keys else None, error_key=error_key,
+                           page_error=error.message if error and error_key not in keys else None,
+                           **context), error.status if error else 200
+
+
+@bp.get("/checks")
+def checks():
+    """Referrals to check (clinic/services/referral_checks.py): the last CHECKS_DAYS days by default, so that it holds
+    friends registered long enough ago to have visited (this month alone would hold almost none). Rows a manager
+    marked as checked are left out unless ``?checked=1``, until newer evidence brings them back."""
+    return _checks_page(_filter_values(), request.args.get("checked") == "1")
+
+
+def _posted_id(name: str) -> int | None:
+    """An optional id field of the mark form: empty is None, anything but an id is refused (400)."""
+    text = form_value(name, 40).strip()
+    if not text:
+        return None
+    if not _is_id(text):
+        raise Refused("unknown_subject", _("This row was not sent as the page made it: reload the page."),
+                      status=400)
+    return int(text)
+
+
+@bp.post("/checks/mark")
+def mark_checked():
+    """"Mark as checked" on a row (audited): the row again for htmx (swapped in place), else back to the page (303)
+    with the same filters. The form carries the page's filters so that the row can be drawn again as the page had it."""
+    values = {name: form_value(name, 20).strip() for name in ("from", "to", "branch")}
+    show_checked = form_value("checked", 2) == "1"
+    rule = form_value("rule", 20)
+    key = None
+    try:
+        referrer_id, staff_id, evidence_id = (_posted_id(name) for name in ("referrer", "staff", "evidence"))
+        key = (rule, check_service.subject_key(referrer_id, staff_id))
+        check_service.mark_checked(rule, referrer_id, staff_id, evidence_id, form_value("note"), current_actor())
+    except Refused as refusal:
+        if is_htmx():
+            row = _check_row(values, key)
+            if row is None:
+                return render_error(refusal.status, refusal.message)
+            return render_template("reports/_check_row.html", c=row, values=values, show_checked=show_checked,
+                                   rules=check_service, row_error=refusal.message, error_key=key), refusal.status
+        return _checks_page(values, show_checked, error=refusal, error_key=key)
+    if is_htmx():
+        row = _check_row(values, key)
+        # The flag no longer shows in this period (a referral reversed meanwhile): the row goes.
+        return render_template("reports/_check_row.html", c=row, values=values, show_checked=show_checked,
+                               rules=check_service) if row else ""
+    flash(_("Marked as checked."))
+    return redirect(url_for("reports.checks", checked="1" if show_checked else None,
+                            **{k: v for k, v in values.items() if v}), code=303)
+
+
+def _check_row(values: dict[str, str], key: tuple[str, str] | None) -> check_service.Check | None:
+    """The page's row for ``key`` (rule, subject) in the filters' period, with its mark; None if it is not there."""
+    if key is None:
+        return None
+    try:
+        scope = _scope(values, _checks_period())
+    except Refused:
+        return None
+    return next((check for check in check_service.with_marks(check_service.referral_checks(scope))
+                 if (check.rule, check.subject) == key), None)
 
 
 EXPORTS = {"referrals", "vouchers", "patients", "campaigns", "checks"}

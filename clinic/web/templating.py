@@ -188,6 +188,7 @@ AUDIT_LABELS = {
     "webhook.cancelled": _l("Message to a patient cancelled, not sent"),
     "patient.erased": _l("Personal data erased"),
     "feedback.called": _l("Patient called back after their feedback"),
+    "check.marked": _l("Referral to check marked as checked"),
     "export.patient_data": _l("A patient's data exported (JSON)"),
     "patient.details_corrected": _l("Patient details corrected"),
     "vouchers.expiry_reminded": _l("Patients reminded of vouchers about to expire"),
