@@ -225,7 +225,21 @@ def test_the_dashboard_shows_the_tile_and_links_the_call_list(manager, make_pati
     _answers_at(make_patient, give_feedback, [10, 10, 0], utcnow())
     html = manager.client.get("/admin/dashboard").get_data(as_text=True)
     assert 'id="stat-nps-value">33<' in html
-    assert "3 answers: 2 promoters, 0 passives, 1 detractors" in html
+    assert "3 answers: 2 promoters, 0 passives, 1 detractor" in html and "1 detractors" not in html
+
+
+@pytest.mark.parametrize("scores, english, chinese", [
+    ([10], "1 answer: 1 promoter, 0 passives, 0 detractors", "1条评价：推荐者1，中立者0，批评者0"),
+    ([8, 7, 0], "3 answers: 0 promoters, 2 passives, 1 detractor", "3条评价：推荐者0，中立者2，批评者1"),
+    ([9, 8], "2 answers: 1 promoter, 1 passive, 0 detractors", "2条评价：推荐者1，中立者1，批评者0"),
+])
+def test_the_nps_summary_counts_each_group_in_its_own_plural(manager, make_patient, give_feedback, scores, english,
+                                                              chinese):
+    """Each count of the tile's note agrees with its own number ("1 promoter", "2 passives"), in both languages."""
+    _answers_at(make_patient, give_feedback, scores, utcnow())
+    assert english in manager.get("/admin/dashboard").get_data(as_text=True)
+    assert manager.post("/account/language", {"language": "zh_CN", "next": "/admin/dashboard"}).status_code == 303
+    assert chinese in manager.get("/admin/dashboard").get_data(as_text=True)
 
 
 def test_managers_see_who_asked_with_full_phone_and_record_the_call_once(browser, manager, manager_user, patient,
