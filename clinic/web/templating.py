@@ -119,7 +119,7 @@ def describe_voucher(voucher) -> str:
 
 
 AUDIT_LABELS = {
-    "redemption": _l("Referral code redeemed"),
+    "redemption": _l("Referral code redemption"),  # ok or refused: "redeemed · refused" contradicted itself
     "voucher.issued": _l("Voucher issued"),
     "voucher.spent": _l("Voucher spent"),
     "voucher.spend": _l("Voucher spend attempt"),
@@ -205,6 +205,44 @@ def audit_label(action: str) -> str:
     if action == "patient.enrolled":  # "Enrolled" elsewhere heads a column of dates
         return pgettext("audit", "Enrolled")
     return str(AUDIT_LABELS.get(action, action))
+
+
+def audit_reason(reason: str | None) -> str:
+    """Why an attempt was refused, for people: the audit log showed the stored key ("existing_patient") even in Chinese.
+
+    Built per call (the reader's language); a reason without a label reads as its key with spaces.
+    """
+    if not reason:
+        return ""
+    labels = {
+        "unknown_code": pgettext("refusal", "unknown code"),
+        "mistyped_code": pgettext("refusal", "mistyped code"),
+        "not_a_referral_code": pgettext("refusal", "not a referral code"),
+        "not_a_voucher": pgettext("refusal", "not a voucher"),
+        "unknown_card": pgettext("refusal", "unknown card"),
+        "card_not_activated": pgettext("refusal", "card not activated"),
+        "card_void": pgettext("refusal", "card void"),
+        "already_activated": pgettext("refusal", "already activated"),
+        "already_redeemed": pgettext("refusal", "already redeemed"),
+        "already_spent": pgettext("refusal", "already spent"),
+        "voided": pgettext("refusal", "voided"),
+        "expired": pgettext("refusal", "expired"),
+        "campaign_ended": pgettext("refusal", "campaign ended"),
+        "no_campaign": pgettext("refusal", "no campaign"),
+        "code_withdrawn": pgettext("refusal", "code withdrawn"),
+        "self_referral": pgettext("refusal", "self-referral"),
+        "existing_patient": pgettext("refusal", "already a patient"),
+        "patient_erased": pgettext("refusal", "patient erased"),
+        "over_cap": pgettext("refusal", "over the referrer's cap"),
+        "quota_full": pgettext("refusal", "monthly quota full"),
+        "rate_limited": pgettext("refusal", "too many attempts"),
+        "validation_error": pgettext("refusal", "invalid input"),
+        "bad_credentials": pgettext("refusal", "wrong email or password"),
+        "wrong_password": pgettext("refusal", "wrong password"),
+        "wrong_code": pgettext("refusal", "wrong code"),
+        "two_step_first": pgettext("refusal", "two-step login needed first"),
+    }
+    return labels.get(reason, reason.replace("_", " "))
 
 
 # The names of audit details and of changed settings, for people; others show as their key with spaces.
@@ -383,6 +421,7 @@ def init_app(app: Flask) -> None:
         voucher_value=describe_voucher,
         voucher_status=voucher_status,
         audit_label=audit_label,
+        audit_reason=audit_reason,
         audit_details=audit_details,
         audit_actor=audit_actor,
         stage_label=stage_label,
