@@ -243,3 +243,27 @@ def test_a_template_compiled_for_one_language_prints_the_next_readers_language(a
             english = template.render(who="<b>Li")
     assert chinese == "复制链接|&lt;b&gt;Li，您好|已就诊|<b>Li，您好|2 cards|复制链接|4|复制链接"
     assert english == "Copy link|Hello &lt;b&gt;Li|visited|Hello <b>Li|2 cards|COPY LINK|9|Copy link"
+
+
+@pytest.mark.parametrize("language, expected", [
+    ("en", "changes: referrer's reward amount CN¥0.00 → CN¥200.00, friend's reward kind money off → a named service, "
+           "card: friend's reward name — → “1 bed-day waived”, ends — → 2026-11-25 08:33, "
+           "friend rewarded when the code is redeemed → at the friend's first visit, "
+           "covers Personal codes and scratch cards → Scratch cards only, yearly cap on reward value — → CN¥1,000.00, "
+           "managers need two-step login yes → no"),
+    ("zh_CN", "更改: 推荐人奖励金额 ¥0.00 → ¥200.00, 被推荐人奖励类型 现金抵扣 → 指定服务, "
+              "刮刮卡：被推荐人奖励名称 — → “1 bed-day waived”, 结束时间 — → 2026年11月25日 08:33, "
+              "被推荐人奖励时机 核销推荐码时 → 被推荐人首次就诊时, "
+              "适用范围 专属推荐码和刮刮卡 → 仅刮刮卡, 每年奖励金额上限 — → ¥1,000.00, 管理员须开启两步验证 是 → 否"),
+])
+def test_a_changed_setting_reads_as_money_names_and_times_not_python(app, language, expected):
+    """A campaign's change read "referrer reward amount 0 → 20000, card friend reward label None → '1 bed-day
+    waived', ends at None → '2026-11-25T00:33:02.376029'": minor units, Python's None and quotes, an ISO moment, and
+    the settings' names untranslated in Chinese."""
+    changed = SimpleNamespace(details={"currency": "CNY", "changes": {
+        "referrer_reward_amount": [0, 20000], "friend_reward_kind": ["money", "service"],
+        "card_friend_reward_label": [None, "1 bed-day waived"], "ends_at": [None, "2026-11-25T00:33:02.376029"],
+        "friend_reward_stage": ["redemption", "visit"], "covers": ["both", "cards"],
+        "cap_value_per_year": [None, 100000], "managers_need_two_step": [True, False]}})
+    with app.test_request_context(f"/?lang={language}"):
+        assert audit_details(changed) == expected

@@ -127,3 +127,20 @@ def test_a_managers_top_bar_folds_behind_menu_on_a_phone(journey):
     page.set_viewport_size({"width": 1280, "height": 800})
     assert not page.locator(".menu-toggle").is_visible()
     assert page.locator(".topbar a[href='/admin/staff']").is_visible()
+
+
+def test_the_top_bar_s_two_language_buttons_read_as_two(journey):
+    """After picking a language, "English" and "Clinic's language" sat a space apart: "English 诊所的语言" read as one
+    phrase. They are spaced as the bar's other links are."""
+    page = journey.context().new_page()
+    log_in(page, MANAGER)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    with page.expect_navigation():
+        page.click("form.language-switch button >> nth=0")  # the other language: the clinic's is the default
+    buttons = page.locator("form.language-switch button")
+    assert buttons.count() == 2
+    first, second = buttons.nth(0).bounding_box(), buttons.nth(1).bounding_box()
+    links = page.locator(".topbar nav a")
+    gap_between_links = links.nth(1).bounding_box()["x"] - (links.nth(0).bounding_box()["x"]
+                                                             + links.nth(0).bounding_box()["width"])
+    assert second["x"] - (first["x"] + first["width"]) >= gap_between_links - 1

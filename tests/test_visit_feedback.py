@@ -3,6 +3,8 @@ the dashboard's NPS, and what erasure, retention and the patient's data export d
 
 from __future__ import annotations
 
+import html
+import re
 import threading
 from datetime import date, datetime, timedelta, timezone
 
@@ -225,7 +227,21 @@ def test_the_dashboard_shows_the_tile_and_links_the_call_list(manager, make_pati
     _answers_at(make_patient, give_feedback, [10, 10, 0], utcnow())
     html = manager.client.get("/admin/dashboard").get_data(as_text=True)
     assert 'id="stat-nps-value">33<' in html
-    assert "3 answers: 2 promoters, 0 passives, 1 detractors" in html
+    assert "3 answers: 2 promoters, 0 passives, 1 detractor" in html and "1 detractors" not in html
+
+
+@pytest.mark.parametrize("scores, english, chinese", [
+    ([10], "1 answer: 1 promoter, 0 passives, 0 detractors", "1条评价：推荐者1，中立者0，批评者0"),
+    ([8, 7, 0], "3 answers: 0 promoters, 2 passives, 1 detractor", "3条评价：推荐者0，中立者2，批评者1"),
+    ([9, 8], "2 answers: 1 promoter, 1 passive, 0 detractors", "2条评价：推荐者1，中立者1，批评者0"),
+])
+def test_the_nps_summary_counts_each_group_in_its_own_plural(manager, make_patient, give_feedback, scores, english,
+                                                              chinese):
+    """Each count of the tile's note agrees with its own number ("1 promoter", "2 passives"), in both languages."""
+    _answers_at(make_patient, give_feedback, scores, utcnow())
+    assert english in manager.get("/admin/dashboard").get_data(as_text=True)
+    assert manager.post("/account/language", {"language": "zh_CN", "next": "/admin/dashboard"}).status_code == 303
+    assert chinese in manager.get("/admin/dashboard").get_data(as_text=True)
 
 
 def test_managers_see_who_asked_with_full_phone_and_record_the_call_once(browser, manager, manager_user, patient,
@@ -270,7 +286,7 @@ def test_erasure_keeps_the_score_date_and_branch_without_the_patient(patient, ma
     db.session.rollback()
     stored = db.session.scalar(select(VisitFeedback))
     assert (stored.patient_id, stored.score, stored.callback_requested_at) == (None, 2, None)
-    assert feedback.patients_to_call() == []
+    assert feedback.patients_to_call().rows == []
     today = utcnow().date()
     assert feedback.nps_figures(Scope.for_days(today - timedelta(days=1), today + timedelta(days=1),
                                                timezone.utc)).detractors == 1
@@ -298,3 +314,60 @@ def test_the_database_refuses_a_score_outside_0_to_10(patient):
         db.session.flush()
     assert rows() == 0
 
+
+
+def _callers(make_patient, give_feedback, count: int) -> list[str]:
+    """``count`` detractors who asked for a call, a minute apart; their names, newest first (the list's order)."""
+    start = utcnow() - timedelta(hours=1)
+    names = []
+    for index in range(count):
+        _patient, token = make_patient(full_name=f"Caller {index:02d}")
+        give_feedback(token, 3, call_me=True, now=start + timedelta(minutes=index))
+        names.insert(0, f"Caller {index:02d}")
+    return names
+
+
+def test_the_call_list_pages_hold_every_caller_once_in_order(make_patient, give_feedback):
+    names = _callers(make_patient, give_feedback, 5)
+    pages = [feedback.patients_to_call(number, per_page=2) for number in (1, 2, 3)]
+    assert [(page.number, page.pages, page.total) for page in pages] == [(1, 3, 5), (2, 3, 5), (3, 3, 5)]
+    assert [row.full_name for page in pages for row in page.rows] == names
+    assert feedback.patients_to_call(99, per_page=2).number == 3  # past the end: the last page
+    assert feedback.patients_to_call(0, per_page=2).rows == pages[0].rows
+    assert feedback.patients_to_call().pages == 1  # nobody called and no answers: one empty page
+    assert feedback.patients_to_call(per_page=10).rows[0].full_name == names[0]
+
+
+def test_the_call_list_is_not_capped_the_manager_pages_through_it(manager, make_patient, give_feedback, monkeypatch):
+    """It used to stop at 500 rows, silently: the 501st caller was never seen."""
+    monkeypatch.setattr(feedback, "CALLS_PER_PAGE", 2)
+    names = _callers(make_patient, give_feedback, 5)
+    first = manager.get("/admin/feedback").get_data(as_text=True)
+    assert "5 patients asked for a call" in first and "Page 1 of 3" in first
+    assert names[0] in first and names[1] in first and names[2] not in first
+    assert 'href="/admin/feedback?page=2" rel="next"' in first and 'rel="prev"' not in first
+    middle = manager.get("/admin/feedback?page=2").get_data(as_text=True)
+    assert names[2] in middle and names[3] in middle and names[0] not in middle
+    assert 'href="/admin/feedback" rel="prev"' in middle and 'href="/admin/feedback?page=3" rel="next"' in middle
+    last = manager.get("/admin/feedback?page=3").get_data(as_text=True)
+    assert names[4] in last and 'rel="next"' not in last and "Page 3 of 3" in last
+    for nonsense in ("abc", "-1", "0", "²", "99999999999", ""):
+        response = manager.get(f"/admin/feedback?page={nonsense}")
+        assert response.status_code == 200 and "Page 1 of 3" in response.get_data(as_text=True)
+    assert "Page 3 of 3" in manager.get("/admin/feedback?page=40").get_data(as_text=True)
+
+
+def test_recording_a_call_without_htmx_comes_back_to_the_same_page(manager, make_patient, give_feedback, monkeypatch):
+    monkeypatch.setattr(feedback, "CALLS_PER_PAGE", 2)
+    _callers(make_patient, give_feedback, 3)
+    last = manager.get("/admin/feedback?page=2").get_data(as_text=True)
+    action = re.search(r'action="(/admin/feedback/[^"]+)"', last).group(1)
+    assert action.endswith("/called?page=2")
+    called = manager.post(html.unescape(action), {})
+    assert called.status_code == 303 and called.headers["Location"].endswith("/admin/feedback?page=2")
+
+
+def test_a_single_page_call_list_shows_no_pager(manager, make_patient, give_feedback):
+    _callers(make_patient, give_feedback, 2)
+    page = manager.get("/admin/feedback").get_data(as_text=True)
+    assert "2 patients asked for a call" in page and "Page 1 of" not in page

@@ -342,3 +342,24 @@ def test_the_audit_log_filters_by_action_and_outcome(manager, referrer, actor):
     assert "voucher.issued" in everything and "login" in everything
     for bad in [{"staff_id": "abc"}, {"before": "-1"}, {"patient_id": "9" * 40}, {"action": "x" * 5000}]:
         assert manager.get("/admin/audit", query_string=bad).status_code == 200
+
+
+def _visible(page: str) -> str:
+    """The page's text as read: no tags, no attributes (the stored key stays in a ``title`` for the curious)."""
+    return re.sub(r"<[^>]+>", " ", page)
+
+
+def test_the_audit_log_says_why_an_attempt_was_refused_in_words_not_keys(manager, referrer, actor, make_patient):
+    """Refusals read "refused existing_patient" even in Chinese: the reason is a word for people, in their language."""
+    with pytest.raises(Exception):
+        redemption.redeem_code(referrer.personal_code, friend("Wang Li", "13811112222"), actor)
+    make_patient(full_name="Old Friend", phone="13955556666")
+    with pytest.raises(Exception):
+        redemption.redeem_code(referrer.personal_code, friend("Old Friend", "13955556666"), actor)
+    page = _visible(manager.get("/admin/audit", query_string={"outcome": "refused"}).get_data(as_text=True))
+    assert "self-referral" in page and "already a patient" in page
+    assert "self_referral" not in page and "existing_patient" not in page
+    assert "Referral code redemption" in page and "Referral code redeemed" not in page
+    assert manager.post("/account/language", {"language": "zh_CN", "next": "/admin/audit"}).status_code == 303
+    chinese = _visible(manager.get("/admin/audit", query_string={"outcome": "refused"}).get_data(as_text=True))
+    assert "本人推荐本人" in chinese and "已是本院患者" in chinese and "self" not in chinese

@@ -7,7 +7,8 @@ from sqlalchemy import select
 
 from clinic.extensions import db
 from clinic.models import AuditEvent, Patient, Voucher
-from clinic.services import redemption
+from clinic.services import redemption, vouchers
+from clinic.services.transaction import Actor
 from clinic.services.urls import voucher_url
 from tests.conftest import counts, friend
 from tests.test_redemption import wrong_check
@@ -195,6 +196,20 @@ def test_spending_a_voucher_at_the_desk(desk, referrer, actor):
     assert again.status_code == 409 and "already spent" in again.get_data(as_text=True)
     assert db.session.scalar(select(db.func.count()).select_from(AuditEvent).where(
         AuditEvent.action == "voucher.spent")) == 1
+
+
+def test_looking_up_a_used_voucher_says_why_it_cannot_be_spent(desk, referrer, actor, manager_user):
+    """A spent or void voucher showed only a small badge and no "Mark spent" button: the desk had to guess why."""
+    result = redemption.redeem_code(referrer.personal_code, friend(), actor)
+    fresh = desk.post("/desk/lookup", {"code": result.friend_voucher.code}, htmx=True).get_data(as_text=True)
+    assert "Mark spent" in fresh and 'class="alert alert-bad"' not in fresh
+    vouchers.spend_voucher(result.friend_voucher.code, actor)
+    spent = desk.post("/desk/lookup", {"code": result.friend_voucher.code}, htmx=True).get_data(as_text=True)
+    assert 'role="alert" data-reason="already_spent">This voucher was already spent on ' in spent
+    assert "Mark spent" not in spent
+    vouchers.void_voucher(result.referrer_voucher.id, "Issued in error", Actor(staff_id=manager_user.id))
+    void = desk.post("/desk/lookup", {"code": result.referrer_voucher.code}, htmx=True).get_data(as_text=True)
+    assert "This voucher was voided: Issued in error." in void and "Mark spent" not in void
 
 
 def test_nonsense_at_the_spend_endpoint_is_a_clear_4xx(desk):

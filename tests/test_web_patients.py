@@ -176,9 +176,13 @@ def test_the_patient_page_says_where_each_referred_friend_is_and_its_timeline_re
 
     page = " ".join(html.unescape(desk.get(f"/patients/{referrer.id}").get_data(as_text=True)).split())
     friends = re.search(r"Friends they referred \(3\)</h2>(.*?)</ul>", page).group(1)
-    states = dict(re.findall(r">([A-Za-z ]+)</a> · [\d-]+ [\d:]+ · (?:<span class=\"muted\">)?([A-Za-z]+ ?[\w-]*)", friends))
+    states = dict(re.findall(r">([A-Za-z ]+)</a> · <span class=\"nowrap\">[\d-]+ [\d:]+</span> · "
+                             r"(?:<span class=\"(?:muted|nowrap)\">)?([A-Za-z]+ ?[\w-]*)", friends))
     assert states["Came Once"].startswith("Visited ") and states["Paid Too"].startswith("Paid ")
     assert states["Not Yet"] == "not visited"
+    # Each date keeps to one line (a Chinese one broke as "2026年11" / "月25日"): the line breaks at " · " only.
+    assert re.search(r'· <span class="nowrap">Paid [\d-]+</span>', friends)
+    assert re.search(r'· <span class="nowrap">Visited [\d-]+</span>', friends)
     timeline = re.search(r'<ul class="timeline">(.*?)</ul>', page).group(1)
     code = codes.format_code(referrer.personal_code)
     assert f"code: {code}; referrer: {referrer.full_name}; campaign: Bring a friend" in timeline

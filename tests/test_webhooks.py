@@ -1254,3 +1254,14 @@ def test_the_command_reports_what_it_did(hooks, receiver, referrer, actor):
     assert "Reminded 1 patient of 1 voucher " in runner.invoke(args=["remind-expiring-vouchers"]).output
     refused = runner.invoke(args=["remind-expiring-vouchers", "--days", "0"])
     assert refused.exit_code == 2 and "--days" in refused.output
+
+
+def test_the_patients_messages_are_one_obvious_link_from_the_webhooks_page(manager):
+    """Notifications and the invitations were reached only through a link in the middle of a paragraph; the top bar
+    says "Webhooks", so its page leads to them first thing, as the dashboard leads to its sub-pages."""
+    page = manager.get("/admin/webhooks").get_data(as_text=True)
+    links = re.search(r'<p class="page-links">(.*?)</p>', page, re.S).group(1)
+    assert 'href="/admin/notifications"' in links and 'href="/admin/invitations"' in links
+    back = re.search(r'<p class="page-links">(.*?)</p>', manager.get("/admin/notifications").get_data(as_text=True),
+                     re.S).group(1)
+    assert 'href="/admin/webhooks"' in back and 'href="/admin/invitations"' in back

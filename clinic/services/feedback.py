@@ -38,7 +38,7 @@ DAYS_BETWEEN_ANSWERS = 90
 SCORES = range(0, 11)
 PROMOTER_FROM = 9  # 9-10
 PASSIVE_FROM = 7  # 7-8; 0-6 are detractors
-CALL_LIST_LIMIT = 500
+CALLS_PER_PAGE = 100  # rows on one page of "Patients to call"; the pager reaches the rest
 
 
 def band(score: int) -> str:
@@ -200,12 +200,31 @@ _CALLS = (select(VisitFeedback.id, Patient.id, Patient.full_name, Patient.phone,
           .where(VisitFeedback.callback_requested_at.is_not(None), Patient.erased_at.is_(None)))
 
 
-def patients_to_call(limit: int = CALL_LIST_LIMIT) -> list[CallRow]:
-    """Detractors who asked for a call, those not yet called first, then newest first (by when they asked)."""
+@dataclass(frozen=True)
+class CallPage:
+    """One page of the call list, with what the pager needs: which page of how many, and the whole list's size."""
+
+    rows: list[CallRow]
+    number: int
+    pages: int
+    total: int
+
+
+def patients_to_call(page: int = 1, per_page: int | None = None) -> CallPage:
+    """Detractors who asked for a call, those not yet called first, then newest first (by when they asked).
+
+    Paged by number, not by a "before this id" cursor like the audit log: the order is not the id's, and a row moves
+    when the manager presses "Called". A page past the end shows the last one (a stale link still lands somewhere).
+    """
+    per_page = per_page or CALLS_PER_PAGE
+    total = db.session.scalar(select(func.count()).select_from(_CALLS.subquery()))
+    pages = max(1, -(-total // per_page))
+    number = min(max(page, 1), pages)
     rows = db.session.execute(_CALLS.order_by(VisitFeedback.followed_up_at.is_not(None),
                                               VisitFeedback.callback_requested_at.desc(),
-                                              VisitFeedback.id.desc()).limit(limit))
-    return [CallRow(*row) for row in rows]
+                                              VisitFeedback.id.desc())
+                              .limit(per_page).offset((number - 1) * per_page))
+    return CallPage([CallRow(*row) for row in rows], number, pages, total)
 
 
 def call_row(feedback_id: int) -> CallRow | None:

@@ -8,7 +8,8 @@ from flask_login import login_required
 from sqlalchemy import select
 
 from clinic.extensions import db
-from clinic.models import Referral, Voucher
+from clinic.models import Referral, Voucher, VoucherStatus
+from clinic.models._time import utcnow
 from clinic.services import desk as desk_service
 from clinic.services import leads as lead_service
 from clinic.services import milestones
@@ -74,7 +75,9 @@ def lookup():
         return _panel(refusal.status, refusal=refusal, raw_code=raw)
     if isinstance(found, ReferralOffer):
         return _panel(offer=found, form=PatientDetailsForm(formdata=None), raw_code=raw)
-    return _panel(voucher=found, raw_code=raw)
+    # A spent, void or expired voucher says why at once: its small status badge alone was easy to miss at a busy desk.
+    unusable = None if found.status_at(utcnow()) is VoucherStatus.ACTIVE else voucher_service.explain_unusable(found)
+    return _panel(voucher=found, unusable=unusable, raw_code=raw)
 
 
 @bp.post("/redeem")

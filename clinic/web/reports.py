@@ -113,7 +113,12 @@ def feedback_calls():
     Full phone numbers, unlike the desk's masked ones (DESIGN.md: masked "except where needed"): the manager is here
     to dial them, and the patient asked for exactly that. The page is managers' only, as the whole blueprint is.
     """
-    return render_template("reports/feedback_calls.html", calls=feedback_service.patients_to_call())
+    return render_template("reports/feedback_calls.html", calls=_call_page())
+
+
+def _call_page() -> feedback_service.CallPage:
+    """The page of the call list the URL asks for (``?page=2``); nonsense reads as the first page."""
+    return feedback_service.patients_to_call(parse_id(request.args.get("page")) or 1)
 
 
 @bp.post("/feedback/<int:feedback_id>/called")
@@ -126,12 +131,12 @@ def feedback_called(feedback_id: int):
             abort(404)
         row = feedback_service.call_row(feedback_id)
         return render_fragment_or_page("reports/_feedback_call.html", "reports/feedback_calls.html",
-                                       refusal.status, call=row, calls=feedback_service.patients_to_call(),
+                                       refusal.status, call=row, calls=_call_page(),
                                        error=refusal.message, error_id=feedback_id)
     if is_htmx():
         return render_template("reports/_feedback_call.html", call=row)
     flash(_("Recorded: %(name)s was called.", name=row.full_name))
-    return redirect(url_for("reports.feedback_calls"), code=303)
+    return redirect(url_for("reports.feedback_calls", page=parse_id(request.args.get("page"))), code=303)
 
 
 def _checks_period() -> tuple[date, date]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections import ChainMap
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from flask import Flask, current_app, request, url_for
 from flask.templating import Environment
@@ -119,7 +119,7 @@ def describe_voucher(voucher) -> str:
 
 
 AUDIT_LABELS = {
-    "redemption": _l("Referral code redeemed"),
+    "redemption": _l("Referral code redemption"),  # ok or refused: "redeemed · refused" contradicted itself
     "voucher.issued": _l("Voucher issued"),
     "voucher.spent": _l("Voucher spent"),
     "voucher.spend": _l("Voucher spend attempt"),
@@ -208,6 +208,44 @@ def audit_label(action: str) -> str:
     return str(AUDIT_LABELS.get(action, action))
 
 
+def audit_reason(reason: str | None) -> str:
+    """Why an attempt was refused, for people: the audit log showed the stored key ("existing_patient") even in Chinese.
+
+    Built per call (the reader's language); a reason without a label reads as its key with spaces.
+    """
+    if not reason:
+        return ""
+    labels = {
+        "unknown_code": pgettext("refusal", "unknown code"),
+        "mistyped_code": pgettext("refusal", "mistyped code"),
+        "not_a_referral_code": pgettext("refusal", "not a referral code"),
+        "not_a_voucher": pgettext("refusal", "not a voucher"),
+        "unknown_card": pgettext("refusal", "unknown card"),
+        "card_not_activated": pgettext("refusal", "card not activated"),
+        "card_void": pgettext("refusal", "card void"),
+        "already_activated": pgettext("refusal", "already activated"),
+        "already_redeemed": pgettext("refusal", "already redeemed"),
+        "already_spent": pgettext("refusal", "already spent"),
+        "voided": pgettext("refusal", "voided"),
+        "expired": pgettext("refusal", "expired"),
+        "campaign_ended": pgettext("refusal", "campaign ended"),
+        "no_campaign": pgettext("refusal", "no campaign"),
+        "code_withdrawn": pgettext("refusal", "code withdrawn"),
+        "self_referral": pgettext("refusal", "self-referral"),
+        "existing_patient": pgettext("refusal", "already a patient"),
+        "patient_erased": pgettext("refusal", "patient erased"),
+        "over_cap": pgettext("refusal", "over the referrer's cap"),
+        "quota_full": pgettext("refusal", "monthly quota full"),
+        "rate_limited": pgettext("refusal", "too many attempts"),
+        "validation_error": pgettext("refusal", "invalid input"),
+        "bad_credentials": pgettext("refusal", "wrong email or password"),
+        "wrong_password": pgettext("refusal", "wrong password"),
+        "wrong_code": pgettext("refusal", "wrong code"),
+        "two_step_first": pgettext("refusal", "two-step login needed first"),
+    }
+    return labels.get(reason, reason.replace("_", " "))
+
+
 # The names of audit details and of changed settings, for people; others show as their key with spaces.
 AUDIT_DETAIL_LABELS = {
     "email": _l("email"), "role": _l("role"), "staff_member": _l("staff member"), "batch": _l("batch"),
@@ -230,6 +268,21 @@ AUDIT_DETAIL_LABELS = {
     "erasure_reason": _l("why"), "cards_voided": _l("cards voided"), "rewards_cancelled": _l("rewards cancelled"),
     "reviews_rejected": _l("requests rejected"), "messages_cancelled": _l("messages cancelled"),
     "events_redacted": _l("events redacted"), "vouchers_kept": _l("vouchers kept"), "bytes": _l("bytes"),
+    # A campaign's and the clinic's settings, as a change lists them.
+    "referrer_reward_kind": _l("referrer's reward kind"), "referrer_reward_amount": _l("referrer's reward amount"),
+    "referrer_reward_label": _l("referrer's reward name"), "friend_reward_kind": _l("friend's reward kind"),
+    "friend_reward_amount": _l("friend's reward amount"), "friend_reward_label": _l("friend's reward name"),
+    "card_referrer_reward_kind": _l("card: referrer's reward kind"),
+    "card_referrer_reward_amount": _l("card: referrer's reward amount"),
+    "card_referrer_reward_label": _l("card: referrer's reward name"),
+    "card_friend_reward_kind": _l("card: friend's reward kind"),
+    "card_friend_reward_amount": _l("card: friend's reward amount"),
+    "card_friend_reward_label": _l("card: friend's reward name"),
+    "starts_at": _l("starts"), "ends_at": _l("ends"), "covers": _l("covers"),
+    "referrer_reward_stage": _l("referrer rewarded"), "friend_reward_stage": _l("friend rewarded"),
+    "cap_referrals_per_year": _l("yearly cap on referrals"), "cap_value_per_year": _l("yearly cap on reward value"),
+    "friend_monthly_quota": _l("monthly quota"), "quota_label": _l("quota note"),
+    "managers_need_two_step": _l("managers need two-step login"),
     "fields": _l("fields"), "full_name": _l("full name"), "display_name": _l("display name"),
     "external_id": _l("record number"), "name_on_posters": _l("name on posters"),
     "vouchers": _l("vouchers"), "window_days": _l("days before expiry"),
@@ -298,11 +351,43 @@ def audit_details(event) -> str:
         elif key == "erasure_reason":
             value = ERASURE_REASON_LABELS.get(value, value)
         elif key == "changes" and isinstance(value, dict):
-            value = ", ".join(f"{_detail_label(field)} {old!r} → {new!r}" for field, (old, new) in value.items())
+            value = ", ".join(f"{_detail_label(field)} {_changed_value(field, old, currency)} → "
+                              f"{_changed_value(field, new, currency)}" for field, (old, new) in value.items())
         elif key == "fields" and isinstance(value, list):  # the names of the fields changed, never their values
             value = ", ".join(_detail_label(str(field)) for field in value)
         parts.append(f"{_detail_label(key)}: {value}")
     return "; ".join(parts)
+
+
+def _changed_value(field: str, value, currency: str) -> str:
+    """One side of a changed setting, for people: it read "None → 20000" (Python's words and minor units).
+
+    Nothing is "—", an amount is money, a reward's kind its name, a stored moment the clinic's local day and time,
+    a text in quotes (so that a blank or a trailing space shows), a yes/no setting yes or no.
+    """
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return _("yes") if value else _("no")
+    if (field.endswith("_amount") or field == "cap_value_per_year") and isinstance(value, int):
+        return format_money(value, currency, current_language())
+    if field.endswith("_kind") and value in ("money", "service"):
+        return _("money off") if value == "money" else _("a named service")
+    if field.endswith("_stage") and value in STAGE_LABELS:
+        return str(STAGE_LABELS[value])
+    if field == "covers" and value in COVERS_LABELS:
+        return str(COVERS_LABELS[value])
+    if field.endswith("_at") and isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)  # stored moments are naive UTC
+        return format_moment(clinic_local(moment))
+    if isinstance(value, str):
+        return f"“{value}”"
+    return str(value)
 
 
 def _campaign_name(campaign_id) -> str:
@@ -317,6 +402,8 @@ def _patient_name(patient_id) -> str:
     return patient.staff_name if patient is not None else f"#{patient_id}"
 
 
+COVERS_LABELS = {"both": _l("Personal codes and scratch cards"), "personal": _l("Personal codes only"),
+                 "cards": _l("Scratch cards only")}
 STAGE_LABELS = {"redemption": _l("when the code is redeemed"), "visit": _l("at the friend's first visit"),
                 "payment": _l("at the friend's first payment")}
 
@@ -384,6 +471,7 @@ def init_app(app: Flask) -> None:
         voucher_value=describe_voucher,
         voucher_status=voucher_status,
         audit_label=audit_label,
+        audit_reason=audit_reason,
         audit_details=audit_details,
         audit_actor=audit_actor,
         stage_label=stage_label,
