@@ -98,7 +98,7 @@ def test_redeeming_in_chinese_shows_vouchers_with_chinese_dates(zh_desk, wang):
     assert OOB_STATUS.search(panel)["text"] == "完成。Chen Jie已登记，双方代金券已发放。"
     assert "data-next-patient" in panel
     # The friend's part is printed in the clinic's language (English), the desk's own part stays in Chinese.
-    assert "收据以English打印。" in panel and ">改用简体中文打印</a>" in panel
+    assert "收据以英文打印。" in panel and ">改用简体中文打印</a>" in panel
     printed = re.findall(r'<div lang="en">(.*?)</div>\s*(?:<div class="no-print">|<div class="actions)', panel, re.S)
     assert len(printed) == 2, panel
     assert "Welcome, " in printed[0] and "Your voucher:" in printed[0] and "欢迎" not in printed[0]
@@ -152,7 +152,7 @@ def test_the_welcome_slip_in_chinese(zh_desk):
     # What is printed and handed over is in the clinic's language (English here), marked so, and the desk is told.
     printed = re.search(r'<div lang="en">(.*?)<div class="actions no-print">', slip, re.S)
     assert printed and "Your personal referral code:" in printed[1] and "您的专属推荐码" not in slip
-    assert "欢迎单以English打印。" in slip
+    assert "欢迎单以英文打印。" in slip
 
 
 def test_the_welcome_slip_prints_in_a_chinese_clinics_language_for_english_staff(desk):
@@ -163,7 +163,7 @@ def test_the_welcome_slip_prints_in_a_chinese_clinics_language_for_english_staff
     slip = page(desk.get(response.headers["Location"] + "?lang=en"))  # this member of staff reads English
     assert '<html lang="en">' in slip and ">Print slip</button>" in slip
     assert '<div lang="zh-CN">' in slip and "您的专属推荐码：" in slip and "Your personal referral code" not in slip
-    assert "The slip prints in 简体中文." in slip
+    assert "The slip prints in Simplified Chinese." in slip
     # The patient reads English: the desk prints it in English instead.
     english = page(desk.get(response.headers["Location"] + "?lang=en&print=en"))
     assert "Your personal referral code:" in english and "<div lang=" not in english and "您的" not in english
@@ -189,7 +189,15 @@ def test_the_desk_reprints_a_receipt_in_the_friends_language(desk, referrer):
     chinese = page(desk.get(link.replace("&amp;", "&")))
     assert '<html lang="en">' in chinese and ">Print receipt</button>" in chinese
     assert chinese.count('<div lang="zh-CN">') == 2 and "欢迎您，Chen Jie" in chinese and "您的专属推荐码" in chinese
-    assert "Your own code to share" not in chinese and "The receipt prints in 简体中文." in chinese
+    assert "Your own code to share" not in chinese and "The receipt prints in Simplified Chinese." in chinese
+
+
+def test_a_chinese_desk_printing_in_english_names_the_language_in_chinese(desk, referrer):
+    offer = page(desk.post("/desk/lookup", {"code": referrer.personal_code}))
+    response = desk.post("/desk/redeem", {**FRIEND_FORM, "code": referrer.personal_code,
+                                          "idempotency_key": form_key(offer)})
+    english = page(desk.get(response.headers["Location"] + "?lang=zh_CN&print=en"))
+    assert "收据以英文打印。" in english and "English打印" not in english
 
 
 @pytest.mark.parametrize("nonsense", ["xx", "", "zh_TW", "en" * 600, "<script>", "\x00"])

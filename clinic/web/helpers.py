@@ -7,6 +7,7 @@ from functools import wraps
 from flask import Response, abort, render_template, request, send_file
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from flask_login import current_user, login_required
 from markupsafe import Markup
 from werkzeug.routing import IntegerConverter
@@ -56,10 +57,15 @@ def render_printed(template: str, language: str, **context) -> Markup:
     return Markup('<div lang="{}">').format(language.replace("_", "-")) + Markup(html) + Markup("</div>")
 
 
+# A language named inside a sentence of the reader's language ("收据以英文打印", not "收据以English打印"); the links to
+# print in another language name each in itself instead (LANGUAGES), so that whoever reads it finds their own.
+LANGUAGE_NAMES_IN_TEXT = {"en": lazy_gettext("English"), "zh_CN": lazy_gettext("Simplified Chinese")}
+
+
 def print_language_choice(language: str) -> dict:
     """What a printable page shows about its slip's language: the language's name when it is not the page's, and the
     other languages the desk can print it in instead (for the friend who reads another)."""
-    return {"print_language": LANGUAGES[language] if language != current_language() else None,
+    return {"print_language": LANGUAGE_NAMES_IN_TEXT[language] if language != current_language() else None,
             "print_alternatives": {code: name for code, name in LANGUAGES.items() if code != language}}
 
 
