@@ -129,7 +129,7 @@ def test_a_failed_write_keeps_the_opens_for_the_next_one(app, referrer, monkeypa
     counter.add(today, referrer.id, PERSONAL)
     counter.add(today, referrer.id, PERSONAL)
 
-    def broken(_pending):
+    def broken(_pending, _lock_wait_seconds=None):
         from sqlalchemy.exc import OperationalError
         raise OperationalError("INSERT", {}, Exception("database is locked"))
 
@@ -235,3 +235,40 @@ def test_the_patient_data_export_holds_their_invite_page_opens(app, browser, ref
     today = clinic_today().isoformat()
     assert json.loads(text)["invite_page_opens"] == [{"day": today, "via": CARD, "opens": 2},
                                                      {"day": today, "via": PERSONAL, "opens": 1}]
+
+
+@pytest.mark.app_settings(SQLITE_BUSY_TIMEOUT_MS=120_000)
+def test_a_friends_page_never_queues_long_behind_another_writer(app, backend, browser, referrer):
+    """On SQLite the writes queue on one lock: a page that would write its process's opens while another writer holds
+    it (a card batch being saved) leaves them for its next try after 50 ms, where the queue allows two minutes."""
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL writers do not queue on one lock")
+    from clinic.services.transaction import _WRITER_LOCKS
+    lock = _WRITER_LOCKS[db.engine]
+    taken, release, answers = threading.Event(), threading.Event(), []
+
+    def long_writer():
+        with lock.held():
+            taken.set()
+            release.wait(60)
+
+    writer = threading.Thread(target=long_writer)
+    writer.start()
+    taken.wait()
+    try:
+        code = referrer.personal_code
+
+        def friend_opens():
+            with app.app_context():
+                answers.append(open_page(browser, code).status_code)
+
+        reader = threading.Thread(target=friend_opens)
+        reader.start()
+        reader.join(30)  # behind the writer it would wait the two minutes
+        assert answers == [200]
+        assert rows() == []
+    finally:
+        release.set()
+        writer.join()
+    open_page(browser, referrer.personal_code)
+    assert rows() == [(clinic_today(), referrer.id, PERSONAL, 2)]

@@ -13,7 +13,8 @@ reloading it at once is not another open. Nothing about the reader is kept: no a
 Each web process adds its opens up in memory and writes them at most every ``INVITE_OPENS_FLUSH_SECONDS`` (10 by
 default; 0 writes each at once) with one ``INSERT … ON CONFLICT DO UPDATE`` that adds to the day's row, so two
 processes writing the same row both count. The invite page is the busiest of all and only reads; one write every
-few seconds costs it nothing. What a process holds is written when gunicorn retires it (gunicorn.conf.py,
+few seconds costs it nothing, and on SQLite it queues behind another writer for 50 ms at most, then leaves the
+opens for its next try. What a process holds is written when gunicorn retires it (gunicorn.conf.py,
 ``worker_exit``) and when it exits; a process killed outright loses at most those seconds of opens. A failed write
 is logged and tried again with the next one: a count is not worth a friend's error page.
 """
@@ -45,6 +46,8 @@ EXTENSION = "invite_opens"
 # Held back when writes keep failing: past this many (day, referrer, way in) rows, new opens are dropped.
 MAX_PENDING = 10_000
 RECENT_DAYS = 30
+# On SQLite, how long an invite page queues for the writer lock to write its process's opens (see OpenCounter.write).
+IN_PAGE_LOCK_WAIT_SECONDS = 0.05
 
 # Link previews and crawlers that say who they are (Googlebot/2.1, TelegramBot (like TwitterBot), Slackbot-Link…,
 # facebookexternalhit, WhatsApp/2.23 fetching a preview). Chat apps' own browsers (WeChat's MicroMessenger, …) are
@@ -84,15 +87,19 @@ class OpenCounter:
     def due(self, every_seconds: float) -> bool:
         return bool(self._pending) and time.monotonic() - self._last_write >= every_seconds
 
-    def write(self) -> int:
-        """Write what is held, in one transaction (the caller is in the app's context); the opens written."""
+    def write(self, lock_wait_seconds: float | None = None) -> int:
+        """Write what is held, in one transaction (the caller is in the app's context); the opens written.
+
+        ``lock_wait_seconds``: how long to queue behind another writer on SQLite (see ``atomic``) before keeping the
+        opens for the next try; a friend's page waits that long at most, never behind a long write (a card batch).
+        """
         with self._lock:
             pending, self._pending = self._pending, Counter()
             self._last_write = time.monotonic()
         if not pending:
             return 0
         try:
-            add_to_rows(pending)
+            add_to_rows(pending, lock_wait_seconds)
         except (SQLAlchemyError, DatabaseBusy, OSError):
             log.warning("could not write %d invite page opens; kept for the next try", sum(pending.values()),
                         exc_info=True)
@@ -136,14 +143,14 @@ def count_open(patient_id: int, via: str) -> None:
     counter: OpenCounter = current_app.extensions[EXTENSION]
     counter.add(clinic_today(), patient_id, via)
     if counter.due(current_app.config["INVITE_OPENS_FLUSH_SECONDS"]):
-        counter.write()
+        counter.write(lock_wait_seconds=IN_PAGE_LOCK_WAIT_SECONDS)
 
 
-def add_to_rows(pending: Counter) -> None:
+def add_to_rows(pending: Counter, lock_wait_seconds: float | None = None) -> None:
     """Add ``{(day, patient_id, via): opens}`` to the days' rows in one transaction (also the demo's history)."""
     rows = [{"day": day, "patient_id": patient_id, "via": via, "opens": opens}
             for (day, patient_id, via), opens in sorted(pending.items())]  # one order: no deadlock between writers
-    with atomic() as session:
+    with atomic(lock_wait_seconds=lock_wait_seconds) as session:
         statement = upsert_capable_insert(session.get_bind().dialect.name, InviteOpen.__table__)
         # Rows of a referrer erased or gone meanwhile are skipped rather than failing the batch.
         known = set(session.scalars(select(Patient.id).where(

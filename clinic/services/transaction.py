@@ -219,14 +219,15 @@ class SQLiteWriterLock:
         self.local = threading.local()
 
     @contextmanager
-    def held(self):
+    def held(self, wait_seconds: float | None = None):
+        """The lock, waiting at most ``wait_seconds`` (this lock's own wait when None) before DatabaseBusy."""
         local = self.local
         depth = getattr(local, "depth", 0)
         if depth == 0:
             opened = getattr(local, "file", None)
             if opened is None or opened.pid != os.getpid():
                 local.file = opened = _LockFile(self.path)
-            self._lock(opened.fd)
+            self._lock(opened.fd, self.wait_seconds if wait_seconds is None else wait_seconds)
         local.depth = depth + 1
         try:
             yield
@@ -235,7 +236,7 @@ class SQLiteWriterLock:
             if local.depth == 0:
                 fcntl.flock(local.file.fd, fcntl.LOCK_UN)
 
-    def _lock(self, fd: int) -> None:
+    def _lock(self, fd: int, wait_seconds: float) -> None:
         """Take the lock at once when it is free (every write does: one system call), else try again every
         millisecond or so until ``wait_seconds`` have passed.
 
@@ -248,7 +249,7 @@ class SQLiteWriterLock:
             return
         except BlockingIOError:
             pass
-        deadline = time.monotonic() + self.wait_seconds
+        deadline = time.monotonic() + wait_seconds
         pause = self.POLL_SECONDS / 8
         while True:
             time.sleep(pause)
@@ -257,7 +258,7 @@ class SQLiteWriterLock:
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise DatabaseBusy(f"{self.path}: another writer held the lock for {self.wait_seconds:g} s")
+                    raise DatabaseBusy(f"{self.path}: another writer held the lock for {wait_seconds:g} s")
             pause = min(pause * 2, self.POLL_SECONDS)
 
 
@@ -323,7 +324,7 @@ def forget_saves() -> None:
 
 
 @contextmanager
-def atomic(*, keep_loaded: bool = False):
+def atomic(*, keep_loaded: bool = False, lock_wait_seconds: float | None = None):
     """Run the block as one write transaction: commit everything, or roll back everything.
 
     Any read-only transaction already open in this session (Flask-Login loading the user,
@@ -333,13 +334,16 @@ def atomic(*, keep_loaded: bool = False):
     (they are what was committed) instead of being read again on their next use; for an answer
     built from the action's own rows, such as the desk's redemption receipt. A rollback still
     forgets everything.
+
+    ``lock_wait_seconds``: on SQLite, how long to queue for the writer lock before DatabaseBusy (the lock's own
+    wait, the busy timeout, when None); for a write that had rather be skipped than keep a page waiting.
     """
     session = db.session()
     if session.in_transaction():
         session.rollback()
     session.info.pop(_READ_ONLY, None)  # this one is a real transaction
     writer_lock = _WRITER_LOCKS.get(session.get_bind())
-    with writer_lock.held() if writer_lock else nullcontext():
+    with writer_lock.held(lock_wait_seconds) if writer_lock else nullcontext():
         session.connection(execution_options={IMMEDIATE: True})
         expire_on_commit = session.expire_on_commit
         try:
