@@ -272,3 +272,17 @@ def test_a_friends_page_never_queues_long_behind_another_writer(app, backend, br
         writer.join()
     open_page(browser, referrer.personal_code)
     assert rows() == [(clinic_today(), referrer.id, PERSONAL, 2)]
+
+
+def test_the_patients_export_has_each_patients_invite_page_opens(manager, referrer, make_patient):
+    import csv
+    import io
+    other, _ = make_patient(full_name="Zhao Min")
+    today = clinic_today()
+    db.session.add_all([InviteOpen(day=today, patient_id=referrer.id, via=PERSONAL, opens=4),
+                        InviteOpen(day=today - timedelta(days=3), patient_id=referrer.id, via=CARD, opens=1)])
+    db.session.commit()
+    day = today.isoformat()
+    text = manager.get(f"/admin/exports/patients.csv?from={day}&to={day}").get_data(as_text=True)
+    rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+    assert {row["full name"]: row["invite page opens"] for row in rows} == {"Wang Li": "5", "Zhao Min": "0"}

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import aliased, selectinload
 
 from clinic.extensions import db
-from clinic.models import Branch, Patient, Referral, ReferralStatus, Staff, Voucher
+from clinic.models import Branch, InviteOpen, Patient, Referral, ReferralStatus, Staff, Voucher
 from clinic.models._time import utcnow
 from clinic.services import audit
 from clinic.services.codes import format_code
@@ -125,24 +125,29 @@ def export_vouchers(scope: Scope, actor: Actor, now: datetime | None = None) -> 
 
 
 def export_patients(scope: Scope, actor: Actor) -> Export:
-    """Patients enrolled in the period (at the branch, with one), who referred them, how many friends they brought."""
+    """Patients enrolled in the period (at the branch, with one), who referred them, how many friends they brought and
+    how often their invite page was opened (ever: like the friends, a count of all time)."""
     referrer = aliased(Patient)
     friends = (select(Referral.referrer_id, func.count(Referral.id).label("friends"))
                .where(Referral.status != ReferralStatus.REVERSED.value).group_by(Referral.referrer_id).subquery())
-    query = (select(Patient, referrer.full_name, func.coalesce(friends.c.friends, 0))
+    opens = (select(InviteOpen.patient_id, func.sum(InviteOpen.opens).label("opens"))
+             .group_by(InviteOpen.patient_id).subquery())
+    query = (select(Patient, referrer.full_name, func.coalesce(friends.c.friends, 0), func.coalesce(opens.c.opens, 0))
              .outerjoin(referrer, Patient.referred_by_id == referrer.id)
              .outerjoin(friends, friends.c.referrer_id == Patient.id)
+             .outerjoin(opens, opens.c.patient_id == Patient.id)
              .where(Patient.enrolled_at >= scope.start, Patient.enrolled_at < scope.end)
              .order_by(Patient.enrolled_at, Patient.id))
     if scope.branch_id is not None:
         query = query.where(Patient.branch_id == scope.branch_id)
     branches = _names(Branch, Branch.name)
     header = ["patient id", "full name", "display name", "phone", "record number", "personal code", "enrolled",
-              "branch", "referred by id", "referred by", "friends referred", "name on posters", "on leaderboard"]
+              "branch", "referred by id", "referred by", "friends referred", "invite page opens", "name on posters",
+              "on leaderboard"]
     rows = [[p.id, p.full_name, p.display_name, p.phone, p.external_id, format_code(p.personal_code),
              _time(scope, p.enrolled_at), branches.get(p.branch_id, ""), p.referred_by_id, referred_by, friends,
-             p.name_on_posters, p.leaderboard_opt_in]
-            for p, referred_by, friends in db.session.execute(query)]
+             invite_opens, p.name_on_posters, p.leaderboard_opt_in]
+            for p, referred_by, friends, invite_opens in db.session.execute(query)]
     return _audited("patients", scope, header, rows, actor)
 
 
