@@ -13,8 +13,9 @@ reloading it at once is not another open. Nothing about the reader is kept: no a
 Each web process adds its opens up in memory and writes them at most every ``INVITE_OPENS_FLUSH_SECONDS`` (10 by
 default; 0 writes each at once) with one ``INSERT … ON CONFLICT DO UPDATE`` that adds to the day's row, so two
 processes writing the same row both count. The invite page is the busiest of all and only reads; one write every
-few seconds costs it nothing. What a process holds is written when gunicorn retires it (gunicorn.conf.py,
-``worker_exit``) and when it exits; a process killed outright loses at most those seconds of opens. A failed write
+few seconds costs it nothing. Opens held back are written when due even if no other open comes (a timer thread of
+the process), so a quiet clinic's dashboard is at most those seconds behind. What a process holds is written when
+gunicorn retires it (gunicorn.conf.py, ``worker_exit``) and when it exits; a process killed outright loses at most those seconds of opens. A failed write
 is logged and tried again with the next one: a count is not worth a friend's error page.
 """
 
@@ -74,6 +75,7 @@ class OpenCounter:
         self._pending: Counter[tuple[date, int, str]] = Counter()
         self._lock = threading.Lock()
         self._last_write = time.monotonic()
+        self._timer: threading.Timer | None = None
 
     def add(self, day: date, patient_id: int, via: str) -> None:
         with self._lock:
@@ -83,6 +85,27 @@ class OpenCounter:
 
     def due(self, every_seconds: float) -> bool:
         return bool(self._pending) and time.monotonic() - self._last_write >= every_seconds
+
+    def write_when_due(self, every_seconds: float) -> None:
+        """Write now if due, else make sure a timer writes what is held once it is: opens must not wait for this
+        process's next open (in a quiet clinic, hours) to reach the dashboard and the patient's progress page."""
+        if self.due(every_seconds):
+            self.write()
+            return
+        with self._lock:
+            if not self._pending or (self._timer is not None and self._timer.is_alive()):
+                return
+            wait = max(0.0, every_seconds - (time.monotonic() - self._last_write))
+            self._timer = threading.Timer(wait, self._write_later)
+            self._timer.daemon = True  # the exit writes what is left (write_all)
+            self._timer.start()
+
+    def _write_later(self) -> None:
+        """The timer's write, in an app context (and so a database session) of its own."""
+        try:
+            self.write_at_exit()
+        except Exception:  # a thread's error would only vanish; a count is not worth more
+            log.exception("invite page opens not written")
 
     def write(self) -> int:
         """Write what is held, in one transaction (the caller is in the app's context); the opens written."""
@@ -104,6 +127,7 @@ class OpenCounter:
         return sum(pending.values())
 
     def write_at_exit(self) -> None:
+        """What is held, from outside any request (exit, the timer): in an app context of its own."""
         app = self._app()
         if app is not None and self._pending:
             with app.app_context():
@@ -135,8 +159,7 @@ def count_open(patient_id: int, via: str) -> None:
         return
     counter: OpenCounter = current_app.extensions[EXTENSION]
     counter.add(clinic_today(), patient_id, via)
-    if counter.due(current_app.config["INVITE_OPENS_FLUSH_SECONDS"]):
-        counter.write()
+    counter.write_when_due(current_app.config["INVITE_OPENS_FLUSH_SECONDS"])
 
 
 def add_to_rows(pending: Counter) -> None:
