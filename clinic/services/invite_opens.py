@@ -8,7 +8,8 @@ What is counted: a ``GET /r/<CODE>`` that shows a referrer's invite page, by cli
 code or a card of theirs). Not counted, since no friend is reading: a ``HEAD``, a browser's prefetch, a chat app's
 or a search engine's robot fetching the link for its preview, and the page again in another language (the reader
 pressed the language switch). The page may be kept a minute by the reader's browser (its Cache-Control), so
-reloading it at once is not another open. Nothing about the reader is kept: no address, no browser, no time.
+going back to it or opening the link again within that minute is not another open; a reload asks the server again
+(browsers revalidate on reload) and counts. Nothing about the reader is kept: no address, no browser, no time.
 
 Each web process adds its opens up in memory and writes them at most every ``INVITE_OPENS_FLUSH_SECONDS`` (10 by
 default; 0 writes each at once) with one ``INSERT … ON CONFLICT DO UPDATE`` that adds to the day's row, so two
