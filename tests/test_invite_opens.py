@@ -5,6 +5,7 @@ process; shown on the patient's progress page, the staff's patient page and the 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -93,6 +94,20 @@ def test_a_process_holds_its_opens_and_writes_them_when_due_adding_to_the_days_r
         open_page(browser, referrer.personal_code)
     counter.write_at_exit()  # what gunicorn's worker_exit and the interpreter's exit do
     assert rows() == [(clinic_today(), referrer.id, PERSONAL, 6)]
+
+
+@pytest.mark.app_settings(INVITE_OPENS_FLUSH_SECONDS=0.3)
+def test_an_open_held_back_is_written_when_due_without_waiting_for_another_open(app, browser, referrer):
+    """A quiet clinic: a friend opens the page twice and then nobody opens it again through this process for hours.
+    The opens held back must reach the dashboard and the progress page once
+    INVITE_OPENS_FLUSH_SECONDS have passed (README), not wait for this process's next open or its exit."""
+    open_page(browser, referrer.personal_code)
+    open_page(browser, referrer.personal_code)
+    assert app.extensions[invite_opens.EXTENSION].due(0)  # at least the second is held back
+    deadline = time.monotonic() + 10
+    while rows() != [(clinic_today(), referrer.id, PERSONAL, 2)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rows() == [(clinic_today(), referrer.id, PERSONAL, 2)]
 
 
 def test_two_processes_writing_the_same_row_at_once_both_count(app, referrer):
@@ -270,6 +285,9 @@ def test_a_friends_page_never_queues_long_behind_another_writer(app, backend, br
     finally:
         release.set()
         writer.join()
+    timer = app.extensions[invite_opens.EXTENSION]._timer  # the held open's next try, once the lock is free
+    timer.join(30)
+    assert rows() == [(clinic_today(), referrer.id, PERSONAL, 1)]
     open_page(browser, referrer.personal_code)
     assert rows() == [(clinic_today(), referrer.id, PERSONAL, 2)]
 

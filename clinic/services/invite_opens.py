@@ -8,15 +8,17 @@ What is counted: a ``GET /r/<CODE>`` that shows a referrer's invite page, by cli
 code or a card of theirs). Not counted, since no friend is reading: a ``HEAD``, a browser's prefetch, a chat app's
 or a search engine's robot fetching the link for its preview, and the page again in another language (the reader
 pressed the language switch). The page may be kept a minute by the reader's browser (its Cache-Control), so
-reloading it at once is not another open. Nothing about the reader is kept: no address, no browser, no time.
+going back to it or opening the link again within that minute is not another open; a reload asks the server again
+(browsers revalidate on reload) and counts. Nothing about the reader is kept: no address, no browser, no time.
 
 Each web process adds its opens up in memory and writes them at most every ``INVITE_OPENS_FLUSH_SECONDS`` (10 by
 default; 0 writes each at once) with one ``INSERT … ON CONFLICT DO UPDATE`` that adds to the day's row, so two
 processes writing the same row both count. The invite page is the busiest of all and only reads; one write every
 few seconds costs it nothing, and on SQLite it queues behind another writer for 50 ms at most, then leaves the
-opens for its next try. What a process holds is written when gunicorn retires it (gunicorn.conf.py,
-``worker_exit``) and when it exits; a process killed outright loses at most those seconds of opens. A failed write
-is logged and tried again with the next one: a count is not worth a friend's error page.
+opens for later. Opens held back are written when due even if no other open comes (a timer thread of the process),
+so a quiet clinic's dashboard is at most those seconds behind. What a process holds is written when gunicorn retires
+it (gunicorn.conf.py, ``worker_exit``) and when it exits; a process killed outright loses at most those seconds of
+opens. A failed write is logged and tried again later: a count is not worth a friend's error page.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class OpenCounter:
         self._pending: Counter[tuple[date, int, str]] = Counter()
         self._lock = threading.Lock()
         self._last_write = time.monotonic()
+        self._timer: threading.Timer | None = None
 
     def add(self, day: date, patient_id: int, via: str) -> None:
         with self._lock:
@@ -86,6 +89,27 @@ class OpenCounter:
 
     def due(self, every_seconds: float) -> bool:
         return bool(self._pending) and time.monotonic() - self._last_write >= every_seconds
+
+    def write_when_due(self, every_seconds: float, lock_wait_seconds: float | None = None) -> None:
+        """Write now if due, and make sure a timer writes what is still held once it is: opens must not wait for this
+        process's next open (in a quiet clinic, hours) to reach the dashboard and the patient's progress page, nor
+        stay held because the write now found SQLite's writer lock taken."""
+        if self.due(every_seconds):
+            self.write(lock_wait_seconds)
+        with self._lock:
+            if not self._pending or (self._timer is not None and self._timer.is_alive()):
+                return
+            wait = max(0.0, every_seconds - (time.monotonic() - self._last_write))
+            self._timer = threading.Timer(wait, self._write_later)
+            self._timer.daemon = True  # the exit writes what is left (write_all)
+            self._timer.start()
+
+    def _write_later(self) -> None:
+        """The timer's write, in an app context (and so a database session) of its own."""
+        try:
+            self.write_at_exit()
+        except Exception:  # a thread's error would only vanish; a count is not worth more
+            log.exception("invite page opens not written")
 
     def write(self, lock_wait_seconds: float | None = None) -> int:
         """Write what is held, in one transaction (the caller is in the app's context); the opens written.
@@ -111,6 +135,7 @@ class OpenCounter:
         return sum(pending.values())
 
     def write_at_exit(self) -> None:
+        """What is held, from outside any request (exit, the timer): in an app context of its own."""
         app = self._app()
         if app is not None and self._pending:
             with app.app_context():
@@ -142,8 +167,7 @@ def count_open(patient_id: int, via: str) -> None:
         return
     counter: OpenCounter = current_app.extensions[EXTENSION]
     counter.add(clinic_today(), patient_id, via)
-    if counter.due(current_app.config["INVITE_OPENS_FLUSH_SECONDS"]):
-        counter.write(lock_wait_seconds=IN_PAGE_LOCK_WAIT_SECONDS)
+    counter.write_when_due(current_app.config["INVITE_OPENS_FLUSH_SECONDS"], IN_PAGE_LOCK_WAIT_SECONDS)
 
 
 def add_to_rows(pending: Counter, lock_wait_seconds: float | None = None) -> None:
