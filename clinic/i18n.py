@@ -86,6 +86,12 @@ def select_language() -> str:
     return _staff_language() or valid_language(cookie) or clinic_language()
 
 
+def sentence_gap() -> str:
+    """What goes between two sentences said one after the other: a space in English, nothing in Chinese, whose full
+    stop (。) closes the sentence ("…使用）。 推荐…" reads as a typo)."""
+    return "" if current_language().startswith("zh") else " "
+
+
 def current_language() -> str:
     """The language of what is being rendered now, as one of LANGUAGES' keys."""
     locale = get_locale()  # Babel's zh_CN is zh_Hans_CN
@@ -345,7 +351,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.add_extension(LiteralMessages)
     # {% trans %} blocks collapse their whitespace, as babel.cfg extracts them.
     app.jinja_env.policies["ext.i18n.trimmed"] = True
-    app.jinja_env.globals.update(LANGUAGES=LANGUAGES, current_language=current_language)
+    app.jinja_env.globals.update(LANGUAGES=LANGUAGES, current_language=current_language, sentence_gap=sentence_gap)
 
     @app.after_request
     def _remember_switched_language(response):

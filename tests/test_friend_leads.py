@@ -375,6 +375,23 @@ def test_the_receipt_says_the_friend_had_asked_and_the_request_is_closed(desk, r
     assert "had asked to be called back" in again
 
 
+def test_the_receipt_of_a_converting_redemption_redraws_the_top_bar_s_call_backs_count(desk, referrer, make_lead):
+    """The top bar is outside the swapped receipt: without its link out of band it kept counting the closed request."""
+    make_lead(referrer, name="Lucy", phone="13977770001")
+    make_lead(referrer, name="Other", phone="13977770002")
+    assert '<a id="nav-call-backs" href="/desk/leads" class="attention">Call-backs (2)</a>' in desk.get(
+        "/desk/").get_data(as_text=True)
+    form = {"code": referrer.personal_code, "full_name": "Lu Xi", "phone": "13977770001", "display_name": "",
+            "external_id": ""}
+
+    receipt = desk.post("/desk/redeem", form, htmx=True).get_data(as_text=True)
+
+    assert ('<a id="nav-call-backs" href="/desk/leads" class="attention" hx-swap-oob="true">Call-backs (1)</a>'
+            in receipt)
+    plain = desk.post("/desk/redeem", dict(form, full_name="Ma Li", phone="13977770003"), htmx=True)
+    assert plain.status_code == 200 and "nav-call-backs" not in plain.get_data(as_text=True)
+
+
 def _review_for(referrer, phone: str, make_patient, actor):
     """An existing patient with ``phone`` whom the desk sent for approval as the referrer's friend."""
     existing, _token = make_patient(full_name="Zhou Fan", phone=phone)

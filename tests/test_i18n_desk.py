@@ -142,6 +142,18 @@ def test_the_patient_page_in_chinese(zh_desk, wang, actor):
     assert "王小明" in listing and re.search(r'<td class="nowrap">' + CHINESE_DAY + "</td>", listing)
 
 
+def test_two_sentences_of_one_paragraph_have_no_space_between_them_in_chinese(zh_desk, wang, make_patient, make_lead):
+    """Chinese closes a sentence with 。 and puts no space after it: "…使用）。 推荐进度链接…" read as a typo."""
+    patient_page = page(zh_desk.get(f"/patients/{wang.id}"))
+    assert "误转发时使用）。推荐进度链接上次生成于" in patient_page
+    make_lead(wang, phone="13977770001")
+    make_patient(full_name="周凡", phone="13977770001")
+    sent = page(zh_desk.post("/desk/review", {"code": wang.personal_code, "full_name": "周凡", "phone": "13977770001",
+                                              "display_name": "", "external_id": ""}, htmx=True))
+    said = re.search(r'<p id="desk-call-back">(.*?)</p>', sent, re.S).group(1)
+    assert "。管理员批准后，该回电请求即关闭。" in said and "。 " not in said
+
+
 def test_the_welcome_slip_in_chinese(zh_desk):
     response = zh_desk.post("/patients/new", {"full_name": "李华", "phone": "13900001111", "display_name": "",
                                               "external_id": "", "preferred_channel": "sms",

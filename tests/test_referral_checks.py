@@ -401,6 +401,28 @@ def test_the_page_hides_a_checked_row_until_newer_evidence_then_says_who_checked
     assert "Mark as checked" in page
 
 
+@pytest.mark.parametrize("checked, heading, toggle", [
+    ("", "0 rows to check", "1 row marked as checked is hidden until newer evidence appears."),
+    ("1", "1 row to check", "Rows marked as checked are shown."),
+])
+def test_marking_with_htmx_sends_the_page_counts_out_of_band(manager, make_patient, bring, checked, heading, toggle):
+    """The heading and the hidden-rows line are outside the swapped row: without them in the answer they kept the
+    numbers of before the mark until a reload."""
+    referrer, newest = _burst(make_patient, bring)
+    page = manager.get("/admin/checks").get_data(as_text=True)
+    assert '<h2 id="checks-title">1 row to check</h2>' in page and '<div id="checked-toggle"></div>' in page
+
+    answer = manager.post("/admin/checks/mark", {"rule": "burst", "referrer": str(referrer.id), "staff": "",
+                                                 "evidence": str(newest), "checked": checked}, htmx=True)
+
+    body = answer.get_data(as_text=True)
+    assert answer.status_code == 200 and body.lstrip().startswith(f'<tr id="check-burst-r{referrer.id}"')
+    assert f'<h2 id="checks-title" hx-swap-oob="true">{heading}</h2>' in body.split("<template>")[1]
+    assert '<div id="checked-toggle" hx-swap-oob="true">' in body and toggle in body
+    reloaded = manager.get(f"/admin/checks?checked={checked}").get_data(as_text=True)
+    assert f'<h2 id="checks-title">{heading}</h2>' in reloaded and toggle in reloaded
+
+
 def test_marking_without_htmx_comes_back_to_the_page_with_its_filters(manager, make_patient, bring):
     referrer, newest = _burst(make_patient, bring)
     today = utcnow().date()

@@ -272,6 +272,7 @@ def test_the_manager_sees_who_is_due_masked_and_erases_them_once(pair, manager):
     assert "2 patients are due for erasure" in manager.get("/admin/settings").get_data(as_text=True)
     page = manager.get("/admin/retention").get_data(as_text=True)
     assert "Wang L." in page and "Chen J." in page and "Wang Lixue" not in page and "2020-03-31" in page
+    assert "due for erasure under your retention rule. Each has had no activity for 12 months" in page
 
     refused = manager.post("/admin/retention", {})
     assert refused.status_code == 422 and "Tick the box" in refused.get_data(as_text=True)

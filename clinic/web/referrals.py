@@ -8,7 +8,7 @@ from flask_login import login_required
 from sqlalchemy import select
 
 from clinic.extensions import db
-from clinic.i18n import current_language
+from clinic.i18n import sentence_gap
 from clinic.models import Referral, RewardStatus
 from clinic.services import milestones
 from clinic.services.clinic_settings import current_clinic
@@ -46,7 +46,7 @@ def milestone_message(result: MilestoneResult, milestone: str) -> str:
     parts += held
     if not paid and not held:
         parts.append(_("No reward was due at this stage."))
-    return ("" if current_language().startswith("zh") else " ").join(parts)  # Chinese puts no space after 。
+    return sentence_gap().join(parts)
 
 
 def _refused(patient_id: int, refusal: Refused, **forms):

@@ -201,32 +201,36 @@ def mark_checked():
         check_service.mark_checked(rule, referrer_id, staff_id, evidence_id, form_value("note"), current_actor())
     except Refused as refusal:
         if is_htmx():
-            row = _check_row(values, key)
+            row = _find_check(_checks_in(values), key) if key else None
             if row is None:
                 return render_error(refusal.status, refusal.message)
             return render_template("reports/_check_row.html", c=row, values=values, show_checked=show_checked,
                                    rules=check_service, row_error=refusal.message, error_key=key), refusal.status
         return _checks_page(values, show_checked, error=refusal, error_key=key)
     if is_htmx():
-        row = _check_row(values, key)
-        # The flag no longer shows in this period (a referral reversed meanwhile): the row goes.
-        return render_template("reports/_check_row.html", c=row, values=values, show_checked=show_checked,
-                               rules=check_service) if row else ""
+        every = _checks_in(values) or []
+        shown = every if show_checked else [check for check in every if not check.checked]
+        # No row when the flag no longer shows in this period (a referral reversed meanwhile): the row goes.
+        return render_template("reports/_marked.html", c=_find_check(every, key), values=values,
+                               show_checked=show_checked, rules=check_service, shown_count=len(shown),
+                               hidden=len(every) - len(shown), export_args={k: v for k, v in values.items() if v})
     flash(_("Marked as checked."))
     return redirect(url_for("reports.checks", checked="1" if show_checked else None,
                             **{k: v for k, v in values.items() if v}), code=303)
 
 
-def _check_row(values: dict[str, str], key: tuple[str, str] | None) -> check_service.Check | None:
-    """The page's row for ``key`` (rule, subject) in the filters' period, with its mark; None if it is not there."""
-    if key is None:
-        return None
+def _checks_in(values: dict[str, str]) -> list[check_service.Check] | None:
+    """Every row of the filters' period, checked ones included, with their marks; None if the filters are refused."""
     try:
         scope = _scope(values, _checks_period())
     except Refused:
         return None
-    return next((check for check in check_service.with_marks(check_service.referral_checks(scope))
-                 if (check.rule, check.subject) == key), None)
+    return check_service.with_marks(check_service.referral_checks(scope))
+
+
+def _find_check(checks: list[check_service.Check] | None, key: tuple[str, str] | None) -> check_service.Check | None:
+    """The row for ``key`` (rule, subject) among ``checks``; None if it is not there."""
+    return next((check for check in checks or [] if (check.rule, check.subject) == key), None)
 
 
 EXPORTS = {"referrals", "vouchers", "patients", "campaigns", "checks"}
