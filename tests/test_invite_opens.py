@@ -304,3 +304,12 @@ def test_the_patients_export_has_each_patients_invite_page_opens(manager, referr
     text = manager.get(f"/admin/exports/patients.csv?from={day}&to={day}").get_data(as_text=True)
     rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
     assert {row["full name"]: row["invite page opens"] for row in rows} == {"Wang Li": "5", "Zhao Min": "0"}
+
+
+def test_staff_checking_the_link_from_the_patient_page_is_not_an_open(app, desk, referrer):
+    """The patient page shows the invite link; a receptionist who clicks it is not a friend reached by a poster."""
+    from tests.conftest import Browser
+    assert desk.get(f"/r/{referrer.personal_code}", headers={"User-Agent": PHONE}).status_code == 200
+    assert rows() == []
+    open_page(Browser(app.test_client()), referrer.personal_code)  # a phone with no session: a friend
+    assert rows() == [(clinic_today(), referrer.id, PERSONAL, 1)]

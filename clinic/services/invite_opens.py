@@ -6,8 +6,8 @@ what the patient is glad to see on their progress page ("your invite page was op
 
 What is counted: a ``GET /r/<CODE>`` that shows a referrer's invite page, by clinic day, referrer and way in (their
 code or a card of theirs). Not counted, since no friend is reading: a ``HEAD``, a browser's prefetch, a chat app's
-or a search engine's robot fetching the link for its preview, and the page again in another language (the reader
-pressed the language switch). The page may be kept a minute by the reader's browser (its Cache-Control), so
+or a search engine's robot fetching the link for its preview, the page again in another language (the reader
+pressed the language switch), and a staff member's browser checking the link (it holds the portal's session cookie). The page may be kept a minute by the reader's browser (its Cache-Control), so
 going back to it or opening the link again within that minute is not another open; a reload asks the server again
 (browsers revalidate on reload) and counts. Nothing about the reader is kept: no address, no browser, no time.
 
@@ -66,6 +66,10 @@ def is_a_reader() -> bool:
         return False
     purpose = (environ.get("HTTP_SEC_PURPOSE") or environ.get("HTTP_PURPOSE") or "").lower()
     if "prefetch" in purpose or "prerender" in purpose:
+        return False
+    # A staff browser (it holds the portal's session cookie; the public pages set none) checking the link from the
+    # patient page or the desk: not a friend reached by a poster.
+    if "HTTP_COOKIE" in environ and current_app.config["SESSION_COOKIE_NAME"] in request.cookies:
         return False
     agent = environ.get("HTTP_USER_AGENT", "").lower()
     return not (agent.endswith("bot") or any(mark in agent for mark in ROBOT_MARKS))
