@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from flask import Flask, current_app, request, url_for
 from flask.templating import Environment
 from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_pgettext
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 from jinja2.compiler import CodeGenerator
@@ -208,42 +209,43 @@ def audit_label(action: str) -> str:
     return str(AUDIT_LABELS.get(action, action))
 
 
-def audit_reason(reason: str | None) -> str:
-    """Why an attempt was refused, for people: the audit log showed the stored key ("existing_patient") even in Chinese.
+# Why an attempt was refused, for people: the audit log showed the stored key ("existing_patient") even in Chinese.
+REFUSAL_LABELS = {
+    "unknown_code": lazy_pgettext("refusal", "unknown code"),
+    "mistyped_code": lazy_pgettext("refusal", "mistyped code"),
+    "not_a_referral_code": lazy_pgettext("refusal", "not a referral code"),
+    "not_a_voucher": lazy_pgettext("refusal", "not a voucher"),
+    "unknown_card": lazy_pgettext("refusal", "unknown card"),
+    "card_not_activated": lazy_pgettext("refusal", "card not activated"),
+    "card_void": lazy_pgettext("refusal", "card void"),
+    "already_activated": lazy_pgettext("refusal", "already activated"),
+    "already_redeemed": lazy_pgettext("refusal", "already redeemed"),
+    "already_spent": lazy_pgettext("refusal", "already spent"),
+    "voided": lazy_pgettext("refusal", "voided"),
+    "expired": lazy_pgettext("refusal", "expired"),
+    "campaign_ended": lazy_pgettext("refusal", "campaign ended"),
+    "no_campaign": lazy_pgettext("refusal", "no campaign"),
+    "code_withdrawn": lazy_pgettext("refusal", "code withdrawn"),
+    "self_referral": lazy_pgettext("refusal", "self-referral"),
+    "existing_patient": lazy_pgettext("refusal", "already a patient"),
+    "patient_erased": lazy_pgettext("refusal", "patient erased"),
+    "over_cap": lazy_pgettext("refusal", "over the referrer's cap"),
+    "quota_full": lazy_pgettext("refusal", "monthly quota full"),
+    "rate_limited": lazy_pgettext("refusal", "too many attempts"),
+    "validation_error": lazy_pgettext("refusal", "invalid input"),
+    "bad_credentials": lazy_pgettext("refusal", "wrong email or password"),
+    "wrong_password": lazy_pgettext("refusal", "wrong password"),
+    "wrong_code": lazy_pgettext("refusal", "wrong code"),
+    "two_step_first": lazy_pgettext("refusal", "two-step login needed first"),
+}
 
-    Built per call (the reader's language); a reason without a label reads as its key with spaces.
-    """
+
+def audit_reason(reason: str | None) -> str:
+    """A refusal's reason in the reader's language; a reason without a label reads as its key with spaces."""
     if not reason:
         return ""
-    labels = {
-        "unknown_code": pgettext("refusal", "unknown code"),
-        "mistyped_code": pgettext("refusal", "mistyped code"),
-        "not_a_referral_code": pgettext("refusal", "not a referral code"),
-        "not_a_voucher": pgettext("refusal", "not a voucher"),
-        "unknown_card": pgettext("refusal", "unknown card"),
-        "card_not_activated": pgettext("refusal", "card not activated"),
-        "card_void": pgettext("refusal", "card void"),
-        "already_activated": pgettext("refusal", "already activated"),
-        "already_redeemed": pgettext("refusal", "already redeemed"),
-        "already_spent": pgettext("refusal", "already spent"),
-        "voided": pgettext("refusal", "voided"),
-        "expired": pgettext("refusal", "expired"),
-        "campaign_ended": pgettext("refusal", "campaign ended"),
-        "no_campaign": pgettext("refusal", "no campaign"),
-        "code_withdrawn": pgettext("refusal", "code withdrawn"),
-        "self_referral": pgettext("refusal", "self-referral"),
-        "existing_patient": pgettext("refusal", "already a patient"),
-        "patient_erased": pgettext("refusal", "patient erased"),
-        "over_cap": pgettext("refusal", "over the referrer's cap"),
-        "quota_full": pgettext("refusal", "monthly quota full"),
-        "rate_limited": pgettext("refusal", "too many attempts"),
-        "validation_error": pgettext("refusal", "invalid input"),
-        "bad_credentials": pgettext("refusal", "wrong email or password"),
-        "wrong_password": pgettext("refusal", "wrong password"),
-        "wrong_code": pgettext("refusal", "wrong code"),
-        "two_step_first": pgettext("refusal", "two-step login needed first"),
-    }
-    return labels.get(reason, reason.replace("_", " "))
+    label = REFUSAL_LABELS.get(reason)
+    return str(label) if label is not None else reason.replace("_", " ")
 
 
 # The names of audit details and of changed settings, for people; others show as their key with spaces.
@@ -341,7 +343,7 @@ def audit_details(event) -> str:
         elif key == "beneficiary" and value in ("referrer", "friend"):
             value = pgettext("beneficiary", value)  # stored in English, read in the reader's language
         elif key == "kind" and value in ("money", "service"):
-            value = _("money off") if value == "money" else _("a named service")
+            value = reward_kind_label(value)
         elif key == "amount":
             if not value:
                 continue  # a service voucher has no amount
@@ -359,6 +361,11 @@ def audit_details(event) -> str:
     return "; ".join(parts)
 
 
+def reward_kind_label(kind: str) -> str:
+    """A reward's kind (``money`` or ``service``) in the reader's words."""
+    return _("money off") if kind == "money" else _("a named service")
+
+
 def _changed_value(field: str, value, currency: str) -> str:
     """One side of a changed setting, for people: it read "None → 20000" (Python's words and minor units).
 
@@ -372,7 +379,7 @@ def _changed_value(field: str, value, currency: str) -> str:
     if (field.endswith("_amount") or field == "cap_value_per_year") and isinstance(value, int):
         return format_money(value, currency, current_language())
     if field.endswith("_kind") and value in ("money", "service"):
-        return _("money off") if value == "money" else _("a named service")
+        return reward_kind_label(value)
     if field.endswith("_stage") and value in STAGE_LABELS:
         return str(STAGE_LABELS[value])
     if field == "covers" and value in COVERS_LABELS:
