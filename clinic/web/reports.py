@@ -157,9 +157,9 @@ def _checks_page(values: dict[str, str], show_checked: bool, *, error: Refused |
                                **context), refusal.status
     values.update({"from": scope.first_day.isoformat(), "to": scope.last_day.isoformat()})
     every = check_service.with_marks(check_service.referral_checks(scope))
-    shown = every if show_checked else [check for check in every if not check.checked]
+    shown, hidden = _shown(every, show_checked)
     keys = {(check.rule, check.subject) for check in shown}
-    return render_template("reports/checks.html", checks=shown, hidden=len(every) - len(shown),
+    return render_template("reports/checks.html", checks=shown, hidden=hidden,
                            period_days=(format_day(scope.first_day), format_day(scope.last_day)),
                            branch=db.session.get(Branch, scope.branch_id) if scope.branch_id else None,
                            export_args={k: v for k, v in values.items() if v},
@@ -209,11 +209,11 @@ def mark_checked():
         return _checks_page(values, show_checked, error=refusal, error_key=key)
     if is_htmx():
         every = _checks_in(values) or []
-        shown = every if show_checked else [check for check in every if not check.checked]
+        shown, hidden = _shown(every, show_checked)
         # No row when the flag no longer shows in this period (a referral reversed meanwhile): the row goes.
         return render_template("reports/_marked.html", c=_find_check(every, key), values=values,
                                show_checked=show_checked, rules=check_service, shown_count=len(shown),
-                               hidden=len(every) - len(shown), export_args={k: v for k, v in values.items() if v})
+                               hidden=hidden, export_args={k: v for k, v in values.items() if v})
     flash(_("Marked as checked."))
     return redirect(url_for("reports.checks", checked="1" if show_checked else None,
                             **{k: v for k, v in values.items() if v}), code=303)
@@ -226,6 +226,12 @@ def _checks_in(values: dict[str, str]) -> list[check_service.Check] | None:
     except Refused:
         return None
     return check_service.with_marks(check_service.referral_checks(scope))
+
+
+def _shown(every: list[check_service.Check], show_checked: bool) -> tuple[list[check_service.Check], int]:
+    """The rows the page lists, and how many checked ones it hides (none with ``show_checked``)."""
+    shown = every if show_checked else [check for check in every if not check.checked]
+    return shown, len(every) - len(shown)
 
 
 def _find_check(checks: list[check_service.Check] | None, key: tuple[str, str] | None) -> check_service.Check | None:
